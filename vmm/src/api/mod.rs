@@ -1,0 +1,71 @@
+//! The VMM's control API: JSON over HTTP/1.1 on a Unix socket.
+//!
+//! The HTTP server runs on its own thread (`server.rs`). It turns each request
+//! into an [`ApiRequest`], sends it to the VMM's event loop over a channel,
+//! wakes the loop through an eventfd, and waits for the [`ApiResponse`]. The VM
+//! itself is only ever touched from the event loop thread.
+
+use std::sync::mpsc::{Receiver, Sender};
+
+use serde::Serialize;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::config::VmConfig;
+
+pub mod server;
+
+/// An action asked of the VMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiRequest {
+    GetVmInfo,
+    Pause,
+    Resume,
+    Shutdown,
+    Reboot,
+}
+
+/// Lifecycle state of the VM as the API reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    Running,
+    Paused,
+    ShuttingDown,
+}
+
+/// Body of `GET /vm`.
+#[derive(Clone, Debug, Serialize)]
+pub struct VmInfo {
+    pub config: VmConfig,
+    pub state: VmState,
+    pub vcpus: u8,
+    pub memory_bytes: u64,
+}
+
+/// What the event loop answers to an [`ApiRequest`].
+#[derive(Clone, Debug)]
+pub enum ApiResponse {
+    VmInfo(Box<VmInfo>),
+    /// The action was done (HTTP 204).
+    Done,
+    /// The action is not valid now, e.g. resuming a running VM (HTTP 409).
+    Conflict(String),
+    /// The VMM failed to do it (HTTP 500).
+    Failed(String),
+}
+
+/// One request in flight: the action and where its answer goes.
+pub type ApiMessage = (ApiRequest, Sender<ApiResponse>);
+
+/// The server thread's end of the channel to the event loop.
+pub struct ApiSender {
+    pub requests: Sender<ApiMessage>,
+    /// Written after each send so the event loop wakes up.
+    pub wake: EventFd,
+}
+
+/// The event loop's end.
+pub struct ApiReceiver {
+    pub requests: Receiver<ApiMessage>,
+    pub wake: EventFd,
+}

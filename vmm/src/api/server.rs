@@ -1,0 +1,1 @@
+//! HTTP server for the control API (filled in by the API work).

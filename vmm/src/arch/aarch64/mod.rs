@@ -1,0 +1,1 @@
+//! aarch64: GICv3, PSCI, FDT and Image loading.

@@ -1,0 +1,176 @@
+//! The VM's configuration as the user gave it, validated before anything is created.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// Largest vCPU count the boot tables (MP table, FDT) are sized for.
+pub const MAX_VCPUS: u8 = 254;
+
+/// Smallest guest the boot layout fits in (page tables, boot info, a kernel).
+pub const MIN_MEMORY_BYTES: u64 = 16 << 20;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("invalid memory size '{0}': use a number with an optional K, M, G or T suffix (e.g. 512M, 4G)")]
+    MemorySyntax(String),
+    #[error("memory size {0} bytes is below the minimum of {MIN_MEMORY_BYTES} bytes (16M)")]
+    MemoryTooSmall(u64),
+    #[error("memory size must be a multiple of 4 KiB, got {0} bytes")]
+    MemoryUnaligned(u64),
+    #[error("vCPU count must be between 1 and {MAX_VCPUS}, got {0}")]
+    VcpuCount(u64),
+    #[error("invalid serial '{0}': use stdio, none, file:PATH or socket:PATH")]
+    SerialSyntax(String),
+}
+
+/// Where the guest's 16550 console goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "path", rename_all = "lowercase")]
+pub enum SerialOutput {
+    /// The VMM's own stdin/stdout (stdin in raw mode when it is a terminal).
+    Stdio,
+    /// Output appended to a file; no input.
+    File(PathBuf),
+    /// A Unix socket the VMM listens on; one client at a time reads and writes.
+    Socket(PathBuf),
+    /// Discarded.
+    None,
+}
+
+impl FromStr for SerialOutput {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let nonempty = |p: &str| {
+            if p.is_empty() {
+                Err(ConfigError::SerialSyntax(s.to_string()))
+            } else {
+                Ok(PathBuf::from(p))
+            }
+        };
+        match s {
+            "stdio" => Ok(Self::Stdio),
+            "none" => Ok(Self::None),
+            _ => match s.split_once(':') {
+                Some(("file", p)) => Ok(Self::File(nonempty(p)?)),
+                Some(("socket", p)) => Ok(Self::Socket(nonempty(p)?)),
+                _ => Err(ConfigError::SerialSyntax(s.to_string())),
+            },
+        }
+    }
+}
+
+/// A memory size in bytes, written as `512M`, `4G`, `65536K` or plain bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct MemorySize(pub u64);
+
+impl FromStr for MemorySize {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ConfigError::MemorySyntax(s.to_string());
+        let t = s.trim();
+        let (digits, shift) = match t.char_indices().last() {
+            Some((i, c)) if c.is_ascii_alphabetic() => {
+                let shift = match c.to_ascii_uppercase() {
+                    'K' => 10,
+                    'M' => 20,
+                    'G' => 30,
+                    'T' => 40,
+                    _ => return Err(err()),
+                };
+                (&t[..i], shift)
+            }
+            _ => (t, 0),
+        };
+        let n: u64 = digits.parse().map_err(|_| err())?;
+        let bytes = n.checked_mul(1 << shift).ok_or_else(err)?;
+        if bytes < MIN_MEMORY_BYTES {
+            return Err(ConfigError::MemoryTooSmall(bytes));
+        }
+        if bytes % 4096 != 0 {
+            return Err(ConfigError::MemoryUnaligned(bytes));
+        }
+        Ok(MemorySize(bytes))
+    }
+}
+
+impl fmt::Display for MemorySize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
+            if b % (1 << shift) == 0 {
+                return write!(f, "{}{}", b >> shift, unit);
+            }
+        }
+        write!(f, "{b}")
+    }
+}
+
+/// Checks a vCPU count given on the command line or through the API.
+pub fn parse_vcpus(s: &str) -> Result<u8, ConfigError> {
+    let n: u64 = s.trim().parse().map_err(|_| ConfigError::VcpuCount(0))?;
+    if n == 0 || n > u64::from(MAX_VCPUS) {
+        return Err(ConfigError::VcpuCount(n));
+    }
+    Ok(n as u8)
+}
+
+/// Everything needed to build and boot one VM.
+#[derive(Clone, Debug, Serialize)]
+pub struct VmConfig {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub vcpus: u8,
+    pub memory: MemorySize,
+    pub serial: SerialOutput,
+    pub api_socket: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_parse_with_suffixes() {
+        assert_eq!("512M".parse::<MemorySize>(), Ok(MemorySize(512 << 20)));
+        assert_eq!("4g".parse::<MemorySize>(), Ok(MemorySize(4 << 30)));
+        assert_eq!("65536K".parse::<MemorySize>(), Ok(MemorySize(64 << 20)));
+        assert_eq!("16777216".parse::<MemorySize>(), Ok(MemorySize(16 << 20)));
+    }
+
+    #[test]
+    fn bad_memory_sizes_are_refused() {
+        assert!(matches!("12Q".parse::<MemorySize>(), Err(ConfigError::MemorySyntax(_))));
+        assert!(matches!("".parse::<MemorySize>(), Err(ConfigError::MemorySyntax(_))));
+        assert!(matches!("1M".parse::<MemorySize>(), Err(ConfigError::MemoryTooSmall(_))));
+        assert!(matches!("99999999999T".parse::<MemorySize>(), Err(ConfigError::MemorySyntax(_))));
+        assert!(matches!("16777217".parse::<MemorySize>(), Err(ConfigError::MemoryUnaligned(_))));
+    }
+
+    #[test]
+    fn memory_size_displays_in_largest_unit() {
+        assert_eq!(MemorySize(4 << 30).to_string(), "4G");
+        assert_eq!(MemorySize(1536 << 20).to_string(), "1536M");
+    }
+
+    #[test]
+    fn vcpu_counts_are_bounded() {
+        assert_eq!(parse_vcpus("8"), Ok(8));
+        assert_eq!(parse_vcpus("0"), Err(ConfigError::VcpuCount(0)));
+        assert_eq!(parse_vcpus("255"), Err(ConfigError::VcpuCount(255)));
+        assert!(parse_vcpus("x").is_err());
+    }
+
+    #[test]
+    fn serial_specs_parse() {
+        assert_eq!("stdio".parse(), Ok(SerialOutput::Stdio));
+        assert_eq!("none".parse(), Ok(SerialOutput::None));
+        assert_eq!("file:/tmp/x".parse(), Ok(SerialOutput::File("/tmp/x".into())));
+        assert_eq!("socket:/tmp/s".parse(), Ok(SerialOutput::Socket("/tmp/s".into())));
+        assert!("file:".parse::<SerialOutput>().is_err());
+        assert!("tcp:1".parse::<SerialOutput>().is_err());
+    }
+}

@@ -1,0 +1,7 @@
+//! Vireo's VMM: one process per VM on the rust-vmm crates.
+//!
+//! The boot flow lives in [`vm`]; read it top to bottom to see every step.
+
+pub mod api;
+pub mod arch;
+pub mod config;
