@@ -89,7 +89,7 @@ impl FromStr for MemorySize {
         if bytes < MIN_MEMORY_BYTES {
             return Err(ConfigError::MemoryTooSmall(bytes));
         }
-        if bytes % 4096 != 0 {
+        if !bytes.is_multiple_of(4096) {
             return Err(ConfigError::MemoryUnaligned(bytes));
         }
         Ok(MemorySize(bytes))
@@ -100,7 +100,7 @@ impl fmt::Display for MemorySize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
         for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
-            if b % (1 << shift) == 0 {
+            if b.is_multiple_of(1 << shift) {
                 return write!(f, "{}{}", b >> shift, unit);
             }
         }
@@ -143,11 +143,26 @@ mod tests {
 
     #[test]
     fn bad_memory_sizes_are_refused() {
-        assert!(matches!("12Q".parse::<MemorySize>(), Err(ConfigError::MemorySyntax(_))));
-        assert!(matches!("".parse::<MemorySize>(), Err(ConfigError::MemorySyntax(_))));
-        assert!(matches!("1M".parse::<MemorySize>(), Err(ConfigError::MemoryTooSmall(_))));
-        assert!(matches!("99999999999T".parse::<MemorySize>(), Err(ConfigError::MemorySyntax(_))));
-        assert!(matches!("16777217".parse::<MemorySize>(), Err(ConfigError::MemoryUnaligned(_))));
+        assert!(matches!(
+            "12Q".parse::<MemorySize>(),
+            Err(ConfigError::MemorySyntax(_))
+        ));
+        assert!(matches!(
+            "".parse::<MemorySize>(),
+            Err(ConfigError::MemorySyntax(_))
+        ));
+        assert!(matches!(
+            "1M".parse::<MemorySize>(),
+            Err(ConfigError::MemoryTooSmall(_))
+        ));
+        assert!(matches!(
+            "99999999999T".parse::<MemorySize>(),
+            Err(ConfigError::MemorySyntax(_))
+        ));
+        assert!(matches!(
+            "16777217".parse::<MemorySize>(),
+            Err(ConfigError::MemoryUnaligned(_))
+        ));
     }
 
     #[test]
@@ -168,8 +183,14 @@ mod tests {
     fn serial_specs_parse() {
         assert_eq!("stdio".parse(), Ok(SerialOutput::Stdio));
         assert_eq!("none".parse(), Ok(SerialOutput::None));
-        assert_eq!("file:/tmp/x".parse(), Ok(SerialOutput::File("/tmp/x".into())));
-        assert_eq!("socket:/tmp/s".parse(), Ok(SerialOutput::Socket("/tmp/s".into())));
+        assert_eq!(
+            "file:/tmp/x".parse(),
+            Ok(SerialOutput::File("/tmp/x".into()))
+        );
+        assert_eq!(
+            "socket:/tmp/s".parse(),
+            Ok(SerialOutput::Socket("/tmp/s".into()))
+        );
         assert!("file:".parse::<SerialOutput>().is_err());
         assert!("tcp:1".parse::<SerialOutput>().is_err());
     }

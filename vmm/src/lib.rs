@@ -5,3 +5,9 @@
 pub mod api;
 pub mod arch;
 pub mod config;
+pub mod console;
+pub mod devices;
+pub mod memory;
+pub mod vcpu;
+pub mod vm;
+pub mod vmm;

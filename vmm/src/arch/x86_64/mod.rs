@@ -1,1 +1,125 @@
-//! x86_64 boot: memory layout, irqchip, MP table, boot protocols, vCPU registers.
+//! x86_64 boot: memory layout, in-kernel irqchip and PIT, MP table, Linux
+//! 64-bit and PVH boot protocols, per-vCPU CPUID and registers.
+
+pub mod boot;
+pub mod cpuid;
+pub mod layout;
+pub mod memory;
+pub mod mptable;
+pub mod regs;
+
+use kvm_bindings::{kvm_pit_config, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+use super::{BootEntry, BootSources, MmioDeviceInfo, MmioDeviceKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("KVM refused to {what}: {source}")]
+    Kvm {
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    #[error(transparent)]
+    MpTable(#[from] mptable::MpTableError),
+    #[error(transparent)]
+    Regs(#[from] regs::RegsError),
+}
+
+fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
+    move |source| Error::Kvm { what, source }
+}
+
+/// Interrupt line of the serial console.
+pub const SERIAL_IRQ: u32 = layout::SERIAL_IRQ;
+
+/// Guest RAM regions for `size` bytes (split around the 32-bit MMIO hole).
+pub fn memory_regions(size: u64) -> Option<Vec<(GuestAddress, usize)>> {
+    memory::memory_regions(size)
+}
+
+/// In-kernel PIC/IOAPIC/LAPIC and PIT, and the pages KVM needs for
+/// real-mode emulation on Intel hosts.
+pub fn setup_vm_pre_vcpus(vm: &VmFd) -> Result<(), Error> {
+    vm.set_tss_address(layout::KVM_TSS_ADDR)
+        .map_err(kvm("set the TSS address"))?;
+    vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDR)
+        .map_err(kvm("set the identity map address"))?;
+    vm.create_irq_chip().map_err(kvm("create the irqchip"))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit).map_err(kvm("create the PIT"))
+}
+
+/// Nothing to do on x86_64: the interrupt controllers already exist.
+pub fn setup_vm_post_vcpus(_vm: &VmFd, _vcpus: &[VcpuFd]) -> Result<(), Error> {
+    Ok(())
+}
+
+/// The host's CPUID as KVM can offer it, fetched once per VM.
+pub fn supported_cpuid(kvm_fd: &Kvm) -> Result<CpuId, Error> {
+    kvm_fd
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm("report supported CPUID"))
+}
+
+/// Kernel, initrd, command line (with virtio-mmio devices appended), MP table
+/// and the boot protocol's information block.
+pub fn load_guest(
+    mem: &GuestMemoryMmap,
+    sources: &BootSources,
+    devices: &[MmioDeviceInfo],
+    vcpu_count: u8,
+) -> Result<BootEntry, Error> {
+    let mut cmdline = sources.cmdline.clone();
+    for d in devices
+        .iter()
+        .filter(|d| d.kind == MmioDeviceKind::VirtioMmio)
+    {
+        let arg = format!(
+            "virtio_mmio.device={}K@{:#x}:{}",
+            d.len >> 10,
+            d.addr.0,
+            d.irq
+        );
+        cmdline = if cmdline.is_empty() {
+            arg
+        } else {
+            format!("{cmdline} {arg}")
+        };
+    }
+    mptable::write(mem, layout::EBDA_START, vcpu_count)?;
+    Ok(boot::load(
+        mem,
+        &sources.kernel,
+        sources.initrd.as_ref(),
+        &cmdline,
+    )?)
+}
+
+/// CPUID, MSRs, FPU and LAPIC for every vCPU; registers for the boot vCPU.
+/// The others wait for INIT/SIPI from the guest (in-kernel LAPIC).
+pub fn configure_vcpu(
+    supported: &CpuId,
+    vcpu: &VcpuFd,
+    index: u8,
+    count: u8,
+    entry: &BootEntry,
+    mem: &GuestMemoryMmap,
+) -> Result<(), Error> {
+    vcpu.set_cpuid2(&cpuid::for_vcpu(supported, index, count))
+        .map_err(kvm("set CPUID"))?;
+    regs::setup_msrs(vcpu)?;
+    regs::setup_fpu(vcpu)?;
+    regs::setup_lapic(vcpu)?;
+    if index == 0 {
+        regs::setup_sregs(mem, vcpu, entry.protocol)?;
+        regs::setup_regs(vcpu, entry)?;
+    }
+    Ok(())
+}

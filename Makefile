@@ -1,0 +1,68 @@
+# Vireo — top-level build. `make run` boots the embedded default guest (the
+# probe); `make test` runs every test tier. Outputs go to target/ and build/.
+
+CARGO      ?= cargo
+BUILD      ?= build
+RELEASE    := target/release
+VMM        := $(RELEASE)/vireo-vmm
+VMM_MUSL   := target/x86_64-unknown-linux-musl/release/vireo-vmm
+PROBE_DIR  := firmware/probe
+PROBE_OUT  := $(PROBE_DIR)/target/x86_64-unknown-none/release/vireo-probe
+PROBE_ELF  := $(BUILD)/probe/vireo-probe.elf
+PROBE_L64  := $(BUILD)/probe/vireo-probe-linux64.elf
+GUEST      ?= probe
+CPUS       ?= 2
+MEMORY     ?= 256M
+
+export VIREO_VMM           := $(CURDIR)/$(VMM)
+export VIREO_PROBE         := $(CURDIR)/$(PROBE_ELF)
+export VIREO_PROBE_LINUX64 := $(CURDIR)/$(PROBE_L64)
+
+.PHONY: all vmm vmm-musl vmm-aarch64 probe run run-probe run-linux test test-unit \
+        test-probe test-rig lint bench clean
+
+all: vmm probe
+
+vmm:
+	$(CARGO) build --release -p vireo-vmm
+
+vmm-musl:
+	$(CARGO) build --release -p vireo-vmm --target x86_64-unknown-linux-musl
+
+# aarch64 is built (not run) here: this host is x86_64.
+vmm-aarch64:
+	$(CARGO) build --release -p vireo-vmm --target aarch64-unknown-linux-musl
+
+# The probe guest, twice: with its PVH note, and without it (Linux 64-bit entry).
+probe:
+	@mkdir -p $(BUILD)/probe
+	$(CARGO) build --release --manifest-path $(PROBE_DIR)/Cargo.toml --target x86_64-unknown-none --features linux64-only
+	cp $(PROBE_OUT) $(PROBE_L64)
+	$(CARGO) build --release --manifest-path $(PROBE_DIR)/Cargo.toml --target x86_64-unknown-none
+	cp $(PROBE_OUT) $(PROBE_ELF)
+
+run: run-$(GUEST)
+
+# The embedded default: boot the probe guest and print its report.
+run-probe: vmm probe
+	$(VMM) --kernel $(PROBE_ELF) --cpus $(CPUS) --memory $(MEMORY) --cmdline "hello from make run"
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --manifest-path $(PROBE_DIR)/Cargo.toml --target x86_64-unknown-none -- -D warnings
+
+test-unit:
+	$(CARGO) test --workspace --lib --bins
+
+# Boots the probe through /dev/kvm: vCPU/memory matrix and bad input.
+test-probe: vmm probe
+	$(CARGO) test -p vireo-tests
+
+test: lint test-unit test-probe vmm-aarch64 test-rig
+
+clean:
+	$(CARGO) clean
+	rm -rf $(BUILD) $(PROBE_DIR)/target
+
+-include tests/rig/rig.mk

@@ -1,0 +1,86 @@
+//! `make bench`: vireo-vmm side by side with QEMU's microvm on the same probe
+//! guest, run alternately in one process so both see the same machine.
+//!
+//! Measured per run: time from spawning the VMM to the first byte the guest
+//! writes on its serial console, peak RSS (wait4), and — with the guest
+//! holding after its report — the VMM's own memory: resident set minus the
+//! resident part of the guest RAM mapping.
+
+mod measure;
+mod rig;
+
+use std::time::Duration;
+
+use measure::{median, Sample, Vmm};
+
+const RUNS: usize = 10;
+const GUEST_MEMORY_MIB: u64 = 256;
+
+fn print_row(name: &str, unit: &str, ours: f64, theirs: f64) {
+    let ratio = if theirs > 0.0 {
+        ours / theirs
+    } else {
+        f64::NAN
+    };
+    println!("{name:<36} {ours:>10.2} {unit:<4} {theirs:>10.2} {unit:<4} {ratio:>7.2}x");
+}
+
+fn bench_probe() {
+    let probe = vireo_tests::probe_elf();
+    let contenders = [
+        Vmm::vireo(&probe, GUEST_MEMORY_MIB),
+        Vmm::qemu_microvm(&probe, GUEST_MEMORY_MIB),
+    ];
+    for c in &contenders {
+        println!("  {}: {}", c.name, c.describe());
+    }
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); contenders.len()];
+    for _ in 0..RUNS {
+        for (i, c) in contenders.iter().enumerate() {
+            samples[i].push(c.boot_once(Duration::from_secs(30)));
+        }
+    }
+    let overhead: Vec<f64> = contenders
+        .iter()
+        .map(|c| c.overhead_mib(Duration::from_secs(30)))
+        .collect();
+    let med = |i: usize, f: fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
+    println!(
+        "\n{:<36} {:>15} {:>15} {:>8}",
+        "probe guest, median of 10", "vireo-vmm", "qemu microvm", "ratio"
+    );
+    print_row(
+        "start -> first serial byte",
+        "ms",
+        med(0, |s| s.first_byte_ms),
+        med(1, |s| s.first_byte_ms),
+    );
+    print_row(
+        "start -> guest done",
+        "ms",
+        med(0, |s| s.done_ms),
+        med(1, |s| s.done_ms),
+    );
+    print_row(
+        "peak RSS",
+        "MiB",
+        med(0, |s| s.peak_rss_mib),
+        med(1, |s| s.peak_rss_mib),
+    );
+    print_row(
+        "VMM overhead (RSS - guest RAM RSS)",
+        "MiB",
+        overhead[0],
+        overhead[1],
+    );
+    println!("goals: first byte <= 0.5x QEMU; vireo-vmm overhead <= 5 MiB");
+}
+
+fn main() {
+    println!(
+        "== vireo bench ({} runs each, guest memory {GUEST_MEMORY_MIB} MiB)",
+        RUNS
+    );
+    bench_probe();
+    rig::bench_linux_in_rig();
+}

@@ -1,0 +1,161 @@
+//! Helpers shared by the end-to-end tests: finding the binaries, running the
+//! VMM with a deadline, and reading the probe guest's serial report.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Repository root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn artifact(env: &str, default: &str, how: &str) -> PathBuf {
+    let path = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(default));
+    assert!(
+        path.exists(),
+        "{} not found at {} — {how}",
+        env,
+        path.display()
+    );
+    path
+}
+
+/// The vireo-vmm binary (`VIREO_VMM`, else the release build).
+pub fn vmm_binary() -> PathBuf {
+    artifact(
+        "VIREO_VMM",
+        "target/release/vireo-vmm",
+        "run `make vmm` or set VIREO_VMM",
+    )
+}
+
+/// The probe guest ELF with its PVH note (`VIREO_PROBE`).
+pub fn probe_elf() -> PathBuf {
+    artifact(
+        "VIREO_PROBE",
+        "build/probe/vireo-probe.elf",
+        "run `make probe` or set VIREO_PROBE",
+    )
+}
+
+/// The probe built without the PVH note, entered through the Linux 64-bit protocol.
+pub fn probe_linux64_elf() -> PathBuf {
+    artifact(
+        "VIREO_PROBE_LINUX64",
+        "build/probe/vireo-probe-linux64.elf",
+        "run `make probe` or set VIREO_PROBE_LINUX64",
+    )
+}
+
+/// A fresh, empty directory for one test's files.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vireo-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// What a finished VMM run left behind.
+pub struct RunResult {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+fn read_all(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// Waits for `child` up to `timeout`, killing it on expiry (then panics).
+pub fn wait_with_deadline(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("vireo-vmm did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs `vireo-vmm ARGS` with no stdin, capturing its output.
+pub fn run_vmm(args: &[&str], timeout: Duration) -> RunResult {
+    let start = Instant::now();
+    let mut child = Command::new(vmm_binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vireo-vmm");
+    let out = read_all(child.stdout.take().unwrap());
+    let err = read_all(child.stderr.take().unwrap());
+    let status = wait_with_deadline(&mut child, timeout);
+    RunResult {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// The probe guest's report: every `PROBE ` line, split into words.
+pub struct ProbeReport {
+    pub lines: Vec<Vec<String>>,
+}
+
+impl ProbeReport {
+    pub fn parse(serial: &str) -> Self {
+        let lines = serial
+            .lines()
+            .filter_map(|l| l.trim_end_matches('\r').strip_prefix("PROBE "))
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .collect();
+        Self { lines }
+    }
+
+    /// All lines whose first word is `key`, without that word.
+    pub fn all(&self, key: &str) -> Vec<&[String]> {
+        self.lines
+            .iter()
+            .filter(|l| l.first().map(String::as_str) == Some(key))
+            .map(|l| &l[1..])
+            .collect()
+    }
+
+    /// The value of `name=` on the first line starting with `key`.
+    pub fn field(&self, key: &str, name: &str) -> Option<String> {
+        let prefix = format!("{name}=");
+        self.all(key)
+            .first()?
+            .iter()
+            .find_map(|w| w.strip_prefix(&prefix).map(str::to_string))
+    }
+
+    pub fn done_ok(&self) -> bool {
+        self.all("done")
+            .first()
+            .is_some_and(|w| w.first().map(String::as_str) == Some("ok"))
+    }
+}
+
+/// Parses `0x…` hex as the probe prints addresses.
+pub fn hex(s: &str) -> u64 {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()
+}

@@ -1,0 +1,144 @@
+//! CPUID as each vCPU sees it.
+//!
+//! KVM_GET_SUPPORTED_CPUID describes the host; a guest needs a per-vCPU view:
+//! its own APIC id, a topology that matches the vCPU count (one core per
+//! vCPU, one package), and the hypervisor bit so the guest uses paravirtual
+//! clocks and does not trust its idea of caches or power states.
+
+use kvm_bindings::{kvm_cpuid_entry2, CpuId};
+
+const LEAF_FEATURES: u32 = 0x1;
+const LEAF_CACHE_PARAMS: u32 = 0x4;
+const LEAF_POWER_MGMT: u32 = 0x6;
+const LEAF_EXT_TOPOLOGY: u32 = 0xb;
+const LEAF_V2_EXT_TOPOLOGY: u32 = 0x1f;
+const LEAF_AMD_SIZE_IDS: u32 = 0x8000_0008;
+const LEAF_AMD_EXT_APIC_ID: u32 = 0x8000_001e;
+
+const ECX_HYPERVISOR: u32 = 1 << 31;
+const EDX_HTT: u32 = 1 << 28;
+/// Level types in leaf 0xB/0x1F ECX[15:8].
+const LEVEL_SMT: u32 = 1;
+const LEVEL_CORE: u32 = 2;
+
+/// Number of APIC-id bits needed to number `count` vCPUs.
+fn id_bits(count: u8) -> u32 {
+    u32::from(count).next_power_of_two().trailing_zeros()
+}
+
+fn set_bits(reg: &mut u32, shift: u32, width: u32, value: u32) {
+    let mask = ((1u64 << width) - 1) as u32;
+    *reg = (*reg & !(mask << shift)) | ((value & mask) << shift);
+}
+
+fn normalize_entry(e: &mut kvm_cpuid_entry2, index: u8, count: u8) {
+    let apic_id = u32::from(index);
+    match e.function {
+        LEAF_FEATURES => {
+            set_bits(&mut e.ebx, 24, 8, apic_id);
+            set_bits(&mut e.ebx, 16, 8, u32::from(count));
+            e.ecx |= ECX_HYPERVISOR;
+            if count > 1 {
+                e.edx |= EDX_HTT;
+            } else {
+                e.edx &= !EDX_HTT;
+            }
+        }
+        LEAF_CACHE_PARAMS => {
+            // Cores per package - 1, and each cache private to a core.
+            set_bits(&mut e.eax, 26, 6, u32::from(count) - 1);
+            set_bits(&mut e.eax, 14, 12, 0);
+        }
+        LEAF_POWER_MGMT => {
+            // No thermal or power-management MSRs are emulated.
+            e.eax = 0;
+            e.ecx &= !1;
+        }
+        LEAF_EXT_TOPOLOGY | LEAF_V2_EXT_TOPOLOGY => topology_level(e, apic_id, count),
+        LEAF_AMD_SIZE_IDS => {
+            set_bits(&mut e.ecx, 0, 8, u32::from(count) - 1);
+            set_bits(&mut e.ecx, 12, 4, id_bits(count));
+        }
+        LEAF_AMD_EXT_APIC_ID => {
+            e.eax = apic_id;
+            e.ebx = apic_id & 0xff;
+            e.ecx = 0;
+        }
+        _ => {}
+    }
+}
+
+/// Leaf 0xB/0x1F: level 0 is SMT (one thread per core), level 1 the cores.
+fn topology_level(e: &mut kvm_cpuid_entry2, apic_id: u32, count: u8) {
+    e.edx = apic_id;
+    match e.index {
+        0 => {
+            e.eax = 0;
+            e.ebx = 1;
+            e.ecx = (LEVEL_SMT << 8) | e.index;
+        }
+        1 => {
+            e.eax = id_bits(count);
+            e.ebx = u32::from(count);
+            e.ecx = (LEVEL_CORE << 8) | e.index;
+        }
+        _ => {
+            e.eax = 0;
+            e.ebx = 0;
+            e.ecx = e.index;
+        }
+    }
+}
+
+/// Returns `supported` adjusted for vCPU `index` of `count`.
+pub fn for_vcpu(supported: &CpuId, index: u8, count: u8) -> CpuId {
+    let mut cpuid = supported.clone();
+    for entry in cpuid.as_mut_slice() {
+        normalize_entry(entry, index, count);
+    }
+    cpuid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf(function: u32, index: u32) -> kvm_cpuid_entry2 {
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            ebx: 0xdead_0800,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn leaf1_carries_apic_id_count_and_hypervisor_bit() {
+        let mut e = leaf(1, 0);
+        normalize_entry(&mut e, 5, 8);
+        assert_eq!(e.ebx >> 24, 5);
+        assert_eq!((e.ebx >> 16) & 0xff, 8);
+        assert_eq!(e.ebx & 0xffff, 0x0800, "CLFLUSH size kept");
+        assert_ne!(e.ecx & ECX_HYPERVISOR, 0);
+        assert_ne!(e.edx & EDX_HTT, 0);
+    }
+
+    #[test]
+    fn topology_leaf_describes_one_package() {
+        let mut smt = leaf(0xb, 0);
+        let mut core = leaf(0xb, 1);
+        normalize_entry(&mut smt, 3, 6);
+        normalize_entry(&mut core, 3, 6);
+        assert_eq!((smt.ebx, smt.edx), (1, 3));
+        assert_eq!((core.eax, core.ebx, core.edx), (3, 6, 3));
+        assert_eq!(core.ecx >> 8, LEVEL_CORE);
+    }
+
+    #[test]
+    fn id_bits_cover_the_count() {
+        assert_eq!(id_bits(1), 0);
+        assert_eq!(id_bits(2), 1);
+        assert_eq!(id_bits(5), 3);
+        assert_eq!(id_bits(8), 3);
+    }
+}

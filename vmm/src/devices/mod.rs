@@ -1,0 +1,4 @@
+//! Emulated devices and the buses vCPU exits are dispatched on.
+
+pub mod bus;
+pub mod legacy;

@@ -1,0 +1,79 @@
+//! Guest RAM: anonymous host mappings (vm-memory) registered with KVM.
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::VmFd;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    #[error("{asked} bytes of guest memory cannot be placed in the guest address space")]
+    Layout { asked: u64 },
+    #[error(
+        "the VM asks for {asked} MiB of memory but this host has only {host} MiB (RAM + swap)",
+        asked = .asked >> 20, host = .host >> 20
+    )]
+    HostTooSmall { asked: u64, host: u64 },
+    #[error("cannot map {asked} bytes of guest memory: {reason}")]
+    Mmap { asked: u64, reason: String },
+    #[error("KVM refused guest memory slot {slot}: {source}")]
+    Register {
+        slot: u32,
+        source: kvm_ioctls::Error,
+    },
+}
+
+/// RAM plus swap of this host, from sysinfo(2).
+fn host_memory_bytes() -> Option<u64> {
+    // SAFETY: sysinfo only writes into the zeroed struct we pass.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a sysinfo struct.
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return None;
+    }
+    let unit = u64::from(info.mem_unit.max(1));
+    Some((info.totalram as u64 + info.totalswap as u64) * unit)
+}
+
+/// Maps `regions` (an arch layout of `size` bytes) in this process. Memory is
+/// reserved lazily; a guest larger than the host could ever back is refused
+/// up front instead of dying later under the OOM killer.
+pub fn create(
+    size: u64,
+    regions: Option<Vec<(GuestAddress, usize)>>,
+) -> Result<GuestMemoryMmap, MemoryError> {
+    let regions = regions.ok_or(MemoryError::Layout { asked: size })?;
+    if let Some(host) = host_memory_bytes() {
+        if size > host {
+            return Err(MemoryError::HostTooSmall { asked: size, host });
+        }
+    }
+    GuestMemoryMmap::from_ranges(&regions).map_err(|e| MemoryError::Mmap {
+        asked: size,
+        reason: e.to_string(),
+    })
+}
+
+/// Hands every region to KVM as a memory slot.
+pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
+    for (slot, region) in mem.iter().enumerate() {
+        let slot = slot as u32;
+        let host = region
+            .get_host_address(vm_memory::MemoryRegionAddress(0))
+            .map_err(|e| MemoryError::Mmap {
+                asked: region.len(),
+                reason: e.to_string(),
+            })?;
+        let desc = kvm_userspace_memory_region {
+            slot,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+            flags: 0,
+        };
+        // SAFETY: the mapping lives in `mem`, which the VM keeps for its whole
+        // life, and the slots do not overlap (they come from one layout).
+        unsafe { vm.set_user_memory_region(desc) }
+            .map_err(|source| MemoryError::Register { slot, source })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! vCPU threads: one per vCPU, each looping on KVM_RUN and dispatching
+//! port I/O and MMIO exits to the device buses.
+//!
+//! The VMM steers the threads through [`VcpuControl`]: it sets the wanted
+//! state and "kicks" each thread with a signal so that a vCPU blocked in
+//! KVM_RUN (a halted guest CPU) returns with EINTR and looks at it. A kick
+//! can land just before a thread enters KVM_RUN and be lost, so the VMM
+//! repeats it until every thread has acknowledged.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use crate::devices::bus::{lock, Bus};
+
+/// Why the VM stopped running, as far as the vCPUs can tell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The guest reset the machine (triple fault, PSCI reset): it asked to reboot.
+    GuestReset,
+    /// The guest powered the machine off.
+    GuestPowerOff,
+    /// KVM could not run the vCPU; the message says why.
+    Error(String),
+}
+
+const WANT_RUN: u8 = 0;
+const WANT_PAUSE: u8 = 1;
+const WANT_STOP: u8 = 2;
+
+/// Shared between the VMM thread and all vCPU threads.
+pub struct VcpuControl {
+    wanted: AtomicU8,
+    /// Number of vCPU threads parked in the paused state.
+    paused: Mutex<usize>,
+    changed: Condvar,
+    /// The first stop reason reported by any vCPU.
+    stop_reason: Mutex<Option<StopReason>>,
+    /// Written when a vCPU stops the VM, to wake the event loop.
+    pub stop_evt: EventFd,
+}
+
+impl VcpuControl {
+    /// `stop_evt` is written whenever a vCPU stops the VM.
+    pub fn new(stop_evt: EventFd) -> Arc<Self> {
+        Arc::new(Self {
+            wanted: AtomicU8::new(WANT_RUN),
+            paused: Mutex::new(0),
+            changed: Condvar::new(),
+            stop_reason: Mutex::new(None),
+            stop_evt,
+        })
+    }
+
+    /// Records why the VM must stop (the first reason wins) and wakes the VMM.
+    pub fn report_stop(&self, reason: StopReason) {
+        lock(&self.stop_reason).get_or_insert(reason);
+        // If the eventfd write fails the counter is saturated: already signalled.
+        let _ = self.stop_evt.write(1);
+    }
+
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        lock(&self.stop_reason).clone()
+    }
+
+    /// Called by a vCPU thread between exits. Returns false when it must end.
+    fn keep_running(&self) -> bool {
+        loop {
+            match self.wanted.load(Ordering::Acquire) {
+                WANT_RUN => return true,
+                WANT_STOP => return false,
+                _ => self.park(),
+            }
+        }
+    }
+
+    fn park(&self) {
+        let mut paused = lock(&self.paused);
+        *paused += 1;
+        self.changed.notify_all();
+        while self.wanted.load(Ordering::Acquire) == WANT_PAUSE {
+            paused = self.changed.wait(paused).unwrap_or_else(|e| e.into_inner());
+        }
+        *paused -= 1;
+        self.changed.notify_all();
+    }
+}
+
+/// The signal used to kick vCPU threads out of KVM_RUN.
+fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Installs the (empty) kick handler; its only effect is interrupting KVM_RUN.
+pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
+    register_signal_handler(kick_signal(), on_kick)
+}
+
+/// What a vCPU thread needs: its KVM fd and the buses.
+pub struct Vcpu {
+    pub fd: VcpuFd,
+    pub index: u8,
+    pub pio: Arc<Bus>,
+    pub mmio: Arc<Bus>,
+    pub control: Arc<VcpuControl>,
+}
+
+impl Vcpu {
+    /// Runs the vCPU until the VMM stops it or the guest stops the VM.
+    fn run(mut self) {
+        while self.control.keep_running() {
+            if let Some(reason) = self.run_once() {
+                self.control.report_stop(reason);
+                // Wait, parked or not, for the VMM to stop every vCPU.
+                while self.control.keep_running() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                return;
+            }
+        }
+    }
+
+    /// One KVM_RUN; `Some` when the VM must stop.
+    fn run_once(&mut self) -> Option<StopReason> {
+        match self.fd.run() {
+            Ok(VcpuExit::IoIn(port, data)) => {
+                self.pio.read(u64::from(port), data);
+                None
+            }
+            Ok(VcpuExit::IoOut(port, data)) => {
+                self.pio.write(u64::from(port), data);
+                None
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                self.mmio.read(addr, data);
+                None
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                self.mmio.write(addr, data);
+                None
+            }
+            Ok(VcpuExit::Shutdown) => Some(StopReason::GuestReset),
+            Ok(VcpuExit::SystemEvent(kind, _)) => Some(system_event(kind)),
+            Ok(VcpuExit::Hlt) => Some(StopReason::GuestPowerOff),
+            Ok(VcpuExit::FailEntry(reason, cpu)) => Some(StopReason::Error(format!(
+                "vCPU {} failed to enter the guest (hardware reason {reason:#x}, host CPU {cpu})",
+                self.index
+            ))),
+            Ok(VcpuExit::InternalError) => Some(StopReason::Error(format!(
+                "KVM internal error on vCPU {} (often an instruction KVM cannot emulate)",
+                self.index
+            ))),
+            Ok(other) => Some(StopReason::Error(format!(
+                "vCPU {} stopped on an unexpected exit: {other:?}",
+                self.index
+            ))),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
+            Err(e) => Some(StopReason::Error(format!(
+                "KVM_RUN failed on vCPU {}: {e}",
+                self.index
+            ))),
+        }
+    }
+}
+
+fn system_event(kind: u32) -> StopReason {
+    match kind {
+        kvm_bindings::KVM_SYSTEM_EVENT_RESET => StopReason::GuestReset,
+        kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => StopReason::GuestPowerOff,
+        other => StopReason::Error(format!("unexpected system event {other} from the guest")),
+    }
+}
+
+/// The VMM's handle on the running vCPU threads.
+pub struct VcpuThreads {
+    threads: Vec<JoinHandle<()>>,
+    control: Arc<VcpuControl>,
+}
+
+impl VcpuThreads {
+    /// Starts one thread per vCPU, named `vireo-vcpu-N`.
+    pub fn start(vcpus: Vec<Vcpu>, control: Arc<VcpuControl>) -> std::io::Result<Self> {
+        let mut threads = Vec::with_capacity(vcpus.len());
+        for vcpu in vcpus {
+            let name = format!("vireo-vcpu-{}", vcpu.index);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || vcpu.run())?,
+            );
+        }
+        Ok(Self { threads, control })
+    }
+
+    fn kick_all(&self) {
+        for t in &self.threads {
+            if !t.is_finished() {
+                // A failed kick (thread just exited) is retried by the caller's loop.
+                let _ = t.kill(kick_signal());
+            }
+        }
+    }
+
+    /// Parks every vCPU; returns once all of them are out of the guest.
+    pub fn pause(&self) {
+        self.control.wanted.store(WANT_PAUSE, Ordering::Release);
+        let mut paused = lock(&self.control.paused);
+        while *paused < self.threads.len() {
+            self.kick_all();
+            (paused, _) = self
+                .control
+                .changed
+                .wait_timeout(paused, Duration::from_millis(5))
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    pub fn resume(&self) {
+        self.control.wanted.store(WANT_RUN, Ordering::Release);
+        let _guard = lock(&self.control.paused);
+        self.control.changed.notify_all();
+    }
+
+    /// Stops and joins every vCPU thread.
+    pub fn stop(mut self) {
+        self.control.wanted.store(WANT_STOP, Ordering::Release);
+        {
+            let _guard = lock(&self.control.paused);
+            self.control.changed.notify_all();
+        }
+        while self.threads.iter().any(|t| !t.is_finished()) {
+            self.kick_all();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for t in self.threads.drain(..) {
+            // A vCPU thread that panicked has already reported nothing useful.
+            let _ = t.join();
+        }
+    }
+}
