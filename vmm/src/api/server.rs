@@ -26,6 +26,8 @@ use http::{Conn, ReadError, Reply};
 
 mod http;
 mod routes;
+#[cfg(test)]
+mod tests;
 
 /// How long a request waits for the event loop before the client gets 503.
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
