@@ -18,6 +18,17 @@ pub mod fdt;
 pub mod image;
 pub mod layout;
 
+#[cfg(target_arch = "aarch64")]
+mod boot;
+#[cfg(target_arch = "aarch64")]
+pub mod gic;
+#[cfg(target_arch = "aarch64")]
+pub mod regs;
+#[cfg(target_arch = "aarch64")]
+pub mod vcpu;
+
+#[cfg(target_arch = "aarch64")]
+pub use self::boot::{configure_vcpu, load_guest, setup_vm_post_vcpus, setup_vm_pre_vcpus, ArchVm};
 pub use self::layout::memory_regions;
 
 use self::layout::{GIC_MAX_VCPUS, MAX_MEMORY_SIZE};
@@ -42,6 +53,55 @@ pub enum Error {
     FdtTooBig(usize),
     #[error("kernel is not an arm64 Image (no valid Image header)")]
     KernelHeader,
+    #[cfg(target_arch = "aarch64")]
+    #[error("reading the kernel Image: {0}")]
+    KernelRead(#[source] std::io::Error),
+    #[cfg(target_arch = "aarch64")]
+    #[error("loading the kernel Image: {0}")]
+    KernelLoad(#[source] linux_loader::loader::Error),
+    #[cfg(target_arch = "aarch64")]
+    #[error("kernel Image does not fit below the device tree at {fdt:#x} (it ends at {end:#x})")]
+    KernelTooBig { end: u64, fdt: u64 },
+    #[cfg(target_arch = "aarch64")]
+    #[error("reading the initrd: {0}")]
+    InitrdRead(#[source] std::io::Error),
+    #[cfg(target_arch = "aarch64")]
+    #[error("copying the initrd into guest memory: {0}")]
+    InitrdLoad(#[source] vm_memory::GuestMemoryError),
+    #[cfg(target_arch = "aarch64")]
+    #[error("writing the device tree into guest memory: {0}")]
+    FdtWrite(#[source] vm_memory::GuestMemoryError),
+    #[cfg(target_arch = "aarch64")]
+    #[error("KVM_ARM_PREFERRED_TARGET: {0}")]
+    PreferredTarget(#[source] kvm_ioctls::Error),
+    #[cfg(target_arch = "aarch64")]
+    #[error("KVM_ARM_VCPU_INIT of vCPU {index}: {source}")]
+    VcpuInit {
+        index: usize,
+        source: kvm_ioctls::Error,
+    },
+    #[cfg(target_arch = "aarch64")]
+    #[error("setting vCPU register {id:#x}: {source}")]
+    SetReg { id: u64, source: kvm_ioctls::Error },
+    #[cfg(target_arch = "aarch64")]
+    #[error("reading vCPU register {id:#x}: {source}")]
+    GetReg { id: u64, source: kvm_ioctls::Error },
+    #[cfg(target_arch = "aarch64")]
+    #[error("creating the in-kernel GICv3 (does the host have one?): {0}")]
+    CreateGic(#[source] kvm_ioctls::Error),
+    #[cfg(target_arch = "aarch64")]
+    #[error("setting the GICv3 {what}: {source}")]
+    GicAttr {
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[cfg(target_arch = "aarch64")]
+    #[error("vCPU {index} has MPIDR {found:#x}, the device tree assumes {expected:#x}")]
+    MpidrMismatch {
+        index: usize,
+        expected: u64,
+        found: u64,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
