@@ -99,7 +99,8 @@ const _: () = assert!(VIRTIO_MMIO_IRQ_BASE + VIRTIO_MMIO_SLOTS <= GIC_NR_SPIS);
 const _: () = assert!(SERIAL_IRQ < VIRTIO_MMIO_IRQ_BASE);
 const _: () = assert!(GIC_DIST_ADDR + GIC_DIST_SIZE <= SERIAL_MMIO_ADDR);
 
-/// GSI that raises `spi` through an irqfd or `KVM_IRQ_LINE`-free routing.
+/// GSI to register an irqfd on so that it raises SPI `spi`.
+/// (KVM_IRQ_LINE differs: it takes type SPI and the INTID, `32 + spi`.)
 pub const fn gsi_for_spi(spi: u32) -> u32 {
     // KVM sets up an identity GSI -> SPI routing when the vGIC is initialised.
     spi
