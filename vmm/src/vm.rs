@@ -18,7 +18,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::{self, BootEntry, BootSources, MmioDeviceInfo};
 use crate::config::VmConfig;
-use crate::devices::bus::{lock, Bus, BusDevice};
+use crate::devices::bus::{lock, Bus};
 use crate::devices::legacy::serial::{ConsoleOutput, SerialConsole};
 use crate::devices::legacy::EventFdTrigger;
 use crate::memory::{self, MemoryError};
@@ -93,6 +93,7 @@ pub struct Vm {
     control: Arc<VcpuControl>,
     serial: Arc<Mutex<SerialConsole>>,
     memory: GuestMemoryMmap,
+    _arch_vm: arch::current::ArchVm,
     _vm_fd: VmFd,
     _kvm: Kvm,
     pub entry: BootEntry,
@@ -113,7 +114,7 @@ fn device_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
 
 fn create_devices(vm: &VmFd, events: &VmEvents) -> Result<Devices, VmError> {
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(device_err("serial interrupt"))?;
-    vm.register_irqfd(&serial_irq, arch::current::SERIAL_IRQ)
+    vm.register_irqfd(&serial_irq, arch::current::SERIAL_GSI)
         .map_err(kvm_call("wire the serial interrupt"))?;
     let serial = Arc::new(Mutex::new(SerialConsole::new(
         EventFdTrigger(serial_irq),
@@ -149,7 +150,8 @@ fn place_legacy_devices(
         .reset
         .try_clone()
         .map_err(device_err("i8042 reset line"))?;
-    let i8042: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(I8042::new(EventFdTrigger(reset))));
+    let i8042: Arc<Mutex<dyn crate::devices::bus::BusDevice>> =
+        Arc::new(Mutex::new(I8042::new(EventFdTrigger(reset))));
     devices
         .pio
         .insert(i8042, I8042_PORT_BASE, I8042_PORT_LEN)
@@ -195,10 +197,9 @@ impl Vm {
         let kvm = Kvm::new().map_err(VmError::Kvm)?;
         let vm_fd = kvm.create_vm().map_err(kvm_call("create a VM"))?;
         let size = config.memory.0;
-        let memory = memory::create(size, arch::current::memory_regions(size))?;
+        let memory = memory::create(size, &arch::current::memory_regions(size)?)?;
         memory::register(&vm_fd, &memory)?;
         arch::current::setup_vm_pre_vcpus(&vm_fd)?;
-        let devices = create_devices(&vm_fd, events)?;
         let fds = (0..config.vcpus)
             .map(|i| {
                 vm_fd
@@ -206,9 +207,12 @@ impl Vm {
                     .map_err(kvm_call("create a vCPU"))
             })
             .collect::<Result<Vec<VcpuFd>, _>>()?;
-        arch::current::setup_vm_post_vcpus(&vm_fd, &fds)?;
-        let entry = arch::current::load_guest(&memory, &sources, &devices.announced, config.vcpus)?;
-        configure_vcpus(&kvm, &fds, &entry, &memory)?;
+        // aarch64 needs its GIC (created here) before irqfds can be wired.
+        let arch_vm = arch::current::setup_vm_post_vcpus(&vm_fd, &fds)?;
+        let devices = create_devices(&vm_fd, events)?;
+        let vcpu_count = usize::from(config.vcpus);
+        let entry = arch::current::load_guest(&memory, &sources, &devices.announced, vcpu_count)?;
+        configure_vcpus(&kvm, &vm_fd, &fds, &entry, &memory)?;
 
         let control = VcpuControl::new(events.stop.try_clone().map_err(device_err("stop event"))?);
         let (pio, mmio) = (Arc::new(devices.pio), Arc::new(devices.mmio));
@@ -229,6 +233,7 @@ impl Vm {
             control,
             serial: devices.serial,
             memory,
+            _arch_vm: arch_vm,
             _vm_fd: vm_fd,
             _kvm: kvm,
             entry,
@@ -291,6 +296,7 @@ impl Drop for Vm {
 #[cfg(target_arch = "x86_64")]
 fn configure_vcpus(
     kvm: &Kvm,
+    _vm: &VmFd,
     fds: &[VcpuFd],
     entry: &BootEntry,
     memory: &GuestMemoryMmap,
@@ -299,6 +305,20 @@ fn configure_vcpus(
     let count = fds.len() as u8;
     for (i, fd) in fds.iter().enumerate() {
         arch::current::configure_vcpu(&supported, fd, i as u8, count, entry, memory)?;
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "aarch64")]
+fn configure_vcpus(
+    _kvm: &Kvm,
+    vm: &VmFd,
+    fds: &[VcpuFd],
+    entry: &BootEntry,
+    memory: &GuestMemoryMmap,
+) -> Result<(), VmError> {
+    for (i, fd) in fds.iter().enumerate() {
+        arch::current::configure_vcpu(vm, fd, i, fds.len(), entry, memory)?;
     }
     Ok(())
 }

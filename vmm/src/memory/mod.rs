@@ -6,8 +6,6 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRe
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
-    #[error("{asked} bytes of guest memory cannot be placed in the guest address space")]
-    Layout { asked: u64 },
     #[error(
         "the VM asks for {asked} MiB of memory but this host has only {host} MiB (RAM + swap)",
         asked = .asked >> 20, host = .host >> 20
@@ -39,15 +37,14 @@ fn host_memory_bytes() -> Option<u64> {
 /// up front instead of dying later under the OOM killer.
 pub fn create(
     size: u64,
-    regions: Option<Vec<(GuestAddress, usize)>>,
+    regions: &[(GuestAddress, usize)],
 ) -> Result<GuestMemoryMmap, MemoryError> {
-    let regions = regions.ok_or(MemoryError::Layout { asked: size })?;
     if let Some(host) = host_memory_bytes() {
         if size > host {
             return Err(MemoryError::HostTooSmall { asked: size, host });
         }
     }
-    GuestMemoryMmap::from_ranges(&regions).map_err(|e| MemoryError::Mmap {
+    GuestMemoryMmap::from_ranges(regions).map_err(|e| MemoryError::Mmap {
         asked: size,
         reason: e.to_string(),
     })

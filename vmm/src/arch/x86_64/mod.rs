@@ -27,18 +27,25 @@ pub enum Error {
     MpTable(#[from] mptable::MpTableError),
     #[error(transparent)]
     Regs(#[from] regs::RegsError),
+    #[error("{0} bytes of guest memory cannot be placed in the guest address space")]
+    MemoryLayout(u64),
+    #[error("{0} vCPUs do not fit the x86_64 boot tables (at most 254)")]
+    VcpuCount(usize),
 }
 
 fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
     move |source| Error::Kvm { what, source }
 }
 
-/// Interrupt line of the serial console.
-pub const SERIAL_IRQ: u32 = layout::SERIAL_IRQ;
+/// KVM GSI of the serial console's interrupt.
+pub const SERIAL_GSI: u32 = layout::SERIAL_IRQ;
+
+/// Nothing of the VM's interrupt setup has to be kept on x86_64.
+pub struct ArchVm;
 
 /// Guest RAM regions for `size` bytes (split around the 32-bit MMIO hole).
-pub fn memory_regions(size: u64) -> Option<Vec<(GuestAddress, usize)>> {
-    memory::memory_regions(size)
+pub fn memory_regions(size: u64) -> Result<Vec<(GuestAddress, usize)>, Error> {
+    memory::memory_regions(size).ok_or(Error::MemoryLayout(size))
 }
 
 /// In-kernel PIC/IOAPIC/LAPIC and PIT, and the pages KVM needs for
@@ -57,8 +64,8 @@ pub fn setup_vm_pre_vcpus(vm: &VmFd) -> Result<(), Error> {
 }
 
 /// Nothing to do on x86_64: the interrupt controllers already exist.
-pub fn setup_vm_post_vcpus(_vm: &VmFd, _vcpus: &[VcpuFd]) -> Result<(), Error> {
-    Ok(())
+pub fn setup_vm_post_vcpus(_vm: &VmFd, _vcpus: &[VcpuFd]) -> Result<ArchVm, Error> {
+    Ok(ArchVm)
 }
 
 /// The host's CPUID as KVM can offer it, fetched once per VM.
@@ -74,8 +81,9 @@ pub fn load_guest(
     mem: &GuestMemoryMmap,
     sources: &BootSources,
     devices: &[MmioDeviceInfo],
-    vcpu_count: u8,
+    vcpu_count: usize,
 ) -> Result<BootEntry, Error> {
+    let vcpu_count = u8::try_from(vcpu_count).map_err(|_| Error::VcpuCount(vcpu_count))?;
     let mut cmdline = sources.cmdline.clone();
     for d in devices
         .iter()
