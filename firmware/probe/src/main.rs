@@ -37,8 +37,8 @@ fn run(info: &BootInfo) -> ! {
     if let Err(reason) = paging::install(info.e820(), ram_top) {
         fail(reason);
     }
-    report_mptable();
-    report_cpus(info);
+    let expected_cpus = report_mptable();
+    report_cpus(info, expected_cpus);
     report_memtest(info);
     report("done ok").end();
     exit(true)
@@ -68,16 +68,23 @@ fn report_memory_map(info: &BootInfo) -> u64 {
     top
 }
 
-fn report_mptable() {
+/// Print the MP table line; returns its CPU count (0 without a table).
+fn report_mptable() -> u32 {
     match mptable::scan() {
-        Ok(MpTable::None) => report("mptable none").end(),
-        Ok(MpTable::Cpus(n)) => report("mptable cpus=").dec(n.into()).end(),
+        Ok(MpTable::None) => {
+            report("mptable none").end();
+            0
+        }
+        Ok(MpTable::Cpus(n)) => {
+            report("mptable cpus=").dec(n.into()).end();
+            n
+        }
         Err(reason) => fail(reason),
     }
 }
 
-fn report_cpus(info: &BootInfo) {
-    let cpus = match smp::bring_up(info) {
+fn report_cpus(info: &BootInfo, expected: u32) {
+    let cpus = match smp::bring_up(info, expected) {
         Ok(cpus) => cpus,
         Err(reason) => fail(reason),
     };

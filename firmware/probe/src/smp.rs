@@ -29,8 +29,11 @@ const ICR_SIPI_ALL_BUT_SELF: u32 = 0x000C_4600;
 // There is no calibrated timer, so delays are counted loop iterations.
 const INIT_DELAY: u32 = 1 << 20;
 const SIPI_DELAY: u32 = 1 << 18;
-/// The BSP stops waiting once no AP has shown up for this many polls.
+/// The BSP stops waiting once no AP has shown up for this many polls...
 const QUIET_POLLS: u32 = 1 << 24;
+/// ...or for this many while fewer CPUs are online than the MP table lists
+/// (slow AP start under a loaded host or an emulated real mode).
+const PATIENT_QUIET_POLLS: u32 = 1 << 28;
 
 core::arch::global_asm!(include_str!("smp_trampoline.s"), options(att_syntax));
 
@@ -75,8 +78,9 @@ impl Cpus {
     }
 }
 
-/// Start all APs and collect the APIC ids of every online CPU.
-pub fn bring_up(info: &BootInfo) -> Result<Cpus, &'static str> {
+/// Start all APs and collect the APIC ids of every online CPU. `expected`
+/// (from the MP table, 0 if none) only makes the wait more patient.
+pub fn bring_up(info: &BootInfo, expected: u32) -> Result<Cpus, &'static str> {
     let page = pick_trampoline_page(info).ok_or("no free page for ap trampoline")?;
     copy_trampoline(page);
 
@@ -87,7 +91,7 @@ pub fn bring_up(info: &BootInfo) -> Result<Cpus, &'static str> {
         apic::send_ipi(ICR_SIPI_ALL_BUT_SELF | (page / PAGE) as u32)?;
         delay(SIPI_DELAY);
     }
-    wait_until_quiet();
+    wait_until_quiet(expected);
     collect()
 }
 
@@ -126,8 +130,8 @@ fn delay(iterations: u32) {
 }
 
 /// Wait until neither a slot claim nor an arrival has happened for
-/// QUIET_POLLS polls.
-fn wait_until_quiet() {
+/// QUIET_POLLS polls (PATIENT_QUIET_POLLS while CPUs are still missing).
+fn wait_until_quiet(expected: u32) {
     let activity = || {
         PROBE_AP_NEXT
             .load(Ordering::Acquire)
@@ -135,13 +139,17 @@ fn wait_until_quiet() {
     };
     let mut seen = activity();
     let mut quiet = 0;
-    while quiet < QUIET_POLLS {
+    loop {
         let now = activity();
-        if now == seen {
-            quiet += 1;
-        } else {
+        if now != seen {
             seen = now;
             quiet = 0;
+            continue;
+        }
+        quiet += 1;
+        let all_in = 1 + AP_ARRIVED.load(Ordering::Acquire) >= expected;
+        if quiet >= PATIENT_QUIET_POLLS || (all_in && quiet >= QUIET_POLLS) {
+            return;
         }
     }
 }
