@@ -8,15 +8,11 @@
 //! up as a mismatch there.
 
 use crate::boot::E820Entry;
+use crate::phys;
 
 const STRIDE: u64 = 2 << 20;
 const LOWEST: u64 = 1 << 20;
 const WORD: u64 = 8;
-
-extern "C" {
-    /// End of the probe's .bss (link.ld).
-    static __bss_end: u8;
-}
 
 pub struct Passed {
     pub regions: u64,
@@ -63,8 +59,7 @@ pub fn run(e820: &[E820Entry]) -> Result<Passed, Mismatch> {
 /// Everything below this holds the probe, its tables and stacks (and the
 /// boot structures below 1 MiB): end of .bss rounded up to 2 MiB.
 fn floor() -> u64 {
-    let bss_end = core::ptr::addr_of!(__bss_end) as u64;
-    bss_end.next_multiple_of(STRIDE).max(LOWEST)
+    phys::probe_end().next_multiple_of(STRIDE).max(LOWEST)
 }
 
 /// The part of a RAM entry the test may touch, as an 8-byte-aligned

@@ -12,6 +12,24 @@ pub fn check(addr: u64, len: u64) -> Result<(), ()> {
     }
 }
 
+extern "C" {
+    /// Start of the probe's image and end of its .bss (link.ld).
+    static __probe_start: u8;
+    static __bss_end: u8;
+}
+
+/// Whether `[addr, addr + len)` overlaps the probe's image or .bss.
+pub fn overlaps_probe(addr: u64, len: u64) -> bool {
+    let start = core::ptr::addr_of!(__probe_start) as u64;
+    let end = core::ptr::addr_of!(__bss_end) as u64;
+    addr < end && start < addr.saturating_add(len)
+}
+
+/// End of the probe's .bss: memory above it is free after boot.
+pub fn probe_end() -> u64 {
+    core::ptr::addr_of!(__bss_end) as u64
+}
+
 /// Read a plain value at a physical address; callers keep to ranges that
 /// passed [`check`] (or, for fixed BIOS areas, are below 1 MiB).
 pub fn read<T: Copy>(addr: u64) -> T {

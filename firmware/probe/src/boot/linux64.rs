@@ -30,7 +30,7 @@ extern "C" fn linux64_main(boot_params: u64) -> ! {
 
 fn copy(boot_params: u64, info: &mut BootInfo) -> Result<(), &'static str> {
     phys::check(boot_params, BOOT_PARAMS_SIZE).map_err(|_| "bad boot_params address")?;
-    info.add_source(boot_params, BOOT_PARAMS_SIZE);
+    info.add_source(boot_params, BOOT_PARAMS_SIZE)?;
 
     let low: u32 = phys::read(boot_params + OFF_CMD_LINE_PTR);
     let high: u32 = phys::read(boot_params + OFF_EXT_CMD_LINE_PTR);

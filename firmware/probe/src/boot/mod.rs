@@ -123,13 +123,19 @@ impl BootInfo {
         Ok(())
     }
 
-    fn add_source(&mut self, start: u64, len: u64) {
+    /// Record a boot structure about to be copied. One inside the probe's
+    /// image would have been wiped by the .bss clearing at entry.
+    fn add_source(&mut self, start: u64, len: u64) -> Result<(), &'static str> {
+        if phys::overlaps_probe(start, len) {
+            return Err("boot info inside probe image");
+        }
         // Only the structures the two protocols define are recorded, and
         // there are fewer than MAX_SOURCES of them.
         if let Some(slot) = self.sources.get_mut(self.sources_len) {
             *slot = (start, len);
             self.sources_len += 1;
         }
+        Ok(())
     }
 
     /// Copy the NUL-terminated command line at `addr` (0 = none).
@@ -149,8 +155,7 @@ impl BootInfo {
             len += 1;
         }
         self.cmdline_len = len;
-        self.add_source(addr, len as u64 + 1);
-        Ok(())
+        self.add_source(addr, len as u64 + 1)
     }
 }
 

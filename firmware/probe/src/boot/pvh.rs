@@ -32,10 +32,10 @@ extern "C" fn pvh_main(start_info: u32) -> ! {
 
 fn copy(start_info: u64, info: &mut BootInfo) -> Result<(), &'static str> {
     phys::check(start_info, START_INFO_SIZE).map_err(|_| "bad start_info address")?;
+    info.add_source(start_info, START_INFO_SIZE)?;
     if phys::read::<u32>(start_info + OFF_MAGIC) != MAGIC {
         return Err("bad pvh magic");
     }
-    info.add_source(start_info, START_INFO_SIZE);
     // The memory map fields only exist from version 1 on.
     if phys::read::<u32>(start_info + OFF_VERSION) < 1 {
         return Err("no memory map (pvh start_info version 0)");
@@ -49,7 +49,7 @@ fn copy(start_info: u64, info: &mut BootInfo) -> Result<(), &'static str> {
     }
     let map_len = u64::from(count) * MEMMAP_ENTRY_SIZE;
     phys::check(map, map_len).map_err(|_| "pvh memmap not below 4 GiB")?;
-    info.add_source(map, map_len);
+    info.add_source(map, map_len)?;
     for i in 0..u64::from(count) {
         let entry = map + i * MEMMAP_ENTRY_SIZE;
         info.push_e820(E820Entry {
