@@ -25,8 +25,9 @@ build() { # $1: output path, rest: extra cargo args
     cp "$crate/$elf" "$out"
 }
 
-build "$work/probe-pvh"
+# Default variant last, so the usual ELF path holds it afterwards.
 build "$work/probe-linux64" --features linux64-only
+build "$work/probe-pvh"
 
 have_shim=0
 if command -v as >/dev/null && command -v ld >/dev/null; then
