@@ -1,0 +1,45 @@
+//! The few privileged instructions the probe uses, one wrapper each.
+
+use core::arch::asm;
+
+pub fn outb(port: u16, value: u8) {
+    // SAFETY: port I/O has no effect on Rust-visible memory.
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    }
+}
+
+pub fn inb(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: as for outb.
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+    }
+    value
+}
+
+/// Point the MMU at a new top-level table (also flushes the TLB).
+///
+/// # Safety
+/// `pml4` must be a valid PML4 that maps the running code, stack and data
+/// at the same addresses as before.
+pub unsafe fn write_cr3(pml4: u64) {
+    asm!("mov cr3, {}", in(reg) pml4, options(nostack, preserves_flags));
+}
+
+/// Faulting address of the last page fault.
+pub fn read_cr2() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) value, options(nomem, nostack, preserves_flags)) }
+    value
+}
+
+/// Stop this CPU for good: interrupts off, then halt (again, should
+/// anything such as an NMI wake it).
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: stops the CPU; touches no memory.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) }
+    }
+}
