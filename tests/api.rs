@@ -13,11 +13,18 @@ use vireo_tests::{probe_elf, scratch_dir, vmm_binary, wait_with_deadline};
 /// Sends one HTTP request; returns (status code, body).
 fn http(socket: &Path, method: &str, path: &str) -> (u16, String) {
     let mut s = UnixStream::connect(socket).expect("connect to the API socket");
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n").unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();
     let status = reply.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -52,7 +59,12 @@ impl RunningVm {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        let vm = Self { child, socket, console, dir };
+        let vm = Self {
+            child,
+            socket,
+            console,
+            dir,
+        };
         wait_for("the first tick", Duration::from_secs(30), || vm.ticks() > 0);
         vm
     }
@@ -81,7 +93,10 @@ fn get_vm_reports_config_and_state() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"state\":\"running\""), "{body}");
     assert!(body.contains("\"vcpus\":2"), "{body}");
-    assert!(body.contains(&format!("\"memory_bytes\":{}", 128u64 << 20)), "{body}");
+    assert!(
+        body.contains(&format!("\"memory_bytes\":{}", 128u64 << 20)),
+        "{body}"
+    );
     assert!(body.contains("\"cmdline\":\"probe.tick\""), "{body}");
     assert_eq!(http(&vm.socket, "GET", "/nope").0, 404);
     assert_eq!(http(&vm.socket, "POST", "/vm/pause").0, 405);
@@ -101,7 +116,9 @@ fn pause_stops_the_guest_and_resume_restarts_it() {
 
     assert_eq!(http(&vm.socket, "PUT", "/vm/resume").0, 204);
     let before = vm.ticks();
-    wait_for("ticks after resume", Duration::from_secs(30), || vm.ticks() > before);
+    wait_for("ticks after resume", Duration::from_secs(30), || {
+        vm.ticks() > before
+    });
     assert_eq!(http(&vm.socket, "PUT", "/vm/resume").0, 409);
 }
 

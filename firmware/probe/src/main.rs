@@ -14,6 +14,7 @@ mod boot;
 mod cpu;
 mod memtest;
 mod mptable;
+mod options;
 mod paging;
 mod phys;
 mod serial;
@@ -41,7 +42,24 @@ fn run(info: &BootInfo) -> ! {
     report_cpus(info, expected_cpus);
     report_memtest(info);
     report("done ok").end();
-    exit(true)
+    match options::after(info.cmdline()) {
+        options::After::Exit => exit(true),
+        options::After::Hold => cpu::halt_forever(),
+        options::After::Tick => tick_forever(),
+    }
+}
+
+/// Spins between ticks: no timer is needed, only visible progress.
+fn tick_forever() -> ! {
+    const SPIN: u32 = 1 << 12;
+    let mut n = 0u64;
+    loop {
+        report("tick ").dec(n).end();
+        n += 1;
+        for i in 0..SPIN {
+            core::hint::black_box(i);
+        }
+    }
 }
 
 /// Print the e820 and RAM summary lines; returns the top of RAM.

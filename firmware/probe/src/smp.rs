@@ -26,9 +26,11 @@ const ICR_INIT_ALL_BUT_SELF: u32 = 0x000C_4500;
 /// Start-up IPI to all excluding self; OR in the vector (page number).
 const ICR_SIPI_ALL_BUT_SELF: u32 = 0x000C_4600;
 
-// There is no calibrated timer, so delays are counted loop iterations.
-const INIT_DELAY: u32 = 1 << 20;
-const SIPI_DELAY: u32 = 1 << 18;
+// There is no calibrated timer, so delays are counted loop iterations. They
+// are short on purpose: under a software KVM (PVM) every guest instruction
+// may be emulated, and in-kernel (KVM) and QEMU LAPICs need no settling time.
+const INIT_DELAY: u32 = 1 << 10;
+const SIPI_DELAY: u32 = 1 << 8;
 /// The BSP stops waiting once no AP has shown up for this many polls...
 const QUIET_POLLS: u32 = 1 << 24;
 /// ...or for this many while fewer CPUs are online than the MP table lists
@@ -148,7 +150,9 @@ fn wait_until_quiet(expected: u32) {
         }
         quiet += 1;
         let all_in = 1 + AP_ARRIVED.load(Ordering::Acquire) >= expected;
-        if quiet >= PATIENT_QUIET_POLLS || (all_in && quiet >= QUIET_POLLS) {
+        // With an MP table the count is known: stop as soon as all are in
+        // (polls are costly where instructions are emulated).
+        if quiet >= PATIENT_QUIET_POLLS || (all_in && (expected > 0 || quiet >= QUIET_POLLS)) {
             return;
         }
     }

@@ -1,0 +1,26 @@
+//! `probe.*` options from the command line: what to do after the report.
+
+/// What the probe does once it has printed `PROBE done ok`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Reset the machine (the VMM exits): the default.
+    Exit,
+    /// Halt forever, so a benchmark can measure the VMM at rest.
+    Hold,
+    /// Print `PROBE tick N` forever, so tests can see the guest run, stop
+    /// (pause) and run again (resume).
+    Tick,
+}
+
+/// Finds `probe.hold` or `probe.tick` among the command line's words.
+pub fn after(cmdline: &[u8]) -> After {
+    let mut after = After::Exit;
+    for word in cmdline.split(|b| *b == b' ') {
+        match word {
+            b"probe.hold" => after = After::Hold,
+            b"probe.tick" => after = After::Tick,
+            _ => {}
+        }
+    }
+    after
+}
