@@ -8,6 +8,7 @@ pub mod config;
 pub mod console;
 pub mod devices;
 pub mod memory;
+pub mod signals;
 pub mod vcpu;
 pub mod vm;
 pub mod vmm;

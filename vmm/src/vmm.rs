@@ -13,6 +13,7 @@ use crate::api::{ApiReceiver, ApiRequest, ApiResponse, ApiSender, VmInfo, VmStat
 use crate::config::VmConfig;
 use crate::console::{Console, ConsoleError};
 use crate::devices::bus::lock;
+use crate::signals;
 use crate::vcpu::{self, StopReason};
 use crate::vm::{Vm, VmError, VmEvents};
 
@@ -39,6 +40,8 @@ pub enum Outcome {
     GuestPowerOff,
     /// `PUT /vm/shutdown`.
     ApiShutdown,
+    /// SIGTERM or SIGINT.
+    Signalled,
     /// The VM could not go on (KVM error, failed reboot).
     Failed(String),
 }
@@ -57,6 +60,7 @@ impl Outcome {
 struct Vmm {
     config: VmConfig,
     events: VmEvents,
+    stop_signal: EventFd,
     vm: Vm,
     console: Console,
     api: Option<ApiReceiver>,
@@ -159,7 +163,11 @@ impl Vmm {
 
 impl MutEventSubscriber for Vmm {
     fn init(&mut self, ops: &mut EventOps) {
-        let mut fds = vec![self.events.stop.as_raw_fd(), self.events.reset.as_raw_fd()];
+        let mut fds = vec![
+            self.events.stop.as_raw_fd(),
+            self.events.reset.as_raw_fd(),
+            self.stop_signal.as_raw_fd(),
+        ];
         fds.extend(self.api.as_ref().map(|a| a.wake.as_raw_fd()));
         fds.extend(self.console.watched_fds());
         for fd in fds {
@@ -175,6 +183,9 @@ impl MutEventSubscriber for Vmm {
         } else if fd == self.events.reset.as_raw_fd() {
             let _ = self.events.reset.read();
             self.finish(Outcome::GuestReset);
+        } else if fd == self.stop_signal.as_raw_fd() {
+            let _ = self.stop_signal.read();
+            self.finish(Outcome::Signalled);
         } else if self.api.as_ref().is_some_and(|a| a.wake.as_raw_fd() == fd) {
             self.handle_api();
         } else if self.console.is_listener(fd) {
@@ -206,6 +217,7 @@ fn start_api(
 /// Builds and runs the VM until it ends; returns how it ended.
 pub fn run(config: VmConfig) -> Result<Outcome, VmmError> {
     vcpu::install_kick_handler().map_err(|e| VmmError::Setup(e.into()))?;
+    let stop_signal = signals::install_stop_handlers().map_err(VmmError::Setup)?;
     let events = VmEvents {
         stop: EventFd::new(EFD_NONBLOCK).map_err(VmmError::Setup)?,
         reset: EventFd::new(EFD_NONBLOCK).map_err(VmmError::Setup)?,
@@ -220,6 +232,7 @@ pub fn run(config: VmConfig) -> Result<Outcome, VmmError> {
     let vmm = Arc::new(Mutex::new(Vmm {
         config,
         events,
+        stop_signal,
         vm,
         console,
         api,

@@ -1,0 +1,78 @@
+//! The serial console on a Unix socket, and an orderly stop on SIGTERM.
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vireo_tests::{probe_elf, scratch_dir, vmm_binary, wait_with_deadline};
+
+/// Reads from `stream` until `needle` shows up; returns what was read.
+fn read_until(stream: &mut UnixStream, needle: &str, timeout: Duration) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        assert!(
+            start.elapsed() < timeout,
+            "no {needle:?} on the console; got {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        if let Ok(n) = stream.read(&mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+fn connect(path: &std::path::Path, timeout: Duration) -> UnixStream {
+    let start = Instant::now();
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return s,
+            Err(e) if start.elapsed() > timeout => {
+                panic!("cannot connect to {}: {e}", path.display())
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+#[test]
+fn socket_console_serves_successive_clients_and_sigterm_cleans_up() {
+    let dir = scratch_dir("console-socket");
+    let console = dir.join("console.sock");
+    let api = dir.join("api.sock");
+    let mut child = Command::new(vmm_binary())
+        .arg("--kernel")
+        .arg(probe_elf())
+        .args(["--cmdline", "probe.tick", "--memory", "64M"])
+        .arg(format!("--serial=socket:{}", console.display()))
+        .arg("--api-socket")
+        .arg(&api)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let mut first = connect(&console, Duration::from_secs(10));
+    read_until(&mut first, "PROBE tick", Duration::from_secs(30));
+    drop(first);
+    // A second client picks up where the first left off.
+    let mut second = connect(&console, Duration::from_secs(10));
+    let later = read_until(&mut second, "PROBE tick", Duration::from_secs(30));
+    assert!(
+        !later.contains("PROBE start"),
+        "the second client should not see the boot again"
+    );
+
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_with_deadline(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    assert!(!console.exists(), "console socket left behind");
+    assert!(!api.exists(), "API socket left behind");
+    std::fs::remove_dir_all(dir).unwrap();
+}
