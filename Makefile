@@ -19,7 +19,7 @@ export VIREO_PROBE         := $(CURDIR)/$(PROBE_ELF)
 export VIREO_PROBE_LINUX64 := $(CURDIR)/$(PROBE_L64)
 
 .PHONY: all vmm vmm-musl vmm-aarch64 probe run run-probe run-linux test test-unit \
-        test-probe test-rig lint bench clean
+        test-probe test-probe-qemu test-rig lint bench clean
 
 all: vmm probe
 
@@ -59,10 +59,18 @@ test-unit:
 test-probe: vmm probe
 	$(CARGO) test -p vireo-tests
 
-test: lint test-unit test-probe vmm-aarch64 test-rig
+# The probe under QEMU microvm too (the benchmark compares VMMs on it).
+test-probe-qemu: probe
+	bash $(PROBE_DIR)/qemu/run-tests.sh
+
+test: lint test-unit test-probe test-probe-qemu vmm-aarch64 test-rig
 
 clean:
 	$(CARGO) clean
 	rm -rf $(BUILD) $(PROBE_DIR)/target
 
 -include tests/rig/rig.mk
+
+# vireo-vmm against QEMU microvm on the probe guest, then Linux in the rig.
+bench: vmm probe
+	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench

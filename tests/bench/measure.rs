@@ -31,39 +31,37 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Whether QEMU can use this host's /dev/kvm for the probe (PVM may refuse).
-fn qemu_accel() -> &'static str {
-    let ok = Command::new("qemu-system-x86_64")
+/// QEMU's accelerator and CPU model for this host: KVM when QEMU can boot
+/// the probe with it (a PVM /dev/kvm refuses QEMU's ARCH_CAPABILITIES MSR,
+/// hence the CPU flag), else TCG, which the report then says.
+fn qemu_accel(probe: &Path) -> (&'static str, &'static str) {
+    let out = Command::new("qemu-system-x86_64")
         .args([
-            "-accel",
-            "kvm",
             "-machine",
-            "microvm",
+            "microvm,accel=kvm",
+            "-cpu",
+            "host,-arch-capabilities",
+            "-m",
+            "64M",
+        ])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
             "-display",
             "none",
-            "-S",
-            "-nodefaults",
-        ])
-        .args([
-            "-monitor",
-            "none",
             "-serial",
-            "none",
-            "-daemonize",
-            "-pidfile",
-            "/dev/null",
+            "stdio",
         ])
-        .stdout(Stdio::null())
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel"])
+        .arg(probe)
+        .stdin(Stdio::null())
         .stderr(Stdio::null())
-        .status();
-    // -daemonize returns once the VM is created; stop the paused VM again.
-    let _ = Command::new("pkill")
-        .args(["-f", "-machine microvm -display none -S"])
-        .status();
-    if ok.is_ok_and(|s| s.success()) {
-        "kvm"
-    } else {
-        "tcg"
+        .output();
+    match out {
+        Ok(o) if String::from_utf8_lossy(&o.stdout).contains("PROBE done ok") => {
+            ("kvm", "host,-arch-capabilities")
+        }
+        _ => ("tcg", "max"),
     }
 }
 
@@ -90,13 +88,14 @@ impl Vmm {
     }
 
     pub fn qemu_microvm(probe: &Path, memory_mib: u64) -> Self {
-        let machine = format!("microvm,accel={}", qemu_accel());
+        let (accel, cpu) = qemu_accel(probe);
+        let machine = format!("microvm,accel={accel}");
         let mem = format!("{memory_mib}M");
         let args = [
             "-machine",
             &machine,
             "-cpu",
-            "max",
+            cpu,
             "-smp",
             "1",
             "-m",

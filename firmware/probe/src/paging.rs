@@ -33,6 +33,7 @@ pub struct PageTables {
 }
 
 #[no_mangle]
+#[link_section = ".noinit.page_tables"]
 static mut PROBE_PAGE_TABLES: PageTables = PageTables {
     pml4: [0; 512],
     pdpt: [0; 512],
@@ -69,6 +70,10 @@ fn build(limit: u64, uncached: impl Fn(u64) -> bool) {
     // SAFETY: only the boot CPU runs, and nothing else holds a reference.
     let tables = unsafe { &mut *core::ptr::addr_of_mut!(PROBE_PAGE_TABLES) };
     let gibs = (limit / GIB) as usize;
+    // The tables are not zeroed at entry (.noinit): clear every entry that is
+    // not about to be written. Entries in use are only ever overwritten.
+    tables.pml4[1..].fill(0);
+    tables.pdpt[gibs..].fill(0);
     tables.pml4[0] = tables.pdpt.as_ptr() as u64 | PRESENT | WRITABLE;
     for (gib, pd) in tables.pd.iter_mut().enumerate().take(gibs) {
         for (slot, entry) in pd.iter_mut().enumerate() {

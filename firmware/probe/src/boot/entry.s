@@ -54,12 +54,17 @@ pvh_start32:
     mov $__bss_start, %edi
     mov $__bss_end, %ecx
     sub %edi, %ecx
-    xor %eax, %eax
-    rep stosb
+    shr $2, %ecx                        # bss is page aligned: whole dwords,
+    xor %eax, %eax                      # 4x fewer (possibly emulated) steps
+    rep stosl
 
     # Identity map 0..4 GiB with 2 MiB pages so that start_info, wherever
     # it is below 4 GiB, and the probe are reachable. paging.rs rebuilds the
     # same layout (plus memory above 4 GiB) once the memory map is known.
+    mov $PROBE_PAGE_TABLES, %edi        # PML4 and PDPT start empty (.noinit)
+    mov $2048, %ecx
+    xor %eax, %eax
+    rep stosl
     mov $(PROBE_PAGE_TABLES + 0x1000 + 0x3), %eax   # PDPT, present|writable
     mov %eax, PROBE_PAGE_TABLES                     # PML4[0]
     mov $(PROBE_PAGE_TABLES + 0x2000 + 0x3), %eax   # first PD
@@ -101,8 +106,9 @@ linux64_entry:
     lea __bss_start(%rip), %rdi
     lea __bss_end(%rip), %rcx
     sub %rdi, %rcx
-    xor %eax, %eax
-    rep stosb
+    shr $3, %rcx                        # bss is page aligned: whole quadwords,
+    xor %eax, %eax                      # 8x fewer (possibly emulated) steps
+    rep stosq
     lea probe_bsp_stack_top(%rip), %rsp
 
     # Switch to the probe's GDT so nothing the VMM left in low memory stays
@@ -171,8 +177,8 @@ probe_gdt_desc:
     .quad probe_gdt
 
 # ---------------------------------------------------------------------------
-# Stacks (zeroed with the rest of .bss at entry).
-    .section .bss.probe_stacks, "aw", @nobits
+# Stacks (not zeroed: see .noinit in link.ld).
+    .section .noinit.probe_stacks, "aw", @nobits
     .balign 4096
     .space {bsp_stack_size}
     .globl probe_bsp_stack_top
