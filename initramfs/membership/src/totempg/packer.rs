@@ -28,7 +28,10 @@ impl Packer {
     /// `max_packet_len` is the largest whole totempg packet, header included.
     pub fn new(max_packet_len: usize) -> Self {
         Packer {
-            room: max_packet_len.saturating_sub(TOTEMPG_HEADER_LEN),
+            // Chunk lengths are u16 on the wire, which bounds a packet's room too.
+            room: max_packet_len
+                .saturating_sub(TOTEMPG_HEADER_LEN)
+                .min(usize::from(u16::MAX)),
             data: Vec::new(),
             lens: Vec::new(),
             continuation: 0,
