@@ -18,7 +18,7 @@ export VIREO_VMM           := $(CURDIR)/$(VMM)
 export VIREO_PROBE         := $(CURDIR)/$(PROBE_ELF)
 export VIREO_PROBE_LINUX64 := $(CURDIR)/$(PROBE_L64)
 
-.PHONY: all vmm vmm-musl vmm-aarch64 probe run run-probe run-linux test test-unit \
+.PHONY: all vmm vmm-musl vmm-aarch64 probe run run-probe run-linux test test-unit test-membership \
         test-probe test-probe-qemu test-rig lint bench clean
 
 all: vmm probe
@@ -55,6 +55,11 @@ lint:
 test-unit:
 	$(CARGO) test --workspace --lib --bins
 
+# The membership codecs replayed against the shared corosync capture
+# (../shared/data/corosync beside the repository), plus the corosync.conf parser.
+test-membership:
+	$(CARGO) test -p vireo-membership
+
 # Boots the probe through /dev/kvm: vCPU/memory matrix and bad input.
 test-probe: vmm probe
 	$(CARGO) test -p vireo-tests
@@ -63,7 +68,7 @@ test-probe: vmm probe
 test-probe-qemu: probe
 	bash $(PROBE_DIR)/qemu/run-tests.sh
 
-test: lint test-unit test-probe test-probe-qemu vmm-aarch64 test-rig
+test: lint test-unit test-membership test-probe test-probe-qemu vmm-aarch64 test-rig
 
 clean:
 	$(CARGO) clean
