@@ -69,5 +69,7 @@ rig_expect_guest() {
 
 # The guest command line of the Linux jobs: serial console, reset through the
 # i8042 on reboot (the VMM exits on it), reboot at once on panic, and quiet,
-# because every console byte crosses two levels of emulation.
+# because every console byte crosses two levels of emulation (rig.verbose=1
+# drops it to see where a guest stops).
 RIG_GUEST_CMDLINE="console=ttyS0 reboot=k panic=-1 quiet"
+[ "${RIG_VERBOSE:-0}" = 1 ] && RIG_GUEST_CMDLINE="console=ttyS0 reboot=k panic=-1"
