@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Build the guest initramfs: static busybox plus an /init that prints one line
+#
+#   VIREO-GUEST-INIT cpus=<online CPUs> mem_kb=<MemTotal> kernel=<uname -r>
+#
+# on /dev/console and then resets the machine.
+#
+#   tests/rig/build-guest-initramfs.sh OUT.cpio.gz
+#
+# It works with the minimal guest kernel (kernel-config/guest-x86_64.config)
+# and with Debian's stock kernel: /init mounts devtmpfs itself (the kernel's
+# DEVTMPFS_MOUNT does not apply to an initramfs) and the archive carries a
+# /dev/console node, which the kernel opens for init's stdio before /init runs.
+set -euo pipefail
+
+[[ $# -eq 1 ]] || { echo "usage: $0 OUT.cpio.gz" >&2; exit 2; }
+out=$1
+busybox=${BUSYBOX:-/bin/busybox}
+
+# A dynamically linked busybox would need a libc inside the initramfs.
+# (A static binary has no PT_INTERP program header.)
+if [[ ! -x $busybox ]] || readelf -lW "$busybox" | grep -q 'Requesting program interpreter'; then
+  echo "$busybox is not a static binary; install busybox-static (tests/rig/deps.sh)" >&2
+  exit 1
+fi
+
+mkdir -p "$(dirname "$out")"
+stage=$(mktemp -d "${TMPDIR:-/tmp}/vireo-guest-initramfs.XXXXXX")
+trap 'rm -rf "$stage"' EXIT
+
+mkdir -p "$stage"/{bin,dev,proc,sys}
+cp "$busybox" "$stage/bin/busybox"
+# Only sh is linked; /init calls every other applet through busybox itself.
+ln -s busybox "$stage/bin/sh"
+# Character device 5:1 is /dev/console. mknod needs root (as on CI); cpio
+# then records the node in the archive.
+mknod -m 600 "$stage/dev/console" c 5 1
+
+cat >"$stage/init" <<'EOF'
+#!/bin/sh
+# Vireo guest /init: report what the guest sees, then reset.
+bb=/bin/busybox
+$bb mount -t proc proc /proc
+$bb mount -t sysfs sysfs /sys
+$bb mount -t devtmpfs devtmpfs /dev 2>/dev/null
+
+# Count online CPUs from the sysfs range list ("0-3", "0,2-3", "0");
+# fall back to nproc if sysfs lacks it.
+cpus=
+if [ -r /sys/devices/system/cpu/online ]; then
+  cpus=$($bb awk -F, '{ n = 0; for (i = 1; i <= NF; i++) { split($i, r, "-");
+           n += (r[2] == "" ? 1 : r[2] - r[1] + 1) } print n }' /sys/devices/system/cpu/online)
+fi
+[ -n "$cpus" ] || cpus=$($bb nproc)
+mem_kb=$($bb awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
+
+echo "VIREO-GUEST-INIT cpus=$cpus mem_kb=$mem_kb kernel=$($bb uname -r)" >/dev/console
+
+# The guest has no ACPI, so "poweroff" has nothing to call; a reboot with the
+# guest's reboot=k resets through the i8042 controller, which the VMM treats
+# as the end of the run (QEMU with -no-reboot exits as well).
+$bb sync
+$bb reboot -f
+# Should the reset not happen, do not let init exit (that would panic).
+while :; do $bb sleep 1; done
+EOF
+chmod 755 "$stage/init"
+
+# newc is the only cpio format the kernel reads. Owners are forced to root.
+(cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) | gzip -9 >"$out.tmp"
+mv "$out.tmp" "$out"
+echo "guest initramfs: $out ($(du -h "$out" | cut -f1))"

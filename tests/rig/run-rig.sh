@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Boot the rig (outer QEMU, TCG, -cpu max => emulated AMD-V) and run one job.
+#
+#   tests/rig/run-rig.sh JOB [extra kernel args, e.g. rig.runs=5]
+#
+# Passes (exit 0) only if the console shows "RIG job=JOB exit=0". The console
+# is shown live and saved to $BUILD/rig/JOB-<time>.log (and JOB-latest.log).
+#
+# Environment:
+#   BUILD            output root (default: build)
+#   RIG_INITRAMFS    default $BUILD/rig/rig-initramfs.cpio.gz
+#   DEBIAN_KERNEL    default: the kernel recorded next to the initramfs
+#   RIG_QEMU_TIMEOUT hard limit for the whole VM in seconds (default 300;
+#                    bench-linux: 120 + 90 per run)
+#   RIG_SMP          outer vCPUs (default 2, one per host core; see README)
+#   RIG_MEM          outer memory in MiB (default 2048)
+#   RIG_QEMU_ARGS    extra QEMU arguments (word-split)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=host-lib.sh
+. "$here/host-lib.sh"
+
+[[ $# -ge 1 ]] || { echo "usage: $0 JOB [kernel args...]" >&2; exit 2; }
+job=$1
+shift
+extra_args=("$@")
+
+build=${BUILD:-build}
+initramfs=${RIG_INITRAMFS:-$build/rig/rig-initramfs.cpio.gz}
+[[ -s $initramfs ]] || { echo "no $initramfs; run: make rig-initramfs" >&2; exit 1; }
+
+# The outer kernel must be the one whose modules are in the initramfs.
+if [[ -n ${DEBIAN_KERNEL:-} ]]; then
+  kernel=$DEBIAN_KERNEL
+elif [[ -s $initramfs.kernel ]]; then
+  kernel=$(cat "$initramfs.kernel")
+else
+  kernel=$(rig_default_debian_kernel)
+fi
+[[ -r $kernel ]] || { echo "outer kernel $kernel not readable" >&2; exit 1; }
+
+timeout_s=${RIG_QEMU_TIMEOUT:-}
+if [[ -z $timeout_s ]]; then
+  timeout_s=300
+  if [[ $job == bench-* ]]; then
+    runs=5
+    for a in "${extra_args[@]}"; do [[ $a == rig.runs=* ]] && runs=${a#rig.runs=}; done
+    timeout_s=$((120 + 90 * runs))
+  fi
+fi
+
+logdir=$build/rig
+mkdir -p "$logdir"
+log=$logdir/$job-$(date +%Y%m%d-%H%M%S).log
+ln -sfn "$(basename "$log")" "$logdir/$job-latest.log"
+
+# -smp 2: MTTCG runs one host thread per vCPU, and the host has 2 cores;
+#   more vCPUs than cores only adds contention.
+# -no-reboot: a panic (panic=-1 reboots) ends QEMU instead of looping.
+# -nic none: no default NIC, so SeaBIOS does not load and run the iPXE ROM;
+#   jobs that need a network add their own through RIG_QEMU_ARGS.
+qemu=(qemu-system-x86_64
+  -machine q35,accel=tcg -cpu max
+  -m "${RIG_MEM:-2048}" -smp "${RIG_SMP:-2}"
+  -nographic -no-reboot -nic none
+  -kernel "$kernel" -initrd "$initramfs"
+  -append "console=ttyS0 panic=-1 quiet rig.job=$job ${extra_args[*]}")
+# shellcheck disable=SC2206
+[[ -z ${RIG_QEMU_ARGS:-} ]] || qemu+=(${RIG_QEMU_ARGS})
+
+echo "[run-rig] job=$job timeout=${timeout_s}s log=$log"
+echo "[run-rig] ${qemu[*]}"
+start=$(date +%s%N)
+set +e
+# --kill-after: if QEMU ignores SIGTERM, SIGKILL it shortly after.
+timeout --kill-after=10 "$timeout_s" "${qemu[@]}" </dev/null 2>&1 | tee "$log"
+qemu_rc=${PIPESTATUS[0]}
+set -e
+elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+
+# The console carries \r\n line ends, and firmware escape sequences may
+# precede the first line on the same line, so match anywhere in a line.
+verdict=$(tr -d '\r' <"$log" | grep -aoE "RIG job=$job exit=[0-9]+ ms=[0-9]+" | tail -n1 || true)
+echo "[run-rig] qemu exit=$qemu_rc wall_ms=$elapsed_ms"
+if ((qemu_rc == 124 || qemu_rc == 137)); then
+  echo "[run-rig] FAIL: timed out after ${timeout_s}s (log: $log)"
+  exit 1
+fi
+if [[ -z $verdict ]]; then
+  echo "[run-rig] FAIL: no 'RIG job=$job exit=' line (log: $log)"
+  tr -d '\r' <"$log" | grep -aoE 'RIG kvm=.*' || true
+  exit 1
+fi
+echo "[run-rig] $verdict"
+if [[ $verdict == *" exit=0 "* ]]; then
+  echo "[run-rig] PASS: $job"
+  exit 0
+fi
+echo "[run-rig] FAIL: $job (log: $log)"
+exit 1
