@@ -74,7 +74,22 @@ clean:
 	$(CARGO) clean
 	rm -rf $(BUILD) $(PROBE_DIR)/target
 
--include tests/rig/rig.mk
+# Real Linux guests (and the probe) under vireo-vmm inside the QEMU rig.
+test-rig: probe
+	$(MAKE) rig-test PROBE_ELF=$(CURDIR)/$(PROBE_ELF) \
+	  RIG_TEST_JOBS="kvm-check probe linux-min-1 linux-min-4 linux-min-bzimage linux-debian"
+
+# A Linux guest: on hardware KVM directly, else (PVM, no KVM) inside the rig.
+run-linux: vmm guest-kernel guest-initramfs
+	@if [ -e /dev/kvm ] && [ ! -d /sys/module/kvm_pvm ]; then \
+	  $(VMM) --kernel $(BUILD)/guest/vmlinux --initrd $(BUILD)/guest/initramfs.cpio.gz \
+	    --cpus $(CPUS) --memory 512M --cmdline "console=ttyS0 reboot=k panic=-1 vireo.shell"; \
+	else \
+	  echo "This host's /dev/kvm cannot run Linux (PVM or none): booting it inside the QEMU rig."; \
+	  $(MAKE) rig-initramfs PROBE_ELF= && BUILD=$(BUILD) tests/rig/run-rig.sh linux-shell; \
+	fi
+
+include tests/rig/rig.mk
 
 # vireo-vmm against QEMU microvm on the probe guest, then Linux in the rig.
 bench: vmm probe

@@ -56,6 +56,14 @@ mem_kb=$($bb awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
 
 echo "VIREO-GUEST-INIT cpus=$cpus mem_kb=$mem_kb kernel=$($bb uname -r)" >/dev/console
 
+# `vireo.shell` on the command line (make run GUEST=linux): an interactive
+# shell instead of the reset; leaving it resets the guest.
+if $bb grep -qw vireo.shell /proc/cmdline; then
+  $bb --install -s /bin
+  echo "vireo guest shell: busybox applets are in /bin; exit to reset the guest" >/dev/console
+  $bb setsid $bb cttyhack /bin/sh </dev/console >/dev/console 2>&1
+fi
+
 # The guest has no ACPI, so "poweroff" has nothing to call; a reboot with the
 # guest's reboot=k resets through the i8042 controller, which the VMM treats
 # as the end of the run (QEMU with -no-reboot exits as well).

@@ -48,10 +48,12 @@ rig_vmm_run() {
   rm -f "$res"
 }
 
-# rig_expect_guest CPUS : after rig_vmm_run, check that the VMM exited 0 and
-# the guest reported CPUS online CPUs. Prints one RIG line; returns 0/1.
+# rig_expect_guest CPUS MEM_MIB : after rig_vmm_run, check that the VMM
+# exited 0, the guest reported CPUS online CPUs, and its MemTotal is the
+# memory it was given less what the kernel keeps for itself (at most 15%).
+# Prints one RIG line; returns 0/1.
 rig_expect_guest() {
-  local want=$1
+  local want=$1 mem_mib=$2 mem_kb
   if [ -z "$RIG_INIT_LINE" ]; then
     echo "RIG check=fail no VIREO-GUEST-INIT line (vmm exit=$RIG_VMM_RC)"
     return 1
@@ -60,6 +62,12 @@ rig_expect_guest() {
     *" cpus=$want "*) ;;
     *) echo "RIG check=fail want cpus=$want, guest said: $RIG_INIT_LINE"; return 1 ;;
   esac
+  mem_kb=${RIG_INIT_LINE#*mem_kb=}
+  mem_kb=${mem_kb%% *}
+  if [ "$mem_kb" -gt $((mem_mib * 1024)) ] || [ "$mem_kb" -lt $((mem_mib * 1024 * 85 / 100)) ]; then
+    echo "RIG check=fail want MemTotal within 85-100% of ${mem_mib} MiB, guest said: $RIG_INIT_LINE"
+    return 1
+  fi
   if [ "$RIG_VMM_RC" != 0 ]; then
     echo "RIG check=fail vmm exit=$RIG_VMM_RC after the guest's line"
     return 1

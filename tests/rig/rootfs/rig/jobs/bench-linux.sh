@@ -9,7 +9,7 @@ i=1
 while [ "$i" -le "$n" ]; do
   rig_vmm_run --kernel /guest/vmlinux --initrd /guest/initramfs.cpio.gz \
     --cmdline "$RIG_GUEST_CMDLINE" --cpus 1 --memory 512M --serial stdio >/tmp/bench-run.log
-  if rig_expect_guest 1 >/dev/null; then
+  if rig_expect_guest 1 512 >/dev/null; then
     echo "RIG run=$i ms_to_init=$RIG_INIT_MS"
     times="$times $RIG_INIT_MS"
   else

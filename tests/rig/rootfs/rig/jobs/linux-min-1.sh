@@ -2,4 +2,4 @@
 . /rig/lib.sh
 rig_vmm_run --kernel /guest/vmlinux --initrd /guest/initramfs.cpio.gz \
   --cmdline "$RIG_GUEST_CMDLINE" --cpus 1 --memory 512M --serial stdio
-rig_expect_guest 1
+rig_expect_guest 1 512

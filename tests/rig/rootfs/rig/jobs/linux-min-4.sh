@@ -3,4 +3,4 @@
 . /rig/lib.sh
 rig_vmm_run --kernel /guest/vmlinux --initrd /guest/initramfs.cpio.gz \
   --cmdline "$RIG_GUEST_CMDLINE" --cpus 4 --memory 512M --serial stdio
-rig_expect_guest 4
+rig_expect_guest 4 512
