@@ -92,5 +92,5 @@ run-linux: vmm guest-kernel guest-initramfs
 include tests/rig/rig.mk
 
 # vireo-vmm against QEMU microvm on the probe guest, then Linux in the rig.
-bench: vmm probe
+bench: vmm probe rig-initramfs
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench
