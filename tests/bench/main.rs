@@ -49,30 +49,16 @@ fn bench_probe() {
         "\n{:<36} {:>15} {:>15} {:>8}",
         "probe guest, median of 10", "vireo-vmm", "qemu microvm", "ratio"
     );
-    print_row(
-        "start -> first serial byte",
-        "ms",
-        med(0, |s| s.first_byte_ms),
-        med(1, |s| s.first_byte_ms),
-    );
-    print_row(
-        "start -> guest done",
-        "ms",
-        med(0, |s| s.done_ms),
-        med(1, |s| s.done_ms),
-    );
-    print_row(
-        "peak RSS",
-        "MiB",
-        med(0, |s| s.peak_rss_mib),
-        med(1, |s| s.peak_rss_mib),
-    );
-    print_row(
-        "VMM overhead (RSS - guest RAM RSS)",
-        "MiB",
-        overhead[0],
-        overhead[1],
-    );
+    let rows: [(&str, &str, fn(&Sample) -> f64); 3] = [
+        ("start -> first serial byte", "ms", |s| s.first_byte_ms),
+        ("start -> guest done", "ms", |s| s.done_ms),
+        ("peak RSS", "MiB", |s| s.peak_rss_mib),
+    ];
+    for (name, unit, f) in rows {
+        print_row(name, unit, med(0, f), med(1, f));
+    }
+    let overhead_row = "VMM overhead (RSS - guest RAM RSS)";
+    print_row(overhead_row, "MiB", overhead[0], overhead[1]);
     println!("goals: first byte <= 0.5x QEMU; vireo-vmm overhead <= 5 MiB");
 }
 

@@ -31,6 +31,21 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// QEMU options both the probe check and the measured runs use: no default
+/// devices, console on stdio, and the probe's exit port.
+const QEMU_COMMON: [&str; 10] = [
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    "-serial",
+    "stdio",
+    "-no-reboot",
+    "-device",
+    "isa-debug-exit,iobase=0xf4,iosize=4",
+    "-kernel",
+];
+
 /// QEMU's accelerator and CPU model for this host: KVM when QEMU can boot
 /// the probe with it (a PVM /dev/kvm refuses QEMU's ARCH_CAPABILITIES MSR,
 /// hence the CPU flag), else TCG, which the report then says.
@@ -44,15 +59,7 @@ fn qemu_accel(probe: &Path) -> (&'static str, &'static str) {
             "-m",
             "64M",
         ])
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-        ])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel"])
+        .args(QEMU_COMMON)
         .arg(probe)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
@@ -91,34 +98,17 @@ impl Vmm {
         let (accel, cpu) = qemu_accel(probe);
         let machine = format!("microvm,accel={accel}");
         let mem = format!("{memory_mib}M");
-        let args = [
-            "-machine",
-            &machine,
-            "-cpu",
-            cpu,
-            "-smp",
-            "1",
-            "-m",
-            &mem,
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=4",
-            "-kernel",
-            probe.to_str().unwrap(),
-            "-append",
-            "",
-        ];
+        let mut args: Vec<String> = ["-machine", &machine, "-cpu", cpu, "-smp", "1", "-m", &mem]
+            .iter()
+            .chain(QEMU_COMMON.iter())
+            .map(|s| s.to_string())
+            .collect();
+        args.extend([probe.display().to_string(), "-append".into(), String::new()]);
         Self {
             name: "qemu microvm",
             program: "qemu-system-x86_64".into(),
-            args: args.iter().map(|s| s.to_string()).collect(),
             cmdline_index: args.len() - 1,
+            args,
             memory_mib,
         }
     }
