@@ -16,6 +16,9 @@ use measure::{median, Sample, Vmm};
 const RUNS: usize = 10;
 const GUEST_MEMORY_MIB: u64 = 256;
 
+/// Picks one figure out of a sample.
+type Metric = fn(&Sample) -> f64;
+
 fn print_row(name: &str, unit: &str, ours: f64, theirs: f64) {
     let ratio = if theirs > 0.0 {
         ours / theirs
@@ -44,12 +47,12 @@ fn bench_probe() {
         .iter()
         .map(|c| c.overhead_mib(Duration::from_secs(30)))
         .collect();
-    let med = |i: usize, f: fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
+    let med = |i: usize, f: Metric| median(samples[i].iter().map(f).collect());
     println!(
         "\n{:<36} {:>15} {:>15} {:>8}",
         "probe guest, median of 10", "vireo-vmm", "qemu microvm", "ratio"
     );
-    let rows: [(&str, &str, fn(&Sample) -> f64); 3] = [
+    let rows: [(&str, &str, Metric); 3] = [
         ("start -> first serial byte", "ms", |s| s.first_byte_ms),
         ("start -> guest done", "ms", |s| s.done_ms),
         ("peak RSS", "MiB", |s| s.peak_rss_mib),
