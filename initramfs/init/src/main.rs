@@ -1,7 +1,9 @@
 //! vireo-init: PID 1 of the Vireo appliance. See docs/appliance.md.
 //!
 //! Boot: mounts → command line → hostname → coldplug → power button →
-//! state disk → network (own thread) → agent (+ debug shell) → main loop.
+//! network (own thread) → state disk → agent (+ debug shell) → main loop.
+//! Invoked as `modprobe` (the kernel's request_module helper), it loads
+//! the named modules and exits.
 //! The main loop reads signals synchronously (all blocked, sigtimedwait):
 //! SIGCHLD reaps and restarts services; SIGTERM/SIGINT restart the node,
 //! SIGUSR1/SIGUSR2 (and the power button) power it off.
@@ -36,6 +38,10 @@ const SIGNALS: [Signal; 5] = [
 ];
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.first().is_some_and(|a| a.ends_with("modprobe")) {
+        std::process::exit(modules::modprobe_main(&args[1..]));
+    }
     if std::process::id() != 1 {
         eprintln!("vireo-init: must run as PID 1 (the appliance's /init)");
         std::process::exit(1);
@@ -56,14 +62,14 @@ fn main() {
     // an immediate reboot.
     let _ = nix::sys::reboot::set_cad_enabled(false);
 
-    let loader = Arc::new(modules::Loader::open());
+    let loader = Arc::new(modules::Loader::open(false));
     loader.coldplug();
     for m in &cmd.modules {
         loader.load_logged(m);
     }
     power::watch_power_button(loader.clone());
-    mounts.state(&loader);
     net::spawn(cmd.net.clone(), loader.clone());
+    mounts.state(&loader);
 
     let mut services = start_services(&cmd);
     let action = main_loop(&mut services);
@@ -127,6 +133,7 @@ fn debug_shell() -> Service {
         .env("HOME", "/")
         .env("TERM", "vt100")
         .session()
+        .stop_signal(Signal::SIGKILL)
 }
 
 /// Runs until a shutdown signal; returns what to do.
@@ -157,8 +164,8 @@ fn main_loop(services: &mut [Service]) -> Action {
 /// sigtimedwait(2): the next pending signal of `set`, or None on timeout.
 fn wait_signal(set: &SigSet, timeout: Duration) -> Option<Signal> {
     let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        tv_sec: timeout.as_secs() as _,
+        tv_nsec: timeout.subsec_nanos() as _,
     };
     // SAFETY: valid set and timespec pointers; no siginfo wanted.
     let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };

@@ -16,7 +16,7 @@ use crate::log;
 const QUICK_RESTART: Duration = Duration::from_millis(100);
 /// A service that died sooner than this after starting is crash-looping:
 /// wait longer (still under a second) so it does not eat a core.
-const MIN_HEALTHY_RUN: Duration = Duration::from_secs(5);
+const MIN_HEALTHY_RUN: Duration = Duration::from_secs(1);
 const SLOW_RESTART: Duration = Duration::from_millis(500);
 
 pub struct Service {
@@ -26,6 +26,9 @@ pub struct Service {
     /// Make the child a session leader (the shell needs its own session to
     /// take the console as controlling terminal).
     new_session: bool,
+    /// What `stop` sends: SIGTERM, or SIGKILL for what ignores it (an
+    /// interactive shell does).
+    stop_signal: Signal,
     pid: Option<Pid>,
     started: Instant,
     restart_at: Option<Instant>,
@@ -38,6 +41,7 @@ impl Service {
             argv,
             env: Vec::new(),
             new_session: false,
+            stop_signal: Signal::SIGTERM,
             pid: None,
             started: Instant::now(),
             restart_at: Some(Instant::now()),
@@ -51,6 +55,11 @@ impl Service {
 
     pub fn session(mut self) -> Service {
         self.new_session = true;
+        self
+    }
+
+    pub fn stop_signal(mut self, sig: Signal) -> Service {
+        self.stop_signal = sig;
         self
     }
 
@@ -128,11 +137,11 @@ impl Service {
         true
     }
 
-    /// Stops it for good: SIGTERM now; the caller waits and reaps.
+    /// Stops it for good: its stop signal now; the caller waits and reaps.
     pub fn stop(&mut self) {
         self.restart_at = None;
         if let Some(pid) = self.pid {
-            let _ = kill(pid, Signal::SIGTERM);
+            let _ = kill(pid, self.stop_signal);
         }
     }
 

@@ -70,6 +70,32 @@ impl DepTable {
     }
 }
 
+/// modules.softdep's `pre:` lists (`softdep ext4 pre: crypto-crc32c`): what
+/// a module needs loaded first but does not link against, often an alias
+/// (the crypto API looks its algorithms up by name at run time).
+pub fn parse_softdeps(text: &str) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let (Some("softdep"), Some(module)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let mut in_pre = false;
+        for w in words {
+            match w {
+                "pre:" => in_pre = true,
+                "post:" => in_pre = false,
+                dep if in_pre => out
+                    .entry(super::normalize(module))
+                    .or_default()
+                    .push(dep.to_string()),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 /// `kernel/x/kvm-amd.ko.xz` → `kvm_amd`.
 pub fn module_name(path: &str) -> String {
     let base = path.rsplit('/').next().unwrap_or(path);
@@ -119,6 +145,16 @@ kernel/net/llc/llc.ko:
         let order = t.load_order("bridge").unwrap();
         assert_eq!(order.last(), Some(&"kernel/net/bridge/bridge.ko"));
         assert_eq!(order[0], "kernel/net/llc/llc.ko", "llc before stp");
+    }
+
+    #[test]
+    fn softdeps() {
+        let s = parse_softdeps(
+            "# comment\nsoftdep ext4 pre: crypto-crc32c\nsoftdep libcrc32c pre: crc32c post: x\nsoftdep a-b post: c\n",
+        );
+        assert_eq!(s["ext4"], vec!["crypto-crc32c"]);
+        assert_eq!(s["libcrc32c"], vec!["crc32c"]);
+        assert!(!s.contains_key("a_b"), "post only");
     }
 
     #[test]

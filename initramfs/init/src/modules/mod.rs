@@ -7,7 +7,7 @@
 pub mod alias;
 pub mod dep;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::AsRawFd;
@@ -25,6 +25,14 @@ pub fn normalize(name: &str) -> String {
     name.replace('-', "_")
 }
 
+/// The text of the module tables a Loader is built from.
+struct Tables {
+    alias: String,
+    dep: String,
+    softdep: String,
+    builtin: String,
+}
+
 /// The module tables and what this boot has loaded so far. Shared by the
 /// main thread (coldplug), the network thread and the power-button watcher.
 pub struct Loader {
@@ -32,52 +40,110 @@ pub struct Loader {
     aliases: AliasTable,
     deps: DepTable,
     builtin: HashSet<String>,
+    softdeps: HashMap<String, Vec<String>>,
+    quiet: bool,
     loaded: Mutex<HashSet<String>>,
 }
 
 impl Loader {
     /// Reads the tables from /lib/modules/`uname -r`. A missing file gives an
     /// empty table, so a kernel with everything built in still boots.
-    pub fn open() -> Loader {
+    /// `quiet` (modprobe mode) logs nothing.
+    pub fn open(quiet: bool) -> Loader {
         let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        let release = release.trim();
-        let dir = Path::new("/lib/modules").join(release);
+        let dir = Path::new("/lib/modules").join(release.trim());
         let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap_or_default();
-        let builtin = read("modules.builtin")
-            .lines()
-            .map(dep::module_name)
-            .collect();
+        let tables = Tables {
+            alias: read("modules.alias"),
+            dep: read("modules.dep"),
+            softdep: read("modules.softdep"),
+            builtin: read("modules.builtin"),
+        };
+        Loader::from_tables(dir, &tables, quiet)
+    }
+
+    fn from_tables(dir: PathBuf, t: &Tables, quiet: bool) -> Loader {
         let loader = Loader {
-            aliases: AliasTable::parse(&read("modules.alias")),
-            deps: DepTable::parse(&read("modules.dep")),
-            builtin,
+            aliases: AliasTable::parse(&t.alias),
+            deps: DepTable::parse(&t.dep),
+            softdeps: dep::parse_softdeps(&t.softdep),
+            builtin: t.builtin.lines().map(dep::module_name).collect(),
+            quiet,
             loaded: Mutex::new(HashSet::new()),
             dir,
         };
-        log!(
-            "modules: {} in {} ({} aliases)",
-            loader.deps.len(),
-            loader.dir.display(),
-            loader.aliases.len()
-        );
+        if !quiet {
+            log!(
+                "modules: {} in {} ({} aliases)",
+                loader.deps.len(),
+                loader.dir.display(),
+                loader.aliases.len()
+            );
+        }
         loader
     }
 
-    /// Loads `name` and its dependencies. Built-in or already loaded is Ok.
+    /// Loads `name` (a module name or an alias such as `crypto-crc32c` or
+    /// `fs-ext4`) with its dependencies. Built-in or already loaded is Ok.
     pub fn load(&self, name: &str) -> Result<(), String> {
-        let name = normalize(name);
-        if self.builtin.contains(&name) || self.is_loaded(&name) {
+        let modules = self.resolve(name);
+        if modules.is_empty() {
+            return Err(format!("no module or alias {name}"));
+        }
+        // An alias may name several modules (crc32c_intel, crc32c_generic);
+        // one that loads is enough.
+        let mut last_err = String::new();
+        for m in &modules {
+            match self.load_module(m, 0) {
+                Ok(()) => return Ok(()),
+                Err(e) => last_err = e,
+            }
+        }
+        Err(last_err)
+    }
+
+    /// Module names for `name`: itself if it is one, else its alias matches.
+    fn resolve(&self, name: &str) -> Vec<String> {
+        let n = normalize(name);
+        if self.builtin.contains(&n) || self.deps.load_order(&n).is_ok() {
+            return vec![n];
+        }
+        self.aliases
+            .lookup(name)
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+
+    fn load_module(&self, name: &str, depth: u32) -> Result<(), String> {
+        if self.builtin.contains(name) || self.is_loaded(name) {
             return Ok(());
         }
-        for path in self.deps.load_order(&name)? {
+        for path in self.deps.load_order(name)? {
             let module = dep::module_name(path);
             if self.is_loaded(&module) {
                 continue;
             }
+            self.load_softdeps(&module, depth);
             insert(&self.dir.join(path)).map_err(|e| format!("{module}: {e}"))?;
             self.loaded.lock().unwrap().insert(module);
         }
         Ok(())
+    }
+
+    /// Best effort: a missing soft dependency is the module's problem to
+    /// report, and the depth bound stops a cyclic softdep file.
+    fn load_softdeps(&self, module: &str, depth: u32) {
+        let Some(pre) = self.softdeps.get(module).filter(|_| depth < 4) else {
+            return;
+        };
+        for name in pre {
+            for m in self.resolve(name) {
+                if self.load_module(&m, depth + 1).is_ok() {
+                    break;
+                }
+            }
+        }
     }
 
     /// Like `load`, logging instead of returning the error: for callers to
@@ -86,7 +152,9 @@ impl Loader {
         match self.load(name) {
             Ok(()) => true,
             Err(e) => {
-                log!("modules: cannot load {name}: {e}");
+                if !self.quiet {
+                    log!("modules: cannot load {name}: {e}");
+                }
                 false
             }
         }
@@ -134,6 +202,16 @@ impl Loader {
         loaded.sort();
         log!("modules loaded: {}", loaded.join(" "));
     }
+}
+
+/// `modprobe [-q] [--] NAME...`: what the kernel runs for request_module()
+/// (/proc/sys/kernel/modprobe → /sbin/modprobe → vireo-init). Options are
+/// accepted and ignored; the exit status says whether every name loaded.
+pub fn modprobe_main(args: &[String]) -> i32 {
+    let loader = Loader::open(true);
+    let names = args.iter().filter(|a| !a.starts_with('-'));
+    let failed = names.filter(|n| loader.load(n).is_err()).count();
+    i32::from(failed > 0)
 }
 
 /// Every `modalias` file's content below `root`, without following symlinks
@@ -191,5 +269,43 @@ fn insert(path: &Path) -> Result<(), String> {
     match std::io::Error::last_os_error() {
         e if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
         e => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loader() -> Loader {
+        let tables = Tables {
+            alias: "alias crypto-crc32c crc32c_intel\nalias crypto-crc32c crc32c_generic\nalias fs-ext4 ext4\n".into(),
+            dep: "kernel/arch/x86/crypto/crc32c-intel.ko:\nkernel/crypto/crc32c_generic.ko:\nkernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko\nkernel/fs/jbd2/jbd2.ko:\n".into(),
+            softdep: "softdep ext4 pre: crypto-crc32c\n".into(),
+            builtin: "kernel/drivers/net/tun.ko\n".into(),
+        };
+        Loader::from_tables(PathBuf::from("/nonexistent"), &tables, true)
+    }
+
+    #[test]
+    fn resolves_names_and_aliases() {
+        let l = loader();
+        assert_eq!(l.resolve("ext4"), vec!["ext4"]);
+        assert_eq!(l.resolve("fs-ext4"), vec!["ext4"]);
+        assert_eq!(
+            l.resolve("crypto-crc32c"),
+            vec!["crc32c_intel", "crc32c_generic"]
+        );
+        assert_eq!(l.resolve("crc32c-intel"), vec!["crc32c_intel"]);
+        assert_eq!(l.resolve("tun"), vec!["tun"], "built in");
+        assert!(l.resolve("nothing").is_empty());
+    }
+
+    #[test]
+    fn builtin_needs_no_file_and_missing_files_fail() {
+        let l = loader();
+        assert!(l.load("tun").is_ok());
+        assert!(l.load("nothing").unwrap_err().contains("no module"));
+        // The tables name it but the file is not there: the error says which.
+        assert!(l.load("ext4").unwrap_err().contains("/nonexistent"));
     }
 }
