@@ -59,13 +59,20 @@ fn node_info(host: &str, json: bool) -> Result<(), String> {
     let body = get(&base_url(host), "/node")?;
     let info: NodeInfo = serde_json::from_str(&body)
         .map_err(|e| format!("unexpected answer from the agent: {e}"))?;
-    if json {
-        let pretty = serde_json::to_string_pretty(&info).map_err(|e| e.to_string())?;
-        println!("{pretty}");
-    } else {
-        print!("{}", format::node_info(&info));
+    let text = match json {
+        true => serde_json::to_string_pretty(&info).map_err(|e| e.to_string())? + "\n",
+        false => format::node_info(&info),
+    };
+    print_out(&text)
+}
+
+/// Writes to stdout; a closed pipe (`vireo ... | head`) is not an error.
+fn print_out(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("stdout: {e}")),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// GET base+path; the body on 200, else the agent's error message.
