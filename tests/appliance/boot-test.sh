@@ -4,7 +4,9 @@
 #      starts the agent; GET /node from the host answers name=node1,
 #      arch=x86_64, kvm kind=kvm_amd (TCG -cpu max emulates AMD-V);
 #   2. `vireo node info` (the CLI) reads the same node;
-#   3. the agent killed from the debug shell is restarted within 1 s;
+#   3. /sbin/modprobe (vireo-init) loads modules, also for the kernel's
+#      request_module(); the agent killed from the debug shell is restarted
+#      within 1 s;
 #   4. QEMU's system_powerdown (ACPI power button) → orderly shutdown, QEMU
 #      exits 0;
 #   5. a second boot with a static address (vireo.ip=), no debug shell and an
@@ -180,7 +182,16 @@ fi
 wait_console 'debug-shell started' 30
 type_line ''
 sleep 1
-type_line 'kill -9 $(pidof vireo-agent); echo KILLED-AGENT'
+# /sbin/modprobe is vireo-init: by hand, then through the kernel's own
+# request_module() ("rtnl-link-bond" → bonding; a name other than bond0,
+# which the module creates itself). Markers are computed so the
+# shell's echo of the command line cannot match them.
+type_line '/sbin/modprobe -q -- 8021q && grep -q "^8021q " /proc/modules && echo MODPROBE-$((40+2))'
+wait_console '^MODPROBE-42' 30
+type_line 'ip link add vbond1 type bond && grep -q "^bonding " /proc/modules && echo AUTOLOAD-$((40+2))'
+wait_console '^AUTOLOAD-42' 30
+log "modprobe: by hand and through request_module()"
+type_line 'kill -9 $(pidof vireo-agent)'
 t_kill=$(now)
 wait_console 'vireo-agent exited \(signal SIGKILL\)' 30
 # Guest-side delay: from init seeing the exit to the new agent's start, read
