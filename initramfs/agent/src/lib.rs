@@ -1,0 +1,8 @@
+//! vireo-agent: the node agent's REST API. The types (`types`) are always
+//! built, for the `vireo` CLI; the server behind the `server` feature.
+
+pub mod node;
+pub mod types;
+
+#[cfg(feature = "server")]
+pub mod server;

@@ -1,0 +1,73 @@
+//! What the API returns, shared with the `vireo` CLI.
+
+use serde::{Deserialize, Serialize};
+
+/// GET /node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The host name (from `vireo.hostname=` on the appliance).
+    pub name: String,
+    /// `x86_64` or `aarch64`.
+    pub arch: String,
+    /// Kernel release (`uname -r`).
+    pub kernel: String,
+    /// Online CPUs.
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    pub uptime_s: f64,
+    pub load: Load,
+    pub kvm: Kvm,
+}
+
+/// The load averages over 1, 5 and 15 minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Load {
+    #[serde(rename = "1m")]
+    pub m1: f64,
+    #[serde(rename = "5m")]
+    pub m5: f64,
+    #[serde(rename = "15m")]
+    pub m15: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kvm {
+    /// /dev/kvm exists.
+    pub available: bool,
+    pub kind: KvmKind,
+}
+
+/// Which KVM implementation backs /dev/kvm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvmKind {
+    KvmIntel,
+    KvmAmd,
+    /// PVM, the software KVM (module kvm_pvm): no hardware virtualization.
+    Pvm,
+    None,
+}
+
+impl KvmKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvmKind::KvmIntel => "kvm_intel",
+            KvmKind::KvmAmd => "kvm_amd",
+            KvmKind::Pvm => "pvm",
+            KvmKind::None => "none",
+        }
+    }
+}
+
+/// GET /health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub status: u16,
+}

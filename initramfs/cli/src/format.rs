@@ -1,0 +1,99 @@
+//! Human-readable output.
+
+use std::fmt::Write;
+
+use vireo_agent::types::NodeInfo;
+
+pub fn node_info(i: &NodeInfo) -> String {
+    let kvm = match i.kvm.available {
+        true => format!("{} (/dev/kvm available)", i.kvm.kind.as_str()),
+        false => format!("{} (no /dev/kvm)", i.kvm.kind.as_str()),
+    };
+    let rows = [
+        ("name", i.name.clone()),
+        ("arch", i.arch.clone()),
+        ("kernel", i.kernel.clone()),
+        ("cpus", i.cpus.to_string()),
+        ("memory", bytes(i.memory_bytes)),
+        ("uptime", duration(i.uptime_s)),
+        (
+            "load",
+            format!("{:.2} {:.2} {:.2}", i.load.m1, i.load.m5, i.load.m15),
+        ),
+        ("kvm", kvm),
+    ];
+    let mut out = String::new();
+    for (k, v) in rows {
+        let _ = writeln!(out, "{:<8}{v}", format!("{k}:"));
+    }
+    out
+}
+
+/// 1073741824 → "1.0 GiB".
+pub fn bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    match u {
+        0 => format!("{n} B"),
+        _ => format!("{v:.1} {}", units[u]),
+    }
+}
+
+/// 3725.4 → "1h 2m 5s".
+pub fn duration(secs: f64) -> String {
+    let s = secs as u64;
+    let (d, h, m, s) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m {s}s"),
+        _ => format!("{d}d {h}h {m}m"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vireo_agent::types::{Kvm, KvmKind, Load};
+
+    #[test]
+    fn units() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1 << 30), "1.0 GiB");
+        assert_eq!(bytes(1536 << 20), "1.5 GiB");
+        assert_eq!(duration(5.9), "5s");
+        assert_eq!(duration(3725.4), "1h 2m 5s");
+        assert_eq!(duration(90061.0), "1d 1h 1m");
+    }
+
+    #[test]
+    fn table() {
+        let info = NodeInfo {
+            name: "node1".into(),
+            arch: "x86_64".into(),
+            kernel: "6.1.0-56-amd64".into(),
+            cpus: 2,
+            memory_bytes: 1 << 30,
+            uptime_s: 61.0,
+            load: Load {
+                m1: 0.5,
+                m5: 0.25,
+                m15: 0.0,
+            },
+            kvm: Kvm {
+                available: true,
+                kind: KvmKind::KvmAmd,
+            },
+        };
+        let out = node_info(&info);
+        assert!(out.starts_with("name:   node1\n"), "{out}");
+        assert!(out.contains("memory: 1.0 GiB\n"));
+        assert!(out.contains("uptime: 1m 1s\n"));
+        assert!(out.contains("kvm:    kvm_amd (/dev/kvm available)\n"));
+    }
+}

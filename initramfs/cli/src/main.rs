@@ -1,0 +1,140 @@
+//! vireo: the command-line client of a Vireo node's agent.
+
+mod format;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use vireo_agent::types::{ErrorBody, NodeInfo};
+
+const DEFAULT_PORT: u16 = 8006;
+
+#[derive(Parser)]
+#[command(name = "vireo", version, about = "Vireo hypervisor node client")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The node itself.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// What the node is: name, CPUs, memory, kernel, KVM.
+    Info {
+        /// The node's agent: HOST or HOST:PORT (port 8006 by default).
+        #[arg(long, env = "VIREO_HOST", default_value = "127.0.0.1")]
+        host: String,
+        /// Print the agent's JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Node {
+            command: NodeCommand::Info { host, json },
+        } => node_info(&host, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vireo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn node_info(host: &str, json: bool) -> Result<(), String> {
+    let body = get(&base_url(host), "/node")?;
+    let info: NodeInfo = serde_json::from_str(&body)
+        .map_err(|e| format!("unexpected answer from the agent: {e}"))?;
+    let text = match json {
+        true => serde_json::to_string_pretty(&info).map_err(|e| e.to_string())? + "\n",
+        false => format::node_info(&info),
+    };
+    print_out(&text)
+}
+
+/// Writes to stdout; a closed pipe (`vireo ... | head`) is not an error.
+fn print_out(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("stdout: {e}")),
+        _ => Ok(()),
+    }
+}
+
+/// GET base+path; the body on 200, else the agent's error message.
+fn get(base: &str, path: &str) -> Result<String, String> {
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build();
+    let agent = ureq::Agent::new_with_config(config);
+    let url = format!("{base}{path}");
+    let mut resp = agent
+        .get(&url)
+        .call()
+        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+    let status = resp.status();
+    let body = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| format!("reading the answer from {url}: {e}"))?;
+    if status.is_success() {
+        return Ok(body);
+    }
+    match serde_json::from_str::<ErrorBody>(&body) {
+        Ok(e) => Err(format!("{url}: {} ({})", e.error, e.status)),
+        Err(_) => Err(format!("{url}: HTTP {status}")),
+    }
+}
+
+/// HOST, HOST:PORT, [V6] or [V6]:PORT → http://HOST:PORT.
+pub fn base_url(host: &str) -> String {
+    let host = host.trim_start_matches("http://").trim_end_matches('/');
+    let has_port = match host.rsplit_once(':') {
+        Some((h, p)) => p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']')),
+        None => false,
+    };
+    if has_port {
+        format!("http://{host}")
+    } else if host.contains(':') && !host.starts_with('[') {
+        format!("http://[{host}]:{DEFAULT_PORT}")
+    } else {
+        format!("http://{host}:{DEFAULT_PORT}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(base_url("node1"), "http://node1:8006");
+        assert_eq!(base_url("10.0.2.15:18006"), "http://10.0.2.15:18006");
+        assert_eq!(base_url("http://node1:9000/"), "http://node1:9000");
+        assert_eq!(base_url("::1"), "http://[::1]:8006");
+        assert_eq!(base_url("[::1]"), "http://[::1]:8006");
+        assert_eq!(base_url("[fe80::1]:8006"), "http://[fe80::1]:8006");
+    }
+
+    #[test]
+    fn unreachable_is_an_error() {
+        // Port 1 on loopback: nothing listens there.
+        let e = get("http://127.0.0.1:1", "/node").unwrap_err();
+        assert!(e.contains("cannot reach"), "{e}");
+    }
+}

@@ -1,0 +1,23 @@
+//! Console log lines with the time since boot, so boot timings and the
+//! agent's restart delay can be read straight from the serial log.
+
+use std::io::Write;
+
+/// Seconds since boot (CLOCK_BOOTTIME, the clock dmesg uses).
+pub fn uptime() -> f64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
+        Ok(t) => t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9,
+        Err(_) => 0.0,
+    }
+}
+
+pub fn write(args: std::fmt::Arguments<'_>) {
+    // One write per line so lines from several threads do not interleave.
+    let line = format!("[{:10.3}] vireo-init: {args}\n", uptime());
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+#[macro_export]
+macro_rules! log {
+    ($($t:tt)*) => { $crate::log::write(format_args!($($t)*)) };
+}

@@ -1,0 +1,196 @@
+//! vireo-init: PID 1 of the Vireo appliance. See docs/appliance.md.
+//!
+//! Boot: mounts → command line → hostname → coldplug → power button →
+//! network (own thread) → state disk → agent (+ debug shell) → main loop.
+//! Invoked as `modprobe` (the kernel's request_module helper), it loads
+//! the named modules and exits.
+//! The main loop reads signals synchronously (all blocked, sigtimedwait):
+//! SIGCHLD reaps and restarts services; SIGTERM/SIGINT restart the node,
+//! SIGUSR1/SIGUSR2 (and the power button) power it off.
+
+mod cmdline;
+mod log;
+mod modules;
+mod mounts;
+mod net;
+mod power;
+mod service;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use power::Action;
+use service::Service;
+
+const AGENT: &str = "/usr/bin/vireo-agent";
+const BUSYBOX: &str = "/bin/busybox";
+const DEFAULT_LISTEN: &str = "0.0.0.0:8006";
+const SIGNALS: [Signal; 5] = [
+    Signal::SIGCHLD,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.first().is_some_and(|a| a.ends_with("modprobe")) {
+        std::process::exit(modules::modprobe_main(&args[1..]));
+    }
+    if std::process::id() != 1 {
+        eprintln!("vireo-init: must run as PID 1 (the appliance's /init)");
+        std::process::exit(1);
+    }
+    // Before any thread exists, so every thread inherits the blocked mask and
+    // the signals queue for the main loop's sigtimedwait.
+    block_signals();
+    let mut mounts = mounts::Mounts::default();
+    mounts.early();
+    log!("Vireo init starting");
+    let text = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let (cmd, warnings) = cmdline::parse(&text);
+    for w in &warnings {
+        log!("cmdline: {w}");
+    }
+    set_hostname(cmd.hostname.as_deref().unwrap_or("vireo"));
+    // Ctrl-Alt-Del becomes SIGINT to PID 1 (an orderly restart) instead of
+    // an immediate reboot.
+    let _ = nix::sys::reboot::set_cad_enabled(false);
+
+    let loader = Arc::new(modules::Loader::open(false));
+    loader.coldplug();
+    for m in &cmd.modules {
+        loader.load_logged(m);
+    }
+    power::watch_power_button(loader.clone());
+    net::spawn(cmd.net.clone(), loader.clone());
+    mounts.state(&loader);
+
+    let mut services = start_services(&cmd);
+    let action = main_loop(&mut services);
+    power::shutdown(action, &mut services, &mut mounts);
+}
+
+fn set_hostname(name: &str) {
+    match nix::unistd::sethostname(name) {
+        Ok(()) => log!("hostname: {name}"),
+        Err(e) => log!("hostname {name}: {e}"),
+    }
+}
+
+/// Blocks the signals PID 1 handles, and gives them a no-op handler: the
+/// kernel drops signals to init whose disposition is the default, and a
+/// handler makes sure they stay pending until sigtimedwait takes them.
+fn block_signals() {
+    extern "C" fn noop(_: libc::c_int) {}
+    let act = SigAction::new(
+        SigHandler::Handler(noop),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    let mut set = SigSet::empty();
+    for s in SIGNALS {
+        // SAFETY: the handler does nothing, so it is async-signal-safe.
+        let _ = unsafe { sigaction(s, &act) };
+        set.add(s);
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+}
+
+fn start_services(cmd: &cmdline::Cmdline) -> Vec<Service> {
+    let listen = cmd.agent_listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let agent = Service::new(
+        "vireo-agent",
+        vec![AGENT.into(), "--listen".into(), listen.into()],
+    )
+    .env("VIREO_STATE_DIR", mounts::STATE_DIR)
+    .env("PATH", "/usr/bin:/bin");
+    let mut services = vec![agent];
+    if cmd.debug_shell {
+        services.push(debug_shell());
+    }
+    services
+}
+
+/// `vireo.debug=shell`: busybox sh on the console, respawned when it exits.
+/// cttyhack opens the real console tty so the shell gets job control.
+fn debug_shell() -> Service {
+    log!("debug shell enabled on the console (vireo.debug=shell)");
+    let status = std::process::Command::new(BUSYBOX)
+        .args(["--install", "-s", "/bin"])
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        log!("debug shell: busybox --install failed");
+    }
+    let argv = [BUSYBOX, "cttyhack", "/bin/sh"].map(String::from).to_vec();
+    Service::new("debug-shell", argv)
+        .env("PATH", "/bin:/usr/bin")
+        .env("HOME", "/")
+        .env("TERM", "vt100")
+        .session()
+        .stop_signal(Signal::SIGKILL)
+}
+
+/// Runs until a shutdown signal; returns what to do.
+fn main_loop(services: &mut [Service]) -> Action {
+    let mut set = SigSet::empty();
+    for s in SIGNALS {
+        set.add(s);
+    }
+    loop {
+        let now = Instant::now();
+        for s in services.iter_mut() {
+            s.poll(now);
+        }
+        let wait = services
+            .iter()
+            .filter_map(|s| s.next_due(now))
+            .min()
+            .unwrap_or(Duration::from_secs(60));
+        match wait_signal(&set, wait) {
+            Some(Signal::SIGCHLD) => reap(services),
+            Some(Signal::SIGTERM) | Some(Signal::SIGINT) => return Action::Restart,
+            Some(Signal::SIGUSR1) | Some(Signal::SIGUSR2) => return Action::PowerOff,
+            _ => {}
+        }
+    }
+}
+
+/// sigtimedwait(2): the next pending signal of `set`, or None on timeout.
+fn wait_signal(set: &SigSet, timeout: Duration) -> Option<Signal> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as _,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
+    // SAFETY: valid set and timespec pointers; no siginfo wanted.
+    let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
+    Signal::try_from(sig).ok()
+}
+
+/// Reaps every exited child: services get restarted, orphans re-parented to
+/// PID 1 are simply collected.
+fn reap(services: &mut [Service]) {
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(st) => {
+                if !services.iter_mut().any(|s| s.on_exit(&st)) {
+                    log_orphan(&st);
+                }
+            }
+        }
+    }
+}
+
+fn log_orphan(st: &WaitStatus) {
+    if let Some(pid) = st.pid() {
+        if matches!(st, WaitStatus::Signaled(..)) {
+            log!("reaped pid {pid} ({})", service::describe(st));
+        }
+    }
+}

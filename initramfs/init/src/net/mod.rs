@@ -1,0 +1,202 @@
+//! Networking: lo up, the uplink chosen, the guest bridge `vmbr0` over it,
+//! then a static address or a DHCP lease kept renewed. Runs in its own
+//! thread with a current-thread tokio runtime (rtnetlink is async), so PID 1's
+//! main loop never waits on the network.
+
+pub mod dhcp;
+pub mod link;
+
+use std::net::Ipv4Addr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+use rtnetlink::Handle;
+use tokio::net::UdpSocket;
+
+use crate::cmdline::{NetConfig, StaticIp};
+use crate::log;
+use crate::modules::Loader;
+
+/// The bridge guests attach to; the node's own address lives on it.
+pub const BRIDGE: &str = "vmbr0";
+/// How long to wait for a link with carrier before taking the first one.
+const CARRIER_WAIT: Duration = Duration::from_secs(10);
+
+pub fn spawn(cfg: NetConfig, loader: Arc<Loader>) {
+    let spawned = std::thread::Builder::new()
+        .name("vireo-net".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return log!("network: no runtime: {e}"),
+            };
+            if let Err(e) = rt.block_on(run(cfg, loader)) {
+                log!("network: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        log!("network: cannot start thread: {e}");
+    }
+}
+
+async fn run(cfg: NetConfig, loader: Arc<Loader>) -> Result<(), String> {
+    let (conn, h, _) = rtnetlink::new_connection().map_err(|e| format!("netlink: {e}"))?;
+    tokio::spawn(conn);
+    link::set_up(&h, "lo").await?;
+    if cfg == NetConfig::Off {
+        log!("network: off (lo only)");
+        return Ok(());
+    }
+    let wanted = match &cfg {
+        NetConfig::Dhcp { iface } => iface.clone(),
+        NetConfig::Static(s) => s.iface.clone(),
+        NetConfig::Off => None,
+    };
+    let uplink = find_uplink(&h, wanted.as_deref()).await?;
+    let mac = link::mac_of(&uplink).ok_or(format!("{uplink}: no MAC address"))?;
+    loader.load_logged("bridge");
+    let br = link::bridge_over(&h, BRIDGE, &uplink, mac).await?;
+    log!("network: {BRIDGE} over {uplink}");
+    match cfg {
+        NetConfig::Static(s) => apply_static(&h, br, &s).await,
+        _ => dhcp_forever(&h, br, mac).await,
+    }
+}
+
+/// Brings every physical NIC up (carrier is only reported on an up link),
+/// then waits for carrier; falls back to the first NIC so a cable plugged in
+/// later still works.
+async fn find_uplink(h: &Handle, wanted: Option<&str>) -> Result<String, String> {
+    let nics = link::physical_nics();
+    if nics.is_empty() {
+        return Err("no Ethernet device found (is its driver in the image?)".into());
+    }
+    for n in &nics {
+        if let Err(e) = link::set_up(h, &n.name).await {
+            log!("network: {e}");
+        }
+    }
+    let start = tokio::time::Instant::now();
+    loop {
+        let nics = link::physical_nics();
+        if let Some(n) = link::choose_uplink(&nics, wanted).filter(|n| n.carrier) {
+            return Ok(n.name.clone());
+        }
+        if start.elapsed() > CARRIER_WAIT {
+            let first = link::choose_uplink(&nics, wanted).or(nics.first());
+            let name = first
+                .ok_or("the wanted interface does not exist")?
+                .name
+                .clone();
+            log!("network: no carrier after {CARRIER_WAIT:?}; using {name} anyway");
+            return Ok(name);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn apply_static(h: &Handle, br: u32, s: &StaticIp) -> Result<(), String> {
+    link::add_address(h, br, s.addr, s.prefix).await?;
+    if let Some(gw) = s.gateway {
+        link::default_route(h, br, gw).await?;
+    }
+    let gw = s.gateway.map(|g| g.to_string()).unwrap_or("none".into());
+    log!(
+        "network: static {}/{} gateway {gw} on {BRIDGE}",
+        s.addr,
+        s.prefix
+    );
+    Ok(())
+}
+
+/// Acquires a lease, applies it, renews at T1; on losing it, starts over.
+async fn dhcp_forever(h: &Handle, br: u32, mac: [u8; 6]) -> Result<(), String> {
+    let sock = dhcp_socket(BRIDGE)?;
+    let mut backoff = Duration::from_secs(2);
+    loop {
+        let mut lease = match dhcp::acquire(&sock, &mac).await {
+            Ok(l) => l,
+            Err(e) => {
+                log!("dhcp: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+                continue;
+            }
+        };
+        backoff = Duration::from_secs(2);
+        apply_lease(h, br, &lease).await?;
+        loop {
+            tokio::time::sleep(Duration::from_secs(lease.renew_secs.max(10).into())).await;
+            match dhcp::renew(&sock, &mac, &lease).await {
+                Ok(l) if l.addr == lease.addr => lease = l,
+                Ok(l) => {
+                    lease = l;
+                    link::flush_addresses(h, br).await?;
+                    apply_lease(h, br, &lease).await?;
+                }
+                Err(e) => {
+                    // Simplification: no rebinding phase; the address is
+                    // dropped and a fresh lease requested straight away.
+                    log!("dhcp: renewing {}: {e}; dropping the address", lease.addr);
+                    link::flush_addresses(h, br).await?;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn apply_lease(h: &Handle, br: u32, l: &dhcp::Lease) -> Result<(), String> {
+    link::add_address(h, br, l.addr, l.prefix).await?;
+    if let Some(gw) = l.router {
+        link::default_route(h, br, gw).await?;
+    }
+    write_resolv_conf(&l.dns);
+    let gw = l.router.map(|g| g.to_string()).unwrap_or("none".into());
+    log!(
+        "dhcp: lease {}/{} gateway {gw} from {} for {}s on {BRIDGE}",
+        l.addr,
+        l.prefix,
+        l.server,
+        l.lease_secs
+    );
+    Ok(())
+}
+
+fn write_resolv_conf(dns: &[Ipv4Addr]) {
+    let text: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
+    let _ = std::fs::create_dir_all("/etc");
+    if let Err(e) = std::fs::write("/etc/resolv.conf", text) {
+        log!("dhcp: /etc/resolv.conf: {e}");
+    }
+}
+
+/// UDP port 68 on `iface` only, allowed to broadcast. Works before the
+/// interface has an address: the kernel sends from 0.0.0.0 on a bound device.
+fn dhcp_socket(iface: &str) -> Result<UdpSocket, String> {
+    let fd = socket::socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(|e| format!("dhcp socket: {e}"))?;
+    let set = || -> nix::Result<()> {
+        socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        socket::setsockopt(&fd, sockopt::Broadcast, &true)?;
+        socket::setsockopt(&fd, sockopt::BindToDevice, &iface.into())?;
+        socket::bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrIn::new(0, 0, 0, 0, 68),
+        )
+    };
+    set().map_err(|e| format!("dhcp socket on {iface}: {e}"))?;
+    // SAFETY: the fd is a freshly made UDP socket we own and hand over.
+    let std_sock = unsafe { std::net::UdpSocket::from_raw_fd(fd.into_raw_fd()) };
+    UdpSocket::from_std(std_sock).map_err(|e| format!("dhcp socket: {e}"))
+}
