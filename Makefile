@@ -68,7 +68,8 @@ test-probe: vmm probe
 test-probe-qemu: probe
 	bash $(PROBE_DIR)/qemu/run-tests.sh
 
-test: lint test-unit test-membership test-probe test-probe-qemu vmm-aarch64 test-rig
+test: lint test-unit test-membership test-probe test-probe-qemu vmm-aarch64 test-rig \
+      appliance-boot-test
 
 clean:
 	$(CARGO) clean
@@ -90,6 +91,7 @@ run-linux: vmm guest-kernel guest-initramfs
 	fi
 
 include tests/rig/rig.mk
+include initramfs/initramfs.mk
 
 # vireo-vmm against QEMU microvm on the probe guest, then Linux in the rig.
 bench: vmm probe rig-initramfs
