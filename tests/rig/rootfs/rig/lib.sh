@@ -32,8 +32,11 @@ rig_vmm_run() {
   while IFS= read -r line; do
     line=${line%"$RIG_CR"}
     case $line in
-      RIG-VMM-RC=*)
-        echo "RIG_VMM_RC=${line#RIG-VMM-RC=}" >>"$res"
+      *RIG-VMM-RC=*)
+        # The VMM's last output may lack a newline, so the marker can end
+        # a line of guest output: print that part, then note the code.
+        [ -z "${line%RIG-VMM-RC=*}" ] || echo "${line%RIG-VMM-RC=*}"
+        echo "RIG_VMM_RC=${line##*RIG-VMM-RC=}" >>"$res"
         continue ;;
       *VIREO-GUEST-INIT*)
         # Take the time first, then do the slower work.
