@@ -118,11 +118,12 @@ for p in "${order[@]}"; do
   esac
   echo "$plain" >>"$stage/lib/modules/rig/load-order"
 done
-# vgif=0: QEMU 7.2's TCG emulation of AMD's virtual GIF is unreliable under
-# load: with kvm_amd's default vgif=1, Debian-kernel guests hung the rig (outer
-# soft lockup, timers stop) or corrupted the outer kernel ("corrupted stack
-# end detected inside scheduler") in 4 of 9 verbose runs; with vgif=0, 0 of 5
-# (and none since). KVM then tracks GIF itself, as on CPUs without VGIF.
+# vgif=0: QEMU 7.2's TCG emulation of AMD's virtual GIF is unreliable: with
+# kvm_amd's default vgif=1, 5 of 18 linux-debian runs failed (the outer VM
+# hung with soft lockups and stopped timers, the outer kernel panicked with
+# "corrupted stack end detected inside scheduler", or the guest reset
+# silently); with vgif=0, 0 of 10 failed, at the same speed. KVM then tracks
+# GIF itself, as on CPUs without VGIF.
 echo "${RIG_MODULE_OPTIONS-kvm_amd.vgif=0}" >"$stage/lib/modules/rig/options"
 log "modules ($kver): $(tr '\n' ' ' <"$stage/lib/modules/rig/load-order")options: $(cat "$stage/lib/modules/rig/options")"
 

@@ -1,3 +1,4 @@
+# shellcheck shell=dash disable=SC2034 # busybox ash; RIG_* are used by the jobs
 # Shared helpers for rig jobs (sourced by /init and by /rig/jobs/*.sh).
 # Runs under busybox ash inside the outer rig VM.
 
@@ -46,7 +47,8 @@ rig_vmm_run() {
     esac
     echo "$line"
   done
-  RIG_VMM_RC=255 RIG_INIT_MS= RIG_INIT_LINE=
+  RIG_VMM_RC=255 RIG_INIT_MS='' RIG_INIT_LINE=''
+  # shellcheck source=/dev/null
   [ -f "$res" ] && . "$res"
   rm -f "$res"
 }
