@@ -83,7 +83,7 @@ check_config() {
     if [[ $line =~ ^(CONFIG_[A-Za-z0-9_]+)=(.*)$ ]]; then
       opt=${BASH_REMATCH[1]} val=${BASH_REMATCH[2]}
       grep -qx "$opt=$val" "$cfg" ||
-        missing+=("$opt=$val (got: $(grep -E "^(# )?$opt[= ]" "$cfg" || echo unset))")
+        missing+=("$opt=$val (got: $(grep -E "^(# )?${opt}[= ]" "$cfg" || echo unset))")
     elif [[ $line =~ ^#\ (CONFIG_[A-Za-z0-9_]+)\ is\ not\ set$ ]]; then
       opt=${BASH_REMATCH[1]}
       if grep -qE "^$opt=" "$cfg"; then missing+=("$opt off (got: $(grep -E "^$opt=" "$cfg"))"); fi

@@ -37,7 +37,7 @@ cmdline_t="console=ttyS0 reboot=t panic=-1 quiet"
 # boot NAME WANT_CPUS QEMU-ARGS...: run QEMU, time the VIREO-GUEST-INIT line.
 failures=0
 boot() {
-  local name=$1 want=$2 cmdline=$3 start line t_init= got= rc
+  local name=$1 want=$2 cmdline=$3 start line t_init='' got='' rc
   shift 3
   local log=$logdir/direct-$name.log
   : >"$log"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by the host-side rig scripts (sourced, not run).
 
 # The Debian kernel that boots the outer rig VM and whose kvm modules go into

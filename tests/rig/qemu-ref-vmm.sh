@@ -4,7 +4,7 @@
 # It exists to prove the rig end to end and to give a baseline time to compare
 # vireo-vmm against; tests/rig/build-rig-initramfs-qemuref.sh puts it in.
 # Runs under busybox sh inside the rig.
-cpus=1 mem=512M kernel= initrd= cmdline= serial=stdio
+cpus=1 mem=512M kernel='' initrd='' cmdline='' serial=stdio
 while [ $# -gt 0 ]; do
   case $1 in
     --kernel) kernel=$2 ;;

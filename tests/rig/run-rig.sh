@@ -60,6 +60,7 @@ ln -sfn "$(basename "$log")" "$logdir/$job-latest.log"
 # -no-reboot: a panic (panic=-1 reboots) ends QEMU instead of looping.
 # -nic none: no default NIC, so SeaBIOS does not load and run the iPXE ROM;
 #   jobs that need a network add their own through RIG_QEMU_ARGS.
+# shellcheck disable=SC2054 # the commas belong to QEMU options
 qemu=(qemu-system-x86_64
   -machine q35,accel=tcg -cpu max
   -m "${RIG_MEM:-2048}" -smp "${RIG_SMP:-2}"

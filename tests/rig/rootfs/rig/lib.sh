@@ -1,3 +1,4 @@
+# shellcheck shell=dash disable=SC2034 # busybox ash; RIG_* are used by the jobs
 # Shared helpers for rig jobs (sourced by /init and by /rig/jobs/*.sh).
 # Runs under busybox ash inside the outer rig VM.
 
@@ -32,8 +33,11 @@ rig_vmm_run() {
   while IFS= read -r line; do
     line=${line%"$RIG_CR"}
     case $line in
-      RIG-VMM-RC=*)
-        echo "RIG_VMM_RC=${line#RIG-VMM-RC=}" >>"$res"
+      *RIG-VMM-RC=*)
+        # The VMM's last output may lack a newline, so the marker can end
+        # a line of guest output: print that part, then note the code.
+        [ -z "${line%RIG-VMM-RC=*}" ] || echo "${line%RIG-VMM-RC=*}"
+        echo "RIG_VMM_RC=${line##*RIG-VMM-RC=}" >>"$res"
         continue ;;
       *VIREO-GUEST-INIT*)
         # Take the time first, then do the slower work.
@@ -43,7 +47,8 @@ rig_vmm_run() {
     esac
     echo "$line"
   done
-  RIG_VMM_RC=255 RIG_INIT_MS= RIG_INIT_LINE=
+  RIG_VMM_RC=255 RIG_INIT_MS='' RIG_INIT_LINE=''
+  # shellcheck source=/dev/null
   [ -f "$res" ] && . "$res"
   rm -f "$res"
 }
