@@ -98,7 +98,7 @@ check_config() {
 }
 check_config
 
-log "compiling vmlinux + bzImage with -j$jobs (about 7 minutes on 2 cores)"
+log "compiling vmlinux + bzImage with -j$jobs (6-13 minutes on 2 busy cores)"
 start=$(date +%s)
 # Progress: print every 200th compiler line plus errors/warnings, so a CI log
 # shows that the build moves without drowning in thousands of lines.
