@@ -76,8 +76,9 @@ clean:
 	rm -rf $(BUILD) $(PROBE_DIR)/target
 
 # Real Linux guests (and the probe) under vireo-vmm inside the QEMU rig.
+# (VIREO_VMM is exported above for the Rust tests; the rig needs the static build.)
 test-rig: probe
-	$(MAKE) rig-test PROBE_ELF=$(CURDIR)/$(PROBE_ELF) \
+	$(MAKE) rig-test VIREO_VMM=$(VMM_MUSL) PROBE_ELF=$(CURDIR)/$(PROBE_ELF) \
 	  RIG_TEST_JOBS="kvm-check probe linux-min-1 linux-min-4 linux-min-bzimage linux-debian"
 
 # A Linux guest: on hardware KVM directly, else (PVM, no KVM) inside the rig.
@@ -87,12 +88,14 @@ run-linux: vmm guest-kernel guest-initramfs
 	    --cpus $(CPUS) --memory 512M --cmdline "console=ttyS0 reboot=k panic=-1 vireo.shell"; \
 	else \
 	  echo "This host's /dev/kvm cannot run Linux (PVM or none): booting it inside the QEMU rig."; \
-	  $(MAKE) rig-initramfs PROBE_ELF= && BUILD=$(BUILD) tests/rig/run-rig.sh linux-shell; \
+	  $(MAKE) rig-initramfs VIREO_VMM=$(VMM_MUSL) PROBE_ELF= && \
+	    BUILD=$(BUILD) tests/rig/run-rig.sh linux-shell; \
 	fi
 
 include tests/rig/rig.mk
 include initramfs/initramfs.mk
 
 # vireo-vmm against QEMU microvm on the probe guest, then Linux in the rig.
-bench: vmm probe rig-initramfs
+bench: vmm probe
+	$(MAKE) rig-initramfs VIREO_VMM=$(VMM_MUSL)
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench
