@@ -5,6 +5,7 @@
 //! result: negotiated queues, an interrupt and guest memory, handed over
 //! once the driver sets DRIVER_OK.
 
+pub mod block;
 pub mod mmio;
 
 use std::sync::atomic::{AtomicU32, Ordering};
