@@ -179,7 +179,8 @@ fn place_disk(
     disk: OpenDisk,
 ) -> Result<(), VmError> {
     use crate::arch::MmioDeviceKind;
-    use crate::devices::virtio::{block::Block, mmio::MmioTransport};
+    use crate::devices::virtio::block::Block;
+    use crate::devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
     let (addr, len, irq) =
         arch::current::virtio_mmio_slot(slot).ok_or(VmError::TooManyDevices(slot))?;
     let irqfd = EventFd::new(EFD_NONBLOCK).map_err(device_err("virtio interrupt"))?;
@@ -188,6 +189,13 @@ fn place_disk(
     let block = Block::new(disk.file, disk.readonly, &disk.id).map_err(device_err("disk"))?;
     let transport = MmioTransport::new(Box::new(block), memory.clone(), irqfd)
         .map_err(device_err("virtio-mmio transport"))?;
+    // QueueNotify then wakes the worker from KVM itself; a write KVM does not
+    // match (another queue index) still reaches the transport on the bus.
+    let notify = kvm_ioctls::IoEventAddress::Mmio(addr.0 + QUEUE_NOTIFY_OFFSET);
+    for (index, fd) in transport.notify_eventfds().iter().enumerate() {
+        vm.register_ioevent(fd, &notify, index as u32)
+            .map_err(kvm_call("register a virtio notification"))?;
+    }
     devices
         .mmio
         .insert(Arc::new(Mutex::new(transport)), addr.0, len)

@@ -20,6 +20,9 @@ const VENDOR_ID: u32 = 0;
 pub const CONFIG_OFFSET: u64 = 0x100;
 /// Size of one transport's register window.
 pub const MMIO_LEN: u64 = 0x1000;
+/// QueueNotify's offset: the VMM may let KVM turn writes there straight
+/// into the queue's eventfd (an ioeventfd), skipping the exit to this thread.
+pub const QUEUE_NOTIFY_OFFSET: u64 = reg::QUEUE_NOTIFY;
 
 mod reg {
     pub const MAGIC: u64 = 0x00;
@@ -44,6 +47,8 @@ mod reg {
     pub const QUEUE_DRIVER_HIGH: u64 = 0x94;
     pub const QUEUE_DEVICE_LOW: u64 = 0xa0;
     pub const QUEUE_DEVICE_HIGH: u64 = 0xa4;
+    pub const SHM_LEN_LOW: u64 = 0xb0;
+    pub const SHM_BASE_HIGH: u64 = 0xbc;
     pub const CONFIG_GENERATION: u64 = 0xfc;
 }
 
@@ -96,6 +101,11 @@ impl MmioTransport {
         self.status
     }
 
+    /// The eventfd of each queue, in queue order, for ioeventfd registration.
+    pub fn notify_eventfds(&self) -> &[EventFd] {
+        &self.notify
+    }
+
     fn selected(&mut self) -> Option<&mut Queue> {
         self.queues.get_mut(self.queue_sel as usize)
     }
@@ -113,6 +123,8 @@ impl MmioTransport {
             reg::QUEUE_READY => q(self, |q| q.ready().into()),
             reg::INTERRUPT_STATUS => self.interrupt.status(),
             reg::STATUS => self.status,
+            // No shared memory regions: length and base read as all ones (4.2.2).
+            reg::SHM_LEN_LOW..=reg::SHM_BASE_HIGH => u32::MAX,
             // The configuration space never changes behind the driver's back.
             reg::CONFIG_GENERATION => 0,
             _ => 0,

@@ -102,6 +102,7 @@ fn identifies_as_modern_virtio_mmio() {
     wr(&mut t, reg::DEVICE_FEATURES_SEL, 0);
     assert_eq!(rd(&mut t, reg::DEVICE_FEATURES), 1 << 9);
     assert_eq!(rd(&mut t, reg::QUEUE_NUM_MAX), 16);
+    assert_eq!(rd(&mut t, reg::SHM_LEN_LOW), u32::MAX);
     let mut b = [0u8; 2];
     t.read(CONFIG_OFFSET + 2, &mut b);
     assert_eq!(b, [3, 4]);
