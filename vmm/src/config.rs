@@ -24,6 +24,46 @@ pub enum ConfigError {
     VcpuCount(u64),
     #[error("invalid serial '{0}': use stdio, none, file:PATH or socket:PATH")]
     SerialSyntax(String),
+    #[error("invalid disk '{spec}': {why} (use path=FILE[,readonly=on|off][,id=NAME])")]
+    DiskSyntax { spec: String, why: String },
+}
+
+/// Longest disk ID: virtio-blk's GET_ID answers with 20 bytes.
+pub const MAX_DISK_ID_LEN: usize = 20;
+
+/// A virtio-blk disk backed by a raw image file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DiskConfig {
+    pub path: PathBuf,
+    pub readonly: bool,
+    /// Serial number the guest reads with GET_ID (default `diskN`).
+    pub id: Option<String>,
+}
+
+impl FromStr for DiskConfig {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |why: &str| ConfigError::DiskSyntax {
+            spec: s.to_string(),
+            why: why.to_string(),
+        };
+        let (mut path, mut readonly, mut id) = (None, false, None);
+        for item in s.split(',') {
+            match item.split_once('=') {
+                Some(("path", p)) if !p.is_empty() => path = Some(PathBuf::from(p)),
+                Some(("readonly", "on" | "true")) => readonly = true,
+                Some(("readonly", "off" | "false")) => readonly = false,
+                Some(("readonly", _)) => return Err(err("readonly takes on or off")),
+                Some(("id", n)) if !n.is_empty() && n.len() <= MAX_DISK_ID_LEN => {
+                    id = Some(n.to_string())
+                }
+                Some(("id", _)) => return Err(err("id must be 1 to 20 bytes")),
+                _ => return Err(err(&format!("unknown option '{item}'"))),
+            }
+        }
+        let path = path.ok_or_else(|| err("path= is required"))?;
+        Ok(Self { path, readonly, id })
+    }
 }
 
 /// Where the guest's 16550 console goes.
@@ -127,6 +167,8 @@ pub struct VmConfig {
     pub memory: MemorySize,
     pub serial: SerialOutput,
     pub api_socket: Option<PathBuf>,
+    /// virtio-blk disks, in the order the guest discovers them.
+    pub disks: Vec<DiskConfig>,
 }
 
 #[cfg(test)]
@@ -177,6 +219,28 @@ mod tests {
         assert_eq!(parse_vcpus("0"), Err(ConfigError::VcpuCount(0)));
         assert_eq!(parse_vcpus("255"), Err(ConfigError::VcpuCount(255)));
         assert!(parse_vcpus("x").is_err());
+    }
+
+    #[test]
+    fn disk_specs_parse() {
+        let d: DiskConfig = "path=/d.img,readonly=on,id=root".parse().unwrap();
+        assert_eq!(d.path, PathBuf::from("/d.img"));
+        assert!(d.readonly);
+        assert_eq!(d.id.as_deref(), Some("root"));
+        let d: DiskConfig = "path=x".parse().unwrap();
+        assert!(!d.readonly && d.id.is_none());
+        for bad in [
+            "",
+            "readonly=on",
+            "path=",
+            "path=x,ro",
+            "path=x,readonly=yes",
+            "path=x,cache=none",
+            "path=x,id=",
+            "path=x,id=123456789012345678901",
+        ] {
+            assert!(bad.parse::<DiskConfig>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vireo_vmm::config::{parse_vcpus, MemorySize, SerialOutput, VmConfig};
+use vireo_vmm::config::{parse_vcpus, DiskConfig, MemorySize, SerialOutput, VmConfig};
 use vireo_vmm::vmm::{self, Outcome};
 
 /// Boot a Linux kernel (ELF vmlinux with or without a PVH note, or bzImage)
@@ -41,6 +41,9 @@ struct Args {
     /// Unix socket for the REST API (JSON over HTTP/1.1).
     #[arg(long, value_name = "PATH")]
     api_socket: Option<PathBuf>,
+    /// A virtio-blk disk on a raw image file; repeat for more disks.
+    #[arg(long, value_name = "path=FILE[,readonly=on][,id=NAME]")]
+    disk: Vec<DiskConfig>,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         memory: args.memory,
         serial: args.serial,
         api_socket: args.api_socket,
+        disks: args.disk,
     };
     match vmm::run(config) {
         Ok(Outcome::Failed(reason)) => {

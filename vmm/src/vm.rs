@@ -17,7 +17,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::{self, BootEntry, BootSources, MmioDeviceInfo};
-use crate::config::VmConfig;
+use crate::config::{DiskConfig, VmConfig};
 use crate::devices::bus::{lock, Bus};
 use crate::devices::legacy::serial::{ConsoleOutput, SerialConsole};
 use crate::devices::legacy::EventFdTrigger;
@@ -54,6 +54,8 @@ pub enum VmError {
     },
     #[error("cannot start the vCPU threads: {0}")]
     Threads(std::io::Error),
+    #[error("too many disks: this architecture has room for {0} virtio devices")]
+    TooManyDevices(u32),
 }
 
 fn kvm_call(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -74,6 +76,29 @@ fn open_regular(what: &'static str, path: &Path) -> Result<File, VmError> {
     })?;
     if !meta.is_file() {
         return Err(VmError::NotAFile { what, path: shown });
+    }
+    Ok(file)
+}
+
+/// Opens a disk image: read-write unless the disk is read-only, so a
+/// read-only image file (or mount) can still be used as one.
+fn open_disk(disk: &DiskConfig) -> Result<File, VmError> {
+    let shown = disk.path.display().to_string();
+    let open_err = |source| VmError::OpenFile {
+        what: "disk",
+        path: shown.clone(),
+        source,
+    };
+    let file = File::options()
+        .read(true)
+        .write(!disk.readonly)
+        .open(&disk.path)
+        .map_err(open_err)?;
+    if !file.metadata().map_err(open_err)?.is_file() {
+        return Err(VmError::NotAFile {
+            what: "disk",
+            path: shown,
+        });
     }
     Ok(file)
 }
@@ -112,7 +137,19 @@ fn device_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
     move |source| VmError::Device { what, source }
 }
 
-fn create_devices(vm: &VmFd, events: &VmEvents) -> Result<Devices, VmError> {
+/// A disk opened before anything else is built, so a bad path fails early.
+struct OpenDisk {
+    file: File,
+    readonly: bool,
+    id: String,
+}
+
+fn create_devices(
+    vm: &VmFd,
+    events: &VmEvents,
+    memory: &GuestMemoryMmap,
+    disks: Vec<OpenDisk>,
+) -> Result<Devices, VmError> {
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(device_err("serial interrupt"))?;
     vm.register_irqfd(&serial_irq, arch::current::SERIAL_GSI)
         .map_err(kvm_call("wire the serial interrupt"))?;
@@ -127,7 +164,52 @@ fn create_devices(vm: &VmFd, events: &VmEvents) -> Result<Devices, VmError> {
         announced: Vec::new(),
     };
     place_legacy_devices(&mut devices, serial, events)?;
+    for (slot, disk) in disks.into_iter().enumerate() {
+        place_disk(&mut devices, vm, memory, slot as u32, disk)?;
+    }
     Ok(devices)
+}
+
+/// Puts a virtio-blk transport in MMIO slot `slot`, wired to its own GSI.
+fn place_disk(
+    devices: &mut Devices,
+    vm: &VmFd,
+    memory: &GuestMemoryMmap,
+    slot: u32,
+    disk: OpenDisk,
+) -> Result<(), VmError> {
+    use crate::arch::MmioDeviceKind;
+    use crate::devices::virtio::block::Block;
+    use crate::devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
+    let (addr, len, irq) =
+        arch::current::virtio_mmio_slot(slot).ok_or(VmError::TooManyDevices(slot))?;
+    let irqfd = EventFd::new(EFD_NONBLOCK).map_err(device_err("virtio interrupt"))?;
+    vm.register_irqfd(&irqfd, arch::current::virtio_gsi(irq))
+        .map_err(kvm_call("wire a virtio interrupt"))?;
+    let block = Block::new(disk.file, disk.readonly, &disk.id).map_err(device_err("disk"))?;
+    let transport = MmioTransport::new(Box::new(block), memory.clone(), irqfd)
+        .map_err(device_err("virtio-mmio transport"))?;
+    // QueueNotify then wakes the worker from KVM itself; a write KVM does not
+    // match (another queue index) still reaches the transport on the bus.
+    let notify = kvm_ioctls::IoEventAddress::Mmio(addr.0 + QUEUE_NOTIFY_OFFSET);
+    for (index, fd) in transport.notify_eventfds().iter().enumerate() {
+        vm.register_ioevent(fd, &notify, index as u32)
+            .map_err(kvm_call("register a virtio notification"))?;
+    }
+    devices
+        .mmio
+        .insert(Arc::new(Mutex::new(transport)), addr.0, len)
+        .map_err(|e| VmError::Device {
+            what: "MMIO bus",
+            source: std::io::Error::other(e),
+        })?;
+    devices.announced.push(MmioDeviceInfo {
+        kind: MmioDeviceKind::VirtioMmio,
+        addr,
+        len,
+        irq,
+    });
+    Ok(())
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -194,6 +276,18 @@ impl Vm {
                 .transpose()?,
             cmdline: config.cmdline.clone(),
         };
+        let disks = config
+            .disks
+            .iter()
+            .enumerate()
+            .map(|(n, d)| {
+                Ok(OpenDisk {
+                    file: open_disk(d)?,
+                    readonly: d.readonly,
+                    id: d.id.clone().unwrap_or_else(|| format!("disk{n}")),
+                })
+            })
+            .collect::<Result<Vec<_>, VmError>>()?;
         let kvm = Kvm::new().map_err(VmError::Kvm)?;
         let vm_fd = kvm.create_vm().map_err(kvm_call("create a VM"))?;
         let size = config.memory.0;
@@ -209,7 +303,7 @@ impl Vm {
             .collect::<Result<Vec<VcpuFd>, _>>()?;
         // aarch64 needs its GIC (created here) before irqfds can be wired.
         let arch_vm = arch::current::setup_vm_post_vcpus(&vm_fd, &fds)?;
-        let devices = create_devices(&vm_fd, events)?;
+        let devices = create_devices(&vm_fd, events, &memory, disks)?;
         let vcpu_count = usize::from(config.vcpus);
         let entry = arch::current::load_guest(&memory, &sources, &devices.announced, vcpu_count)?;
         configure_vcpus(&kvm, &vm_fd, &fds, &entry, &memory)?;

@@ -20,6 +20,7 @@ mod phys;
 mod serial;
 mod smp;
 mod trap;
+mod virtio;
 
 use boot::BootInfo;
 use mptable::MpTable;
@@ -41,6 +42,9 @@ fn run(info: &BootInfo) -> ! {
     let expected_cpus = report_mptable();
     report_cpus(info, expected_cpus);
     report_memtest(info);
+    if let Err(reason) = virtio::run(info.cmdline()) {
+        fail(reason);
+    }
     report("done ok").end();
     match options::after(info.cmdline()) {
         options::After::Exit => exit(true),

@@ -200,6 +200,7 @@ fn sample_info() -> VmInfo {
         memory: MemorySize(512 << 20),
         serial: SerialOutput::File("/var/log/vireo/console.log".into()),
         api_socket: Some("/run/vireo/vm0.sock".into()),
+        disks: Vec::new(),
     };
     VmInfo {
         config,

@@ -29,7 +29,7 @@ pub mod vcpu;
 
 #[cfg(target_arch = "aarch64")]
 pub use self::boot::{configure_vcpu, load_guest, setup_vm_post_vcpus, setup_vm_pre_vcpus, ArchVm};
-pub use self::layout::{memory_regions, SERIAL_GSI};
+pub use self::layout::{gsi_for_spi as virtio_gsi, memory_regions, virtio_mmio_slot, SERIAL_GSI};
 
 use self::layout::{GIC_MAX_VCPUS, MAX_MEMORY_SIZE};
 

@@ -58,3 +58,28 @@ pub const SERIAL_IRQ: u32 = 4;
 pub const I8042_IRQ: u32 = 1;
 /// Number of IOAPIC pins KVM emulates.
 pub const IOAPIC_PINS: u8 = 24;
+
+/// Register window of one virtio-mmio transport.
+pub const VIRTIO_MMIO_SLOT_SIZE: u64 = 0x1000;
+/// IOAPIC pin of the first transport: the ISA lines below it (timer,
+/// keyboard, cascade, COM2, COM1) stay free.
+pub const VIRTIO_MMIO_IRQ_BASE: u32 = 5;
+/// One transport per remaining IOAPIC pin.
+pub const VIRTIO_MMIO_SLOTS: u32 = IOAPIC_PINS as u32 - VIRTIO_MMIO_IRQ_BASE;
+
+const _: () = assert!(SERIAL_IRQ < VIRTIO_MMIO_IRQ_BASE && I8042_IRQ < VIRTIO_MMIO_IRQ_BASE);
+const _: () = assert!(
+    MMIO_DEVICES_START + VIRTIO_MMIO_SLOTS as u64 * VIRTIO_MMIO_SLOT_SIZE <= IOAPIC_ADDR as u64
+);
+
+/// Address, length and IOAPIC pin (= GSI) of virtio-mmio slot `slot`, if it exists.
+pub fn virtio_mmio_slot(slot: u32) -> Option<(vm_memory::GuestAddress, u64, u32)> {
+    (slot < VIRTIO_MMIO_SLOTS).then(|| {
+        let addr = MMIO_DEVICES_START + u64::from(slot) * VIRTIO_MMIO_SLOT_SIZE;
+        (
+            vm_memory::GuestAddress(addr),
+            VIRTIO_MMIO_SLOT_SIZE,
+            VIRTIO_MMIO_IRQ_BASE + slot,
+        )
+    })
+}

@@ -40,6 +40,14 @@ fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
 /// KVM GSI of the serial console's interrupt.
 pub const SERIAL_GSI: u32 = layout::SERIAL_IRQ;
 
+pub use self::layout::virtio_mmio_slot;
+
+/// GSI an irqfd must use to raise the interrupt line the guest knows as
+/// `irq` (the IOAPIC pins are GSIs 0-23).
+pub const fn virtio_gsi(irq: u32) -> u32 {
+    irq
+}
+
 /// Nothing of the VM's interrupt setup has to be kept on x86_64.
 pub struct ArchVm;
 
