@@ -146,7 +146,10 @@ impl Vcpu {
                 self.mmio.write(addr, data);
                 None
             }
-            Ok(VcpuExit::Shutdown) => Some(StopReason::GuestReset),
+            Ok(VcpuExit::Shutdown) => {
+                self.report_triple_fault();
+                Some(StopReason::GuestReset)
+            }
             Ok(VcpuExit::SystemEvent(kind, _)) => Some(system_event(kind)),
             Ok(VcpuExit::Hlt) => Some(StopReason::GuestPowerOff),
             Ok(VcpuExit::FailEntry(reason, cpu)) => Some(StopReason::Error(format!(
@@ -166,6 +169,21 @@ impl Vcpu {
                 "KVM_RUN failed on vCPU {}: {e}",
                 self.index
             ))),
+        }
+    }
+}
+
+impl Vcpu {
+    /// A triple fault resets the machine like a reboot does, but guests
+    /// reboot through the i8042 or PSCI: one here usually means the guest
+    /// crashed, so say where it was.
+    fn report_triple_fault(&self) {
+        #[cfg(target_arch = "x86_64")]
+        if let Ok(regs) = self.fd.get_regs() {
+            eprintln!(
+                "vireo-vmm: vCPU {} triple-faulted (guest reset) at rip {:#x}",
+                self.index, regs.rip
+            );
         }
     }
 }
