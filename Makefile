@@ -2,7 +2,7 @@
 # probe); `make test` runs every test tier. Outputs go to target/ and build/.
 
 CARGO      ?= cargo
-BUILD      ?= build
+BUILD      ?= target/build
 RELEASE    := target/release
 VMM        := $(RELEASE)/vireo-vmm
 VMM_MUSL   := target/x86_64-unknown-linux-musl/release/vireo-vmm

@@ -5,7 +5,7 @@
 #   make initramfs APPLIANCE_ARCH=aarch64   (needs MODULES_ROOT and BUSYBOX for arm64)
 #   make appliance-boot-test                boot it under QEMU TCG and check it
 
-BUILD ?= build
+BUILD ?= target/build
 APPLIANCE_ARCH ?= x86_64
 APPLIANCE_OUT ?= $(BUILD)/appliance/initramfs-$(APPLIANCE_ARCH).cpio.zst
 

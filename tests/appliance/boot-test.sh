@@ -23,7 +23,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-initrd=${1:-$repo/build/appliance/initramfs-x86_64.cpio.zst}
+initrd=${1:-$repo/target/build/appliance/initramfs-x86_64.cpio.zst}
 [[ -s $initrd ]] || { echo "boot-test: no $initrd (make initramfs)" >&2; exit 2; }
 kver=$(cat "$initrd.kver" 2>/dev/null || uname -r)
 kernel=${KERNEL:-/boot/vmlinuz-$kver}

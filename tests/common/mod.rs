@@ -40,7 +40,7 @@ pub fn vmm_binary() -> PathBuf {
 pub fn probe_elf() -> PathBuf {
     artifact(
         "VIREO_PROBE",
-        "build/probe/vireo-probe.elf",
+        "target/build/probe/vireo-probe.elf",
         "run `make probe` or set VIREO_PROBE",
     )
 }
@@ -49,7 +49,7 @@ pub fn probe_elf() -> PathBuf {
 pub fn probe_linux64_elf() -> PathBuf {
     artifact(
         "VIREO_PROBE_LINUX64",
-        "build/probe/vireo-probe-linux64.elf",
+        "target/build/probe/vireo-probe-linux64.elf",
         "run `make probe` or set VIREO_PROBE_LINUX64",
     )
 }

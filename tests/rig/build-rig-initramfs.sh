@@ -2,11 +2,11 @@
 # Build the rig initramfs: what the outer QEMU (TCG, Debian kernel) boots.
 #
 #   VIREO_VMM=target/x86_64-unknown-linux-musl/release/vireo-vmm \
-#   GUEST_DIR=build/guest tests/rig/build-rig-initramfs.sh build/rig/rig-initramfs.cpio.gz
+#   GUEST_DIR=target/build/guest tests/rig/build-rig-initramfs.sh target/build/rig/rig-initramfs.cpio.gz
 #
 # Environment:
 #   VIREO_VMM          static vireo-vmm binary (required)
-#   GUEST_DIR          dir with vmlinux, bzImage, initramfs.cpio.gz (default build/guest)
+#   GUEST_DIR          dir with vmlinux, bzImage, initramfs.cpio.gz (default target/build/guest)
 #   PROBE_ELF          optional bare-metal probe guest, becomes /guest/probe.elf
 #   DEBIAN_KERNEL      /boot/vmlinuz-<release> booted by the outer QEMU and
 #                      also copied in as an inner guest (default: newest with modules)
@@ -44,7 +44,7 @@ if readelf -lW "$vmm" 2>/dev/null | grep -q 'Requesting program interpreter'; th
   die "VIREO_VMM=$vmm is dynamically linked; build it for x86_64-unknown-linux-musl"
 fi
 
-guest_dir=${GUEST_DIR:-$repo/build/guest}
+guest_dir=${GUEST_DIR:-$repo/target/build/guest}
 for f in vmlinux bzImage initramfs.cpio.gz; do
   [[ -s $guest_dir/$f ]] || die "missing $guest_dir/$f (make guest-kernel guest-initramfs)"
 done

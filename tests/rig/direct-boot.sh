@@ -18,7 +18,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=host-lib.sh
 . "$here/host-lib.sh"
 
-build=${BUILD:-build}
+build=${BUILD:-target/build}
 guest=${GUEST_DIR:-$build/guest}
 debian=${DEBIAN_KERNEL:-$(rig_default_debian_kernel)}
 limit=${DIRECT_TIMEOUT:-120}

@@ -11,7 +11,7 @@
 #   make rig-test                      kvm-check + the Linux-guest jobs
 #   make rig-selftest                  the rig with a stand-in VMM (no vireo-vmm needed)
 
-BUILD ?= build
+BUILD ?= target/build
 RIG_SRC := tests/rig
 RIG_GUEST_DIR := $(BUILD)/guest
 RIG_OUT := $(BUILD)/rig

@@ -26,7 +26,7 @@ job=$1
 shift
 extra_args=("$@")
 
-build=${BUILD:-build}
+build=${BUILD:-target/build}
 initramfs=${RIG_INITRAMFS:-$build/rig/rig-initramfs.cpio.gz}
 [[ -s $initramfs ]] || { echo "no $initramfs; run: make rig-initramfs" >&2; exit 1; }
 
