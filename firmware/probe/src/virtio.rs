@@ -55,6 +55,10 @@ struct Dma {
     status: u8,
 }
 
+// Not zeroed at entry (.noinit, see link.ld): 128 KiB of clearing would be
+// emulated store by store under PVM on every boot; setup_queue resets the
+// ring indices and flags, and every buffer is written before it is read.
+#[link_section = ".noinit.virtio_dma"]
 static mut DMA: Dma = Dma {
     data: [0; CHUNK / 8],
     expect: [0; CHUNK / 8],
@@ -203,7 +207,9 @@ impl Device {
         let d = dma();
         // SAFETY: only this CPU touches DMA, and the device is reset (idle).
         unsafe {
+            write_volatile(addr_of_mut!((*d).avail_flags), 0);
             write_volatile(addr_of_mut!((*d).avail_idx), 0);
+            write_volatile(addr_of_mut!((*d).used_flags), 0);
             write_volatile(addr_of_mut!((*d).used_idx), 0);
         }
         self.sent = 0;
