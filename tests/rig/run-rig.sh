@@ -75,7 +75,11 @@ echo "[run-rig] ${qemu[*]}"
 start=$(date +%s%N)
 set +e
 # --kill-after: if QEMU ignores SIGTERM, SIGKILL it shortly after.
-timeout --kill-after=10 "$timeout_s" "${qemu[@]}" </dev/null 2>&1 | tee "$log"
+# Only the interactive job reads the keyboard; the others must not take a
+# terminal's input (or a CI runner's stdin).
+stdin_src=/dev/null
+[[ $job == linux-shell ]] && stdin_src=/dev/stdin
+timeout --kill-after=10 "$timeout_s" "${qemu[@]}" <"$stdin_src" 2>&1 | tee "$log"
 qemu_rc=${PIPESTATUS[0]}
 set -e
 elapsed_ms=$((($(date +%s%N) - start) / 1000000))
