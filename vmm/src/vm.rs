@@ -264,30 +264,37 @@ fn place_legacy_devices(
     Ok(())
 }
 
+/// Opens (and so checks) every file the VM boots from before anything is
+/// created: kernel, initrd and disks.
+fn open_boot_files(config: &VmConfig) -> Result<(BootSources, Vec<OpenDisk>), VmError> {
+    let sources = BootSources {
+        kernel: open_regular("kernel", &config.kernel)?,
+        initrd: config
+            .initrd
+            .as_deref()
+            .map(|p| open_regular("initrd", p))
+            .transpose()?,
+        cmdline: config.cmdline.clone(),
+    };
+    let disks = config
+        .disks
+        .iter()
+        .enumerate()
+        .map(|(n, d)| {
+            Ok(OpenDisk {
+                file: open_disk(d)?,
+                readonly: d.readonly,
+                id: d.id.clone().unwrap_or_else(|| format!("disk{n}")),
+            })
+        })
+        .collect::<Result<Vec<_>, VmError>>()?;
+    Ok((sources, disks))
+}
+
 impl Vm {
     /// Builds the VM described by `config`, ready to `start`.
     pub fn create(config: &VmConfig, events: &VmEvents) -> Result<Self, VmError> {
-        let sources = BootSources {
-            kernel: open_regular("kernel", &config.kernel)?,
-            initrd: config
-                .initrd
-                .as_deref()
-                .map(|p| open_regular("initrd", p))
-                .transpose()?,
-            cmdline: config.cmdline.clone(),
-        };
-        let disks = config
-            .disks
-            .iter()
-            .enumerate()
-            .map(|(n, d)| {
-                Ok(OpenDisk {
-                    file: open_disk(d)?,
-                    readonly: d.readonly,
-                    id: d.id.clone().unwrap_or_else(|| format!("disk{n}")),
-                })
-            })
-            .collect::<Result<Vec<_>, VmError>>()?;
+        let (sources, disks) = open_boot_files(config)?;
         let kvm = Kvm::new().map_err(VmError::Kvm)?;
         let vm_fd = kvm.create_vm().map_err(kvm_call("create a VM"))?;
         let size = config.memory.0;
