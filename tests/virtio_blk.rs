@@ -34,20 +34,25 @@ fn expected(seed: u64, mib: usize) -> Vec<u8> {
 }
 
 fn boot(disk: &str, blk: &str) -> (RunResult, ProbeReport) {
+    boot_with(&[disk], &format!("probe.blk={blk}"))
+}
+
+/// Boots the probe with `cmdline` and one `--disk` per spec.
+fn boot_with(disks: &[&str], cmdline: &str) -> (RunResult, ProbeReport) {
     let elf = probe_elf();
-    let cmdline = format!("probe.blk={blk}");
-    let args = [
+    let mut args = vec![
         "--kernel",
         elf.to_str().unwrap(),
         "--memory",
         "64M",
         "--cmdline",
-        &cmdline,
+        cmdline,
         "--serial",
         "stdio",
-        "--disk",
-        disk,
     ];
+    for d in disks {
+        args.extend(["--disk", d]);
+    }
     let run = run_vmm(&args, Duration::from_secs(120));
     let report = ProbeReport::parse(&run.stdout);
     (run, report)
@@ -156,23 +161,7 @@ fn disk_is_announced_on_the_command_line() {
     let path = dir.join("disk.raw");
     std::fs::write(&path, vec![0u8; MIB]).unwrap();
     let spec = format!("path={}", path.display());
-    let elf = probe_elf();
-    let args = [
-        "--kernel",
-        elf.to_str().unwrap(),
-        "--memory",
-        "64M",
-        "--cmdline",
-        "x",
-        "--serial",
-        "stdio",
-        "--disk",
-        &spec,
-        "--disk",
-        &spec,
-    ];
-    let run = run_vmm(&args, Duration::from_secs(60));
-    let report = ProbeReport::parse(&run.stdout);
+    let (run, report) = boot_with(&[&spec, &spec], "x");
     let cmdline = report
         .all("cmdline")
         .first()

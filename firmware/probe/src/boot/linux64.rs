@@ -44,12 +44,9 @@ fn copy(boot_params: u64, info: &mut BootInfo) -> Result<(), &'static str> {
         return Err("bad e820_entries");
     }
     for i in 0..count as u64 {
-        let entry = boot_params + OFF_E820_TABLE + i * E820_ENTRY_SIZE;
-        info.push_e820(E820Entry {
-            addr: phys::read(entry),
-            size: phys::read(entry + 8),
-            kind: phys::read(entry + 16),
-        })?;
+        info.push_e820(E820Entry::read_at(
+            boot_params + OFF_E820_TABLE + i * E820_ENTRY_SIZE,
+        ))?;
     }
     Ok(())
 }

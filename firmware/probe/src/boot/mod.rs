@@ -67,6 +67,16 @@ impl E820Entry {
         kind: 0,
     };
 
+    /// Reads an entry laid out as both protocols do: addr u64, size u64,
+    /// type u32 (what follows differs and is not read).
+    pub fn read_at(entry: u64) -> E820Entry {
+        E820Entry {
+            addr: phys::read(entry),
+            size: phys::read(entry + 8),
+            kind: phys::read(entry + 16),
+        }
+    }
+
     /// Exclusive end, saturating so a bogus entry cannot wrap.
     pub fn end(&self) -> u64 {
         self.addr.saturating_add(self.size)

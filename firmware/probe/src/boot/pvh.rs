@@ -51,12 +51,7 @@ fn copy(start_info: u64, info: &mut BootInfo) -> Result<(), &'static str> {
     phys::check(map, map_len).map_err(|_| "pvh memmap not below 4 GiB")?;
     info.add_source(map, map_len)?;
     for i in 0..u64::from(count) {
-        let entry = map + i * MEMMAP_ENTRY_SIZE;
-        info.push_e820(E820Entry {
-            addr: phys::read(entry),
-            size: phys::read(entry + 8),
-            kind: phys::read(entry + 16),
-        })?;
+        info.push_e820(E820Entry::read_at(map + i * MEMMAP_ENTRY_SIZE))?;
     }
     Ok(())
 }
