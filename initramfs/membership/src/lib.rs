@@ -7,7 +7,8 @@
 //!   and the group header every application message starts with;
 //! - [`service`]: the libqb request header that routes a group message to a service;
 //! - [`sync`] and [`votequorum`]: the service messages a voting member must speak;
-//! - [`config`]: corosync.conf, read the way corosync reads it.
+//! - [`config`]: corosync.conf, read the way corosync reads it;
+//! - [`status`]: what a node reports (the fields of `corosync-quorumtool -s`).
 //!
 //! Every decoder is total: any byte string yields a value or a [`WireError`], never a
 //! panic, because every datagram on port 5405 is untrusted input.
@@ -16,6 +17,7 @@ mod codec;
 pub mod config;
 mod error;
 pub mod service;
+pub mod status;
 pub mod sync;
 pub mod totempg;
 pub mod votequorum;
