@@ -48,7 +48,12 @@ modules_common="virtio_pci virtio_net virtio_blk virtio_scsi igb ixgbe
   nf_tables nf_nat nft_chain_nat nft_masq nft_nat nft_ct
   button evdev ext4 crc32c_generic kvm"
 modules_x86_64="e1000 e1000e kvm_amd kvm_intel crc32c-intel"
-modules_aarch64=""
+# arm64: KVM is built into Debian's kernel (no module). virtio-mmio for
+# device-tree machines; gpio_keys is QEMU virt's power button under a device
+# tree; the NICs of arm64 servers and boards (Intel/Broadcom/Mellanox
+# PCIe cards, HiSilicon, Cavium ThunderX, Marvell, Realtek); SoC AHCI.
+modules_aarch64="virtio_mmio gpio_keys e1000e i40e bnxt_en mlx5_core hns3 nicvf
+  thunder_bgx mvpp2 r8169 ahci_platform"
 wanted_var=modules_$arch
 wanted="$modules_common ${!wanted_var} ${EXTRA_MODULES:-}"
 

@@ -2,17 +2,37 @@
 # busybox, kernel modules). Included from the top-level Makefile.
 #
 #   make initramfs                          $(APPLIANCE_OUT)
-#   make initramfs APPLIANCE_ARCH=aarch64   (needs MODULES_ROOT and BUSYBOX for arm64)
-#   make appliance-boot-test                boot it under QEMU TCG and check it
+#   make initramfs APPLIANCE_ARCH=aarch64   from Debian's arm64 kernel and
+#                                           busybox, unpacked (not installed)
+#                                           into $(BUILD)/debian-arm64
+#   make appliance-boot-test                boot the x86_64 one under QEMU TCG
+#   make appliance-boot-test-aarch64        boot the aarch64 one (qemu virt)
 
 BUILD ?= target/build
 APPLIANCE_ARCH ?= x86_64
 APPLIANCE_OUT ?= $(BUILD)/appliance/initramfs-$(APPLIANCE_ARCH).cpio.zst
+# Where Debian's packages for a foreign architecture are unpacked.
+APPLIANCE_ARM64_ROOT ?= $(BUILD)/debian-arm64
 
-.PHONY: initramfs appliance-boot-test
+.PHONY: initramfs appliance-boot-test appliance-boot-test-aarch64 appliance-arm64-debs
 
+ifeq ($(APPLIANCE_ARCH),aarch64)
+initramfs: appliance-arm64-debs
+	MODULES_ROOT=$(APPLIANCE_ARM64_ROOT) KVER=$$(cat $(APPLIANCE_ARM64_ROOT)/kver) \
+	  BUSYBOX=$(APPLIANCE_ARM64_ROOT)/bin/busybox \
+	  initramfs/build-initramfs.sh $(APPLIANCE_OUT) $(APPLIANCE_ARCH)
+else
 initramfs:
 	initramfs/build-initramfs.sh $(APPLIANCE_OUT) $(APPLIANCE_ARCH)
+endif
+
+appliance-arm64-debs:
+	initramfs/fetch-debian-arch.sh arm64 $(APPLIANCE_ARM64_ROOT)
 
 appliance-boot-test: initramfs
 	tests/appliance/boot-test.sh $(APPLIANCE_OUT)
+
+# The same test on the aarch64 archive, under qemu-system-aarch64 -M virt.
+appliance-boot-test-aarch64:
+	$(MAKE) initramfs APPLIANCE_ARCH=aarch64
+	tests/appliance/boot-test.sh $(BUILD)/appliance/initramfs-aarch64.cpio.zst

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Boot the appliance initramfs under QEMU TCG and check it end to end:
+# Boot the appliance initramfs under QEMU TCG and check it end to end, on
+# x86_64 (q35) or aarch64 (virt at EL2), whichever the archive is built for:
 #   1. init mounts, loads modules, gets a DHCP lease from QEMU's user network,
-#      starts the agent; GET /node from the host answers name=node1,
-#      arch=x86_64, kvm kind=kvm_amd (TCG -cpu max emulates AMD-V);
+#      starts the agent; GET /node from the host answers name=node1, the
+#      archive's arch and its KVM: kvm_amd on x86_64 (TCG -cpu max emulates
+#      AMD-V), kvm_arm64 on aarch64 (virtualization=on starts the kernel at
+#      EL2);
 #   2. `vireo node info` (the CLI) reads the same node;
 #   3. /sbin/modprobe (vireo-init) loads modules, also for the kernel's
 #      request_module(); the agent killed from the debug shell is restarted
 #      within 1 s;
-#   4. QEMU's system_powerdown (ACPI power button) → orderly shutdown, QEMU
-#      exits 0;
+#   4. QEMU's system_powerdown (the ACPI power button; on aarch64 virt, a
+#      GPIO key) → orderly shutdown, QEMU exits 0;
 #   5. a second boot with a static address (vireo.ip=), no debug shell and an
 #      ext4 disk labelled VIREO-DATA (virtio-blk): the disk is mounted as
 #      persistent state and left clean by the orderly shutdown.
@@ -16,9 +19,12 @@
 #
 #   tests/appliance/boot-test.sh [INITRAMFS]
 #
-# Environment: KERNEL (default /boot/vmlinuz-<release in INITRAMFS.kver>),
-# HOST_PORT (18006), VIREO_CLI (the host build of `vireo`), BOOT_TIMEOUT (240 s),
-# CONSOLE_LOG (a path to keep the guest's console log at).
+# Environment: ARCH (default: from the archive's name, initramfs-ARCH.*),
+# KERNEL (default /boot/vmlinuz-<release in INITRAMFS.kver>; aarch64: the one
+# in ARM64_ROOT, default target/build/debian-arm64, see `make initramfs
+# APPLIANCE_ARCH=aarch64`), HOST_PORT (18006; aarch64 18016), VIREO_CLI (the
+# host build of `vireo`), BOOT_TIMEOUT (240 s), CONSOLE_LOG (a path to keep
+# the guest's console log at).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,8 +32,30 @@ repo=$(cd "$here/../.." && pwd)
 initrd=${1:-$repo/target/build/appliance/initramfs-x86_64.cpio.zst}
 [[ -s $initrd ]] || { echo "boot-test: no $initrd (make initramfs)" >&2; exit 2; }
 kver=$(cat "$initrd.kver" 2>/dev/null || uname -r)
-kernel=${KERNEL:-/boot/vmlinuz-$kver}
-port=${HOST_PORT:-18006}
+arch=${ARCH:-$(basename "$initrd" | sed -nE 's/^initramfs-([a-z0-9_]+)\..*/\1/p')}
+
+# Everything that differs per architecture.
+#   qemu        QEMU and its machine
+#   tty         the serial console's name in the guest
+#   kvm_kind    what /node must report as kvm.kind
+#   nic_module  the module coldplug must load for QEMU's default NIC
+case $arch in
+  x86_64)
+    qemu=(qemu-system-x86_64 -machine q35,accel=tcg -cpu max)
+    tty=ttyS0 kvm_kind=kvm_amd nic_module=e1000e
+    kernel=${KERNEL:-/boot/vmlinuz-$kver}
+    port=${HOST_PORT:-18006}
+    ;;
+  aarch64)
+    # virtualization=on: the guest kernel starts at EL2, so its built-in
+    # KVM comes up (without it: no /dev/kvm, kind none).
+    qemu=(qemu-system-aarch64 -machine virt,virtualization=on,accel=tcg -cpu max)
+    tty=ttyAMA0 kvm_kind=kvm_arm64 nic_module=virtio_net
+    kernel=${KERNEL:-${ARM64_ROOT:-$repo/target/build/debian-arm64}/boot/vmlinuz-$kver}
+    port=${HOST_PORT:-18016}
+    ;;
+  *) echo "boot-test: unknown ARCH '$arch' (x86_64 or aarch64; set ARCH)" >&2; exit 2 ;;
+esac
 cli=${VIREO_CLI:-$repo/target/x86_64-unknown-linux-musl/release/vireo}
 boot_timeout=${BOOT_TIMEOUT:-240}
 
@@ -103,9 +131,9 @@ boot() {
   # Held open so QEMU never sees EOF on the console input between commands.
   exec 3<>"$work/con.in"
   t0=$(now)
-  qemu-system-x86_64 -machine q35,accel=tcg -cpu max -m 1024 -smp 2 \
+  "${qemu[@]}" -m 1024 -smp 2 \
     -kernel "$kernel" -initrd "$initrd" \
-    -append "console=ttyS0 panic=-1 $append" \
+    -append "console=$tty panic=-1 $append" \
     -nic "user,hostfwd=tcp:127.0.0.1:$port-:8006" \
     -display none -no-reboot \
     -chardev "pipe,id=con,path=$work/con" -serial chardev:con \
@@ -158,14 +186,14 @@ guest_t() { grep -m1 -oE "\[ *[0-9.]+\] vireo-init: ($1)" "$con" | sed -E 's/^\[
 # --- 1. first boot: DHCP, debug shell, no disk ---
 boot 1 "vireo.hostname=node1 vireo.debug=shell"
 wait_node
-for want in '"name":"node1"' '"arch":"x86_64"' '"kind":"kvm_amd"' '"available":true'; do
+for want in '"name":"node1"' "\"arch\":\"$arch\"" "\"kind\":\"$kvm_kind\"" '"available":true'; do
   grep -qF "$want" <<<"$node" || fail "/node lacks $want"
 done
 curl -sf "http://127.0.0.1:$port/health" | grep -qF '"status":"ok"' || fail "/health"
 status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/nope")
 [[ $status == 404 ]] || fail "GET /nope answered $status, not 404"
 grep -qE 'dhcp: lease 10\.0\.2\.15/24 gateway 10\.0\.2\.2' "$con" || fail "no DHCP lease line"
-grep -qE 'modules loaded:.*e1000e' "$con" || fail "e1000e (QEMU q35's NIC) was not loaded"
+grep -qE "modules loaded:.*$nic_module" "$con" || fail "$nic_module (QEMU's default NIC) was not loaded"
 grep -qE 'state: RAM ONLY' "$con" || fail "no RAM-only state message"
 
 # --- 2. the CLI ---
@@ -173,7 +201,7 @@ if [[ -x $cli ]]; then
   "$cli" node info --host "127.0.0.1:$port" | tee "$work/cli.txt"
   grep -qE '^name: +node1$' "$work/cli.txt" || fail "vireo node info: wrong name"
   json=$("$cli" node info --host "127.0.0.1:$port" --json) || fail "vireo node info --json failed"
-  grep -qF '"kind": "kvm_amd"' <<<"$json" || fail "vireo node info --json: $json"
+  grep -qF "\"kind\": \"$kvm_kind\"" <<<"$json" || fail "vireo node info --json: $json"
 else
   log "skipping the CLI check: no $cli"
 fi

@@ -23,9 +23,14 @@ pub fn collect() -> NodeInfo {
             m5: 0.0,
             m15: 0.0,
         }),
-        kvm: Kvm {
-            available: Path::new("/dev/kvm").exists(),
-            kind: kvm_kind(|m| Path::new("/sys/module").join(m).exists()),
+        kvm: {
+            let available = Path::new("/dev/kvm").exists();
+            Kvm {
+                available,
+                kind: kvm_kind(std::env::consts::ARCH, available, |m| {
+                    Path::new("/sys/module").join(m).exists()
+                }),
+            }
         },
     }
 }
@@ -68,16 +73,24 @@ pub fn loadavg(text: &str) -> Option<Load> {
     })
 }
 
-/// Which KVM module is loaded (`loaded("kvm_amd")` → /sys/module/kvm_amd).
-pub fn kvm_kind(loaded: impl Fn(&str) -> bool) -> KvmKind {
-    [
+/// Which KVM backs /dev/kvm. On x86_64 it is the vendor module that is
+/// loaded (`loaded("kvm_amd")` → /sys/module/kvm_amd). arm64 has one KVM,
+/// built into Debian's kernel, that creates /dev/kvm only when the CPU
+/// entered the kernel at EL2 (the hypervisor level); so there /dev/kvm is
+/// the whole answer.
+pub fn kvm_kind(arch: &str, dev_kvm: bool, loaded: impl Fn(&str) -> bool) -> KvmKind {
+    let vendor = [
         ("kvm_intel", KvmKind::KvmIntel),
         ("kvm_amd", KvmKind::KvmAmd),
         ("kvm_pvm", KvmKind::Pvm),
     ]
     .into_iter()
-    .find(|(m, _)| loaded(m))
-    .map_or(KvmKind::None, |(_, k)| k)
+    .find(|(m, _)| loaded(m));
+    match vendor {
+        Some((_, kind)) => kind,
+        None if arch == "aarch64" && dev_kvm => KvmKind::KvmArm64,
+        None => KvmKind::None,
+    }
 }
 
 #[cfg(test)]
@@ -107,10 +120,16 @@ mod tests {
 
     #[test]
     fn kvm_kinds() {
-        assert_eq!(kvm_kind(|m| m == "kvm_amd"), KvmKind::KvmAmd);
-        assert_eq!(kvm_kind(|m| m == "kvm_intel"), KvmKind::KvmIntel);
-        assert_eq!(kvm_kind(|m| m == "kvm_pvm"), KvmKind::Pvm);
-        assert_eq!(kvm_kind(|_| false), KvmKind::None);
+        let x86 = |loaded: &'static str| kvm_kind("x86_64", true, move |m| m == loaded);
+        assert_eq!(x86("kvm_amd"), KvmKind::KvmAmd);
+        assert_eq!(x86("kvm_intel"), KvmKind::KvmIntel);
+        assert_eq!(x86("kvm_pvm"), KvmKind::Pvm);
+        assert_eq!(x86("nothing"), KvmKind::None);
+        // arm64: built in, so no module to see; /dev/kvm decides.
+        assert_eq!(kvm_kind("aarch64", true, |_| false), KvmKind::KvmArm64);
+        assert_eq!(kvm_kind("aarch64", false, |_| false), KvmKind::None);
+        // /dev/kvm alone says nothing on x86_64 (no vendor module: none).
+        assert_eq!(kvm_kind("x86_64", true, |_| false), KvmKind::None);
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub enum KvmKind {
     KvmAmd,
     /// PVM, the software KVM (module kvm_pvm): no hardware virtualization.
     Pvm,
+    /// arm64's KVM (built into the kernel; needs boot at EL2).
+    KvmArm64,
     None,
 }
 
@@ -54,6 +56,7 @@ impl KvmKind {
             KvmKind::KvmIntel => "kvm_intel",
             KvmKind::KvmAmd => "kvm_amd",
             KvmKind::Pvm => "pvm",
+            KvmKind::KvmArm64 => "kvm_arm64",
             KvmKind::None => "none",
         }
     }

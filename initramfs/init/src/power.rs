@@ -1,9 +1,12 @@
 //! The ACPI power button and the orderly shutdown.
 //!
 //! With no acpid, the kernel's `button` driver reports the power button as
-//! an input device named "Power Button" (KEY_POWER through evdev). A thread
-//! per such device reads its events and, on a press, sends SIGUSR2 to PID 1,
-//! so every shutdown request goes through the one signal path.
+//! an input device named "Power Button" (KEY_POWER through evdev); on arm64
+//! machines booted with a device tree it is a `gpio-keys` device instead
+//! (QEMU virt's PL061 GPIO line). Any input device that can send KEY_POWER
+//! is watched. A thread per such device reads its events and, on a press,
+//! sends SIGUSR2 to PID 1, so every shutdown request goes through the one
+//! signal path.
 
 use std::fs;
 use std::io::Read;
@@ -39,7 +42,7 @@ pub fn is_power_press(ev: &[u8; EVENT_SIZE]) -> bool {
     decode_event(ev) == (EV_KEY, KEY_POWER, 1)
 }
 
-/// Loads the drivers and starts one watcher per "Power Button" device.
+/// Loads the drivers and starts one watcher per power-button device.
 pub fn watch_power_button(loader: Arc<Loader>) {
     let _ = thread::Builder::new()
         .name("vireo-power".into())
@@ -67,7 +70,19 @@ pub fn watch_power_button(loader: Arc<Loader>) {
         });
 }
 
-/// /dev/input/eventN whose device name is "Power Button".
+/// Whether a sysfs key-capability bitmap (`capabilities/key`: hex words of
+/// one `long` each, most significant first) has bit `code` set.
+pub fn has_key(bitmap: &str, code: u16) -> bool {
+    let word = usize::from(code) / 64;
+    let words: Vec<&str> = bitmap.split_whitespace().collect();
+    let Some(w) = words.len().checked_sub(word + 1).map(|i| words[i]) else {
+        return false;
+    };
+    u64::from_str_radix(w, 16).is_ok_and(|bits| bits & (1 << (code % 64)) != 0)
+}
+
+/// /dev/input/eventN of the devices named "Power Button" or able to send
+/// KEY_POWER.
 fn power_buttons() -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir("/sys/class/input") else {
         return Vec::new();
@@ -76,8 +91,10 @@ fn power_buttons() -> Vec<PathBuf> {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("event"))
         .filter(|e| {
-            let name = fs::read_to_string(e.path().join("device/name")).unwrap_or_default();
-            name.trim() == "Power Button"
+            let dev = e.path().join("device");
+            let name = fs::read_to_string(dev.join("name")).unwrap_or_default();
+            let keys = fs::read_to_string(dev.join("capabilities/key")).unwrap_or_default();
+            name.trim() == "Power Button" || has_key(&keys, KEY_POWER)
         })
         .map(|e| PathBuf::from("/dev/input").join(e.file_name()))
         .collect();
@@ -183,5 +200,18 @@ mod tests {
         assert!(!is_power_press(&event(EV_KEY, KEY_POWER, 0)), "release");
         assert!(!is_power_press(&event(0, 0, 0)), "EV_SYN");
         assert!(!is_power_press(&event(EV_KEY, 115, 1)), "another key");
+    }
+
+    #[test]
+    fn key_power_capability() {
+        // What the ACPI power button and QEMU virt's gpio-keys report.
+        assert!(has_key("10000000000000 0\n", KEY_POWER));
+        // KEY_SLEEP (142) only: word 2 holds bit 14.
+        assert!(!has_key("4000 0 0", KEY_POWER));
+        assert!(has_key("4000 0 0", 142));
+        // No keys at all, too few words, garbage.
+        assert!(!has_key("0\n", KEY_POWER));
+        assert!(!has_key("", KEY_POWER));
+        assert!(!has_key("zz 0", KEY_POWER));
     }
 }
