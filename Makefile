@@ -94,6 +94,7 @@ run-linux: vmm guest-kernel guest-initramfs
 
 include tests/rig/rig.mk
 include initramfs/initramfs.mk
+include image/image.mk
 
 # vireo-vmm against QEMU microvm on the probe guest, then Linux in the rig.
 bench: vmm probe

@@ -1,0 +1,15 @@
+# Bootable images (ISO, raw USB disk, PXE bundle) around the appliance
+# initramfs. Included from the top-level Makefile. See docs/appliance.md.
+#
+#   make image                        $(IMAGE_DIR)/vireo-x86_64.iso, -usb.img, pxe/
+#   make image APPLIANCE_ARCH=aarch64 (the initramfs and KERNEL for that arch)
+#   make image-test                   boot them under QEMU TCG (SeaBIOS, OVMF, PXE, USB)
+
+BUILD ?= target/build
+APPLIANCE_ARCH ?= x86_64
+IMAGE_DIR ?= $(BUILD)/image/$(APPLIANCE_ARCH)
+
+.PHONY: image image-test
+
+image: initramfs
+	INITRD=$(APPLIANCE_OUT) image/build-image.sh $(APPLIANCE_ARCH) $(IMAGE_DIR)
