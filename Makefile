@@ -69,7 +69,7 @@ test-probe-qemu: probe
 	bash $(PROBE_DIR)/qemu/run-tests.sh
 
 test: lint test-unit test-membership test-probe test-probe-qemu vmm-aarch64 test-rig \
-      appliance-boot-test appliance-boot-test-aarch64
+      appliance-boot-test appliance-boot-test-aarch64 image-test-aarch64
 
 clean:
 	$(CARGO) clean

@@ -65,7 +65,22 @@ terminal_input console serial
 terminal_output console serial"
     default_kernel=${kver:+/boot/vmlinuz-$kver}
     ;;
-  *) die "unknown ARCH $arch (supported: x86_64)" ;;
+  aarch64)
+    # UEFI only: arm64 has no legacy BIOS. The kernel (Debian's Image with
+    # its EFI stub) comes from the unpacked arm64 package, as the initramfs
+    # does (ARM64_ROOT, see initramfs/fetch-debian-arch.sh).
+    bios_platform=
+    efi_platform=arm64-efi
+    efi_binary=BOOTAA64.EFI
+    # ttyAMA0: the PL011 UART of QEMU virt and of most arm64 boards.
+    console="console=tty0 console=ttyAMA0,115200n8"
+    screen_console="console=ttyAMA0,115200n8 console=tty0"
+    # GRUB's console terminal is UEFI's ConOut, which firmware (AAVMF, and
+    # servers' UEFI) already mirrors to the serial port.
+    grub_serial=
+    default_kernel=${kver:+${ARM64_ROOT:-$repo/target/build/debian-arm64}/boot/vmlinuz-$kver}
+    ;;
+  *) die "unknown ARCH $arch (supported: x86_64, aarch64)" ;;
 esac
 # ======================================================================
 
@@ -235,7 +250,8 @@ initrd initrd.img
 boot
 EOF
 # GRUB netboot: DHCP bootfile grub/i386-pc/core.0 (BIOS PXE) or
-# grub/x86_64-efi/core.efi (UEFI); both read grub/grub.cfg over TFTP.
+# grub/x86_64-efi/core.efi or grub/arm64-efi/core.efi (UEFI); all read
+# grub/grub.cfg over TFTP.
 for p in $platforms; do
   grub-mknetdir --net-directory="$pxe" --subdir=grub -d "$grub_lib/$p" \
     --locales= --fonts= --themes= >/dev/null

@@ -22,9 +22,9 @@
 # Environment: ARCH (default: from the archive's name, initramfs-ARCH.*),
 # KERNEL (default /boot/vmlinuz-<release in INITRAMFS.kver>; aarch64: the one
 # in ARM64_ROOT, default target/build/debian-arm64, see `make initramfs
-# APPLIANCE_ARCH=aarch64`), HOST_PORT (18006; aarch64 18016), VIREO_CLI (the
-# host build of `vireo`), BOOT_TIMEOUT (240 s), CONSOLE_LOG (a path to keep
-# the guest's console log at).
+# APPLIANCE_ARCH=aarch64`), VIREO_CLI (the host build of `vireo`), and
+# lib.sh's HOST_PORT (default: a free port), BOOT_TIMEOUT (240 s) and
+# CONSOLE_LOG (a path to keep the guest's console log at).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -34,161 +34,30 @@ initrd=${1:-$repo/target/build/appliance/initramfs-x86_64.cpio.zst}
 kver=$(cat "$initrd.kver" 2>/dev/null || uname -r)
 arch=${ARCH:-$(basename "$initrd" | sed -nE 's/^initramfs-([a-z0-9_]+)\..*/\1/p')}
 
-# Everything that differs per architecture.
-#   qemu        QEMU and its machine
-#   tty         the serial console's name in the guest
-#   kvm_kind    what /node must report as kvm.kind
-#   nic_module  the module coldplug must load for QEMU's default NIC
-case $arch in
-  x86_64)
-    qemu=(qemu-system-x86_64 -machine q35,accel=tcg -cpu max)
-    tty=ttyS0 kvm_kind=kvm_amd nic_module=e1000e
-    kernel=${KERNEL:-/boot/vmlinuz-$kver}
-    port=${HOST_PORT:-18006}
-    ;;
-  aarch64)
-    # virtualization=on: the guest kernel starts at EL2, so its built-in
-    # KVM comes up (without it: no /dev/kvm, kind none).
-    qemu=(qemu-system-aarch64 -machine virt,virtualization=on,accel=tcg -cpu max)
-    tty=ttyAMA0 kvm_kind=kvm_arm64 nic_module=virtio_net
-    kernel=${KERNEL:-${ARM64_ROOT:-$repo/target/build/debian-arm64}/boot/vmlinuz-$kver}
-    port=${HOST_PORT:-18016}
-    ;;
-  *) echo "boot-test: unknown ARCH '$arch' (x86_64 or aarch64; set ARCH)" >&2; exit 2 ;;
-esac
 cli=${VIREO_CLI:-$repo/target/x86_64-unknown-linux-musl/release/vireo}
-boot_timeout=${BOOT_TIMEOUT:-240}
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/vireo-boot-test.XXXXXX")
-con=$work/console-1.log
-qemu_pid=
-reader_pid=
-
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
-log() { echo "[boot-test +$(elapsed "$t0" "$(now)")s] $*"; }
-
-cleanup() {
-  [[ -n ${CONSOLE_LOG:-} ]] && cat "$work"/console-*.log >"$CONSOLE_LOG" 2>/dev/null
-  [[ -n $qemu_pid ]] && kill "$qemu_pid" 2>/dev/null || true
-  [[ -n $reader_pid ]] && kill "$reader_pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-fail() {
-  echo "boot-test: FAIL: $*" >&2
-  echo "----- last console lines -----" >&2
-  tail -n 60 "$con" >&2 || true
-  exit 1
-}
-
-qemu_alive() { kill -0 "$qemu_pid" 2>/dev/null; }
-
-# Waits until the console log matches the extended regex $1 (timeout $2 s).
-wait_console() {
-  local deadline=$((SECONDS + $2))
-  until grep -qE "$1" "$con"; do
-    qemu_alive || fail "QEMU exited while waiting for /$1/"
-    ((SECONDS < deadline)) || fail "timed out after $2 s waiting for /$1/ on the console"
-    sleep 0.2
-  done
-}
-
-# Sends one line to the guest's serial console (the debug shell).
-type_line() { printf '%s\n' "$1" >"$work/con.in"; }
-
-# Sends one command to the QEMU monitor's Unix socket.
-monitor() {
-  python3 - "$work/mon" "$1" <<'EOF'
-import socket, sys, time
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-time.sleep(0.2)
-s.sendall(sys.argv[2].encode() + b"\n")
-time.sleep(0.3)
-s.close()
-EOF
-}
-
+test_name=boot-test
+# shellcheck source=tests/appliance/lib.sh
+. "$here/lib.sh"
+appliance_arch "$arch"
+case $arch in
+  x86_64) kernel=${KERNEL:-/boot/vmlinuz-$kver} ;;
+  aarch64) kernel=${KERNEL:-${ARM64_ROOT:-$repo/target/build/debian-arm64}/boot/vmlinuz-$kver} ;;
+esac
 [[ -r $kernel ]] || fail "kernel $kernel not readable"
-if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; then
-  fail "something already answers on 127.0.0.1:$port (set HOST_PORT)"
-fi
 
-# Boots the node: $1 = console log name, $2 = extra kernel command line,
-# the rest = extra QEMU arguments. The serial console goes through two FIFOs
-# (QEMU reads con.in, writes con.out), so the test can both read the log and
-# type into the debug shell.
+# Boots the node from the kernel and the archive: $1 = console log name,
+# $2 = extra kernel command line, the rest = extra QEMU arguments.
 boot() {
   local name=$1 append=$2
   shift 2
-  con=$work/console-$name.log
-  rm -f "$work/con.in" "$work/con.out" "$work/mon"
-  mkfifo "$work/con.in" "$work/con.out"
-  cat "$work/con.out" >"$con" &
-  reader_pid=$!
-  # Held open so QEMU never sees EOF on the console input between commands.
-  exec 3<>"$work/con.in"
-  t0=$(now)
-  "${qemu[@]}" -m 1024 -smp 2 \
-    -kernel "$kernel" -initrd "$initrd" \
-    -append "console=$tty panic=-1 $append" \
-    -nic "user,hostfwd=tcp:127.0.0.1:$port-:8006" \
-    -display none -no-reboot \
-    -chardev "pipe,id=con,path=$work/con" -serial chardev:con \
-    -monitor "unix:$work/mon,server=on,wait=off" "$@" &
-  qemu_pid=$!
+  start_qemu "$name" -kernel "$kernel" -initrd "$initrd" -append "console=$tty panic=-1 $append" "$@"
   log "QEMU started (pid $qemu_pid): $(basename "$kernel") + $(basename "$initrd"), $append"
 }
-
-# Polls GET /node until it answers; sets $node and $t_node. Short attempts:
-# before the guest has its address, QEMU accepts the host side of the
-# forwarded connection and an attempt hangs until its timeout.
-wait_node() {
-  local deadline=$((SECONDS + boot_timeout))
-  until node=$(curl -sf --max-time 1 "http://127.0.0.1:$port/node"); do
-    qemu_alive || fail "QEMU exited before the agent answered"
-    ((SECONDS < deadline)) || fail "no answer on /node within $boot_timeout s"
-    sleep 0.2
-  done
-  t_node=$(now)
-  log "GET /node: $node"
-}
-
-# Presses the ACPI power button and waits for QEMU to exit 0; sets $t_off_s.
-power_down() {
-  wait_console 'power button: watching' 10
-  local t_off deadline=$((SECONDS + 60)) status
-  t_off=$(now)
-  monitor system_powerdown
-  while qemu_alive; do
-    ((SECONDS < deadline)) || fail "QEMU still running 60 s after system_powerdown"
-    sleep 0.2
-  done
-  set +e
-  wait "$qemu_pid"
-  status=$?
-  set -e
-  qemu_pid=
-  t_off_s=$(elapsed "$t_off" "$(now)")
-  kill "$reader_pid" 2>/dev/null || true
-  exec 3>&-
-  [[ $status == 0 ]] || fail "QEMU exited with status $status"
-  for want in 'power button pressed' 'shutdown \(PowerOff\): stopping services' 'vireo-agent: stopped' 'shutdown: powering off'; do
-    grep -qE "$want" "$con" || fail "console lacks /$want/"
-  done
-  log "powered off: QEMU exited 0 ${t_off_s}s after system_powerdown"
-}
-
-guest_t() { grep -m1 -oE "\[ *[0-9.]+\] vireo-init: ($1)" "$con" | sed -E 's/^\[ *([0-9.]+)\].*/\1/'; }
 
 # --- 1. first boot: DHCP, debug shell, no disk ---
 boot 1 "vireo.hostname=node1 vireo.debug=shell"
 wait_node
-for want in '"name":"node1"' "\"arch\":\"$arch\"" "\"kind\":\"$kvm_kind\"" '"available":true'; do
-  grep -qF "$want" <<<"$node" || fail "/node lacks $want"
-done
+check_node node1
 curl -sf "http://127.0.0.1:$port/health" | grep -qF '"status":"ok"' || fail "/health"
 status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/nope")
 [[ $status == 404 ]] || fail "GET /nope answered $status, not 404"
