@@ -69,7 +69,7 @@ test-probe-qemu: probe
 	bash $(PROBE_DIR)/qemu/run-tests.sh
 
 test: lint test-unit test-membership test-probe test-probe-qemu vmm-aarch64 test-rig \
-      appliance-boot-test appliance-boot-test-aarch64 image-test-aarch64
+      appliance-boot-test appliance-boot-test-aarch64 image-test-aarch64 kernel-config-check
 
 clean:
 	$(CARGO) clean
@@ -95,6 +95,7 @@ run-linux: vmm guest-kernel guest-initramfs
 include tests/rig/rig.mk
 include initramfs/initramfs.mk
 include image/image.mk
+include kernel-config/kernel.mk
 
 # vireo-vmm against QEMU microvm on the probe guest, then Linux in the rig.
 bench: vmm probe

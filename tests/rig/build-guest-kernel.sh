@@ -77,26 +77,7 @@ kmake -s olddefconfig
 
 # Kconfig silently drops options whose dependencies are unmet, so check that
 # every option the fragment asks for really ended up as asked.
-check_config() {
-  local cfg=$srcdir/.config missing=() line opt val
-  while IFS= read -r line; do
-    if [[ $line =~ ^(CONFIG_[A-Za-z0-9_]+)=(.*)$ ]]; then
-      opt=${BASH_REMATCH[1]} val=${BASH_REMATCH[2]}
-      grep -qx "$opt=$val" "$cfg" ||
-        missing+=("$opt=$val (got: $(grep -E "^(# )?${opt}[= ]" "$cfg" || echo unset))")
-    elif [[ $line =~ ^#\ (CONFIG_[A-Za-z0-9_]+)\ is\ not\ set$ ]]; then
-      opt=${BASH_REMATCH[1]}
-      if grep -qE "^$opt=" "$cfg"; then missing+=("$opt off (got: $(grep -E "^$opt=" "$cfg"))"); fi
-    fi
-  done <"$fragment"
-  if ((${#missing[@]})); then
-    echo "ERROR: ${#missing[@]} option(s) from $fragment did not stick after olddefconfig:" >&2
-    printf '  %s\n' "${missing[@]}" >&2
-    return 1
-  fi
-  log "config check: all options of $(basename "$fragment") are as asked"
-}
-check_config
+"$repo/kernel-config/check-config.sh" "$srcdir/.config" "$fragment"
 
 log "compiling vmlinux + bzImage with -j$jobs (6-13 minutes on 2 busy cores)"
 start=$(date +%s)
