@@ -13,3 +13,6 @@ IMAGE_DIR ?= $(BUILD)/image/$(APPLIANCE_ARCH)
 
 image: initramfs
 	INITRD=$(APPLIANCE_OUT) image/build-image.sh $(APPLIANCE_ARCH) $(IMAGE_DIR)
+
+image-test: image
+	tests/appliance/image-test.sh $(IMAGE_DIR)

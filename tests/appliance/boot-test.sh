@@ -11,7 +11,10 @@
 #      exits 0;
 #   5. a second boot with a static address (vireo.ip=), no debug shell and an
 #      ext4 disk labelled VIREO-DATA (virtio-blk): the disk is mounted as
-#      persistent state and left clean by the orderly shutdown.
+#      persistent state and left clean by the orderly shutdown;
+#   6. a third boot with a truncated ahci.ko and a modules.dep entry whose
+#      file is missing: both logged, the node boots and answers; the static
+#      address from the kernel's ip= option.
 # Prints the timings; exits non-zero on the first failure.
 #
 #   tests/appliance/boot-test.sh [INITRAMFS]
@@ -31,129 +34,20 @@ port=${HOST_PORT:-18006}
 cli=${VIREO_CLI:-$repo/target/x86_64-unknown-linux-musl/release/vireo}
 boot_timeout=${BOOT_TIMEOUT:-240}
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/vireo-boot-test.XXXXXX")
-con=$work/console-1.log
-qemu_pid=
-reader_pid=
-
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
-log() { echo "[boot-test +$(elapsed "$t0" "$(now)")s] $*"; }
-
-cleanup() {
-  [[ -n ${CONSOLE_LOG:-} ]] && cat "$work"/console-*.log >"$CONSOLE_LOG" 2>/dev/null
-  [[ -n $qemu_pid ]] && kill "$qemu_pid" 2>/dev/null || true
-  [[ -n $reader_pid ]] && kill "$reader_pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-fail() {
-  echo "boot-test: FAIL: $*" >&2
-  echo "----- last console lines -----" >&2
-  tail -n 60 "$con" >&2 || true
-  exit 1
-}
-
-qemu_alive() { kill -0 "$qemu_pid" 2>/dev/null; }
-
-# Waits until the console log matches the extended regex $1 (timeout $2 s).
-wait_console() {
-  local deadline=$((SECONDS + $2))
-  until grep -qE "$1" "$con"; do
-    qemu_alive || fail "QEMU exited while waiting for /$1/"
-    ((SECONDS < deadline)) || fail "timed out after $2 s waiting for /$1/ on the console"
-    sleep 0.2
-  done
-}
-
-# Sends one line to the guest's serial console (the debug shell).
-type_line() { printf '%s\n' "$1" >"$work/con.in"; }
-
-# Sends one command to the QEMU monitor's Unix socket.
-monitor() {
-  python3 - "$work/mon" "$1" <<'EOF'
-import socket, sys, time
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-time.sleep(0.2)
-s.sendall(sys.argv[2].encode() + b"\n")
-time.sleep(0.3)
-s.close()
-EOF
-}
-
+# shellcheck source=tests/appliance/lib.sh
+. "$here/lib.sh"
+test_init boot-test
 [[ -r $kernel ]] || fail "kernel $kernel not readable"
-if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; then
-  fail "something already answers on 127.0.0.1:$port (set HOST_PORT)"
-fi
 
-# Boots the node: $1 = console log name, $2 = extra kernel command line,
-# the rest = extra QEMU arguments. The serial console goes through two FIFOs
-# (QEMU reads con.in, writes con.out), so the test can both read the log and
-# type into the debug shell.
+# Boots the node from $kernel and $initrd: $1 = console log name, $2 = extra
+# kernel command line, the rest = extra QEMU arguments.
 boot() {
   local name=$1 append=$2
   shift 2
-  con=$work/console-$name.log
-  rm -f "$work/con.in" "$work/con.out" "$work/mon"
-  mkfifo "$work/con.in" "$work/con.out"
-  cat "$work/con.out" >"$con" &
-  reader_pid=$!
-  # Held open so QEMU never sees EOF on the console input between commands.
-  exec 3<>"$work/con.in"
-  t0=$(now)
-  qemu-system-x86_64 -machine q35,accel=tcg -cpu max -m 1024 -smp 2 \
-    -kernel "$kernel" -initrd "$initrd" \
-    -append "console=ttyS0 panic=-1 $append" \
-    -nic "user,hostfwd=tcp:127.0.0.1:$port-:8006" \
-    -display none -no-reboot \
-    -chardev "pipe,id=con,path=$work/con" -serial chardev:con \
-    -monitor "unix:$work/mon,server=on,wait=off" "$@" &
-  qemu_pid=$!
+  start_qemu "$name" -kernel "$kernel" -initrd "$initrd" \
+    -append "console=ttyS0 panic=-1 $append" -nic "$(user_nic)" "$@"
   log "QEMU started (pid $qemu_pid): $(basename "$kernel") + $(basename "$initrd"), $append"
 }
-
-# Polls GET /node until it answers; sets $node and $t_node. Short attempts:
-# before the guest has its address, QEMU accepts the host side of the
-# forwarded connection and an attempt hangs until its timeout.
-wait_node() {
-  local deadline=$((SECONDS + boot_timeout))
-  until node=$(curl -sf --max-time 1 "http://127.0.0.1:$port/node"); do
-    qemu_alive || fail "QEMU exited before the agent answered"
-    ((SECONDS < deadline)) || fail "no answer on /node within $boot_timeout s"
-    sleep 0.2
-  done
-  t_node=$(now)
-  log "GET /node: $node"
-}
-
-# Presses the ACPI power button and waits for QEMU to exit 0; sets $t_off_s.
-power_down() {
-  wait_console 'power button: watching' 10
-  local t_off deadline=$((SECONDS + 60)) status
-  t_off=$(now)
-  monitor system_powerdown
-  while qemu_alive; do
-    ((SECONDS < deadline)) || fail "QEMU still running 60 s after system_powerdown"
-    sleep 0.2
-  done
-  set +e
-  wait "$qemu_pid"
-  status=$?
-  set -e
-  qemu_pid=
-  t_off_s=$(elapsed "$t_off" "$(now)")
-  kill "$reader_pid" 2>/dev/null || true
-  exec 3>&-
-  [[ $status == 0 ]] || fail "QEMU exited with status $status"
-  for want in 'power button pressed' 'shutdown \(PowerOff\): stopping services' 'vireo-agent: stopped' 'shutdown: powering off'; do
-    grep -qE "$want" "$con" || fail "console lacks /$want/"
-  done
-  log "powered off: QEMU exited 0 ${t_off_s}s after system_powerdown"
-}
-
-guest_t() { grep -m1 -oE "\[ *[0-9.]+\] vireo-init: ($1)" "$con" | sed -E 's/^\[ *([0-9.]+)\].*/\1/'; }
 
 # --- 1. first boot: DHCP, debug shell, no disk ---
 boot 1 "vireo.hostname=node1 vireo.debug=shell"
@@ -238,10 +132,42 @@ power_down
 dumpe2fs -h "$disk" 2>/dev/null | grep -qE '^Filesystem state: +clean$' || fail "the state disk was not left clean"
 log "state disk clean after shutdown"
 
+# --- 6. third boot: a corrupt and a missing module, the kernel's ip= ---
+# The kernel unpacks concatenated archives in order, later files replacing
+# earlier ones: an overlay archive after the real one swaps in a truncated
+# ahci.ko (loaded by coldplug for q35's SATA controller) and a modules.dep
+# whose tun entry names a file that is not there (tun asked for by
+# vireo.modules=). Static address in the kernel's own ip= format.
+overlay=$work/overlay
+mkdir -p "$overlay"
+(cd "$overlay" && zstd -qdc "$initrd" | cpio --quiet -id \
+  "lib/modules/$kver/modules.dep" "lib/modules/$kver/kernel/drivers/ata/ahci.ko")
+ko=$overlay/lib/modules/$kver/kernel/drivers/ata/ahci.ko
+[[ -s $ko ]] || fail "no ahci.ko in $initrd"
+truncate -s 4096 "$ko"
+sed -i 's|^kernel/drivers/net/tun\.ko:|kernel/drivers/net/missing/tun.ko:|' "$overlay/lib/modules/$kver/modules.dep"
+grep -q '^kernel/drivers/net/missing/tun.ko:' "$overlay/lib/modules/$kver/modules.dep" || fail "no tun entry in modules.dep"
+broken_initrd=$work/initrd-broken-modules
+{ cat "$initrd"; (cd "$overlay" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0); } >"$broken_initrd"
+initrd_good=$initrd
+initrd=$broken_initrd
+boot 3 "vireo.modules=tun ip=10.0.2.15::10.0.2.2:255.255.255.0:node3::off"
+initrd=$initrd_good
+wait_node
+node_has '"name":"node3"' '"kind":"kvm_amd"'
+grep -qaE 'coldplug: ahci: ' "$con" || fail "no log line for the truncated ahci.ko"
+grep -qaE 'modules: cannot load tun: .*(No such file|not found)' "$con" || fail "no log line for the missing tun module file"
+grep -qaE 'network: static 10\.0\.2\.15/24 gateway 10\.0\.2\.2 on vmbr0' "$con" || fail "no static address line (ip=)"
+log "corrupt module: $(grep -a -m1 -oE 'coldplug: ahci: .*' "$con")"
+log "missing module: $(grep -a -m1 -oE 'modules: cannot load tun: .*' "$con")"
+boot3_node=$(elapsed "$t0" "$t_node")
+power_down
+
 echo
 echo "== timings =="
 echo "boot 1 (DHCP): QEMU start -> first GET /node answer: $boot1_node s (host clock); guest clock: $boot1_times"
 echo "boot 2 (static, state disk): QEMU start -> first GET /node answer: $boot2_node s (host clock)"
+echo "boot 3 (ip=, a corrupt and a missing module): QEMU start -> first GET /node answer: $boot3_node s (host clock)"
 echo "agent killed -> restarted: $restart s (guest clock)"
 echo "system_powerdown -> QEMU exit 0: $boot1_off s (boot 1), $t_off_s s (boot 2)"
 echo "boot-test: PASS"

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Boot the x86_64 images under QEMU TCG, each the way a machine would:
+#   iso-bios  the ISO as a CD under SeaBIOS (El Torito, GRUB i386-pc)
+#   iso-uefi  the ISO as a CD under OVMF (El Torito EFI image, BOOTX64.EFI)
+#   pxe       iPXE (QEMU's e1000e option ROM) over QEMU's built-in TFTP:
+#             DHCP bootfile boot.ipxe, which fetches vmlinuz and initrd.img
+#   usb-bios  the raw USB image as a USB stick (xHCI) under SeaBIOS
+# In each the agent's GET /node must answer through the host port forward
+# with arch x86_64 and KVM kvm_amd available (TCG -cpu max emulates AMD-V),
+# then the ACPI power button must power the node off with QEMU exiting 0.
+# Prints QEMU start -> first answer for each mode and the image sizes.
+#
+#   tests/appliance/image-test.sh [IMAGE_DIR] [MODE...]
+#
+# Environment: HOST_PORT (18016), BOOT_TIMEOUT (240 s), OVMF_CODE, OVMF_VARS,
+# CONSOLE_LOG (a path to keep the console logs at).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+dir=${1:-$repo/target/build/image/x86_64}
+shift || true
+modes=${*:-iso-bios iso-uefi pxe usb-bios}
+port=${HOST_PORT:-18016}
+boot_timeout=${BOOT_TIMEOUT:-240}
+ovmf_code=${OVMF_CODE:-/usr/share/OVMF/OVMF_CODE_4M.fd}
+ovmf_vars=${OVMF_VARS:-/usr/share/OVMF/OVMF_VARS_4M.fd}
+iso=$dir/vireo-x86_64.iso
+usb=$dir/vireo-x86_64-usb.img
+pxe=$dir/pxe
+
+for f in "$iso" "$usb" "$pxe/boot.ipxe" "$pxe/vmlinuz" "$pxe/initrd.img"; do
+  [[ -s $f ]] || { echo "image-test: no $f (make image)" >&2; exit 2; }
+done
+
+# shellcheck source=tests/appliance/lib.sh
+. "$here/lib.sh"
+test_init image-test
+
+# QEMU arguments that boot mode $1.
+medium() {
+  case $1 in
+    iso-bios) echo -cdrom "$iso" -nic "$(user_nic)" ;;
+    iso-uefi)
+      [[ -r $ovmf_code ]] || fail "no OVMF at $ovmf_code (apt-get install ovmf)"
+      # UEFI writes its boot variables: a scratch copy per run.
+      cp "$ovmf_vars" "$work/vars.fd"
+      echo -drive "if=pflash,format=raw,readonly=on,file=$ovmf_code" \
+        -drive "if=pflash,format=raw,file=$work/vars.fd" -cdrom "$iso" -nic "$(user_nic)" ;;
+    pxe)
+      echo -netdev "user,id=n0,tftp=$pxe,bootfile=boot.ipxe,hostfwd=tcp:127.0.0.1:$port-:8006" \
+        -device e1000e,netdev=n0,bootindex=0 ;;
+    usb-bios)
+      # The image is written by nothing, but the copy keeps the build pristine.
+      cp "$usb" "$work/stick.img"
+      echo -device qemu-xhci -drive "if=none,id=stick,format=raw,file=$work/stick.img" \
+        -device usb-storage,drive=stick,bootindex=0 -nic "$(user_nic)" ;;
+    *) fail "unknown mode $1 (iso-bios iso-uefi pxe usb-bios)" ;;
+  esac
+}
+
+declare -A took=()
+for mode in $modes; do
+  read -ra args <<<"$(medium "$mode")"
+  start_qemu "$mode" "${args[@]}"
+  log "$mode: QEMU started (pid $qemu_pid)"
+  wait_node
+  node_has '"arch":"x86_64"' '"kind":"kvm_amd"' '"available":true' '"name":"vireo"'
+  took[$mode]=$(elapsed "$t0" "$t_node")
+  grep -qaE 'dhcp: lease 10\.0\.2\.15/24' "$con" || fail "$mode: no DHCP lease line"
+  power_down
+done
+
+size() { du -h --apparent-size "$1" | cut -f1; }
+echo
+echo "== image boots (QEMU TCG, q35, -cpu max, 2 CPUs, 1 GiB; GRUB menu timeout included) =="
+for mode in $modes; do
+  echo "$mode: QEMU start -> first GET /node answer: ${took[$mode]} s"
+done
+echo "== sizes =="
+echo "ISO $(size "$iso"), USB image $(size "$usb"), PXE bundle $(du -sh --apparent-size "$pxe" | cut -f1)" \
+  "(vmlinuz $(size "$pxe/vmlinuz"), initrd.img $(size "$pxe/initrd.img"))"
+echo "image-test: PASS"

@@ -1,0 +1,153 @@
+# Shared helpers of the appliance tests (boot-test.sh, image-test.sh): a
+# QEMU TCG node with its serial console on FIFOs, its monitor on a Unix
+# socket and the agent's port 8006 forwarded to 127.0.0.1:$port.
+#
+# The sourcing script sets `port` and `boot_timeout`, then calls
+# `test_init NAME`. Sets: work (scratch dir, removed at exit), con (the
+# current console log), qemu_pid, t0 (QEMU start), node/t_node (wait_node),
+# t_off_s (power_down).
+# shellcheck shell=bash
+
+test_name=appliance-test
+qemu_pid=
+reader_pid=
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+log() { echo "[$test_name +$(elapsed "$t0" "$(now)")s] $*"; }
+
+test_init() {
+  test_name=$1
+  work=$(mktemp -d "${TMPDIR:-/tmp}/vireo-$test_name.XXXXXX")
+  con=$work/console-none.log
+  t0=$(now)
+  trap cleanup EXIT
+  if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; then
+    fail "something already answers on 127.0.0.1:$port (set HOST_PORT)"
+  fi
+}
+
+stop_qemu() {
+  [[ -n $qemu_pid ]] && kill "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
+  [[ -n $reader_pid ]] && kill "$reader_pid" 2>/dev/null
+  qemu_pid=
+  reader_pid=
+  exec 3>&- || true
+}
+
+cleanup() {
+  [[ -n ${CONSOLE_LOG:-} ]] && cat "$work"/console-*.log >"$CONSOLE_LOG" 2>/dev/null
+  stop_qemu || true
+  rm -rf "$work"
+}
+
+fail() {
+  echo "$test_name: FAIL: $*" >&2
+  echo "----- last console lines ($con) -----" >&2
+  tail -n 60 "$con" >&2 || true
+  exit 1
+}
+
+qemu_alive() { kill -0 "$qemu_pid" 2>/dev/null; }
+
+# Waits until the console log matches the extended regex $1 (timeout $2 s).
+wait_console() {
+  local deadline=$((SECONDS + $2))
+  until grep -qaE "$1" "$con"; do
+    qemu_alive || fail "QEMU exited while waiting for /$1/"
+    ((SECONDS < deadline)) || fail "timed out after $2 s waiting for /$1/ on the console"
+    sleep 0.2
+  done
+}
+
+# Sends one line to the guest's serial console (the debug shell).
+type_line() { printf '%s\n' "$1" >"$work/con.in"; }
+
+# Sends one command to the QEMU monitor's Unix socket.
+monitor() {
+  python3 - "$work/mon" "$1" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+time.sleep(0.2)
+s.sendall(sys.argv[2].encode() + b"\n")
+time.sleep(0.3)
+s.close()
+PY
+}
+
+# Starts qemu-system-x86_64 (q35, TCG, -cpu max, 1 GiB, 2 CPUs) with the
+# serial console on two FIFOs (QEMU reads con.in, writes con.out), so the
+# test can both read the log and type into the debug shell. $1: console log
+# name; the rest: QEMU arguments for the boot medium and the network.
+start_qemu() {
+  local name=$1
+  shift
+  con=$work/console-$name.log
+  rm -f "$work/con.in" "$work/con.out" "$work/mon"
+  mkfifo "$work/con.in" "$work/con.out"
+  cat "$work/con.out" >"$con" &
+  reader_pid=$!
+  # Held open so QEMU never sees EOF on the console input between commands.
+  exec 3<>"$work/con.in"
+  t0=$(now)
+  qemu-system-x86_64 -machine q35,accel=tcg -cpu max -m 1024 -smp 2 \
+    -display none -no-reboot \
+    -chardev "pipe,id=con,path=$work/con" -serial chardev:con \
+    -monitor "unix:$work/mon,server=on,wait=off" "$@" &
+  qemu_pid=$!
+}
+
+# The user network with the agent's port forwarded (QEMU's DHCP: 10.0.2.15).
+user_nic() { echo "user,hostfwd=tcp:127.0.0.1:$port-:8006"; }
+
+# Polls GET /node until it answers; sets $node and $t_node. Short attempts:
+# before the guest has its address, QEMU accepts the host side of the
+# forwarded connection and an attempt hangs until its timeout.
+wait_node() {
+  local deadline=$((SECONDS + boot_timeout))
+  until node=$(curl -sf --max-time 1 "http://127.0.0.1:$port/node"); do
+    qemu_alive || fail "QEMU exited before the agent answered"
+    ((SECONDS < deadline)) || fail "no answer on /node within $boot_timeout s"
+    sleep 0.2
+  done
+  t_node=$(now)
+  log "GET /node: $node"
+}
+
+# Checks that $node has every string given.
+node_has() {
+  local want
+  for want in "$@"; do
+    grep -qF "$want" <<<"$node" || fail "/node lacks $want: $node"
+  done
+}
+
+# Presses the ACPI power button and waits for QEMU to exit 0; sets $t_off_s.
+power_down() {
+  wait_console 'power button: watching' 10
+  local t_off deadline=$((SECONDS + 60)) status
+  t_off=$(now)
+  monitor system_powerdown
+  while qemu_alive; do
+    ((SECONDS < deadline)) || fail "QEMU still running 60 s after system_powerdown"
+    sleep 0.2
+  done
+  set +e
+  wait "$qemu_pid"
+  status=$?
+  set -e
+  qemu_pid=
+  t_off_s=$(elapsed "$t_off" "$(now)")
+  kill "$reader_pid" 2>/dev/null || true
+  reader_pid=
+  exec 3>&-
+  [[ $status == 0 ]] || fail "QEMU exited with status $status"
+  for want in 'power button pressed' 'shutdown \(PowerOff\): stopping services' 'vireo-agent: stopped' 'shutdown: powering off'; do
+    grep -qaE "$want" "$con" || fail "console lacks /$want/"
+  done
+  log "powered off: QEMU exited 0 ${t_off_s}s after system_powerdown"
+}
+
+# The guest-clock stamp of init's first console line matching $1.
+guest_t() { grep -a -m1 -oE "\[ *[0-9.]+\] vireo-init: ($1)" "$con" | sed -E 's/^\[ *([0-9.]+)\].*/\1/'; }
