@@ -68,8 +68,10 @@ test-membership:
 	$(CARGO) test -p vireo-membership
 
 # Boots the probe through /dev/kvm: vCPU/memory matrix and bad input.
+# The agent's API tests too: POST /selftest/vmm boots the probe through it.
 test-probe: vmm probe
 	$(CARGO) test -p vireo-tests
+	$(CARGO) test -p vireo-agent --test api
 
 # The probe under QEMU microvm too (the benchmark compares VMMs on it).
 test-probe-qemu: probe

@@ -11,6 +11,12 @@ APPLIANCE_OUT ?= $(BUILD)/appliance/initramfs-$(APPLIANCE_ARCH).cpio.zst
 
 .PHONY: initramfs appliance-boot-test
 
+# The probe guest goes in for the agent's VMM selftest (x86_64 only: the
+# probe is an x86_64 program).
+ifeq ($(APPLIANCE_ARCH),x86_64)
+initramfs: probe
+initramfs: export PROBE_ELF := $(CURDIR)/$(BUILD)/probe/vireo-probe.elf
+endif
 initramfs:
 	initramfs/build-initramfs.sh $(APPLIANCE_OUT) $(APPLIANCE_ARCH)
 

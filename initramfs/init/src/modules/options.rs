@@ -54,7 +54,15 @@ mod tests {
 
     #[test]
     fn ignores_words_that_are_not_module_parameters() {
-        for bad in ["=1", ".x=1", "a.=1", "a/b.c=1", "ip=10.0.2.15::10.0.2.2", "x.=", "a b"] {
+        for bad in [
+            "=1",
+            ".x=1",
+            "a.=1",
+            "a/b.c=1",
+            "ip=10.0.2.15::10.0.2.2",
+            "x.=",
+            "a b",
+        ] {
             assert!(parse(bad).is_empty(), "{bad}");
         }
     }
