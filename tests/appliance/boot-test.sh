@@ -148,6 +148,10 @@ for want in ("PROBE start boot=pvh", "PROBE cmdline vireo selftest", "PROBE cpus
 assert r["exit_status"] == 0 and r["ok"] is True, json.dumps(r)
 ' || fail "the VMM selftest failed: $selftest"
 log "vireo-vmm booted the probe inside the node (2 vCPUs, 64M): ${selftest_s}s through the API"
+if [[ -x $cli ]]; then
+  "$cli" node selftest --host "127.0.0.1:$port" | tee "$work/selftest.txt" || fail "vireo node selftest failed"
+  grep -qE '^selftest: ok \(exit status 0, ' "$work/selftest.txt" || fail "vireo node selftest: no ok line"
+fi
 power_down
 dumpe2fs -h "$disk" 2>/dev/null | grep -qE '^Filesystem state: +clean$' || fail "the state disk was not left clean"
 log "state disk clean after shutdown"

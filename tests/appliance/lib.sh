@@ -7,6 +7,9 @@
 # current console log), qemu_pid, t0 (QEMU start), node/t_node (wait_node),
 # t_off_s (power_down).
 # shellcheck shell=bash
+# port and boot_timeout come from the sourcing script, which reads what the
+# helpers set (t_node, node, t_off_s, ...).
+# shellcheck disable=SC2154,SC2034
 
 test_name=appliance-test
 qemu_pid=
