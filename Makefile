@@ -1,5 +1,6 @@
-# Vireo — top-level build. `make run` boots the embedded default guest (the
-# probe); `make test` runs every test tier. Outputs go to target/ and build/.
+# Vireo — top-level build. `make run` builds the x86_64 node image and boots
+# it in QEMU; `make run-vm` boots the embedded default guest (the probe) under
+# vireo-vmm; `make test` runs every test tier. Outputs go to target/ and build/.
 
 CARGO      ?= cargo
 BUILD      ?= target/build
@@ -18,7 +19,7 @@ export VIREO_VMM           := $(CURDIR)/$(VMM)
 export VIREO_PROBE         := $(CURDIR)/$(PROBE_ELF)
 export VIREO_PROBE_LINUX64 := $(CURDIR)/$(PROBE_L64)
 
-.PHONY: all vmm vmm-musl vmm-aarch64 probe run run-probe run-linux test test-unit test-membership \
+.PHONY: all vmm vmm-musl vmm-aarch64 probe run run-vm run-probe run-linux test test-unit test-membership \
         test-probe test-probe-qemu test-rig lint bench clean
 
 all: vmm probe
@@ -41,11 +42,17 @@ probe:
 	$(CARGO) build --release --manifest-path $(PROBE_DIR)/Cargo.toml --target x86_64-unknown-none
 	cp $(PROBE_OUT) $(PROBE_ELF)
 
-run: run-$(GUEST)
+# The node: the x86_64 image booted in QEMU, its console here, the agent's
+# URL printed (image/run-image.sh).
+run: image
+	image/run-image.sh $(IMAGE_DIR)/vireo-x86_64.iso
+
+# A guest under vireo-vmm: the probe, or GUEST=linux.
+run-vm: run-$(GUEST)
 
 # The embedded default: boot the probe guest and print its report.
 run-probe: vmm probe
-	$(VMM) --kernel $(PROBE_ELF) --cpus $(CPUS) --memory $(MEMORY) --cmdline "hello from make run"
+	$(VMM) --kernel $(PROBE_ELF) --cpus $(CPUS) --memory $(MEMORY) --cmdline "hello from make run-vm"
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -61,15 +68,18 @@ test-membership:
 	$(CARGO) test -p vireo-membership
 
 # Boots the probe through /dev/kvm: vCPU/memory matrix and bad input.
+# The agent's API tests too: POST /selftest/vmm boots the probe through it.
 test-probe: vmm probe
 	$(CARGO) test -p vireo-tests
+	$(CARGO) test -p vireo-agent --test api
 
 # The probe under QEMU microvm too (the benchmark compares VMMs on it).
 test-probe-qemu: probe
 	bash $(PROBE_DIR)/qemu/run-tests.sh
 
 test: lint test-unit test-membership test-probe test-probe-qemu vmm-aarch64 test-rig \
-      appliance-boot-test appliance-boot-test-aarch64 image-test-aarch64 kernel-config-check
+      appliance-boot-test appliance-boot-test-aarch64 image-test image-test-aarch64 \
+      kernel-config-check
 
 clean:
 	$(CARGO) clean

@@ -107,11 +107,16 @@ mkdir -p "$out"
 # from the boot medium (the ISO, USB and PXE images carry no module tree).
 modules_common="normal configfile linux echo test search search_fs_file part_msdos part_gpt
   fat iso9660 serial terminal sleep ls cat halt reboot"
+# Sets the array `mods` to the modules for GRUB platform $1.
 modules_for() {
+  local extra
   case $1 in
-    i386-pc) echo "$modules_common biosdisk" ;;
-    *-efi) echo "$modules_common efi_gop" ;;
+    i386-pc) extra=biosdisk ;;
+    *-efi) extra=efi_gop ;;
   esac
+  # Word splitting wanted: the lists are space- and newline-separated names.
+  # shellcheck disable=SC2206
+  mods=($modules_common $extra)
 }
 
 # The menu. $1: the directory holding vmlinuz and initrd.img on the medium.
@@ -145,7 +150,9 @@ le32() { printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(($1 & 255)) $(($1 >> 8 & 255)) 
 # sectors. 16 bytes at 446 and the signature: no partitioning tool needed
 # (sfdisk would be one more package for this).
 write_mbr_partition() {
-  # status 0x80 (bootable), CHS "beyond 8 GiB" (LBA only), type 0x0c.
+  # status 0x80 (bootable), CHS "beyond 8 GiB" (LBA only), type 0x0c. The
+  # format is built from escapes on purpose.
+  # shellcheck disable=SC2059
   printf "\\x80\\xfe\\xff\\xff\\x0c\\xfe\\xff\\xff$(le32 "$2")$(le32 "$3")" |
     dd of="$1" bs=1 seek=446 conv=notrunc status=none
   printf '\x55\xaa' | dd of="$1" bs=1 seek=510 conv=notrunc status=none
@@ -168,18 +175,20 @@ EOF
 # --- 2. GRUB core images ---
 progress "GRUB core images ($platforms)"
 efi_img=$work/$efi_binary
+modules_for "$efi_platform"
 grub-mkimage -O "$efi_platform" -d "$grub_lib/$efi_platform" -p /boot/grub -c "$work/embed.cfg" \
-  -o "$efi_img" $(modules_for "$efi_platform")
+  -o "$efi_img" "${mods[@]}"
 if [[ -n $bios_platform ]]; then
   # El Torito (CD) and disk (USB: MBR boot code + core.img after the MBR).
+  modules_for "$bios_platform"
   grub-mkimage -O i386-pc-eltorito -d "$grub_lib/$bios_platform" -p /boot/grub -c "$work/embed.cfg" \
-    -o "$tree/boot/grub/eltorito.img" $(modules_for "$bios_platform")
+    -o "$tree/boot/grub/eltorito.img" "${mods[@]}"
   grub-mkimage -O i386-pc -d "$grub_lib/$bios_platform" -p /boot/grub -c "$work/embed.cfg" \
-    -o "$work/core.img" $(modules_for "$bios_platform")
+    -o "$work/core.img" "${mods[@]}"
 fi
 # The FAT image UEFI firmware boots from the CD (El Torito EFI entry).
 efi_fat=$tree/boot/grub/efi.img
-mkfs.vfat -C "$efi_fat" $(( ($(stat -c %s "$efi_img") / 1024 + 256) )) -n VIREO-EFI >/dev/null
+mkfs.vfat -C "$efi_fat" $(($(stat -c %s "$efi_img") / 1024 + 256)) -n VIREO-EFI >/dev/null
 mmd -i "$efi_fat" ::/EFI ::/EFI/BOOT
 mcopy -i "$efi_fat" "$efi_img" "::/EFI/BOOT/$efi_binary"
 echo "  $efi_binary $(du -k "$efi_img" | cut -f1) KiB${bios_platform:+, BIOS core.img $(du -k "$work/core.img" | cut -f1) KiB}"
@@ -196,7 +205,7 @@ if [[ -n $bios_platform ]]; then
 fi
 # -efi-boot-part --efi-boot-image: the EFI image is also a GPT partition, so
 # UEFI boots the stick, not only the CD.
-xorriso -as mkisofs -quiet -r -J -V "VIREO_$(tr a-z A-Z <<<"$arch")" \
+xorriso -as mkisofs -quiet -r -J -V "VIREO_${arch^^}" \
   "${bios_iso_args[@]}" \
   -eltorito-alt-boot -e boot/grub/efi.img -no-emul-boot \
   -efi-boot-part --efi-boot-image --protective-msdos-label \
@@ -206,7 +215,7 @@ mv "$iso.tmp" "$iso"
 # --- 4. raw USB disk image ---
 progress "USB disk image"
 usb=$out/vireo-$arch-usb.img
-part_mib=$(( ($(du -sm "$tree" | cut -f1) + 16) ))
+part_mib=$(($(du -sm "$tree" | cut -f1) + 16))
 part=$work/part.img
 # FAT16 up to 2 GiB: every firmware reads it. The volume id is random, as
 # mkfs.vfat would choose it.

@@ -17,7 +17,11 @@
 #   BIN_DIR        directory with prebuilt vireo-init, vireo-agent, vireo,
 #                  vireo-vmm (default: build them with cargo)
 #   EXTRA_MODULES  more module names to ship
+#   PROBE_ELF      the probe guest (docs/probe.md), shipped as
+#                  /usr/lib/vireo/probe.elf for the agent's POST /selftest/vmm
 #   COMPRESS       zstd (default when installed) or gzip
+# The modules_ARCH lists are read through ${!wanted_var}.
+# shellcheck disable=SC2034
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -85,6 +89,10 @@ ln -s ../init "$stage/sbin/modprobe"
 install -m 755 "$bindir/vireo-agent" "$bindir/vireo" "$bindir/vireo-vmm" "$stage/usr/bin/"
 install -m 755 "$busybox" "$stage/bin/busybox"
 ln -s busybox "$stage/bin/sh"
+if [[ -n ${PROBE_ELF:-} ]]; then
+  [[ -s $PROBE_ELF ]] || die "PROBE_ELF=$PROBE_ELF: no such file (make probe)"
+  install -D -m 644 "$PROBE_ELF" "$stage/usr/lib/vireo/probe.elf"
+fi
 # The kernel opens /dev/console for init's stdio before /init can mount
 # devtmpfs, so the node must be in the archive (mknod needs root).
 mknod -m 600 "$stage/dev/console" c 5 1

@@ -16,6 +16,12 @@ APPLIANCE_ARM64_ROOT ?= $(BUILD)/debian-arm64
 
 .PHONY: initramfs appliance-boot-test appliance-boot-test-aarch64 appliance-arm64-debs
 
+# The probe guest goes in for the agent's VMM selftest (x86_64 only: the
+# probe is an x86_64 program).
+ifeq ($(APPLIANCE_ARCH),x86_64)
+initramfs: probe
+initramfs: export PROBE_ELF := $(CURDIR)/$(BUILD)/probe/vireo-probe.elf
+endif
 ifeq ($(APPLIANCE_ARCH),aarch64)
 initramfs: appliance-arm64-debs
 	MODULES_ROOT=$(APPLIANCE_ARM64_ROOT) KVER=$$(cat $(APPLIANCE_ARM64_ROOT)/kver) \

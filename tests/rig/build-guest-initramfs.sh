@@ -56,7 +56,7 @@ mem_kb=$($bb awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
 
 echo "VIREO-GUEST-INIT cpus=$cpus mem_kb=$mem_kb kernel=$($bb uname -r)" >/dev/console
 
-# `vireo.shell` on the command line (make run GUEST=linux): an interactive
+# `vireo.shell` on the command line (make run-vm GUEST=linux): an interactive
 # shell instead of the reset; leaving it resets the guest.
 if $bb grep -qw vireo.shell /proc/cmdline; then
   $bb --install -s /bin

@@ -5,4 +5,6 @@ pub mod node;
 pub mod types;
 
 #[cfg(feature = "server")]
+pub mod selftest;
+#[cfg(feature = "server")]
 pub mod server;

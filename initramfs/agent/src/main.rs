@@ -1,9 +1,12 @@
 //! vireo-agent: the node agent, started and kept alive by vireo-init.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
+use vireo_agent::selftest::SelftestConfig;
+use vireo_agent::server::AppState;
 
 #[derive(Parser)]
 #[command(name = "vireo-agent", version, about = "Vireo node agent (REST API)")]
@@ -11,6 +14,12 @@ struct Args {
     /// Address and port of the REST API.
     #[arg(long, default_value = "0.0.0.0:8006")]
     listen: SocketAddr,
+    /// The VMM that POST /selftest/vmm runs.
+    #[arg(long, default_value = "/usr/bin/vireo-vmm")]
+    vmm: PathBuf,
+    /// The probe guest that POST /selftest/vmm boots.
+    #[arg(long, default_value = "/usr/lib/vireo/probe.elf")]
+    probe: PathBuf,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -25,7 +34,12 @@ async fn main() {
     };
     let addr = listener.local_addr().map_or(args.listen, |a| a);
     eprintln!("vireo-agent: listening on http://{addr}");
-    if let Err(e) = vireo_agent::server::serve(listener, stop_signal()).await {
+    let state = AppState::new(SelftestConfig {
+        vmm: args.vmm,
+        probe: args.probe,
+        ..SelftestConfig::default()
+    });
+    if let Err(e) = vireo_agent::server::serve(listener, state, stop_signal()).await {
         eprintln!("vireo-agent: {e}");
         std::process::exit(2);
     }

@@ -1,31 +1,52 @@
 //! The HTTP server: routes, JSON errors, graceful stop.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
 use crate::node;
+use crate::selftest::{self, SelftestConfig};
 use crate::types::{ErrorBody, Health, NodeInfo};
 
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub selftest: Arc<SelftestConfig>,
+    pub selftest_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl AppState {
+    pub fn new(selftest: SelftestConfig) -> Self {
+        AppState {
+            selftest: Arc::new(selftest),
+            selftest_lock: Arc::default(),
+        }
+    }
+}
+
 /// Every route, with JSON answers for unknown paths and wrong methods.
-pub fn router() -> Router {
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/node", get(node_info))
+        .route("/selftest/vmm", post(selftest::vmm))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
 }
 
 /// Serves until `stop` resolves, then finishes requests in flight.
 pub async fn serve(
     listener: TcpListener,
+    state: AppState,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router())
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(stop)
         .await
 }

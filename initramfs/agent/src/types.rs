@@ -74,3 +74,21 @@ pub struct ErrorBody {
     pub error: String,
     pub status: u16,
 }
+
+/// POST /selftest/vmm: vireo-vmm booted the probe guest on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmmSelftest {
+    /// The VMM exited 0 and the probe printed `PROBE done ok`.
+    pub ok: bool,
+    /// The VMM's command line.
+    pub command: Vec<String>,
+    /// Its exit status; None when a signal or the time limit ended it.
+    pub exit_status: Option<i32>,
+    /// The guest's serial console (the VMM's stdout): the probe's report.
+    pub serial: String,
+    /// The VMM's own messages.
+    pub stderr: String,
+    pub duration_ms: u64,
+    /// The time limit ended the run.
+    pub timed_out: bool,
+}

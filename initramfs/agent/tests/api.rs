@@ -3,10 +3,15 @@
 
 use std::net::SocketAddr;
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-use vireo_agent::types::{ErrorBody, Health, KvmKind, NodeInfo};
+
+use vireo_agent::selftest::SelftestConfig;
+use vireo_agent::server::AppState;
+use vireo_agent::types::{ErrorBody, Health, KvmKind, NodeInfo, VmmSelftest};
 
 struct Server {
     addr: SocketAddr,
@@ -15,10 +20,15 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with(SelftestConfig::default()).await
+}
+
+async fn start_with(selftest: SelftestConfig) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(vireo_agent::server::serve(listener, async {
+    let state = AppState::new(selftest);
+    let task = tokio::spawn(vireo_agent::server::serve(listener, state, async {
         let _ = rx.await;
     }));
     Server {
@@ -108,4 +118,148 @@ async fn errors_are_json() {
     assert_eq!(status, 400);
     assert_eq!(get(srv.addr, "/health").await.0, 200);
     srv.shutdown().await;
+}
+
+fn post_selftest() -> &'static str {
+    "POST /selftest/vmm HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+}
+
+/// A stand-in VMM: a shell script that prints its arguments, then runs `body`.
+fn fake_vmm(dir: &Path, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("fake-vmm");
+    std::fs::write(&path, format!("#!/bin/sh\necho \"ARGS $*\"\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vireo-agent-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("probe.elf"), b"\x7fELF").unwrap();
+    dir
+}
+
+async fn selftest(cfg: SelftestConfig) -> (u16, String) {
+    let srv = start_with(cfg).await;
+    let out = request(srv.addr, post_selftest()).await;
+    srv.shutdown().await;
+    out
+}
+
+#[tokio::test]
+async fn selftest_reports_the_vmm_run() {
+    let dir = scratch("ok");
+    let cfg = SelftestConfig {
+        vmm: fake_vmm(
+            &dir,
+            "echo 'PROBE cpus online=2'\necho 'PROBE done ok'\necho oops >&2",
+        ),
+        probe: dir.join("probe.elf"),
+        timeout: Duration::from_secs(30),
+    };
+    let (status, body) = selftest(cfg).await;
+    assert_eq!(status, 200, "{body}");
+    let r: VmmSelftest = serde_json::from_str(&body).unwrap();
+    assert!(r.ok && !r.timed_out, "{r:?}");
+    assert_eq!(r.exit_status, Some(0));
+    let probe = dir.join("probe.elf").display().to_string();
+    let args = format!("ARGS --kernel {probe} --cpus 2 --memory 64M --serial stdio");
+    assert!(r.serial.starts_with(&args), "{}", r.serial);
+    assert!(r.serial.contains("PROBE done ok\n"));
+    assert_eq!(r.stderr, "oops\n");
+    assert_eq!(r.command[1..5], ["--kernel", &probe, "--cpus", "2"]);
+
+    // Exit 0 without the probe's last line, and a failing VMM: not ok.
+    for (body, exit) in [("echo 'PROBE start'", Some(0)), ("exit 3", Some(3))] {
+        let cfg = SelftestConfig {
+            vmm: fake_vmm(&dir, body),
+            probe: dir.join("probe.elf"),
+            timeout: Duration::from_secs(30),
+        };
+        let (status, body) = selftest(cfg).await;
+        assert_eq!(status, 200, "{body}");
+        let r: VmmSelftest = serde_json::from_str(&body).unwrap();
+        assert!(!r.ok, "{r:?}");
+        assert_eq!(r.exit_status, exit);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn selftest_time_limit_and_missing_files() {
+    let dir = scratch("limits");
+    let cfg = SelftestConfig {
+        vmm: fake_vmm(&dir, "exec sleep 30"),
+        probe: dir.join("probe.elf"),
+        timeout: Duration::from_millis(300),
+    };
+    let (status, body) = selftest(cfg).await;
+    assert_eq!(status, 200, "{body}");
+    let r: VmmSelftest = serde_json::from_str(&body).unwrap();
+    assert!(r.timed_out && !r.ok && r.exit_status.is_none(), "{r:?}");
+    assert!(r.duration_ms < 5000, "{r:?}");
+
+    let cfg = SelftestConfig {
+        vmm: dir.join("fake-vmm"),
+        probe: dir.join("no-such-probe.elf"),
+        timeout: Duration::from_secs(5),
+    };
+    let (status, body) = selftest(cfg).await;
+    assert_eq!(status, 503);
+    let e: ErrorBody = serde_json::from_str(&body).unwrap();
+    assert!(e.error.contains("no-such-probe.elf"), "{}", e.error);
+
+    let cfg = SelftestConfig {
+        vmm: dir.join("no-such-vmm"),
+        probe: dir.join("probe.elf"),
+        timeout: Duration::from_secs(5),
+    };
+    let (status, body) = selftest(cfg).await;
+    assert_eq!(status, 500);
+    assert!(body.contains("no-such-vmm"), "{body}");
+    std::fs::remove_dir_all(dir).unwrap();
+
+    // GET on the POST-only route.
+    let srv = start().await;
+    assert_eq!(get(srv.addr, "/selftest/vmm").await.0, 405);
+    srv.shutdown().await;
+}
+
+/// The real thing where the Makefile says where it is (VIREO_VMM,
+/// VIREO_PROBE) and this host has /dev/kvm: the probe through the agent.
+#[tokio::test]
+async fn selftest_boots_the_real_probe() {
+    let (Some(vmm), Some(probe)) = (
+        std::env::var_os("VIREO_VMM"),
+        std::env::var_os("VIREO_PROBE"),
+    ) else {
+        eprintln!("skipped: VIREO_VMM/VIREO_PROBE not set (make test sets them)");
+        return;
+    };
+    if !Path::new("/dev/kvm").exists() || !Path::new(&vmm).exists() || !Path::new(&probe).exists() {
+        eprintln!("skipped: no /dev/kvm, {vmm:?} or {probe:?}");
+        return;
+    }
+    let cfg = SelftestConfig {
+        vmm: vmm.into(),
+        probe: probe.into(),
+        timeout: Duration::from_secs(60),
+    };
+    let (status, body) = selftest(cfg).await;
+    assert_eq!(status, 200, "{body}");
+    let r: VmmSelftest = serde_json::from_str(&body).unwrap();
+    assert!(r.ok, "{r:?}");
+    assert!(
+        r.serial.lines().any(|l| l == "PROBE cpus online=2"),
+        "{}",
+        r.serial
+    );
+    assert!(
+        r.serial
+            .lines()
+            .any(|l| l == "PROBE cmdline vireo selftest"),
+        "{}",
+        r.serial
+    );
 }

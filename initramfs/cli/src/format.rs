@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use vireo_agent::types::NodeInfo;
+use vireo_agent::types::{NodeInfo, VmmSelftest};
 
 pub fn node_info(i: &NodeInfo) -> String {
     let kvm = match i.kvm.available {
@@ -26,6 +26,25 @@ pub fn node_info(i: &NodeInfo) -> String {
     for (k, v) in rows {
         let _ = writeln!(out, "{:<8}{v}", format!("{k}:"));
     }
+    out
+}
+
+/// The probe's serial report, the VMM's messages, then one verdict line.
+pub fn selftest(r: &VmmSelftest) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "$ {}", r.command.join(" "));
+    out.push_str(&r.serial);
+    for line in r.stderr.lines() {
+        let _ = writeln!(out, "vmm: {line}");
+    }
+    let how = match (r.timed_out, r.exit_status) {
+        (true, _) => "stopped at the time limit".to_string(),
+        (false, Some(code)) => format!("exit status {code}"),
+        (false, None) => "killed by a signal".to_string(),
+    };
+    let verdict = if r.ok { "ok" } else { "FAILED" };
+    let secs = r.duration_ms as f64 / 1000.0;
+    let _ = writeln!(out, "selftest: {verdict} ({how}, {secs:.2} s)");
     out
 }
 
@@ -95,5 +114,27 @@ mod tests {
         assert!(out.contains("memory: 1.0 GiB\n"));
         assert!(out.contains("uptime: 1m 1s\n"));
         assert!(out.contains("kvm:    kvm_amd (/dev/kvm available)\n"));
+    }
+
+    #[test]
+    fn selftest_report() {
+        let mut r = VmmSelftest {
+            ok: true,
+            command: vec!["vireo-vmm".into(), "--cpus".into(), "2".into()],
+            exit_status: Some(0),
+            serial: "PROBE start boot=pvh\nPROBE done ok\n".into(),
+            stderr: "note\n".into(),
+            duration_ms: 1450,
+            timed_out: false,
+        };
+        assert_eq!(
+            selftest(&r),
+            "$ vireo-vmm --cpus 2\nPROBE start boot=pvh\nPROBE done ok\nvmm: note\n\
+             selftest: ok (exit status 0, 1.45 s)\n"
+        );
+        r.ok = false;
+        r.timed_out = true;
+        r.exit_status = None;
+        assert!(selftest(&r).ends_with("selftest: FAILED (stopped at the time limit, 1.45 s)\n"));
     }
 }

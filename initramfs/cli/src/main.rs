@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use vireo_agent::types::{ErrorBody, NodeInfo};
+use vireo_agent::types::{ErrorBody, NodeInfo, VmmSelftest};
 
 const DEFAULT_PORT: u16 = 8006;
 
@@ -37,6 +37,16 @@ enum NodeCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Boot the probe guest under vireo-vmm on the node and print its
+    /// report; fails unless the probe finished ok.
+    Selftest {
+        /// The node's agent: HOST or HOST:PORT (port 8006 by default).
+        #[arg(long, env = "VIREO_HOST", default_value = "127.0.0.1")]
+        host: String,
+        /// Print the agent's JSON instead of the report.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +55,9 @@ fn main() -> ExitCode {
         Command::Node {
             command: NodeCommand::Info { host, json },
         } => node_info(&host, json),
+        Command::Node {
+            command: NodeCommand::Selftest { host, json },
+        } => node_selftest(&host, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -56,7 +69,7 @@ fn main() -> ExitCode {
 }
 
 fn node_info(host: &str, json: bool) -> Result<(), String> {
-    let body = get(&base_url(host), "/node")?;
+    let body = call(&base_url(host), "GET", "/node", Duration::from_secs(10))?;
     let info: NodeInfo = serde_json::from_str(&body)
         .map_err(|e| format!("unexpected answer from the agent: {e}"))?;
     let text = match json {
@@ -64,6 +77,27 @@ fn node_info(host: &str, json: bool) -> Result<(), String> {
         false => format::node_info(&info),
     };
     print_out(&text)
+}
+
+fn node_selftest(host: &str, json: bool) -> Result<(), String> {
+    // The agent's own limit is 120 s; an emulated node needs a few.
+    let body = call(
+        &base_url(host),
+        "POST",
+        "/selftest/vmm",
+        Duration::from_secs(150),
+    )?;
+    let r: VmmSelftest = serde_json::from_str(&body)
+        .map_err(|e| format!("unexpected answer from the agent: {e}"))?;
+    let text = match json {
+        true => serde_json::to_string_pretty(&r).map_err(|e| e.to_string())? + "\n",
+        false => format::selftest(&r),
+    };
+    print_out(&text)?;
+    match r.ok {
+        true => Ok(()),
+        false => Err("the VMM selftest failed".into()),
+    }
 }
 
 /// Writes to stdout; a closed pipe (`vireo ... | head`) is not an error.
@@ -75,18 +109,19 @@ fn print_out(text: &str) -> Result<(), String> {
     }
 }
 
-/// GET base+path; the body on 200, else the agent's error message.
-fn get(base: &str, path: &str) -> Result<String, String> {
+/// METHOD base+path; the body on 2xx, else the agent's error message.
+fn call(base: &str, method: &str, path: &str, timeout: Duration) -> Result<String, String> {
     let config = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(10)))
+        .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .build();
     let agent = ureq::Agent::new_with_config(config);
     let url = format!("{base}{path}");
-    let mut resp = agent
-        .get(&url)
-        .call()
-        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+    let sent = match method {
+        "POST" => agent.post(&url).send_empty(),
+        _ => agent.get(&url).call(),
+    };
+    let mut resp = sent.map_err(|e| format!("cannot reach {url}: {e}"))?;
     let status = resp.status();
     let body = resp
         .body_mut()
@@ -134,7 +169,13 @@ mod tests {
     #[test]
     fn unreachable_is_an_error() {
         // Port 1 on loopback: nothing listens there.
-        let e = get("http://127.0.0.1:1", "/node").unwrap_err();
+        let e = call(
+            "http://127.0.0.1:1",
+            "GET",
+            "/node",
+            Duration::from_secs(10),
+        )
+        .unwrap_err();
         assert!(e.contains("cannot reach"), "{e}");
     }
 }

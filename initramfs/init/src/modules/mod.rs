@@ -6,6 +6,7 @@
 
 pub mod alias;
 pub mod dep;
+mod options;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
@@ -41,6 +42,8 @@ pub struct Loader {
     deps: DepTable,
     builtin: HashSet<String>,
     softdeps: HashMap<String, Vec<String>>,
+    /// Module parameters from the kernel command line, by module name.
+    options: HashMap<String, String>,
     quiet: bool,
     loaded: Mutex<HashSet<String>>,
 }
@@ -59,7 +62,9 @@ impl Loader {
             softdep: read("modules.softdep"),
             builtin: read("modules.builtin"),
         };
-        Loader::from_tables(dir, &tables, quiet)
+        let mut loader = Loader::from_tables(dir, &tables, quiet);
+        loader.options = options::parse(&fs::read_to_string("/proc/cmdline").unwrap_or_default());
+        loader
     }
 
     fn from_tables(dir: PathBuf, t: &Tables, quiet: bool) -> Loader {
@@ -67,6 +72,7 @@ impl Loader {
             aliases: AliasTable::parse(&t.alias),
             deps: DepTable::parse(&t.dep),
             softdeps: dep::parse_softdeps(&t.softdep),
+            options: HashMap::new(),
             builtin: t.builtin.lines().map(dep::module_name).collect(),
             quiet,
             loaded: Mutex::new(HashSet::new()),
@@ -125,7 +131,11 @@ impl Loader {
                 continue;
             }
             self.load_softdeps(&module, depth);
-            insert(&self.dir.join(path)).map_err(|e| format!("{module}: {e}"))?;
+            let params = self.options.get(&module).map_or("", String::as_str);
+            insert(&self.dir.join(path), params).map_err(|e| format!("{module}: {e}"))?;
+            if !params.is_empty() && !self.quiet {
+                log!("modules: {module} loaded with {params}");
+            }
             self.loaded.lock().unwrap().insert(module);
         }
         Ok(())
@@ -244,8 +254,9 @@ fn read_modaliases(root: &Path) -> Vec<String> {
 /// it (Linux ≥ 6.x with CONFIG_MODULE_DECOMPRESS, as Debian 13 ships .ko.xz).
 const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
 
-/// finit_module(2) on one file; EEXIST (already there) counts as success.
-fn insert(path: &Path) -> Result<(), String> {
+/// finit_module(2) on one file with its parameters; EEXIST (already there)
+/// counts as success.
+fn insert(path: &Path, params: &str) -> Result<(), String> {
     let file = fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let name = path.to_string_lossy();
     let flags = if name.ends_with(".ko") {
@@ -253,8 +264,9 @@ fn insert(path: &Path) -> Result<(), String> {
     } else {
         MODULE_INIT_COMPRESSED_FILE
     };
-    let params = CString::default();
-    // SAFETY: plain syscall with a valid fd and a NUL-terminated empty string.
+    // The command line holds no NUL, so this only fails on a forged table.
+    let params = CString::new(params).map_err(|_| format!("NUL in the parameters of {name}"))?;
+    // SAFETY: plain syscall with a valid fd and a NUL-terminated string.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_finit_module,

@@ -1,5 +1,5 @@
 # linux-shell: the minimal guest with an interactive shell on the console
-# (`make run GUEST=linux` on a host whose own /dev/kvm cannot run Linux).
+# (`make run-vm GUEST=linux` on a host whose own /dev/kvm cannot run Linux).
 # The console is the rig's, so what you type reaches the guest's shell.
 . /rig/lib.sh
 echo "RIG vmm: $VMM (interactive; type exit to leave the guest)"
