@@ -8,11 +8,15 @@
 #             DHCP bootfile boot.ipxe, which fetches vmlinuz and initrd.img
 #   usb-bios  the raw USB image as a USB stick (xHCI) under SeaBIOS
 #   usb-uefi  the same under UEFI (EFI/BOOT on its FAT partition)
+#   pxe-uefi  UEFI's own PXE over QEMU's TFTP: DHCP bootfile
+#             grub/PLATFORM/core.efi (GRUB netboot), which reads grub/grub.cfg
+#             and loads vmlinuz and initrd.img over TFTP
 # In each the agent's GET /node must answer through the host port forward
 # with the images' arch and KVM available: kvm_amd (x86_64: TCG -cpu max
 # emulates AMD-V) or kvm_arm64 (aarch64: virt's virtualization=on), then the
 # ACPI power button must power the node off with QEMU exiting 0. aarch64
-# images are UEFI only: there the default modes are iso-uefi and usb-uefi.
+# images are UEFI only: there the default modes are iso-uefi, usb-uefi and
+# pxe-uefi.
 # Prints QEMU start -> first answer for each mode and the image sizes.
 #
 #   tests/appliance/image-test.sh [IMAGE_DIR] [MODE...]
@@ -30,7 +34,7 @@ shift || true
 arch=${ARCH:-$(basename "$dir")}
 case $arch in
   x86_64) modes=${*:-iso-bios iso-uefi pxe usb-bios} ;;
-  aarch64) modes=${*:-iso-uefi usb-uefi} ;;
+  aarch64) modes=${*:-iso-uefi usb-uefi pxe-uefi} ;;
   *) echo "image-test: unknown arch '$arch' (IMAGE_DIR .../x86_64 or .../aarch64, or set ARCH)" >&2; exit 2 ;;
 esac
 boot_timeout=${BOOT_TIMEOUT:-240}
@@ -56,6 +60,9 @@ medium() {
     pxe)
       echo -netdev "user,id=n0,tftp=$pxe,bootfile=boot.ipxe,hostfwd=tcp:127.0.0.1:$port-:8006" \
         -device e1000e,netdev=n0,bootindex=0 ;;
+    pxe-uefi)
+      echo "$(uefi_args)" -netdev "user,id=n0,tftp=$pxe,bootfile=grub/$grub_efi/core.efi,hostfwd=tcp:127.0.0.1:$port-:8006" \
+        -device "$pxe_nic,netdev=n0,bootindex=0" ;;
     usb-bios | usb-uefi)
       # The image is written by nothing, but the copy keeps the build pristine.
       cp "$usb" "$work/stick.img"
@@ -64,7 +71,7 @@ medium() {
       [[ $1 == usb-uefi ]] && firmware=$(uefi_args)
       echo $firmware -device qemu-xhci -drive "if=none,id=stick,format=raw,file=$work/stick.img" \
         -device usb-storage,drive=stick,bootindex=0 -nic "$(user_nic)" ;;
-    *) fail "unknown mode $1 (iso-bios iso-uefi pxe usb-bios usb-uefi)" ;;
+    *) fail "unknown mode $1 (iso-bios iso-uefi pxe pxe-uefi usb-bios usb-uefi)" ;;
   esac
 }
 
