@@ -21,7 +21,9 @@
 #   6. a third boot with a truncated module (ahci.ko on x86_64,
 #      virtio_mmio.ko on aarch64) and a modules.dep entry whose
 #      file is missing: both logged, the node boots and answers; the static
-#      address from the kernel's ip= option.
+#      address from the kernel's ip= option;
+#   7. aarch64 only: a fourth boot on virt without virtualization=on (EL1):
+#      /node reports KVM available false, kind none.
 # Prints the timings; exits non-zero on the first failure.
 #
 #   tests/appliance/boot-test.sh [INITRAMFS]
@@ -218,11 +220,29 @@ log "missing module: $(grep -a -m1 -oE 'modules: cannot load tun: .*' "$con")"
 boot3_node=$(elapsed "$t0" "$t_node")
 power_down
 
+# --- 7. aarch64 only: no EL2, so no KVM ---
+# Without virtualization=on the kernel starts at EL1: KVM cannot come up,
+# and /node must say so rather than report a kind it does not have.
+if [[ $arch == aarch64 ]]; then
+  qemu_el2=("${qemu[@]}")
+  # shellcheck disable=SC2054 # QEMU options carry commas.
+  qemu=(qemu-system-aarch64 -machine virt,accel=tcg -cpu max)
+  boot 4 "vireo.hostname=node4"
+  qemu=("${qemu_el2[@]}")
+  wait_node
+  node_has '"name":"node4"' '"kvm":{"available":false,"kind":"none"}'
+  boot4_node=$(elapsed "$t0" "$t_node")
+  power_down
+fi
+
 echo
 echo "== timings =="
 echo "boot 1 (DHCP): QEMU start -> first GET /node answer: $boot1_node s (host clock); guest clock: $boot1_times"
 echo "boot 2 (static, state disk): QEMU start -> first GET /node answer: $boot2_node s (host clock)"
 echo "boot 3 (ip=, a corrupt and a missing module): QEMU start -> first GET /node answer: $boot3_node s (host clock)"
+if [[ $arch == aarch64 ]]; then
+  echo "boot 4 (EL1, no KVM): QEMU start -> first GET /node answer: $boot4_node s (host clock)"
+fi
 if [[ $arch == x86_64 ]]; then
   echo "POST /selftest/vmm (vireo-vmm boots the probe, nested KVM under TCG): $selftest_s s"
 else
