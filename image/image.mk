@@ -4,14 +4,19 @@
 #   make image                        $(IMAGE_DIR)/vireo-x86_64.iso, -usb.img, pxe/
 #   make image APPLIANCE_ARCH=aarch64 (the initramfs and KERNEL for that arch)
 #   make image-test                   boot them under QEMU TCG (SeaBIOS, OVMF, PXE, USB)
+#   make image-deps                   the Debian packages they need (image/deps.sh)
 
 BUILD ?= target/build
 APPLIANCE_ARCH ?= x86_64
 IMAGE_DIR ?= $(BUILD)/image/$(APPLIANCE_ARCH)
 
-.PHONY: image image-test
+.PHONY: image image-deps image-test
 
-image: initramfs
+# Debian packages (and the musl target) for the images; no-op when present.
+image-deps:
+	image/deps.sh
+
+image: image-deps initramfs
 	INITRD=$(APPLIANCE_OUT) image/build-image.sh $(APPLIANCE_ARCH) $(IMAGE_DIR)
 
 image-test: image

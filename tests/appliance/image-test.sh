@@ -18,7 +18,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-dir=${1:-$repo/target/build/image/x86_64}
+dir=$(realpath "${1:-$repo/target/build/image/x86_64}")
 shift || true
 modes=${*:-iso-bios iso-uefi pxe usb-bios}
 port=${HOST_PORT:-18016}
