@@ -4,14 +4,14 @@
 #   make image                        $(IMAGE_DIR)/vireo-x86_64.iso, -usb.img, pxe/
 #   make image APPLIANCE_ARCH=aarch64 (the initramfs and KERNEL for that arch)
 #   make image-test                   boot them under QEMU TCG (SeaBIOS, OVMF, PXE, USB)
-#   make image-test-grub-netboot      GRUB netboot (BIOS and UEFI PXE), not in make test
+#   make image-test-more              USB under UEFI, the ISO as a stick, GRUB netboot
 #   make image-deps                   the Debian packages they need (image/deps.sh)
 
 BUILD ?= target/build
 APPLIANCE_ARCH ?= x86_64
 IMAGE_DIR ?= $(BUILD)/image/$(APPLIANCE_ARCH)
 
-.PHONY: image image-deps image-test image-test-grub-netboot
+.PHONY: image image-deps image-test image-test-more
 
 # Debian packages (and the musl target) for the images; no-op when present.
 image-deps:
@@ -23,7 +23,9 @@ image: image-deps initramfs
 image-test: image
 	tests/appliance/image-test.sh $(IMAGE_DIR)
 
-# GRUB's own netboot images (BIOS and UEFI PXE): about 2 minutes, so not in
-# `make test`; the iPXE path there uses the same kernel and initrd.
-image-test-grub-netboot: image
-	tests/appliance/image-test.sh $(IMAGE_DIR) pxe-grub-bios pxe-grub-uefi
+# The remaining ways in, about 4 minutes, so not in `make test`: the raw USB
+# image under UEFI, the ISO dd-ed to a stick (BIOS, UEFI), GRUB's own
+# netboot images (BIOS and UEFI PXE; GRUB's TFTP is slow).
+IMAGE_TEST_MORE := usb-uefi iso-usb-bios iso-usb-uefi pxe-grub-bios pxe-grub-uefi
+image-test-more: image
+	tests/appliance/image-test.sh $(IMAGE_DIR) $(IMAGE_TEST_MORE)

@@ -5,7 +5,11 @@
 #   pxe       iPXE (QEMU's e1000e option ROM) over QEMU's built-in TFTP:
 #             DHCP bootfile boot.ipxe, which fetches vmlinuz and initrd.img
 #   usb-bios  the raw USB image as a USB stick (xHCI) under SeaBIOS
-# and, only when named (GRUB's TFTP is slow: 45-75 s each):
+# and, only when named:
+#   usb-uefi       the raw USB image as a stick under OVMF
+#   iso-usb-bios   the ISO `dd`-ed to a stick (isohybrid MBR) under SeaBIOS
+#   iso-usb-uefi   the same under OVMF (the ISO's GPT EFI partition)
+# GRUB's netboot (its TFTP is slow: 45-75 s each):
 #   pxe-grub-bios  GRUB netboot grub/i386-pc/core.0 from the iPXE ROM (PXE API)
 #   pxe-grub-uefi  GRUB netboot grub/x86_64-efi/core.efi from OVMF's PXE
 # In each the agent's GET /node must answer through the host port forward
@@ -48,6 +52,14 @@ ovmf() {
   echo -drive "if=pflash,format=raw,readonly=on,file=$ovmf_code" -drive "if=pflash,format=raw,file=$work/vars.fd"
 }
 
+# Image $1 as a USB stick on xHCI, first in the boot order. A copy: nothing
+# writes the image, but the build stays pristine.
+usb_stick() {
+  cp "$1" "$work/stick.img"
+  echo -device qemu-xhci -drive "if=none,id=stick,format=raw,file=$work/stick.img" \
+    -device usb-storage,drive=stick,bootindex=0
+}
+
 # QEMU's user network serving the PXE bundle by TFTP with DHCP bootfile $1.
 pxe_nic() {
   echo -netdev "user,id=n0,tftp=$pxe,bootfile=$1,hostfwd=tcp:127.0.0.1:$port-:8006" \
@@ -62,12 +74,11 @@ medium() {
     pxe) pxe_nic boot.ipxe ;;
     pxe-grub-bios) pxe_nic grub/i386-pc/core.0 ;;
     pxe-grub-uefi) echo "$(ovmf)" "$(pxe_nic grub/x86_64-efi/core.efi)" ;;
-    usb-bios)
-      # The image is written by nothing, but the copy keeps the build pristine.
-      cp "$usb" "$work/stick.img"
-      echo -device qemu-xhci -drive "if=none,id=stick,format=raw,file=$work/stick.img" \
-        -device usb-storage,drive=stick,bootindex=0 -nic "$(user_nic)" ;;
-    *) fail "unknown mode $1 (iso-bios iso-uefi pxe usb-bios pxe-grub-bios pxe-grub-uefi)" ;;
+    usb-bios) echo "$(usb_stick "$usb")" -nic "$(user_nic)" ;;
+    usb-uefi) echo "$(ovmf)" "$(usb_stick "$usb")" -nic "$(user_nic)" ;;
+    iso-usb-bios) echo "$(usb_stick "$iso")" -nic "$(user_nic)" ;;
+    iso-usb-uefi) echo "$(ovmf)" "$(usb_stick "$iso")" -nic "$(user_nic)" ;;
+    *) fail "unknown mode $1 (iso-bios iso-uefi pxe usb-bios usb-uefi iso-usb-bios iso-usb-uefi pxe-grub-bios pxe-grub-uefi)" ;;
   esac
 }
 
