@@ -23,9 +23,9 @@ image: image-deps initramfs
 image-test: image
 	tests/appliance/image-test.sh $(IMAGE_DIR)
 
-# The remaining ways in, about 4 minutes, so not in `make test`: the raw USB
-# image under UEFI, the ISO dd-ed to a stick (BIOS, UEFI), GRUB's own
+# The remaining ways in, about 5 minutes, so not in `make test`: the raw USB
+# image under UEFI and as a SATA disk, the ISO dd-ed to a stick (BIOS, UEFI), GRUB's own
 # netboot images (BIOS and UEFI PXE; GRUB's TFTP is slow).
-IMAGE_TEST_MORE := usb-uefi iso-usb-bios iso-usb-uefi pxe-grub-bios pxe-grub-uefi
+IMAGE_TEST_MORE := usb-uefi disk-bios iso-usb-bios iso-usb-uefi pxe-grub-bios pxe-grub-uefi
 image-test-more: image
 	tests/appliance/image-test.sh $(IMAGE_DIR) $(IMAGE_TEST_MORE)

@@ -7,6 +7,7 @@
 #   usb-bios  the raw USB image as a USB stick (xHCI) under SeaBIOS
 # and, only when named:
 #   usb-uefi       the raw USB image as a stick under OVMF
+#   disk-bios      the raw USB image as the machine's SATA disk under SeaBIOS
 #   iso-usb-bios   the ISO `dd`-ed to a stick (isohybrid MBR) under SeaBIOS
 #   iso-usb-uefi   the same under OVMF (the ISO's GPT EFI partition)
 # GRUB's netboot (its TFTP is slow: 45-75 s each):
@@ -76,9 +77,13 @@ medium() {
     pxe-grub-uefi) echo "$(ovmf)" "$(pxe_nic grub/x86_64-efi/core.efi)" ;;
     usb-bios) echo "$(usb_stick "$usb")" -nic "$(user_nic)" ;;
     usb-uefi) echo "$(ovmf)" "$(usb_stick "$usb")" -nic "$(user_nic)" ;;
+    disk-bios)
+      cp "$usb" "$work/disk.img"
+      echo -drive "if=none,id=disk,format=raw,file=$work/disk.img" -device ide-hd,drive=disk,bootindex=0 \
+        -nic "$(user_nic)" ;;
     iso-usb-bios) echo "$(usb_stick "$iso")" -nic "$(user_nic)" ;;
     iso-usb-uefi) echo "$(ovmf)" "$(usb_stick "$iso")" -nic "$(user_nic)" ;;
-    *) fail "unknown mode $1 (iso-bios iso-uefi pxe usb-bios usb-uefi iso-usb-bios iso-usb-uefi pxe-grub-bios pxe-grub-uefi)" ;;
+    *) fail "unknown mode $1 (iso-bios iso-uefi pxe usb-bios usb-uefi disk-bios iso-usb-bios iso-usb-uefi pxe-grub-bios pxe-grub-uefi)" ;;
   esac
 }
 
