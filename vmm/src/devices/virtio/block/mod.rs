@@ -1,11 +1,14 @@
-//! virtio-blk over a raw file: the device model, and the worker thread that
-//! serves its one request queue (the vCPU thread only signals it).
+//! virtio-blk: the device model, and the worker thread that serves its one
+//! request queue (the vCPU thread only signals it), over a disk backend
+//! (raw file or qcow2 image, see `disk`).
 
+pub mod disk;
+pub mod qcow2;
+mod raw;
 mod request;
 
-use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
@@ -14,6 +17,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::VIRTIO_F_VERSION_1;
 use super::{read_config_bytes, ActivateError, ActiveQueue, Interrupt, VirtioDevice, INT_VRING};
+use disk::DiskBackend;
 use request::Disk;
 pub use request::{ID_LEN, SECTOR_SIZE};
 
@@ -31,8 +35,12 @@ struct Worker {
     notify: EventFd,
 }
 
+/// The backend outlives workers: a reset stops the worker, a later
+/// activation starts a new one on the same backend.
+type SharedBackend = Arc<Mutex<Box<dyn DiskBackend>>>;
+
 pub struct Block {
-    file: Arc<File>,
+    backend: SharedBackend,
     readonly: bool,
     /// Whole sectors of the file; a trailing partial sector is not exposed.
     sectors: u64,
@@ -41,15 +49,15 @@ pub struct Block {
 }
 
 impl Block {
-    /// `file` must be open for writing unless `readonly`; `id` is what
+    /// `backend` must be writable unless `readonly`; `id` is what
     /// GET_ID returns (cut to 20 bytes).
-    pub fn new(file: File, readonly: bool, id: &str) -> std::io::Result<Self> {
-        let sectors = file.metadata()?.len() / SECTOR_SIZE;
+    pub fn new(backend: Box<dyn DiskBackend>, readonly: bool, id: &str) -> std::io::Result<Self> {
+        let sectors = backend.size() / SECTOR_SIZE;
         let mut serial = [0u8; ID_LEN];
         let n = id.len().min(ID_LEN);
         serial[..n].copy_from_slice(&id.as_bytes()[..n]);
         Ok(Self {
-            file: Arc::new(file),
+            backend: Arc::new(Mutex::new(backend)),
             readonly,
             sectors,
             id: serial,
@@ -91,7 +99,7 @@ impl VirtioDevice for Block {
         let stop = Arc::new(AtomicBool::new(false));
         let notify = q.notify.try_clone().map_err(ActivateError::Worker)?;
         let serve = Serve {
-            file: self.file.clone(),
+            backend: self.backend.clone(),
             readonly: self.readonly,
             size: self.sectors * SECTOR_SIZE,
             id: self.id,
@@ -129,7 +137,7 @@ impl Drop for Block {
 
 /// What the worker thread owns while the device is active.
 struct Serve {
-    file: Arc<File>,
+    backend: SharedBackend,
     readonly: bool,
     size: u64,
     id: [u8; ID_LEN],
@@ -149,8 +157,13 @@ impl Serve {
 
     /// Serves every available request, then interrupts the driver once.
     fn process(&mut self) -> usize {
-        let disk = Disk {
-            file: &self.file,
+        // Only this worker uses the backend while it runs: never contended.
+        let mut backend = match self.backend.lock() {
+            Ok(b) => b,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut disk = Disk {
+            backend: &mut **backend,
             readonly: self.readonly,
             size: self.size,
             id: &self.id,
@@ -158,7 +171,7 @@ impl Serve {
         let mut done = 0;
         while let Some(chain) = self.queue.iter(&self.mem).ok().and_then(|mut it| it.next()) {
             let head = chain.head_index();
-            let len = request::handle(&disk, &self.mem, chain);
+            let len = request::handle(&mut disk, &self.mem, chain);
             // A used ring the driver broke leaves nothing to report to.
             if self.queue.add_used(&self.mem, head, len).is_err() {
                 break;

@@ -3,12 +3,11 @@
 //! driver wrote is untrusted: any inconsistency fails the request with
 //! IOERR, never the VMM.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::DescriptorChain;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::disk::DiskBackend;
 
 pub const VIRTIO_BLK_T_IN: u32 = 0;
 pub const VIRTIO_BLK_T_OUT: u32 = 1;
@@ -32,7 +31,7 @@ const CHUNK: usize = 64 << 10;
 
 /// What the worker needs to serve a request.
 pub struct Disk<'a> {
-    pub file: &'a File,
+    pub backend: &'a mut dyn DiskBackend,
     pub readonly: bool,
     /// Capacity in bytes (a whole number of sectors).
     pub size: u64,
@@ -41,7 +40,11 @@ pub struct Disk<'a> {
 
 /// Serves the request in `chain`; returns the number of bytes written into
 /// the driver's buffers (the used-ring length).
-pub fn handle(disk: &Disk, mem: &GuestMemoryMmap, chain: DescriptorChain<&GuestMemoryMmap>) -> u32 {
+pub fn handle(
+    disk: &mut Disk,
+    mem: &GuestMemoryMmap,
+    chain: DescriptorChain<&GuestMemoryMmap>,
+) -> u32 {
     let descs: Vec<Descriptor> = chain.take(MAX_DESCRIPTORS + 1).collect();
     let Some(status) = status_descriptor(&descs) else {
         // Nowhere to put a status: complete it empty so the driver sees it fail.
@@ -69,7 +72,7 @@ fn status_descriptor(descs: &[Descriptor]) -> Option<Descriptor> {
     ok.then_some(last)
 }
 
-fn execute(disk: &Disk, mem: &GuestMemoryMmap, descs: &[Descriptor]) -> Result<u32, u8> {
+fn execute(disk: &mut Disk, mem: &GuestMemoryMmap, descs: &[Descriptor]) -> Result<u32, u8> {
     let header = descs[0];
     if header.is_write_only() || header.len() < 16 {
         return Err(VIRTIO_BLK_S_IOERR);
@@ -115,7 +118,7 @@ fn check_transfer(
 }
 
 fn read_sectors(
-    disk: &Disk,
+    disk: &mut Disk,
     mem: &GuestMemoryMmap,
     sector: u64,
     data: &[Descriptor],
@@ -126,8 +129,8 @@ fn read_sectors(
     for d in data {
         for (addr, len) in chunks(d) {
             let buf = &mut buf[..len];
-            disk.file
-                .read_exact_at(buf, pos)
+            disk.backend
+                .read_at(buf, pos)
                 .map_err(|_| VIRTIO_BLK_S_IOERR)?;
             mem.write_slice(buf, addr).map_err(|_| VIRTIO_BLK_S_IOERR)?;
             pos += len as u64;
@@ -138,7 +141,7 @@ fn read_sectors(
 }
 
 fn write_sectors(
-    disk: &Disk,
+    disk: &mut Disk,
     mem: &GuestMemoryMmap,
     sector: u64,
     data: &[Descriptor],
@@ -152,8 +155,8 @@ fn write_sectors(
         for (addr, len) in chunks(d) {
             let buf = &mut buf[..len];
             mem.read_slice(buf, addr).map_err(|_| VIRTIO_BLK_S_IOERR)?;
-            disk.file
-                .write_all_at(buf, pos)
+            disk.backend
+                .write_at(buf, pos)
                 .map_err(|_| VIRTIO_BLK_S_IOERR)?;
             pos += len as u64;
         }
@@ -162,12 +165,12 @@ fn write_sectors(
 }
 
 /// FLUSH completes only once the data is on stable storage.
-fn flush(disk: &Disk, data: &[Descriptor]) -> Result<u32, u8> {
+fn flush(disk: &mut Disk, data: &[Descriptor]) -> Result<u32, u8> {
     if !data.is_empty() {
         return Err(VIRTIO_BLK_S_IOERR);
     }
     if !disk.readonly {
-        disk.file.sync_data().map_err(|_| VIRTIO_BLK_S_IOERR)?;
+        disk.backend.flush().map_err(|_| VIRTIO_BLK_S_IOERR)?;
     }
     Ok(0)
 }

@@ -1,0 +1,197 @@
+//! Refcounts and cluster allocation. New clusters are taken from the end
+//! of the file, so allocation never has to search for free space or trust
+//! a refcount of zero; a crash can only leak clusters (refcount set, never
+//! referenced), which `qemu-img check` reports as harmless leaks.
+//!
+//! Ordering: a cluster's refcount is written before anything points to
+//! it (the caller publishes pointers only after a flush), and a new
+//! refcount block is durable before the refcount table points to it.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use super::corrupt;
+
+pub struct Refcounts {
+    table: Vec<u64>,
+    table_offset: u64,
+    cluster_bits: u32,
+    /// log2 of the refcount width in bits (0..=6).
+    order: u32,
+    /// The next cluster to hand out: past everything in the file.
+    next_free: u64,
+}
+
+/// Low bits of a refcount table entry that must be zero.
+const RT_RESERVED: u64 = 0x1ff;
+
+impl Refcounts {
+    /// Loads the refcount table; every block it names must be an aligned
+    /// cluster inside the file.
+    pub fn load(
+        file: &File,
+        offset: u64,
+        clusters: u32,
+        cluster_bits: u32,
+        order: u32,
+        file_len: u64,
+    ) -> Result<Self, String> {
+        let cs = 1u64 << cluster_bits;
+        let table = read_table(file, offset, u64::from(clusters) * cs / 8)
+            .map_err(|e| format!("cannot read the refcount table: {e}"))?;
+        for (i, &e) in table.iter().enumerate() {
+            if e & RT_RESERVED != 0
+                || !e.is_multiple_of(cs)
+                || e.checked_add(cs).is_none_or(|end| end > file_len)
+            {
+                return Err(format!("refcount table entry {i} ({e:#x}) is invalid"));
+            }
+        }
+        Ok(Self {
+            table,
+            table_offset: offset,
+            cluster_bits,
+            order,
+            next_free: file_len.next_multiple_of(cs),
+        })
+    }
+
+    fn cluster_size(&self) -> u64 {
+        1 << self.cluster_bits
+    }
+
+    /// Refcount entries in one block.
+    fn per_block(&self) -> u64 {
+        (self.cluster_size() * 8) >> self.order
+    }
+
+    /// Where the refcount of the cluster at `host` lives: (table index, entry index).
+    fn locate(&self, host: u64) -> (usize, u64) {
+        let cluster = host >> self.cluster_bits;
+        (
+            (cluster / self.per_block()) as usize,
+            cluster % self.per_block(),
+        )
+    }
+
+    /// The end of everything allocated so far (host offsets below it are in use or leaked).
+    pub fn end(&self) -> u64 {
+        self.next_free
+    }
+
+    /// Allocates one cluster and sets its refcount to 1; returns its offset.
+    pub fn allocate(&mut self, file: &File) -> io::Result<u64> {
+        let host = self.take_next();
+        self.set(file, host, 1)?;
+        Ok(host)
+    }
+
+    fn take_next(&mut self) -> u64 {
+        let host = self.next_free;
+        self.next_free += self.cluster_size();
+        host
+    }
+
+    /// The refcount of the cluster at `host` (0 where no block exists).
+    pub fn get(&self, file: &File, host: u64) -> io::Result<u64> {
+        let (ti, index) = self.locate(host);
+        let block = self.table.get(ti).copied().unwrap_or(0);
+        if block == 0 {
+            return Ok(0);
+        }
+        let (at, len) = self.entry_bytes(block, index);
+        let mut raw = [0u8; 8];
+        file.read_exact_at(&mut raw[8 - len..], at)?;
+        Ok(self.decode(u64::from_be_bytes(raw), index))
+    }
+
+    /// Sets the refcount of the cluster at `host`, creating its block if needed.
+    pub fn set(&mut self, file: &File, host: u64, value: u64) -> io::Result<()> {
+        let (ti, index) = self.locate(host);
+        if ti >= self.table.len() {
+            // Growing the table means moving it; images made by qemu-img or
+            // vireo-img have room for terabytes, so this is refused instead.
+            return Err(corrupt("the refcount table is full"));
+        }
+        if self.table[ti] == 0 {
+            self.new_block(file, ti)?;
+        }
+        self.write_entry(file, self.table[ti], index, value)
+    }
+
+    /// Decrements the refcount of the cluster at `host` (used once nothing
+    /// durable points to it any more).
+    pub fn release(&mut self, file: &File, host: u64) -> io::Result<()> {
+        let count = self.get(file, host)?;
+        if count > 0 {
+            self.set(file, host, count - 1)?;
+        }
+        Ok(())
+    }
+
+    /// Adds refcount block `ti`, placed at the end of the file.
+    fn new_block(&mut self, file: &File, ti: usize) -> io::Result<()> {
+        let block = self.take_next();
+        file.write_all_at(&vec![0u8; self.cluster_size() as usize], block)?;
+        let (own_ti, own_index) = self.locate(block);
+        if own_ti == ti {
+            self.write_entry(file, block, own_index, 1)?;
+        } else {
+            // The block landed in the next block's range (ti's range ended
+            // at the end of the file): that one describes it.
+            self.set(file, block, 1)?;
+        }
+        // The block and its own refcount must be durable before the table names it.
+        file.sync_data()?;
+        file.write_all_at(&block.to_be_bytes(), self.table_offset + ti as u64 * 8)?;
+        self.table[ti] = block;
+        Ok(())
+    }
+
+    /// The bytes holding entry `index` of the block at `block`: (offset, length).
+    fn entry_bytes(&self, block: u64, index: u64) -> (u64, usize) {
+        let bits = 1u64 << self.order;
+        if bits >= 8 {
+            let width = bits / 8;
+            (block + index * width, width as usize)
+        } else {
+            (block + index * bits / 8, 1)
+        }
+    }
+
+    /// Sub-byte refcounts are packed from the least significant bit.
+    fn decode(&self, raw: u64, index: u64) -> u64 {
+        let bits = 1u64 << self.order;
+        if bits >= 8 {
+            return raw;
+        }
+        let shift = (index % (8 / bits)) * bits;
+        (raw >> shift) & ((1 << bits) - 1)
+    }
+
+    fn write_entry(&self, file: &File, block: u64, index: u64, value: u64) -> io::Result<()> {
+        let bits = 1u64 << self.order;
+        let (at, len) = self.entry_bytes(block, index);
+        if bits >= 8 {
+            let raw = value.to_be_bytes();
+            return file.write_all_at(&raw[8 - len..], at);
+        }
+        let mut byte = [0u8; 1];
+        file.read_exact_at(&mut byte, at)?;
+        let shift = (index % (8 / bits)) * bits;
+        let mask = (((1u64 << bits) - 1) << shift) as u8;
+        byte[0] = (byte[0] & !mask) | (((value << shift) as u8) & mask);
+        file.write_all_at(&byte, at)
+    }
+}
+
+/// Reads `entries` big-endian u64s at `offset`.
+pub fn read_table(file: &File, offset: u64, entries: u64) -> io::Result<Vec<u64>> {
+    let mut raw = vec![0u8; entries as usize * 8];
+    file.read_exact_at(&mut raw, offset)?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+        .collect())
+}
