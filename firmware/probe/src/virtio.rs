@@ -2,7 +2,9 @@
 //! devices the command line announces (`virtio_mmio.device=<size>@<addr>:<irq>`),
 //! negotiate VERSION_1 only, set up one small queue, and with
 //! `probe.blk=write:SEED:MIB` / `probe.blk=read:SEED:MIB` write and/or check
-//! a deterministic pattern. One request in flight; no interrupts.
+//! a deterministic pattern, and `probe.blk=stress:SEED:MIB` rewrites random
+//! chunks in flushed generations (the crash-safety workload). One request
+//! in flight; no interrupts.
 
 use core::ptr::{addr_of_mut, read_volatile, write_volatile};
 use core::sync::atomic::{compiler_fence, Ordering};
@@ -95,9 +97,11 @@ pub fn mix(seed: u64, n: u64) -> u64 {
 
 // The disk pattern for SEED, word `w` of the disk (the host test computes
 // the same): `mix(!seed, w / 64)` as the first word of each sector, else
-// `mix(seed, w % 8192)`. Guest instructions are slow here, so the pattern
+// `mix(seed, w % 512)`. Guest instructions are slow here, so the pattern
 // is one 64 KiB template plus one stamp per sector, and comparing is a
-// single `repe cmpsq`.
+// single `repe cmpsq`. The template repeats every 4 KiB so that deflate
+// (window 32 KiB) compresses it: qemu-img stores it as compressed clusters.
+const TEMPLATE_PERIOD: usize = 512;
 
 /// Writes the template into `expect` (once per run).
 fn fill_template(seed: u64) {
@@ -105,7 +109,7 @@ fn fill_template(seed: u64) {
     let expect = unsafe { addr_of_mut!((*dma()).expect) } as *mut u64;
     for i in 0..CHUNK / 8 {
         // SAFETY: i is inside the array.
-        unsafe { write_volatile(expect.add(i), mix(seed, i as u64)) };
+        unsafe { write_volatile(expect.add(i), mix(seed, (i % TEMPLATE_PERIOD) as u64)) };
     }
 }
 
@@ -295,12 +299,23 @@ impl Device {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BlkMode {
+    Write,
+    Read,
+    Stress,
+}
+
 /// What `probe.blk=` asks for.
 struct BlkOp {
-    write: bool,
+    mode: BlkMode,
     seed: u64,
     mib: u64,
 }
+
+/// Chunk writes per stress generation, and generations before it stops.
+const GEN_WRITES: u64 = 16;
+const STRESS_GENS: u64 = 1_000_000;
 
 fn parse_dec(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 18 {
@@ -311,17 +326,18 @@ fn parse_dec(s: &[u8]) -> Option<u64> {
     })
 }
 
-/// `write:SEED:MIB` or `read:SEED:MIB`.
+/// `write:SEED:MIB`, `read:SEED:MIB` or `stress:SEED:MIB`.
 fn parse_op(spec: &[u8]) -> Option<BlkOp> {
     let mut parts = spec.split(|&b| b == b':');
-    let write = match parts.next()? {
-        b"write" => true,
-        b"read" => false,
+    let mode = match parts.next()? {
+        b"write" => BlkMode::Write,
+        b"read" => BlkMode::Read,
+        b"stress" => BlkMode::Stress,
         _ => return None,
     };
     let seed = parse_dec(parts.next()?)?;
     let mib = parse_dec(parts.next()?)?;
-    parts.next().is_none().then_some(BlkOp { write, seed, mib })
+    parts.next().is_none().then_some(BlkOp { mode, seed, mib })
 }
 
 /// The base address in `<size>@0x<addr>:<irq>`, if below 4 GiB.
@@ -379,10 +395,10 @@ pub fn run(cmdline: &[u8]) -> Result<(), &'static str> {
 }
 
 fn blk_test(dev: &mut Device, op: &BlkOp) -> Result<(), &'static str> {
-    let what = if op.write {
-        "blk write mib="
-    } else {
-        "blk read mib="
+    let what = match op.mode {
+        BlkMode::Write => "blk write mib=",
+        BlkMode::Read => "blk read mib=",
+        BlkMode::Stress => "blk stress mib=",
     };
     match dev.negotiate().and_then(|()| blk_run(dev, op)) {
         Ok(()) => {
@@ -396,14 +412,46 @@ fn blk_test(dev: &mut Device, op: &BlkOp) -> Result<(), &'static str> {
     }
 }
 
+fn ok(status: u8, why: &'static str) -> Result<(), &'static str> {
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(why)
+    }
+}
+
+/// Generation `g` writes chunk `mix(seed, g * 16 + i) % chunks` for i in
+/// 0..16, stamped with seed + g, then FLUSHes and reports `blk stress gen=g`:
+/// every chunk a reported generation wrote must survive a crash.
+fn blk_stress(dev: &mut Device, seed: u64, chunks: u64) -> Result<(), &'static str> {
+    if chunks == 0 {
+        return Err("disk too small");
+    }
+    for gen in 1..=STRESS_GENS {
+        for i in 0..GEN_WRITES {
+            let chunk = mix(seed, gen * GEN_WRITES + i) % chunks;
+            stamp_chunk(seed.wrapping_add(gen), chunk);
+            ok(
+                dev.request(T_OUT, chunk * CHUNK_SECTORS, CHUNK as u32)?,
+                "write ioerr",
+            )?;
+        }
+        ok(dev.request(T_FLUSH, 0, 0)?, "flush ioerr")?;
+        report("blk stress gen=").dec(gen).end();
+    }
+    Ok(())
+}
+
 fn blk_run(dev: &mut Device, op: &BlkOp) -> Result<(), &'static str> {
     let chunks = op.mib * ((1 << 20) / CHUNK as u64);
     if dev.capacity() < chunks * CHUNK_SECTORS {
         return Err("disk too small");
     }
-    let ok = |status: u8, why| if status == 0 { Ok(()) } else { Err(why) };
     fill_template(op.seed);
-    if op.write {
+    if op.mode == BlkMode::Stress {
+        return blk_stress(dev, op.seed, chunks);
+    }
+    if op.mode == BlkMode::Write {
         for c in 0..chunks {
             stamp_chunk(op.seed, c);
             ok(
