@@ -38,6 +38,15 @@ pub trait DiskBackend: Send {
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Returns once every completed write, data and metadata, is durable.
     fn flush(&mut self) -> io::Result<()>;
+    /// The range reads as zeros afterwards; with `unmap` its space may be freed.
+    fn write_zeroes(&mut self, offset: u64, len: u64, unmap: bool) -> io::Result<()>;
+    /// The guest no longer needs the range: space is freed where the
+    /// backend can (whole clusters for qcow2); freed parts read as zeros.
+    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()>;
+    /// Granularity at which `discard` frees space, in bytes.
+    fn discard_granularity(&self) -> u64 {
+        4096
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

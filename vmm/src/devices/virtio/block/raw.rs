@@ -77,6 +77,69 @@ impl DiskBackend for RawDisk {
         }
         self.file.sync_data()
     }
+
+    fn write_zeroes(&mut self, offset: u64, len: u64, unmap: bool) -> io::Result<()> {
+        let mode = if unmap {
+            libc::FALLOC_FL_PUNCH_HOLE
+        } else {
+            libc::FALLOC_FL_ZERO_RANGE
+        };
+        match self.fallocate(mode, offset, len) {
+            Err(e) if unsupported(&e) => self.write_zero_bytes(offset, len),
+            other => other,
+        }
+    }
+
+    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        match self.fallocate(libc::FALLOC_FL_PUNCH_HOLE, offset, len) {
+            // Discard is a hint: where holes cannot be punched, keep the data.
+            Err(e) if unsupported(&e) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// fallocate modes a file system (or block device) may not implement.
+fn unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENODEV)
+    )
+}
+
+impl RawDisk {
+    fn fallocate(&self, mode: i32, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        if self.readonly {
+            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        }
+        let (off, len) = (offset as libc::off_t, len as libc::off_t);
+        // SAFETY: plain syscall on an owned fd; KEEP_SIZE keeps the disk size.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                mode | libc::FALLOC_FL_KEEP_SIZE,
+                off,
+                len,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    fn write_zero_bytes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        let zeros = vec![0u8; DIRECT_CHUNK];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(DIRECT_CHUNK as u64) as usize;
+            self.write_at(&zeros[..n], offset + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
 }
 
 /// A heap buffer aligned for O_DIRECT.

@@ -13,6 +13,8 @@ pub const VIRTIO_BLK_T_IN: u32 = 0;
 pub const VIRTIO_BLK_T_OUT: u32 = 1;
 pub const VIRTIO_BLK_T_FLUSH: u32 = 4;
 pub const VIRTIO_BLK_T_GET_ID: u32 = 8;
+pub const VIRTIO_BLK_T_DISCARD: u32 = 11;
+pub const VIRTIO_BLK_T_WRITE_ZEROES: u32 = 13;
 
 pub const VIRTIO_BLK_S_OK: u8 = 0;
 pub const VIRTIO_BLK_S_IOERR: u8 = 1;
@@ -28,6 +30,13 @@ pub const MAX_DESCRIPTORS: usize = 128;
 /// Copies go through a bounded bounce buffer: a hostile length never
 /// becomes a huge allocation.
 const CHUNK: usize = 64 << 10;
+/// Ranges one DISCARD / WRITE_ZEROES request may carry, and sectors per range
+/// (both advertised in the config space).
+pub const MAX_RANGES: u32 = 32;
+pub const MAX_RANGE_SECTORS: u32 = 1 << 22;
+/// virtio_blk_discard_write_zeroes: le64 sector, le32 num_sectors, le32 flags.
+const RANGE_LEN: usize = 16;
+const RANGE_F_UNMAP: u32 = 1;
 
 /// What the worker needs to serve a request.
 pub struct Disk<'a> {
@@ -88,6 +97,8 @@ fn execute(disk: &mut Disk, mem: &GuestMemoryMmap, descs: &[Descriptor]) -> Resu
         VIRTIO_BLK_T_OUT => write_sectors(disk, mem, sector, data),
         VIRTIO_BLK_T_FLUSH => flush(disk, data),
         VIRTIO_BLK_T_GET_ID => get_id(disk, mem, data),
+        VIRTIO_BLK_T_DISCARD => zero_ranges(disk, mem, data, false),
+        VIRTIO_BLK_T_WRITE_ZEROES => zero_ranges(disk, mem, data, true),
         _ => Err(VIRTIO_BLK_S_UNSUPP),
     }
 }
@@ -171,6 +182,59 @@ fn flush(disk: &mut Disk, data: &[Descriptor]) -> Result<u32, u8> {
     }
     if !disk.readonly {
         disk.backend.flush().map_err(|_| VIRTIO_BLK_S_IOERR)?;
+    }
+    Ok(0)
+}
+
+/// DISCARD (`zeroes` false) and WRITE_ZEROES: every range is checked
+/// before any is carried out, so a bad request changes nothing.
+fn zero_ranges(
+    disk: &mut Disk,
+    mem: &GuestMemoryMmap,
+    data: &[Descriptor],
+    zeroes: bool,
+) -> Result<u32, u8> {
+    let err = VIRTIO_BLK_S_IOERR;
+    let [d] = data else {
+        return Err(err);
+    };
+    let len = d.len() as usize;
+    if d.is_write_only()
+        || len == 0
+        || !len.is_multiple_of(RANGE_LEN)
+        || len / RANGE_LEN > MAX_RANGES as usize
+    {
+        return Err(err);
+    }
+    let mut raw = vec![0u8; len];
+    mem.read_slice(&mut raw, d.addr()).map_err(|_| err)?;
+    let mut ranges = Vec::with_capacity(len / RANGE_LEN);
+    for r in raw.chunks_exact(RANGE_LEN) {
+        let sector = u64::from_le_bytes(r[0..8].try_into().unwrap());
+        let count = u32::from_le_bytes(r[8..12].try_into().unwrap());
+        let flags = u32::from_le_bytes(r[12..16].try_into().unwrap());
+        // Unknown flags, or unmap on a discard, are not ours to guess (5.2.6.2).
+        if flags & !RANGE_F_UNMAP != 0 || (!zeroes && flags != 0) {
+            return Err(VIRTIO_BLK_S_UNSUPP);
+        }
+        let start = sector.checked_mul(SECTOR_SIZE).ok_or(err)?;
+        let bytes = u64::from(count) * SECTOR_SIZE;
+        let end = start.checked_add(bytes).ok_or(err)?;
+        if count == 0 || count > MAX_RANGE_SECTORS || end > disk.size {
+            return Err(err);
+        }
+        ranges.push((start, bytes, flags & RANGE_F_UNMAP != 0));
+    }
+    if disk.readonly {
+        return Err(err);
+    }
+    for (start, bytes, unmap) in ranges {
+        let done = if zeroes {
+            disk.backend.write_zeroes(start, bytes, unmap)
+        } else {
+            disk.backend.discard(start, bytes)
+        };
+        done.map_err(|_| err)?;
     }
     Ok(0)
 }

@@ -288,7 +288,12 @@ fn activated_device_serves_on_its_worker_thread() {
         "disk0",
     )
     .unwrap();
-    assert_eq!(blk.features(), VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_FLUSH);
+    let rings = VIRTIO_RING_F_INDIRECT_DESC | VIRTIO_RING_F_EVENT_IDX;
+    let writes = VIRTIO_BLK_F_DISCARD | VIRTIO_BLK_F_WRITE_ZEROES;
+    assert_eq!(
+        blk.features(),
+        VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_FLUSH | rings | writes
+    );
     let mut cap = [0u8; 8];
     blk.read_config(0, &mut cap);
     assert_eq!(u64::from_le_bytes(cap), 2);
@@ -318,3 +323,5 @@ fn activated_device_serves_on_its_worker_thread() {
     assert!(blk.worker.is_none());
     let _ = std::io::stdout().flush();
 }
+
+mod rings;

@@ -17,6 +17,7 @@ pub mod create;
 mod header;
 mod refcount;
 mod tables;
+mod zero;
 
 use std::fs::File;
 use std::io;
@@ -53,6 +54,7 @@ pub struct Qcow2Disk {
     file: File,
     readonly: bool,
     size: u64,
+    version: u32,
     cluster_bits: u32,
     tables: Tables,
     refcounts: Refcounts,
@@ -118,6 +120,7 @@ impl Qcow2Disk {
             file,
             readonly,
             size: h.size,
+            version: h.version,
             cluster_bits: h.cluster_bits,
             tables,
             refcounts,
@@ -212,7 +215,27 @@ impl Qcow2Disk {
         }
         self.tables.set(&self.file, guest, host | COPIED)?;
         if self.tables.needs_write_back() {
-            self.flush()?;
+            self.flush_all()?;
+        }
+        Ok(())
+    }
+
+    /// Makes every write durable: data and refcounts, then the L2 tables,
+    /// then the L1 table, then releases clusters nothing durable names.
+    fn flush_all(&mut self) -> io::Result<()> {
+        // Data and refcounts first, then the pointers to them.
+        self.file.sync_data()?;
+        if !self.tables.is_dirty() {
+            return Ok(());
+        }
+        let file = &self.file;
+        self.tables.write_back(file, || file.sync_data())?;
+        self.file.sync_data()?;
+        for host in std::mem::take(&mut self.released) {
+            if self.refcounts.release(&self.file, host)? == 0 {
+                // Give the space back; failure only costs space.
+                let _ = punch_hole(&self.file, host, self.cluster_size());
+            }
         }
         Ok(())
     }
@@ -231,6 +254,27 @@ impl Qcow2Disk {
         let last = (host + len.max(1) - 1) >> self.cluster_bits;
         self.released
             .extend((first..=last).map(|c| c << self.cluster_bits));
+    }
+}
+
+impl Qcow2Disk {
+    fn writable(&self) -> io::Result<()> {
+        if self.readonly {
+            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        }
+        Ok(())
+    }
+}
+
+fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: plain syscall on an owned fd.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), mode, offset as i64, len as i64) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -275,9 +319,7 @@ impl DiskBackend for Qcow2Disk {
     }
 
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if self.readonly {
-            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
-        }
+        self.writable()?;
         let cs = self.cluster_size();
         let mut done = 0;
         while done < buf.len() {
@@ -293,18 +335,21 @@ impl DiskBackend for Qcow2Disk {
         if self.readonly {
             return Ok(());
         }
-        // Data and refcounts first, then the pointers to them.
-        self.file.sync_data()?;
-        if !self.tables.is_dirty() {
-            return Ok(());
-        }
-        let file = &self.file;
-        self.tables.write_back(file, || file.sync_data())?;
-        self.file.sync_data()?;
-        for host in std::mem::take(&mut self.released) {
-            self.refcounts.release(&self.file, host)?;
-        }
-        Ok(())
+        self.flush_all()
+    }
+
+    fn write_zeroes(&mut self, offset: u64, len: u64, _unmap: bool) -> io::Result<()> {
+        self.writable()?;
+        self.zero_range(offset, len, true)
+    }
+
+    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        self.writable()?;
+        self.zero_range(offset, len, false)
+    }
+
+    fn discard_granularity(&self) -> u64 {
+        self.cluster_size()
     }
 }
 

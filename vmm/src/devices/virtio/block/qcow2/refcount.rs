@@ -121,13 +121,15 @@ impl Refcounts {
     }
 
     /// Decrements the refcount of the cluster at `host` (used once nothing
-    /// durable points to it any more).
-    pub fn release(&mut self, file: &File, host: u64) -> io::Result<()> {
+    /// durable points to it any more); returns the new count.
+    pub fn release(&mut self, file: &File, host: u64) -> io::Result<u64> {
         let count = self.get(file, host)?;
-        if count > 0 {
-            self.set(file, host, count - 1)?;
+        if count == 0 {
+            // Already free: never underflow (or punch) on a count we cannot trust.
+            return Ok(u64::MAX);
         }
-        Ok(())
+        self.set(file, host, count - 1)?;
+        Ok(count - 1)
     }
 
     /// Adds refcount block `ti`, placed at the end of the file.

@@ -449,3 +449,61 @@ fn refcount_widths_and_small_clusters() {
         );
     }
 }
+
+#[test]
+fn write_zeroes_and_discard_free_clusters_and_stay_consistent() {
+    let dir = Dir::new("zeroes");
+    let base = dir.path("base.raw");
+    std::fs::write(&base, pattern(8, 4 * MIB as usize)).unwrap();
+    for backing in [false, true] {
+        let img = dir.path(&format!("z{backing}.qcow2"));
+        let mut args = vec!["create", "-q", "-f", "qcow2"];
+        if backing {
+            args.extend(["-b", "base.raw", "-F", "raw"]);
+        }
+        args.extend([img.to_str().unwrap(), "4M"]);
+        qemu_img(&args);
+        let mut model = if backing {
+            pattern(8, 4 * MIB as usize)
+        } else {
+            vec![0u8; 4 * MIB as usize]
+        };
+        let mut d = open_rw(&img);
+        d.write_at(&pattern(2, 3 * MIB as usize), 0).unwrap();
+        model[..3 * MIB as usize].copy_from_slice(&pattern(2, 3 * MIB as usize));
+        d.flush().unwrap();
+        // Whole clusters plus a partial one on each side, then a discard.
+        d.write_zeroes(65536 - 1024, 3 * 65536 + 2048, false)
+            .unwrap();
+        model[65536 - 1024..][..3 * 65536 + 2048].fill(0);
+        d.discard(MIB, MIB + 512).unwrap();
+        model[MIB as usize..2 * MIB as usize].fill(0);
+        // Zeroing beyond what was written hides the backing file.
+        d.write_zeroes(3 * MIB, 65536, true).unwrap();
+        model[3 * MIB as usize..][..65536].fill(0);
+        assert!(
+            read_all(&mut *d) == model,
+            "backing={backing}: reads before flush"
+        );
+        d.flush().unwrap();
+        drop(d);
+        check_clean(&img);
+        let raw = dir.path("z.raw");
+        let _ = std::fs::remove_file(&raw);
+        qemu_img(&[
+            "convert",
+            "-O",
+            "raw",
+            img.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ]);
+        assert!(std::fs::read(&raw).unwrap() == model, "backing={backing}");
+        let map = qemu_img(&["map", "--output=json", img.to_str().unwrap()]);
+        let map = String::from_utf8_lossy(&map.stdout);
+        let freed = format!("{{ \"start\": {}, \"length\": {}, \"depth\": 0, \"present\": true, \"zero\": true, \"data\": false", MIB, MIB);
+        assert!(
+            map.contains(&freed),
+            "backing={backing}: discarded MiB not zero clusters:\n{map}"
+        );
+    }
+}
