@@ -316,3 +316,57 @@ fn corrupt_qcow2_images_are_refused_and_left_unchanged() {
     refused(&orphan, "qcow2", "cannot open its backing file");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// What `probe.blk=trim:SEED:6` leaves: the pattern with sectors
+/// 2048..4096, 4097..4103 and 6144..8192 zeroed.
+fn trimmed(seed: u64) -> Vec<u8> {
+    let mut want = probe_disk_pattern(seed, 6);
+    for (sector, count) in [(2048, 2048), (4097, 6), (6144, 2048)] {
+        want[sector * 512..(sector + count) * 512].fill(0);
+    }
+    want
+}
+
+#[test]
+fn guest_write_zeroes_and_discard_reach_raw_and_qcow2_disks() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = scratch_dir("trim");
+    let want = trimmed(SEED);
+    // Raw through O_DIRECT: the discarded MiB is a hole again.
+    let raw = dir.join("t.raw");
+    std::fs::write(&raw, vec![0u8; 6 * MIB]).unwrap();
+    probe_ok(
+        &format!("path={},direct=on", raw.display()),
+        &format!("trim:{SEED}:6"),
+    );
+    assert!(std::fs::read(&raw).unwrap() == want, "raw bytes differ");
+    let allocated = std::fs::metadata(&raw).unwrap().blocks() * 512;
+    assert!(
+        allocated <= 5 * MIB as u64,
+        "discard freed nothing: {allocated} bytes allocated"
+    );
+
+    let img = dir.join("t.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", s(&img), "6M"]);
+    probe_ok(
+        &format!("path={},format=qcow2", img.display()),
+        &format!("trim:{SEED}:6"),
+    );
+    check_clean(&img);
+    let out = dir.join("t.out");
+    qemu_img(&["convert", "-f", "qcow2", "-O", "raw", s(&img), s(&out)]);
+    assert!(
+        std::fs::read(&out).unwrap() == want,
+        "qcow2 contents differ"
+    );
+    let map = qemu_img(&["map", "-f", "qcow2", "--output=json", s(&img)]);
+    let map = String::from_utf8_lossy(&map.stdout);
+    for start in [MIB, 3 * MIB] {
+        let zero = format!("{{ \"start\": {start}, \"length\": {MIB}, \"depth\": 0, \"present\": true, \"zero\": true, \"data\": false");
+        assert!(
+            map.contains(&zero),
+            "MiB at {start} is not zero clusters:\n{map}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

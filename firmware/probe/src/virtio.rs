@@ -3,8 +3,9 @@
 //! negotiate VERSION_1 only, set up one small queue, and with
 //! `probe.blk=write:SEED:MIB` / `probe.blk=read:SEED:MIB` write and/or check
 //! a deterministic pattern, and `probe.blk=stress:SEED:MIB` rewrites random
-//! chunks in flushed generations (the crash-safety workload). One request
-//! in flight; no interrupts.
+//! chunks in flushed generations (the crash-safety workload), and
+//! `probe.blk=trim:SEED:MIB` writes the pattern then zeroes and discards
+//! fixed ranges (the host checks them). One request in flight; no interrupts.
 
 use core::ptr::{addr_of_mut, read_volatile, write_volatile};
 use core::sync::atomic::{compiler_fence, Ordering};
@@ -23,6 +24,10 @@ const F_WRITE: u16 = 2;
 const T_IN: u32 = 0;
 const T_OUT: u32 = 1;
 const T_FLUSH: u32 = 4;
+const T_DISCARD: u32 = 11;
+const F_DISCARD: u32 = 1 << 13;
+const F_WRITE_ZEROES: u32 = 1 << 14;
+const T_WRITE_ZEROES: u32 = 13;
 const QSIZE: usize = 4;
 /// Data moved per request; 128 sectors.
 const CHUNK: usize = 64 << 10;
@@ -178,7 +183,8 @@ impl Device {
         Ok(self.rd(0x08))
     }
 
-    /// Status steps of virtio 1.2, 3.1.1, accepting VERSION_1 only.
+    /// Status steps of virtio 1.2, 3.1.1, accepting VERSION_1 and, when
+    /// offered, DISCARD and WRITE_ZEROES.
     fn negotiate(&mut self) -> Result<(), &'static str> {
         self.wr(0x70, 0);
         self.wr(0x70, ACKNOWLEDGE);
@@ -187,8 +193,10 @@ impl Device {
         if self.rd(0x10) & 1 == 0 {
             return Err("no VERSION_1");
         }
+        self.wr(0x14, 0);
+        let low = self.rd(0x10) & (F_DISCARD | F_WRITE_ZEROES);
         self.wr(0x24, 0);
-        self.wr(0x20, 0);
+        self.wr(0x20, low);
         self.wr(0x24, 1);
         self.wr(0x20, 1);
         self.wr(0x70, ACKNOWLEDGE | DRIVER | FEATURES_OK);
@@ -304,6 +312,7 @@ enum BlkMode {
     Write,
     Read,
     Stress,
+    Trim,
 }
 
 /// What `probe.blk=` asks for.
@@ -333,6 +342,7 @@ fn parse_op(spec: &[u8]) -> Option<BlkOp> {
         b"write" => BlkMode::Write,
         b"read" => BlkMode::Read,
         b"stress" => BlkMode::Stress,
+        b"trim" => BlkMode::Trim,
         _ => return None,
     };
     let seed = parse_dec(parts.next()?)?;
@@ -399,6 +409,7 @@ fn blk_test(dev: &mut Device, op: &BlkOp) -> Result<(), &'static str> {
         BlkMode::Write => "blk write mib=",
         BlkMode::Read => "blk read mib=",
         BlkMode::Stress => "blk stress mib=",
+        BlkMode::Trim => "blk trim mib=",
     };
     match dev.negotiate().and_then(|()| blk_run(dev, op)) {
         Ok(()) => {
@@ -451,7 +462,7 @@ fn blk_run(dev: &mut Device, op: &BlkOp) -> Result<(), &'static str> {
     if op.mode == BlkMode::Stress {
         return blk_stress(dev, op.seed, chunks);
     }
-    if op.mode == BlkMode::Write {
+    if op.mode != BlkMode::Read {
         for c in 0..chunks {
             stamp_chunk(op.seed, c);
             ok(
@@ -471,5 +482,33 @@ fn blk_run(dev: &mut Device, op: &BlkOp) -> Result<(), &'static str> {
             return Err("data mismatch");
         }
     }
+    if op.mode == BlkMode::Trim {
+        return blk_trim(dev, op.mib);
+    }
     Ok(())
+}
+
+/// After the pattern: WRITE_ZEROES sectors 2048..4096 and 4097..4103 (one
+/// request, two ranges), DISCARD sectors 6144..8192, FLUSH.
+fn blk_trim(dev: &mut Device, mib: u64) -> Result<(), &'static str> {
+    if mib < 4 {
+        return Err("trim needs 4 MiB");
+    }
+    let ranges = |list: &[(u64, u64)]| {
+        // SAFETY: an address only; no request is in flight.
+        let out = unsafe { addr_of_mut!((*dma()).expect) } as *mut u64;
+        for (i, &(sector, count)) in list.iter().enumerate() {
+            // SAFETY: two words per range, well inside the array.
+            unsafe {
+                write_volatile(out.add(2 * i), sector);
+                write_volatile(out.add(2 * i + 1), count); // flags (high half) 0
+            }
+        }
+        16 * list.len() as u32
+    };
+    let len = ranges(&[(2048, 2048), (4097, 6)]);
+    ok(dev.request(T_WRITE_ZEROES, 0, len)?, "write-zeroes ioerr")?;
+    let len = ranges(&[(6144, 2048)]);
+    ok(dev.request(T_DISCARD, 0, len)?, "discard ioerr")?;
+    ok(dev.request(T_FLUSH, 0, 0)?, "flush ioerr")
 }

@@ -109,7 +109,9 @@ pub fn open(path: &Path, opts: OpenOptions) -> Result<Box<dyn DiskBackend>, Disk
     let file = open_file(path, opts.readonly, opts.direct)?;
     match opts.format {
         DiskFormat::Raw => {
-            if qcow2::has_magic(&file).map_err(|e| DiskError::io(path, e))? {
+            // Through a buffered descriptor: O_DIRECT cannot read 4 bytes.
+            let plain = open_file(path, true, false)?;
+            if qcow2::has_magic(&plain).map_err(|e| DiskError::io(path, e))? {
                 return Err(DiskError::QcowAsRaw(path.display().to_string()));
             }
             Ok(Box::new(RawDisk::new(file, opts.readonly, opts.direct)?))
