@@ -313,6 +313,7 @@ enum BlkMode {
     Read,
     Stress,
     Trim,
+    Bench,
 }
 
 /// What `probe.blk=` asks for.
@@ -343,6 +344,7 @@ fn parse_op(spec: &[u8]) -> Option<BlkOp> {
         b"read" => BlkMode::Read,
         b"stress" => BlkMode::Stress,
         b"trim" => BlkMode::Trim,
+        b"bench" => BlkMode::Bench,
         _ => return None,
     };
     let seed = parse_dec(parts.next()?)?;
@@ -410,6 +412,7 @@ fn blk_test(dev: &mut Device, op: &BlkOp) -> Result<(), &'static str> {
         BlkMode::Read => "blk read mib=",
         BlkMode::Stress => "blk stress mib=",
         BlkMode::Trim => "blk trim mib=",
+        BlkMode::Bench => "blk bench mib=",
     };
     match dev.negotiate().and_then(|()| blk_run(dev, op)) {
         Ok(()) => {
@@ -462,6 +465,9 @@ fn blk_run(dev: &mut Device, op: &BlkOp) -> Result<(), &'static str> {
     if op.mode == BlkMode::Stress {
         return blk_stress(dev, op.seed, chunks);
     }
+    if op.mode == BlkMode::Bench {
+        return blk_bench(dev, op.seed, chunks);
+    }
     if op.mode != BlkMode::Read {
         for c in 0..chunks {
             stamp_chunk(op.seed, c);
@@ -485,6 +491,44 @@ fn blk_run(dev: &mut Device, op: &BlkOp) -> Result<(), &'static str> {
     if op.mode == BlkMode::Trim {
         return blk_trim(dev, op.mib);
     }
+    Ok(())
+}
+
+/// 4 KiB requests in each random phase of `bench`.
+const BENCH_RANDOM_OPS: u64 = 4096;
+const SMALL: u32 = 4096;
+
+/// The benchmark workload: sequential 64 KiB writes then FLUSH, sequential
+/// 64 KiB reads, random 4 KiB reads, random 4 KiB writes then FLUSH; a
+/// `blk bench PHASE` line after each, which the host times. Nothing is
+/// compared: guest instructions are what PVM makes slow.
+fn blk_bench(dev: &mut Device, seed: u64, chunks: u64) -> Result<(), &'static str> {
+    for c in 0..chunks {
+        ok(
+            dev.request(T_OUT, c * CHUNK_SECTORS, CHUNK as u32)?,
+            "write ioerr",
+        )?;
+    }
+    ok(dev.request(T_FLUSH, 0, 0)?, "flush ioerr")?;
+    report("blk bench seqwrite").end();
+    for c in 0..chunks {
+        ok(
+            dev.request(T_IN, c * CHUNK_SECTORS, CHUNK as u32)?,
+            "read ioerr",
+        )?;
+    }
+    report("blk bench seqread").end();
+    let blocks = chunks * (CHUNK as u64 / SMALL as u64);
+    let sector = |i: u64| (mix(seed, i) % blocks) * (SMALL as u64 / 512);
+    for i in 0..BENCH_RANDOM_OPS {
+        ok(dev.request(T_IN, sector(i), SMALL)?, "read ioerr")?;
+    }
+    report("blk bench randread").end();
+    for i in 0..BENCH_RANDOM_OPS {
+        ok(dev.request(T_OUT, sector(!i), SMALL)?, "write ioerr")?;
+    }
+    ok(dev.request(T_FLUSH, 0, 0)?, "flush ioerr")?;
+    report("blk bench randwrite").end();
     Ok(())
 }
 
