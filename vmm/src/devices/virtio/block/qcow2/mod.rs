@@ -197,6 +197,11 @@ impl Qcow2Disk {
             .tables
             .lookup(&self.file, guest, self.refcounts.end())?;
         if let Mapping::Data { host } = mapping {
+            // A data pointer into the image's own metadata is corruption:
+            // writing through it would destroy the image.
+            if host < cs || self.tables.is_metadata(host) || self.refcounts.is_block(host) {
+                return Err(corrupt("data cluster overlaps metadata"));
+            }
             return self.file.write_all_at(data, host + within);
         }
         // Copy-on-write: the new cluster gets the old contents around the data.

@@ -7,6 +7,7 @@
 //! it (the caller publishes pointers only after a flush), and a new
 //! refcount block is durable before the refcount table points to it.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -21,6 +22,8 @@ pub struct Refcounts {
     order: u32,
     /// The next cluster to hand out: past everything in the file.
     next_free: u64,
+    /// Offsets of the refcount blocks, so guest data never lands on one.
+    blocks: HashSet<u64>,
 }
 
 /// Low bits of a refcount table entry that must be zero.
@@ -48,7 +51,9 @@ impl Refcounts {
                 return Err(format!("refcount table entry {i} ({e:#x}) is invalid"));
             }
         }
+        let blocks = table.iter().copied().filter(|&b| b != 0).collect();
         Ok(Self {
+            blocks,
             table,
             table_offset: offset,
             cluster_bits,
@@ -73,6 +78,13 @@ impl Refcounts {
             (cluster / self.per_block()) as usize,
             cluster % self.per_block(),
         )
+    }
+
+    /// Whether the cluster at `host` is a refcount block.
+    pub fn is_block(&self, host: u64) -> bool {
+        let table_end = self.table_offset + self.table.len() as u64 * 8;
+        let in_table = host + self.cluster_size() > self.table_offset && host < table_end;
+        in_table || self.blocks.contains(&host)
     }
 
     /// The end of everything allocated so far (host offsets below it are in use or leaked).
@@ -148,6 +160,7 @@ impl Refcounts {
         file.sync_data()?;
         file.write_all_at(&block.to_be_bytes(), self.table_offset + ti as u64 * 8)?;
         self.table[ti] = block;
+        self.blocks.insert(block);
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 //! flush made the data and refcounts they point to durable: an on-disk
 //! pointer never leads to a cluster that is not yet written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -51,6 +51,8 @@ struct L2Table {
 
 pub struct Tables {
     l1: Vec<u64>,
+    /// Offsets of every L2 table, so guest data never lands on one.
+    l2_offsets: HashSet<u64>,
     l1_offset: u64,
     l1_dirty: bool,
     cache: HashMap<u64, L2Table>,
@@ -81,8 +83,14 @@ impl Tables {
                 return Err(format!("L1 entry {i} ({e:#x}) is invalid"));
             }
         }
+        let l2_offsets = l1
+            .iter()
+            .map(|e| e & OFFSET_MASK)
+            .filter(|&o| o != 0)
+            .collect();
         Ok(Self {
             l1,
+            l2_offsets,
             l1_offset: offset,
             l1_dirty: false,
             cache: HashMap::new(),
@@ -174,6 +182,13 @@ impl Tables {
         }
     }
 
+    /// Whether the cluster at `host` holds an L1 or L2 table.
+    pub fn is_metadata(&self, host: u64) -> bool {
+        let l1_end = self.l1_offset + self.l1.len() as u64 * 8;
+        self.l2_offsets.contains(&host)
+            || (host + (1 << self.cluster_bits) > self.l1_offset && host < l1_end)
+    }
+
     /// Whether enough is pending that the image should flush on its own.
     pub fn needs_write_back(&self) -> bool {
         let dirty = self.cache.values().filter(|t| t.dirty).count() as u64;
@@ -204,6 +219,7 @@ impl Tables {
             },
         );
         self.l1[i1] = host | COPIED;
+        self.l2_offsets.insert(host);
         self.l1_dirty = true;
     }
 

@@ -507,3 +507,31 @@ fn write_zeroes_and_discard_free_clusters_and_stay_consistent() {
         );
     }
 }
+
+#[test]
+fn data_pointer_into_metadata_fails_the_write_and_spares_the_image() {
+    let dir = Dir::new("overlap");
+    let img = dir.path("o.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "4M"]);
+    let mut d = open_rw(&img);
+    d.write_at(&[1u8; 512], 0).unwrap();
+    d.flush().unwrap();
+    drop(d);
+    // Point guest cluster 0 at the refcount table (cluster 1 of a fresh image).
+    let f = File::open(&img).unwrap();
+    let mut raw = [0u8; 8];
+    f.read_exact_at(&mut raw, 40).unwrap();
+    let l1 = u64::from_be_bytes(raw);
+    f.read_exact_at(&mut raw, l1).unwrap();
+    let l2 = u64::from_be_bytes(raw) & tables::OFFSET_MASK;
+    f.read_exact_at(&mut raw, 48).unwrap();
+    let reftable = u64::from_be_bytes(raw);
+    poke(&img, l2, &(reftable | tables::COPIED).to_be_bytes());
+    let before = std::fs::read(&img).unwrap();
+    let mut d = open_rw(&img);
+    let err = d.write_at(&[2u8; 512], 0).unwrap_err();
+    assert!(err.to_string().contains("overlaps metadata"), "{err}");
+    d.flush().unwrap();
+    drop(d);
+    assert!(std::fs::read(&img).unwrap() == before, "image changed");
+}
