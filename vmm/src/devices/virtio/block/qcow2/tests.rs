@@ -415,17 +415,22 @@ fn qcow2_opened_as_raw_is_refused() {
 
 #[test]
 fn refcount_widths_and_small_clusters() {
-    for (order_bits, cluster) in [(1u32, 512u64), (8, 4096), (64, 65536)] {
-        let dir = Dir::new(&format!("rc{order_bits}"));
+    let cases = [
+        "refcount_bits=1,cluster_size=512",
+        "refcount_bits=8,cluster_size=4096",
+        "refcount_bits=64,cluster_size=65536",
+        "compat=0.10,cluster_size=65536",
+    ];
+    for (n, opt) in cases.into_iter().enumerate() {
+        let dir = Dir::new(&format!("rc{n}"));
         let img = dir.path("r.qcow2");
-        let opt = format!("refcount_bits={order_bits},cluster_size={cluster}");
         qemu_img(&[
             "create",
             "-q",
             "-f",
             "qcow2",
             "-o",
-            &opt,
+            opt,
             img.to_str().unwrap(),
             "8M",
         ]);
@@ -443,10 +448,23 @@ fn refcount_widths_and_small_clusters() {
             img.to_str().unwrap(),
             raw.to_str().unwrap(),
         ]);
-        assert!(
-            std::fs::read(&raw).unwrap() == model,
-            "refcount_bits={order_bits}"
-        );
+        assert!(std::fs::read(&raw).unwrap() == model, "{opt}: written");
+        // Zeroing whole clusters (v2 has no zero flag: they become unallocated).
+        let mut d = open_rw(&img);
+        d.write_zeroes(3 * MIB, MIB, false).unwrap();
+        model[3 * MIB as usize..4 * MIB as usize].fill(0);
+        d.flush().unwrap();
+        drop(d);
+        check_clean(&img);
+        let _ = std::fs::remove_file(&raw);
+        qemu_img(&[
+            "convert",
+            "-O",
+            "raw",
+            img.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ]);
+        assert!(std::fs::read(&raw).unwrap() == model, "{opt}");
     }
 }
 
