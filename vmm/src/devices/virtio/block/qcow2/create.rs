@@ -76,7 +76,9 @@ fn backing_size(path: &Path, name: &str, format: DiskFormat) -> Result<u64, Disk
         readonly: true,
         direct: false,
     };
-    Ok(disk::open(&full, opts)?.size())
+    let backing = disk::open(&full, opts)
+        .map_err(|e| DiskError::qcow2(path, format!("cannot open the backing file {e}")))?;
+    Ok(backing.size())
 }
 
 /// The bytes of a new, empty image: header cluster, refcount table,
@@ -84,6 +86,9 @@ fn backing_size(path: &Path, name: &str, format: DiskFormat) -> Result<u64, Disk
 fn layout(size: u64, cb: u32, opts: &CreateOptions) -> Result<Vec<u8>, String> {
     let cs = 1u64 << cb;
     let l1_size = size.div_ceil(cs * (cs / 8)).max(1);
+    if l1_size * 8 > 32 << 20 {
+        return Err("size too large for this cluster size (L1 table over 32 MiB)".into());
+    }
     let l1_clusters = (l1_size * 8).div_ceil(cs);
     // Enough refcount blocks for the data, tables and some growth.
     let per_block = (cs * 8) >> REFCOUNT_ORDER;
