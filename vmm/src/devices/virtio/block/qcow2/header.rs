@@ -15,7 +15,7 @@ pub const MAX_CLUSTER_BITS: u32 = 21;
 /// QEMU's limits on the L1 and refcount tables (32 MiB and 8 MiB); bigger
 /// ones only come from corrupt headers, and would be huge allocations.
 const MAX_L1_BYTES: u64 = 32 << 20;
-const MAX_REFTABLE_BYTES: u64 = 8 << 20;
+pub const MAX_REFTABLE_BYTES: u64 = 8 << 20;
 const MAX_BACKING_NAME: u32 = 1023;
 
 pub const INCOMPAT_DIRTY: u64 = 1 << 0;

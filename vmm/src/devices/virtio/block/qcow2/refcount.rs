@@ -24,7 +24,14 @@ pub struct Refcounts {
     next_free: u64,
     /// Offsets of the refcount blocks, so guest data never lands on one.
     blocks: HashSet<u64>,
+    /// Set while a bigger table is being built: new blocks are named only
+    /// in memory until the whole new table is written.
+    growing: bool,
 }
+
+/// Header fields naming the refcount table: offset (u64) then clusters
+/// (u32), contiguous, so one 12-byte write switches tables.
+const HEADER_REFTABLE: u64 = 48;
 
 /// Low bits of a refcount table entry that must be zero.
 const RT_RESERVED: u64 = 0x1ff;
@@ -54,6 +61,7 @@ impl Refcounts {
         let blocks = table.iter().copied().filter(|&b| b != 0).collect();
         Ok(Self {
             blocks,
+            growing: false,
             table,
             table_offset: offset,
             cluster_bits,
@@ -122,9 +130,10 @@ impl Refcounts {
     pub fn set(&mut self, file: &File, host: u64, value: u64) -> io::Result<()> {
         let (ti, index) = self.locate(host);
         if ti >= self.table.len() {
-            // Growing the table means moving it; images made by qemu-img or
-            // vireo-img have room for terabytes, so this is refused instead.
-            return Err(corrupt("the refcount table is full"));
+            if self.growing {
+                return Err(corrupt("refcount table growth ran past its own estimate"));
+            }
+            self.grow(file, ti + 1)?;
         }
         if self.table[ti] == 0 {
             self.new_block(file, ti)?;
@@ -158,10 +167,74 @@ impl Refcounts {
         }
         // The block and its own refcount must be durable before the table names it.
         file.sync_data()?;
-        file.write_all_at(&block.to_be_bytes(), self.table_offset + ti as u64 * 8)?;
+        if !self.growing {
+            file.write_all_at(&block.to_be_bytes(), self.table_offset + ti as u64 * 8)?;
+        }
         self.table[ti] = block;
         self.blocks.insert(block);
         Ok(())
+    }
+
+    /// Moves the refcount table to a bigger one at the end of the file:
+    /// new blocks and the new table are durable before the header names
+    /// them, and the old table is released only after the header switched.
+    fn grow(&mut self, file: &File, min_entries: usize) -> io::Result<()> {
+        let cs = self.cluster_size();
+        let per_cluster = (cs / 8) as usize;
+        let mut entries = min_entries
+            .max(self.table.len() * 2)
+            .next_multiple_of(per_cluster);
+        // The new table and the blocks describing it must fit in it too.
+        loop {
+            let clusters = (entries / per_cluster) as u64;
+            let slack = clusters / self.per_block() + 2;
+            let end = self.next_free + (clusters + slack) * cs;
+            let (end_ti, _) = self.locate(end);
+            if end_ti < entries {
+                break;
+            }
+            entries = (end_ti + 1).next_multiple_of(per_cluster);
+        }
+        if entries as u64 * 8 > super::header::MAX_REFTABLE_BYTES {
+            return Err(corrupt("the refcount table would exceed 8 MiB"));
+        }
+        let (old_offset, old_table) = (self.table_offset, self.table.clone());
+        let old_clusters = (old_table.len() as u64 * 8).div_ceil(cs);
+        let switched = self.switch_table(file, entries);
+        if switched.is_err() && self.table_offset == old_offset {
+            // Still the old table on disk: forget entries it does not have
+            // (their blocks are leaked, never referenced).
+            self.table = old_table;
+        }
+        switched?;
+        for i in 0..old_clusters {
+            self.release(file, old_offset + i * cs)?;
+        }
+        Ok(())
+    }
+
+    /// Builds a table of `entries` at the end of the file and points the header at it.
+    fn switch_table(&mut self, file: &File, entries: usize) -> io::Result<()> {
+        let cs = self.cluster_size();
+        let clusters = (entries as u64 * 8).div_ceil(cs);
+        self.table.resize(entries, 0);
+        self.growing = true;
+        let offset = self.next_free;
+        self.next_free += clusters * cs;
+        let counted = (0..clusters).try_for_each(|i| self.set(file, offset + i * cs, 1));
+        self.growing = false;
+        counted?;
+        let raw: Vec<u8> = self.table.iter().flat_map(|e| e.to_be_bytes()).collect();
+        file.sync_data()?;
+        file.write_all_at(&raw, offset)?;
+        file.sync_data()?;
+        let mut header = [0u8; 12];
+        header[..8].copy_from_slice(&offset.to_be_bytes());
+        header[8..].copy_from_slice(&(clusters as u32).to_be_bytes());
+        file.write_all_at(&header, HEADER_REFTABLE)?;
+        // The header may name the new table from here on.
+        self.table_offset = offset;
+        file.sync_data()
     }
 
     /// The bytes holding entry `index` of the block at `block`: (offset, length).

@@ -553,3 +553,45 @@ fn data_pointer_into_metadata_fails_the_write_and_spares_the_image() {
     drop(d);
     assert!(std::fs::read(&img).unwrap() == before, "image changed");
 }
+
+#[test]
+fn refcount_table_grows_when_the_file_outgrows_it() {
+    let dir = Dir::new("grow");
+    let img = dir.path("g.qcow2");
+    // 512-byte clusters: qemu-img's one-cluster refcount table covers 8 MiB of file.
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=512",
+        img.to_str().unwrap(),
+        "64M",
+    ]);
+    let table_before = std::fs::read(&img).unwrap()[48..60].to_vec();
+    let mut model = vec![0u8; 64 * MIB as usize];
+    let mut d = open_rw(&img);
+    for (i, at) in (0..40u64).map(|i| (i, i * 3 * MIB / 2 + 4096)) {
+        let data = pattern(i as u8, 256 * 1024);
+        d.write_at(&data, at).unwrap();
+        model[at as usize..][..data.len()].copy_from_slice(&data);
+    }
+    d.flush().unwrap();
+    drop(d);
+    assert_ne!(
+        std::fs::read(&img).unwrap()[48..60].to_vec(),
+        table_before,
+        "table did not move"
+    );
+    check_clean(&img);
+    let raw = dir.path("g.raw");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        img.to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&raw).unwrap() == model);
+}
