@@ -140,9 +140,7 @@ fn read_sectors(
     for d in data {
         for (addr, len) in chunks(d) {
             let buf = &mut buf[..len];
-            disk.backend
-                .read_at(buf, pos)
-                .map_err(|_| VIRTIO_BLK_S_IOERR)?;
+            disk.backend.read_at(buf, pos).map_err(host_error)?;
             mem.write_slice(buf, addr).map_err(|_| VIRTIO_BLK_S_IOERR)?;
             pos += len as u64;
             written += len as u32;
@@ -166,9 +164,7 @@ fn write_sectors(
         for (addr, len) in chunks(d) {
             let buf = &mut buf[..len];
             mem.read_slice(buf, addr).map_err(|_| VIRTIO_BLK_S_IOERR)?;
-            disk.backend
-                .write_at(buf, pos)
-                .map_err(|_| VIRTIO_BLK_S_IOERR)?;
+            disk.backend.write_at(buf, pos).map_err(host_error)?;
             pos += len as u64;
         }
     }
@@ -181,7 +177,7 @@ fn flush(disk: &mut Disk, data: &[Descriptor]) -> Result<u32, u8> {
         return Err(VIRTIO_BLK_S_IOERR);
     }
     if !disk.readonly {
-        disk.backend.flush().map_err(|_| VIRTIO_BLK_S_IOERR)?;
+        disk.backend.flush().map_err(host_error)?;
     }
     Ok(0)
 }
@@ -234,7 +230,7 @@ fn zero_ranges(
         } else {
             disk.backend.discard(start, bytes)
         };
-        done.map_err(|_| err)?;
+        done.map_err(host_error)?;
     }
     Ok(0)
 }
@@ -250,6 +246,17 @@ fn get_id(disk: &Disk, mem: &GuestMemoryMmap, data: &[Descriptor]) -> Result<u32
     mem.write_slice(&disk.id[..n], d.addr())
         .map_err(|_| VIRTIO_BLK_S_IOERR)?;
     Ok(n as u32)
+}
+
+/// Host I/O errors the guest cannot explain are logged (the first few:
+/// a failing disk must not flood the log), then reported as IOERR.
+fn host_error(e: std::io::Error) -> u8 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static LOGGED: AtomicU32 = AtomicU32::new(0);
+    if LOGGED.fetch_add(1, Ordering::Relaxed) < 16 {
+        eprintln!("vireo-vmm: disk I/O error: {e}");
+    }
+    VIRTIO_BLK_S_IOERR
 }
 
 /// Splits a descriptor's buffer into bounce-buffer sized pieces.
