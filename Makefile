@@ -16,6 +16,7 @@ CPUS       ?= 2
 MEMORY     ?= 256M
 
 export VIREO_VMM           := $(CURDIR)/$(VMM)
+export VIREO_IMG           := $(CURDIR)/$(RELEASE)/vireo-img
 export VIREO_PROBE         := $(CURDIR)/$(PROBE_ELF)
 export VIREO_PROBE_LINUX64 := $(CURDIR)/$(PROBE_L64)
 

@@ -4,33 +4,14 @@
 
 use std::time::Duration;
 
-use vireo_tests::{probe_elf, run_vmm, scratch_dir, ProbeReport, RunResult};
+use vireo_tests::{probe_disk_pattern, probe_elf, run_vmm, scratch_dir, ProbeReport, RunResult};
 
 const MIB: usize = 1 << 20;
 const SEED: u64 = 7;
 const DISK_MIB: usize = 8;
 
-/// splitmix64's finaliser of `seed` and `n`, as the probe computes it.
-fn mix(seed: u64, n: u64) -> u64 {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n;
-    x ^= x >> 31;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^ (x >> 29)
-}
-
-/// The probe's disk pattern (firmware/probe/src/virtio.rs): a 64 KiB
-/// template from `seed`, with the first word of each sector stamped.
 fn expected(seed: u64, mib: usize) -> Vec<u8> {
-    (0..(mib * MIB / 8) as u64)
-        .map(|w| {
-            if w % 64 == 0 {
-                mix(!seed, w / 64)
-            } else {
-                mix(seed, w % 8192)
-            }
-        })
-        .flat_map(u64::to_le_bytes)
-        .collect()
+    probe_disk_pattern(seed, mib)
 }
 
 fn boot(disk: &str, blk: &str) -> (RunResult, ProbeReport) {

@@ -40,7 +40,6 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 initrd=${1:-$repo/target/build/appliance/initramfs-x86_64.cpio.zst}
 [[ -s $initrd ]] || { echo "boot-test: no $initrd (make initramfs)" >&2; exit 2; }
-# Absolute: boot 3 reads it from another directory.
 initrd=$(realpath "$initrd")
 kver=$(cat "$initrd.kver" 2>/dev/null || uname -r)
 arch=${ARCH:-$(basename "$initrd" | sed -nE 's/^initramfs-([a-z0-9_]+)\..*/\1/p')}
@@ -201,11 +200,11 @@ truncate -s 4096 "$ko"
 sed -i 's|^kernel/drivers/net/tun\.ko:|kernel/drivers/net/missing/tun.ko:|' "$overlay/lib/modules/$kver/modules.dep"
 grep -q '^kernel/drivers/net/missing/tun.ko:' "$overlay/lib/modules/$kver/modules.dep" || fail "no tun entry in modules.dep"
 broken_initrd=$work/initrd-broken-modules
-# The kernel takes an uncompressed archive after a compressed one only at a
-# 4-byte-aligned offset; zeros before it are skipped.
-pad=$(((4 - $(stat -c %s "$initrd") % 4) % 4))
-{ cat "$initrd"; head -c "$pad" /dev/zero
-  (cd "$overlay" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0); } >"$broken_initrd"
+cp "$initrd" "$broken_initrd"
+# The kernel reads the next archive only at a 4-byte aligned offset (zero
+# bytes in between are skipped): pad the compressed one.
+truncate -s $(( ($(stat -c %s "$broken_initrd") + 3) / 4 * 4 )) "$broken_initrd"
+(cd "$overlay" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) >>"$broken_initrd"
 initrd_good=$initrd
 initrd=$broken_initrd
 boot 3 "vireo.modules=tun ip=10.0.2.15::10.0.2.2:255.255.255.0:node3::off"

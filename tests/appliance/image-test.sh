@@ -7,16 +7,21 @@
 #   pxe       iPXE (QEMU's e1000e option ROM) over QEMU's built-in TFTP:
 #             DHCP bootfile boot.ipxe, which fetches vmlinuz and initrd.img
 #   usb-bios  the raw USB image as a USB stick (xHCI) under SeaBIOS
-#   usb-uefi  the same under UEFI (EFI/BOOT on its FAT partition)
-#   pxe-uefi  UEFI's own PXE over QEMU's TFTP: DHCP bootfile
-#             grub/PLATFORM/core.efi (GRUB netboot), which reads grub/grub.cfg
-#             and loads vmlinuz and initrd.img over TFTP
+# and, only when named:
+#   usb-uefi       the raw USB image as a stick under OVMF (AAVMF)
+#   disk-bios      the raw USB image as the machine's SATA disk under SeaBIOS
+#   iso-usb-bios   the ISO `dd`-ed to a stick (isohybrid MBR) under SeaBIOS
+#   iso-usb-uefi   the same under OVMF or AAVMF (the ISO's GPT EFI partition)
+# GRUB's netboot (its TFTP is slow: 45-75 s each):
+#   pxe-grub-bios  GRUB netboot grub/i386-pc/core.0 from the iPXE ROM (PXE API)
+#   pxe-grub-uefi  GRUB netboot grub/x86_64-efi/core.efi from OVMF's PXE
+#                  (grub/arm64-efi/core.efi from AAVMF's, on virtio-net)
+# aarch64 images are UEFI only: their default modes are iso-uefi, usb-uefi
+# and pxe-grub-uefi.
 # In each the agent's GET /node must answer through the host port forward
 # with the images' arch and KVM available: kvm_amd (x86_64: TCG -cpu max
-# emulates AMD-V) or kvm_arm64 (aarch64: virt's virtualization=on), then the
-# ACPI power button must power the node off with QEMU exiting 0. aarch64
-# images are UEFI only: there the default modes are iso-uefi, usb-uefi and
-# pxe-uefi.
+# emulates AMD-V) or kvm_arm64 (aarch64: virt's virtualization=on), then
+# the ACPI power button must power the node off with QEMU exiting 0.
 # Prints QEMU start -> first answer for each mode and the image sizes.
 #
 #   tests/appliance/image-test.sh [IMAGE_DIR] [MODE...]
@@ -29,12 +34,12 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-dir=${1:-$repo/target/build/image/x86_64}
+dir=$(realpath "${1:-$repo/target/build/image/x86_64}")
 shift || true
 arch=${ARCH:-$(basename "$dir")}
 case $arch in
   x86_64) modes=${*:-iso-bios iso-uefi pxe usb-bios} ;;
-  aarch64) modes=${*:-iso-uefi usb-uefi pxe-uefi} ;;
+  aarch64) modes=${*:-iso-uefi usb-uefi pxe-grub-uefi} ;;
   *) echo "image-test: unknown arch '$arch' (IMAGE_DIR .../x86_64 or .../aarch64, or set ARCH)" >&2; exit 2 ;;
 esac
 boot_timeout=${BOOT_TIMEOUT:-240}
@@ -52,32 +57,49 @@ port=${HOST_PORT:-$(free_port)}
 appliance_arch "$arch"
 test_init image-test
 
+# UEFI firmware as pflash (OVMF, or AAVMF for aarch64; lib.sh's uefi_args):
+# the code, and a scratch copy of the variables (UEFI writes its boot entries).
+ovmf() { uefi_args; }
+
+# Image $1 as a USB stick on xHCI, first in the boot order. A copy: nothing
+# writes the image, but the build stays pristine.
+usb_stick() {
+  cp "$1" "$work/stick.img"
+  echo -device qemu-xhci -drive "if=none,id=stick,format=raw,file=$work/stick.img" \
+    -device usb-storage,drive=stick,bootindex=0
+}
+
+# QEMU's user network serving the PXE bundle by TFTP with DHCP bootfile $1.
+pxe_nic() {
+  echo -netdev "user,id=n0,tftp=$pxe,bootfile=$1,hostfwd=tcp:127.0.0.1:$port-:8006" \
+    -device "$netboot_nic,netdev=n0,bootindex=0"
+}
+
 # QEMU arguments that boot mode $1.
 medium() {
   case $1 in
     iso-bios) echo -cdrom "$iso" -nic "$(user_nic)" ;;
-    iso-uefi) echo "$(uefi_args) $(cdrom_args "$iso") -nic $(user_nic)" ;;
-    pxe)
-      echo -netdev "user,id=n0,tftp=$pxe,bootfile=boot.ipxe,hostfwd=tcp:127.0.0.1:$port-:8006" \
-        -device e1000e,netdev=n0,bootindex=0 ;;
-    pxe-uefi)
-      echo "$(uefi_args)" -netdev "user,id=n0,tftp=$pxe,bootfile=grub/$grub_efi/core.efi,hostfwd=tcp:127.0.0.1:$port-:8006" \
-        -device "$pxe_nic,netdev=n0,bootindex=0" ;;
-    usb-bios | usb-uefi)
-      # The image is written by nothing, but the copy keeps the build pristine.
-      cp "$usb" "$work/stick.img"
-      # One line: the caller reads the words of the first.
-      firmware=
-      [[ $1 == usb-uefi ]] && firmware=$(uefi_args)
-      echo $firmware -device qemu-xhci -drive "if=none,id=stick,format=raw,file=$work/stick.img" \
-        -device usb-storage,drive=stick,bootindex=0 -nic "$(user_nic)" ;;
-    *) fail "unknown mode $1 (iso-bios iso-uefi pxe pxe-uefi usb-bios usb-uefi)" ;;
+    iso-uefi) echo "$(ovmf)" "$(cdrom_args "$iso")" -nic "$(user_nic)" ;;
+    pxe) pxe_nic boot.ipxe ;;
+    pxe-grub-bios) pxe_nic grub/i386-pc/core.0 ;;
+    pxe-grub-uefi) echo "$(ovmf)" "$(pxe_nic "grub/$grub_efi/core.efi")" ;;
+    usb-bios) echo "$(usb_stick "$usb")" -nic "$(user_nic)" ;;
+    usb-uefi) echo "$(ovmf)" "$(usb_stick "$usb")" -nic "$(user_nic)" ;;
+    disk-bios)
+      cp "$usb" "$work/disk.img"
+      echo -drive "if=none,id=disk,format=raw,file=$work/disk.img" -device ide-hd,drive=disk,bootindex=0 \
+        -nic "$(user_nic)" ;;
+    iso-usb-bios) echo "$(usb_stick "$iso")" -nic "$(user_nic)" ;;
+    iso-usb-uefi) echo "$(ovmf)" "$(usb_stick "$iso")" -nic "$(user_nic)" ;;
+    *) fail "unknown mode $1 (iso-bios iso-uefi pxe usb-bios usb-uefi disk-bios iso-usb-bios iso-usb-uefi pxe-grub-bios pxe-grub-uefi)" ;;
   esac
 }
 
 declare -A took=()
 for mode in $modes; do
-  read -ra args <<<"$(medium "$mode")"
+  # (Paths with spaces are not supported: the arguments travel as words.)
+  margs=$(medium "$mode") || exit 1
+  read -ra args <<<"$margs"
   start_qemu "$mode" "${args[@]}"
   log "$mode: QEMU started (pid $qemu_pid)"
   wait_node

@@ -22,13 +22,13 @@ reader_pid=
 #   nic_module  the module coldplug loads for QEMU's default NIC
 #   uefi_code, uefi_vars   the UEFI firmware and its variable store template
 #   grub_efi    GRUB's UEFI platform (the PXE bundle's grub/PLATFORM/core.efi)
-#   pxe_nic     the NIC whose UEFI driver netboots
+#   netboot_nic the NIC whose firmware driver netboots
 appliance_arch() {
   arch=$1
   case $arch in
     x86_64)
       qemu=(qemu-system-x86_64 -machine q35,accel=tcg -cpu max)
-      tty=ttyS0 kvm_kind=kvm_amd nic_module=e1000e grub_efi=x86_64-efi pxe_nic=e1000e
+      tty=ttyS0 kvm_kind=kvm_amd nic_module=e1000e grub_efi=x86_64-efi netboot_nic=e1000e
       uefi_code=${OVMF_CODE:-/usr/share/OVMF/OVMF_CODE_4M.fd}
       uefi_vars=${OVMF_VARS:-/usr/share/OVMF/OVMF_VARS_4M.fd}
       ;;
@@ -36,7 +36,7 @@ appliance_arch() {
       # virtualization=on: the guest kernel starts at EL2, so its built-in
       # KVM comes up (without it: no /dev/kvm, kind none).
       qemu=(qemu-system-aarch64 -machine virt,virtualization=on,accel=tcg -cpu max)
-      tty=ttyAMA0 kvm_kind=kvm_arm64 nic_module=virtio_net grub_efi=arm64-efi pxe_nic=virtio-net-pci
+      tty=ttyAMA0 kvm_kind=kvm_arm64 nic_module=virtio_net grub_efi=arm64-efi netboot_nic=virtio-net-pci
       uefi_code=${AAVMF_CODE:-/usr/share/AAVMF/AAVMF_CODE.fd}
       uefi_vars=${AAVMF_VARS:-/usr/share/AAVMF/AAVMF_VARS.fd}
       ;;

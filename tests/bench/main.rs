@@ -4,8 +4,10 @@
 //! Measured per run: time from spawning the VMM to the first byte the guest
 //! writes on its serial console, peak RSS (wait4), and — with the guest
 //! holding after its report — the VMM's own memory: resident set minus the
-//! resident part of the guest RAM mapping.
+//! resident part of the guest RAM mapping. Then virtio-blk throughput and
+//! IOPS on raw and qcow2 images (`block.rs`).
 
+mod block;
 mod measure;
 mod rig;
 
@@ -19,7 +21,7 @@ const GUEST_MEMORY_MIB: u64 = 256;
 /// Picks one figure out of a sample.
 type Metric = fn(&Sample) -> f64;
 
-fn print_row(name: &str, unit: &str, ours: f64, theirs: f64) {
+pub(crate) fn print_row(name: &str, unit: &str, ours: f64, theirs: f64) {
     let ratio = if theirs > 0.0 {
         ours / theirs
     } else {
@@ -70,6 +72,17 @@ fn main() {
         "== vireo bench ({} runs each, guest memory {GUEST_MEMORY_MIB} MiB)",
         RUNS
     );
-    bench_probe();
-    rig::bench_linux_in_rig();
+    // `vireo-bench block` runs the block rows alone.
+    let only_block = std::env::args().any(|a| a == "block");
+    if !only_block {
+        bench_probe();
+    }
+    let probe = vireo_tests::probe_elf();
+    block::bench_block(&[
+        Vmm::vireo(&probe, GUEST_MEMORY_MIB),
+        Vmm::qemu_microvm(&probe, GUEST_MEMORY_MIB),
+    ]);
+    if !only_block {
+        rig::bench_linux_in_rig();
+    }
 }

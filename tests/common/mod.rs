@@ -36,6 +36,15 @@ pub fn vmm_binary() -> PathBuf {
     )
 }
 
+/// The vireo-img tool (`VIREO_IMG`, else the release build beside vireo-vmm).
+pub fn img_binary() -> PathBuf {
+    artifact(
+        "VIREO_IMG",
+        "target/release/vireo-img",
+        "run `make vmm` or set VIREO_IMG",
+    )
+}
+
 /// The probe guest ELF with its PVH note (`VIREO_PROBE`).
 pub fn probe_elf() -> PathBuf {
     artifact(
@@ -158,4 +167,28 @@ impl ProbeReport {
 /// Parses `0x…` hex as the probe prints addresses.
 pub fn hex(s: &str) -> u64 {
     u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()
+}
+
+/// splitmix64's finaliser of `seed` and `n`, as the probe computes it.
+pub fn probe_mix(seed: u64, n: u64) -> u64 {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n;
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^ (x >> 29)
+}
+
+/// The probe's disk pattern (firmware/probe/src/virtio.rs) for `mib` MiB
+/// from the start of the disk: a template from `seed` repeating every
+/// 4 KiB, with the first word of each sector stamped.
+pub fn probe_disk_pattern(seed: u64, mib: usize) -> Vec<u8> {
+    (0..(mib as u64) << 17)
+        .map(|w| {
+            if w % 64 == 0 {
+                probe_mix(!seed, w / 64)
+            } else {
+                probe_mix(seed, w % 512)
+            }
+        })
+        .flat_map(u64::to_le_bytes)
+        .collect()
 }

@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
+pub use crate::devices::virtio::block::disk::DiskFormat;
+
 /// Largest vCPU count the boot tables (MP table, FDT) are sized for.
 pub const MAX_VCPUS: u8 = 254;
 
@@ -24,18 +26,23 @@ pub enum ConfigError {
     VcpuCount(u64),
     #[error("invalid serial '{0}': use stdio, none, file:PATH or socket:PATH")]
     SerialSyntax(String),
-    #[error("invalid disk '{spec}': {why} (use path=FILE[,readonly=on|off][,id=NAME])")]
+    #[error("invalid disk '{spec}': {why} (use path=FILE[,format=raw|qcow2][,readonly=on|off][,direct=on|off][,id=NAME])")]
     DiskSyntax { spec: String, why: String },
 }
 
 /// Longest disk ID: virtio-blk's GET_ID answers with 20 bytes.
 pub const MAX_DISK_ID_LEN: usize = 20;
 
-/// A virtio-blk disk backed by a raw image file.
+/// A virtio-blk disk backed by an image file (raw or qcow2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DiskConfig {
     pub path: PathBuf,
+    /// Never guessed from the contents: a raw image the guest wrote a
+    /// qcow2 header into must not turn into a qcow2 image on the next boot.
+    pub format: DiskFormat,
     pub readonly: bool,
+    /// O_DIRECT: bypass the host page cache (raw only).
+    pub direct: bool,
     /// Serial number the guest reads with GET_ID (default `diskN`).
     pub id: Option<String>,
 }
@@ -48,9 +55,16 @@ impl FromStr for DiskConfig {
             why: why.to_string(),
         };
         let (mut path, mut readonly, mut id) = (None, false, None);
+        let (mut format, mut direct) = (DiskFormat::Raw, false);
         for item in s.split(',') {
             match item.split_once('=') {
                 Some(("path", p)) if !p.is_empty() => path = Some(PathBuf::from(p)),
+                Some(("format", "raw")) => format = DiskFormat::Raw,
+                Some(("format", "qcow2")) => format = DiskFormat::Qcow2,
+                Some(("format", _)) => return Err(err("format takes raw or qcow2")),
+                Some(("direct", v)) => {
+                    direct = on_off(v).ok_or_else(|| err("direct takes on or off"))?
+                }
                 Some(("readonly", "on" | "true")) => readonly = true,
                 Some(("readonly", "off" | "false")) => readonly = false,
                 Some(("readonly", _)) => return Err(err("readonly takes on or off")),
@@ -62,7 +76,21 @@ impl FromStr for DiskConfig {
             }
         }
         let path = path.ok_or_else(|| err("path= is required"))?;
-        Ok(Self { path, readonly, id })
+        Ok(Self {
+            path,
+            format,
+            readonly,
+            direct,
+            id,
+        })
+    }
+}
+
+fn on_off(v: &str) -> Option<bool> {
+    match v {
+        "on" | "true" => Some(true),
+        "off" | "false" => Some(false),
+        _ => None,
     }
 }
 
@@ -228,7 +256,11 @@ mod tests {
         assert!(d.readonly);
         assert_eq!(d.id.as_deref(), Some("root"));
         let d: DiskConfig = "path=x".parse().unwrap();
-        assert!(!d.readonly && d.id.is_none());
+        assert!(!d.readonly && d.id.is_none() && !d.direct);
+        assert_eq!(d.format, DiskFormat::Raw);
+        let d: DiskConfig = "path=x,format=qcow2,direct=on".parse().unwrap();
+        assert_eq!(d.format, DiskFormat::Qcow2);
+        assert!(d.direct);
         for bad in [
             "",
             "readonly=on",
@@ -236,6 +268,8 @@ mod tests {
             "path=x,ro",
             "path=x,readonly=yes",
             "path=x,cache=none",
+            "path=x,format=vmdk",
+            "path=x,direct=1",
             "path=x,id=",
             "path=x,id=123456789012345678901",
         ] {

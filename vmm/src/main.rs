@@ -41,8 +41,8 @@ struct Args {
     /// Unix socket for the REST API (JSON over HTTP/1.1).
     #[arg(long, value_name = "PATH")]
     api_socket: Option<PathBuf>,
-    /// A virtio-blk disk on a raw image file; repeat for more disks.
-    #[arg(long, value_name = "path=FILE[,readonly=on][,id=NAME]")]
+    /// A virtio-blk disk: path=FILE[,format=raw|qcow2][,readonly=on][,direct=on][,id=NAME]; repeat for more disks.
+    #[arg(long, value_name = "path=FILE[,format=qcow2][,readonly=on][,id=NAME]")]
     disk: Vec<DiskConfig>,
 }
 

@@ -21,6 +21,7 @@ use crate::config::{DiskConfig, VmConfig};
 use crate::devices::bus::{lock, Bus};
 use crate::devices::legacy::serial::{ConsoleOutput, SerialConsole};
 use crate::devices::legacy::EventFdTrigger;
+use crate::devices::virtio::block::disk::{DiskBackend, DiskError, OpenOptions as DiskOpenOptions};
 use crate::memory::{self, MemoryError};
 use crate::vcpu::{StopReason, Vcpu, VcpuControl, VcpuThreads};
 
@@ -54,6 +55,8 @@ pub enum VmError {
     },
     #[error("cannot start the vCPU threads: {0}")]
     Threads(std::io::Error),
+    #[error("cannot open the disk {0}")]
+    Disk(#[from] DiskError),
     #[error("too many disks: this architecture has room for {0} virtio devices")]
     TooManyDevices(u32),
 }
@@ -80,27 +83,15 @@ fn open_regular(what: &'static str, path: &Path) -> Result<File, VmError> {
     Ok(file)
 }
 
-/// Opens a disk image: read-write unless the disk is read-only, so a
-/// read-only image file (or mount) can still be used as one.
-fn open_disk(disk: &DiskConfig) -> Result<File, VmError> {
-    let shown = disk.path.display().to_string();
-    let open_err = |source| VmError::OpenFile {
-        what: "disk",
-        path: shown.clone(),
-        source,
+/// Opens a disk image in its format: read-write unless the disk is
+/// read-only, so a read-only image file (or mount) can still be used as one.
+fn open_disk(disk: &DiskConfig) -> Result<Box<dyn DiskBackend>, VmError> {
+    let opts = DiskOpenOptions {
+        format: disk.format,
+        readonly: disk.readonly,
+        direct: disk.direct,
     };
-    let file = File::options()
-        .read(true)
-        .write(!disk.readonly)
-        .open(&disk.path)
-        .map_err(open_err)?;
-    if !file.metadata().map_err(open_err)?.is_file() {
-        return Err(VmError::NotAFile {
-            what: "disk",
-            path: shown,
-        });
-    }
-    Ok(file)
+    Ok(crate::devices::virtio::block::disk::open(&disk.path, opts)?)
 }
 
 /// Event fds the VMM keeps across reboots and hands to each VM it builds.
@@ -139,7 +130,7 @@ fn device_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
 
 /// A disk opened before anything else is built, so a bad path fails early.
 struct OpenDisk {
-    file: File,
+    backend: Box<dyn DiskBackend>,
     readonly: bool,
     id: String,
 }
@@ -186,7 +177,7 @@ fn place_disk(
     let irqfd = EventFd::new(EFD_NONBLOCK).map_err(device_err("virtio interrupt"))?;
     vm.register_irqfd(&irqfd, arch::current::virtio_gsi(irq))
         .map_err(kvm_call("wire a virtio interrupt"))?;
-    let block = Block::new(disk.file, disk.readonly, &disk.id).map_err(device_err("disk"))?;
+    let block = Block::new(disk.backend, disk.readonly, &disk.id).map_err(device_err("disk"))?;
     let transport = MmioTransport::new(Box::new(block), memory.clone(), irqfd)
         .map_err(device_err("virtio-mmio transport"))?;
     // QueueNotify then wakes the worker from KVM itself; a write KVM does not
@@ -282,7 +273,7 @@ fn open_boot_files(config: &VmConfig) -> Result<(BootSources, Vec<OpenDisk>), Vm
         .enumerate()
         .map(|(n, d)| {
             Ok(OpenDisk {
-                file: open_disk(d)?,
+                backend: open_disk(d)?,
                 readonly: d.readonly,
                 id: d.id.clone().unwrap_or_else(|| format!("disk{n}")),
             })

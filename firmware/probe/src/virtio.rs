@@ -2,7 +2,10 @@
 //! devices the command line announces (`virtio_mmio.device=<size>@<addr>:<irq>`),
 //! negotiate VERSION_1 only, set up one small queue, and with
 //! `probe.blk=write:SEED:MIB` / `probe.blk=read:SEED:MIB` write and/or check
-//! a deterministic pattern. One request in flight; no interrupts.
+//! a deterministic pattern, and `probe.blk=stress:SEED:MIB` rewrites random
+//! chunks in flushed generations (the crash-safety workload), and
+//! `probe.blk=trim:SEED:MIB` writes the pattern then zeroes and discards
+//! fixed ranges (the host checks them). One request in flight; no interrupts.
 
 use core::ptr::{addr_of_mut, read_volatile, write_volatile};
 use core::sync::atomic::{compiler_fence, Ordering};
@@ -21,6 +24,10 @@ const F_WRITE: u16 = 2;
 const T_IN: u32 = 0;
 const T_OUT: u32 = 1;
 const T_FLUSH: u32 = 4;
+const T_DISCARD: u32 = 11;
+const F_DISCARD: u32 = 1 << 13;
+const F_WRITE_ZEROES: u32 = 1 << 14;
+const T_WRITE_ZEROES: u32 = 13;
 const QSIZE: usize = 4;
 /// Data moved per request; 128 sectors.
 const CHUNK: usize = 64 << 10;
@@ -95,9 +102,11 @@ pub fn mix(seed: u64, n: u64) -> u64 {
 
 // The disk pattern for SEED, word `w` of the disk (the host test computes
 // the same): `mix(!seed, w / 64)` as the first word of each sector, else
-// `mix(seed, w % 8192)`. Guest instructions are slow here, so the pattern
+// `mix(seed, w % 512)`. Guest instructions are slow here, so the pattern
 // is one 64 KiB template plus one stamp per sector, and comparing is a
-// single `repe cmpsq`.
+// single `repe cmpsq`. The template repeats every 4 KiB so that deflate
+// (window 32 KiB) compresses it: qemu-img stores it as compressed clusters.
+const TEMPLATE_PERIOD: usize = 512;
 
 /// Writes the template into `expect` (once per run).
 fn fill_template(seed: u64) {
@@ -105,7 +114,7 @@ fn fill_template(seed: u64) {
     let expect = unsafe { addr_of_mut!((*dma()).expect) } as *mut u64;
     for i in 0..CHUNK / 8 {
         // SAFETY: i is inside the array.
-        unsafe { write_volatile(expect.add(i), mix(seed, i as u64)) };
+        unsafe { write_volatile(expect.add(i), mix(seed, (i % TEMPLATE_PERIOD) as u64)) };
     }
 }
 
@@ -174,7 +183,8 @@ impl Device {
         Ok(self.rd(0x08))
     }
 
-    /// Status steps of virtio 1.2, 3.1.1, accepting VERSION_1 only.
+    /// Status steps of virtio 1.2, 3.1.1, accepting VERSION_1 and, when
+    /// offered, DISCARD and WRITE_ZEROES.
     fn negotiate(&mut self) -> Result<(), &'static str> {
         self.wr(0x70, 0);
         self.wr(0x70, ACKNOWLEDGE);
@@ -183,8 +193,10 @@ impl Device {
         if self.rd(0x10) & 1 == 0 {
             return Err("no VERSION_1");
         }
+        self.wr(0x14, 0);
+        let low = self.rd(0x10) & (F_DISCARD | F_WRITE_ZEROES);
         self.wr(0x24, 0);
-        self.wr(0x20, 0);
+        self.wr(0x20, low);
         self.wr(0x24, 1);
         self.wr(0x20, 1);
         self.wr(0x70, ACKNOWLEDGE | DRIVER | FEATURES_OK);
@@ -295,12 +307,25 @@ impl Device {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BlkMode {
+    Write,
+    Read,
+    Stress,
+    Trim,
+    Bench,
+}
+
 /// What `probe.blk=` asks for.
 struct BlkOp {
-    write: bool,
+    mode: BlkMode,
     seed: u64,
     mib: u64,
 }
+
+/// Chunk writes per stress generation, and generations before it stops.
+const GEN_WRITES: u64 = 16;
+const STRESS_GENS: u64 = 1_000_000;
 
 fn parse_dec(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 18 {
@@ -311,17 +336,20 @@ fn parse_dec(s: &[u8]) -> Option<u64> {
     })
 }
 
-/// `write:SEED:MIB` or `read:SEED:MIB`.
+/// `write:SEED:MIB`, `read:SEED:MIB` or `stress:SEED:MIB`.
 fn parse_op(spec: &[u8]) -> Option<BlkOp> {
     let mut parts = spec.split(|&b| b == b':');
-    let write = match parts.next()? {
-        b"write" => true,
-        b"read" => false,
+    let mode = match parts.next()? {
+        b"write" => BlkMode::Write,
+        b"read" => BlkMode::Read,
+        b"stress" => BlkMode::Stress,
+        b"trim" => BlkMode::Trim,
+        b"bench" => BlkMode::Bench,
         _ => return None,
     };
     let seed = parse_dec(parts.next()?)?;
     let mib = parse_dec(parts.next()?)?;
-    parts.next().is_none().then_some(BlkOp { write, seed, mib })
+    parts.next().is_none().then_some(BlkOp { mode, seed, mib })
 }
 
 /// The base address in `<size>@0x<addr>:<irq>`, if below 4 GiB.
@@ -379,10 +407,12 @@ pub fn run(cmdline: &[u8]) -> Result<(), &'static str> {
 }
 
 fn blk_test(dev: &mut Device, op: &BlkOp) -> Result<(), &'static str> {
-    let what = if op.write {
-        "blk write mib="
-    } else {
-        "blk read mib="
+    let what = match op.mode {
+        BlkMode::Write => "blk write mib=",
+        BlkMode::Read => "blk read mib=",
+        BlkMode::Stress => "blk stress mib=",
+        BlkMode::Trim => "blk trim mib=",
+        BlkMode::Bench => "blk bench mib=",
     };
     match dev.negotiate().and_then(|()| blk_run(dev, op)) {
         Ok(()) => {
@@ -396,14 +426,49 @@ fn blk_test(dev: &mut Device, op: &BlkOp) -> Result<(), &'static str> {
     }
 }
 
+fn ok(status: u8, why: &'static str) -> Result<(), &'static str> {
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(why)
+    }
+}
+
+/// Generation `g` writes chunk `mix(seed, g * 16 + i) % chunks` for i in
+/// 0..16, stamped with seed + g, then FLUSHes and reports `blk stress gen=g`:
+/// every chunk a reported generation wrote must survive a crash.
+fn blk_stress(dev: &mut Device, seed: u64, chunks: u64) -> Result<(), &'static str> {
+    if chunks == 0 {
+        return Err("disk too small");
+    }
+    for gen in 1..=STRESS_GENS {
+        for i in 0..GEN_WRITES {
+            let chunk = mix(seed, gen * GEN_WRITES + i) % chunks;
+            stamp_chunk(seed.wrapping_add(gen), chunk);
+            ok(
+                dev.request(T_OUT, chunk * CHUNK_SECTORS, CHUNK as u32)?,
+                "write ioerr",
+            )?;
+        }
+        ok(dev.request(T_FLUSH, 0, 0)?, "flush ioerr")?;
+        report("blk stress gen=").dec(gen).end();
+    }
+    Ok(())
+}
+
 fn blk_run(dev: &mut Device, op: &BlkOp) -> Result<(), &'static str> {
     let chunks = op.mib * ((1 << 20) / CHUNK as u64);
     if dev.capacity() < chunks * CHUNK_SECTORS {
         return Err("disk too small");
     }
-    let ok = |status: u8, why| if status == 0 { Ok(()) } else { Err(why) };
     fill_template(op.seed);
-    if op.write {
+    if op.mode == BlkMode::Stress {
+        return blk_stress(dev, op.seed, chunks);
+    }
+    if op.mode == BlkMode::Bench {
+        return blk_bench(dev, op.seed, chunks);
+    }
+    if op.mode != BlkMode::Read {
         for c in 0..chunks {
             stamp_chunk(op.seed, c);
             ok(
@@ -423,5 +488,71 @@ fn blk_run(dev: &mut Device, op: &BlkOp) -> Result<(), &'static str> {
             return Err("data mismatch");
         }
     }
+    if op.mode == BlkMode::Trim {
+        return blk_trim(dev, op.mib);
+    }
     Ok(())
+}
+
+/// 4 KiB requests in each random phase of `bench`.
+const BENCH_RANDOM_OPS: u64 = 4096;
+const SMALL: u32 = 4096;
+
+/// The benchmark workload: sequential 64 KiB writes then FLUSH, sequential
+/// 64 KiB reads, random 4 KiB reads, random 4 KiB writes then FLUSH; a
+/// `blk bench PHASE` line after each, which the host times. Nothing is
+/// compared: guest instructions are what PVM makes slow.
+fn blk_bench(dev: &mut Device, seed: u64, chunks: u64) -> Result<(), &'static str> {
+    for c in 0..chunks {
+        ok(
+            dev.request(T_OUT, c * CHUNK_SECTORS, CHUNK as u32)?,
+            "write ioerr",
+        )?;
+    }
+    ok(dev.request(T_FLUSH, 0, 0)?, "flush ioerr")?;
+    report("blk bench seqwrite").end();
+    for c in 0..chunks {
+        ok(
+            dev.request(T_IN, c * CHUNK_SECTORS, CHUNK as u32)?,
+            "read ioerr",
+        )?;
+    }
+    report("blk bench seqread").end();
+    let blocks = chunks * (CHUNK as u64 / SMALL as u64);
+    let sector = |i: u64| (mix(seed, i) % blocks) * (SMALL as u64 / 512);
+    for i in 0..BENCH_RANDOM_OPS {
+        ok(dev.request(T_IN, sector(i), SMALL)?, "read ioerr")?;
+    }
+    report("blk bench randread").end();
+    for i in 0..BENCH_RANDOM_OPS {
+        ok(dev.request(T_OUT, sector(!i), SMALL)?, "write ioerr")?;
+    }
+    ok(dev.request(T_FLUSH, 0, 0)?, "flush ioerr")?;
+    report("blk bench randwrite").end();
+    Ok(())
+}
+
+/// After the pattern: WRITE_ZEROES sectors 2048..4096 and 4097..4103 (one
+/// request, two ranges), DISCARD sectors 6144..8192, FLUSH.
+fn blk_trim(dev: &mut Device, mib: u64) -> Result<(), &'static str> {
+    if mib < 4 {
+        return Err("trim needs 4 MiB");
+    }
+    let ranges = |list: &[(u64, u64)]| {
+        // SAFETY: an address only; no request is in flight.
+        let out = unsafe { addr_of_mut!((*dma()).expect) } as *mut u64;
+        for (i, &(sector, count)) in list.iter().enumerate() {
+            // SAFETY: two words per range, well inside the array.
+            unsafe {
+                write_volatile(out.add(2 * i), sector);
+                write_volatile(out.add(2 * i + 1), count); // flags (high half) 0
+            }
+        }
+        16 * list.len() as u32
+    };
+    let len = ranges(&[(2048, 2048), (4097, 6)]);
+    ok(dev.request(T_WRITE_ZEROES, 0, len)?, "write-zeroes ioerr")?;
+    let len = ranges(&[(6144, 2048)]);
+    ok(dev.request(T_DISCARD, 0, len)?, "discard ioerr")?;
+    ok(dev.request(T_FLUSH, 0, 0)?, "flush ioerr")
 }

@@ -17,6 +17,14 @@ pub fn write(args: std::fmt::Arguments<'_>) {
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
+/// Waits until the console has sent what init wrote. Killing the debug
+/// shell, the console's session leader, hangs the tty up, and a hangup
+/// throws away output still queued for a slow serial port: without this the
+/// first shutdown lines can vanish. Not a tty (tests): returns at once.
+pub fn drain() {
+    let _ = nix::sys::termios::tcdrain(std::io::stderr());
+}
+
 #[macro_export]
 macro_rules! log {
     ($($t:tt)*) => { $crate::log::write(format_args!($($t)*)) };

@@ -126,6 +126,7 @@ pub enum Action {
 /// the kernel to power off or restart. Never returns.
 pub fn shutdown(action: Action, services: &mut [Service], mounts: &mut Mounts) -> ! {
     log!("shutdown ({action:?}): stopping services");
+    crate::log::drain();
     for s in services.iter_mut() {
         s.stop();
     }

@@ -3,17 +3,18 @@
 //! driver wrote is untrusted: any inconsistency fails the request with
 //! IOERR, never the VMM.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::DescriptorChain;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::disk::DiskBackend;
 
 pub const VIRTIO_BLK_T_IN: u32 = 0;
 pub const VIRTIO_BLK_T_OUT: u32 = 1;
 pub const VIRTIO_BLK_T_FLUSH: u32 = 4;
 pub const VIRTIO_BLK_T_GET_ID: u32 = 8;
+pub const VIRTIO_BLK_T_DISCARD: u32 = 11;
+pub const VIRTIO_BLK_T_WRITE_ZEROES: u32 = 13;
 
 pub const VIRTIO_BLK_S_OK: u8 = 0;
 pub const VIRTIO_BLK_S_IOERR: u8 = 1;
@@ -29,10 +30,17 @@ pub const MAX_DESCRIPTORS: usize = 128;
 /// Copies go through a bounded bounce buffer: a hostile length never
 /// becomes a huge allocation.
 const CHUNK: usize = 64 << 10;
+/// Ranges one DISCARD / WRITE_ZEROES request may carry, and sectors per range
+/// (both advertised in the config space).
+pub const MAX_RANGES: u32 = 32;
+pub const MAX_RANGE_SECTORS: u32 = 1 << 22;
+/// virtio_blk_discard_write_zeroes: le64 sector, le32 num_sectors, le32 flags.
+const RANGE_LEN: usize = 16;
+const RANGE_F_UNMAP: u32 = 1;
 
 /// What the worker needs to serve a request.
 pub struct Disk<'a> {
-    pub file: &'a File,
+    pub backend: &'a mut dyn DiskBackend,
     pub readonly: bool,
     /// Capacity in bytes (a whole number of sectors).
     pub size: u64,
@@ -41,7 +49,11 @@ pub struct Disk<'a> {
 
 /// Serves the request in `chain`; returns the number of bytes written into
 /// the driver's buffers (the used-ring length).
-pub fn handle(disk: &Disk, mem: &GuestMemoryMmap, chain: DescriptorChain<&GuestMemoryMmap>) -> u32 {
+pub fn handle(
+    disk: &mut Disk,
+    mem: &GuestMemoryMmap,
+    chain: DescriptorChain<&GuestMemoryMmap>,
+) -> u32 {
     let descs: Vec<Descriptor> = chain.take(MAX_DESCRIPTORS + 1).collect();
     let Some(status) = status_descriptor(&descs) else {
         // Nowhere to put a status: complete it empty so the driver sees it fail.
@@ -69,7 +81,7 @@ fn status_descriptor(descs: &[Descriptor]) -> Option<Descriptor> {
     ok.then_some(last)
 }
 
-fn execute(disk: &Disk, mem: &GuestMemoryMmap, descs: &[Descriptor]) -> Result<u32, u8> {
+fn execute(disk: &mut Disk, mem: &GuestMemoryMmap, descs: &[Descriptor]) -> Result<u32, u8> {
     let header = descs[0];
     if header.is_write_only() || header.len() < 16 {
         return Err(VIRTIO_BLK_S_IOERR);
@@ -85,6 +97,8 @@ fn execute(disk: &Disk, mem: &GuestMemoryMmap, descs: &[Descriptor]) -> Result<u
         VIRTIO_BLK_T_OUT => write_sectors(disk, mem, sector, data),
         VIRTIO_BLK_T_FLUSH => flush(disk, data),
         VIRTIO_BLK_T_GET_ID => get_id(disk, mem, data),
+        VIRTIO_BLK_T_DISCARD => zero_ranges(disk, mem, data, false),
+        VIRTIO_BLK_T_WRITE_ZEROES => zero_ranges(disk, mem, data, true),
         _ => Err(VIRTIO_BLK_S_UNSUPP),
     }
 }
@@ -115,7 +129,7 @@ fn check_transfer(
 }
 
 fn read_sectors(
-    disk: &Disk,
+    disk: &mut Disk,
     mem: &GuestMemoryMmap,
     sector: u64,
     data: &[Descriptor],
@@ -126,9 +140,7 @@ fn read_sectors(
     for d in data {
         for (addr, len) in chunks(d) {
             let buf = &mut buf[..len];
-            disk.file
-                .read_exact_at(buf, pos)
-                .map_err(|_| VIRTIO_BLK_S_IOERR)?;
+            disk.backend.read_at(buf, pos).map_err(host_error)?;
             mem.write_slice(buf, addr).map_err(|_| VIRTIO_BLK_S_IOERR)?;
             pos += len as u64;
             written += len as u32;
@@ -138,7 +150,7 @@ fn read_sectors(
 }
 
 fn write_sectors(
-    disk: &Disk,
+    disk: &mut Disk,
     mem: &GuestMemoryMmap,
     sector: u64,
     data: &[Descriptor],
@@ -152,9 +164,7 @@ fn write_sectors(
         for (addr, len) in chunks(d) {
             let buf = &mut buf[..len];
             mem.read_slice(buf, addr).map_err(|_| VIRTIO_BLK_S_IOERR)?;
-            disk.file
-                .write_all_at(buf, pos)
-                .map_err(|_| VIRTIO_BLK_S_IOERR)?;
+            disk.backend.write_at(buf, pos).map_err(host_error)?;
             pos += len as u64;
         }
     }
@@ -162,12 +172,65 @@ fn write_sectors(
 }
 
 /// FLUSH completes only once the data is on stable storage.
-fn flush(disk: &Disk, data: &[Descriptor]) -> Result<u32, u8> {
+fn flush(disk: &mut Disk, data: &[Descriptor]) -> Result<u32, u8> {
     if !data.is_empty() {
         return Err(VIRTIO_BLK_S_IOERR);
     }
     if !disk.readonly {
-        disk.file.sync_data().map_err(|_| VIRTIO_BLK_S_IOERR)?;
+        disk.backend.flush().map_err(host_error)?;
+    }
+    Ok(0)
+}
+
+/// DISCARD (`zeroes` false) and WRITE_ZEROES: every range is checked
+/// before any is carried out, so a bad request changes nothing.
+fn zero_ranges(
+    disk: &mut Disk,
+    mem: &GuestMemoryMmap,
+    data: &[Descriptor],
+    zeroes: bool,
+) -> Result<u32, u8> {
+    let err = VIRTIO_BLK_S_IOERR;
+    let [d] = data else {
+        return Err(err);
+    };
+    let len = d.len() as usize;
+    if d.is_write_only()
+        || len == 0
+        || !len.is_multiple_of(RANGE_LEN)
+        || len / RANGE_LEN > MAX_RANGES as usize
+    {
+        return Err(err);
+    }
+    let mut raw = vec![0u8; len];
+    mem.read_slice(&mut raw, d.addr()).map_err(|_| err)?;
+    let mut ranges = Vec::with_capacity(len / RANGE_LEN);
+    for r in raw.chunks_exact(RANGE_LEN) {
+        let sector = u64::from_le_bytes(r[0..8].try_into().unwrap());
+        let count = u32::from_le_bytes(r[8..12].try_into().unwrap());
+        let flags = u32::from_le_bytes(r[12..16].try_into().unwrap());
+        // Unknown flags, or unmap on a discard, are not ours to guess (5.2.6.2).
+        if flags & !RANGE_F_UNMAP != 0 || (!zeroes && flags != 0) {
+            return Err(VIRTIO_BLK_S_UNSUPP);
+        }
+        let start = sector.checked_mul(SECTOR_SIZE).ok_or(err)?;
+        let bytes = u64::from(count) * SECTOR_SIZE;
+        let end = start.checked_add(bytes).ok_or(err)?;
+        if count == 0 || count > MAX_RANGE_SECTORS || end > disk.size {
+            return Err(err);
+        }
+        ranges.push((start, bytes, flags & RANGE_F_UNMAP != 0));
+    }
+    if disk.readonly {
+        return Err(err);
+    }
+    for (start, bytes, unmap) in ranges {
+        let done = if zeroes {
+            disk.backend.write_zeroes(start, bytes, unmap)
+        } else {
+            disk.backend.discard(start, bytes)
+        };
+        done.map_err(host_error)?;
     }
     Ok(0)
 }
@@ -183,6 +246,17 @@ fn get_id(disk: &Disk, mem: &GuestMemoryMmap, data: &[Descriptor]) -> Result<u32
     mem.write_slice(&disk.id[..n], d.addr())
         .map_err(|_| VIRTIO_BLK_S_IOERR)?;
     Ok(n as u32)
+}
+
+/// Host I/O errors the guest cannot explain are logged (the first few:
+/// a failing disk must not flood the log), then reported as IOERR.
+fn host_error(e: std::io::Error) -> u8 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static LOGGED: AtomicU32 = AtomicU32::new(0);
+    if LOGGED.fetch_add(1, Ordering::Relaxed) < 16 {
+        eprintln!("vireo-vmm: disk I/O error: {e}");
+    }
+    VIRTIO_BLK_S_IOERR
 }
 
 /// Splits a descriptor's buffer into bounce-buffer sized pieces.

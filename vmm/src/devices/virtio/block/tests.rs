@@ -1,3 +1,4 @@
+use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -137,8 +138,9 @@ fn serve(d: &Driver, disk: &TempDisk, readonly: bool) -> (Serve, EventFd) {
     let irq = EventFd::new(EFD_NONBLOCK).unwrap();
     let file = disk.open();
     let size = file.metadata().unwrap().len();
+    let backend: Box<dyn DiskBackend> = Box::new(raw::RawDisk::new(file, readonly, false).unwrap());
     let s = Serve {
-        file: Arc::new(file),
+        backend: Arc::new(Mutex::new(backend)),
         readonly,
         size,
         id: *b"vireo-test-disk\0\0\0\0\0",
@@ -280,8 +282,18 @@ fn malformed_chains_complete_empty() {
 #[test]
 fn activated_device_serves_on_its_worker_thread() {
     let disk = TempDisk::new("thread", &[3u8; 1024 + 100]);
-    let mut blk = Block::new(disk.open(), false, "disk0").unwrap();
-    assert_eq!(blk.features(), VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_FLUSH);
+    let mut blk = Block::new(
+        Box::new(raw::RawDisk::new(disk.open(), false, false).unwrap()),
+        false,
+        "disk0",
+    )
+    .unwrap();
+    let rings = VIRTIO_RING_F_INDIRECT_DESC | VIRTIO_RING_F_EVENT_IDX;
+    let writes = VIRTIO_BLK_F_DISCARD | VIRTIO_BLK_F_WRITE_ZEROES;
+    assert_eq!(
+        blk.features(),
+        VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_FLUSH | rings | writes
+    );
     let mut cap = [0u8; 8];
     blk.read_config(0, &mut cap);
     assert_eq!(u64::from_le_bytes(cap), 2);
@@ -311,3 +323,5 @@ fn activated_device_serves_on_its_worker_thread() {
     assert!(blk.worker.is_none());
     let _ = std::io::stdout().flush();
 }
+
+mod rings;

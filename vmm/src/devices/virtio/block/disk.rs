@@ -1,0 +1,121 @@
+//! What virtio-blk serves requests from: a disk backend with a fixed
+//! virtual size, read and written at byte offsets, made durable by
+//! `flush`. Raw files and qcow2 images (with their backing chains) both
+//! implement it; the request code never sees the format.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use super::qcow2::{self, Qcow2Disk};
+use super::raw::RawDisk;
+
+/// The image formats `--disk format=` names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    #[default]
+    Raw,
+    Qcow2,
+}
+
+/// How to open a disk image.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenOptions {
+    pub format: DiskFormat,
+    pub readonly: bool,
+    /// O_DIRECT: bypass the host page cache (the file's own alignment rules apply).
+    pub direct: bool,
+}
+
+/// A virtual disk. Offsets and lengths are bytes inside `[0, size())`;
+/// the caller checks bounds before calling.
+pub trait DiskBackend: Send {
+    /// Virtual size in bytes.
+    fn size(&self) -> u64;
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Returns once every completed write, data and metadata, is durable.
+    fn flush(&mut self) -> io::Result<()>;
+    /// The range reads as zeros afterwards; with `unmap` its space may be freed.
+    fn write_zeroes(&mut self, offset: u64, len: u64, unmap: bool) -> io::Result<()>;
+    /// The guest no longer needs the range: space is freed where the
+    /// backend can (whole clusters for qcow2); freed parts read as zeros.
+    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()>;
+    /// Granularity at which `discard` frees space, in bytes.
+    fn discard_granularity(&self) -> u64 {
+        4096
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("'{path}': {source}")]
+    Open { path: String, source: io::Error },
+    #[error("'{0}': not a regular file or block device")]
+    NotAFile(String),
+    #[error("'{0}': it is a qcow2 image; use format=qcow2 (refusing to show its metadata to the guest as raw data)")]
+    QcowAsRaw(String),
+    #[error("'{path}': {why}")]
+    Qcow2 { path: String, why: String },
+    #[error("'{path}': {source}")]
+    Io { path: String, source: io::Error },
+}
+
+impl DiskError {
+    pub fn qcow2(path: &Path, why: impl Into<String>) -> Self {
+        Self::Qcow2 {
+            path: path.display().to_string(),
+            why: why.into(),
+        }
+    }
+    pub fn io(path: &Path, source: io::Error) -> Self {
+        Self::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// Opens `path` as a regular file, read-write unless `readonly`.
+pub fn open_file(path: &Path, readonly: bool, direct: bool) -> Result<File, DiskError> {
+    let open_err = |source| DiskError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let flags = if direct { libc::O_DIRECT } else { 0 };
+    let file = File::options()
+        .read(true)
+        .write(!readonly)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(open_err)?;
+    let meta = file.metadata().map_err(open_err)?;
+    if !meta.is_file() && !is_block_device(&meta) {
+        return Err(DiskError::NotAFile(path.display().to_string()));
+    }
+    Ok(file)
+}
+
+fn is_block_device(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    meta.file_type().is_block_device()
+}
+
+/// Opens the image at `path` in the given format. Nothing is written to
+/// the image unless it opened cleanly.
+pub fn open(path: &Path, opts: OpenOptions) -> Result<Box<dyn DiskBackend>, DiskError> {
+    let file = open_file(path, opts.readonly, opts.direct)?;
+    match opts.format {
+        DiskFormat::Raw => {
+            // Through a buffered descriptor: O_DIRECT cannot read 4 bytes.
+            let plain = open_file(path, true, false)?;
+            if qcow2::has_magic(&plain).map_err(|e| DiskError::io(path, e))? {
+                return Err(DiskError::QcowAsRaw(path.display().to_string()));
+            }
+            Ok(Box::new(RawDisk::new(file, opts.readonly, opts.direct)?))
+        }
+        DiskFormat::Qcow2 => Ok(Box::new(Qcow2Disk::open(file, path, opts)?)),
+    }
+}

@@ -1,0 +1,597 @@
+//! qcow2 against QEMU's own tool: images qemu-img makes are read and
+//! written here, and what is written here passes `qemu-img check` and
+//! reads back identically through `qemu-img convert`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::create::{create, CreateOptions};
+use super::*;
+use crate::devices::virtio::block::disk::{self, DiskFormat};
+
+const MIB: u64 = 1 << 20;
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("vireo-qcow2-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    fn path(&self, f: &str) -> PathBuf {
+        self.0.join(f)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn qemu_img(args: &[&str]) -> std::process::Output {
+    let out = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .expect("qemu-img (package qemu-utils) is installed");
+    assert!(
+        out.status.success(),
+        "qemu-img {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn check_clean(path: &Path) {
+    let out = Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "qemu-img check: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("No errors were found"), "{text}");
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[1] ^ seed)
+        .collect()
+}
+
+fn open_rw(path: &Path) -> Box<dyn DiskBackend> {
+    let opts = OpenOptions {
+        format: DiskFormat::Qcow2,
+        readonly: false,
+        direct: false,
+    };
+    disk::open(path, opts).unwrap()
+}
+
+fn read_all(d: &mut dyn DiskBackend) -> Vec<u8> {
+    let mut v = vec![0u8; d.size() as usize];
+    d.read_at(&mut v, 0).unwrap();
+    v
+}
+
+/// Writes scattered, unaligned pieces into `disk` and into `model`.
+fn scribble(disk: &mut dyn DiskBackend, model: &mut [u8]) {
+    for (i, (off, len)) in [
+        (0u64, 512usize),
+        (65536 - 512, 4096),
+        (3 * MIB + 1024, 200_000),
+        (7 * MIB, 65536),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let data = pattern(i as u8 + 1, len);
+        disk.write_at(&data, off).unwrap();
+        model[off as usize..off as usize + len].copy_from_slice(&data);
+    }
+}
+
+#[test]
+fn writes_to_a_qemu_made_image_pass_qemu_check_and_read_back() {
+    let dir = Dir::new("qemu-made");
+    let img = dir.path("a.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "8M"]);
+    let mut model = vec![0u8; 8 * MIB as usize];
+    let mut d = open_rw(&img);
+    scribble(&mut *d, &mut model);
+    assert!(read_all(&mut *d) == model, "reads before flush");
+    d.flush().unwrap();
+    drop(d);
+    check_clean(&img);
+    let raw = dir.path("a.raw");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        img.to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
+    assert!(
+        std::fs::read(&raw).unwrap() == model,
+        "qemu-img convert sees other bytes"
+    );
+}
+
+#[test]
+fn image_created_here_is_read_by_qemu() {
+    let dir = Dir::new("created");
+    let img = dir.path("v.qcow2");
+    create(
+        &img,
+        &CreateOptions {
+            size: Some(8 * MIB),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    check_clean(&img);
+    let mut model = vec![0u8; 8 * MIB as usize];
+    let mut d = open_rw(&img);
+    scribble(&mut *d, &mut model);
+    d.flush().unwrap();
+    drop(d);
+    check_clean(&img);
+    let raw = dir.path("v.raw");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        img.to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&raw).unwrap() == model);
+    // Never overwrites.
+    assert!(create(
+        &img,
+        &CreateOptions {
+            size: Some(MIB),
+            ..Default::default()
+        }
+    )
+    .is_err());
+}
+
+#[test]
+fn overlay_copies_partial_clusters_from_its_backing_chain() {
+    let dir = Dir::new("chain");
+    let base_raw = dir.path("base.raw");
+    let mut model = pattern(0x5a, 8 * MIB as usize);
+    std::fs::write(&base_raw, &model).unwrap();
+    // raw <- mid.qcow2 (some writes) <- top.qcow2, names relative.
+    let mid = dir.path("mid.qcow2");
+    create(
+        &mid,
+        &CreateOptions {
+            backing: Some("base.raw".into()),
+            backing_format: DiskFormat::Raw,
+            cluster_bits: 17,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut m = open_rw(&mid);
+    m.write_at(&pattern(9, 1000 * 512), 5 * MIB + 512).unwrap();
+    model[(5 * MIB + 512) as usize..][..1000 * 512].copy_from_slice(&pattern(9, 1000 * 512));
+    m.flush().unwrap();
+    drop(m);
+    let top = dir.path("top.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "mid.qcow2",
+        "-F",
+        "qcow2",
+        top.to_str().unwrap(),
+    ]);
+    let base_before = std::fs::read(&base_raw).unwrap();
+    let mid_before = std::fs::read(&mid).unwrap();
+    let mut t = open_rw(&top);
+    scribble(&mut *t, &mut model);
+    t.flush().unwrap();
+    assert!(read_all(&mut *t) == model);
+    drop(t);
+    check_clean(&top);
+    check_clean(&mid);
+    assert!(
+        std::fs::read(&base_raw).unwrap() == base_before,
+        "backing file changed"
+    );
+    assert!(
+        std::fs::read(&mid).unwrap() == mid_before,
+        "backing file changed"
+    );
+    let raw = dir.path("top.raw");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        top.to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&raw).unwrap() == model);
+}
+
+#[test]
+fn compressed_and_zero_clusters_read_and_rewrite() {
+    let dir = Dir::new("compressed");
+    let raw = dir.path("src.raw");
+    let mut model = pattern(3, 4 * MIB as usize);
+    model[MIB as usize..2 * MIB as usize].fill(0);
+    std::fs::write(&raw, &model).unwrap();
+    let img = dir.path("c.qcow2");
+    qemu_img(&[
+        "convert",
+        "-c",
+        "-O",
+        "qcow2",
+        raw.to_str().unwrap(),
+        img.to_str().unwrap(),
+    ]);
+    // Explicit zero clusters over a written range.
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        dir.path("z.qcow2").to_str().unwrap(),
+        "4M",
+    ]);
+    let mut d = open_rw(&img);
+    assert!(read_all(&mut *d) == model, "compressed clusters read wrong");
+    // Rewriting part of a compressed cluster copies the rest of it.
+    d.write_at(&pattern(77, 512), 3 * MIB + 4096).unwrap();
+    model[(3 * MIB + 4096) as usize..][..512].copy_from_slice(&pattern(77, 512));
+    d.flush().unwrap();
+    assert!(read_all(&mut *d) == model);
+    drop(d);
+    check_clean(&img);
+
+    let z = dir.path("z.qcow2");
+    let mut d = open_rw(&z);
+    d.write_at(&pattern(1, 2 * MIB as usize), 0).unwrap();
+    d.flush().unwrap();
+    drop(d);
+    // qemu-io (qemu-utils) turns written clusters into v3 zero clusters.
+    let out = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -z 65536 131072"])
+        .arg(&z)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut d = open_rw(&z);
+    let mut buf = vec![1u8; 4 * 65536];
+    d.read_at(&mut buf, 0).unwrap();
+    assert!(
+        buf[65536..3 * 65536].iter().all(|&b| b == 0),
+        "zero clusters not read as zeros"
+    );
+    assert!(
+        buf[..65536] == pattern(1, 65536)[..]
+            && buf[3 * 65536..] == pattern(1, 4 * 65536)[3 * 65536..]
+    );
+    // A partial write into a zero cluster keeps the rest zero.
+    d.write_at(&[9u8; 512], 65536 + 512).unwrap();
+    d.flush().unwrap();
+    d.read_at(&mut buf, 0).unwrap();
+    assert!(
+        buf[65536..65536 + 512].iter().all(|&b| b == 0)
+            && buf[65536 + 512..65536 + 1024].iter().all(|&b| b == 9)
+    );
+    assert!(buf[65536 + 1024..3 * 65536].iter().all(|&b| b == 0));
+    drop(d);
+    check_clean(&z);
+}
+
+fn expect_open_error(path: &Path, what: &str) {
+    let before = std::fs::read(path).unwrap();
+    let opts = OpenOptions {
+        format: DiskFormat::Qcow2,
+        readonly: false,
+        direct: false,
+    };
+    let err = disk::open(path, opts)
+        .err()
+        .unwrap_or_else(|| panic!("{what}: opened"))
+        .to_string();
+    assert!(err.contains(what), "{err} lacks '{what}'");
+    assert!(
+        std::fs::read(path).unwrap() == before,
+        "{what}: image changed"
+    );
+}
+
+fn poke(path: &Path, at: u64, bytes: &[u8]) {
+    let f = File::options().write(true).open(path).unwrap();
+    f.write_all_at(bytes, at).unwrap();
+}
+
+#[test]
+fn corrupt_images_fail_at_open_unchanged() {
+    let dir = Dir::new("corrupt");
+    let fresh = |name: &str| {
+        let p = dir.path(name);
+        qemu_img(&["create", "-q", "-f", "qcow2", p.to_str().unwrap(), "8M"]);
+        p
+    };
+    let p = fresh("magic.qcow2");
+    poke(&p, 0, b"QFI\0");
+    expect_open_error(&p, "bad magic");
+    let p = fresh("l1.qcow2");
+    poke(&p, 40, &(1u64 << 40).to_be_bytes());
+    expect_open_error(&p, "L1 table");
+    let p = fresh("order.qcow2");
+    poke(&p, 96, &7u32.to_be_bytes());
+    expect_open_error(&p, "refcount_order 7");
+    let p = fresh("cbits.qcow2");
+    poke(&p, 20, &30u32.to_be_bytes());
+    expect_open_error(&p, "cluster_bits 30");
+    let p = fresh("dirty.qcow2");
+    poke(&p, 79, &[1]);
+    expect_open_error(&p, "dirty");
+    let p = fresh("unknown.qcow2");
+    poke(&p, 72, &(1u64 << 40).to_be_bytes());
+    expect_open_error(&p, "unknown incompatible");
+    let p = fresh("truncated.qcow2");
+    File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    expect_open_error(&p, "");
+
+    // a -> b -> a
+    let (a, b) = (dir.path("a.qcow2"), dir.path("b.qcow2"));
+    qemu_img(&["create", "-q", "-f", "qcow2", a.to_str().unwrap(), "1M"]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "a.qcow2",
+        "-F",
+        "qcow2",
+        b.to_str().unwrap(),
+    ]);
+    qemu_img(&[
+        "rebase",
+        "-u",
+        "-f",
+        "qcow2",
+        "-b",
+        "b.qcow2",
+        "-F",
+        "qcow2",
+        a.to_str().unwrap(),
+    ]);
+    expect_open_error(&b, "loops back");
+    let m = dir.path("missing.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        "gone.qcow2",
+        "-F",
+        "qcow2",
+        m.to_str().unwrap(),
+        "1M",
+    ]);
+    expect_open_error(&m, "gone.qcow2");
+}
+
+#[test]
+fn qcow2_opened_as_raw_is_refused() {
+    let dir = Dir::new("asraw");
+    let p = dir.path("x.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", p.to_str().unwrap(), "1M"]);
+    let err = disk::open(&p, OpenOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("use format=qcow2"), "{err}");
+}
+
+#[test]
+fn refcount_widths_and_small_clusters() {
+    let cases = [
+        "refcount_bits=1,cluster_size=512",
+        "refcount_bits=8,cluster_size=4096",
+        "refcount_bits=64,cluster_size=65536",
+        "compat=0.10,cluster_size=65536",
+    ];
+    for (n, opt) in cases.into_iter().enumerate() {
+        let dir = Dir::new(&format!("rc{n}"));
+        let img = dir.path("r.qcow2");
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            opt,
+            img.to_str().unwrap(),
+            "8M",
+        ]);
+        let mut model = vec![0u8; 8 * MIB as usize];
+        let mut d = open_rw(&img);
+        scribble(&mut *d, &mut model);
+        d.flush().unwrap();
+        drop(d);
+        check_clean(&img);
+        let raw = dir.path("r.raw");
+        qemu_img(&[
+            "convert",
+            "-O",
+            "raw",
+            img.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ]);
+        assert!(std::fs::read(&raw).unwrap() == model, "{opt}: written");
+        // Zeroing whole clusters (v2 has no zero flag: they become unallocated).
+        let mut d = open_rw(&img);
+        d.write_zeroes(3 * MIB, MIB, false).unwrap();
+        model[3 * MIB as usize..4 * MIB as usize].fill(0);
+        d.flush().unwrap();
+        drop(d);
+        check_clean(&img);
+        let _ = std::fs::remove_file(&raw);
+        qemu_img(&[
+            "convert",
+            "-O",
+            "raw",
+            img.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ]);
+        assert!(std::fs::read(&raw).unwrap() == model, "{opt}");
+    }
+}
+
+#[test]
+fn write_zeroes_and_discard_free_clusters_and_stay_consistent() {
+    let dir = Dir::new("zeroes");
+    let base = dir.path("base.raw");
+    std::fs::write(&base, pattern(8, 4 * MIB as usize)).unwrap();
+    for backing in [false, true] {
+        let img = dir.path(&format!("z{backing}.qcow2"));
+        let mut args = vec!["create", "-q", "-f", "qcow2"];
+        if backing {
+            args.extend(["-b", "base.raw", "-F", "raw"]);
+        }
+        args.extend([img.to_str().unwrap(), "4M"]);
+        qemu_img(&args);
+        let mut model = if backing {
+            pattern(8, 4 * MIB as usize)
+        } else {
+            vec![0u8; 4 * MIB as usize]
+        };
+        let mut d = open_rw(&img);
+        d.write_at(&pattern(2, 3 * MIB as usize), 0).unwrap();
+        model[..3 * MIB as usize].copy_from_slice(&pattern(2, 3 * MIB as usize));
+        d.flush().unwrap();
+        // Whole clusters plus a partial one on each side, then a discard.
+        d.write_zeroes(65536 - 1024, 3 * 65536 + 2048, false)
+            .unwrap();
+        model[65536 - 1024..][..3 * 65536 + 2048].fill(0);
+        d.discard(MIB, MIB + 512).unwrap();
+        model[MIB as usize..2 * MIB as usize].fill(0);
+        // Zeroing beyond what was written hides the backing file.
+        d.write_zeroes(3 * MIB, 65536, true).unwrap();
+        model[3 * MIB as usize..][..65536].fill(0);
+        assert!(
+            read_all(&mut *d) == model,
+            "backing={backing}: reads before flush"
+        );
+        d.flush().unwrap();
+        drop(d);
+        check_clean(&img);
+        let raw = dir.path("z.raw");
+        let _ = std::fs::remove_file(&raw);
+        qemu_img(&[
+            "convert",
+            "-O",
+            "raw",
+            img.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ]);
+        assert!(std::fs::read(&raw).unwrap() == model, "backing={backing}");
+        let map = qemu_img(&["map", "--output=json", img.to_str().unwrap()]);
+        let map = String::from_utf8_lossy(&map.stdout);
+        let freed = format!("{{ \"start\": {}, \"length\": {}, \"depth\": 0, \"present\": true, \"zero\": true, \"data\": false", MIB, MIB);
+        assert!(
+            map.contains(&freed),
+            "backing={backing}: discarded MiB not zero clusters:\n{map}"
+        );
+    }
+}
+
+#[test]
+fn data_pointer_into_metadata_fails_the_write_and_spares_the_image() {
+    let dir = Dir::new("overlap");
+    let img = dir.path("o.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "4M"]);
+    let mut d = open_rw(&img);
+    d.write_at(&[1u8; 512], 0).unwrap();
+    d.flush().unwrap();
+    drop(d);
+    // Point guest cluster 0 at the refcount table (cluster 1 of a fresh image).
+    let f = File::open(&img).unwrap();
+    let mut raw = [0u8; 8];
+    f.read_exact_at(&mut raw, 40).unwrap();
+    let l1 = u64::from_be_bytes(raw);
+    f.read_exact_at(&mut raw, l1).unwrap();
+    let l2 = u64::from_be_bytes(raw) & tables::OFFSET_MASK;
+    f.read_exact_at(&mut raw, 48).unwrap();
+    let reftable = u64::from_be_bytes(raw);
+    poke(&img, l2, &(reftable | tables::COPIED).to_be_bytes());
+    let before = std::fs::read(&img).unwrap();
+    let mut d = open_rw(&img);
+    let err = d.write_at(&[2u8; 512], 0).unwrap_err();
+    assert!(err.to_string().contains("overlaps metadata"), "{err}");
+    d.flush().unwrap();
+    drop(d);
+    assert!(std::fs::read(&img).unwrap() == before, "image changed");
+}
+
+#[test]
+fn refcount_table_grows_when_the_file_outgrows_it() {
+    let dir = Dir::new("grow");
+    let img = dir.path("g.qcow2");
+    // 512-byte clusters: qemu-img's one-cluster refcount table covers 8 MiB of file.
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=512",
+        img.to_str().unwrap(),
+        "64M",
+    ]);
+    let table_before = std::fs::read(&img).unwrap()[48..60].to_vec();
+    let mut model = vec![0u8; 64 * MIB as usize];
+    let mut d = open_rw(&img);
+    for (i, at) in (0..40u64).map(|i| (i, i * 3 * MIB / 2 + 4096)) {
+        let data = pattern(i as u8, 256 * 1024);
+        d.write_at(&data, at).unwrap();
+        model[at as usize..][..data.len()].copy_from_slice(&data);
+    }
+    d.flush().unwrap();
+    drop(d);
+    assert_ne!(
+        std::fs::read(&img).unwrap()[48..60].to_vec(),
+        table_before,
+        "table did not move"
+    );
+    check_clean(&img);
+    let raw = dir.path("g.raw");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "raw",
+        img.to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&raw).unwrap() == model);
+}
