@@ -22,16 +22,18 @@ kernel:
 	KERNEL_BASE=$(KERNEL_BASE) ARM64_ROOT=$(APPLIANCE_ARM64_ROOT) \
 	  nice -n 19 kernel-config/build-kernel.sh $(KERNEL_ARCH) $(KERNEL_DIR)/$(KERNEL_BASE)
 
-# The check must catch a dropped option: a symbol this kernel lacks first.
+# Configured in their own directories (check-BASE), apart from a build that
+# may be running; the check must also catch a dropped option: a symbol this
+# kernel does not have.
 kernel-config-check: appliance-arm64-debs
 	for base in defconfig debian; do \
 	  for arch in x86_64 aarch64; do \
 	    KERNEL_BASE=$$base ARM64_ROOT=$(APPLIANCE_ARM64_ROOT) \
-	      kernel-config/build-kernel.sh $$arch $(KERNEL_DIR)/$$base --config-only || exit 1; \
+	      kernel-config/build-kernel.sh $$arch $(KERNEL_DIR)/check-$$base --config-only || exit 1; \
 	  done; \
 	done
 	echo 'CONFIG_VIREO_NO_SUCH_OPTION=y' >$(KERNEL_DIR)/bogus.config
-	if kernel-config/check-config.sh $(KERNEL_DIR)/defconfig/config-x86_64 $(KERNEL_DIR)/bogus.config; then \
+	if kernel-config/check-config.sh $(KERNEL_DIR)/check-defconfig/config-x86_64 $(KERNEL_DIR)/bogus.config; then \
 	  echo "kernel-config-check: FAIL: an option missing from .config was not reported" >&2; exit 1; \
 	fi
 	echo "kernel-config-check: PASS"
