@@ -26,7 +26,7 @@ fn echo_through(ns: &Netns, echo_if: &str, net: &str, guest_mac: &str) {
     let echo = spawn_echo(ns, echo_if, FRAMES, TIMEOUT);
     let cmdline = format!("probe.net=echo:{FRAMES}");
     let run = ns.run_probe(&cmdline, net, TIMEOUT);
-    let log = echo.join().unwrap();
+    let log = echo.finish();
     let report = ProbeReport::parse(&run.stdout);
     assert_eq!(
         report.field("net", "mac").as_deref(),

@@ -6,6 +6,8 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -102,18 +104,30 @@ pub struct EchoLog {
     pub error: Option<String>,
 }
 
+/// A running echo; `finish` stops it and returns what it saw.
+pub struct EchoThread {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<EchoLog>,
+}
+
+impl EchoThread {
+    /// Call once the guest is done: an echo still waiting for frames then
+    /// gives up instead of waiting out its timeout.
+    pub fn finish(self) -> EchoLog {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
 /// Echoes every probe frame that arrives on `ifname` in namespace `ns`
 /// back to its sender (from `own_mac`, the interface's address; payload
-/// unchanged) until `count` have come or `timeout` passes.
-pub fn spawn_echo(
-    ns: &Netns,
-    ifname: &str,
-    count: usize,
-    timeout: Duration,
-) -> JoinHandle<EchoLog> {
+/// unchanged) until `count` have come, `timeout` passes or it is finished.
+pub fn spawn_echo(ns: &Netns, ifname: &str, count: usize, timeout: Duration) -> EchoThread {
     let own_mac = parse_mac(&ns.mac(ifname)).expect("interface MAC");
     let (ns, ifname) = (ns.name.clone(), ifname.to_string());
-    std::thread::spawn(move || {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let thread = std::thread::spawn(move || {
         let mut log = EchoLog {
             seqs: Vec::with_capacity(count),
             error: None,
@@ -123,12 +137,14 @@ pub fn spawn_echo(
             own_mac,
             count,
             timeout,
+            stop: &stopped,
         };
         if let Err(e) = echo(&ns, &to, &mut log.seqs) {
             log.error = Some(e);
         }
         log
-    })
+    });
+    EchoThread { stop, thread }
 }
 
 fn os_err(what: &str) -> String {
@@ -199,6 +215,7 @@ struct Echo<'a> {
     own_mac: [u8; 6],
     count: usize,
     timeout: Duration,
+    stop: &'a AtomicBool,
 }
 
 fn echo(ns: &str, to: &Echo, seqs: &mut Vec<u32>) -> Result<(), String> {
@@ -210,6 +227,9 @@ fn echo(ns: &str, to: &Echo, seqs: &mut Vec<u32>) -> Result<(), String> {
     while seqs.len() < count {
         if start.elapsed() > timeout {
             return Err(format!("timeout after {} frames", seqs.len()));
+        }
+        if to.stop.load(Ordering::SeqCst) {
+            return Err(format!("the guest stopped after {} frames", seqs.len()));
         }
         // SAFETY: buf is writable for its length.
         let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
