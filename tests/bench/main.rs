@@ -7,6 +7,7 @@
 //! resident part of the guest RAM mapping.
 
 mod measure;
+mod net;
 mod rig;
 
 use std::time::Duration;
@@ -71,5 +72,6 @@ fn main() {
         RUNS
     );
     bench_probe();
+    net::bench_net();
     rig::bench_linux_in_rig();
 }

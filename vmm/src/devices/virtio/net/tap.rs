@@ -13,18 +13,13 @@ use std::path::Path;
 /// with `num_buffers`, which is what a VERSION_1 driver always sends).
 pub const VNET_HDR_LEN: usize = 12;
 
-// <linux/if_tun.h>
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
-const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
-const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
-const IFF_TAP: i16 = 0x0002;
-const IFF_NO_PI: i16 = 0x1000;
-const IFF_VNET_HDR: i16 = 0x4000;
+// <linux/if_tun.h>, from libc.
+use libc::{TUNGETIFF, TUNSETIFF, TUNSETOFFLOAD, TUNSETVNETHDRSZ};
+const IFF_TAP: i16 = libc::IFF_TAP as i16;
+const IFF_NO_PI: i16 = libc::IFF_NO_PI as i16;
+const IFF_VNET_HDR: i16 = libc::IFF_VNET_HDR as i16;
 /// TUNSETOFFLOAD bits: what the kernel may hand us (the guest accepts).
-pub const TUN_F_CSUM: u32 = 0x01;
-pub const TUN_F_TSO4: u32 = 0x02;
-pub const TUN_F_TSO6: u32 = 0x04;
+pub use libc::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6};
 
 const IFNAMSIZ: usize = 16;
 

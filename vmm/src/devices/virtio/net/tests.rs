@@ -240,6 +240,21 @@ fn a_tap_frame_lands_in_the_guest_buffer() {
 }
 
 #[test]
+fn a_chain_larger_than_any_frame_takes_a_frame() {
+    // Linux's "big packets" RX chains: a header buffer, then 17 pages and more.
+    let mut r = rig(BASIC);
+    let p = packet(13, 1500);
+    r.wire.write_all(&p).unwrap();
+    let mut bufs = vec![(BUF, 12, W)];
+    bufs.extend((0..14).map(|i| (BUF + 0x1000 + i * 0x1000, 0x1000, W)));
+    bufs.push((BUF + 0x10000, 0x10000, W));
+    r.rx.push(&r.mem, &bufs);
+    r.worker.process_rx();
+    assert_eq!(r.rx.used_elem(&r.mem, 0), (0, p.len() as u32));
+    assert_eq!(r.guest_bytes(BUF + 0x1000, 1500), p[12..]);
+}
+
+#[test]
 fn frames_wait_for_buffers_in_order_without_loss() {
     let mut r = rig(BASIC);
     for n in 0..3 {
