@@ -9,7 +9,7 @@ use super::ConfigError;
 
 /// Where a virtio-net device's frames go on the host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", content = "name", rename_all = "lowercase")]
+#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
 pub enum NetBackendConfig {
     /// A tap interface, created if it does not exist.
     Tap(String),
@@ -153,6 +153,19 @@ mod tests {
         let n: NetConfig = "fd=3".parse().unwrap();
         assert_eq!(n.backend, NetBackendConfig::Fd(3));
         assert_eq!(MacAddr([2, 0, 0, 0, 0, 1]).to_string(), "02:00:00:00:00:01");
+    }
+
+    #[test]
+    fn the_api_shows_a_net_as_docs_api_openapi_yaml_says() {
+        let n: NetConfig = "tap=vtap0,mac=02:76:69:72:65:01,id=lan".parse().unwrap();
+        let v = serde_json::to_value(&n).unwrap();
+        let want = serde_json::json!({
+            "backend": {"kind": "tap", "value": "vtap0"},
+            "mac": "02:76:69:72:65:01", "mtu": null, "id": "lan"
+        });
+        assert_eq!(v, want);
+        let fd = serde_json::to_value("fd=3".parse::<NetConfig>().unwrap()).unwrap();
+        assert_eq!(fd["backend"], serde_json::json!({"kind": "fd", "value": 3}));
     }
 
     #[test]
