@@ -9,7 +9,9 @@ mod netlab;
 
 use std::time::Duration;
 
-use netlab::{spawn_echo, Netns};
+use std::os::fd::{AsRawFd, RawFd};
+
+use netlab::{bridge_with_tap, open_tap, spawn_echo, Netns};
 use vireo_tests::{probe_elf, run_vmm, ProbeReport, RunResult};
 
 const FRAMES: usize = 10_000;
@@ -21,11 +23,11 @@ fn context(run: &RunResult) -> String {
 }
 
 /// Boots the probe with `--net net` in `ns` while the echo runs on `echo_if`;
-/// checks both sides.
-fn echo_through(ns: &Netns, echo_if: &str, net: &str, guest_mac: &str) {
+/// checks both sides. `inherit`: an fd the VMM is to get (`fd=N`).
+fn echo_through(ns: &Netns, echo_if: &str, net: &str, guest_mac: &str, inherit: Option<RawFd>) {
     let echo = spawn_echo(ns, echo_if, FRAMES, TIMEOUT);
     let cmdline = format!("probe.net=echo:{FRAMES}");
-    let run = ns.run_probe(&cmdline, net, TIMEOUT);
+    let run = ns.run_probe(&cmdline, net, inherit, TIMEOUT);
     let log = echo.finish();
     let report = ProbeReport::parse(&run.stdout);
     assert_eq!(
@@ -66,17 +68,17 @@ fn echo_through(ns: &Netns, echo_if: &str, net: &str, guest_mac: &str) {
 
 #[test]
 fn frames_echo_through_a_tap_on_a_bridge() {
-    let ns = Netns::new("tap");
-    ns.ip("link add br0 type bridge");
-    ns.ip("tuntap add dev vtap0 mode tap");
-    ns.ip("link add veth0 type veth peer name veth1");
-    ns.ip("link set vtap0 master br0");
-    ns.ip("link set veth0 master br0");
-    for dev in ["br0", "vtap0", "veth0", "veth1"] {
-        ns.ip(&format!("link set {dev} up"));
-    }
+    let ns = bridge_with_tap("tap");
     let net = format!("tap=vtap0,mac={GUEST_MAC},id=lan");
-    echo_through(&ns, "veth1", &net, GUEST_MAC);
+    echo_through(&ns, "veth1", &net, GUEST_MAC, None);
+}
+
+#[test]
+fn frames_echo_through_a_tap_fd_the_parent_opened() {
+    let ns = bridge_with_tap("fd");
+    let tap = open_tap(&ns, "vtap0");
+    let net = format!("fd={},mac={GUEST_MAC}", tap.as_raw_fd());
+    echo_through(&ns, "veth1", &net, GUEST_MAC, Some(tap.as_raw_fd()));
 }
 
 #[test]
@@ -89,7 +91,7 @@ fn frames_echo_through_a_macvtap_in_bridge_mode() {
     }
     // A macvtap only passes up frames for its own address: the guest takes it.
     let mac = ns.mac("mvt0");
-    echo_through(&ns, "veth1", &format!("macvtap=mvt0,mac={mac}"), &mac);
+    echo_through(&ns, "veth1", &format!("macvtap=mvt0,mac={mac}"), &mac, None);
 }
 
 #[test]

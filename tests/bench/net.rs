@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 mod netlab;
 
 use crate::measure::{median, qemu_accel, QEMU_COMMON};
-use netlab::{spawn_echo, Netns};
+use netlab::{bridge_with_tap, spawn_echo, Netns};
 
 const FRAMES: usize = 10_000;
 const RUNS: usize = 3;
@@ -106,24 +106,11 @@ fn run_once(ns: &Netns, program: &str, args: &[String]) -> Result<f64, String> {
     }
 }
 
-fn bridge_with_tap() -> Netns {
-    let ns = Netns::new("bench-net");
-    ns.ip("link add br0 type bridge");
-    ns.ip("tuntap add dev vtap0 mode tap");
-    ns.ip("link add veth0 type veth peer name veth1");
-    ns.ip("link set vtap0 master br0");
-    ns.ip("link set veth0 master br0");
-    for dev in ["br0", "vtap0", "veth0", "veth1"] {
-        ns.ip(&format!("link set {dev} up"));
-    }
-    ns
-}
-
 pub fn bench_net() {
     println!(
         "\n== network: probe echo of {FRAMES} frames through a tap on a bridge, {RUNS} runs each"
     );
-    let ns = bridge_with_tap();
+    let ns = bridge_with_tap("bench-net");
     let cmdline = format!("probe.net=echo:{FRAMES}");
     let contenders = [
         ("vireo-vmm", vireo_args(&cmdline)),

@@ -4,7 +4,8 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -52,19 +53,35 @@ impl Netns {
     }
 
     /// Runs the probe in vireo-vmm inside the namespace.
-    pub fn run_probe(&self, cmdline: &str, net: &str, timeout: Duration) -> RunResult {
+    /// `inherit` is an fd the VMM gets (for `--net fd=N`); only the child
+    /// sees it without close-on-exec.
+    pub fn run_probe(
+        &self,
+        cmdline: &str,
+        net: &str,
+        inherit: Option<RawFd>,
+        timeout: Duration,
+    ) -> RunResult {
         let start = Instant::now();
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name])
             .arg(vmm_binary())
             .args(["--kernel", probe_elf().to_str().unwrap()])
             .args(["--memory", "64M", "--serial", "stdio", "--cmdline", cmdline])
             .args(["--net", net])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn vireo-vmm");
+            .stderr(Stdio::piped());
+        if let Some(fd) = inherit {
+            // SAFETY: fcntl is async-signal-safe; it touches only the child's fd table.
+            unsafe {
+                cmd.pre_exec(move || match libc::fcntl(fd, libc::F_SETFD, 0) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn vireo-vmm");
         let out = read_all(child.stdout.take().unwrap());
         let err = read_all(child.stderr.take().unwrap());
         let status = wait_with_deadline(&mut child, timeout);
@@ -75,6 +92,48 @@ impl Netns {
             elapsed: start.elapsed(),
         }
     }
+}
+
+/// A namespace with a bridge joining the tap `vtap0` and `veth0`; the
+/// echo listens on its peer `veth1`.
+pub fn bridge_with_tap(tag: &str) -> Netns {
+    let ns = Netns::new(tag);
+    ns.ip("link add br0 type bridge");
+    ns.ip("tuntap add dev vtap0 mode tap");
+    ns.ip("link add veth0 type veth peer name veth1");
+    ns.ip("link set vtap0 master br0");
+    ns.ip("link set veth0 master br0");
+    for dev in ["br0", "vtap0", "veth0", "veth1"] {
+        ns.ip(&format!("link set {dev} up"));
+    }
+    ns
+}
+
+/// Opens the tap `name` inside namespace `ns` the way a management layer
+/// would before passing it to the VMM: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR.
+pub fn open_tap(ns: &Netns, name: &str) -> File {
+    let (ns, name) = (ns.name.clone(), name.to_string());
+    std::thread::spawn(move || -> Result<File, String> {
+        enter_netns(&ns)?;
+        let tun = File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+            .map_err(|e| e.to_string())?;
+        // struct ifreq: the name, then the flags (short), padded to 40 bytes.
+        let mut req = [0u8; 40];
+        req[..name.len()].copy_from_slice(name.as_bytes());
+        let flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
+        req[16..18].copy_from_slice(&flags.to_ne_bytes());
+        // SAFETY: TUNSETIFF reads and writes the 40-byte ifreq we own.
+        if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, req.as_mut_ptr()) } != 0 {
+            return Err(os_err("TUNSETIFF"));
+        }
+        Ok(tun)
+    })
+    .join()
+    .unwrap()
+    .expect("open the tap")
 }
 
 impl Drop for Netns {
