@@ -313,6 +313,30 @@ fn rx_buffers_outside_guest_memory_are_completed_empty_and_the_frame_kept() {
 }
 
 #[test]
+fn an_avail_index_far_ahead_of_the_ring_ends_the_pass() {
+    // avail.idx 1000 ahead of a 16-entry ring: virtio-queue refuses to read
+    // it, yet "more available" stays true; the worker must not spin on it.
+    let mut r = rig(BASIC | f::EVENT_IDX);
+    r.mem
+        .write_obj(1000u16, GuestAddress(r.tx.avail() + 2))
+        .unwrap();
+    r.mem
+        .write_obj(1000u16, GuestAddress(r.rx.avail() + 2))
+        .unwrap();
+    r.wire.write_all(&packet(14, 60)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        r.worker.process_tx();
+        r.worker.process_rx();
+        let _ = tx.send(r.wire_recv());
+    });
+    let sent = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the worker spun on a broken ring");
+    assert_eq!(sent, None);
+}
+
+#[test]
 fn an_oversize_tx_chain_is_dropped() {
     let mut r = rig(BASIC);
     // Two 40 KiB buffers: more than any frame plus its header.

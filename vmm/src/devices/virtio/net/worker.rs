@@ -134,10 +134,15 @@ impl Worker {
     /// Sends every frame the driver queued, then interrupts it once if it asked.
     pub fn process_tx(&mut self) {
         let mut done = false;
-        loop {
+        // Passes in a row that found nothing although the ring said "more":
+        // one is a race with the driver, two is a broken avail index.
+        let mut empty_passes = 0;
+        while empty_passes < 2 {
             // A broken ring reads as empty; the driver then has nothing to wait for.
             let _ = self.tx.disable_notification(&self.mem);
+            empty_passes += 1;
             while let Some(chain) = self.tx.pop_descriptor_chain(&self.mem) {
+                empty_passes = 0;
                 let head = chain.head_index();
                 if let Some(len) = self.gather_tx(whole_chain(chain)) {
                     self.send(len);
@@ -206,12 +211,15 @@ impl Worker {
     /// Delivers tap frames while the driver has buffers for them.
     pub fn process_rx(&mut self) {
         let mut done = false;
+        // As in process_tx: a second "more" with nothing to pop is a broken ring.
+        let mut rechecked = false;
         loop {
             if self.rx_len.is_none() && !self.read_tap() {
                 break;
             }
             match self.rx.pop_descriptor_chain(&self.mem) {
                 Some(chain) => {
+                    rechecked = false;
                     let head = chain.head_index();
                     let Some(written) = self.deliver(whole_chain(chain)) else {
                         continue;
@@ -222,7 +230,9 @@ impl Worker {
                     done = true;
                 }
                 // Out of buffers: ask to be told of new ones, then look once more.
-                None if self.rx.enable_notification(&self.mem).unwrap_or(false) => {}
+                None if !rechecked && self.rx.enable_notification(&self.mem).unwrap_or(false) => {
+                    rechecked = true
+                }
                 None => break,
             }
         }
