@@ -419,16 +419,28 @@ fn event_idx_suppresses_interrupts_the_driver_did_not_ask_for() {
 
 // Feature negotiation through the transport.
 
-fn net_transport() -> MmioTransport {
+/// A net device behind its transport, with the guest memory and the wire end.
+struct Machine {
+    t: MmioTransport,
+    mem: GuestMemoryMmap,
+    wire: File,
+}
+
+fn machine() -> Machine {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
-    let (dev_end, _wire) = socket_pair();
+    let (dev_end, wire) = socket_pair();
     let net = Net::new(
         Arc::new(FakeTap { file: dev_end }),
         [2, 0, 0, 0, 0, 1],
         DEFAULT_MTU,
     );
     let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-    MmioTransport::new(Box::new(net), mem, irq).unwrap()
+    let t = MmioTransport::new(Box::new(net), mem.clone(), irq).unwrap();
+    Machine { t, mem, wire }
+}
+
+fn net_transport() -> MmioTransport {
+    machine().t
 }
 
 fn wr(t: &mut MmioTransport, off: u64, v: u32) {
@@ -500,4 +512,38 @@ fn every_offered_feature_together_is_consistent() {
     assert!(features_consistent(f::OFFERED));
     assert!(!features_consistent(f::OFFERED & !f::VERSION_1));
     assert!(!features_consistent(f::VERSION_1 | f::HOST_TSO6));
+}
+
+#[test]
+fn a_broken_device_leaves_another_working() {
+    let mut broken = machine();
+    let s = negotiate(&mut broken.t, f::VERSION_1 | f::HOST_TSO4);
+    assert_ne!(s & status::NEEDS_RESET, 0);
+    // The second device runs its real worker thread: a frame queued and
+    // notified through the registers reaches its wire.
+    let mut good = machine();
+    let s = negotiate(&mut good.t, f::VERSION_1 | f::EVENT_IDX);
+    assert_eq!(s & status::NEEDS_RESET, 0);
+    let p = packet(15, 60);
+    good.mem.write_slice(&p, GuestAddress(BUF)).unwrap();
+    let mut tx = Ring::new(TX_RING);
+    tx.push(&good.mem, &[(BUF, p.len() as u32, 0)]);
+    wr(&mut good.t, 0x50, 1);
+    let mut got = vec![0u8; 256];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let n = loop {
+        match good.wire.read(&mut got) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                assert!(std::time::Instant::now() < deadline, "no frame");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(&got[..n], &p[..]);
+    assert_ne!(rd(&mut broken.t, 0x70) & status::NEEDS_RESET, 0);
+    // Reset stops the worker thread and joins it.
+    wr(&mut good.t, 0x70, 0);
+    assert_eq!(rd(&mut good.t, 0x70), 0);
 }
