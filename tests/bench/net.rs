@@ -17,7 +17,7 @@ use crate::measure::{median, qemu_accel, QEMU_COMMON};
 use netlab::{bridge_with_tap, spawn_echo, Netns};
 
 const FRAMES: usize = 10_000;
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 const MAC: &str = "02:76:69:72:65:6f";
 const TIMEOUT: Duration = Duration::from_secs(300);
 
