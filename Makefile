@@ -90,7 +90,7 @@ clean:
 # (VIREO_VMM is exported above for the Rust tests; the rig needs the static build.)
 test-rig: probe
 	$(MAKE) rig-test VIREO_VMM=$(VMM_MUSL) PROBE_ELF=$(CURDIR)/$(PROBE_ELF) \
-	  RIG_TEST_JOBS="kvm-check probe linux-min-1 linux-min-4 linux-min-bzimage linux-debian"
+	  RIG_TEST_JOBS="kvm-check probe linux-min-1 linux-min-4 linux-min-bzimage linux-debian linux-disk-net"
 
 # A Linux guest: on hardware KVM directly, else (PVM, no KVM) inside the rig.
 run-linux: vmm guest-kernel guest-initramfs

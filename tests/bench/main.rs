@@ -9,6 +9,7 @@
 
 mod block;
 mod measure;
+mod net;
 mod rig;
 
 use std::time::Duration;
@@ -83,6 +84,7 @@ fn main() {
         Vmm::qemu_microvm(&probe, GUEST_MEMORY_MIB),
     ]);
     if !only_block {
+        net::bench_net();
         rig::bench_linux_in_rig();
     }
 }

@@ -33,7 +33,7 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 
 /// QEMU options both the probe check and the measured runs use: no default
 /// devices, console on stdio, and the probe's exit port.
-const QEMU_COMMON: [&str; 10] = [
+pub const QEMU_COMMON: [&str; 10] = [
     "-nodefaults",
     "-no-user-config",
     "-display",
@@ -49,7 +49,7 @@ const QEMU_COMMON: [&str; 10] = [
 /// QEMU's accelerator and CPU model for this host: KVM when QEMU can boot
 /// the probe with it (a PVM /dev/kvm refuses QEMU's ARCH_CAPABILITIES MSR,
 /// hence the CPU flag), else TCG, which the report then says.
-fn qemu_accel(probe: &Path) -> (&'static str, &'static str) {
+pub fn qemu_accel(probe: &Path) -> (&'static str, &'static str) {
     let out = Command::new("qemu-system-x86_64")
         .args([
             "-machine",

@@ -3,7 +3,10 @@
 #
 #   VIREO-GUEST-INIT cpus=<online CPUs> mem_kb=<MemTotal> kernel=<uname -r>
 #
-# on /dev/console and then resets the machine.
+# on /dev/console and then resets the machine. With `vireo.disknet=ADDR/LEN,PEER`
+# on the kernel command line it first makes an ext4 filesystem on /dev/vda,
+# writes a file, reads it back after a remount, pings PEER from eth0 at ADDR,
+# and prints `VIREO-DISKNET mkfs=ok write=ok read=ok ping=ok` (or `...=fail`).
 #
 #   tests/rig/build-guest-initramfs.sh OUT.cpio.gz
 #
@@ -36,6 +39,18 @@ ln -s busybox "$stage/bin/sh"
 # then records the node in the archive.
 mknod -m 600 "$stage/dev/console" c 5 1
 
+# mkfs.ext4 (e2fsprogs, dynamically linked) with the libraries and loader it
+# needs, at the paths ldd names, for the vireo.disknet check.
+mkfs=${MKFS_EXT4:-/sbin/mkfs.ext4}
+[[ -x $mkfs ]] || { echo "$mkfs missing; install e2fsprogs" >&2; exit 1; }
+mkdir -p "$stage/sbin" "$stage/etc" "$stage/mnt"
+cp -L "$mkfs" "$stage/sbin/mkfs.ext4"
+for lib in $(ldd "$mkfs" | grep -o '/[^ ]*'); do
+  mkdir -p "$stage$(dirname "$lib")"
+  cp -L "$lib" "$stage$lib"
+done
+[[ -f /etc/mke2fs.conf ]] && cp /etc/mke2fs.conf "$stage/etc/"
+
 cat >"$stage/init" <<'EOF'
 #!/bin/sh
 # Vireo guest /init: report what the guest sees, then reset.
@@ -55,6 +70,35 @@ fi
 mem_kb=$($bb awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
 
 echo "VIREO-GUEST-INIT cpus=$cpus mem_kb=$mem_kb kernel=$($bb uname -r)" >/dev/console
+
+# vireo.disknet=ADDR/LEN,PEER: ext4 on the first virtio disk, then a ping
+# over the first virtio NIC (tests/rig/rootfs/rig/jobs/linux-disk-net.sh).
+disknet=$($bb sed -n 's/.*vireo\.disknet=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$disknet" ]; then
+  r_mkfs=fail r_write=fail r_read=fail r_ping=fail
+  /sbin/mkfs.ext4 -q -F /dev/vda >/dev/console 2>&1 && r_mkfs=ok
+  if [ $r_mkfs = ok ] && $bb mount -t ext4 /dev/vda /mnt; then
+    # 4 MiB of a pattern no zeroed disk would show: the kernel's random bytes.
+    $bb dd if=/dev/urandom of=/mnt/data bs=64k count=64 2>/dev/null &&
+      want=$($bb sha256sum /mnt/data) && $bb sync && r_write=ok
+    $bb umount /mnt
+    # Dropped from the page cache by the unmount: the reread comes from the disk.
+    if $bb mount -t ext4 -o ro /dev/vda /mnt; then
+      [ "$($bb sha256sum /mnt/data)" = "$want" ] && r_read=ok
+      $bb umount /mnt
+    fi
+  fi
+  # One echo per ping: busybox ping times its count with POSIX timers, which
+  # the minimal kernel leaves out, so `-c 3` would wait forever after one.
+  if $bb ip link set eth0 up && $bb ip addr add "${disknet%,*}" dev eth0; then
+    n=0
+    for i in 1 2 3; do
+      $bb ping -c 1 "${disknet#*,}" >/dev/console 2>&1 && n=$((n + 1))
+    done
+    [ $n = 3 ] && r_ping=ok
+  fi
+  echo "VIREO-DISKNET mkfs=$r_mkfs write=$r_write read=$r_read ping=$r_ping" >/dev/console
+fi
 
 # `vireo.shell` on the command line (make run-vm GUEST=linux): an interactive
 # shell instead of the reset; leaving it resets the guest.

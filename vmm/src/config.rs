@@ -7,6 +7,8 @@ use std::str::FromStr;
 use serde::Serialize;
 
 pub use crate::devices::virtio::block::disk::DiskFormat;
+mod net;
+pub use net::{MacAddr, NetBackendConfig, NetConfig};
 
 /// Largest vCPU count the boot tables (MP table, FDT) are sized for.
 pub const MAX_VCPUS: u8 = 254;
@@ -28,6 +30,10 @@ pub enum ConfigError {
     SerialSyntax(String),
     #[error("invalid disk '{spec}': {why} (use path=FILE[,format=raw|qcow2][,readonly=on|off][,direct=on|off][,id=NAME])")]
     DiskSyntax { spec: String, why: String },
+    #[error(
+        "invalid net '{spec}': {why} (use tap=NAME|macvtap=NAME|fd=N[,mac=MAC][,mtu=N][,id=NAME])"
+    )]
+    NetSyntax { spec: String, why: String },
 }
 
 /// Longest disk ID: virtio-blk's GET_ID answers with 20 bytes.
@@ -197,6 +203,8 @@ pub struct VmConfig {
     pub api_socket: Option<PathBuf>,
     /// virtio-blk disks, in the order the guest discovers them.
     pub disks: Vec<DiskConfig>,
+    /// virtio-net devices; their transports follow the disks'.
+    pub nets: Vec<NetConfig>,
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vireo_vmm::config::{parse_vcpus, DiskConfig, MemorySize, SerialOutput, VmConfig};
+use vireo_vmm::config::{parse_vcpus, DiskConfig, MemorySize, NetConfig, SerialOutput, VmConfig};
 use vireo_vmm::vmm::{self, Outcome};
 
 /// Boot a Linux kernel (ELF vmlinux with or without a PVH note, or bzImage)
@@ -44,6 +44,12 @@ struct Args {
     /// A virtio-blk disk: path=FILE[,format=raw|qcow2][,readonly=on][,direct=on][,id=NAME]; repeat for more disks.
     #[arg(long, value_name = "path=FILE[,format=qcow2][,readonly=on][,id=NAME]")]
     disk: Vec<DiskConfig>,
+    /// A virtio-net device on a tap, a macvtap link or a passed tap fd; repeat for more.
+    #[arg(
+        long,
+        value_name = "tap=NAME|macvtap=NAME|fd=N[,mac=MAC][,mtu=N][,id=NAME]"
+    )]
+    net: Vec<NetConfig>,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +70,7 @@ fn main() -> ExitCode {
         serial: args.serial,
         api_socket: args.api_socket,
         disks: args.disk,
+        nets: args.net,
     };
     match vmm::run(config) {
         Ok(Outcome::Failed(reason)) => {

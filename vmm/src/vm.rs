@@ -22,6 +22,8 @@ use crate::devices::bus::{lock, Bus};
 use crate::devices::legacy::serial::{ConsoleOutput, SerialConsole};
 use crate::devices::legacy::EventFdTrigger;
 use crate::devices::virtio::block::disk::{DiskBackend, DiskError, OpenOptions as DiskOpenOptions};
+use crate::devices::virtio::net::{self, Net};
+use crate::devices::virtio::VirtioDevice;
 use crate::memory::{self, MemoryError};
 use crate::vcpu::{StopReason, Vcpu, VcpuControl, VcpuThreads};
 
@@ -57,7 +59,7 @@ pub enum VmError {
     Threads(std::io::Error),
     #[error("cannot open the disk {0}")]
     Disk(#[from] DiskError),
-    #[error("too many disks: this architecture has room for {0} virtio devices")]
+    #[error("too many disks and networks: this architecture has room for {0} virtio devices")]
     TooManyDevices(u32),
 }
 
@@ -140,6 +142,7 @@ fn create_devices(
     events: &VmEvents,
     memory: &GuestMemoryMmap,
     disks: Vec<OpenDisk>,
+    nets: Vec<Net>,
 ) -> Result<Devices, VmError> {
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(device_err("serial interrupt"))?;
     vm.register_irqfd(&serial_irq, arch::current::SERIAL_GSI)
@@ -155,8 +158,18 @@ fn create_devices(
         announced: Vec::new(),
     };
     place_legacy_devices(&mut devices, serial, events)?;
+    let first_net = disks.len();
     for (slot, disk) in disks.into_iter().enumerate() {
         place_disk(&mut devices, vm, memory, slot as u32, disk)?;
+    }
+    for (n, net) in nets.into_iter().enumerate() {
+        place_virtio(
+            &mut devices,
+            vm,
+            memory,
+            (first_net + n) as u32,
+            Box::new(net),
+        )?;
     }
     Ok(devices)
 }
@@ -169,16 +182,27 @@ fn place_disk(
     slot: u32,
     disk: OpenDisk,
 ) -> Result<(), VmError> {
-    use crate::arch::MmioDeviceKind;
     use crate::devices::virtio::block::Block;
+    let block = Block::new(disk.backend, disk.readonly, &disk.id).map_err(device_err("disk"))?;
+    place_virtio(devices, vm, memory, slot, Box::new(block))
+}
+
+/// Puts `device` behind a virtio-mmio transport in MMIO slot `slot`, wired to its own GSI.
+fn place_virtio(
+    devices: &mut Devices,
+    vm: &VmFd,
+    memory: &GuestMemoryMmap,
+    slot: u32,
+    device: Box<dyn VirtioDevice>,
+) -> Result<(), VmError> {
+    use crate::arch::MmioDeviceKind;
     use crate::devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
     let (addr, len, irq) =
         arch::current::virtio_mmio_slot(slot).ok_or(VmError::TooManyDevices(slot))?;
     let irqfd = EventFd::new(EFD_NONBLOCK).map_err(device_err("virtio interrupt"))?;
     vm.register_irqfd(&irqfd, arch::current::virtio_gsi(irq))
         .map_err(kvm_call("wire a virtio interrupt"))?;
-    let block = Block::new(disk.backend, disk.readonly, &disk.id).map_err(device_err("disk"))?;
-    let transport = MmioTransport::new(Box::new(block), memory.clone(), irqfd)
+    let transport = MmioTransport::new(device, memory.clone(), irqfd)
         .map_err(device_err("virtio-mmio transport"))?;
     // QueueNotify then wakes the worker from KVM itself; a write KVM does not
     // match (another queue index) still reaches the transport on the bus.
@@ -282,10 +306,21 @@ fn open_boot_files(config: &VmConfig) -> Result<(BootSources, Vec<OpenDisk>), Vm
     Ok((sources, disks))
 }
 
+/// Opens every network backend before anything else is built, so a
+/// missing interface fails early, like a missing disk.
+fn open_nets(config: &VmConfig) -> Result<Vec<Net>, VmError> {
+    config
+        .nets
+        .iter()
+        .map(|n| net::open(n).map_err(device_err("network")))
+        .collect()
+}
+
 impl Vm {
     /// Builds the VM described by `config`, ready to `start`.
     pub fn create(config: &VmConfig, events: &VmEvents) -> Result<Self, VmError> {
         let (sources, disks) = open_boot_files(config)?;
+        let nets = open_nets(config)?;
         let kvm = Kvm::new().map_err(VmError::Kvm)?;
         let vm_fd = kvm.create_vm().map_err(kvm_call("create a VM"))?;
         let size = config.memory.0;
@@ -301,7 +336,7 @@ impl Vm {
             .collect::<Result<Vec<VcpuFd>, _>>()?;
         // aarch64 needs its GIC (created here) before irqfds can be wired.
         let arch_vm = arch::current::setup_vm_post_vcpus(&vm_fd, &fds)?;
-        let devices = create_devices(&vm_fd, events, &memory, disks)?;
+        let devices = create_devices(&vm_fd, events, &memory, disks, nets)?;
         let vcpu_count = usize::from(config.vcpus);
         let entry = arch::current::load_guest(&memory, &sources, &devices.announced, vcpu_count)?;
         configure_vcpus(&kvm, &vm_fd, &fds, &entry, &memory)?;

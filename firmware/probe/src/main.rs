@@ -14,6 +14,7 @@ mod boot;
 mod cpu;
 mod memtest;
 mod mptable;
+mod net;
 mod options;
 mod paging;
 mod phys;
@@ -43,6 +44,9 @@ fn run(info: &BootInfo) -> ! {
     report_cpus(info, expected_cpus);
     report_memtest(info);
     if let Err(reason) = virtio::run(info.cmdline()) {
+        fail(reason);
+    }
+    if let Err(reason) = net::run(info.cmdline()) {
         fail(reason);
     }
     report("done ok").end();

@@ -14,13 +14,13 @@ use crate::serial::report;
 
 const MAGIC: u32 = 0x7472_6976;
 const BLOCK_ID: u32 = 2;
-const ACKNOWLEDGE: u32 = 1;
-const DRIVER: u32 = 2;
-const DRIVER_OK: u32 = 4;
-const FEATURES_OK: u32 = 8;
-const NEEDS_RESET: u32 = 0x40;
-const F_NEXT: u16 = 1;
-const F_WRITE: u16 = 2;
+pub(crate) const ACKNOWLEDGE: u32 = 1;
+pub(crate) const DRIVER: u32 = 2;
+pub(crate) const DRIVER_OK: u32 = 4;
+pub(crate) const FEATURES_OK: u32 = 8;
+pub(crate) const NEEDS_RESET: u32 = 0x40;
+pub(crate) const F_NEXT: u16 = 1;
+pub(crate) const F_WRITE: u16 = 2;
 const T_IN: u32 = 0;
 const T_OUT: u32 = 1;
 const T_FLUSH: u32 = 4;
@@ -37,11 +37,11 @@ const SPIN_LIMIT: u32 = 1 << 26;
 
 #[derive(Clone, Copy)]
 #[repr(C)]
-struct Desc {
-    addr: u64,
-    len: u32,
-    flags: u16,
-    next: u16,
+pub(crate) struct Desc {
+    pub addr: u64,
+    pub len: u32,
+    pub flags: u16,
+    pub next: u16,
 }
 
 /// Everything the device reads or writes, in one page-aligned static.
@@ -150,30 +150,30 @@ fn data_matches() -> bool {
     differs == 0
 }
 
-struct Device {
-    base: u64,
+pub(crate) struct Device {
+    pub base: u64,
     /// Requests submitted so far (the next avail index).
-    sent: u16,
+    pub sent: u16,
 }
 
 impl Device {
-    fn rd(&self, off: u64) -> u32 {
+    pub(crate) fn rd(&self, off: u64) -> u32 {
         // SAFETY: the MMIO page the command line announced, mapped uncached.
         unsafe { read_volatile((self.base + off) as *const u32) }
     }
 
-    fn wr(&self, off: u64, v: u32) {
+    pub(crate) fn wr(&self, off: u64, v: u32) {
         // SAFETY: as in `rd`.
         unsafe { write_volatile((self.base + off) as *mut u32, v) }
     }
 
-    fn wr64(&self, off: u64, v: u64) {
+    pub(crate) fn wr64(&self, off: u64, v: u64) {
         self.wr(off, v as u32);
         self.wr(off + 4, (v >> 32) as u32);
     }
 
     /// Checks the identity registers; returns the device ID.
-    fn identify(&self) -> Result<u32, &'static str> {
+    pub(crate) fn identify(&self) -> Result<u32, &'static str> {
         if self.rd(0x00) != MAGIC {
             return Err("bad magic");
         }
@@ -327,7 +327,7 @@ struct BlkOp {
 const GEN_WRITES: u64 = 16;
 const STRESS_GENS: u64 = 1_000_000;
 
-fn parse_dec(s: &[u8]) -> Option<u64> {
+pub(crate) fn parse_dec(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 18 {
         return None;
     }
@@ -353,7 +353,7 @@ fn parse_op(spec: &[u8]) -> Option<BlkOp> {
 }
 
 /// The base address in `<size>@0x<addr>:<irq>`, if below 4 GiB.
-fn parse_base(spec: &[u8]) -> Option<u64> {
+pub(crate) fn parse_base(spec: &[u8]) -> Option<u64> {
     let at = spec.iter().position(|&b| b == b'@')?;
     let rest = spec[at + 1..].strip_prefix(b"0x")?;
     let end = rest.iter().position(|&b| b == b':').unwrap_or(rest.len());

@@ -201,6 +201,7 @@ fn sample_info() -> VmInfo {
         serial: SerialOutput::File("/var/log/vireo/console.log".into()),
         api_socket: Some("/run/vireo/vm0.sock".into()),
         disks: Vec::new(),
+        nets: Vec::new(),
     };
     VmInfo {
         config,

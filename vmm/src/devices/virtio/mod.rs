@@ -7,6 +7,7 @@
 
 pub mod block;
 pub mod mmio;
+pub mod net;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -77,6 +78,8 @@ pub struct ActiveQueue {
 pub enum ActivateError {
     #[error("the driver did not make queue {0} ready")]
     QueueNotReady(usize),
+    #[error("the driver accepted features {0:#x} that contradict each other")]
+    BadFeatures(u64),
     #[error("cannot start the device worker: {0}")]
     Worker(std::io::Error),
 }
