@@ -35,7 +35,8 @@ endif
 appliance-arm64-debs:
 	initramfs/fetch-debian-arch.sh arm64 $(APPLIANCE_ARM64_ROOT)
 
-appliance-boot-test: initramfs
+# x86_64 also boots the rig's minimal Linux guest under vireo-vmm in the node.
+appliance-boot-test: initramfs guest-kernel guest-initramfs
 	tests/appliance/boot-test.sh $(APPLIANCE_OUT)
 
 # The same test on the aarch64 archive, under qemu-system-aarch64 -M virt.

@@ -17,7 +17,8 @@
 #      persistent state and left clean by the orderly shutdown; x86_64 only
 #      (the probe guest is an x86_64 program): kvm_amd is loaded with
 #      kvm_amd.vgif=0 from the command line and POST /selftest/vmm has
-#      vireo-vmm boot the probe guest inside the node;
+#      vireo-vmm boot the probe guest inside the node, then (?guest=linux)
+#      the rig's minimal Linux guest, added to this boot's initramfs;
 #   6. a third boot with a truncated module (ahci.ko on x86_64,
 #      virtio_mmio.ko on aarch64) and a modules.dep entry whose
 #      file is missing: both logged, the node boots and answers; the static
@@ -32,7 +33,8 @@
 # KERNEL (default /boot/vmlinuz-<release in INITRAMFS.kver>; aarch64: the one
 # unpacked in ARM64_ROOT, default target/build/debian-arm64, by `make
 # initramfs APPLIANCE_ARCH=aarch64`), HOST_PORT (default: a free port),
-# VIREO_CLI (the host build of `vireo`), BOOT_TIMEOUT (240 s), CONSOLE_LOG (a
+# VIREO_CLI (the host build of `vireo`), LINUX_GUEST_DIR (bzImage and
+# initramfs.cpio.gz of the rig's guest, default target/build/guest), BOOT_TIMEOUT (240 s), CONSOLE_LOG (a
 # path to keep the guest's console log at).
 set -euo pipefail
 
@@ -44,6 +46,7 @@ initrd=$(realpath "$initrd")
 kver=$(cat "$initrd.kver" 2>/dev/null || uname -r)
 arch=${ARCH:-$(basename "$initrd" | sed -nE 's/^initramfs-([a-z0-9_]+)\..*/\1/p')}
 cli=${VIREO_CLI:-$repo/target/x86_64-unknown-linux-musl/release/vireo}
+linux_guest=${LINUX_GUEST_DIR:-$repo/target/build/guest}
 boot_timeout=${BOOT_TIMEOUT:-240}
 
 # shellcheck source=tests/appliance/lib.sh
@@ -51,6 +54,16 @@ boot_timeout=${BOOT_TIMEOUT:-240}
 port=${HOST_PORT:-$(free_port)}
 appliance_arch "$arch"
 test_init boot-test
+
+# with_overlay INITRD DIR OUT: OUT = INITRD followed by an uncompressed
+# archive of DIR. The kernel unpacks concatenated archives in order, later
+# files replacing earlier ones, and reads the next archive only at a 4-byte
+# aligned offset (zero bytes in between are skipped): pad the first one.
+with_overlay() {
+  cp "$1" "$3"
+  truncate -s $(( ($(stat -c %s "$3") + 3) / 4 * 4 )) "$3"
+  (cd "$2" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) >>"$3"
+}
 # The module coldplug loads on this machine that boot 3 corrupts.
 case $arch in
   x86_64)
@@ -144,8 +157,21 @@ truncate -s 64M "$disk"
 mkfs.ext4 -q -L VIREO-DATA "$disk"
 # kvm_amd.vgif=0: QEMU 7.2's TCG emulation of AMD's virtual GIF is
 # unreliable under nested KVM (tests/rig/README.md); init passes the option.
+initrd_plain=$initrd
+if [[ $arch == x86_64 ]]; then
+  # The rig's minimal Linux guest (make guest-kernel guest-initramfs) rides
+  # in an overlay at /usr/lib/vireo/guest, where POST /selftest/vmm?guest=linux
+  # looks for it; the shipped image has no Linux guest.
+  [[ -s $linux_guest/bzImage && -s $linux_guest/initramfs.cpio.gz ]] ||
+    fail "no Linux guest in $linux_guest (make guest-kernel guest-initramfs)"
+  mkdir -p "$work/guest-overlay/usr/lib/vireo/guest"
+  cp "$linux_guest/bzImage" "$linux_guest/initramfs.cpio.gz" "$work/guest-overlay/usr/lib/vireo/guest/"
+  initrd=$work/initrd-with-guest
+  with_overlay "$initrd_plain" "$work/guest-overlay" "$initrd"
+fi
 boot 2 "vireo.hostname=node2 vireo.ip=10.0.2.15/24,10.0.2.2 kvm_amd.vgif=0" \
   -drive "file=$disk,format=raw,if=none,id=data" -device virtio-blk-pci,drive=data
+initrd=$initrd_plain
 wait_node
 grep -qF '"name":"node2"' <<<"$node" || fail "/node of the second boot lacks name node2"
 grep -qE 'network: static 10\.0\.2\.15/24 gateway 10\.0\.2\.2 on vmbr0' "$con" || fail "no static address line"
@@ -170,6 +196,19 @@ for want in ("PROBE start boot=pvh", "PROBE cmdline vireo selftest", "PROBE cpus
 assert r["exit_status"] == 0 and r["ok"] is True, json.dumps(r)
 ' || fail "the VMM selftest failed: $selftest"
   log "vireo-vmm booted the probe inside the node (2 vCPUs, 64M): ${selftest_s}s through the API"
+  # A Linux guest too: the kernel boots under nested KVM, /init sees both vCPUs.
+  t_self=$(now)
+  selftest=$(curl -s -X POST --max-time 200 "http://127.0.0.1:$port/selftest/vmm?guest=linux") ||
+    fail "POST /selftest/vmm?guest=linux: no answer"
+  linux_s=$(elapsed "$t_self" "$(now)")
+  echo "$selftest" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print("\n".join("  | " + l for l in r["serial"].splitlines() if "VIREO" in l or "Linux version" in l))
+assert any(l.startswith("VIREO-GUEST-INIT cpus=2 ") for l in r["serial"].splitlines()), json.dumps(r)[-2000:]
+assert r["exit_status"] == 0 and r["ok"] is True, json.dumps(r)[-2000:]
+' || fail "the Linux guest selftest failed: ${selftest: -2000}"
+  log "vireo-vmm booted a Linux guest inside the node (2 vCPUs, 256M) to /init and its reset: ${linux_s}s through the API"
   if [[ -x $cli ]]; then
     "$cli" node selftest --host "127.0.0.1:$port" | tee "$work/selftest.txt" || fail "vireo node selftest failed"
     grep -qE '^selftest: ok \(exit status 0, ' "$work/selftest.txt" || fail "vireo node selftest: no ok line"
@@ -200,11 +239,7 @@ truncate -s 4096 "$ko"
 sed -i 's|^kernel/drivers/net/tun\.ko:|kernel/drivers/net/missing/tun.ko:|' "$overlay/lib/modules/$kver/modules.dep"
 grep -q '^kernel/drivers/net/missing/tun.ko:' "$overlay/lib/modules/$kver/modules.dep" || fail "no tun entry in modules.dep"
 broken_initrd=$work/initrd-broken-modules
-cp "$initrd" "$broken_initrd"
-# The kernel reads the next archive only at a 4-byte aligned offset (zero
-# bytes in between are skipped): pad the compressed one.
-truncate -s $(( ($(stat -c %s "$broken_initrd") + 3) / 4 * 4 )) "$broken_initrd"
-(cd "$overlay" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) >>"$broken_initrd"
+with_overlay "$initrd" "$overlay" "$broken_initrd"
 initrd_good=$initrd
 initrd=$broken_initrd
 boot 3 "vireo.modules=tun ip=10.0.2.15::10.0.2.2:255.255.255.0:node3::off"
@@ -244,6 +279,7 @@ if [[ $arch == aarch64 ]]; then
 fi
 if [[ $arch == x86_64 ]]; then
   echo "POST /selftest/vmm (vireo-vmm boots the probe, nested KVM under TCG): $selftest_s s"
+  echo "POST /selftest/vmm?guest=linux (vireo-vmm boots Linux to /init and its reset): $linux_s s"
 else
   echo "POST /selftest/vmm: $selftest_s"
 fi

@@ -1,12 +1,14 @@
 //! POST /selftest/vmm: boot the probe guest (docs/probe.md) under vireo-vmm
 //! on this node and return its serial report. It proves /dev/kvm, the VMM
 //! and the guest path work on this machine, before any real VM runs.
+//! `?guest=linux` boots a Linux guest instead, when the image carries one
+//! (the test images do: the rig's minimal guest kernel and initramfs).
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use tokio::process::Command;
@@ -14,12 +16,31 @@ use tokio::process::Command;
 use crate::server::{ApiError, AppState};
 use crate::types::VmmSelftest;
 
-/// Where the VMM and the probe guest are, and how long a run may take.
+/// Where the VMM and the guests are, and how long a run may take.
 #[derive(Debug, Clone)]
 pub struct SelftestConfig {
     pub vmm: PathBuf,
     pub probe: PathBuf,
+    /// A Linux kernel (bzImage or ELF) and its initramfs, whose /init prints
+    /// `VIREO-GUEST-INIT cpus=N mem_kb=M` and resets (tests/rig/build-guest-initramfs.sh).
+    pub linux_kernel: PathBuf,
+    pub linux_initrd: PathBuf,
     pub timeout: Duration,
+}
+
+/// Which guest a selftest boots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Guest {
+    #[default]
+    Probe,
+    Linux,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct SelftestQuery {
+    #[serde(default)]
+    guest: Guest,
 }
 
 impl Default for SelftestConfig {
@@ -29,6 +50,8 @@ impl Default for SelftestConfig {
         SelftestConfig {
             vmm: "/usr/bin/vireo-vmm".into(),
             probe: "/usr/lib/vireo/probe.elf".into(),
+            linux_kernel: "/usr/lib/vireo/guest/bzImage".into(),
+            linux_initrd: "/usr/lib/vireo/guest/initramfs.cpio.gz".into(),
             timeout: Duration::from_secs(120),
         }
     }
@@ -38,26 +61,52 @@ impl Default for SelftestConfig {
 const MAX_OUTPUT: usize = 256 * 1024;
 
 /// The probe with 2 vCPUs and 64 MiB: enough to check SMP bring-up and the
-/// memory map, small enough for a node that runs under emulation.
-fn vmm_args(cfg: &SelftestConfig) -> Vec<String> {
-    [
-        "--kernel",
-        &cfg.probe.to_string_lossy(),
+/// memory map, small enough for a node that runs under emulation. Linux gets
+/// 2 vCPUs and 256 MiB, its console on the serial port, and resets at /init's end.
+fn vmm_args(cfg: &SelftestConfig, guest: Guest) -> Vec<String> {
+    let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+    let (files, memory, cmdline) = match guest {
+        Guest::Probe => (vec![("--kernel", &cfg.probe)], "64M", "vireo selftest"),
+        Guest::Linux => (
+            vec![
+                ("--kernel", &cfg.linux_kernel),
+                ("--initrd", &cfg.linux_initrd),
+            ],
+            "256M",
+            "console=ttyS0 reboot=k panic=-1",
+        ),
+    };
+    let mut args = Vec::new();
+    for (flag, file) in files {
+        args.extend([flag.to_string(), path(file)]);
+    }
+    let rest = [
         "--cpus",
         "2",
         "--memory",
-        "64M",
+        memory,
         "--serial",
         "stdio",
         "--cmdline",
-        "vireo selftest",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+        cmdline,
+    ];
+    args.extend(rest.map(String::from));
+    args
 }
 
-pub async fn vmm(State(state): State<AppState>) -> Result<Json<VmmSelftest>, ApiError> {
+/// The guest's own word that it booted: the probe's last report line, or
+/// the Linux guest's /init line (the kernel booted, every vCPU online).
+fn guest_succeeded(guest: Guest, serial: &str) -> bool {
+    serial.lines().any(|l| match guest {
+        Guest::Probe => l.trim() == "PROBE done ok",
+        Guest::Linux => l.trim_start().starts_with("VIREO-GUEST-INIT cpus=2 "),
+    })
+}
+
+pub async fn vmm(
+    State(state): State<AppState>,
+    Query(query): Query<SelftestQuery>,
+) -> Result<Json<VmmSelftest>, ApiError> {
     // One run at a time: two nested VMs on an emulated node only slow both.
     let Ok(_running) = state.selftest_lock.try_lock() else {
         return Err(ApiError(
@@ -66,20 +115,29 @@ pub async fn vmm(State(state): State<AppState>) -> Result<Json<VmmSelftest>, Api
         ));
     };
     let cfg = &state.selftest;
-    if !cfg.probe.is_file() {
+    let needed = match query.guest {
+        Guest::Probe => vec![&cfg.probe],
+        Guest::Linux => vec![&cfg.linux_kernel, &cfg.linux_initrd],
+    };
+    if let Some(missing) = needed.into_iter().find(|p| !p.is_file()) {
         return Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "no probe guest at {}: this image was built without it",
-                cfg.probe.display()
+                "no {} at {}: this image was built without it",
+                if query.guest == Guest::Probe {
+                    "probe guest"
+                } else {
+                    "Linux guest"
+                },
+                missing.display()
             ),
         ));
     }
-    run(cfg).await.map(Json)
+    run(cfg, query.guest).await.map(Json)
 }
 
-async fn run(cfg: &SelftestConfig) -> Result<VmmSelftest, ApiError> {
-    let args = vmm_args(cfg);
+async fn run(cfg: &SelftestConfig, guest: Guest) -> Result<VmmSelftest, ApiError> {
+    let args = vmm_args(cfg, guest);
     let start = Instant::now();
     let child = Command::new(&cfg.vmm)
         .args(&args)
@@ -111,7 +169,7 @@ async fn run(cfg: &SelftestConfig) -> Result<VmmSelftest, ApiError> {
         Some(out) => (out.status.code(), text(&out.stdout), text(&out.stderr)),
         None => (None, String::new(), String::new()),
     };
-    let ok = exit_status == Some(0) && serial.lines().any(|l| l.trim() == "PROBE done ok");
+    let ok = exit_status == Some(0) && guest_succeeded(guest, &serial);
     let mut command = vec![cfg.vmm.to_string_lossy().into_owned()];
     command.extend(args);
     Ok(VmmSelftest {

@@ -75,16 +75,17 @@ pub struct ErrorBody {
     pub status: u16,
 }
 
-/// POST /selftest/vmm: vireo-vmm booted the probe guest on this node.
+/// POST /selftest/vmm[?guest=linux]: vireo-vmm booted a guest on this node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmmSelftest {
-    /// The VMM exited 0 and the probe printed `PROBE done ok`.
+    /// The VMM exited 0 and the guest said it booted (`PROBE done ok`, or the
+    /// Linux guest's `VIREO-GUEST-INIT cpus=2 …`).
     pub ok: bool,
     /// The VMM's command line.
     pub command: Vec<String>,
     /// Its exit status; None when a signal or the time limit ended it.
     pub exit_status: Option<i32>,
-    /// The guest's serial console (the VMM's stdout): the probe's report.
+    /// The guest's serial console (the VMM's stdout).
     pub serial: String,
     /// The VMM's own messages.
     pub stderr: String,

@@ -124,6 +124,10 @@ fn post_selftest() -> &'static str {
     "POST /selftest/vmm HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 }
 
+fn post_selftest_linux() -> &'static str {
+    "POST /selftest/vmm?guest=linux HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+}
+
 /// A stand-in VMM: a shell script that prints its arguments, then runs `body`.
 fn fake_vmm(dir: &Path, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
@@ -157,6 +161,7 @@ async fn selftest_reports_the_vmm_run() {
         ),
         probe: dir.join("probe.elf"),
         timeout: Duration::from_secs(30),
+        ..SelftestConfig::default()
     };
     let (status, body) = selftest(cfg).await;
     assert_eq!(status, 200, "{body}");
@@ -176,6 +181,7 @@ async fn selftest_reports_the_vmm_run() {
             vmm: fake_vmm(&dir, body),
             probe: dir.join("probe.elf"),
             timeout: Duration::from_secs(30),
+            ..SelftestConfig::default()
         };
         let (status, body) = selftest(cfg).await;
         assert_eq!(status, 200, "{body}");
@@ -193,6 +199,7 @@ async fn selftest_time_limit_and_missing_files() {
         vmm: fake_vmm(&dir, "exec sleep 30"),
         probe: dir.join("probe.elf"),
         timeout: Duration::from_millis(300),
+        ..SelftestConfig::default()
     };
     let (status, body) = selftest(cfg).await;
     assert_eq!(status, 200, "{body}");
@@ -204,6 +211,7 @@ async fn selftest_time_limit_and_missing_files() {
         vmm: dir.join("fake-vmm"),
         probe: dir.join("no-such-probe.elf"),
         timeout: Duration::from_secs(5),
+        ..SelftestConfig::default()
     };
     let (status, body) = selftest(cfg).await;
     assert_eq!(status, 503);
@@ -214,11 +222,18 @@ async fn selftest_time_limit_and_missing_files() {
         vmm: dir.join("no-such-vmm"),
         probe: dir.join("probe.elf"),
         timeout: Duration::from_secs(5),
+        ..SelftestConfig::default()
     };
     let (status, body) = selftest(cfg).await;
     assert_eq!(status, 500);
     assert!(body.contains("no-such-vmm"), "{body}");
     std::fs::remove_dir_all(dir).unwrap();
+
+    // A guest this agent does not know.
+    let srv = start().await;
+    let bad = "POST /selftest/vmm?guest=windows HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    assert_eq!(request(srv.addr, bad).await.0, 400);
+    srv.shutdown().await;
 
     // GET on the POST-only route.
     let srv = start().await;
@@ -245,6 +260,7 @@ async fn selftest_boots_the_real_probe() {
         vmm: vmm.into(),
         probe: probe.into(),
         timeout: Duration::from_secs(60),
+        ..SelftestConfig::default()
     };
     let (status, body) = selftest(cfg).await;
     assert_eq!(status, 200, "{body}");
@@ -262,4 +278,51 @@ async fn selftest_boots_the_real_probe() {
         "{}",
         r.serial
     );
+}
+
+/// `?guest=linux`: the kernel and initramfs go to the VMM, and only the
+/// guest's /init line (every vCPU online) counts as success.
+#[tokio::test]
+async fn selftest_boots_a_linux_guest() {
+    let dir = scratch("linux");
+    std::fs::write(dir.join("bzImage"), b"MZ").unwrap();
+    std::fs::write(dir.join("initramfs.cpio.gz"), b"\x1f\x8b").unwrap();
+    let linux = |vmm: PathBuf| SelftestConfig {
+        vmm,
+        probe: dir.join("probe.elf"),
+        linux_kernel: dir.join("bzImage"),
+        linux_initrd: dir.join("initramfs.cpio.gz"),
+        timeout: Duration::from_secs(30),
+    };
+    for (body, ok) in [
+        (
+            "echo 'VIREO-GUEST-INIT cpus=2 mem_kb=240000 kernel=6.1'",
+            true,
+        ),
+        (
+            "echo 'VIREO-GUEST-INIT cpus=1 mem_kb=240000 kernel=6.1'",
+            false,
+        ),
+        ("echo 'PROBE done ok'", false),
+    ] {
+        let srv = start_with(linux(fake_vmm(&dir, body))).await;
+        let (status, text) = request(srv.addr, post_selftest_linux()).await;
+        srv.shutdown().await;
+        assert_eq!(status, 200, "{text}");
+        let r: VmmSelftest = serde_json::from_str(&text).unwrap();
+        assert_eq!(r.ok, ok, "{body}: {r:?}");
+        let kernel = dir.join("bzImage").display().to_string();
+        let initrd = dir.join("initramfs.cpio.gz").display().to_string();
+        assert_eq!(r.command[1..5], ["--kernel", &kernel, "--initrd", &initrd]);
+        assert!(r.command.contains(&"256M".to_string()), "{:?}", r.command);
+    }
+
+    // An image without a Linux guest: 503 naming the missing file.
+    std::fs::remove_file(dir.join("initramfs.cpio.gz")).unwrap();
+    let srv = start_with(linux(dir.join("fake-vmm"))).await;
+    let (status, text) = request(srv.addr, post_selftest_linux()).await;
+    srv.shutdown().await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("initramfs.cpio.gz"), "{text}");
+    std::fs::remove_dir_all(dir).unwrap();
 }
