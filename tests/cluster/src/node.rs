@@ -202,8 +202,8 @@ pub fn read_status_socket(path: &Path) -> Result<ClusterStatus, String> {
     serde_json::from_str(&text).map_err(|e| format!("status from {}: {e}: {text}", path.display()))
 }
 
-/// vireo-membershipd: `VIREO_MEMBERSHIPD`, else the workspace's release, else
-/// debug build. Missing → an error that says so (the interop tests then fail
+/// vireo-membershipd: `VIREO_MEMBERSHIPD`, else the newer of the workspace's
+/// release and debug builds. Missing → an error that says so (the interop tests then fail
 /// with it rather than pass without a Vireo node).
 pub fn membershipd_binary() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("VIREO_MEMBERSHIPD") {
@@ -220,7 +220,9 @@ pub fn membershipd_binary() -> Result<PathBuf, String> {
     ["release", "debug"]
         .iter()
         .map(|profile| target.join(profile).join("vireo-membershipd"))
-        .find(|p| p.exists())
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
         .ok_or_else(|| {
             "vireo-membershipd is not built (no target/release or target/debug binary, no \
              VIREO_MEMBERSHIPD): the Vireo daemon does not exist on this branch yet, so this \
