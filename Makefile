@@ -19,7 +19,7 @@ export VIREO_PROBE         := $(CURDIR)/$(PROBE_ELF)
 export VIREO_PROBE_LINUX64 := $(CURDIR)/$(PROBE_L64)
 
 .PHONY: all vmm vmm-musl vmm-aarch64 probe run run-probe run-linux test test-unit test-membership test-cluster test-interop \
-        test-probe test-probe-qemu test-rig lint bench clean
+        test-probe test-probe-qemu test-rig lint bench bench-cluster membershipd-release clean
 
 all: vmm probe
 
@@ -110,4 +110,14 @@ include initramfs/initramfs.mk
 # vireo-vmm against QEMU microvm on the probe guest, then Linux in the rig.
 bench: vmm probe
 	$(MAKE) rig-initramfs VIREO_VMM=$(VMM_MUSL)
+	$(MAKE) membershipd-release
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench
+
+# Only the cluster rows: failover time corosync vs Vireo, broadcast throughput.
+bench-cluster: membershipd-release
+	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench -- cluster
+
+# The bench reads the release daemon; until it exists its rows say "missing".
+membershipd-release:
+	@$(CARGO) build --release --bin vireo-membershipd 2>/dev/null || \
+	  echo "vireo-membershipd not built: the Vireo bench rows will say missing"

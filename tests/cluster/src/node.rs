@@ -225,8 +225,8 @@ pub fn membershipd_binary() -> Result<PathBuf, String> {
         .map(|(_, p)| p)
         .ok_or_else(|| {
             "vireo-membershipd is not built (no target/release or target/debug binary, no \
-             VIREO_MEMBERSHIPD): the Vireo daemon does not exist on this branch yet, so this \
-             interop test cannot run"
+             VIREO_MEMBERSHIPD): the Vireo daemon does not exist on this branch yet, so nothing \
+             with a Vireo node can run"
                 .to_string()
         })
 }
