@@ -8,7 +8,8 @@
 //! - [`service`]: the libqb request header that routes a group message to a service;
 //! - [`sync`] and [`votequorum`]: the service messages a voting member must speak;
 //! - [`config`]: corosync.conf, read the way corosync reads it;
-//! - [`status`]: what a node reports (the fields of `corosync-quorumtool -s`).
+//! - [`status`]: what a node reports (the fields of `corosync-quorumtool -s`), and
+//!   [`quorumtool`]: that report as the text corosync-quorumtool prints.
 //!
 //! Every decoder is total: any byte string yields a value or a [`WireError`], never a
 //! panic, because every datagram on port 5405 is untrusted input.
@@ -17,6 +18,7 @@ mod codec;
 pub mod config;
 pub mod node;
 mod error;
+pub mod quorumtool;
 pub mod service;
 pub mod status;
 pub mod sync;

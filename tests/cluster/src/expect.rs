@@ -1,0 +1,82 @@
+//! What tests assert about statuses: a group of nodes agreeing on one view
+//! (same ring, same members, same votes, the expected quorum state).
+
+use std::time::Duration;
+
+use vireo_membership::status::ClusterStatus;
+
+use crate::cluster::Cluster;
+use crate::conf::ClusterSpec;
+use crate::wait::wait_until;
+
+/// The member node ids a status lists, sorted.
+pub fn member_ids(s: &ClusterStatus) -> Vec<u32> {
+    let mut ids: Vec<u32> = s.members.iter().map(|m| m.node_id).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Node ids of node indices.
+pub fn ids(indices: &[usize]) -> Vec<u32> {
+    let mut ids: Vec<u32> = indices.iter().map(|&i| ClusterSpec::node_id(i)).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// One node's status shows exactly `members` (indices) and `quorate`.
+pub fn shows(s: &ClusterStatus, members: &[usize], quorate: bool) -> Result<(), String> {
+    let want = ids(members);
+    if member_ids(s) != want || s.quorate != quorate {
+        return Err(format!(
+            "node {} shows members {:?} quorate {} (ring {}), want {:?} quorate {}",
+            s.node_id,
+            member_ids(s),
+            s.quorate,
+            s.ring_id,
+            want,
+            quorate
+        ));
+    }
+    if s.total_votes as usize != members.len() {
+        return Err(format!(
+            "node {} counts {} votes for {} members",
+            s.node_id,
+            s.total_votes,
+            members.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Waits until every node of `observers` shows exactly `members` with the given
+/// quorum state, all on the same ring. Returns their statuses and the wait.
+pub fn wait_for_view(
+    c: &mut Cluster,
+    observers: &[usize],
+    members: &[usize],
+    quorate: bool,
+    timeout: Duration,
+) -> Result<(Vec<ClusterStatus>, Duration), String> {
+    let what = format!("nodes {observers:?} agree on members {members:?} quorate {quorate}");
+    wait_until(timeout, &what, || {
+        let mut statuses = Vec::new();
+        for &i in observers {
+            let s = c.status(i)?;
+            shows(&s, members, quorate)?;
+            statuses.push(s);
+        }
+        same_ring(&statuses)?;
+        Ok(statuses)
+    })
+}
+
+/// All statuses name the same ring.
+pub fn same_ring(statuses: &[ClusterStatus]) -> Result<(), String> {
+    match statuses.windows(2).find(|w| w[0].ring_id != w[1].ring_id) {
+        Some(w) => Err(format!(
+            "node {} is on ring {}, node {} on ring {}",
+            w[0].node_id, w[0].ring_id, w[1].node_id, w[1].ring_id
+        )),
+        None => Ok(()),
+    }
+}
