@@ -16,12 +16,15 @@
 
 mod codec;
 pub mod config;
+pub mod node;
 mod error;
 pub mod quorumtool;
 pub mod service;
 pub mod status;
 pub mod sync;
+pub mod totemsrp;
 pub mod totempg;
+pub mod transport;
 pub mod votequorum;
 pub mod wire;
 
