@@ -90,6 +90,8 @@ impl Node {
             .arg(&program)
             .arg(self.conf_path())
             .env("VIREO_MEMBERSHIP_SOCKET", self.socket_path())
+            // Vireo's ringid_<nodeid> file, next to corosync's (system.state_dir).
+            .env("VIREO_MEMBERSHIP_STATE_DIR", &self.dir)
             .env(
                 "VIREO_MEMBERSHIP_DELIVERY_LOG",
                 self.delivery_log(self.incarnation),
