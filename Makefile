@@ -18,7 +18,7 @@ export VIREO_VMM           := $(CURDIR)/$(VMM)
 export VIREO_PROBE         := $(CURDIR)/$(PROBE_ELF)
 export VIREO_PROBE_LINUX64 := $(CURDIR)/$(PROBE_L64)
 
-.PHONY: all vmm vmm-musl vmm-aarch64 probe run run-probe run-linux test test-unit test-membership test-cluster test-interop \
+.PHONY: all vmm vmm-musl vmm-aarch64 probe run run-probe run-linux test test-unit test-membership test-cluster test-interop cluster-bins \
         test-probe test-probe-qemu test-rig lint bench bench-cluster membershipd-release clean
 
 all: vmm probe
@@ -61,16 +61,20 @@ test-membership:
 	$(CARGO) test -p vireo-membership
 
 # Cluster membership in network namespaces (root, iproute2, corosync): real
-# corosync 3.1.7 nodes pinning the harness and showing what Vireo must match.
-test-cluster:
-	$(CARGO) test -p vireo-cluster-tests --lib --test real
+# corosync 3.1.7 nodes pinning the harness and showing what Vireo must match,
+# then Vireo nodes with real ones (issue 5's interop list) and five Vireo
+# nodes under seeded chaos.
+test-cluster: cluster-bins
+	$(CARGO) test -p vireo-cluster-tests
 
-# Vireo nodes with real ones (issue 5's interop list) and the 5-node Vireo chaos
-# test. They need vireo-membershipd and fail saying so until it exists; they
-# join test-cluster once it does.
-test-interop:
-	$(CARGO) build --bin vireo-membershipd
+# Only the tests with Vireo nodes.
+test-interop: cluster-bins
 	$(CARGO) test -p vireo-cluster-tests --test interop --test chaos
+
+# The daemon and the CLI the cluster tests run (debug builds: the tests pick
+# the newer of target/debug and target/release).
+cluster-bins:
+	$(CARGO) build -p vireo-membership -p vireo-cli --bins
 
 # Boots the probe through /dev/kvm: vCPU/memory matrix and bad input.
 test-probe: vmm probe

@@ -324,8 +324,7 @@ impl Srp {
         match self.state {
             MembState::Operational => {}
             MembState::Gather => {
-                if sets::equal(&addrs, &self.token_members()) && c.ring_id.seq > self.ring_id.seq
-                {
+                if sets::equal(&addrs, &self.token_members()) && c.ring_id.seq > self.ring_id.seq {
                     self.commit_token = Some(c);
                     self.commit_enter();
                 }
@@ -367,9 +366,10 @@ impl Srp {
             })
             .collect();
 
-        let someone_missed = c.members.iter().any(|(id, e)| {
-            sets::contains(&self.trans_memb_list, *id) && e.received_flg == 0
-        });
+        let someone_missed = c
+            .members
+            .iter()
+            .any(|(id, e)| sets::contains(&self.trans_memb_list, *id) && e.received_flg == 0);
         if someone_missed {
             self.deliver_memb_list = self.trans_memb_list.clone();
             for (id, e) in &c.members {
