@@ -65,11 +65,11 @@ test-membership:
 # then Vireo nodes with real ones (issue 5's interop list) and five Vireo
 # nodes under seeded chaos.
 test-cluster: cluster-bins
-	$(CARGO) test -p vireo-cluster-tests
+	$(CARGO) test -p vireo-cluster-tests --no-fail-fast
 
 # Only the tests with Vireo nodes.
 test-interop: cluster-bins
-	$(CARGO) test -p vireo-cluster-tests --test interop --test chaos
+	$(CARGO) test -p vireo-cluster-tests --no-fail-fast --test interop --test chaos
 
 # The daemon and the CLI the cluster tests run (debug builds: the tests pick
 # the newer of target/debug and target/release).
