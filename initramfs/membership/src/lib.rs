@@ -16,14 +16,14 @@
 
 mod codec;
 pub mod config;
-pub mod node;
 mod error;
+pub mod node;
 pub mod quorumtool;
 pub mod service;
 pub mod status;
 pub mod sync;
-pub mod totemsrp;
 pub mod totempg;
+pub mod totemsrp;
 pub mod transport;
 pub mod votequorum;
 pub mod wire;

@@ -66,8 +66,8 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), String> {
     let opts = parse_args()?;
-    let text = fs::read_to_string(&opts.config)
-        .map_err(|e| format!("{}: {e}", opts.config.display()))?;
+    let text =
+        fs::read_to_string(&opts.config).map_err(|e| format!("{}: {e}", opts.config.display()))?;
     let cfg = config::parse(&text).map_err(|e| format!("{}: {e}", opts.config.display()))?;
     for w in &cfg.warnings {
         eprintln!("vireo-membershipd: warning: line {}: {}", w.line, w.message);
@@ -117,7 +117,10 @@ fn env_path(var: &str, default: &str) -> PathBuf {
 fn load_ring_seq(path: &Path) -> u64 {
     fs::read(path)
         .ok()
-        .and_then(|b| b.get(..8).map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8]))))
+        .and_then(|b| {
+            b.get(..8)
+                .map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
+        })
         .unwrap_or(0)
 }
 
@@ -230,7 +233,10 @@ impl Daemon {
                 }
                 NodeAction::Config { ring_id, members } => {
                     let ids: Vec<String> = members.iter().map(u32::to_string).collect();
-                    eprintln!("vireo-membershipd: ring {ring_id} members {}", ids.join(" "));
+                    eprintln!(
+                        "vireo-membershipd: ring {ring_id} members {}",
+                        ids.join(" ")
+                    );
                     self.log_line(&format!("config {ring_id} {}", ids.join(" ")));
                 }
                 NodeAction::StoreRingSeq(seq) => store_ring_seq(&self.ring_file, seq),

@@ -40,9 +40,15 @@ pub enum NodeAction {
     Arm(NodeTimer, u32),
     Cancel(NodeTimer),
     /// An application message (group "vireo") in agreed order.
-    Deliver { sender: u32, payload: Vec<u8> },
+    Deliver {
+        sender: u32,
+        payload: Vec<u8>,
+    },
     /// A regular configuration (the membership view).
-    Config { ring_id: RingId, members: Vec<u32> },
+    Config {
+        ring_id: RingId,
+        members: Vec<u32>,
+    },
     StoreRingSeq(u64),
 }
 
@@ -204,7 +210,8 @@ impl Node {
                 });
                 let effects = self.quorum.sync_init(&change.members, change.ring_id);
                 if let Some(ms) = effects.arm_lms_timer {
-                    self.out.push(NodeAction::Arm(NodeTimer::LastManStanding, ms));
+                    self.out
+                        .push(NodeAction::Arm(NodeTimer::LastManStanding, ms));
                 }
                 let steps = self.sync.start(&change.members, change.ring_id);
                 self.run_sync(steps);
@@ -233,3 +240,8 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;

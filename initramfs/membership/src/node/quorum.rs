@@ -105,7 +105,9 @@ impl Votequorum {
     }
 
     fn us(&mut self) -> &mut NodeEntry {
-        self.nodes.get_mut(&self.my_id).expect("own entry always exists")
+        self.nodes
+            .get_mut(&self.my_id)
+            .expect("own entry always exists")
     }
 
     /// Our NODEINFO and the (empty) qdevice one, as sent during sync.
@@ -279,7 +281,11 @@ impl Votequorum {
 
     fn calculate_quorum(&self, allow_decrease: bool, max_expected: u32) -> u32 {
         let (total, nodes) = self.total_votes();
-        let mut highest = self.live().map(|(_, n)| n.expected_votes).max().unwrap_or(0);
+        let mut highest = self
+            .live()
+            .map(|(_, n)| n.expected_votes)
+            .max()
+            .unwrap_or(0);
         if max_expected > 0 {
             highest = max_expected;
         }
@@ -399,7 +405,11 @@ impl Votequorum {
                 .map(|id| MemberView {
                     node_id: id,
                     votes: self.nodes.get(&id).map_or(0, |n| n.votes),
-                    name: self.names.get(&id).cloned().unwrap_or_else(|| id.to_string()),
+                    name: self
+                        .names
+                        .get(&id)
+                        .cloned()
+                        .unwrap_or_else(|| id.to_string()),
                 })
                 .collect(),
         }

@@ -137,9 +137,6 @@ impl Srp {
     }
 
     pub(crate) fn handle_join(&mut self, j: MembJoin) {
-        if j.system_from == self.my_id && !j.is_leave() {
-            return;
-        }
         if self.token_ring_id_seq < j.ring_seq {
             self.token_ring_id_seq = j.ring_seq;
         }
@@ -324,8 +321,7 @@ impl Srp {
         match self.state {
             MembState::Operational => {}
             MembState::Gather => {
-                if sets::equal(&addrs, &self.token_members()) && c.ring_id.seq > self.ring_id.seq
-                {
+                if sets::equal(&addrs, &self.token_members()) && c.ring_id.seq > self.ring_id.seq {
                     self.commit_token = Some(c);
                     self.commit_enter();
                 }
@@ -367,9 +363,10 @@ impl Srp {
             })
             .collect();
 
-        let someone_missed = c.members.iter().any(|(id, e)| {
-            sets::contains(&self.trans_memb_list, *id) && e.received_flg == 0
-        });
+        let someone_missed = c
+            .members
+            .iter()
+            .any(|(id, e)| sets::contains(&self.trans_memb_list, *id) && e.received_flg == 0);
         if someone_missed {
             self.deliver_memb_list = self.trans_memb_list.clone();
             for (id, e) in &c.members {

@@ -122,7 +122,11 @@ impl Srp {
 
         if seq_lt(self.aru, token.aru) || self.my_id == token.aru_addr || token.aru_addr == 0 {
             token.aru = self.aru;
-            token.aru_addr = if token.aru == token.seq { 0 } else { self.my_id };
+            token.aru_addr = if token.aru == token.seq {
+                0
+            } else {
+                self.my_id
+            };
         }
         if token.aru == last_aru && token.aru_addr != 0 {
             self.aru_count += 1;
@@ -198,10 +202,7 @@ impl Srp {
             .max_messages
             .min(window.saturating_sub(token.fcc));
         self.cbl = self.backlog_now();
-        let total = token
-            .backlog
-            .wrapping_add(self.cbl)
-            .wrapping_sub(self.pbl);
+        let total = token.backlog.wrapping_add(self.cbl).wrapping_sub(self.pbl);
         if total != 0 {
             let share = (u64::from(window) * u64::from(self.pbl) / u64::from(total)) as u32;
             if share > 0 && allowed > share {
@@ -233,14 +234,8 @@ impl Srp {
     }
 
     fn fcc_token_update(&mut self, token: &mut OrfToken, transmitted: u32) {
-        token.fcc = token
-            .fcc
-            .wrapping_add(transmitted)
-            .wrapping_sub(self.trc);
-        token.backlog = token
-            .backlog
-            .wrapping_add(self.cbl)
-            .wrapping_sub(self.pbl);
+        token.fcc = token.fcc.wrapping_add(transmitted).wrapping_sub(self.trc);
+        token.backlog = token.backlog.wrapping_add(self.cbl).wrapping_sub(self.pbl);
         self.trc = transmitted;
         self.pbl = self.cbl;
     }
@@ -348,7 +343,10 @@ impl Srp {
         } else {
             &self.regular
         };
-        let range = self.high_seq_received.wrapping_sub(self.aru).min(QUEUE_SIZE);
+        let range = self
+            .high_seq_received
+            .wrapping_sub(self.aru)
+            .min(QUEUE_SIZE);
         let mut advanced = 0;
         for i in 1..=range {
             if !queue.in_use(self.aru.wrapping_add(i)) {
@@ -410,7 +408,10 @@ impl Srp {
             if !self.regular.in_range(seq) {
                 break;
             }
-            let item = self.regular.get(seq).map(|m| (m.system_from, m.header.nodeid));
+            let item = self
+                .regular
+                .get(seq)
+                .map(|m| (m.system_from, m.header.nodeid));
             if item.is_none() && !skip {
                 break;
             }

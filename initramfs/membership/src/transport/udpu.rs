@@ -36,9 +36,8 @@ impl Udpu {
                 Err(e) => last_err = Some(e),
             }
         }
-        Err(last_err.unwrap_or_else(|| {
-            io::Error::new(ErrorKind::NotFound, "the nodelist is empty")
-        }))
+        Err(last_err
+            .unwrap_or_else(|| io::Error::new(ErrorKind::NotFound, "the nodelist is empty")))
     }
 
     /// Binds for a given node id (its ring0 address must be local).
