@@ -60,6 +60,9 @@ pub struct Node {
     quorum: Votequorum,
     /// Members of the last regular configuration.
     members: Vec<u32>,
+    /// The ring and members votequorum last activated (what corosync's quorum
+    /// callback, and so corosync-quorumtool, reports).
+    view: (RingId, Vec<u32>),
     out: Vec<NodeAction>,
 }
 
@@ -67,12 +70,14 @@ impl Node {
     pub fn new(config: &CorosyncConfig, my_id: u32, stored_ring_seq: u64) -> Self {
         let mut srp = Srp::new(my_id, config.totem.timers.clone(), stored_ring_seq);
         srp.set_cancel_hold_on_retransmit(config.totem.cancel_token_hold_on_retransmit);
+        let initial_ring = srp.ring_id();
         Node {
             srp,
             assembly: BTreeMap::new(),
             sync: SyncEngine::default(),
             quorum: Votequorum::new(config, my_id),
             members: vec![my_id],
+            view: (initial_ring, vec![my_id]),
             out: Vec::new(),
         }
     }
@@ -120,7 +125,7 @@ impl Node {
     }
 
     pub fn status(&self) -> ClusterStatus {
-        self.quorum.status(self.srp.ring_id(), &self.members)
+        self.quorum.status(self.view.0, &self.view.1)
     }
 
     pub fn members(&self) -> &[u32] {
@@ -233,10 +238,16 @@ impl Node {
                 }
                 SyncStep::Process(_) => {}
                 SyncStep::Activate(service) if service == sync_engine::SERVICE_VOTEQUORUM => {
-                    self.quorum.sync_activate()
+                    self.quorum.sync_activate();
+                    self.view = (self.sync.ring_id(), self.members.clone());
                 }
                 SyncStep::Activate(_) | SyncStep::Completed => {}
             }
         }
     }
 }
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;

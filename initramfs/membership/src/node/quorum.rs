@@ -154,6 +154,14 @@ impl Votequorum {
         }
         self.previous_members = std::mem::replace(&mut self.members, members.to_vec());
         self.ring_id = ring_id;
+        // corosync recalculates only when sync completes; a partition's minority
+        // would go on reporting quorum until then. Dropping it at once (never
+        // granting it) closes that window.
+        let (total, _) = self.total_votes();
+        if self.quorate && total < self.quorum {
+            self.quorate = false;
+            self.us().flags &= !flags::QUORATE;
+        }
         effects
     }
 

@@ -56,6 +56,10 @@ impl Default for SyncEngine {
 }
 
 impl SyncEngine {
+    pub fn ring_id(&self) -> RingId {
+        self.ring_id
+    }
+
     pub fn in_progress(&self) -> bool {
         self.phase != Phase::Idle
     }

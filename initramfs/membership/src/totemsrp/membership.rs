@@ -137,9 +137,6 @@ impl Srp {
     }
 
     pub(crate) fn handle_join(&mut self, j: MembJoin) {
-        if j.system_from == self.my_id && !j.is_leave() {
-            return;
-        }
         if self.token_ring_id_seq < j.ring_seq {
             self.token_ring_id_seq = j.ring_seq;
         }

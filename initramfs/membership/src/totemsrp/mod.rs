@@ -154,6 +154,9 @@ pub struct Srp {
     pub(crate) cbl: u32,
 
     pub(crate) out: Vec<Action>,
+    /// Messages to ourselves: our own joins (udpu sends them to every member,
+    /// us included, and consensus counts them) and a token whose next node is us.
+    pub(crate) loopback: VecDeque<TotemMessage>,
 }
 
 /// The first message sequence number of a ring (SEQNO_START_MSG).
@@ -222,6 +225,7 @@ impl Srp {
             pbl: 0,
             cbl: 0,
             out: Vec::new(),
+            loopback: VecDeque::new(),
         }
     }
 
@@ -273,6 +277,11 @@ impl Srp {
     /// Handles one received message. Messages from ourselves are ignored (udpu
     /// never loops our own datagrams back; a simulated network might).
     pub fn receive(&mut self, msg: TotemMessage) -> Vec<Action> {
+        self.dispatch(msg);
+        self.take()
+    }
+
+    fn dispatch(&mut self, msg: TotemMessage) {
         match msg {
             TotemMessage::OrfToken(t) => self.handle_orf_token(t),
             TotemMessage::Mcast(m) => self.handle_mcast(m),
@@ -281,7 +290,6 @@ impl Srp {
             TotemMessage::MembCommitToken(c) => self.handle_commit_token(c),
             TotemMessage::TokenHoldCancel(c) => self.handle_token_hold_cancel(c),
         }
-        self.take()
     }
 
     /// Handles a timer the caller armed earlier.
@@ -324,7 +332,15 @@ impl Srp {
         self.take()
     }
 
+    /// Handles what we sent ourselves, then hands over the actions.
     fn take(&mut self) -> Vec<Action> {
+        // Bounded: a runaway exchange with ourselves must not hang the caller.
+        for _ in 0..1000 {
+            let Some(msg) = self.loopback.pop_front() else {
+                break;
+            };
+            self.dispatch(msg);
+        }
         std::mem::take(&mut self.out)
     }
 
@@ -337,6 +353,16 @@ impl Srp {
     }
 
     pub(crate) fn send(&mut self, to: Destination, msg: TotemMessage) {
+        match (&to, &msg) {
+            (Destination::Node(id), _) if *id == self.my_id => {
+                self.loopback.push_back(msg);
+                return;
+            }
+            (Destination::All, TotemMessage::MembJoin(j)) if !j.is_leave() => {
+                self.loopback.push_back(msg.clone());
+            }
+            _ => {}
+        }
         self.out.push(Action::Send(to, msg));
     }
 }
