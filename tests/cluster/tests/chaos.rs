@@ -1,5 +1,5 @@
 //! Five Vireo nodes under random kills, restarts and partitions (fixed seed,
-//! `VIREO_CHAOS_SEED` to try another), each broadcasting a numbered message
+//! `VIREO_CHAOS_SEED` to try another, `VIREO_CHAOS_STEPS` for more or fewer), each broadcasting a numbered message
 //! every 20 ms. Asserted throughout: no status is ever quorate with fewer than
 //! three members, and past the failure deadline a node's ring holds only nodes
 //! it can reach and a node without a majority around it is not quorate. Asserted at the end from every run's delivery log: all
@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use vireo_cluster_tests::delivery::{self, Log};
 use vireo_cluster_tests::expect::{ids, member_ids, wait_for_view};
-use vireo_cluster_tests::{Cluster, ClusterSpec};
+use vireo_cluster_tests::{Cluster, ClusterSpec, Kind};
 
 const NODES: usize = 5;
+/// Actions per run (`VIREO_CHAOS_STEPS` to change).
 const STEPS: usize = 12;
 const MAJORITY: usize = NODES / 2 + 1;
 
@@ -20,6 +21,14 @@ const MAJORITY: usize = NODES / 2 + 1;
 struct Rng(u64);
 
 impl Rng {
+    /// splitmix64 of the seed, so nearby seeds give unrelated runs.
+    fn new(seed: u64) -> Rng {
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Rng((z ^ (z >> 31)) | 1)
+    }
+
     fn below(&mut self, n: usize) -> usize {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -131,15 +140,20 @@ fn observe(c: &mut Cluster, topo: &Topology, how_long: Duration, grace: Duration
     }
 }
 
-#[test]
-fn five_vireo_nodes_keep_order_and_quorum_under_chaos() {
-    let seed = std::env::var("VIREO_CHAOS_SEED")
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_0005_u64);
-    eprintln!("chaos seed {seed:#x}");
-    let mut rng = Rng(seed | 1);
-    let mut c = Cluster::new(ClusterSpec::vireo(NODES)).unwrap();
+        .unwrap_or(default)
+}
+
+/// Starts five nodes of `kind`, runs the seeded steps with the checks of
+/// [`observe`], heals and restarts everything, and waits for one quorate ring.
+fn run_chaos(kind: Kind, steps: usize) -> Cluster {
+    let seed = env_or("VIREO_CHAOS_SEED", 0x5eed_0005_u64);
+    eprintln!("chaos seed {seed:#x}, {kind:?}");
+    let mut rng = Rng::new(seed);
+    let mut c = Cluster::new(ClusterSpec::new(&[kind; NODES])).unwrap();
     for i in 0..NODES {
         c.nodes[i].send_every_ms = Some(20);
         c.restart(i).unwrap();
@@ -150,13 +164,12 @@ fn five_vireo_nodes_keep_order_and_quorum_under_chaos() {
         island: vec![Some(0); NODES],
     };
     let grace = c.failure_deadline();
-    for n in 0..STEPS {
+    for n in 0..steps {
         let what = step(&mut c, &mut rng, &mut topo);
         let how_long = grace + Duration::from_millis(500 * rng.below(4) as u64);
         eprintln!("step {n}: {what}, observing {how_long:?}");
         observe(&mut c, &topo, how_long, grace, &what);
     }
-    // Back to one healthy cluster before reading the logs.
     c.heal().unwrap();
     for i in 0..NODES {
         if !c.nodes[i].is_running() {
@@ -164,6 +177,20 @@ fn five_vireo_nodes_keep_order_and_quorum_under_chaos() {
         }
     }
     wait_for_view(&mut c, &all, &all, true, Duration::from_secs(60)).unwrap();
+    c
+}
+
+/// The same steps on real corosync: shows the checks of [`observe`] are what
+/// corosync itself does (fewer steps: it has no delivery log to add).
+#[test]
+fn five_real_nodes_pass_the_same_membership_checks() {
+    run_chaos(Kind::Corosync, env_or("VIREO_CHAOS_STEPS", STEPS) / 2);
+}
+
+#[test]
+fn five_vireo_nodes_keep_order_and_quorum_under_chaos() {
+    let c = run_chaos(Kind::Vireo, env_or("VIREO_CHAOS_STEPS", STEPS));
+    // Let the last messages settle before reading the logs.
     std::thread::sleep(Duration::from_secs(1));
     let mut logs = Vec::new();
     for (i, node) in c.nodes.iter().enumerate() {
