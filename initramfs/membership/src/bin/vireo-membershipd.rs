@@ -106,6 +106,7 @@ fn run() -> Result<(), String> {
         send_every,
         next_send: Instant::now(),
         sent: 0,
+        last_send_error: None,
     };
     d.run()
 }
@@ -152,6 +153,7 @@ struct Daemon {
     send_every: Option<Duration>,
     next_send: Instant,
     sent: u64,
+    last_send_error: Option<io::ErrorKind>,
 }
 
 impl Daemon {
@@ -176,9 +178,32 @@ impl Daemon {
             }
             self.fire_timers()?;
             self.test_traffic()?;
-            let snapshot = self.node.status();
-            *self.status.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
+            self.publish_status();
         }
+    }
+
+    /// Updates the snapshot the status socket serves; logs quorum changes.
+    fn publish_status(&mut self) {
+        let snapshot = self.node.status();
+        let mut current = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = (current.quorate, current.ring_id, current.total_votes)
+            != (snapshot.quorate, snapshot.ring_id, snapshot.total_votes);
+        if changed {
+            let ids: Vec<String> = snapshot
+                .members
+                .iter()
+                .map(|m| m.node_id.to_string())
+                .collect();
+            eprintln!(
+                "vireo-membershipd: quorum view ring {} members {} votes {}/{} quorate {}",
+                snapshot.ring_id,
+                ids.join(" "),
+                snapshot.total_votes,
+                snapshot.expected_votes,
+                snapshot.quorate
+            );
+        }
+        *current = snapshot;
     }
 
     fn fire_timers(&mut self) -> Result<(), String> {
@@ -218,7 +243,11 @@ impl Daemon {
                 NodeAction::Send(to, msg) => {
                     let bytes = wire::encode(&msg);
                     if let Err(e) = self.transport.send(to, &bytes) {
-                        eprintln!("vireo-membershipd: send: {e}");
+                        // Once per kind of error, not once per datagram.
+                        if self.last_send_error != Some(e.kind()) {
+                            eprintln!("vireo-membershipd: send: {e}");
+                        }
+                        self.last_send_error = Some(e.kind());
                     }
                 }
                 NodeAction::Arm(t, ms) => {
