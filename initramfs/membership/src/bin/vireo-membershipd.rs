@@ -12,8 +12,9 @@
 //! /run/vireo/membership.sock), VIREO_MEMBERSHIP_DELIVERY_LOG (append
 //! `deliver <sender> <hex>` and `config <ring> <members…>` lines),
 //! VIREO_MEMBERSHIP_SEND_EVERY_MS (broadcast a numbered test message every N ms),
-//! VIREO_MEMBERSHIP_STATE_DIR (ring sequence file ringid_<nodeid>, default
-//! /var/lib/corosync as corosync).
+//! VIREO_MEMBERSHIP_STATE_DIR (where the ring sequence file ringid_<nodeid>
+//! lives; default system.state_dir from the config, else /var/lib/corosync, as
+//! corosync).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -74,7 +75,14 @@ fn run() -> Result<(), String> {
     }
     let transport = Udpu::bind_local(&cfg).map_err(|e| format!("binding udpu: {e}"))?;
     let my_id = transport.node_id();
-    let state_dir = env_path("VIREO_MEMBERSHIP_STATE_DIR", DEFAULT_STATE_DIR);
+    let state_dir = match (
+        std::env::var_os("VIREO_MEMBERSHIP_STATE_DIR"),
+        &cfg.state_dir,
+    ) {
+        (Some(dir), _) => PathBuf::from(dir),
+        (None, Some(dir)) => PathBuf::from(dir),
+        (None, None) => PathBuf::from(DEFAULT_STATE_DIR),
+    };
     let ring_file = state_dir.join(format!("ringid_{my_id}"));
     let node = Node::new(&cfg, my_id, load_ring_seq(&ring_file));
     let status = Arc::new(Mutex::new(node.status()));

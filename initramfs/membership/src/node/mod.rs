@@ -70,7 +70,7 @@ pub struct Node {
 
 impl Node {
     pub fn new(config: &CorosyncConfig, my_id: u32, stored_ring_seq: u64) -> Self {
-        let mut srp = Srp::new(my_id, config.totem.timers.clone(), stored_ring_seq);
+        let mut srp = Srp::new(my_id, config.totem.timers, stored_ring_seq);
         srp.set_cancel_hold_on_retransmit(config.totem.cancel_token_hold_on_retransmit);
         let initial_ring = srp.ring_id();
         Node {
@@ -266,5 +266,7 @@ impl Node {
 
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+pub(crate) use sim::config_text as sim_config_text;
 #[cfg(test)]
 mod tests;
