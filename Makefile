@@ -19,7 +19,7 @@ export VIREO_PROBE         := $(CURDIR)/$(PROBE_ELF)
 export VIREO_PROBE_LINUX64 := $(CURDIR)/$(PROBE_L64)
 
 .PHONY: all vmm vmm-musl vmm-aarch64 probe run run-probe run-linux test test-unit test-membership test-cluster test-interop \
-        test-probe test-probe-qemu test-rig lint bench clean
+        test-probe test-probe-qemu test-rig lint bench bench-membership clean
 
 all: vmm probe
 
@@ -111,3 +111,9 @@ include initramfs/initramfs.mk
 bench: vmm probe
 	$(MAKE) rig-initramfs VIREO_VMM=$(VMM_MUSL)
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench
+	$(MAKE) bench-membership
+
+# Membership: kill -9 to new ring, corosync vs Vireo; ordered-broadcast rate.
+bench-membership:
+	$(CARGO) build --release --bin vireo-membershipd
+	$(CARGO) test --release -p vireo-cluster-tests --test bench -- --ignored --nocapture --test-threads=1
