@@ -6,6 +6,7 @@
 //! holding after its report — the VMM's own memory: resident set minus the
 //! resident part of the guest RAM mapping.
 
+mod cluster;
 mod measure;
 mod rig;
 
@@ -66,10 +67,16 @@ fn bench_probe() {
 }
 
 fn main() {
+    // `vireo-bench cluster`: only the cluster rows (make bench-cluster).
+    if std::env::args().nth(1).as_deref() == Some("cluster") {
+        cluster::bench_cluster();
+        return;
+    }
     println!(
         "== vireo bench ({} runs each, guest memory {GUEST_MEMORY_MIB} MiB)",
         RUNS
     );
     bench_probe();
     rig::bench_linux_in_rig();
+    cluster::bench_cluster();
 }

@@ -105,7 +105,7 @@ impl ClusterSpec {
         let _ = write!(
             c,
             "logging {{\n    to_logfile: yes\n    logfile: {}\n    to_stderr: no\n    \
-             to_syslog: no\n    timestamp: on\n}}\n\nsystem {{\n    state_dir: {}\n    \
+             to_syslog: no\n}}\n\nsystem {{\n    state_dir: {}\n    \
              sched_rr: no\n    move_to_root_cgroup: no\n}}\n",
             dir.join("corosync.log").display(),
             dir.display()

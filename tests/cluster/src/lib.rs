@@ -21,4 +21,4 @@ pub mod wait;
 
 pub use cluster::Cluster;
 pub use conf::{ClusterSpec, Kind, QuorumOptions};
-pub use wait::wait_until;
+pub use wait::{wait_until, wait_until_every};

@@ -90,6 +90,8 @@ impl Node {
             .arg(&program)
             .arg(self.conf_path())
             .env("VIREO_MEMBERSHIP_SOCKET", self.socket_path())
+            // Vireo's ringid_<nodeid> file, next to corosync's (system.state_dir).
+            .env("VIREO_MEMBERSHIP_STATE_DIR", &self.dir)
             .env(
                 "VIREO_MEMBERSHIP_DELIVERY_LOG",
                 self.delivery_log(self.incarnation),
@@ -203,30 +205,32 @@ pub fn read_status_socket(path: &Path) -> Result<ClusterStatus, String> {
 }
 
 /// vireo-membershipd: `VIREO_MEMBERSHIPD`, else the newer of the workspace's
-/// release and debug builds. Missing → an error that says so (the interop tests then fail
-/// with it rather than pass without a Vireo node).
+/// release and debug builds. Missing → an error that says so (the interop tests
+/// then fail with it rather than pass without a Vireo node).
 pub fn membershipd_binary() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("VIREO_MEMBERSHIPD") {
-        let path = PathBuf::from(path);
-        return match path.exists() {
-            true => Ok(path),
-            false => Err(format!(
-                "VIREO_MEMBERSHIPD={} does not exist",
-                path.display()
-            )),
-        };
+    workspace_binary("vireo-membershipd", "VIREO_MEMBERSHIPD").ok_or_else(|| {
+        "vireo-membershipd is not built (no target/release or target/debug binary, no \
+         VIREO_MEMBERSHIPD): the Vireo daemon does not exist on this branch yet, so nothing \
+         with a Vireo node can run"
+            .to_string()
+    })
+}
+
+/// The `vireo` CLI (`VIREO_CLI`, else the newer workspace build).
+pub fn cli_binary() -> Result<PathBuf, String> {
+    workspace_binary("vireo", "VIREO_CLI")
+        .ok_or_else(|| "the vireo CLI is not built: cargo build -p vireo-cli".to_string())
+}
+
+fn workspace_binary(name: &str, env: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(env) {
+        return Some(PathBuf::from(path)).filter(|p| p.exists());
     }
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
     ["release", "debug"]
         .iter()
-        .map(|profile| target.join(profile).join("vireo-membershipd"))
+        .map(|profile| target.join(profile).join(name))
         .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
         .max()
         .map(|(_, p)| p)
-        .ok_or_else(|| {
-            "vireo-membershipd is not built (no target/release or target/debug binary, no \
-             VIREO_MEMBERSHIPD): the Vireo daemon does not exist on this branch yet, so this \
-             interop test cannot run"
-                .to_string()
-        })
 }

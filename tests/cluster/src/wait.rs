@@ -11,6 +11,16 @@ const POLL: Duration = Duration::from_millis(100);
 pub fn wait_until<T>(
     timeout: Duration,
     what: &str,
+    probe: impl FnMut() -> Result<T, String>,
+) -> Result<(T, Duration), String> {
+    wait_until_every(POLL, timeout, what, probe)
+}
+
+/// [`wait_until`] polling every `poll` (the bench polls faster than tests).
+pub fn wait_until_every<T>(
+    poll: Duration,
+    timeout: Duration,
+    what: &str,
     mut probe: impl FnMut() -> Result<T, String>,
 ) -> Result<(T, Duration), String> {
     let start = Instant::now();
@@ -22,6 +32,6 @@ pub fn wait_until<T>(
         if start.elapsed() >= timeout {
             return Err(format!("{what}: not within {timeout:?}; last: {reason}"));
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(poll);
     }
 }

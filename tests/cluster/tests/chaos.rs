@@ -1,15 +1,15 @@
 //! Five Vireo nodes under random kills, restarts and partitions (fixed seed,
 //! `VIREO_CHAOS_SEED` to try another), each broadcasting a numbered message
-//! every 20 ms. Asserted throughout: no node outside a majority island stays
-//! quorate past the failure deadline, and no status is ever quorate with fewer
-//! than three members. Asserted at the end from every run's delivery log: all
+//! every 20 ms. Asserted throughout: no status is ever quorate with fewer than
+//! three members, and past the failure deadline a node's ring holds only nodes
+//! it can reach and a node without a majority around it is not quorate. Asserted at the end from every run's delivery log: all
 //! nodes agree on every configuration, and within a configuration every node
 //! delivered a prefix of one common message order.
 
 use std::time::{Duration, Instant};
 
 use vireo_cluster_tests::delivery::{self, Log};
-use vireo_cluster_tests::expect::wait_for_view;
+use vireo_cluster_tests::expect::{ids, member_ids, wait_for_view};
 use vireo_cluster_tests::{Cluster, ClusterSpec};
 
 const NODES: usize = 5;
@@ -34,15 +34,17 @@ struct Topology {
 }
 
 impl Topology {
-    /// Nodes that can reach node `i` (itself included) among the running ones.
-    fn reachable(&self, i: usize, running: &[usize]) -> usize {
-        match self.island[i] {
-            None => 1,
+    /// Node ids node `i` can reach (itself included) among the running ones.
+    fn reachable(&self, i: usize, running: &[usize]) -> Vec<u32> {
+        let peers: Vec<usize> = match self.island[i] {
+            None => vec![i],
             Some(k) => running
                 .iter()
-                .filter(|&&j| self.island[j] == Some(k))
-                .count(),
-        }
+                .copied()
+                .filter(|&j| self.island[j] == Some(k))
+                .collect(),
+        };
+        ids(&peers)
     }
 
     fn apply(&self, c: &mut Cluster) {
@@ -101,8 +103,23 @@ fn observe(c: &mut Cluster, topo: &Topology, how_long: Duration, grace: Duration
                     s.members.len()
                 );
             }
-            let minority = topo.reachable(i, &running) < MAJORITY;
-            if s.quorate && minority && start.elapsed() > grace {
+            if start.elapsed() <= grace {
+                continue;
+            }
+            // Past the deadline a ring holds only nodes this one can reach...
+            let reachable = topo.reachable(i, &running);
+            let members = member_ids(&s);
+            if let Some(m) = members.iter().find(|m| !reachable.contains(m)) {
+                panic!(
+                    "after {what}: node{} lists node{m}, which it cannot reach, {:?} later \
+                     (ring {}, members {members:?})",
+                    i + 1,
+                    start.elapsed(),
+                    s.ring_id
+                );
+            }
+            // ...and without a majority around it, it is not quorate.
+            if s.quorate && reachable.len() < MAJORITY {
                 panic!(
                     "after {what}: node{} quorate {:?} in a minority",
                     i + 1,

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use vireo_cluster_tests::expect::{member_ids, wait_for_view};
+use vireo_cluster_tests::node::cli_binary;
 use vireo_cluster_tests::{Cluster, ClusterSpec, Kind, QuorumOptions};
 use vireo_membership::status::ClusterStatus;
 
@@ -63,6 +64,36 @@ fn three_real_and_one_vireo_count_four() {
     }
     let (real, vireo) = pick(&c, &all, &statuses);
     same_view(&real, &vireo);
+    cli_prints_what_quorumtool_prints(&c, 0, 3);
+}
+
+/// `vireo cluster status` on the Vireo node against `corosync-quorumtool -s` on
+/// a real one: line for line, apart from the Date line, the Node ID and where
+/// "(local)" stands.
+fn cli_prints_what_quorumtool_prints(c: &Cluster, real: usize, vireo: usize) {
+    let out = std::process::Command::new(cli_binary().unwrap())
+        .args(["cluster", "status", "--socket"])
+        .arg(c.nodes[vireo].socket_path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let comparable = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with("Date:") && !l.starts_with("Node ID:"))
+            .map(|l| l.trim_end_matches(" (local)").to_string())
+            .collect()
+    };
+    let real_text = c.nodes[real].quorumtool_text().unwrap();
+    let ours = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        comparable(&ours),
+        comparable(&real_text),
+        "vireo cluster status:\n{ours}"
+    );
 }
 
 #[test]
