@@ -12,8 +12,9 @@
 //! /run/vireo/membership.sock), VIREO_MEMBERSHIP_DELIVERY_LOG (append
 //! `deliver <sender> <hex>` and `config <ring> <members…>` lines),
 //! VIREO_MEMBERSHIP_SEND_EVERY_MS (broadcast a numbered test message every N ms),
-//! VIREO_MEMBERSHIP_STATE_DIR (ring sequence file ringid_<nodeid>, default
-//! /var/lib/corosync as corosync).
+//! VIREO_MEMBERSHIP_STATE_DIR (where the ring sequence file ringid_<nodeid>
+//! lives; default system.state_dir from the config, else /var/lib/corosync, as
+//! corosync).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -74,7 +75,14 @@ fn run() -> Result<(), String> {
     }
     let transport = Udpu::bind_local(&cfg).map_err(|e| format!("binding udpu: {e}"))?;
     let my_id = transport.node_id();
-    let state_dir = env_path("VIREO_MEMBERSHIP_STATE_DIR", DEFAULT_STATE_DIR);
+    let state_dir = match (
+        std::env::var_os("VIREO_MEMBERSHIP_STATE_DIR"),
+        &cfg.state_dir,
+    ) {
+        (Some(dir), _) => PathBuf::from(dir),
+        (None, Some(dir)) => PathBuf::from(dir),
+        (None, None) => PathBuf::from(DEFAULT_STATE_DIR),
+    };
     let ring_file = state_dir.join(format!("ringid_{my_id}"));
     let node = Node::new(&cfg, my_id, load_ring_seq(&ring_file));
     let status = Arc::new(Mutex::new(node.status()));
@@ -106,6 +114,7 @@ fn run() -> Result<(), String> {
         send_every,
         next_send: Instant::now(),
         sent: 0,
+        last_send_error: None,
     };
     d.run()
 }
@@ -152,6 +161,7 @@ struct Daemon {
     send_every: Option<Duration>,
     next_send: Instant,
     sent: u64,
+    last_send_error: Option<io::ErrorKind>,
 }
 
 impl Daemon {
@@ -176,9 +186,32 @@ impl Daemon {
             }
             self.fire_timers()?;
             self.test_traffic()?;
-            let snapshot = self.node.status();
-            *self.status.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
+            self.publish_status();
         }
+    }
+
+    /// Updates the snapshot the status socket serves; logs quorum changes.
+    fn publish_status(&mut self) {
+        let snapshot = self.node.status();
+        let mut current = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = (current.quorate, current.ring_id, current.total_votes)
+            != (snapshot.quorate, snapshot.ring_id, snapshot.total_votes);
+        if changed {
+            let ids: Vec<String> = snapshot
+                .members
+                .iter()
+                .map(|m| m.node_id.to_string())
+                .collect();
+            eprintln!(
+                "vireo-membershipd: quorum view ring {} members {} votes {}/{} quorate {}",
+                snapshot.ring_id,
+                ids.join(" "),
+                snapshot.total_votes,
+                snapshot.expected_votes,
+                snapshot.quorate
+            );
+        }
+        *current = snapshot;
     }
 
     fn fire_timers(&mut self) -> Result<(), String> {
@@ -218,7 +251,11 @@ impl Daemon {
                 NodeAction::Send(to, msg) => {
                     let bytes = wire::encode(&msg);
                     if let Err(e) = self.transport.send(to, &bytes) {
-                        eprintln!("vireo-membershipd: send: {e}");
+                        // Once per kind of error, not once per datagram.
+                        if self.last_send_error != Some(e.kind()) {
+                            eprintln!("vireo-membershipd: send: {e}");
+                        }
+                        self.last_send_error = Some(e.kind());
                     }
                 }
                 NodeAction::Arm(t, ms) => {

@@ -63,12 +63,14 @@ pub struct Node {
     /// The ring and members votequorum last activated (what corosync's quorum
     /// callback, and so corosync-quorumtool, reports).
     view: (RingId, Vec<u32>),
+    /// The report as of the last votequorum activation.
+    activated: Option<ClusterStatus>,
     out: Vec<NodeAction>,
 }
 
 impl Node {
     pub fn new(config: &CorosyncConfig, my_id: u32, stored_ring_seq: u64) -> Self {
-        let mut srp = Srp::new(my_id, config.totem.timers.clone(), stored_ring_seq);
+        let mut srp = Srp::new(my_id, config.totem.timers, stored_ring_seq);
         srp.set_cancel_hold_on_retransmit(config.totem.cancel_token_hold_on_retransmit);
         let initial_ring = srp.ring_id();
         Node {
@@ -78,6 +80,7 @@ impl Node {
             quorum: Votequorum::new(config, my_id),
             members: vec![my_id],
             view: (initial_ring, vec![my_id]),
+            activated: None,
             out: Vec::new(),
         }
     }
@@ -124,8 +127,21 @@ impl Node {
         self.take()
     }
 
+    /// What the node reports. While sync runs, the report stays the one taken
+    /// when votequorum last activated (so members, votes and quorate always
+    /// belong together), except that losing quorum shows at once.
     pub fn status(&self) -> ClusterStatus {
-        self.quorum.status(self.view.0, &self.view.1)
+        match &self.activated {
+            Some(snapshot) if self.sync.in_progress() => {
+                let mut s = snapshot.clone();
+                if !self.quorum.is_quorate() && s.quorate {
+                    s.quorate = false;
+                    s.flags.retain(|f| *f != crate::status::QuorumFlag::Quorate);
+                }
+                s
+            }
+            _ => self.quorum.status(self.view.0, &self.view.1),
+        }
     }
 
     pub fn members(&self) -> &[u32] {
@@ -240,6 +256,7 @@ impl Node {
                 SyncStep::Activate(service) if service == sync_engine::SERVICE_VOTEQUORUM => {
                     self.quorum.sync_activate();
                     self.view = (self.sync.ring_id(), self.members.clone());
+                    self.activated = Some(self.quorum.status(self.view.0, &self.view.1));
                 }
                 SyncStep::Activate(_) | SyncStep::Completed => {}
             }
@@ -249,5 +266,7 @@ impl Node {
 
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+pub(crate) use sim::config_text as sim_config_text;
 #[cfg(test)]
 mod tests;

@@ -180,3 +180,32 @@ fn auto_tie_breaker_lowest_wins_even_split() {
     assert_one_ring(&sim, &[1, 2], true);
     assert_one_ring(&sim, &[3, 4], false);
 }
+
+#[test]
+fn chaos_replay_debug() {
+    let mut sim = Sim::new(5, 9, "");
+    let traffic = |sim: &mut Sim, ms: u64| {
+        for _ in 0..ms / 20 {
+            for id in sim.running() {
+                sim.broadcast(id, b"x");
+            }
+            sim.run(20);
+        }
+    };
+    traffic(&mut sim, 8000);
+    sim.crash(3);
+    traffic(&mut sim, 8000);
+    sim.crash(1);
+    traffic(&mut sim, 8000);
+    sim.island.insert(2, 1);
+    sim.island.insert(4, 0);
+    sim.island.insert(5, 2);
+    sim.island.insert(1, 0);
+    sim.island.insert(3, 0);
+    traffic(&mut sim, 7500);
+    sim.start(3);
+    for _ in 0..9 {
+        traffic(&mut sim, 1000);
+        eprintln!("{} {:?}", sim.now, views(&sim));
+    }
+}

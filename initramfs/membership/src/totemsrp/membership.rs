@@ -193,21 +193,14 @@ impl Srp {
                 self.commit_enter();
                 return;
             }
-        } else if sets::subset(&j.proc_list, &self.proc_list)
-            && sets::subset(&j.failed_list, &self.failed_list)
-        {
-        } else if sets::contains(&self.failed_list, from) {
+        } else if !self.join_is_news(j) {
         } else {
             sets::merge(&mut self.proc_list, &j.proc_list);
             if sets::contains(&j.failed_list, self.my_id) {
                 sets::merge(&mut self.failed_list, &[from]);
             } else if sets::contains(&self.memb_list, from) {
-                if !sets::contains(&self.failed_list, from) {
-                    sets::merge(&mut self.failed_list, &j.failed_list);
-                } else {
-                    let extra = sets::subtract(&j.failed_list, &self.memb_list);
-                    sets::merge(&mut self.failed_list, &extra);
-                }
+                // A member of our ring: trust its view of who failed.
+                sets::merge(&mut self.failed_list, &j.failed_list);
             }
             self.gather_enter();
             gathered = true;
@@ -215,6 +208,14 @@ impl Srp {
         if !gathered && self.state == MembState::Operational {
             self.gather_enter();
         }
+    }
+
+    /// A join tells us something new unless its sets are within ours or it
+    /// comes from a node we already consider failed.
+    fn join_is_news(&self, j: &MembJoin) -> bool {
+        let within = sets::subset(&j.proc_list, &self.proc_list)
+            && sets::subset(&j.failed_list, &self.failed_list);
+        !within && !sets::contains(&self.failed_list, j.system_from)
     }
 
     fn commit_token_create(&mut self) {

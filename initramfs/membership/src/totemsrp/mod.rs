@@ -154,8 +154,9 @@ pub struct Srp {
     pub(crate) cbl: u32,
 
     pub(crate) out: Vec<Action>,
-    /// Messages to ourselves: our own joins (udpu sends them to every member,
-    /// us included, and consensus counts them) and a token whose next node is us.
+    /// Messages to ourselves: our own joins and hold cancels (udpu sends them to
+    /// every member, us included, and the protocol counts on seeing them) and a
+    /// token whose next node is us.
     pub(crate) loopback: VecDeque<TotemMessage>,
 }
 
@@ -237,7 +238,6 @@ impl Srp {
 
     /// Starts the protocol: enter gather and announce ourselves.
     pub fn start(&mut self) -> Vec<Action> {
-        self.out.push(Action::StoreRingSeq(self.ring_id.seq));
         self.gather_enter();
         self.take()
     }
@@ -359,6 +359,10 @@ impl Srp {
                 return;
             }
             (Destination::All, TotemMessage::MembJoin(j)) if !j.is_leave() => {
+                self.loopback.push_back(msg.clone());
+            }
+            // The representative must see its own hold cancel to let the token go.
+            (Destination::All, TotemMessage::TokenHoldCancel(_)) => {
                 self.loopback.push_back(msg.clone());
             }
             _ => {}

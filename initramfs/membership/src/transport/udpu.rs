@@ -12,6 +12,8 @@ use super::Transport;
 use crate::config::CorosyncConfig;
 use crate::totemsrp::Destination;
 
+const SEND_TIMEOUT: Duration = Duration::from_millis(5);
+
 /// Largest datagram we accept (a 1500-byte MTU frame, with room to spare).
 const RECV_BUFFER: usize = 65536;
 
@@ -52,6 +54,10 @@ impl Udpu {
     }
 
     fn with_socket(config: &CorosyncConfig, my_id: u32, socket: UdpSocket) -> Self {
+        // A link without carrier can stall the send queue; a ring must never
+        // block on one peer, so a send that cannot go out at once is dropped
+        // (the protocol retransmits).
+        let _ = socket.set_write_timeout(Some(SEND_TIMEOUT));
         let peers = config
             .nodes
             .iter()
@@ -86,16 +92,17 @@ impl Transport for Udpu {
                 .collect(),
             Destination::Node(id) => self.peers.get(&id).copied().into_iter().collect(),
         };
+        let mut first_error = None;
         for addr in targets {
             // A peer that is down makes the kernel report ECONNREFUSED on a later
             // call; that is normal on a ring and not our failure.
             match self.socket.send_to(datagram, addr) {
                 Ok(_) => {}
                 Err(e) if is_transient(&e) => {}
-                Err(e) => return Err(e),
+                Err(e) => first_error = first_error.or(Some(e)),
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     fn recv(&mut self, timeout: Duration) -> io::Result<Option<Vec<u8>>> {
@@ -119,11 +126,10 @@ impl Transport for Udpu {
 fn is_transient(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        ErrorKind::ConnectionRefused | ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable
-    ) || e.raw_os_error() == Some(libc_enetunreach())
-}
-
-/// ENETUNREACH on Linux (also reported when a link is down).
-fn libc_enetunreach() -> i32 {
-    101
+        ErrorKind::ConnectionRefused
+            | ErrorKind::HostUnreachable
+            | ErrorKind::NetworkUnreachable
+            | ErrorKind::WouldBlock
+            | ErrorKind::TimedOut
+    )
 }
