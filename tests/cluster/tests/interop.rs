@@ -200,3 +200,21 @@ fn partition_leaves_only_the_majority_quorate_on_both_implementations() {
     let (minority, _) = wait_for_view(&mut c, &[1], &[1], false, deadline).unwrap();
     assert_eq!(member_ids(&minority[0]), [2]);
 }
+
+#[test]
+fn auto_tie_breaker_splits_a_mixed_cluster_the_same_way() {
+    let atb = QuorumOptions {
+        auto_tie_breaker: true,
+        ..Default::default()
+    };
+    let mut c = Cluster::start(ClusterSpec::new(&[C, V, C, V]).with_quorum(atb)).unwrap();
+    let all = [0, 1, 2, 3];
+    wait_for_view(&mut c, &all, &all, true, FORM).unwrap();
+    c.partition(&[&[0, 1], &[2, 3]]).unwrap();
+    let deadline = c.failure_deadline();
+    // Each side has a real and a Vireo node; the side with node 1 keeps quorum.
+    let (low, _) = wait_for_view(&mut c, &[0, 1], &[0, 1], true, deadline).unwrap();
+    same_view(&low[0], &low[1]);
+    let (high, _) = wait_for_view(&mut c, &[2, 3], &[2, 3], false, deadline).unwrap();
+    same_view(&high[0], &high[1]);
+}

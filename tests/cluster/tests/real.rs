@@ -140,3 +140,20 @@ fn partition_leaves_only_the_majority_quorate() {
     let (all, _) = wait_for_view(&mut c, &[0, 1, 2], &[0, 1, 2], true, FORM).unwrap();
     same_ring(&all).unwrap();
 }
+
+#[test]
+fn auto_tie_breaker_gives_an_even_split_to_the_lowest_node_id() {
+    let atb = QuorumOptions {
+        auto_tie_breaker: true,
+        ..Default::default()
+    };
+    let mut c = Cluster::start(ClusterSpec::real(4).with_quorum(atb)).unwrap();
+    let all = [0, 1, 2, 3];
+    wait_for_view(&mut c, &all, &all, true, FORM).unwrap();
+    c.partition(&[&[0, 1], &[2, 3]]).unwrap();
+    let deadline = c.failure_deadline();
+    // 2 of 4 votes is no majority, but node 1 is on this side.
+    let (low, _) = wait_for_view(&mut c, &[0, 1], &[0, 1], true, deadline).unwrap();
+    assert!(low[0].flags.contains(&QuorumFlag::AutoTieBreaker));
+    wait_for_view(&mut c, &[2, 3], &[2, 3], false, deadline).unwrap();
+}
