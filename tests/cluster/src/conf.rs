@@ -22,6 +22,8 @@ pub struct QuorumOptions {
     pub wait_for_all: bool,
     pub last_man_standing: bool,
     pub auto_tie_breaker: bool,
+    /// last_man_standing_window in ms (corosync's default is 10000).
+    pub last_man_standing_window_ms: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +102,9 @@ impl ClusterSpec {
         ];
         for (key, _) in options.iter().filter(|(_, on)| *on) {
             let _ = writeln!(c, "    {key}: 1");
+        }
+        if let Some(ms) = q.last_man_standing_window_ms {
+            let _ = writeln!(c, "    last_man_standing_window: {ms}");
         }
         c.push_str("}\n\n");
         let _ = write!(

@@ -80,3 +80,23 @@ pub fn same_ring(statuses: &[ClusterStatus]) -> Result<(), String> {
         None => Ok(()),
     }
 }
+
+/// Waits until the running nodes `observers` agree on being the whole quorate
+/// membership and all expect `expected` votes (last_man_standing lowers it
+/// one window after a loss).
+pub fn wait_for_expected_votes(
+    c: &mut Cluster,
+    observers: &[usize],
+    expected: u32,
+    timeout: Duration,
+) -> Result<Vec<ClusterStatus>, String> {
+    let what = format!("nodes {observers:?} expect {expected} votes");
+    let (statuses, _) = wait_until(timeout, &what, || {
+        let (statuses, _) = wait_for_view(c, observers, observers, true, Duration::ZERO)?;
+        match statuses.iter().find(|s| s.expected_votes != expected) {
+            Some(s) => Err(format!("node {} expects {}", s.node_id, s.expected_votes)),
+            None => Ok(statuses),
+        }
+    })?;
+    Ok(statuses)
+}

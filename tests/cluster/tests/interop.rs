@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use vireo_cluster_tests::expect::{member_ids, wait_for_view};
+use vireo_cluster_tests::expect::{member_ids, wait_for_expected_votes, wait_for_view};
 use vireo_cluster_tests::node::cli_binary;
 use vireo_cluster_tests::{Cluster, ClusterSpec, Kind, QuorumOptions};
 use vireo_membership::status::ClusterStatus;
@@ -217,4 +217,21 @@ fn auto_tie_breaker_splits_a_mixed_cluster_the_same_way() {
     same_view(&low[0], &low[1]);
     let (high, _) = wait_for_view(&mut c, &[2, 3], &[2, 3], false, deadline).unwrap();
     same_view(&high[0], &high[1]);
+}
+
+#[test]
+fn last_man_standing_in_a_mixed_cluster() {
+    let lms = QuorumOptions {
+        last_man_standing: true,
+        last_man_standing_window_ms: Some(1000),
+        ..Default::default()
+    };
+    let mut c = Cluster::start(ClusterSpec::new(&[C, V, C, V]).with_quorum(lms)).unwrap();
+    wait_for_view(&mut c, &[0, 1, 2, 3], &[0, 1, 2, 3], true, FORM).unwrap();
+    let deadline = c.failure_deadline() + Duration::from_secs(3);
+    c.kill9(3).unwrap();
+    wait_for_expected_votes(&mut c, &[0, 1, 2], 3, deadline).unwrap();
+    c.kill9(2).unwrap();
+    let last_two = wait_for_expected_votes(&mut c, &[0, 1], 2, deadline).unwrap();
+    same_view(&last_two[0], &last_two[1]);
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use vireo_cluster_tests::expect::{same_ring, wait_for_view};
+use vireo_cluster_tests::expect::{same_ring, wait_for_expected_votes, wait_for_view};
 use vireo_cluster_tests::{Cluster, ClusterSpec, QuorumOptions};
 use vireo_membership::status::QuorumFlag;
 
@@ -156,4 +156,23 @@ fn auto_tie_breaker_gives_an_even_split_to_the_lowest_node_id() {
     let (low, _) = wait_for_view(&mut c, &[0, 1], &[0, 1], true, deadline).unwrap();
     assert!(low[0].flags.contains(&QuorumFlag::AutoTieBreaker));
     wait_for_view(&mut c, &[2, 3], &[2, 3], false, deadline).unwrap();
+}
+
+/// last_man_standing with a 1 s window: each loss lowers expected votes, so
+/// 2 of the original 4 stay quorate (without it 2 of 4 would be blocked).
+#[test]
+fn last_man_standing_keeps_the_last_two_of_four_quorate() {
+    let lms = QuorumOptions {
+        last_man_standing: true,
+        last_man_standing_window_ms: Some(1000),
+        ..Default::default()
+    };
+    let mut c = Cluster::start(ClusterSpec::real(4).with_quorum(lms)).unwrap();
+    wait_for_view(&mut c, &[0, 1, 2, 3], &[0, 1, 2, 3], true, FORM).unwrap();
+    let deadline = c.failure_deadline() + Duration::from_secs(3);
+    c.kill9(3).unwrap();
+    wait_for_expected_votes(&mut c, &[0, 1, 2], 3, deadline).unwrap();
+    c.kill9(2).unwrap();
+    let statuses = wait_for_expected_votes(&mut c, &[0, 1], 2, deadline).unwrap();
+    assert!(statuses[0].flags.contains(&QuorumFlag::LastManStanding));
 }
