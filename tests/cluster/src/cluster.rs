@@ -83,6 +83,11 @@ impl Cluster {
         self.nodes[i].kill9()
     }
 
+    /// SIGTERM node `i` and wait for it to exit (it leaves the ring cleanly).
+    pub fn terminate(&mut self, i: usize) -> Result<(), String> {
+        self.nodes[i].terminate()
+    }
+
     pub fn restart(&mut self, i: usize) -> Result<(), String> {
         self.nodes[i].start()
     }

@@ -123,6 +123,24 @@ impl Node {
             .map_err(|e| format!("reaping {}: {e}", self.namespace))
     }
 
+    /// SIGTERM and wait: a clean shutdown, in which both corosync and
+    /// vireo-membershipd send a LEAVE before exiting.
+    pub fn terminate(&mut self) -> Result<(), String> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| format!("{} is not running", self.namespace))?;
+        let pid = child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        if !sent.is_ok_and(|s| s.success()) {
+            let _ = child.kill();
+        }
+        child
+            .wait()
+            .map(|_| ())
+            .map_err(|e| format!("reaping {}: {e}", self.namespace))
+    }
+
     /// What the node reports: `corosync-quorumtool -s` in its namespace for a
     /// real node, the status socket for a Vireo node.
     pub fn status(&mut self) -> Result<ClusterStatus, String> {

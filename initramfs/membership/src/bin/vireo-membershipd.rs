@@ -22,6 +22,7 @@ use std::io::{self, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,22 @@ use vireo_membership::node::{Node, NodeAction, NodeTimer};
 use vireo_membership::status::ClusterStatus;
 use vireo_membership::transport::{Transport, Udpu};
 use vireo_membership::wire;
+
+/// Set by SIGTERM/SIGINT; the protocol loop leaves the ring and exits.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_signal: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn install_signal_handlers() {
+    let handler = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGINT, handler);
+    }
+}
 
 const DEFAULT_SOCKET: &str = "/run/vireo/membership.sock";
 const DEFAULT_STATE_DIR: &str = "/var/lib/corosync";
@@ -103,6 +120,7 @@ fn run() -> Result<(), String> {
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|v| *v > 0)
         .map(Duration::from_millis);
+    install_signal_handlers();
     eprintln!("vireo-membershipd: node {my_id} up");
     let mut d = Daemon {
         node,
@@ -168,7 +186,7 @@ impl Daemon {
     fn run(&mut self) -> Result<(), String> {
         let actions = self.node.start();
         self.apply(actions)?;
-        loop {
+        while !STOP.load(Ordering::Relaxed) {
             let now = Instant::now();
             let mut deadline = now + Duration::from_millis(500);
             if let Some(t) = self.timers.values().min() {
@@ -188,6 +206,12 @@ impl Daemon {
             self.test_traffic()?;
             self.publish_status();
         }
+        // As corosync does on shutdown: tell the ring we are going, so it
+        // reforms at once instead of after token + consensus.
+        let actions = self.node.leave();
+        self.apply(actions)?;
+        eprintln!("vireo-membershipd: left the ring");
+        Ok(())
     }
 
     /// Updates the snapshot the status socket serves; logs quorum changes.

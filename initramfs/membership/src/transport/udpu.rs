@@ -116,7 +116,14 @@ impl Transport for Udpu {
                 Ok(Some(self.buf[..n].to_vec()))
             }
             Ok(_) => Ok(None),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(None),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
             Err(e) if is_transient(&e) => Ok(None),
             Err(e) => Err(e),
         }
