@@ -1,8 +1,9 @@
 //! Cluster rows: how long a node's crash goes unnoticed (kill -9 → the
-//! survivors report the new ring), real corosync against Vireo on the same
-//! corosync.conf and timers, and Vireo's ordered-broadcast throughput.
+//! survivors report the new ring) and how long a 3-way split takes to settle,
+//! real corosync against Vireo on the same corosync.conf and timers, and
+//! Vireo's ordered-broadcast throughput.
 //!
-//! Both are observed through their status (quorumtool for corosync, the socket
+//! Both implementations are observed through their status (quorumtool for corosync, the socket
 //! for Vireo) polled every 10 ms; a quorumtool run costs a few ms more than a
 //! socket read, which the corosync figure carries.
 
@@ -16,6 +17,7 @@ use vireo_cluster_tests::{wait_until, wait_until_every, Cluster, ClusterSpec, Ki
 use crate::measure::median;
 
 const RUNS: usize = 5;
+const SPLIT_RUNS: usize = 3;
 const NODES: usize = 3;
 const POLL: Duration = Duration::from_millis(10);
 const FORM: Duration = Duration::from_secs(30);
@@ -92,37 +94,66 @@ fn vireo_throughput() -> Result<f64, String> {
     Ok((after - before) as f64 / start.elapsed().as_secs_f64())
 }
 
-pub fn bench_cluster() {
-    println!("\n== cluster: {NODES} nodes, token 1000 ms + 650 ms/node above 2, median of {RUNS}");
-    let real = failover_ms(Kind::Corosync);
-    let vireo = match membershipd_binary() {
-        Ok(_) => failover_ms(Kind::Vireo),
-        Err(e) => Err(e),
-    };
-    match (&real, &vireo) {
+/// Milliseconds from splitting 5 nodes {1,2}|{3,4}|{5} (node 5's port down)
+/// to every node showing its own island as the ring.
+fn split_ms(kind: Kind) -> Result<Vec<f64>, String> {
+    let mut c = Cluster::start(ClusterSpec::new(&[kind; 5]))?;
+    let all: Vec<usize> = (0..5).collect();
+    let islands: [&[usize]; 3] = [&[0, 1], &[2, 3], &[4]];
+    let mut times = Vec::new();
+    for _ in 0..SPLIT_RUNS {
+        wait_for_members(&mut c, &all, &all, Duration::from_millis(100), FORM)?;
+        let split = Instant::now();
+        c.partition(&islands[..2])?;
+        for island in islands {
+            wait_for_members(&mut c, island, island, POLL, FORM)?;
+        }
+        times.push(split.elapsed().as_secs_f64() * 1000.0);
+        c.heal()?;
+    }
+    Ok(times)
+}
+
+/// One row: Vireo, corosync and their ratio, medians of the runs.
+fn compare_row(name: &str, real: Result<Vec<f64>, String>, vireo: Result<Vec<f64>, String>) {
+    match (real, vireo) {
         (Ok(r), Ok(v)) => {
-            let (r, v) = (median(r.clone()), median(v.clone()));
-            println!(
-                "{:<36} {v:>10.0} ms   {r:>10.0} ms   {:>7.2}x",
-                "kill -9 -> new ring on survivors",
-                v / r
-            );
-            println!("(columns: Vireo, corosync 3.1.7, ratio; goal <= 1.0x)");
+            let (r, v) = (median(r), median(v));
+            println!("{name:<40} {v:>8.0} ms {r:>8.0} ms {:>7.2}x", v / r);
         }
         (Ok(r), Err(e)) => {
-            println!(
-                "{:<36} {:>10.0} ms (corosync 3.1.7)",
-                "kill -9 -> new ring on survivors",
-                median(r.clone())
-            );
-            println!("Vireo: missing ({e})");
+            println!("{name:<40} missing    {:>8.0} ms", median(r));
+            println!("  Vireo: {e}");
         }
-        (Err(e), _) => println!("kill -9 -> new ring: corosync run failed: {e}"),
+        (Err(e), _) => println!("{name:<40} corosync run failed: {e}"),
     }
+}
+
+fn vireo_or_missing(run: impl FnOnce() -> Result<Vec<f64>, String>) -> Result<Vec<f64>, String> {
+    membershipd_binary().and_then(|_| run())
+}
+
+pub fn bench_cluster() {
+    println!("\n== cluster: token 1000 ms + 650 ms per node above 2; medians");
+    println!(
+        "{:<40} {:>11} {:>11} {:>8}",
+        "", "Vireo", "corosync", "ratio"
+    );
+    compare_row(
+        &format!("kill -9 1 of {NODES} -> new ring ({RUNS} runs)"),
+        failover_ms(Kind::Corosync),
+        vireo_or_missing(|| failover_ms(Kind::Vireo)),
+    );
+    compare_row(
+        &format!("split 5 as 2|2|1 -> 3 rings ({SPLIT_RUNS} runs)"),
+        split_ms(Kind::Corosync),
+        vireo_or_missing(|| split_ms(Kind::Vireo)),
+    );
+    println!("goal: Vireo <= 1.0x corosync");
     match membershipd_binary().and_then(|_| vireo_throughput()) {
         Ok(rate) => println!(
-            "{:<36} {rate:>10.0} msg/s (offered {} msg/s)",
-            "Vireo ordered broadcast, 3 nodes",
+            "{:<40} {rate:>8.0} msg/s (offered {} msg/s)",
+            "ordered broadcast, 3 Vireo nodes",
             NODES * 1000
         ),
         Err(e) => println!("Vireo ordered broadcast throughput: missing ({e})"),
