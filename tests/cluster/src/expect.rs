@@ -59,11 +59,20 @@ pub fn wait_for_view(
 ) -> Result<(Vec<ClusterStatus>, Duration), String> {
     let what = format!("nodes {observers:?} agree on members {members:?} quorate {quorate}");
     wait_until(timeout, &what, || {
+        // Every node's reason, so a failure names all nodes that disagree.
         let mut statuses = Vec::new();
+        let mut reasons = Vec::new();
         for &i in observers {
-            let s = c.status(i)?;
-            shows(&s, members, quorate)?;
-            statuses.push(s);
+            match c
+                .status(i)
+                .and_then(|s| shows(&s, members, quorate).map(|()| s))
+            {
+                Ok(s) => statuses.push(s),
+                Err(e) => reasons.push(e),
+            }
+        }
+        if !reasons.is_empty() {
+            return Err(reasons.join("; "));
         }
         same_ring(&statuses)?;
         Ok(statuses)

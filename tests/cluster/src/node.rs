@@ -74,7 +74,8 @@ impl Node {
             return Err(format!("{} already runs", self.namespace));
         }
         let program = match self.kind {
-            Kind::Corosync => PathBuf::from("corosync"),
+            Kind::Corosync => find_in_path("corosync")
+                .ok_or("corosync is not installed (apt-get install corosync)")?,
             Kind::Vireo => membershipd_binary()?,
         };
         self.incarnation += 1;
@@ -145,12 +146,23 @@ impl Node {
     /// real node, the status socket for a Vireo node.
     pub fn status(&mut self) -> Result<ClusterStatus, String> {
         if !self.is_running() {
-            return Err(format!("{} is not running", self.namespace));
+            return Err(format!(
+                "{} is not running; its output ends: {}",
+                self.namespace,
+                self.output_tail()
+            ));
         }
         match self.kind {
             Kind::Corosync => quorumtool::parse(&self.quorumtool_text()?),
             Kind::Vireo => read_status_socket(&self.socket_path()),
         }
+    }
+
+    /// The last lines the node printed (why it exited, when it did).
+    fn output_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("output.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(3)..].join(" | ")
     }
 
     /// The raw text of `corosync-quorumtool -s` on a real node.
@@ -238,6 +250,17 @@ pub fn membershipd_binary() -> Result<PathBuf, String> {
 pub fn cli_binary() -> Result<PathBuf, String> {
     workspace_binary("vireo", "VIREO_CLI")
         .ok_or_else(|| "the vireo CLI is not built: cargo build -p vireo-cli".to_string())
+}
+
+/// `name` in one of the $PATH directories (plus the sbin ones root has).
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file());
+    found
 }
 
 fn workspace_binary(name: &str, env: &str) -> Option<PathBuf> {
