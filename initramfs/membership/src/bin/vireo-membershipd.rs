@@ -311,6 +311,8 @@ impl Daemon {
                     self.log_line(&format!("config {ring_id} {}", ids.join(" ")));
                 }
                 NodeAction::StoreRingSeq(seq) => store_ring_seq(&self.ring_file, seq),
+                // The delivery log lists regular configurations only.
+                NodeAction::Transitional { .. } => {}
             }
         }
         Ok(())
