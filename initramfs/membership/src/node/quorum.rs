@@ -266,8 +266,9 @@ impl Votequorum {
     }
 
     fn total_votes(&self) -> (u32, u32) {
-        self.live()
-            .fold((0, 0), |(v, c), (_, n)| (v + n.votes, c + 1))
+        self.live().fold((0u32, 0u32), |(v, c), (_, n)| {
+            (v.saturating_add(n.votes), c.saturating_add(1))
+        })
     }
 
     fn recalculate(&mut self, allow_decrease: bool, by_current_nodes: bool) {
@@ -297,7 +298,9 @@ impl Votequorum {
         if max_expected > 0 {
             highest = max_expected;
         }
-        let mut q = ((highest + 2) / 2).max((total + 2) / 2);
+        // Votes and expected votes come off the wire: no overflow on hostile values.
+        let half = |v: u32| v.saturating_add(2) / 2;
+        let mut q = half(highest).max(half(total));
         if !allow_decrease {
             q = q.max(self.quorum);
         }

@@ -13,6 +13,7 @@ use crate::wire::{self, RingId};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Config(RingId, Vec<u32>),
+    Transitional,
     Deliver(u32, Vec<u8>),
 }
 
@@ -147,6 +148,9 @@ impl Sim {
                     .entry(id)
                     .or_default()
                     .push(Event::Config(ring_id, members)),
+                NodeAction::Transitional { .. } => {
+                    self.logs.entry(id).or_default().push(Event::Transitional)
+                }
                 NodeAction::StoreRingSeq(s) => {
                     self.ring_seqs.insert(id, s);
                 }

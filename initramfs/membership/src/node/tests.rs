@@ -97,7 +97,7 @@ fn deliveries(sim: &Sim, id: u32) -> Vec<(u32, Vec<u8>)> {
         .iter()
         .filter_map(|e| match e {
             Event::Deliver(s, p) => Some((*s, p.clone())),
-            Event::Config(..) => None,
+            Event::Config(..) | Event::Transitional => None,
         })
         .collect()
 }

@@ -386,8 +386,13 @@ pub(crate) mod sets {
         a.len() == b.len() && subset(a, b) && subset(b, a)
     }
 
+    /// Adds what is missing, up to corosync's PROCESSOR_COUNT_MAX: joins come
+    /// off the wire and must not grow our lists (and our own joins) without end.
     pub fn merge(full: &mut Vec<u32>, sub: &[u32]) {
         for id in sub {
+            if full.len() >= crate::wire::PROCESSOR_COUNT_MAX {
+                return;
+            }
             if !full.contains(id) {
                 full.push(*id);
             }
