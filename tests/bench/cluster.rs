@@ -19,6 +19,9 @@ use crate::measure::median;
 const RUNS: usize = 5;
 const SPLIT_RUNS: usize = 3;
 const NODES: usize = 3;
+/// Senders in the throughput run: each offers 1000 messages/s (1 every ms, the
+/// finest VIREO_MEMBERSHIP_SEND_EVERY_MS allows), so more nodes, more load.
+const SENDERS: usize = 5;
 const POLL: Duration = Duration::from_millis(10);
 const FORM: Duration = Duration::from_secs(30);
 
@@ -66,14 +69,14 @@ fn failover_ms(kind: Kind) -> Result<Vec<f64>, String> {
 }
 
 /// Messages per second delivered at node 1 while every node sends one
-/// message every millisecond, over 5 s of a formed 3-node ring.
+/// message every millisecond, over 5 s of a formed ring of [`SENDERS`] nodes.
 fn vireo_throughput() -> Result<f64, String> {
-    let mut c = Cluster::new(ClusterSpec::vireo(NODES))?;
-    for i in 0..NODES {
+    let mut c = Cluster::new(ClusterSpec::vireo(SENDERS))?;
+    for i in 0..SENDERS {
         c.nodes[i].send_every_ms = Some(1);
         c.restart(i)?;
     }
-    let all: Vec<usize> = (0..NODES).collect();
+    let all: Vec<usize> = (0..SENDERS).collect();
     wait_for_members(&mut c, &all, &all, Duration::from_millis(100), FORM)?;
     let log = c.nodes[0].delivery_log(1);
     let count = || -> Result<usize, String> {
@@ -153,8 +156,8 @@ pub fn bench_cluster() {
     match membershipd_binary().and_then(|_| vireo_throughput()) {
         Ok(rate) => println!(
             "{:<40} {rate:>8.0} msg/s (offered {} msg/s)",
-            "ordered broadcast, 3 Vireo nodes",
-            NODES * 1000
+            "ordered broadcast, 5 Vireo nodes",
+            SENDERS * 1000
         ),
         Err(e) => println!("Vireo ordered broadcast throughput: missing ({e})"),
     }
