@@ -8,6 +8,7 @@
 //! IOPS on raw and qcow2 images (`block.rs`).
 
 mod block;
+mod cluster;
 mod measure;
 mod net;
 mod rig;
@@ -69,6 +70,11 @@ fn bench_probe() {
 }
 
 fn main() {
+    // `vireo-bench cluster`: only the cluster rows (make bench-cluster).
+    if std::env::args().nth(1).as_deref() == Some("cluster") {
+        cluster::bench_cluster();
+        return;
+    }
     println!(
         "== vireo bench ({} runs each, guest memory {GUEST_MEMORY_MIB} MiB)",
         RUNS
@@ -86,5 +92,6 @@ fn main() {
     if !only_block {
         net::bench_net();
         rig::bench_linux_in_rig();
+        cluster::bench_cluster();
     }
 }

@@ -1,7 +1,9 @@
 //! vireo: the command-line client of a Vireo node's agent.
 
+mod cluster;
 mod format;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -23,6 +25,24 @@ enum Command {
     Node {
         #[command(subcommand)]
         command: NodeCommand,
+    },
+    /// The cluster this node is a member of.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Membership and quorum, laid out as `corosync-quorumtool -s` prints them.
+    Status {
+        /// The membership service's status socket.
+        #[arg(long, env = "VIREO_MEMBERSHIP_SOCKET", default_value = cluster::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print the service's JSON instead.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -58,6 +78,9 @@ fn main() -> ExitCode {
         Command::Node {
             command: NodeCommand::Selftest { host, json },
         } => node_selftest(&host, json),
+        Command::Cluster {
+            command: ClusterCommand::Status { socket, json },
+        } => cluster::status_text(&socket, json).and_then(|text| print_out(&text)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

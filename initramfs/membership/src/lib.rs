@@ -8,7 +8,8 @@
 //! - [`service`]: the libqb request header that routes a group message to a service;
 //! - [`sync`] and [`votequorum`]: the service messages a voting member must speak;
 //! - [`config`]: corosync.conf, read the way corosync reads it;
-//! - [`status`]: what a node reports (the fields of `corosync-quorumtool -s`).
+//! - [`status`]: what a node reports (the fields of `corosync-quorumtool -s`), and
+//!   [`quorumtool`]: that report as the text corosync-quorumtool prints.
 //!
 //! Every decoder is total: any byte string yields a value or a [`WireError`], never a
 //! panic, because every datagram on port 5405 is untrusted input.
@@ -16,10 +17,14 @@
 mod codec;
 pub mod config;
 mod error;
+pub mod node;
+pub mod quorumtool;
 pub mod service;
 pub mod status;
 pub mod sync;
 pub mod totempg;
+pub mod totemsrp;
+pub mod transport;
 pub mod votequorum;
 pub mod wire;
 

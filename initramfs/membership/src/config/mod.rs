@@ -25,6 +25,9 @@ pub struct CorosyncConfig {
     /// In file order.
     pub nodes: Vec<NodeConfig>,
     pub quorum: QuorumConfig,
+    /// system.state_dir: where corosync keeps `ringid_<nodeid>` (None: the
+    /// daemon's default, /var/lib/corosync).
+    pub state_dir: Option<String>,
     /// Accepted but ignored settings, with their lines.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -90,11 +93,15 @@ pub fn parse(text: &str) -> Result<CorosyncConfig, ConfigError> {
     let mut totem = None;
     let mut nodelist = None;
     let mut quorum = None;
+    let mut state_dir = None;
     for item in &root.items {
         match item {
             Item::Section(s) if s.name == "totem" => totem = Some(s),
             Item::Section(s) if s.name == "nodelist" => nodelist = Some(s),
             Item::Section(s) if s.name == "quorum" => quorum = Some(s),
+            Item::Section(s) if s.name == "system" => {
+                state_dir = last_key(s, "state_dir").map(|(v, _)| v.to_string());
+            }
             // Local concerns of the daemon, not of the protocol.
             Item::Section(s) if IGNORED_SECTIONS.contains(&s.name.as_str()) => {}
             Item::Section(s) => warn(
@@ -121,6 +128,7 @@ pub fn parse(text: &str) -> Result<CorosyncConfig, ConfigError> {
         totem,
         nodes,
         quorum,
+        state_dir,
         warnings,
     })
 }

@@ -1,0 +1,287 @@
+//! A whole membership node without I/O: totemsrp, totempg packing, the sync
+//! protocol and votequorum stacked the way corosync stacks them. The daemon and the
+//! simulated-network tests both drive this type.
+
+mod quorum;
+mod sync_engine;
+
+use std::collections::BTreeMap;
+
+pub use quorum::{QuorumEffects, Votequorum, QDEVICE_NODEID};
+pub use sync_engine::{SyncEngine, SyncStep, ADVERTISED_SERVICES};
+
+use crate::config::CorosyncConfig;
+use crate::service::ServiceMessage;
+use crate::status::ClusterStatus;
+use crate::sync::SyncMessage;
+use crate::totempg::{
+    GroupMessage, Packer, Reassembler, TotempgPacket, GROUP_SERVICES, GROUP_SYNC,
+    UDPU_MAX_PACKET_LEN,
+};
+use crate::totemsrp::{self, Action, ConfigChange, ConfigKind, Destination, Srp, Timer};
+use crate::votequorum::VotequorumMessage;
+use crate::wire::{RingId, TotemMessage};
+
+/// The totempg group Vireo's own ordered messages travel in; corosync nodes are
+/// not in it and ignore them.
+pub const GROUP_VIREO: &[u8] = b"vireo";
+
+/// Every timer a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NodeTimer {
+    Totem(Timer),
+    LastManStanding,
+}
+
+/// What the caller must do after a call into the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeAction {
+    Send(Destination, TotemMessage),
+    Arm(NodeTimer, u32),
+    Cancel(NodeTimer),
+    /// An application message (group "vireo") in agreed order.
+    Deliver {
+        sender: u32,
+        payload: Vec<u8>,
+    },
+    /// A regular configuration (the membership view).
+    Config {
+        ring_id: RingId,
+        members: Vec<u32>,
+    },
+    /// The transitional configuration before the next regular one: deliveries
+    /// after it are those extended virtual synchrony allows to differ between
+    /// partitions (old-ring messages past a hole, from surviving senders only).
+    Transitional {
+        ring_id: RingId,
+        members: Vec<u32>,
+    },
+    StoreRingSeq(u64),
+}
+
+#[derive(Debug)]
+pub struct Node {
+    srp: Srp,
+    assembly: BTreeMap<u32, Reassembler>,
+    sync: SyncEngine,
+    quorum: Votequorum,
+    /// Members of the last regular configuration.
+    members: Vec<u32>,
+    /// The ring and members votequorum last activated (what corosync's quorum
+    /// callback, and so corosync-quorumtool, reports).
+    view: (RingId, Vec<u32>),
+    /// The report as of the last votequorum activation.
+    activated: Option<ClusterStatus>,
+    out: Vec<NodeAction>,
+}
+
+impl Node {
+    pub fn new(config: &CorosyncConfig, my_id: u32, stored_ring_seq: u64) -> Self {
+        let mut srp = Srp::new(my_id, config.totem.timers, stored_ring_seq);
+        srp.set_cancel_hold_on_retransmit(config.totem.cancel_token_hold_on_retransmit);
+        let initial_ring = srp.ring_id();
+        let quorum = Votequorum::new(config, my_id);
+        let first_report = quorum.status(initial_ring, &[my_id]);
+        Node {
+            srp,
+            assembly: BTreeMap::new(),
+            sync: SyncEngine::default(),
+            quorum,
+            members: vec![my_id],
+            view: (initial_ring, vec![my_id]),
+            activated: Some(first_report),
+            out: Vec::new(),
+        }
+    }
+
+    pub fn node_id(&self) -> u32 {
+        self.srp.node_id()
+    }
+
+    pub fn start(&mut self) -> Vec<NodeAction> {
+        let actions = self.srp.start();
+        self.absorb(actions);
+        self.take()
+    }
+
+    pub fn receive(&mut self, msg: TotemMessage) -> Vec<NodeAction> {
+        let actions = self.srp.receive(msg);
+        self.absorb(actions);
+        self.take()
+    }
+
+    pub fn timer_fired(&mut self, timer: NodeTimer) -> Vec<NodeAction> {
+        match timer {
+            NodeTimer::Totem(t) => {
+                let actions = self.srp.timer_fired(t);
+                self.absorb(actions);
+            }
+            NodeTimer::LastManStanding => self.quorum.last_man_standing_timer(),
+        }
+        self.take()
+    }
+
+    /// Queues an application message for ordered delivery to all members.
+    pub fn broadcast(&mut self, payload: Vec<u8>) -> bool {
+        let ok = self.send_group(GROUP_VIREO, payload);
+        let actions = self.srp.token_hold_cancel();
+        self.absorb(actions);
+        ok
+    }
+
+    /// Any actions produced outside a call (none today); kept for symmetry.
+    pub fn leave(&mut self) -> Vec<NodeAction> {
+        let actions = self.srp.leave();
+        self.absorb(actions);
+        self.take()
+    }
+
+    /// What the node reports. While sync runs, the report stays the one taken
+    /// when votequorum last activated (so members, votes and quorate always
+    /// belong together), except that losing quorum shows at once.
+    pub fn status(&self) -> ClusterStatus {
+        match &self.activated {
+            Some(snapshot) if self.sync.in_progress() => {
+                let mut s = snapshot.clone();
+                if !self.quorum.is_quorate() && s.quorate {
+                    s.quorate = false;
+                    s.flags.retain(|f| *f != crate::status::QuorumFlag::Quorate);
+                }
+                s
+            }
+            _ => self.quorum.status(self.view.0, &self.view.1),
+        }
+    }
+
+    pub fn members(&self) -> &[u32] {
+        &self.members
+    }
+
+    pub fn srp_state(&self) -> totemsrp::MembState {
+        self.srp.state()
+    }
+
+    fn take(&mut self) -> Vec<NodeAction> {
+        std::mem::take(&mut self.out)
+    }
+
+    fn send_group(&mut self, group: &[u8], payload: Vec<u8>) -> bool {
+        let mut packer = Packer::new(UDPU_MAX_PACKET_LEN);
+        let mut packets = packer.push_group(&GroupMessage::new(group, payload));
+        packets.extend(packer.flush());
+        packets.into_iter().all(|p| self.srp.broadcast(p.encode()))
+    }
+
+    /// Turns totemsrp's actions into node actions, running the layers above on
+    /// deliveries and configuration changes.
+    fn absorb(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Send(to, msg) => self.out.push(NodeAction::Send(to, msg)),
+                Action::Arm(t, ms) => self.out.push(NodeAction::Arm(NodeTimer::Totem(t), ms)),
+                Action::Cancel(t) => self.out.push(NodeAction::Cancel(NodeTimer::Totem(t))),
+                Action::StoreRingSeq(s) => self.out.push(NodeAction::StoreRingSeq(s)),
+                Action::Deliver { sender, payload } => self.deliver_packet(sender, &payload),
+                Action::Config(change) => self.config_change(change),
+            }
+        }
+    }
+
+    fn deliver_packet(&mut self, sender: u32, payload: &[u8]) {
+        let Ok(packet) = TotempgPacket::decode(payload) else {
+            return;
+        };
+        let assembled = self.assembly.entry(sender).or_default().feed(&packet);
+        for msg in assembled.messages {
+            let Ok(group) = GroupMessage::decode(&msg) else {
+                continue;
+            };
+            if group.is_for(GROUP_SYNC) {
+                if let Ok(m) = SyncMessage::decode(&group.payload) {
+                    let steps = self.sync.deliver(sender, m);
+                    self.run_sync(steps);
+                }
+            } else if group.is_for(GROUP_SERVICES) {
+                self.service_message(sender, &group.payload);
+            } else if group.is_for(GROUP_VIREO) {
+                self.out.push(NodeAction::Deliver {
+                    sender,
+                    payload: group.payload,
+                });
+            }
+        }
+    }
+
+    fn service_message(&mut self, sender: u32, payload: &[u8]) {
+        match ServiceMessage::decode(payload) {
+            Ok(ServiceMessage::Votequorum(VotequorumMessage::NodeInfo(info))) => {
+                self.quorum.handle_nodeinfo(sender, info)
+            }
+            Ok(ServiceMessage::Votequorum(VotequorumMessage::Reconfigure(r))) => {
+                self.quorum.handle_reconfigure(r)
+            }
+            _ => {}
+        }
+    }
+
+    fn config_change(&mut self, change: ConfigChange) {
+        match change.kind {
+            ConfigKind::Transitional => {
+                self.out.push(NodeAction::Transitional {
+                    ring_id: change.ring_id,
+                    members: change.members.clone(),
+                });
+                for id in &change.left {
+                    self.assembly.remove(id);
+                }
+            }
+            ConfigKind::Regular => {
+                self.members = change.members.clone();
+                self.members.sort_unstable();
+                self.out.push(NodeAction::Config {
+                    ring_id: change.ring_id,
+                    members: self.members.clone(),
+                });
+                let effects = self.quorum.sync_init(&change.members, change.ring_id);
+                if let Some(ms) = effects.arm_lms_timer {
+                    self.out
+                        .push(NodeAction::Arm(NodeTimer::LastManStanding, ms));
+                }
+                let steps = self.sync.start(&change.members, change.ring_id);
+                self.run_sync(steps);
+            }
+        }
+    }
+
+    fn run_sync(&mut self, steps: Vec<SyncStep>) {
+        for step in steps {
+            match step {
+                SyncStep::Send(m) => {
+                    self.send_group(GROUP_SYNC, m.encode());
+                }
+                SyncStep::Process(service) if service == sync_engine::SERVICE_VOTEQUORUM => {
+                    for info in self.quorum.nodeinfos() {
+                        let m = VotequorumMessage::NodeInfo(info).encode();
+                        self.send_group(GROUP_SERVICES, m);
+                    }
+                }
+                SyncStep::Process(_) => {}
+                SyncStep::Activate(service) if service == sync_engine::SERVICE_VOTEQUORUM => {
+                    self.quorum.sync_activate();
+                    self.view = (self.sync.ring_id(), self.members.clone());
+                    self.activated = Some(self.quorum.status(self.view.0, &self.view.1));
+                }
+                SyncStep::Activate(_) | SyncStep::Completed => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+pub(crate) use sim::config_text as sim_config_text;
+#[cfg(test)]
+mod chaos_tests;
+#[cfg(test)]
+mod tests;
