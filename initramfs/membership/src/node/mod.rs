@@ -31,6 +31,9 @@ pub const GROUP_VIREO: &[u8] = b"vireo";
 pub enum NodeTimer {
     Totem(Timer),
     LastManStanding,
+    /// The ring was lost and no new one installed within consensus: stop
+    /// claiming quorum (see `Node::ring_lost`).
+    RingLost,
 }
 
 /// What the caller must do after a call into the node.
@@ -72,6 +75,13 @@ pub struct Node {
     view: (RingId, Vec<u32>),
     /// The report as of the last votequorum activation.
     activated: Option<ClusterStatus>,
+    /// Out of an operational ring for token + consensus: the last ring is gone
+    /// and no new one formed (a minority can cycle through gather and recovery
+    /// forever). corosync keeps reporting its last quorum then; we report none,
+    /// so no partition that cannot form a ring claims quorum.
+    ring_lost: bool,
+    was_operational: bool,
+    consensus_ms: u32,
     out: Vec<NodeAction>,
 }
 
@@ -80,6 +90,9 @@ impl Node {
         let mut srp = Srp::new(my_id, config.totem.timers, stored_ring_seq);
         srp.set_cancel_hold_on_retransmit(config.totem.cancel_token_hold_on_retransmit);
         let initial_ring = srp.ring_id();
+        // A few join periods past consensus: a ring that is merely reforming is
+        // operational again by then.
+        let consensus_ms = config.totem.timers.consensus + 4 * config.totem.timers.join;
         let quorum = Votequorum::new(config, my_id);
         let first_report = quorum.status(initial_ring, &[my_id]);
         Node {
@@ -90,6 +103,9 @@ impl Node {
             members: vec![my_id],
             view: (initial_ring, vec![my_id]),
             activated: Some(first_report),
+            ring_lost: false,
+            consensus_ms,
+            was_operational: false,
             out: Vec::new(),
         }
     }
@@ -117,6 +133,11 @@ impl Node {
                 self.absorb(actions);
             }
             NodeTimer::LastManStanding => self.quorum.last_man_standing_timer(),
+            NodeTimer::RingLost => {
+                if self.srp.state() != totemsrp::MembState::Operational {
+                    self.ring_lost = true;
+                }
+            }
         }
         self.take()
     }
@@ -140,6 +161,15 @@ impl Node {
     /// when votequorum last activated (so members, votes and quorate always
     /// belong together), except that losing quorum shows at once.
     pub fn status(&self) -> ClusterStatus {
+        let mut s = self.report();
+        if self.ring_lost && s.quorate {
+            s.quorate = false;
+            s.flags.retain(|f| *f != crate::status::QuorumFlag::Quorate);
+        }
+        s
+    }
+
+    fn report(&self) -> ClusterStatus {
         match &self.activated {
             Some(snapshot) if self.sync.in_progress() => {
                 let mut s = snapshot.clone();
@@ -175,6 +205,20 @@ impl Node {
     /// Turns totemsrp's actions into node actions, running the layers above on
     /// deliveries and configuration changes.
     fn absorb(&mut self, actions: Vec<Action>) {
+        self.absorb_actions(actions);
+        let operational = self.srp.state() == totemsrp::MembState::Operational;
+        if self.was_operational && !operational {
+            // token ms have passed already (token loss) or a change is under way.
+            self.out
+                .push(NodeAction::Arm(NodeTimer::RingLost, self.consensus_ms));
+        } else if operational && !self.was_operational {
+            self.out.push(NodeAction::Cancel(NodeTimer::RingLost));
+            self.ring_lost = false;
+        }
+        self.was_operational = operational;
+    }
+
+    fn absorb_actions(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
                 Action::Send(to, msg) => self.out.push(NodeAction::Send(to, msg)),
