@@ -70,28 +70,28 @@ fn bench_probe() {
 }
 
 fn main() {
-    // `vireo-bench cluster`: only the cluster rows (make bench-cluster).
-    if std::env::args().nth(1).as_deref() == Some("cluster") {
-        cluster::bench_cluster();
-        return;
+    // `vireo-bench cluster|block|net`: only those rows (make bench-cluster).
+    match std::env::args().nth(1).as_deref() {
+        Some("cluster") => return cluster::bench_cluster(),
+        Some("block") => return bench_block(),
+        Some("net") => return net::bench_net(),
+        _ => {}
     }
     println!(
         "== vireo bench ({} runs each, guest memory {GUEST_MEMORY_MIB} MiB)",
         RUNS
     );
-    // `vireo-bench block` runs the block rows alone.
-    let only_block = std::env::args().any(|a| a == "block");
-    if !only_block {
-        bench_probe();
-    }
+    bench_probe();
+    bench_block();
+    net::bench_net();
+    rig::bench_linux_in_rig();
+    cluster::bench_cluster();
+}
+
+fn bench_block() {
     let probe = vireo_tests::probe_elf();
     block::bench_block(&[
         Vmm::vireo(&probe, GUEST_MEMORY_MIB),
         Vmm::qemu_microvm(&probe, GUEST_MEMORY_MIB),
     ]);
-    if !only_block {
-        net::bench_net();
-        rig::bench_linux_in_rig();
-        cluster::bench_cluster();
-    }
 }
