@@ -37,12 +37,9 @@ if [[ -n $list ]]; then
   exit 0
 fi
 
-missing=()
-for p in "${packages[@]}"; do
-  if [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) != "install ok installed" ]]; then
-    missing+=("$p")
-  fi
-done
+# shellcheck source=scripts/debian-packages.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/debian-packages.sh"
+missing_debian_packages "${packages[@]}"
 # The static binaries are musl builds.
 target=$arch-unknown-linux-musl
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$target"; then
@@ -57,9 +54,7 @@ if ((EUID != 0)); then
   exit 1
 fi
 echo "[image-deps] installing: ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
 if [[ $arch == aarch64 ]] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
   dpkg --add-architecture arm64
 fi
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
+install_debian_packages "${missing[@]}"

@@ -75,19 +75,9 @@ if [[ -n $cross ]] && ! command -v "${cross}gcc" >/dev/null; then
 fi
 
 # --- the source, extracted once (a stamp names the tarball it came from) ---
-tarball=${KERNEL_SOURCE_TARBALL:-$(ls -1 /usr/src/linux-source-*.tar.xz 2>/dev/null | sort -V | tail -n1 || true)}
-[[ -n $tarball && -f $tarball ]] || die "no kernel source tarball; apt-get install linux-source"
-src_parent=${KERNEL_SRC_DIR:-$outdir/src}
-stamp=$src_parent/.extracted-from
-if [[ ! -f $stamp || $(cat "$stamp") != "$tarball $(stat -c %Y "$tarball")" ]]; then
-  log "extracting $tarball (about a minute)"
-  rm -rf "$src_parent"
-  mkdir -p "$src_parent"
-  tar -xJf "$tarball" -C "$src_parent"
-  echo "$tarball $(stat -c %Y "$tarball")" >"$stamp"
-fi
-srcdir=$(find "$src_parent" -mindepth 1 -maxdepth 1 -type d -name 'linux-source-*' | head -n1)
-[[ -n $srcdir && -f $srcdir/Makefile ]] || die "no kernel tree under $src_parent"
+# shellcheck source=kernel-config/linux-source.sh
+. "$here/linux-source.sh"
+linux_source_tree "${KERNEL_SRC_DIR:-$outdir/src}" || die "cannot prepare the kernel source"
 
 build=$outdir/$arch
 mkdir -p "$build"

@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use vireo_tests::qemu_img::{self, read_as_raw};
 use vireo_tests::{probe_elf, probe_mix, scratch_dir, vmm_binary};
 
 const DISK_MIB: u64 = 32;
@@ -128,23 +129,6 @@ fn check_no_corruption(img: &Path, round: u64) {
     );
 }
 
-fn read_image(img: &Path, dir: &Path) -> Vec<u8> {
-    let raw = dir.join("now.raw");
-    let _ = std::fs::remove_file(&raw);
-    let out = Command::new("qemu-img")
-        .args(["convert", "-f", "qcow2", "-O", "raw"])
-        .arg(img)
-        .arg(&raw)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read(raw).unwrap()
-}
-
 #[test]
 fn kill_9_during_qcow2_writes_never_corrupts_or_loses_flushed_data() {
     // 4 KiB clusters: every 64 KiB write allocates 16 clusters, and new L2
@@ -162,14 +146,8 @@ fn kill_9_while_the_refcount_table_grows() {
 fn crash_rounds(cluster_size: u32, rounds: u64) {
     let dir = scratch_dir(&format!("qcow2-crash-{cluster_size}"));
     let img = dir.join("crash.qcow2");
-    let out = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-o"])
-        .arg(format!("cluster_size={cluster_size}"))
-        .arg(&img)
-        .arg(format!("{DISK_MIB}M"))
-        .output()
-        .expect("qemu-img (qemu-utils) is installed");
-    assert!(out.status.success());
+    let opts = ["-o", &format!("cluster_size={cluster_size}")];
+    qemu_img::create("qcow2", &img, &opts, Some(&format!("{DISK_MIB}M")));
     let mut before = vec![0u8; (DISK_MIB << 20) as usize];
     for round in 0..rounds {
         let seed = 1000 + round;
@@ -181,7 +159,7 @@ fn crash_rounds(cluster_size: u32, rounds: u64) {
         // The generation in flight at the kill may be there in part.
         let mut may = must.clone();
         apply(&mut may, seed, flushed + 1);
-        let now = read_image(&img, &dir);
+        let now = read_as_raw(&img, &dir.join("now.raw"));
         for (s, sector) in now.chunks(512).enumerate() {
             let r = s * 512..s * 512 + 512;
             assert!(

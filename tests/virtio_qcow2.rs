@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use vireo_tests::qemu_img::{arg, check_clean, create, qemu_img, read_as_raw};
 use vireo_tests::{
-    img_binary, probe_disk_pattern, probe_elf, run_vmm, scratch_dir, ProbeReport, RunResult,
+    img_binary, probe_disk_pattern, probe_elf, run_ok, run_vmm, scratch_dir, ProbeReport, RunResult,
 };
 
 const MIB: usize = 1 << 20;
@@ -61,33 +62,16 @@ fn probe_ok(disk: &str, blk: &str) {
     );
 }
 
-fn qemu_img(args: &[&str]) -> std::process::Output {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("qemu-img (qemu-utils) is installed");
-    assert!(
-        out.status.success(),
-        "qemu-img {args:?}:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// `qemu-img check` finds no errors and no leaks.
-fn check_clean(p: &Path) {
-    let out = qemu_img(&["check", "-f", "qcow2", s(p)]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("No errors were found"), "{text}");
-}
-
 fn compare_identical(fmt: &str, image: &Path, reference: &Path) {
-    let out = qemu_img(&["compare", "-f", fmt, "-F", "qcow2", s(image), s(reference)]);
+    let out = qemu_img(&[
+        "compare",
+        "-f",
+        fmt,
+        "-F",
+        "qcow2",
+        arg(image),
+        arg(reference),
+    ]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Images are identical"));
 }
 
@@ -96,7 +80,7 @@ fn reference(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let raw = dir.join(format!("{name}.raw"));
     std::fs::write(&raw, bytes).unwrap();
     let img = dir.join(format!("{name}.qcow2"));
-    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", s(&raw), s(&img)]);
+    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", arg(&raw), arg(&img)]);
     img
 }
 
@@ -114,39 +98,15 @@ fn probe_writes_match_a_reference_on_raw_and_on_qcow2_overlays() {
 
     // The overlay names its backing file relative to its own directory.
     let over = dir.join("over.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        s(&over),
-    ]);
-    probe_ok(&format!("path={},format=qcow2", over.display()), &blk);
-    compare_identical("qcow2", &over, &want_img);
-    check_clean(&over);
-
     // 2 MiB clusters: every 64 KiB write is partial, copied on write from the backing file.
     let big = dir.join("big.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        "cluster_size=2M",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        s(&big),
-    ]);
-    probe_ok(&format!("path={},format=qcow2", big.display()), &blk);
-    compare_identical("qcow2", &big, &want_img);
-    check_clean(&big);
+    let backed = ["-b", "base.qcow2", "-F", "qcow2"];
+    for (img, opts) in [(&over, &[][..]), (&big, &["-o", "cluster_size=2M"][..])] {
+        create("qcow2", img, &[opts, &backed[..]].concat(), None);
+        probe_ok(&format!("path={},format=qcow2", img.display()), &blk);
+        compare_identical("qcow2", img, &want_img);
+        check_clean(img);
+    }
     assert!(
         std::fs::read(&base).unwrap() == base_before,
         "the backing file changed"
@@ -164,27 +124,16 @@ fn images_vireo_allocates_are_read_by_qemu_img() {
     let dir = scratch_dir("qcow2-alloc");
     let want = probe_disk_pattern(SEED, 8);
     let made = dir.join("made.qcow2");
-    let out = Command::new(img_binary())
-        .args(["create", s(&made), "8M"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new(img_binary()).args(["create", arg(&made), "8M"]));
     check_clean(&made);
     let fresh = dir.join("fresh.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", s(&fresh), "8M"]);
+    create("qcow2", &fresh, &[], Some("8M"));
     for img in [&made, &fresh] {
         let spec = format!("path={},format=qcow2", img.display());
         probe_ok(&spec, &format!("write:{SEED}:8"));
         check_clean(img);
-        let raw = dir.join("out.raw");
-        let _ = std::fs::remove_file(&raw);
-        qemu_img(&["convert", "-f", "qcow2", "-O", "raw", s(img), s(&raw)]);
         assert!(
-            std::fs::read(&raw).unwrap() == want,
+            read_as_raw(img, &dir.join("out.raw")) == want,
             "{} reads back differently",
             img.display()
         );
@@ -206,10 +155,10 @@ fn compressed_clusters_read_in_the_guest() {
         "raw",
         "-O",
         "qcow2",
-        s(&raw),
-        s(&img),
+        arg(&raw),
+        arg(&img),
     ]);
-    let out = qemu_img(&["check", "-f", "qcow2", s(&img)]);
+    let out = qemu_img(&["check", "-f", "qcow2", arg(&img)]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("100.00% compressed clusters"),
@@ -259,7 +208,7 @@ fn corrupt_qcow2_images_are_refused_and_left_unchanged() {
     let dir = scratch_dir("qcow2-corrupt");
     let fresh = |name: &str| {
         let p = dir.join(name);
-        qemu_img(&["create", "-q", "-f", "qcow2", s(&p), "4M"]);
+        create("qcow2", &p, &[], Some("4M"));
         p
     };
     let p = fresh("magic.qcow2");
@@ -275,44 +224,20 @@ fn corrupt_qcow2_images_are_refused_and_left_unchanged() {
     refused(&p, "raw", "it is a qcow2 image; use format=qcow2");
 
     let (a, b) = (dir.join("a.qcow2"), dir.join("b.qcow2"));
-    qemu_img(&["create", "-q", "-f", "qcow2", s(&a), "1M"]);
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "a.qcow2",
-        "-F",
-        "qcow2",
-        s(&b),
-    ]);
-    qemu_img(&[
-        "rebase",
-        "-u",
-        "-f",
-        "qcow2",
-        "-b",
-        "b.qcow2",
-        "-F",
-        "qcow2",
-        s(&a),
-    ]);
+    create("qcow2", &a, &[], Some("1M"));
+    create("qcow2", &b, &["-b", "a.qcow2", "-F", "qcow2"], None);
+    let rebase = [
+        "rebase", "-u", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2",
+    ];
+    qemu_img(&[&rebase[..], &[arg(&a)]].concat());
     refused(&b, "qcow2", "loops back into its own chain");
     let orphan = dir.join("orphan.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
+    create(
         "qcow2",
-        "-u",
-        "-b",
-        "gone.qcow2",
-        "-F",
-        "qcow2",
-        s(&orphan),
-        "1M",
-    ]);
+        &orphan,
+        &["-u", "-b", "gone.qcow2", "-F", "qcow2"],
+        Some("1M"),
+    );
     refused(&orphan, "qcow2", "cannot open its backing file");
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -347,19 +272,17 @@ fn guest_write_zeroes_and_discard_reach_raw_and_qcow2_disks() {
     );
 
     let img = dir.join("t.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", s(&img), "6M"]);
+    create("qcow2", &img, &[], Some("6M"));
     probe_ok(
         &format!("path={},format=qcow2", img.display()),
         &format!("trim:{SEED}:6"),
     );
     check_clean(&img);
-    let out = dir.join("t.out");
-    qemu_img(&["convert", "-f", "qcow2", "-O", "raw", s(&img), s(&out)]);
     assert!(
-        std::fs::read(&out).unwrap() == want,
+        read_as_raw(&img, &dir.join("t.out")) == want,
         "qcow2 contents differ"
     );
-    let map = qemu_img(&["map", "-f", "qcow2", "--output=json", s(&img)]);
+    let map = qemu_img(&["map", "-f", "qcow2", "--output=json", arg(&img)]);
     let map = String::from_utf8_lossy(&map.stdout);
     for start in [MIB, 3 * MIB] {
         let zero = format!("{{ \"start\": {start}, \"length\": {MIB}, \"depth\": 0, \"present\": true, \"zero\": true, \"data\": false");

@@ -6,7 +6,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::measure::{median, Vmm};
@@ -60,14 +59,7 @@ fn run_once(vmm: &Vmm, image: &Path, format: &str) -> [f64; 4] {
 fn fresh_image(dir: &Path, format: &str) -> std::path::PathBuf {
     let path = dir.join(format!("bench.{format}"));
     let _ = std::fs::remove_file(&path);
-    let size = format!("{MIB}M");
-    let ok = Command::new("qemu-img")
-        .args(["create", "-q", "-f", format])
-        .arg(&path)
-        .arg(&size)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "qemu-img create (qemu-utils) failed");
+    vireo_tests::qemu_img::create(format, &path, &[], Some(&format!("{MIB}M")));
     path
 }
 
@@ -90,30 +82,16 @@ pub fn bench_block(contenders: &[Vmm]) {
             "ratio"
         );
         let mib = MIB as f64;
-        print_row(
-            "sequential write 64K (+flush)",
-            "MB/s",
-            mib / med(0, 0),
-            mib / med(1, 0),
-        );
-        print_row(
-            "sequential read 64K",
-            "MB/s",
-            mib / med(0, 1),
-            mib / med(1, 1),
-        );
-        print_row(
-            "random read 4K",
-            "IOPS",
-            RANDOM_OPS / med(0, 2),
-            RANDOM_OPS / med(1, 2),
-        );
-        print_row(
-            "random write 4K (+flush)",
-            "IOPS",
-            RANDOM_OPS / med(0, 3),
-            RANDOM_OPS / med(1, 3),
-        );
+        // Per phase of run_once: the row's name, unit and the work its time is divided into.
+        let phases = [
+            ("sequential write 64K (+flush)", "MB/s", mib),
+            ("sequential read 64K", "MB/s", mib),
+            ("random read 4K", "IOPS", RANDOM_OPS),
+            ("random write 4K (+flush)", "IOPS", RANDOM_OPS),
+        ];
+        for (phase, (name, unit, work)) in phases.into_iter().enumerate() {
+            print_row(name, unit, work / med(0, phase), work / med(1, phase));
+        }
     }
     println!("goal: every block ratio >= 1.0 (higher is better)");
     let _ = std::fs::remove_dir_all(dir);

@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod qemu_img;
+
+pub use vireo_cluster_tests::command::run_ok;
+
 /// Repository root (this crate lives in `tests/`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -105,9 +109,14 @@ pub fn wait_with_deadline(child: &mut Child, timeout: Duration) -> ExitStatus {
 
 /// Runs `vireo-vmm ARGS` with no stdin, capturing its output.
 pub fn run_vmm(args: &[&str], timeout: Duration) -> RunResult {
+    run_captured(Command::new(vmm_binary()).args(args), timeout)
+}
+
+/// Runs `cmd` (a vireo-vmm run, perhaps behind a wrapper such as `ip netns
+/// exec`) with no stdin, capturing its output, for at most `timeout`.
+pub fn run_captured(cmd: &mut Command, timeout: Duration) -> RunResult {
     let start = Instant::now();
-    let mut child = Command::new(vmm_binary())
-        .args(args)
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use vireo_tests::{probe_elf, vmm_binary, wait_with_deadline, RunResult};
+use vireo_tests::{probe_elf, run_captured, vmm_binary, RunResult};
 
 /// The probe's EtherType (firmware/probe/src/net.rs).
 pub const ETHERTYPE: u16 = 0x88b5;
@@ -62,16 +62,12 @@ impl Netns {
         inherit: Option<RawFd>,
         timeout: Duration,
     ) -> RunResult {
-        let start = Instant::now();
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.name])
             .arg(vmm_binary())
             .args(["--kernel", probe_elf().to_str().unwrap()])
             .args(["--memory", "64M", "--serial", "stdio", "--cmdline", cmdline])
-            .args(["--net", net])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .args(["--net", net]);
         if let Some(fd) = inherit {
             // SAFETY: fcntl is async-signal-safe; it touches only the child's fd table.
             unsafe {
@@ -81,16 +77,7 @@ impl Netns {
                 });
             }
         }
-        let mut child = cmd.spawn().expect("spawn vireo-vmm");
-        let out = read_all(child.stdout.take().unwrap());
-        let err = read_all(child.stderr.take().unwrap());
-        let status = wait_with_deadline(&mut child, timeout);
-        RunResult {
-            status,
-            stdout: out.join().unwrap(),
-            stderr: err.join().unwrap(),
-            elapsed: start.elapsed(),
-        }
+        run_captured(&mut cmd, timeout)
     }
 }
 
@@ -142,14 +129,6 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .status();
     }
-}
-
-fn read_all(mut r: impl std::io::Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = r.read_to_string(&mut s);
-        s
-    })
 }
 
 pub fn run(cmd: &str, args: &[&str]) {

@@ -36,28 +36,9 @@ if [[ ${FORCE:-0} != 1 && -s $outdir/vmlinux && -s $outdir/bzImage &&
   exit 0
 fi
 
-tarball=${KERNEL_SOURCE_TARBALL:-}
-if [[ -z $tarball ]]; then
-  # linux-source-6.1 ships /usr/src/linux-source-6.1.tar.xz; take the newest if
-  # several versions are installed.
-  tarball=$(ls -1 /usr/src/linux-source-*.tar.xz 2>/dev/null | sort -V | tail -n1 || true)
-fi
-[[ -n $tarball && -f $tarball ]] ||
-  { echo "no kernel source tarball; install the linux-source package (tests/rig/deps.sh)" >&2; exit 1; }
-
-# Extract once. A stamp file records which tarball the tree came from, so a
-# new linux-source version (or an interrupted extraction) gives a fresh tree.
-src_parent=$outdir/src
-stamp=$src_parent/.extracted-from
-if [[ ! -f $stamp || $(cat "$stamp") != "$tarball $(stat -c %Y "$tarball")" ]]; then
-  log "extracting $tarball (about a minute)"
-  rm -rf "$src_parent"
-  mkdir -p "$src_parent"
-  tar -xJf "$tarball" -C "$src_parent"
-  echo "$tarball $(stat -c %Y "$tarball")" >"$stamp"
-fi
-srcdir=$(find "$src_parent" -mindepth 1 -maxdepth 1 -type d -name 'linux-source-*' | head -n1)
-[[ -n $srcdir && -f $srcdir/Makefile ]] || { echo "no kernel tree under $src_parent" >&2; exit 1; }
+# shellcheck source=kernel-config/linux-source.sh
+. "$repo/kernel-config/linux-source.sh"
+linux_source_tree "$outdir/src" || exit 1
 log "source tree: $srcdir"
 
 # ARCH=x86_64 (not the default "x86") makes tinyconfig start from a 64-bit

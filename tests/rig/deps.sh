@@ -26,19 +26,12 @@ if [[ ${1:-} == --list ]]; then
   exit 0
 fi
 
-missing=()
-for p in "${packages[@]}"; do
-  # dpkg-query tells installed packages apart from merely known ones.
-  if [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) != "install ok installed" ]]; then
-    missing+=("$p")
-  fi
-done
+# shellcheck source=scripts/debian-packages.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/debian-packages.sh"
+missing_debian_packages "${packages[@]}"
 if ((${#missing[@]} == 0)); then
   echo "[rig-deps] all ${#packages[@]} packages installed"
   exit 0
 fi
 echo "[rig-deps] installing: ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-# The package lists may be stale or absent on a fresh machine.
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
+install_debian_packages "${missing[@]}"

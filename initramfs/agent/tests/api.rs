@@ -144,6 +144,23 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The probe selftest with `vmm`, the default guest and no Linux files.
+fn probe_config(vmm: PathBuf, probe: PathBuf, timeout: Duration) -> SelftestConfig {
+    SelftestConfig {
+        vmm,
+        probe,
+        timeout,
+        ..SelftestConfig::default()
+    }
+}
+
+/// The report of a selftest run that must answer 200.
+async fn selftest_report(cfg: SelftestConfig) -> VmmSelftest {
+    let (status, body) = selftest(cfg).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
 async fn selftest(cfg: SelftestConfig) -> (u16, String) {
     let srv = start_with(cfg).await;
     let out = request(srv.addr, post_selftest()).await;
@@ -154,18 +171,15 @@ async fn selftest(cfg: SelftestConfig) -> (u16, String) {
 #[tokio::test]
 async fn selftest_reports_the_vmm_run() {
     let dir = scratch("ok");
-    let cfg = SelftestConfig {
-        vmm: fake_vmm(
+    let cfg = probe_config(
+        fake_vmm(
             &dir,
             "echo 'PROBE cpus online=2'\necho 'PROBE done ok'\necho oops >&2",
         ),
-        probe: dir.join("probe.elf"),
-        timeout: Duration::from_secs(30),
-        ..SelftestConfig::default()
-    };
-    let (status, body) = selftest(cfg).await;
-    assert_eq!(status, 200, "{body}");
-    let r: VmmSelftest = serde_json::from_str(&body).unwrap();
+        dir.join("probe.elf"),
+        Duration::from_secs(30),
+    );
+    let r = selftest_report(cfg).await;
     assert!(r.ok && !r.timed_out, "{r:?}");
     assert_eq!(r.exit_status, Some(0));
     let probe = dir.join("probe.elf").display().to_string();
@@ -177,15 +191,12 @@ async fn selftest_reports_the_vmm_run() {
 
     // Exit 0 without the probe's last line, and a failing VMM: not ok.
     for (body, exit) in [("echo 'PROBE start'", Some(0)), ("exit 3", Some(3))] {
-        let cfg = SelftestConfig {
-            vmm: fake_vmm(&dir, body),
-            probe: dir.join("probe.elf"),
-            timeout: Duration::from_secs(30),
-            ..SelftestConfig::default()
-        };
-        let (status, body) = selftest(cfg).await;
-        assert_eq!(status, 200, "{body}");
-        let r: VmmSelftest = serde_json::from_str(&body).unwrap();
+        let cfg = probe_config(
+            fake_vmm(&dir, body),
+            dir.join("probe.elf"),
+            Duration::from_secs(30),
+        );
+        let r = selftest_report(cfg).await;
         assert!(!r.ok, "{r:?}");
         assert_eq!(r.exit_status, exit);
     }
@@ -195,35 +206,30 @@ async fn selftest_reports_the_vmm_run() {
 #[tokio::test]
 async fn selftest_time_limit_and_missing_files() {
     let dir = scratch("limits");
-    let cfg = SelftestConfig {
-        vmm: fake_vmm(&dir, "exec sleep 30"),
-        probe: dir.join("probe.elf"),
-        timeout: Duration::from_millis(300),
-        ..SelftestConfig::default()
-    };
-    let (status, body) = selftest(cfg).await;
-    assert_eq!(status, 200, "{body}");
-    let r: VmmSelftest = serde_json::from_str(&body).unwrap();
+    let cfg = probe_config(
+        fake_vmm(&dir, "exec sleep 30"),
+        dir.join("probe.elf"),
+        Duration::from_millis(300),
+    );
+    let r = selftest_report(cfg).await;
     assert!(r.timed_out && !r.ok && r.exit_status.is_none(), "{r:?}");
     assert!(r.duration_ms < 5000, "{r:?}");
 
-    let cfg = SelftestConfig {
-        vmm: dir.join("fake-vmm"),
-        probe: dir.join("no-such-probe.elf"),
-        timeout: Duration::from_secs(5),
-        ..SelftestConfig::default()
-    };
+    let cfg = probe_config(
+        dir.join("fake-vmm"),
+        dir.join("no-such-probe.elf"),
+        Duration::from_secs(5),
+    );
     let (status, body) = selftest(cfg).await;
     assert_eq!(status, 503);
     let e: ErrorBody = serde_json::from_str(&body).unwrap();
     assert!(e.error.contains("no-such-probe.elf"), "{}", e.error);
 
-    let cfg = SelftestConfig {
-        vmm: dir.join("no-such-vmm"),
-        probe: dir.join("probe.elf"),
-        timeout: Duration::from_secs(5),
-        ..SelftestConfig::default()
-    };
+    let cfg = probe_config(
+        dir.join("no-such-vmm"),
+        dir.join("probe.elf"),
+        Duration::from_secs(5),
+    );
     let (status, body) = selftest(cfg).await;
     assert_eq!(status, 500);
     assert!(body.contains("no-such-vmm"), "{body}");
@@ -256,15 +262,8 @@ async fn selftest_boots_the_real_probe() {
         eprintln!("skipped: no /dev/kvm, {vmm:?} or {probe:?}");
         return;
     }
-    let cfg = SelftestConfig {
-        vmm: vmm.into(),
-        probe: probe.into(),
-        timeout: Duration::from_secs(60),
-        ..SelftestConfig::default()
-    };
-    let (status, body) = selftest(cfg).await;
-    assert_eq!(status, 200, "{body}");
-    let r: VmmSelftest = serde_json::from_str(&body).unwrap();
+    let cfg = probe_config(vmm.into(), probe.into(), Duration::from_secs(60));
+    let r = selftest_report(cfg).await;
     assert!(r.ok, "{r:?}");
     assert!(
         r.serial.lines().any(|l| l == "PROBE cpus online=2"),

@@ -7,11 +7,13 @@
 //! - [`cluster`]: all of it together, cleaned up on drop (panics included);
 //! - [`expect`]: the facts tests assert about a node's status;
 //! - [`delivery`]: Vireo delivery logs and the ordering checks on them;
-//! - [`wait`]: polling with deadlines.
+//! - [`wait`]: polling with deadlines;
+//! - [`command`]: running a helper program that must succeed.
 //!
 //! Needs root, iproute2 and the `corosync` package.
 
 pub mod cluster;
+pub mod command;
 pub mod conf;
 pub mod delivery;
 pub mod expect;

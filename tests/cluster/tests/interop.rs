@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use vireo_cluster_tests::command::run_ok;
 use vireo_cluster_tests::expect::{member_ids, wait_for_expected_votes, wait_for_view};
 use vireo_cluster_tests::node::cli_binary;
 use vireo_cluster_tests::{Cluster, ClusterSpec, Kind, QuorumOptions};
@@ -71,15 +72,10 @@ fn three_real_and_one_vireo_count_four() {
 /// a real one: line for line, apart from the Date line, the Node ID and where
 /// "(local)" stands.
 fn cli_prints_what_quorumtool_prints(c: &Cluster, real: usize, vireo: usize) {
-    let out = std::process::Command::new(cli_binary().unwrap())
-        .args(["cluster", "status", "--socket"])
-        .arg(c.nodes[vireo].socket_path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        std::process::Command::new(cli_binary().unwrap())
+            .args(["cluster", "status", "--socket"])
+            .arg(c.nodes[vireo].socket_path()),
     );
     let comparable = |text: &str| -> Vec<String> {
         text.lines()

@@ -44,18 +44,50 @@ fn qemu_img(args: &[&str]) -> std::process::Output {
     out
 }
 
-fn check_clean(path: &Path) {
-    let out = Command::new("qemu-img")
-        .args(["check", "-f", "qcow2"])
-        .arg(path)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+fn arg(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `qemu-img create -q -f qcow2 OPTS IMG [SIZE]`.
+fn qemu_create(img: &Path, opts: &[&str], size: Option<&str>) {
+    let mut args = vec!["create", "-q", "-f", "qcow2"];
+    args.extend(opts);
+    args.push(arg(img));
+    args.extend(size);
+    qemu_img(&args);
+}
+
+/// `qemu-img check` is clean and `qemu-img convert` reads `model` back.
+fn assert_qemu_reads(img: &Path, model: &[u8], what: &str) {
+    check_clean(img);
+    let raw = img.with_extension("raw");
+    let _ = std::fs::remove_file(&raw);
+    qemu_img(&["convert", "-O", "raw", arg(img), arg(&raw)]);
     assert!(
-        out.status.success(),
-        "qemu-img check: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
+        std::fs::read(&raw).unwrap() == model,
+        "{what}: qemu-img convert sees other bytes"
     );
+}
+
+/// Flushes and closes `d`, which must leave `img` clean for `qemu-img check`.
+fn close_clean(mut d: Box<dyn DiskBackend>, img: &Path) {
+    d.flush().unwrap();
+    drop(d);
+    check_clean(img);
+}
+
+/// Scribbles on `img` (and `model`), then QEMU checks it and reads it back.
+fn scribble_and_verify(img: &Path, model: &mut [u8], what: &str) {
+    let mut d = open_rw(img);
+    scribble(&mut *d, model);
+    assert!(read_all(&mut *d) == model, "{what}: reads before flush");
+    close_clean(d, img);
+    assert_qemu_reads(img, model, what);
+}
+
+fn check_clean(path: &Path) {
+    let out = qemu_img(&["check", "-f", "qcow2", arg(path)]);
+    let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("No errors were found"), "{text}");
 }
 
@@ -101,26 +133,9 @@ fn scribble(disk: &mut dyn DiskBackend, model: &mut [u8]) {
 fn writes_to_a_qemu_made_image_pass_qemu_check_and_read_back() {
     let dir = Dir::new("qemu-made");
     let img = dir.path("a.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "8M"]);
+    qemu_create(&img, &[], Some("8M"));
     let mut model = vec![0u8; 8 * MIB as usize];
-    let mut d = open_rw(&img);
-    scribble(&mut *d, &mut model);
-    assert!(read_all(&mut *d) == model, "reads before flush");
-    d.flush().unwrap();
-    drop(d);
-    check_clean(&img);
-    let raw = dir.path("a.raw");
-    qemu_img(&[
-        "convert",
-        "-O",
-        "raw",
-        img.to_str().unwrap(),
-        raw.to_str().unwrap(),
-    ]);
-    assert!(
-        std::fs::read(&raw).unwrap() == model,
-        "qemu-img convert sees other bytes"
-    );
+    scribble_and_verify(&img, &mut model, "qemu-made");
 }
 
 #[test]
@@ -137,20 +152,7 @@ fn image_created_here_is_read_by_qemu() {
     .unwrap();
     check_clean(&img);
     let mut model = vec![0u8; 8 * MIB as usize];
-    let mut d = open_rw(&img);
-    scribble(&mut *d, &mut model);
-    d.flush().unwrap();
-    drop(d);
-    check_clean(&img);
-    let raw = dir.path("v.raw");
-    qemu_img(&[
-        "convert",
-        "-O",
-        "raw",
-        img.to_str().unwrap(),
-        raw.to_str().unwrap(),
-    ]);
-    assert!(std::fs::read(&raw).unwrap() == model);
+    scribble_and_verify(&img, &mut model, "created here");
     // Never overwrites.
     assert!(create(
         &img,
@@ -183,28 +185,12 @@ fn overlay_copies_partial_clusters_from_its_backing_chain() {
     let mut m = open_rw(&mid);
     m.write_at(&pattern(9, 1000 * 512), 5 * MIB + 512).unwrap();
     model[(5 * MIB + 512) as usize..][..1000 * 512].copy_from_slice(&pattern(9, 1000 * 512));
-    m.flush().unwrap();
-    drop(m);
+    close_clean(m, &mid);
     let top = dir.path("top.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "mid.qcow2",
-        "-F",
-        "qcow2",
-        top.to_str().unwrap(),
-    ]);
+    qemu_create(&top, &["-b", "mid.qcow2", "-F", "qcow2"], None);
     let base_before = std::fs::read(&base_raw).unwrap();
     let mid_before = std::fs::read(&mid).unwrap();
-    let mut t = open_rw(&top);
-    scribble(&mut *t, &mut model);
-    t.flush().unwrap();
-    assert!(read_all(&mut *t) == model);
-    drop(t);
-    check_clean(&top);
+    scribble_and_verify(&top, &mut model, "overlay");
     check_clean(&mid);
     assert!(
         std::fs::read(&base_raw).unwrap() == base_before,
@@ -214,15 +200,6 @@ fn overlay_copies_partial_clusters_from_its_backing_chain() {
         std::fs::read(&mid).unwrap() == mid_before,
         "backing file changed"
     );
-    let raw = dir.path("top.raw");
-    qemu_img(&[
-        "convert",
-        "-O",
-        "raw",
-        top.to_str().unwrap(),
-        raw.to_str().unwrap(),
-    ]);
-    assert!(std::fs::read(&raw).unwrap() == model);
 }
 
 #[test]
@@ -242,14 +219,7 @@ fn compressed_and_zero_clusters_read_and_rewrite() {
         img.to_str().unwrap(),
     ]);
     // Explicit zero clusters over a written range.
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        dir.path("z.qcow2").to_str().unwrap(),
-        "4M",
-    ]);
+    qemu_create(&dir.path("z.qcow2"), &[], Some("4M"));
     let mut d = open_rw(&img);
     assert!(read_all(&mut *d) == model, "compressed clusters read wrong");
     // Rewriting part of a compressed cluster copies the rest of it.
@@ -257,8 +227,7 @@ fn compressed_and_zero_clusters_read_and_rewrite() {
     model[(3 * MIB + 4096) as usize..][..512].copy_from_slice(&pattern(77, 512));
     d.flush().unwrap();
     assert!(read_all(&mut *d) == model);
-    drop(d);
-    check_clean(&img);
+    close_clean(d, &img);
 
     let z = dir.path("z.qcow2");
     let mut d = open_rw(&z);
@@ -271,11 +240,7 @@ fn compressed_and_zero_clusters_read_and_rewrite() {
         .arg(&z)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{out:?}");
     let mut d = open_rw(&z);
     let mut buf = vec![1u8; 4 * 65536];
     d.read_at(&mut buf, 0).unwrap();
@@ -296,8 +261,7 @@ fn compressed_and_zero_clusters_read_and_rewrite() {
             && buf[65536 + 512..65536 + 1024].iter().all(|&b| b == 9)
     );
     assert!(buf[65536 + 1024..3 * 65536].iter().all(|&b| b == 0));
-    drop(d);
-    check_clean(&z);
+    close_clean(d, &z);
 }
 
 fn expect_open_error(path: &Path, what: &str) {
@@ -328,7 +292,7 @@ fn corrupt_images_fail_at_open_unchanged() {
     let dir = Dir::new("corrupt");
     let fresh = |name: &str| {
         let p = dir.path(name);
-        qemu_img(&["create", "-q", "-f", "qcow2", p.to_str().unwrap(), "8M"]);
+        qemu_create(&p, &[], Some("8M"));
         p
     };
     let p = fresh("magic.qcow2");
@@ -360,44 +324,15 @@ fn corrupt_images_fail_at_open_unchanged() {
 
     // a -> b -> a
     let (a, b) = (dir.path("a.qcow2"), dir.path("b.qcow2"));
-    qemu_img(&["create", "-q", "-f", "qcow2", a.to_str().unwrap(), "1M"]);
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "a.qcow2",
-        "-F",
-        "qcow2",
-        b.to_str().unwrap(),
-    ]);
-    qemu_img(&[
-        "rebase",
-        "-u",
-        "-f",
-        "qcow2",
-        "-b",
-        "b.qcow2",
-        "-F",
-        "qcow2",
-        a.to_str().unwrap(),
-    ]);
+    qemu_create(&a, &[], Some("1M"));
+    qemu_create(&b, &["-b", "a.qcow2", "-F", "qcow2"], None);
+    let rebase = [
+        "rebase", "-u", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2",
+    ];
+    qemu_img(&[&rebase[..], &[arg(&a)]].concat());
     expect_open_error(&b, "loops back");
     let m = dir.path("missing.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-u",
-        "-b",
-        "gone.qcow2",
-        "-F",
-        "qcow2",
-        m.to_str().unwrap(),
-        "1M",
-    ]);
+    qemu_create(&m, &["-u", "-b", "gone.qcow2", "-F", "qcow2"], Some("1M"));
     expect_open_error(&m, "gone.qcow2");
 }
 
@@ -405,7 +340,7 @@ fn corrupt_images_fail_at_open_unchanged() {
 fn qcow2_opened_as_raw_is_refused() {
     let dir = Dir::new("asraw");
     let p = dir.path("x.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", p.to_str().unwrap(), "1M"]);
+    qemu_create(&p, &[], Some("1M"));
     let err = disk::open(&p, OpenOptions::default())
         .err()
         .unwrap()
@@ -424,47 +359,15 @@ fn refcount_widths_and_small_clusters() {
     for (n, opt) in cases.into_iter().enumerate() {
         let dir = Dir::new(&format!("rc{n}"));
         let img = dir.path("r.qcow2");
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            opt,
-            img.to_str().unwrap(),
-            "8M",
-        ]);
+        qemu_create(&img, &["-o", opt], Some("8M"));
         let mut model = vec![0u8; 8 * MIB as usize];
-        let mut d = open_rw(&img);
-        scribble(&mut *d, &mut model);
-        d.flush().unwrap();
-        drop(d);
-        check_clean(&img);
-        let raw = dir.path("r.raw");
-        qemu_img(&[
-            "convert",
-            "-O",
-            "raw",
-            img.to_str().unwrap(),
-            raw.to_str().unwrap(),
-        ]);
-        assert!(std::fs::read(&raw).unwrap() == model, "{opt}: written");
+        scribble_and_verify(&img, &mut model, &format!("{opt}: written"));
         // Zeroing whole clusters (v2 has no zero flag: they become unallocated).
         let mut d = open_rw(&img);
         d.write_zeroes(3 * MIB, MIB, false).unwrap();
         model[3 * MIB as usize..4 * MIB as usize].fill(0);
-        d.flush().unwrap();
-        drop(d);
-        check_clean(&img);
-        let _ = std::fs::remove_file(&raw);
-        qemu_img(&[
-            "convert",
-            "-O",
-            "raw",
-            img.to_str().unwrap(),
-            raw.to_str().unwrap(),
-        ]);
-        assert!(std::fs::read(&raw).unwrap() == model, "{opt}");
+        close_clean(d, &img);
+        assert_qemu_reads(&img, &model, opt);
     }
 }
 
@@ -475,12 +378,12 @@ fn write_zeroes_and_discard_free_clusters_and_stay_consistent() {
     std::fs::write(&base, pattern(8, 4 * MIB as usize)).unwrap();
     for backing in [false, true] {
         let img = dir.path(&format!("z{backing}.qcow2"));
-        let mut args = vec!["create", "-q", "-f", "qcow2"];
-        if backing {
-            args.extend(["-b", "base.raw", "-F", "raw"]);
-        }
-        args.extend([img.to_str().unwrap(), "4M"]);
-        qemu_img(&args);
+        let opts: &[&str] = if backing {
+            &["-b", "base.raw", "-F", "raw"]
+        } else {
+            &[]
+        };
+        qemu_create(&img, opts, Some("4M"));
         let mut model = if backing {
             pattern(8, 4 * MIB as usize)
         } else {
@@ -503,20 +406,9 @@ fn write_zeroes_and_discard_free_clusters_and_stay_consistent() {
             read_all(&mut *d) == model,
             "backing={backing}: reads before flush"
         );
-        d.flush().unwrap();
-        drop(d);
-        check_clean(&img);
-        let raw = dir.path("z.raw");
-        let _ = std::fs::remove_file(&raw);
-        qemu_img(&[
-            "convert",
-            "-O",
-            "raw",
-            img.to_str().unwrap(),
-            raw.to_str().unwrap(),
-        ]);
-        assert!(std::fs::read(&raw).unwrap() == model, "backing={backing}");
-        let map = qemu_img(&["map", "--output=json", img.to_str().unwrap()]);
+        close_clean(d, &img);
+        assert_qemu_reads(&img, &model, &format!("backing={backing}"));
+        let map = qemu_img(&["map", "--output=json", arg(&img)]);
         let map = String::from_utf8_lossy(&map.stdout);
         let freed = format!("{{ \"start\": {}, \"length\": {}, \"depth\": 0, \"present\": true, \"zero\": true, \"data\": false", MIB, MIB);
         assert!(
@@ -530,7 +422,7 @@ fn write_zeroes_and_discard_free_clusters_and_stay_consistent() {
 fn data_pointer_into_metadata_fails_the_write_and_spares_the_image() {
     let dir = Dir::new("overlap");
     let img = dir.path("o.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "4M"]);
+    qemu_create(&img, &[], Some("4M"));
     let mut d = open_rw(&img);
     d.write_at(&[1u8; 512], 0).unwrap();
     d.flush().unwrap();
@@ -559,16 +451,7 @@ fn refcount_table_grows_when_the_file_outgrows_it() {
     let dir = Dir::new("grow");
     let img = dir.path("g.qcow2");
     // 512-byte clusters: qemu-img's one-cluster refcount table covers 8 MiB of file.
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        "cluster_size=512",
-        img.to_str().unwrap(),
-        "64M",
-    ]);
+    qemu_create(&img, &["-o", "cluster_size=512"], Some("64M"));
     let table_before = std::fs::read(&img).unwrap()[48..60].to_vec();
     let mut model = vec![0u8; 64 * MIB as usize];
     let mut d = open_rw(&img);
@@ -584,14 +467,5 @@ fn refcount_table_grows_when_the_file_outgrows_it() {
         table_before,
         "table did not move"
     );
-    check_clean(&img);
-    let raw = dir.path("g.raw");
-    qemu_img(&[
-        "convert",
-        "-O",
-        "raw",
-        img.to_str().unwrap(),
-        raw.to_str().unwrap(),
-    ]);
-    assert!(std::fs::read(&raw).unwrap() == model);
+    assert_qemu_reads(&img, &model, "grown");
 }
