@@ -37,8 +37,8 @@ if [[ -n $list ]]; then
   exit 0
 fi
 
-# shellcheck source=scripts/debian-packages.sh
-. "$(dirname "${BASH_SOURCE[0]}")/../scripts/debian-packages.sh"
+# shellcheck source=image/debian-packages.sh
+. "$(dirname "${BASH_SOURCE[0]}")/debian-packages.sh"
 missing_debian_packages "${packages[@]}"
 # The static binaries are musl builds.
 target=$arch-unknown-linux-musl

@@ -26,8 +26,8 @@ if [[ ${1:-} == --list ]]; then
   exit 0
 fi
 
-# shellcheck source=scripts/debian-packages.sh
-. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/debian-packages.sh"
+# shellcheck source=image/debian-packages.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../image/debian-packages.sh"
 missing_debian_packages "${packages[@]}"
 if ((${#missing[@]} == 0)); then
   echo "[rig-deps] all ${#packages[@]} packages installed"
