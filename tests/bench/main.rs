@@ -70,11 +70,12 @@ fn bench_probe() {
 }
 
 fn main() {
-    // `vireo-bench cluster|block|net`: only those rows (make bench-cluster).
+    // `vireo-bench cluster|block|net|broadcast`: only those rows (make bench-cluster).
     match std::env::args().nth(1).as_deref() {
         Some("cluster") => return cluster::bench_cluster(),
         Some("block") => return bench_block(),
         Some("net") => return net::bench_net(),
+        Some("broadcast") => return cluster::bench_broadcast(),
         _ => {}
     }
     println!(

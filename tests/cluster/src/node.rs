@@ -30,6 +30,8 @@ pub struct Node {
     incarnation: u32,
     /// vireo-membershipd: broadcast a numbered message every N ms.
     pub send_every_ms: Option<u32>,
+    /// Messages per period (VIREO_MEMBERSHIP_SEND_BURST); None = 1.
+    pub send_burst: Option<u32>,
 }
 
 impl Node {
@@ -41,6 +43,7 @@ impl Node {
             child: None,
             incarnation: 0,
             send_every_ms: None,
+            send_burst: None,
         }
     }
 
@@ -102,6 +105,9 @@ impl Node {
             .stderr(output);
         if let Some(ms) = self.send_every_ms {
             cmd.env("VIREO_MEMBERSHIP_SEND_EVERY_MS", ms.to_string());
+        }
+        if let Some(n) = self.send_burst {
+            cmd.env("VIREO_MEMBERSHIP_SEND_BURST", n.to_string());
         }
         let child = cmd
             .spawn()

@@ -12,6 +12,8 @@
 //! /run/vireo/membership.sock), VIREO_MEMBERSHIP_DELIVERY_LOG (append
 //! `deliver <sender> <hex>` and `config <ring> <members…>` lines),
 //! VIREO_MEMBERSHIP_SEND_EVERY_MS (broadcast a numbered test message every N ms),
+//! VIREO_MEMBERSHIP_SEND_BURST (that many messages each period instead of one:
+//! offered load above what the ring delivers, for throughput measurements),
 //! VIREO_MEMBERSHIP_STATE_DIR (where the ring sequence file ringid_<nodeid>
 //! lives; default system.state_dir from the config, else /var/lib/corosync, as
 //! corosync).
@@ -120,6 +122,11 @@ fn run() -> Result<(), String> {
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|v| *v > 0)
         .map(Duration::from_millis);
+    let send_burst = std::env::var("VIREO_MEMBERSHIP_SEND_BURST")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1)
+        .clamp(1, 10_000);
     install_signal_handlers();
     eprintln!("vireo-membershipd: node {my_id} up");
     let mut d = Daemon {
@@ -130,6 +137,7 @@ fn run() -> Result<(), String> {
         log,
         ring_file,
         send_every,
+        send_burst,
         next_send: Instant::now(),
         sent: 0,
         last_send_error: None,
@@ -177,6 +185,8 @@ struct Daemon {
     log: Option<File>,
     ring_file: PathBuf,
     send_every: Option<Duration>,
+    /// Test messages per period.
+    send_burst: u32,
     next_send: Instant,
     sent: u64,
     last_send_error: Option<io::ErrorKind>,
@@ -254,22 +264,25 @@ impl Daemon {
         }
     }
 
-    /// Test traffic: one numbered message per period on average. A loop turn
-    /// that comes late sends every message that fell due (at most a burst of
-    /// 64), so the offered rate does not depend on how often the loop wakes.
+    /// Test traffic: `send_burst` numbered messages per period on average. A
+    /// loop turn that comes late sends what fell due (at most 64 periods), so the
+    /// offered rate does not depend on how often the loop wakes; a full send
+    /// queue ends the turn (the ring's flow control is the limit then).
     fn test_traffic(&mut self) -> Result<(), String> {
         let Some(every) = self.send_every else {
             return Ok(());
         };
         let now = Instant::now();
-        let mut burst = 0;
-        while self.next_send <= now && burst < 64 {
-            let msg = format!("{}:{}", self.node.node_id(), self.sent);
-            if !self.node.broadcast(msg.into_bytes()) {
-                break;
+        let mut periods = 0;
+        'due: while self.next_send <= now && periods < 64 {
+            for _ in 0..self.send_burst {
+                let msg = format!("{}:{}", self.node.node_id(), self.sent);
+                if !self.node.broadcast(msg.into_bytes()) {
+                    break 'due;
+                }
+                self.sent += 1;
             }
-            self.sent += 1;
-            burst += 1;
+            periods += 1;
             self.next_send += every;
         }
         if self.next_send <= now {
