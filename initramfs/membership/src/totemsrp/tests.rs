@@ -39,13 +39,17 @@ impl Wire {
         for a in actions {
             match a {
                 Action::Send(to, msg) => {
-                    self.sent.push((id, to, msg.clone()));
+                    self.sent.push((id, to.clone(), msg.clone()));
                     // Every datagram must survive an encode/decode round trip.
                     let bytes = wire::encode(&msg);
                     assert_eq!(wire::decode(&bytes).unwrap(), msg);
                     let n = self.nodes.len() as u32;
                     match to {
                         Destination::All => (1..=n)
+                            .filter(|t| *t != id)
+                            .for_each(|t| self.flight.push_back((id, t, msg.clone()))),
+                        Destination::Members(ids) => ids
+                            .into_iter()
                             .filter(|t| *t != id)
                             .for_each(|t| self.flight.push_back((id, t, msg.clone()))),
                         Destination::Node(t) => self.flight.push_back((id, t, msg)),
@@ -115,7 +119,7 @@ fn two_nodes_form_a_ring_with_corosync_shaped_tokens() {
         "the lowest node creates the commit token"
     );
     let (from, to, first) = commits[0];
-    assert_eq!((*from, *to), (1, Destination::Node(2)));
+    assert_eq!((*from, to.clone()), (1, Destination::Node(2)));
     assert_eq!(wire::encode(first).len(), 97, "97 bytes for 2 nodes");
     let TotemMessage::MembCommitToken(c) = first else {
         unreachable!()
