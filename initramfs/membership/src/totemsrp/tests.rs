@@ -194,3 +194,37 @@ fn foreign_message_and_leave_start_a_new_gather() {
     assert_eq!(w.nodes[0].members(), &[1]);
     assert_eq!(w.nodes[0].ring_id().seq, old_ring.seq + 4);
 }
+
+/// MCASTs go only to the ring's members (a partition's unreachable peers must
+/// not get them, see `Destination::Members`), except one per McastToAll period.
+#[test]
+fn mcasts_go_to_the_ring_and_once_a_period_to_everyone() {
+    let mut w = Wire::new(2);
+    w.settle();
+    let send_one = |w: &mut Wire, k: u8| {
+        w.nodes[0].broadcast(vec![k]);
+        let a = w.nodes[0].token_hold_cancel();
+        w.apply(1, a);
+        w.settle();
+    };
+    send_one(&mut w, 0);
+    let to: Vec<Destination> = w
+        .sent_of(MessageType::Mcast)
+        .iter()
+        .map(|(_, to, _)| to.clone())
+        .collect();
+    assert_eq!(to, vec![Destination::Members(vec![1, 2])]);
+    let a = w.nodes[0].timer_fired(Timer::McastToAll);
+    assert!(a.contains(&Action::Arm(Timer::McastToAll, 400)));
+    w.apply(1, a);
+    send_one(&mut w, 1);
+    send_one(&mut w, 2);
+    let to: Vec<Destination> = w
+        .sent_of(MessageType::Mcast)
+        .iter()
+        .skip(1)
+        .map(|(_, to, _)| to.clone())
+        .collect();
+    assert_eq!(to, vec![Destination::All, Destination::Members(vec![1, 2])]);
+    assert_eq!(w.delivered[1].len(), 3);
+}
