@@ -24,7 +24,7 @@ const NODES: usize = 3;
 const SENDERS: usize = 5;
 /// Test messages each sender offers per millisecond: far above what the ring
 /// delivers, so the figure is the ring's ceiling, not the offered load.
-const BURST: u32 = 3;
+const BURST: u32 = 10;
 const POLL: Duration = Duration::from_millis(10);
 const FORM: Duration = Duration::from_secs(30);
 

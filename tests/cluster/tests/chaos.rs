@@ -163,6 +163,9 @@ fn run_chaos(kind: Kind, steps: usize) -> Cluster {
     let mut topo = Topology {
         island: vec![Some(0); NODES],
     };
+    // How long a node may take to notice a change: token loss, a consensus
+    // round and a margin, as for corosync (`make bench-cluster` times the
+    // same 2|2|1 split against it).
     let grace = c.failure_deadline();
     for n in 0..steps {
         let what = step(&mut c, &mut rng, &mut topo);

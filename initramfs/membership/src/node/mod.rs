@@ -81,6 +81,8 @@ pub struct Node {
     /// so no partition that cannot form a ring claims quorum.
     ring_lost: bool,
     was_operational: bool,
+    /// We queued messages since the last token hold cancel.
+    hold_cancel_due: bool,
     consensus_ms: u32,
     out: Vec<NodeAction>,
 }
@@ -106,6 +108,7 @@ impl Node {
             ring_lost: false,
             consensus_ms,
             was_operational: false,
+            hold_cancel_due: false,
             out: Vec::new(),
         }
     }
@@ -145,8 +148,7 @@ impl Node {
     /// Queues an application message for ordered delivery to all members.
     pub fn broadcast(&mut self, payload: Vec<u8>) -> bool {
         let ok = self.send_group(GROUP_VIREO, payload);
-        let actions = self.srp.token_hold_cancel();
-        self.absorb(actions);
+        self.absorb(Vec::new());
         ok
     }
 
@@ -199,6 +201,7 @@ impl Node {
         let mut packer = Packer::new(UDPU_MAX_PACKET_LEN);
         let mut packets = packer.push_group(&GroupMessage::new(group, payload));
         packets.extend(packer.flush());
+        self.hold_cancel_due = true;
         packets.into_iter().all(|p| self.srp.broadcast(p.encode()))
     }
 
@@ -206,6 +209,15 @@ impl Node {
     /// deliveries and configuration changes.
     fn absorb(&mut self, actions: Vec<Action>) {
         self.absorb_actions(actions);
+        // Whatever we queued (application, sync or votequorum messages) must
+        // not wait for an idle representative's hold retransmit: corosync's
+        // totempg signals every mcast to totemsrp, which sends a token hold
+        // cancel. Done here, after the actions, so the token it frees is
+        // never handled in the middle of a configuration change.
+        while std::mem::take(&mut self.hold_cancel_due) {
+            let actions = self.srp.token_hold_cancel();
+            self.absorb_actions(actions);
+        }
         let operational = self.srp.state() == totemsrp::MembState::Operational;
         if self.was_operational && !operational {
             // token ms have passed already (token loss) or a change is under way.
@@ -327,5 +339,7 @@ mod sim;
 pub(crate) use sim::config_text as sim_config_text;
 #[cfg(test)]
 mod chaos_tests;
+#[cfg(test)]
+mod partition_tests;
 #[cfg(test)]
 mod tests;

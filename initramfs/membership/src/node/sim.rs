@@ -125,6 +125,7 @@ impl Sim {
                             .map(|n| n.nodeid)
                             .filter(|n| *n != id)
                             .collect(),
+                        Destination::Members(ids) => ids.into_iter().filter(|n| *n != id).collect(),
                         Destination::Node(n) => vec![n],
                     };
                     for t in targets {

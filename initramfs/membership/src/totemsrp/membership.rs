@@ -442,6 +442,8 @@ impl Srp {
 
     pub(crate) fn operational_enter(&mut self) {
         self.originated_orf_token = false;
+        self.mcast_to_all_due = false;
+        self.arm(Timer::McastToAll, 2 * self.timers.merge);
         self.consensus.clear();
         self.old_ring_state_saved = false;
         self.recovery_to_regular();

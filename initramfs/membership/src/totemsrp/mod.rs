@@ -40,13 +40,23 @@ pub enum Timer {
     Consensus,
     /// Idle ring: the representative looks for other rings.
     MergeDetect,
+    /// Operational: the next message we multicast goes to every node of the
+    /// nodelist, not only to the ring, so that other rings notice us even
+    /// while traffic keeps our token from going idle (corosync's udpu sends to
+    /// inactive members the same way, every 2 × merge).
+    McastToAll,
 }
 
 /// Where a datagram goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
     /// Every node of the nodelist (udpu: one unicast each).
     All,
+    /// The members of the ring a message belongs to (udpu: one unicast each).
+    /// Application messages go only there, as corosync's udpu sends them only
+    /// to active members: sends to unreachable peers wait in the kernel for
+    /// ARP and fill the socket's send buffer, and then the token cannot go out.
+    Members(Vec<u32>),
     /// The next node on the ring (token and commit token).
     Node(u32),
 }
@@ -137,6 +147,8 @@ pub struct Srp {
     pub(crate) last_released: u32,
     pub(crate) token_held: bool,
     pub(crate) merge_detect_outstanding: bool,
+    /// Send the next multicast to every node (see [`Timer::McastToAll`]).
+    pub(crate) mcast_to_all_due: bool,
     pub(crate) global_seqno: i32,
 
     pub(crate) old_ring_state_saved: bool,
@@ -214,6 +226,7 @@ impl Srp {
             last_released: SEQNO_START_MSG,
             token_held: false,
             merge_detect_outstanding: false,
+            mcast_to_all_due: false,
             global_seqno: 0,
             old_ring_state_saved: false,
             old_ring_state_aru: 0,
@@ -309,6 +322,12 @@ impl Srp {
                 }
             }
             Timer::Consensus => self.consensus_timeout_expired(),
+            Timer::McastToAll => {
+                if self.state == MembState::Operational {
+                    self.mcast_to_all_due = true;
+                    self.arm(Timer::McastToAll, 2 * self.timers.merge);
+                }
+            }
             Timer::MergeDetect => {
                 self.merge_detect_outstanding = false;
                 if self.state == MembState::Operational && self.ring_id.rep == self.my_id {

@@ -262,12 +262,25 @@ impl Srp {
                 &mut self.regular
             };
             queue.add(m.seq, m.clone());
-            self.send(Destination::All, TotemMessage::Mcast(m));
+            self.mcast_send(m);
             self.high_seq_received = token.seq;
             sent += 1;
         }
         self.update_aru();
         sent
+    }
+
+    /// Multicasts to the ring being served (the new one in recovery), or once
+    /// per [`Timer::McastToAll`] period to every node.
+    fn mcast_send(&mut self, m: Mcast) {
+        let to = if std::mem::take(&mut self.mcast_to_all_due) {
+            Destination::All
+        } else if self.state == MembState::Recovery {
+            Destination::Members(self.new_memb_list.clone())
+        } else {
+            Destination::Members(self.memb_list.clone())
+        };
+        self.send(to, TotemMessage::Mcast(m));
     }
 
     fn new_mcast(&self, payload: Vec<u8>) -> Mcast {
@@ -300,7 +313,7 @@ impl Srp {
             match queue.get(item.seq) {
                 Some(m) if item.ring_id == self.ring_id => {
                     let m = m.clone();
-                    self.send(Destination::All, TotemMessage::Mcast(m));
+                    self.mcast_send(m);
                     token.rtr_list.remove(i);
                     resent += 1;
                 }

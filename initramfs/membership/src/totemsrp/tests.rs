@@ -39,13 +39,17 @@ impl Wire {
         for a in actions {
             match a {
                 Action::Send(to, msg) => {
-                    self.sent.push((id, to, msg.clone()));
+                    self.sent.push((id, to.clone(), msg.clone()));
                     // Every datagram must survive an encode/decode round trip.
                     let bytes = wire::encode(&msg);
                     assert_eq!(wire::decode(&bytes).unwrap(), msg);
                     let n = self.nodes.len() as u32;
                     match to {
                         Destination::All => (1..=n)
+                            .filter(|t| *t != id)
+                            .for_each(|t| self.flight.push_back((id, t, msg.clone()))),
+                        Destination::Members(ids) => ids
+                            .into_iter()
                             .filter(|t| *t != id)
                             .for_each(|t| self.flight.push_back((id, t, msg.clone()))),
                         Destination::Node(t) => self.flight.push_back((id, t, msg)),
@@ -115,7 +119,7 @@ fn two_nodes_form_a_ring_with_corosync_shaped_tokens() {
         "the lowest node creates the commit token"
     );
     let (from, to, first) = commits[0];
-    assert_eq!((*from, *to), (1, Destination::Node(2)));
+    assert_eq!((*from, to.clone()), (1, Destination::Node(2)));
     assert_eq!(wire::encode(first).len(), 97, "97 bytes for 2 nodes");
     let TotemMessage::MembCommitToken(c) = first else {
         unreachable!()
@@ -189,4 +193,38 @@ fn foreign_message_and_leave_start_a_new_gather() {
     assert_eq!(w.nodes[0].state(), MembState::Operational);
     assert_eq!(w.nodes[0].members(), &[1]);
     assert_eq!(w.nodes[0].ring_id().seq, old_ring.seq + 4);
+}
+
+/// MCASTs go only to the ring's members (a partition's unreachable peers must
+/// not get them, see `Destination::Members`), except one per McastToAll period.
+#[test]
+fn mcasts_go_to_the_ring_and_once_a_period_to_everyone() {
+    let mut w = Wire::new(2);
+    w.settle();
+    let send_one = |w: &mut Wire, k: u8| {
+        w.nodes[0].broadcast(vec![k]);
+        let a = w.nodes[0].token_hold_cancel();
+        w.apply(1, a);
+        w.settle();
+    };
+    send_one(&mut w, 0);
+    let to: Vec<Destination> = w
+        .sent_of(MessageType::Mcast)
+        .iter()
+        .map(|(_, to, _)| to.clone())
+        .collect();
+    assert_eq!(to, vec![Destination::Members(vec![1, 2])]);
+    let a = w.nodes[0].timer_fired(Timer::McastToAll);
+    assert!(a.contains(&Action::Arm(Timer::McastToAll, 400)));
+    w.apply(1, a);
+    send_one(&mut w, 1);
+    send_one(&mut w, 2);
+    let to: Vec<Destination> = w
+        .sent_of(MessageType::Mcast)
+        .iter()
+        .skip(1)
+        .map(|(_, to, _)| to.clone())
+        .collect();
+    assert_eq!(to, vec![Destination::All, Destination::Members(vec![1, 2])]);
+    assert_eq!(w.delivered[1].len(), 3);
 }

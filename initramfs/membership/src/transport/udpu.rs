@@ -90,6 +90,11 @@ impl Transport for Udpu {
                 .filter(|(id, _)| **id != self.my_id)
                 .map(|(_, a)| *a)
                 .collect(),
+            Destination::Members(ids) => ids
+                .iter()
+                .filter(|id| **id != self.my_id)
+                .filter_map(|id| self.peers.get(id).copied())
+                .collect(),
             Destination::Node(id) => self.peers.get(&id).copied().into_iter().collect(),
         };
         let mut first_error = None;
