@@ -7,7 +7,7 @@ use super::{
     SEQNO_START_TOKEN,
 };
 use crate::wire::{
-    Header, Mcast, MembCommitToken, MembEntry, MembJoin, MembMergeDetect, RingId, TotemMessage,
+    Header, MembCommitToken, MembEntry, MembJoin, MembMergeDetect, RingId, TotemMessage,
     ENCAPSULATED,
 };
 
@@ -404,18 +404,8 @@ impl Srp {
                 continue;
             };
             let inner = crate::wire::encode(&TotemMessage::Mcast(old));
-            let mut header = Header::new(self.my_id);
-            header.encapsulated = ENCAPSULATED;
-            self.retrans_messages.push_back(Mcast {
-                header,
-                system_from: self.my_id,
-                seq: 0,
-                this_seqno: 0,
-                ring_id: self.ring_id,
-                node_id: 0,
-                guarantee: 0,
-                payload: inner,
-            });
+            let wrapped = self.new_mcast(inner, ENCAPSULATED);
+            self.retrans_messages.push_back(wrapped);
         }
     }
 

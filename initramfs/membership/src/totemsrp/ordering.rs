@@ -248,7 +248,9 @@ impl Srp {
             let next = if recovering {
                 self.retrans_messages.pop_front()
             } else {
-                self.new_messages.pop_front().map(|p| self.new_mcast(p))
+                self.new_messages
+                    .pop_front()
+                    .map(|p| self.new_mcast(p, NOT_ENCAPSULATED))
             };
             let Some(mut m) = next else { break };
             token.seq = token.seq.wrapping_add(1);
@@ -283,9 +285,11 @@ impl Srp {
         self.send(to, TotemMessage::Mcast(m));
     }
 
-    fn new_mcast(&self, payload: Vec<u8>) -> Mcast {
+    /// An MCAST from this node on the current ring; `encapsulated` marks an
+    /// old ring's message carried through recovery.
+    pub(crate) fn new_mcast(&self, payload: Vec<u8>, encapsulated: u8) -> Mcast {
         let mut header = Header::new(self.my_id);
-        header.encapsulated = NOT_ENCAPSULATED;
+        header.encapsulated = encapsulated;
         Mcast {
             header,
             system_from: self.my_id,
