@@ -156,6 +156,9 @@ pub fn shutdown(action: Action, services: &mut [Service], mounts: &mut Mounts) -
             "restarting"
         }
     );
+    // The kernel prints its own shutdown lines straight to the console; let
+    // ours leave the tty first, or the two interleave mid-line.
+    crate::log::drain();
     let e = reboot(mode).unwrap_err();
     // Reaching here means the kernel refused; PID 1 must not exit (panic).
     log!("reboot(2) failed: {e}; halting");
