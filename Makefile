@@ -99,9 +99,14 @@ test-probe: vmm probe
 test-probe-qemu: probe
 	bash $(PROBE_DIR)/qemu/run-tests.sh
 
-test: lint test-unit test-membership test-cluster test-probe test-probe-qemu vmm-aarch64 test-rig \
-      appliance-boot-test appliance-boot-test-aarch64 image-test image-test-aarch64 \
-      kernel-config-check
+# Every tier in turn, on after a failure; ends with "N passed, N failed"
+# counting the tests of every tier (tests/ci/run-tiers.sh).
+TEST_TIERS := lint test-unit test-membership test-cluster test-probe test-probe-qemu vmm-aarch64 test-rig \
+              appliance-boot-test appliance-boot-test-aarch64 image-test image-test-aarch64 \
+              kernel-config-check
+
+test:
+	@MAKE="$(MAKE)" tests/ci/run-tiers.sh $(TEST_TIERS)
 
 clean:
 	$(CARGO) clean

@@ -106,6 +106,7 @@ if [[ -x $cli ]]; then
   grep -qF "\"kind\": \"$kvm_kind\"" <<<"$json" || fail "vireo node info --json: $json"
 else
   log "skipping the CLI check: no $cli"
+  echo "RESULT SKIP boot-test/$arch/cli: no $cli (build it: cargo build -p vireo-cli)"
 fi
 
 # --- 3. agent restart ---

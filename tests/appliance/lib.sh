@@ -100,8 +100,11 @@ cleanup() {
   rm -rf "$work"
 }
 
+# Each boot (start_qemu → power_down) is one test in `make test`'s count
+# (tests/ci/run-tiers.sh reads the RESULT lines).
 fail() {
   echo "$test_name: FAIL: $*" >&2
+  echo "RESULT FAIL $test_name/$arch/${boot_name:-setup}: $*"
   echo "----- last console lines ($con) -----" >&2
   tail -n 60 "$con" >&2 || true
   exit 1
@@ -142,6 +145,7 @@ PY
 start_qemu() {
   local name=$1
   shift
+  boot_name=$name
   con=$work/console-$name.log
   rm -f "$work/con.in" "$work/con.out" "$work/mon"
   mkfifo "$work/con.in" "$work/con.out"
@@ -207,6 +211,7 @@ power_down() {
     grep -qaE "$want" "$con" || fail "console lacks /$want/"
   done
   log "powered off: QEMU exited 0 ${t_off_s}s after system_powerdown"
+  echo "RESULT PASS $test_name/$arch/$boot_name"
 }
 
 # The guest-clock stamp of init's first console line matching $1.

@@ -66,9 +66,11 @@ rig-run:
 # regression fails both times.
 rig-test: rig-initramfs
 	@failed=; for j in $(RIG_TEST_JOBS); do \
-	  BUILD=$(BUILD) $(RIG_SRC)/run-rig.sh $$j || { \
-	    echo "rig-test: $$j failed once; running it again"; \
-	    BUILD=$(BUILD) $(RIG_SRC)/run-rig.sh $$j; } || failed="$$failed $$j"; \
+	  if BUILD=$(BUILD) $(RIG_SRC)/run-rig.sh $$j; then echo "RESULT PASS rig/$$j"; \
+	  else echo "rig-test: $$j failed once; running it again"; \
+	    if BUILD=$(BUILD) $(RIG_SRC)/run-rig.sh $$j; then echo "RESULT PASS rig/$$j (on the second run)"; \
+	    else echo "RESULT FAIL rig/$$j"; failed="$$failed $$j"; fi; \
+	  fi; \
 	done; \
 	if [ -n "$$failed" ]; then echo "rig-test: FAILED:$$failed"; exit 1; fi; \
 	echo "rig-test: all passed: $(RIG_TEST_JOBS)"

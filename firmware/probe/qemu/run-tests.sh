@@ -56,9 +56,11 @@ check() {
     if [ -z "$why" ]; then
         passed=$((passed + 1))
         echo "ok   $name"
+        echo "RESULT PASS probe-qemu/$name"
     else
         failed=$((failed + 1))
         echo "FAIL $name: $why (log: $log)"
+        echo "RESULT FAIL probe-qemu/$name: $why"
         KEEP_LOGS=1
     fi
 }
@@ -95,6 +97,7 @@ if [ "$have_shim" = 1 ]; then
     done
 else
     echo "skip linux64: GNU as/ld not found"
+    echo "RESULT SKIP probe-qemu/linux64: GNU as/ld not found (binutils)"
 fi
 
 if [ "${KEEP_LOGS:-0}" = 1 ]; then
