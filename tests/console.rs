@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vireo_tests::{probe_elf, scratch_dir, vmm_binary, wait_with_deadline};
+use vireo_tests::{api_call, probe_elf, scratch_dir, vmm_binary, wait_for, wait_with_deadline};
 
 /// Reads from `stream` until `needle` shows up; returns what was read.
 fn read_until(stream: &mut UnixStream, needle: &str, timeout: Duration) -> String {
@@ -74,5 +74,72 @@ fn socket_console_serves_successive_clients_and_sigterm_cleans_up() {
     assert_eq!(status.code(), Some(0));
     assert!(!console.exists(), "console socket left behind");
     assert!(!api.exists(), "API socket left behind");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A console client that connects and never reads while the guest prints
+/// 10 MiB cannot stall the VM: pause, resume and shutdown each answer
+/// within a second, the guest keeps running (its output is dropped and
+/// counted once the client's socket and the VMM's queue are full), and the
+/// VMM exits 0.
+#[test]
+fn a_console_client_that_never_reads_cannot_stall_the_vm() {
+    const MIB: u64 = 10;
+    let dir = scratch_dir("console-stall");
+    let (console, api) = (dir.join("console.sock"), dir.join("api.sock"));
+    let mut child = Command::new(vmm_binary())
+        .arg("--kernel")
+        .arg(probe_elf())
+        .args([
+            "--memory",
+            "64M",
+            "--cmdline",
+            &format!("probe.spam={MIB} probe.tick"),
+        ])
+        .arg(format!("--serial=socket:{}", console.display()))
+        .arg("--api-socket")
+        .arg(&api)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _silent = connect(&console, Duration::from_secs(10));
+    let stats = |field: &str| -> u64 {
+        let (_, body) = api_call(&api, "GET", "/vm");
+        let at = body
+            .find(&format!("\"{field}\":"))
+            .expect("console stats in GET /vm");
+        body[at + field.len() + 3..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // The guest gets through all of it although nobody reads.
+    wait_for("10 MiB of guest output", Duration::from_secs(300), || {
+        stats("written") >= MIB << 20
+    });
+    assert!(
+        stats("dropped") > 0,
+        "nothing was dropped, so nothing was tested"
+    );
+    for (method, path, code) in [("PUT", "/vm/pause", 204), ("PUT", "/vm/resume", 204)] {
+        let start = Instant::now();
+        assert_eq!(api_call(&api, method, path).0, code, "{path}");
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{path} took {:?}",
+            start.elapsed()
+        );
+    }
+    let start = Instant::now();
+    assert_eq!(api_call(&api, "PUT", "/vm/shutdown").0, 204);
+    let status = wait_with_deadline(&mut child, Duration::from_secs(5));
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "shutdown took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(status.code(), Some(0));
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -4,14 +4,13 @@
 //! corruption (leaked clusters are allowed), and every chunk of every
 //! generation the guest reported as flushed must be on disk.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use vireo_tests::qemu_img::{self, read_as_raw};
-use vireo_tests::{probe_elf, probe_mix, scratch_dir, vmm_binary};
+use vireo_tests::{complete_lines, probe_elf, probe_mix, scratch_dir, vmm_binary};
 
 const DISK_MIB: u64 = 32;
 const CHUNK: usize = 64 << 10;
@@ -72,7 +71,8 @@ fn crash_once(img: &Path, seed: u64, kill_at: u64, jitter: Duration) -> u64 {
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        // The line being printed at the kill is cut short: not parsed.
+        for line in complete_lines(stdout) {
             let _ = tx.send(line);
         }
     });

@@ -7,12 +7,14 @@
 #[path = "netlab/mod.rs"]
 mod netlab;
 
+use std::os::fd::{AsRawFd, RawFd};
+use std::process::Stdio;
 use std::time::Duration;
 
-use std::os::fd::{AsRawFd, RawFd};
-
 use netlab::{bridge_with_tap, open_tap, spawn_echo, Netns};
-use vireo_tests::{probe_elf, run_vmm, ProbeReport, RunResult};
+use vireo_tests::{
+    api_call, probe_elf, run_vmm, scratch_dir, wait_for, wait_with_deadline, ProbeReport, RunResult,
+};
 
 const FRAMES: usize = 10_000;
 const TIMEOUT: Duration = Duration::from_secs(240);
@@ -109,4 +111,62 @@ fn a_missing_interface_is_a_clear_error() {
         assert_eq!(run.status.code(), Some(1), "{spec}\n{}", context(&run));
         assert!(run.stderr.contains(says), "{spec}\n{}", context(&run));
     }
+}
+
+/// An API reboot keeps a passed tap fd (the first boot's device must not
+/// close it) and the NIC's default MAC: the probe's echo passes on both
+/// boots, with the same address, derived from the backend (no mac= given).
+#[test]
+fn reboot_keeps_a_passed_tap_fd_and_the_default_mac() {
+    const COUNT: usize = 1000;
+    let ns = bridge_with_tap("reboot");
+    let tap = open_tap(&ns, "vtap0");
+    let dir = scratch_dir("net-reboot");
+    let (api, console) = (dir.join("api.sock"), dir.join("console.log"));
+    let cmdline = format!("probe.net=echo:{COUNT} probe.hold");
+    let net = format!("fd={}", tap.as_raw_fd());
+    let echo = spawn_echo(&ns, "veth1", COUNT, TIMEOUT);
+    let mut child = ns
+        .probe_command(&cmdline, &net, Some(tap.as_raw_fd()))
+        .arg("--api-socket")
+        .arg(&api)
+        .arg(format!("--serial=file:{}", console.display()))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let serial = || std::fs::read_to_string(&console).unwrap_or_default();
+    let echoed = |boots: usize| {
+        let s = serial();
+        assert!(!s.contains("done fail"), "{s}");
+        s.matches(&format!("PROBE net echo count={COUNT} ok"))
+            .count()
+            >= boots
+    };
+    wait_for("the first boot's echoes", TIMEOUT, || echoed(1));
+    assert_eq!(echo.finish().error, None);
+    let echo = spawn_echo(&ns, "veth1", COUNT, TIMEOUT);
+    assert_eq!(api_call(&api, "PUT", "/vm/reboot").0, 204);
+    wait_for("the second boot's echoes", TIMEOUT, || echoed(2));
+    let log = echo.finish();
+    assert_eq!(log.error, None);
+    assert_eq!(log.seqs.len(), COUNT);
+    assert_eq!(api_call(&api, "PUT", "/vm/shutdown").0, 204);
+    assert_eq!(wait_with_deadline(&mut child, TIMEOUT).code(), Some(0));
+    let report = ProbeReport::parse(&serial());
+    let macs: Vec<String> = report
+        .all("net")
+        .iter()
+        .filter_map(|l| {
+            l.iter()
+                .find_map(|w| w.strip_prefix("mac="))
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(macs.len(), 2, "{}", serial());
+    assert_eq!(
+        macs[0], macs[1],
+        "the NIC changed its MAC across the reboot"
+    );
+    assert!(macs[0].starts_with("02:"), "{}", macs[0]);
+    std::fs::remove_dir_all(dir).unwrap();
 }

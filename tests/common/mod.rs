@@ -91,6 +91,54 @@ fn read_all(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String
     })
 }
 
+/// The complete lines `r` yields, without their `\n`. A last line with no
+/// newline is dropped: a process killed while printing it leaves half a
+/// line, which must never be parsed as if it were whole.
+pub fn complete_lines(r: impl Read) -> impl Iterator<Item = String> {
+    let mut r = std::io::BufReader::new(r);
+    std::iter::from_fn(move || {
+        let mut line = Vec::new();
+        match std::io::BufRead::read_until(&mut r, b'\n', &mut line) {
+            Ok(_) if line.last() == Some(&b'\n') => {
+                line.pop();
+                Some(String::from_utf8_lossy(&line).into_owned())
+            }
+            _ => None,
+        }
+    })
+}
+
+/// One request to a VMM's API socket; returns (status code, body). Panics
+/// if no answer comes within 30 s.
+pub fn api_call(socket: &Path, method: &str, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect to the API socket");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)
+        .unwrap_or_else(|e| panic!("{method} {path}: no answer: {e}"));
+    let status = reply.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Polls `ok` every 20 ms until it holds; panics after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits for `child` up to `timeout`, killing it on expiry (then panics).
 pub fn wait_with_deadline(child: &mut Child, timeout: Duration) -> ExitStatus {
     let start = Instant::now();
@@ -200,4 +248,16 @@ pub fn probe_disk_pattern(seed: u64, mib: usize) -> Vec<u8> {
         })
         .flat_map(u64::to_le_bytes)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::complete_lines;
+
+    #[test]
+    fn a_half_written_last_line_is_not_yielded() {
+        let out = b"PROBE blk stress gen=1\nPROBE blk stress gen=2\nPROBE blk stress gen=";
+        let lines: Vec<String> = complete_lines(&out[..]).collect();
+        assert_eq!(lines, ["PROBE blk stress gen=1", "PROBE blk stress gen=2"]);
+    }
 }

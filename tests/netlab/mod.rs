@@ -62,11 +62,19 @@ impl Netns {
         inherit: Option<RawFd>,
         timeout: Duration,
     ) -> RunResult {
+        let mut cmd = self.probe_command(cmdline, net, inherit);
+        cmd.args(["--serial", "stdio"]);
+        run_captured(&mut cmd, timeout)
+    }
+
+    /// The vireo-vmm command line `run_probe` runs, for callers that add
+    /// their own options (serial, API socket) and spawn it themselves.
+    pub fn probe_command(&self, cmdline: &str, net: &str, inherit: Option<RawFd>) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.name])
             .arg(vmm_binary())
             .args(["--kernel", probe_elf().to_str().unwrap()])
-            .args(["--memory", "64M", "--serial", "stdio", "--cmdline", cmdline])
+            .args(["--memory", "64M", "--cmdline", cmdline])
             .args(["--net", net]);
         if let Some(fd) = inherit {
             // SAFETY: fcntl is async-signal-safe; it touches only the child's fd table.
@@ -77,7 +85,7 @@ impl Netns {
                 });
             }
         }
-        run_captured(&mut cmd, timeout)
+        cmd
     }
 }
 

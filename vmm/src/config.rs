@@ -51,6 +51,9 @@ pub struct DiskConfig {
     pub direct: bool,
     /// Serial number the guest reads with GET_ID (default `diskN`).
     pub id: Option<String>,
+    /// Directory trees a qcow2 backing chain may use besides the image's own.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backing_dirs: Vec<PathBuf>,
 }
 
 impl FromStr for DiskConfig {
@@ -62,6 +65,7 @@ impl FromStr for DiskConfig {
         };
         let (mut path, mut readonly, mut id) = (None, false, None);
         let (mut format, mut direct) = (DiskFormat::Raw, false);
+        let mut backing_dirs = Vec::new();
         for item in s.split(',') {
             match item.split_once('=') {
                 Some(("path", p)) if !p.is_empty() => path = Some(PathBuf::from(p)),
@@ -78,6 +82,7 @@ impl FromStr for DiskConfig {
                     id = Some(n.to_string())
                 }
                 Some(("id", _)) => return Err(err("id must be 1 to 20 bytes")),
+                Some(("backing-dir", d)) if !d.is_empty() => backing_dirs.push(PathBuf::from(d)),
                 _ => return Err(err(&format!("unknown option '{item}'"))),
             }
         }
@@ -88,6 +93,7 @@ impl FromStr for DiskConfig {
             readonly,
             direct,
             id,
+            backing_dirs,
         })
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod arch;
+pub mod backends;
 pub mod config;
 pub mod console;
 pub mod devices;

@@ -17,12 +17,12 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::{self, BootEntry, BootSources, MmioDeviceInfo};
-use crate::config::{DiskConfig, VmConfig};
+use crate::backends::{Backends, OpenDisk};
+use crate::config::VmConfig;
 use crate::devices::bus::{lock, Bus};
 use crate::devices::legacy::serial::{ConsoleOutput, SerialConsole};
 use crate::devices::legacy::EventFdTrigger;
-use crate::devices::virtio::block::disk::{DiskBackend, DiskError, OpenOptions as DiskOpenOptions};
-use crate::devices::virtio::net::{self, Net};
+use crate::devices::virtio::net::NetPort;
 use crate::devices::virtio::VirtioDevice;
 use crate::memory::{self, MemoryError};
 use crate::vcpu::{StopReason, Vcpu, VcpuControl, VcpuThreads};
@@ -57,8 +57,6 @@ pub enum VmError {
     },
     #[error("cannot start the vCPU threads: {0}")]
     Threads(std::io::Error),
-    #[error("cannot open the disk {0}")]
-    Disk(#[from] DiskError),
     #[error("too many disks and networks: this architecture has room for {0} virtio devices")]
     TooManyDevices(u32),
 }
@@ -83,17 +81,6 @@ fn open_regular(what: &'static str, path: &Path) -> Result<File, VmError> {
         return Err(VmError::NotAFile { what, path: shown });
     }
     Ok(file)
-}
-
-/// Opens a disk image in its format: read-write unless the disk is
-/// read-only, so a read-only image file (or mount) can still be used as one.
-fn open_disk(disk: &DiskConfig) -> Result<Box<dyn DiskBackend>, VmError> {
-    let opts = DiskOpenOptions {
-        format: disk.format,
-        readonly: disk.readonly,
-        direct: disk.direct,
-    };
-    Ok(crate::devices::virtio::block::disk::open(&disk.path, opts)?)
 }
 
 /// Event fds the VMM keeps across reboots and hands to each VM it builds.
@@ -130,26 +117,18 @@ fn device_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
     move |source| VmError::Device { what, source }
 }
 
-/// A disk opened before anything else is built, so a bad path fails early.
-struct OpenDisk {
-    backend: Box<dyn DiskBackend>,
-    readonly: bool,
-    id: String,
-}
-
 fn create_devices(
     vm: &VmFd,
     events: &VmEvents,
     memory: &GuestMemoryMmap,
-    disks: Vec<OpenDisk>,
-    nets: Vec<Net>,
+    backends: &Backends,
 ) -> Result<Devices, VmError> {
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(device_err("serial interrupt"))?;
     vm.register_irqfd(&serial_irq, arch::current::SERIAL_GSI)
         .map_err(kvm_call("wire the serial interrupt"))?;
     let serial = Arc::new(Mutex::new(SerialConsole::new(
         EventFdTrigger(serial_irq),
-        ConsoleOutput::Sink,
+        ConsoleOutput::discard(),
     )));
     let mut devices = Devices {
         pio: Bus::default(),
@@ -158,18 +137,12 @@ fn create_devices(
         announced: Vec::new(),
     };
     place_legacy_devices(&mut devices, serial, events)?;
-    let first_net = disks.len();
-    for (slot, disk) in disks.into_iter().enumerate() {
+    let first_net = backends.disks.len();
+    for (slot, disk) in backends.disks.iter().enumerate() {
         place_disk(&mut devices, vm, memory, slot as u32, disk)?;
     }
-    for (n, net) in nets.into_iter().enumerate() {
-        place_virtio(
-            &mut devices,
-            vm,
-            memory,
-            (first_net + n) as u32,
-            Box::new(net),
-        )?;
+    for (n, port) in backends.nets.iter().enumerate() {
+        place_net(&mut devices, vm, memory, (first_net + n) as u32, port)?;
     }
     Ok(devices)
 }
@@ -180,11 +153,22 @@ fn place_disk(
     vm: &VmFd,
     memory: &GuestMemoryMmap,
     slot: u32,
-    disk: OpenDisk,
+    disk: &OpenDisk,
 ) -> Result<(), VmError> {
     use crate::devices::virtio::block::Block;
-    let block = Block::new(disk.backend, disk.readonly, &disk.id).map_err(device_err("disk"))?;
+    let block = Block::new(disk.backend.clone(), disk.readonly, &disk.id);
     place_virtio(devices, vm, memory, slot, Box::new(block))
+}
+
+/// Puts a virtio-net transport on `port` in MMIO slot `slot`.
+fn place_net(
+    devices: &mut Devices,
+    vm: &VmFd,
+    memory: &GuestMemoryMmap,
+    slot: u32,
+    port: &NetPort,
+) -> Result<(), VmError> {
+    place_virtio(devices, vm, memory, slot, Box::new(port.device()))
 }
 
 /// Puts `device` behind a virtio-mmio transport in MMIO slot `slot`, wired to its own GSI.
@@ -279,10 +263,9 @@ fn place_legacy_devices(
     Ok(())
 }
 
-/// Opens (and so checks) every file the VM boots from before anything is
-/// created: kernel, initrd and disks.
-fn open_boot_files(config: &VmConfig) -> Result<(BootSources, Vec<OpenDisk>), VmError> {
-    let sources = BootSources {
+/// Opens (and so checks) the kernel and initrd before anything is created.
+fn open_boot_files(config: &VmConfig) -> Result<BootSources, VmError> {
+    Ok(BootSources {
         kernel: open_regular("kernel", &config.kernel)?,
         initrd: config
             .initrd
@@ -290,37 +273,18 @@ fn open_boot_files(config: &VmConfig) -> Result<(BootSources, Vec<OpenDisk>), Vm
             .map(|p| open_regular("initrd", p))
             .transpose()?,
         cmdline: config.cmdline.clone(),
-    };
-    let disks = config
-        .disks
-        .iter()
-        .enumerate()
-        .map(|(n, d)| {
-            Ok(OpenDisk {
-                backend: open_disk(d)?,
-                readonly: d.readonly,
-                id: d.id.clone().unwrap_or_else(|| format!("disk{n}")),
-            })
-        })
-        .collect::<Result<Vec<_>, VmError>>()?;
-    Ok((sources, disks))
-}
-
-/// Opens every network backend before anything else is built, so a
-/// missing interface fails early, like a missing disk.
-fn open_nets(config: &VmConfig) -> Result<Vec<Net>, VmError> {
-    config
-        .nets
-        .iter()
-        .map(|n| net::open(n).map_err(device_err("network")))
-        .collect()
+    })
 }
 
 impl Vm {
-    /// Builds the VM described by `config`, ready to `start`.
-    pub fn create(config: &VmConfig, events: &VmEvents) -> Result<Self, VmError> {
-        let (sources, disks) = open_boot_files(config)?;
-        let nets = open_nets(config)?;
+    /// Builds the VM described by `config` on the device `backends`, ready
+    /// to `start`.
+    pub fn create(
+        config: &VmConfig,
+        backends: &Backends,
+        events: &VmEvents,
+    ) -> Result<Self, VmError> {
+        let sources = open_boot_files(config)?;
         let kvm = Kvm::new().map_err(VmError::Kvm)?;
         let vm_fd = kvm.create_vm().map_err(kvm_call("create a VM"))?;
         let size = config.memory.0;
@@ -336,7 +300,7 @@ impl Vm {
             .collect::<Result<Vec<VcpuFd>, _>>()?;
         // aarch64 needs its GIC (created here) before irqfds can be wired.
         let arch_vm = arch::current::setup_vm_post_vcpus(&vm_fd, &fds)?;
-        let devices = create_devices(&vm_fd, events, &memory, disks, nets)?;
+        let devices = create_devices(&vm_fd, events, &memory, backends)?;
         let vcpu_count = usize::from(config.vcpus);
         let entry = arch::current::load_guest(&memory, &sources, &devices.announced, vcpu_count)?;
         configure_vcpus(&kvm, &vm_fd, &fds, &entry, &memory)?;

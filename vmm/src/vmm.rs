@@ -10,6 +10,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::api::server::{self, ApiServerHandle};
 use crate::api::{ApiReceiver, ApiRequest, ApiResponse, ApiSender, VmInfo, VmState};
+use crate::backends::{BackendError, Backends};
 use crate::config::VmConfig;
 use crate::console::{Console, ConsoleError};
 use crate::devices::bus::lock;
@@ -22,6 +23,8 @@ pub enum VmmError {
     #[error(transparent)]
     Vm(#[from] VmError),
     #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
     Console(#[from] ConsoleError),
     #[error("cannot start the API server: {0}")]
     Api(String),
@@ -29,6 +32,8 @@ pub enum VmmError {
     EventLoop(String),
     #[error("cannot set up the VMM: {0}")]
     Setup(std::io::Error),
+    #[error("{0}")]
+    Flush(String),
 }
 
 /// How a VM run ended.
@@ -61,9 +66,13 @@ struct Vmm {
     config: VmConfig,
     events: VmEvents,
     stop_signal: EventFd,
-    vm: Vm,
+    /// None only between tearing one boot down and building the next.
+    vm: Option<Vm>,
+    backends: Backends,
     console: Console,
     api: Option<ApiReceiver>,
+    /// Shutdown requests, answered after teardown.
+    shutdown_replies: Vec<mpsc::Sender<ApiResponse>>,
     state: VmState,
     outcome: Option<Outcome>,
 }
@@ -75,6 +84,12 @@ impl Vmm {
         let _ = api.wake.read();
         let pending: Vec<_> = api.requests.try_iter().collect();
         for (request, reply) in pending {
+            if request == ApiRequest::Shutdown && self.state != VmState::ShuttingDown {
+                // Answered once the VM is down and its disks are flushed.
+                self.shutdown_replies.push(reply);
+                self.finish(Outcome::ApiShutdown);
+                continue;
+            }
             let response = self.answer(request);
             // The client may have gone away; nothing to do about it.
             let _ = reply.send(response);
@@ -88,13 +103,14 @@ impl Vmm {
                 state,
                 vcpus: self.config.vcpus,
                 memory_bytes: self.config.memory.0,
+                console: self.console.stats(),
             })),
             (_, VmState::ShuttingDown) => ApiResponse::Conflict("the VM is shutting down".into()),
             (ApiRequest::Pause, VmState::Paused) => {
                 ApiResponse::Conflict("the VM is already paused".into())
             }
             (ApiRequest::Pause, _) => {
-                self.vm.pause();
+                self.with_vm(Vm::pause);
                 self.state = VmState::Paused;
                 ApiResponse::Done
             }
@@ -102,7 +118,7 @@ impl Vmm {
                 ApiResponse::Conflict("the VM is not paused".into())
             }
             (ApiRequest::Resume, _) => {
-                self.vm.resume();
+                self.with_vm(Vm::resume);
                 self.state = VmState::Running;
                 ApiResponse::Done
             }
@@ -121,13 +137,29 @@ impl Vmm {
         }
     }
 
-    /// Rebuilds the VM from its configuration, as a cold reset would.
+    fn with_vm(&self, action: impl FnOnce(&Vm)) {
+        if let Some(vm) = &self.vm {
+            action(vm);
+        }
+    }
+
+    /// Tears the VM down (vCPUs and device workers stopped, guest memory
+    /// freed) and makes what the guest wrote durable.
+    fn teardown(&mut self) -> Result<(), String> {
+        if let Some(mut vm) = self.vm.take() {
+            vm.stop();
+        }
+        self.backends.flush_disks()
+    }
+
+    /// Rebuilds the VM from its configuration, as a cold reset would. The
+    /// old one is gone, its disks flushed, before the new one is built.
     fn reboot(&mut self) -> Result<(), VmmError> {
-        self.vm.stop();
-        self.vm = Vm::create(&self.config, &self.events)?;
-        self.vm
-            .set_console_output(self.console.output().map_err(VmmError::Setup)?);
-        self.vm.start()?;
+        self.teardown().map_err(VmmError::Flush)?;
+        let vm = Vm::create(&self.config, &self.backends, &self.events)?;
+        vm.set_console_output(self.console.output());
+        let vm = self.vm.insert(vm);
+        vm.start()?;
         self.state = VmState::Running;
         Ok(())
     }
@@ -139,7 +171,7 @@ impl Vmm {
 
     fn on_vcpu_stop(&mut self) {
         let _ = self.events.stop.read();
-        let outcome = match self.vm.stop_reason() {
+        let outcome = match self.vm.as_ref().and_then(Vm::stop_reason) {
             Some(StopReason::GuestReset) => Outcome::GuestReset,
             Some(StopReason::GuestPowerOff) => Outcome::GuestPowerOff,
             Some(StopReason::Error(e)) => Outcome::Failed(e),
@@ -151,7 +183,9 @@ impl Vmm {
     fn on_console_input(&mut self, fd: i32, ops: &mut EventOps) {
         match self.console.read_input(fd) {
             Ok(bytes) if !bytes.is_empty() => {
-                lock(&self.vm.serial()).enqueue_input(&bytes);
+                self.with_vm(|vm| {
+                    lock(&vm.serial()).enqueue_input(&bytes);
+                });
             }
             // End of input (or a broken client): stop watching it.
             _ => {
@@ -223,19 +257,22 @@ pub fn run(config: VmConfig) -> Result<Outcome, VmmError> {
         reset: EventFd::new(EFD_NONBLOCK).map_err(VmmError::Setup)?,
     };
     // The VM is built first: a bad kernel or config then leaves nothing behind.
-    let mut vm = Vm::create(&config, &events)?;
+    let backends = Backends::open(&config)?;
+    let mut vm = Vm::create(&config, &backends, &events)?;
     let console = Console::open(&config.serial)?;
     let (api, api_server) = start_api(&config)?;
-    vm.set_console_output(console.output().map_err(VmmError::Setup)?);
+    vm.set_console_output(console.output());
     vm.start()?;
 
     let vmm = Arc::new(Mutex::new(Vmm {
         config,
         events,
         stop_signal,
-        vm,
+        vm: Some(vm),
+        backends,
         console,
         api,
+        shutdown_replies: Vec::new(),
         state: VmState::Running,
         outcome: None,
     }));
@@ -250,8 +287,23 @@ pub fn run(config: VmConfig) -> Result<Outcome, VmmError> {
             break outcome;
         }
     };
-    lock(&vmm).vm.stop();
-    // The API server goes last, so the answer to a shutdown request is sent.
+    // Stopped and flushed before the API answers a shutdown request, so a
+    // client that sees the answer may open the images at once.
+    let flushed = {
+        let mut vmm = lock(&vmm);
+        let flushed = vmm.teardown();
+        let response = match &flushed {
+            Ok(()) => ApiResponse::Done,
+            Err(e) => ApiResponse::Failed(e.clone()),
+        };
+        for reply in vmm.shutdown_replies.drain(..) {
+            let _ = reply.send(response.clone());
+        }
+        flushed
+    };
     drop(api_server);
-    Ok(outcome)
+    Ok(match flushed {
+        Ok(()) => outcome,
+        Err(e) => Outcome::Failed(format!("the VM stopped ({outcome:?}) but {e}")),
+    })
 }

@@ -18,6 +18,16 @@ pub fn inb(port: u16) -> u8 {
     value
 }
 
+/// `rep outsb`: every byte of `bytes` to `port`, in one instruction (a VMM
+/// sees one string I/O exit per page or so instead of one per byte).
+pub fn outsb(port: u16, bytes: &[u8]) {
+    // SAFETY: reads `bytes` only; port I/O touches no other Rust memory.
+    unsafe {
+        asm!("rep outsb", in("dx") port, inout("rsi") bytes.as_ptr() => _,
+             inout("rcx") bytes.len() => _, options(nostack, preserves_flags, readonly))
+    }
+}
+
 /// Point the MMU at a new top-level table (also flushes the TLB).
 ///
 /// # Safety

@@ -49,6 +49,14 @@ fn run(info: &BootInfo) -> ! {
     if let Err(reason) = net::run(info.cmdline()) {
         fail(reason);
     }
+    match options::spam_mib(info.cmdline()) {
+        Ok(0) => {}
+        Ok(mib) => {
+            serial::spam(mib);
+            report("spam mib=").dec(mib).str(" ok").end();
+        }
+        Err(reason) => fail(reason),
+    }
     report("done ok").end();
     match options::after(info.cmdline()) {
         options::After::Exit => exit(true),

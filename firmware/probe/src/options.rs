@@ -12,6 +12,17 @@ pub enum After {
     Tick,
 }
 
+/// `probe.spam=MIB`: MiB of console output to print after the report, or 0.
+pub fn spam_mib(cmdline: &[u8]) -> Result<u64, &'static str> {
+    let mut mib = 0;
+    for word in cmdline.split(|b| *b == b' ') {
+        if let Some(value) = word.strip_prefix(b"probe.spam=") {
+            mib = crate::virtio::parse_dec(value).ok_or("bad probe.spam")?;
+        }
+    }
+    Ok(mib)
+}
+
 /// Finds `probe.hold` or `probe.tick` among the command line's words.
 pub fn after(cmdline: &[u8]) -> After {
     let mut after = After::Exit;

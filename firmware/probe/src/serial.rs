@@ -53,6 +53,21 @@ pub fn write_bytes(bytes: &[u8]) {
     }
 }
 
+/// Prints `mib` MiB of `PROBE spam` lines as fast as the UART takes them:
+/// 4 KiB at a time through `rep outsb`, without waiting for THR-empty (a
+/// VMM's UART is always ready). For tests of a console nobody reads.
+pub fn spam(mib: u64) {
+    const LINE: &[u8; 64] = b"PROBE spam 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdef\n";
+    let mut page = [0u8; 4096];
+    for chunk in page.chunks_mut(LINE.len()) {
+        chunk.copy_from_slice(LINE);
+    }
+    for _ in 0..mib * 256 {
+        crate::cpu::outsb(COM1 + THR, &page);
+    }
+    AT_LINE_START.store(true, Ordering::Relaxed);
+}
+
 /// Start a report line: `PROBE ` followed by `text`.
 pub fn report(text: &str) -> Line {
     if !AT_LINE_START.load(Ordering::Relaxed) {

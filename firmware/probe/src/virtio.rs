@@ -314,6 +314,9 @@ enum BlkMode {
     Stress,
     Trim,
     Bench,
+    /// `write` without the FLUSH: what reaches the image then depends on
+    /// the VMM flushing on its own way out.
+    NoFlush,
 }
 
 /// What `probe.blk=` asks for.
@@ -345,6 +348,7 @@ fn parse_op(spec: &[u8]) -> Option<BlkOp> {
         b"stress" => BlkMode::Stress,
         b"trim" => BlkMode::Trim,
         b"bench" => BlkMode::Bench,
+        b"noflush" => BlkMode::NoFlush,
         _ => return None,
     };
     let seed = parse_dec(parts.next()?)?;
@@ -413,6 +417,7 @@ fn blk_test(dev: &mut Device, op: &BlkOp) -> Result<(), &'static str> {
         BlkMode::Stress => "blk stress mib=",
         BlkMode::Trim => "blk trim mib=",
         BlkMode::Bench => "blk bench mib=",
+        BlkMode::NoFlush => "blk noflush mib=",
     };
     match dev.negotiate().and_then(|()| blk_run(dev, op)) {
         Ok(()) => {
@@ -476,7 +481,9 @@ fn blk_run(dev: &mut Device, op: &BlkOp) -> Result<(), &'static str> {
                 "write ioerr",
             )?;
         }
-        ok(dev.request(T_FLUSH, 0, 0)?, "flush ioerr")?;
+        if op.mode != BlkMode::NoFlush {
+            ok(dev.request(T_FLUSH, 0, 0)?, "flush ioerr")?;
+        }
     }
     for c in 0..chunks {
         ok(

@@ -11,6 +11,7 @@ use serde::Serialize;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::config::VmConfig;
+use crate::console::ConsoleStats;
 
 pub mod server;
 
@@ -40,6 +41,9 @@ pub struct VmInfo {
     pub state: VmState,
     pub vcpus: u8,
     pub memory_bytes: u64,
+    /// Bytes the guest wrote to its console, and those dropped because the
+    /// reader did not keep up.
+    pub console: ConsoleStats,
 }
 
 /// What the event loop answers to an [`ApiRequest`].

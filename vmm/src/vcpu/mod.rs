@@ -130,12 +130,9 @@ impl Vcpu {
     /// One KVM_RUN; `Some` when the VM must stop.
     fn run_once(&mut self) -> Option<StopReason> {
         match self.fd.run() {
-            Ok(VcpuExit::IoIn(port, data)) => {
-                self.pio.read(u64::from(port), data);
-                None
-            }
-            Ok(VcpuExit::IoOut(port, data)) => {
-                self.pio.write(u64::from(port), data);
+            #[cfg(target_arch = "x86_64")]
+            Ok(VcpuExit::IoIn(..) | VcpuExit::IoOut(..)) => {
+                self.port_io();
                 None
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
@@ -174,6 +171,37 @@ impl Vcpu {
 }
 
 impl Vcpu {
+    /// Serves a port I/O exit element by element. kvm-ioctls hands the data
+    /// of a string instruction (`rep outsb`, `rep insw`) as one flat slice
+    /// of count × size bytes; each element is its own access to the port,
+    /// so `kvm_run`'s size and count are read here to split it.
+    #[cfg(target_arch = "x86_64")]
+    fn port_io(&mut self) {
+        let run = self.fd.get_kvm_run();
+        // SAFETY: the exit reason is KVM_EXIT_IO, so `io` is the union
+        // member the kernel filled in.
+        let io = unsafe { run.__bindgen_anon_1.io };
+        let (size, count) = (usize::from(io.size), io.count as usize);
+        if size == 0 {
+            return;
+        }
+        let base = (run as *mut kvm_bindings::kvm_run).cast::<u8>();
+        // SAFETY: the kernel puts count × size data bytes at data_offset
+        // inside the kvm_run page(s) mapped for this vCPU, which outlive
+        // this call; nothing else touches them while the vCPU is out of KVM_RUN.
+        let data = unsafe {
+            std::slice::from_raw_parts_mut(base.add(io.data_offset as usize), size * count)
+        };
+        let port = u64::from(io.port);
+        for element in data.chunks_mut(size) {
+            if u32::from(io.direction) == kvm_bindings::KVM_EXIT_IO_IN {
+                self.pio.read(port, element);
+            } else {
+                self.pio.write(port, element);
+            }
+        }
+    }
+
     /// A triple fault resets the machine like a reboot does, but guests
     /// reboot through the i8042 or PSCI: one here usually means the guest
     /// crashed, so say where it was.

@@ -208,6 +208,7 @@ fn sample_info() -> VmInfo {
         state: VmState::Running,
         vcpus: 2,
         memory_bytes: 512 << 20,
+        console: Default::default(),
     }
 }
 

@@ -1,61 +1,16 @@
 //! The 16550 UART console (vm-superio), wired to stdout, a file, a Unix
 //! socket client, or nothing.
 
-use std::fs::File;
-use std::io::{self, Write};
-use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex};
-
 use vm_superio::serial::NoEvents;
 use vm_superio::Serial;
 
 use super::EventFdTrigger;
-use crate::devices::bus::{lock, BusDevice};
+pub use crate::console::ConsoleOutput;
+use crate::devices::bus::BusDevice;
 
 /// COM1's ports.
 pub const COM1_PORT_BASE: u64 = 0x3f8;
 pub const COM1_PORT_LEN: u64 = 8;
-
-/// The client currently attached to a socket console, if any.
-pub type SocketClient = Arc<Mutex<Option<UnixStream>>>;
-
-/// Where the guest's console bytes go.
-pub enum ConsoleOutput {
-    Stdout(io::Stdout),
-    File(File),
-    /// Bytes written while no client is attached are dropped, like a
-    /// physical serial line with nothing plugged in.
-    Socket(SocketClient),
-    Sink,
-}
-
-impl Write for ConsoleOutput {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Self::Stdout(s) => s.write(buf),
-            Self::File(f) => f.write(buf),
-            Self::Socket(client) => {
-                let mut guard = lock(client);
-                if let Some(stream) = guard.as_mut() {
-                    if stream.write_all(buf).is_err() {
-                        // The client went away; wait for the next one.
-                        *guard = None;
-                    }
-                }
-                Ok(buf.len())
-            }
-            Self::Sink => Ok(buf.len()),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Self::Stdout(s) => s.flush(),
-            Self::File(f) => f.flush(),
-            _ => Ok(()),
-        }
-    }
-}
 
 pub struct SerialConsole(Serial<EventFdTrigger, NoEvents, ConsoleOutput>);
 
@@ -99,13 +54,17 @@ mod tests {
 
     #[test]
     fn bytes_written_by_the_guest_reach_the_file() {
+        use crate::config::SerialOutput;
+        use crate::console::Console;
         let path = std::env::temp_dir().join(format!("vireo-serial-{}", std::process::id()));
-        let file = File::create(&path).unwrap();
+        let console = Console::open(&SerialOutput::File(path.clone())).unwrap();
         let irq = EventFdTrigger(EventFd::new(EFD_NONBLOCK).unwrap());
-        let mut com1 = SerialConsole::new(irq, ConsoleOutput::File(file));
+        let mut com1 = SerialConsole::new(irq, console.output());
         for b in b"hi\n" {
             com1.write(0, &[*b]);
         }
+        // Dropping the console writes out what is queued.
+        drop(console);
         assert_eq!(std::fs::read(&path).unwrap(), b"hi\n");
         std::fs::remove_file(path).unwrap();
     }
@@ -114,7 +73,7 @@ mod tests {
     fn input_is_readable_and_raises_the_interrupt() {
         let evt = EventFd::new(EFD_NONBLOCK).unwrap();
         let irq = EventFdTrigger(evt.try_clone().unwrap());
-        let mut com1 = SerialConsole::new(irq, ConsoleOutput::Sink);
+        let mut com1 = SerialConsole::new(irq, ConsoleOutput::discard());
         com1.write(1, &[0x01]); // IER: received-data interrupt on
         assert_eq!(com1.enqueue_input(b"a"), 1);
         assert!(evt.read().unwrap() >= 1);

@@ -21,12 +21,15 @@ pub enum DiskFormat {
 }
 
 /// How to open a disk image.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
     pub format: DiskFormat,
     pub readonly: bool,
     /// O_DIRECT: bypass the host page cache (the file's own alignment rules apply).
     pub direct: bool,
+    /// Directory trees a qcow2 backing chain may reach besides the image's
+    /// own directory (see `qcow2::backing`).
+    pub backing_dirs: Vec<std::path::PathBuf>,
 }
 
 /// A virtual disk. Offsets and lengths are bytes inside `[0, size())`;

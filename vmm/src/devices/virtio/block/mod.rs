@@ -41,9 +41,10 @@ struct Worker {
     notify: EventFd,
 }
 
-/// The backend outlives workers: a reset stops the worker, a later
-/// activation starts a new one on the same backend.
-type SharedBackend = Arc<Mutex<Box<dyn DiskBackend>>>;
+/// The backend outlives workers and devices: a reset stops the worker, a
+/// later activation starts a new one on the same backend, and a reboot
+/// builds a new device on it (see `crate::backends`).
+pub type SharedBackend = Arc<Mutex<Box<dyn DiskBackend>>>;
 
 pub struct Block {
     backend: SharedBackend,
@@ -58,20 +59,22 @@ pub struct Block {
 impl Block {
     /// `backend` must be writable unless `readonly`; `id` is what
     /// GET_ID returns (cut to 20 bytes).
-    pub fn new(backend: Box<dyn DiskBackend>, readonly: bool, id: &str) -> std::io::Result<Self> {
-        let sectors = backend.size() / SECTOR_SIZE;
-        let discard_granularity = backend.discard_granularity();
+    pub fn new(backend: SharedBackend, readonly: bool, id: &str) -> Self {
+        let (sectors, discard_granularity) = {
+            let b = backend.lock().unwrap_or_else(|e| e.into_inner());
+            (b.size() / SECTOR_SIZE, b.discard_granularity())
+        };
         let mut serial = [0u8; ID_LEN];
         let n = id.len().min(ID_LEN);
         serial[..n].copy_from_slice(&id.as_bytes()[..n]);
-        Ok(Self {
-            backend: Arc::new(Mutex::new(backend)),
+        Self {
+            backend,
             readonly,
             sectors,
             discard_granularity,
             id: serial,
             worker: None,
-        })
+        }
     }
 }
 
@@ -164,8 +167,19 @@ impl VirtioDevice for Block {
 }
 
 impl Drop for Block {
+    /// Stops the worker, then makes everything the guest wrote durable, as
+    /// QEMU does on exit: qcow2 keeps new L1/L2 pointers in memory until a
+    /// flush, so a VM stopped without one would lose its allocating writes.
+    /// (The VMM flushes explicitly on every orderly stop, see
+    /// `Backends::flush_disks`; this covers any other way a device goes.)
     fn drop(&mut self) {
         self.reset();
+        if !self.readonly {
+            let mut backend = self.backend.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = backend.flush() {
+                eprintln!("vireo-vmm: flushing a disk as its device goes away failed: {e}");
+            }
+        }
     }
 }
 

@@ -27,6 +27,11 @@ pub const ID_LEN: usize = 20;
 /// sends at most seg_max + 2; we advertise no seg_max, so it stays below
 /// the queue size anyway).
 pub const MAX_DESCRIPTORS: usize = 128;
+/// Longest transfer one request may carry: the used ring reports the bytes
+/// written into the driver's buffers, plus the status byte, in a u32, so a
+/// longer IN could not be reported (and summing it would overflow). Linux
+/// never comes close (its requests are a few MiB at most).
+pub const MAX_TRANSFER: u64 = (u32::MAX as u64 - 1) / SECTOR_SIZE * SECTOR_SIZE;
 /// Copies go through a bounded bounce buffer: a hostile length never
 /// becomes a huge allocation.
 const CHUNK: usize = 64 << 10;
@@ -105,7 +110,7 @@ fn execute(disk: &mut Disk, mem: &GuestMemoryMmap, descs: &[Descriptor]) -> Resu
 
 /// Checks the data buffers point the right way, are non-empty, and that the
 /// whole transfer is whole sectors inside the disk; returns its disk offset.
-fn check_transfer(
+pub(super) fn check_transfer(
     disk: &Disk,
     sector: u64,
     data: &[Descriptor],
@@ -122,13 +127,13 @@ fn check_transfer(
     let total: u64 = data.iter().map(|d| u64::from(d.len())).sum();
     let start = sector.checked_mul(SECTOR_SIZE).ok_or(err)?;
     let end = start.checked_add(total).ok_or(err)?;
-    if !total.is_multiple_of(SECTOR_SIZE) || end > disk.size {
+    if !total.is_multiple_of(SECTOR_SIZE) || total > MAX_TRANSFER || end > disk.size {
         return Err(err);
     }
     Ok(start)
 }
 
-fn read_sectors(
+pub(super) fn read_sectors(
     disk: &mut Disk,
     mem: &GuestMemoryMmap,
     sector: u64,
@@ -136,17 +141,18 @@ fn read_sectors(
 ) -> Result<u32, u8> {
     let mut pos = check_transfer(disk, sector, data, true)?;
     let mut buf = vec![0u8; CHUNK];
-    let mut written = 0u32;
+    let mut written = 0u64;
     for d in data {
         for (addr, len) in chunks(d) {
             let buf = &mut buf[..len];
             disk.backend.read_at(buf, pos).map_err(host_error)?;
             mem.write_slice(buf, addr).map_err(|_| VIRTIO_BLK_S_IOERR)?;
             pos += len as u64;
-            written += len as u32;
+            written += len as u64;
         }
     }
-    Ok(written)
+    // At most MAX_TRANSFER (check_transfer), so it fits with the status byte.
+    u32::try_from(written).map_err(|_| VIRTIO_BLK_S_IOERR)
 }
 
 fn write_sectors(

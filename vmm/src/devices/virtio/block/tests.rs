@@ -282,12 +282,9 @@ fn malformed_chains_complete_empty() {
 #[test]
 fn activated_device_serves_on_its_worker_thread() {
     let disk = TempDisk::new("thread", &[3u8; 1024 + 100]);
-    let mut blk = Block::new(
-        Box::new(raw::RawDisk::new(disk.open(), false, false).unwrap()),
-        false,
-        "disk0",
-    )
-    .unwrap();
+    let backend: Box<dyn DiskBackend> =
+        Box::new(raw::RawDisk::new(disk.open(), false, false).unwrap());
+    let mut blk = Block::new(Arc::new(Mutex::new(backend)), false, "disk0");
     let rings = VIRTIO_RING_F_INDIRECT_DESC | VIRTIO_RING_F_EVENT_IDX;
     let writes = VIRTIO_BLK_F_DISCARD | VIRTIO_BLK_F_WRITE_ZEROES;
     assert_eq!(
@@ -325,3 +322,69 @@ fn activated_device_serves_on_its_worker_thread() {
 }
 
 mod rings;
+
+/// A disk that claims 16 GiB and counts the reads it is asked for.
+struct CountingDisk {
+    reads: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl DiskBackend for CountingDisk {
+    fn size(&self) -> u64 {
+        16 << 30
+    }
+    fn read_at(&mut self, buf: &mut [u8], _offset: u64) -> std::io::Result<()> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        buf.fill(0);
+        Ok(())
+    }
+    fn write_at(&mut self, _buf: &[u8], _offset: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write_zeroes(&mut self, _: u64, _: u64, _: bool) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn discard(&mut self, _: u64, _: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Data buffers of 4 GiB in all cannot be reported in the used ring's u32
+/// (and summing them overflowed a u32): refused before any byte moves.
+/// virtio-queue 0.18 already cuts a chain at 2^32 bytes (virtio 1.2,
+/// 2.7.5.2), so this is the request code's own bound, tested on its own.
+#[test]
+fn a_transfer_over_4_gib_is_refused_before_any_io() {
+    use virtio_queue::desc::split::Descriptor;
+    let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut backend = CountingDisk {
+        reads: reads.clone(),
+    };
+    let mut disk = Disk {
+        backend: &mut backend,
+        readonly: false,
+        size: 16 << 30,
+        id: &[0; ID_LEN],
+    };
+    let mem = Driver::new().mem;
+    let half = 1u32 << 31;
+    let data = [
+        Descriptor::new(DATA, half, W, 0),
+        Descriptor::new(DATA, half, W, 0),
+    ];
+    assert_eq!(
+        read_sectors(&mut disk, &mem, 0, &data),
+        Err(VIRTIO_BLK_S_IOERR)
+    );
+    assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // The largest transfer allowed still fits, with the status byte, in a u32.
+    let just_under = [
+        Descriptor::new(DATA, half, W, 0),
+        Descriptor::new(DATA, half - 512, W, 0),
+    ];
+    let total: u64 = just_under.iter().map(|d| u64::from(d.len())).sum();
+    assert!(total <= MAX_TRANSFER && MAX_TRANSFER < u64::from(u32::MAX));
+    assert!(check_transfer(&disk, 0, &just_under, true).is_ok());
+}

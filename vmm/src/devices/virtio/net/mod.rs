@@ -6,7 +6,7 @@ mod open;
 pub mod tap;
 mod worker;
 
-pub use open::open;
+pub use open::{open, stable_local_mac, NetPort};
 
 use std::sync::Arc;
 use std::thread::JoinHandle;

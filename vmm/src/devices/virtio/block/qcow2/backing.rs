@@ -1,5 +1,11 @@
 //! Backing files: opened read-only, named relative to the overlay's
 //! directory, any depth of qcow2 over qcow2 over raw, loops refused.
+//!
+//! An image names its own backing file, so an untrusted image could name
+//! `/dev/sda` or `../../etc/shadow` and show it to the guest. Every backing
+//! file (after symlinks are resolved) must therefore lie in the directory
+//! tree of the image the VM was given, or in a tree the operator allowed
+//! (`--disk ...,backing-dir=DIR`; `backing-dir=/` trusts the image fully).
 
 use std::path::{Path, PathBuf};
 
@@ -12,18 +18,47 @@ use super::{has_magic, Qcow2Disk};
 /// each level holds open files and caches.
 const MAX_DEPTH: usize = 64;
 
+/// The images of a chain opened so far, and where backing files may be.
+pub struct Chain {
+    /// Canonical paths of the images above the one being opened.
+    above: Vec<PathBuf>,
+    /// Canonical directory trees backing files may lie in.
+    allowed: Vec<PathBuf>,
+}
+
+impl Chain {
+    /// For the top image at `top`: its own directory plus `extra_dirs`.
+    pub fn new(top: &Path, extra_dirs: &[PathBuf]) -> Result<Self, DiskError> {
+        let canonical = top.canonicalize().map_err(|e| DiskError::io(top, e))?;
+        let mut allowed = vec![canonical.parent().unwrap_or(Path::new("/")).to_path_buf()];
+        for dir in extra_dirs {
+            let dir = dir.canonicalize().map_err(|e| {
+                DiskError::qcow2(top, format!("backing-dir '{}': {e}", dir.display()))
+            })?;
+            allowed.push(dir);
+        }
+        Ok(Self {
+            above: Vec::new(),
+            allowed,
+        })
+    }
+
+    fn permits(&self, canonical: &Path) -> bool {
+        self.allowed.iter().any(|dir| canonical.starts_with(dir))
+    }
+}
+
 /// Opens the backing file `h` names for the image at `path`, if any.
-/// `chain` lists the canonical paths of the images above it.
 pub fn open(
     path: &Path,
     h: &Header,
-    chain: &mut Vec<PathBuf>,
+    chain: &mut Chain,
 ) -> Result<Option<Box<dyn DiskBackend>>, DiskError> {
     let Some(name) = h.backing_file.as_deref() else {
         return Ok(None);
     };
     let me = path.canonicalize().map_err(|e| DiskError::io(path, e))?;
-    chain.push(me);
+    chain.above.push(me);
     let target = resolve(path, name);
     let missing = |e: std::io::Error| {
         DiskError::qcow2(
@@ -32,7 +67,18 @@ pub fn open(
         )
     };
     let canonical = target.canonicalize().map_err(missing)?;
-    if chain.contains(&canonical) {
+    if !chain.permits(&canonical) {
+        return Err(DiskError::qcow2(
+            path,
+            format!(
+                "its backing file '{}' (really '{}') is outside the image's directory and every \
+                 backing-dir; add backing-dir=DIR to the --disk if that file is meant to be used",
+                target.display(),
+                canonical.display()
+            ),
+        ));
+    }
+    if chain.above.contains(&canonical) {
         return Err(DiskError::qcow2(
             path,
             format!(
@@ -41,7 +87,7 @@ pub fn open(
             ),
         ));
     }
-    if chain.len() >= MAX_DEPTH {
+    if chain.above.len() >= MAX_DEPTH {
         return Err(DiskError::qcow2(
             path,
             format!("backing chain deeper than {MAX_DEPTH} images"),

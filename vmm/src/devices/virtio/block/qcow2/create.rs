@@ -75,6 +75,7 @@ fn backing_size(path: &Path, name: &str, format: DiskFormat) -> Result<u64, Disk
         format,
         readonly: true,
         direct: false,
+        ..Default::default()
     };
     let backing = disk::open(&full, opts)
         .map_err(|e| DiskError::qcow2(path, format!("cannot open the backing file {e}")))?;

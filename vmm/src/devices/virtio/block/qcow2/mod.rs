@@ -74,15 +74,17 @@ impl Qcow2Disk {
                 "direct=on is supported for raw disks only",
             ));
         }
-        Self::open_in_chain(file, path, opts.readonly, &mut Vec::new())
+        let mut chain = backing::Chain::new(path, &opts.backing_dirs)?;
+        Self::open_in_chain(file, path, opts.readonly, &mut chain)
     }
 
-    /// `chain` holds the images already open above this one (loop check).
+    /// `chain` holds the images already open above this one (loop check)
+    /// and where their backing files may be.
     fn open_in_chain(
         file: File,
         path: &Path,
         readonly: bool,
-        chain: &mut Vec<std::path::PathBuf>,
+        chain: &mut backing::Chain,
     ) -> Result<Self, DiskError> {
         let bad = |why: String| DiskError::qcow2(path, why);
         let file_len = file.metadata().map_err(|e| DiskError::io(path, e))?.len();

@@ -102,6 +102,7 @@ fn open_rw(path: &Path) -> Box<dyn DiskBackend> {
         format: DiskFormat::Qcow2,
         readonly: false,
         direct: false,
+        ..Default::default()
     };
     disk::open(path, opts).unwrap()
 }
@@ -270,6 +271,7 @@ fn expect_open_error(path: &Path, what: &str) {
         format: DiskFormat::Qcow2,
         readonly: false,
         direct: false,
+        ..Default::default()
     };
     let err = disk::open(path, opts)
         .err()
@@ -468,4 +470,45 @@ fn refcount_table_grows_when_the_file_outgrows_it() {
         "table did not move"
     );
     assert_qemu_reads(&img, &model, "grown");
+}
+
+/// An image may only reach backing files in its own directory tree, or in
+/// a `backing-dir` the operator named: an absolute name, a `..` name and a
+/// symlink out of the tree are refused (image unchanged); inside the tree,
+/// or once allowed, the same chains open.
+#[test]
+fn backing_files_outside_the_image_tree_are_refused_unless_allowed() {
+    let d = Dir::new("confine");
+    let (vm, elsewhere) = (d.path("vm"), d.path("elsewhere"));
+    std::fs::create_dir_all(vm.join("sub")).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let base = elsewhere.join("base.qcow2");
+    qemu_create(&base, &[], Some("1M"));
+    qemu_create(&vm.join("sub/inner.qcow2"), &[], Some("1M"));
+    std::os::unix::fs::symlink(&base, vm.join("link.qcow2")).unwrap();
+    let overlays = [
+        ("abs.qcow2", arg(&base).to_string()),
+        ("rel.qcow2", "../elsewhere/base.qcow2".to_string()),
+        ("via-link.qcow2", "link.qcow2".to_string()),
+    ];
+    for (name, backing) in &overlays {
+        qemu_create(&vm.join(name), &["-b", backing, "-F", "qcow2"], None);
+        expect_open_error(&vm.join(name), "outside the image's directory");
+    }
+    qemu_create(
+        &vm.join("top.qcow2"),
+        &["-b", "sub/inner.qcow2", "-F", "qcow2"],
+        None,
+    );
+    close_clean(open_rw(&vm.join("top.qcow2")), &vm.join("top.qcow2"));
+
+    let allowed = OpenOptions {
+        format: DiskFormat::Qcow2,
+        backing_dirs: vec![elsewhere.clone()],
+        ..Default::default()
+    };
+    for (name, _) in &overlays {
+        let disk = disk::open(&vm.join(name), allowed.clone()).unwrap();
+        close_clean(disk, &vm.join(name));
+    }
 }

@@ -1,5 +1,14 @@
-//! The host side of the serial console: where output goes and where input
-//! comes from (stdin in raw mode, or one client of a Unix socket at a time).
+//! The host side of the serial console: where output goes (through the
+//! queue and writer thread of `output.rs`, so no reader can stall a vCPU)
+//! and where input comes from (stdin in raw mode, or one client of a Unix
+//! socket at a time).
+
+mod output;
+mod sink;
+
+use output::ConsoleWriter;
+pub use output::{ConsoleOutput, ConsoleStats};
+use sink::{Client, Sink, SocketClient};
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -7,13 +16,13 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vmm_sys_util::terminal::Terminal;
 
 use crate::config::SerialOutput;
 use crate::devices::bus::lock;
-use crate::devices::legacy::serial::{ConsoleOutput, SocketClient};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
@@ -23,6 +32,8 @@ pub enum ConsoleError {
     Socket { path: String, source: io::Error },
     #[error("'{0}' already exists and is not a stale socket; refusing to replace it")]
     PathInUse(String),
+    #[error("cannot start the console writer: {0}")]
+    Writer(io::Error),
 }
 
 /// Removes a leftover socket from a crashed run; refuses anything else.
@@ -48,71 +59,63 @@ enum Input {
     },
 }
 
-/// The console's host resources; dropping it restores the terminal and
-/// removes the socket.
+/// The console's host resources; dropping it writes out what the guest
+/// printed last (for a bounded time), restores the terminal and removes
+/// the socket.
 pub struct Console {
+    // Field order is drop order: the writer drains before the input goes.
+    writer: ConsoleWriter,
     input: Input,
-    file: Option<File>,
     client: SocketClient,
+    clients_accepted: AtomicU64,
 }
 
 impl Console {
     pub fn open(spec: &SerialOutput) -> Result<Self, ConsoleError> {
-        let mut console = Console {
-            input: Input::None,
-            file: None,
-            client: Arc::new(Mutex::new(None)),
-        };
-        match spec {
-            SerialOutput::Stdio => {
-                // Raw mode only for a real terminal: keys go to the guest as typed.
-                // SAFETY: isatty only inspects the fd.
-                let is_tty = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
-                let raw = is_tty && io::stdin().lock().set_raw_mode().is_ok();
-                console.input = Input::Stdin { raw };
-            }
-            SerialOutput::File(path) => {
-                let file = OpenOptions::new()
-                    .create(true)
-                    .write(true)
-                    .truncate(true)
-                    .open(path)
-                    .map_err(|source| ConsoleError::File {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
-                console.file = Some(file);
-            }
+        let client: SocketClient = Arc::new(Mutex::new(None));
+        let mut input = Input::None;
+        let sink = match spec {
+            SerialOutput::Stdio => Sink::Stdout,
+            SerialOutput::File(path) => Sink::File(create_output_file(path)?),
             SerialOutput::Socket(path) => {
-                clear_stale_socket(path).map_err(ConsoleError::PathInUse)?;
-                let listener = UnixListener::bind(path).map_err(|source| ConsoleError::Socket {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                listener
-                    .set_nonblocking(true)
-                    .map_err(|source| ConsoleError::Socket {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
-                console.input = Input::Socket {
-                    listener,
-                    path: path.clone(),
-                };
+                input = listen(path)?;
+                Sink::Socket(client.clone())
             }
-            SerialOutput::None => {}
+            SerialOutput::None => Sink::None,
+        };
+        let writer = match ConsoleWriter::start(sink) {
+            Ok(w) => w,
+            Err(e) => {
+                // Nothing may be left behind for a VM that did not start.
+                if let Input::Socket { path, .. } = &input {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(ConsoleError::Writer(e));
+            }
+        };
+        if matches!(spec, SerialOutput::Stdio) {
+            // Raw mode only for a real terminal: keys go to the guest as typed.
+            // SAFETY: isatty only inspects the fd.
+            let is_tty = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
+            let raw = is_tty && io::stdin().lock().set_raw_mode().is_ok();
+            input = Input::Stdin { raw };
         }
-        Ok(console)
+        Ok(Console {
+            writer,
+            input,
+            client,
+            clients_accepted: AtomicU64::new(0),
+        })
     }
 
     /// A writer for the serial device; called again for each (re)boot.
-    pub fn output(&self) -> io::Result<ConsoleOutput> {
-        Ok(match (&self.input, &self.file) {
-            (_, Some(file)) => ConsoleOutput::File(file.try_clone()?),
-            (Input::Stdin { .. }, _) => ConsoleOutput::Stdout(io::stdout()),
-            (Input::Socket { .. }, _) => ConsoleOutput::Socket(self.client.clone()),
-            (Input::None, _) => ConsoleOutput::Sink,
-        })
+    pub fn output(&self) -> ConsoleOutput {
+        self.writer.output()
+    }
+
+    /// Bytes the guest wrote to the console, and those dropped.
+    pub fn stats(&self) -> ConsoleStats {
+        self.output().stats()
     }
 
     /// The fds the event loop watches for console input.
@@ -132,7 +135,8 @@ impl Console {
         };
         let (stream, _) = listener.accept().ok()?;
         let fd = stream.as_raw_fd();
-        *lock(&self.client) = Some(stream);
+        let id = self.clients_accepted.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.client) = Some(Client { id, stream });
         Some(fd)
     }
 
@@ -149,7 +153,7 @@ impl Console {
         } else {
             let mut guard = lock(&self.client);
             match guard.as_mut() {
-                Some(stream) if stream.as_raw_fd() == fd => {
+                Some(Client { stream, .. }) if stream.as_raw_fd() == fd => {
                     let n = stream.read(&mut buf)?;
                     if n == 0 {
                         *guard = None;
@@ -161,6 +165,35 @@ impl Console {
         };
         Ok(buf[..n].to_vec())
     }
+}
+
+fn create_output_file(path: &Path) -> Result<File, ConsoleError> {
+    OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|source| ConsoleError::File {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+fn listen(path: &Path) -> Result<Input, ConsoleError> {
+    let socket_err = |source| ConsoleError::Socket {
+        path: path.display().to_string(),
+        source,
+    };
+    clear_stale_socket(path).map_err(ConsoleError::PathInUse)?;
+    let listener = UnixListener::bind(path).map_err(socket_err)?;
+    if let Err(e) = listener.set_nonblocking(true) {
+        let _ = std::fs::remove_file(path);
+        return Err(socket_err(e));
+    }
+    Ok(Input::Socket {
+        listener,
+        path: path.to_path_buf(),
+    })
 }
 
 impl Drop for Console {

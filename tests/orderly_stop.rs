@@ -1,0 +1,140 @@
+//! What the guest wrote without a FLUSH is on disk after every orderly stop
+//! of the VMM (API shutdown, SIGTERM, API reboot), as QEMU guarantees on
+//! exit: the probe writes a qcow2 image (allocating writes, whose L1/L2
+//! pointers qcow2 keeps in memory until a flush) and never flushes; after
+//! the stop `qemu-img compare` finds the written pattern and `qemu-img
+//! check` a clean image.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use vireo_tests::qemu_img::{arg, check_clean, create, qemu_img};
+use vireo_tests::{
+    api_call, probe_disk_pattern, probe_elf, scratch_dir, vmm_binary, wait_for, wait_with_deadline,
+};
+
+const MIB: usize = 4;
+const SEED: u64 = 21;
+
+struct Vm {
+    child: Child,
+    api: PathBuf,
+    console: PathBuf,
+}
+
+impl Vm {
+    /// The probe writing `image` without FLUSH, then holding.
+    fn start(dir: &Path, image: &Path) -> Self {
+        let (api, console) = (dir.join("api.sock"), dir.join("console.log"));
+        let child = Command::new(vmm_binary())
+            .arg("--kernel")
+            .arg(probe_elf())
+            .args(["--memory", "64M"])
+            .args([
+                "--cmdline",
+                &format!("probe.blk=noflush:{SEED}:{MIB} probe.hold"),
+            ])
+            .args(["--disk", &format!("path={},format=qcow2", image.display())])
+            .arg("--api-socket")
+            .arg(&api)
+            .arg(format!("--serial=file:{}", console.display()))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            api,
+            console,
+        }
+    }
+
+    fn serial(&self) -> String {
+        std::fs::read_to_string(&self.console).unwrap_or_default()
+    }
+
+    fn wait_written(&self, times: usize) {
+        let line = format!("PROBE blk noflush mib={MIB} ok");
+        wait_for(
+            "the probe's unflushed writes",
+            Duration::from_secs(120),
+            || {
+                let serial = self.serial();
+                assert!(!serial.contains("done fail"), "{serial}");
+                serial.matches(&line).count() >= times
+            },
+        );
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The image holds exactly the probe's pattern and is clean.
+fn assert_written(dir: &Path, image: &Path) {
+    let raw = dir.join("want.raw");
+    let mut want = probe_disk_pattern(SEED, MIB);
+    want.resize(16 << 20, 0);
+    std::fs::write(&raw, &want).unwrap();
+    let out = qemu_img(&["compare", "-f", "qcow2", "-F", "raw", arg(image), arg(&raw)]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Images are identical"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    check_clean(image);
+}
+
+fn fresh_image(name: &str) -> (PathBuf, PathBuf) {
+    let dir = scratch_dir(name);
+    let image = dir.join("disk.qcow2");
+    create("qcow2", &image, &[], Some("16M"));
+    (dir, image)
+}
+
+#[test]
+fn unflushed_qcow2_writes_survive_an_api_shutdown() {
+    let (dir, image) = fresh_image("stop-api");
+    let mut vm = Vm::start(&dir, &image);
+    vm.wait_written(1);
+    assert_eq!(api_call(&vm.api, "PUT", "/vm/shutdown").0, 204);
+    // The answer comes after the flush: the image is complete now.
+    assert_written(&dir, &image);
+    let status = wait_with_deadline(&mut vm.child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn unflushed_qcow2_writes_survive_sigterm() {
+    let (dir, image) = fresh_image("stop-term");
+    let mut vm = Vm::start(&dir, &image);
+    vm.wait_written(1);
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(vm.child.id() as i32, libc::SIGTERM) };
+    let status = wait_with_deadline(&mut vm.child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    assert_written(&dir, &image);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A reboot builds the next VM on the same open image only after the old
+/// one is gone and flushed; the second boot reads the first one's writes
+/// (`noflush` reads back what it wrote) and the image stays clean.
+#[test]
+fn unflushed_qcow2_writes_survive_an_api_reboot() {
+    let (dir, image) = fresh_image("stop-reboot");
+    let mut vm = Vm::start(&dir, &image);
+    vm.wait_written(1);
+    assert_eq!(api_call(&vm.api, "PUT", "/vm/reboot").0, 204);
+    vm.wait_written(2);
+    assert_eq!(api_call(&vm.api, "PUT", "/vm/shutdown").0, 204);
+    let status = wait_with_deadline(&mut vm.child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    assert_written(&dir, &image);
+    std::fs::remove_dir_all(dir).unwrap();
+}
