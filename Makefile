@@ -82,7 +82,7 @@ test-chaos: cluster-bins
 
 # Only the tests with Vireo nodes.
 test-interop: cluster-bins
-	$(CARGO) test -p vireo-cluster-tests --no-fail-fast --test interop --test leave --test vireo_rep --test chaos
+	$(CARGO) test -p vireo-cluster-tests --no-fail-fast --test interop --test leave --test vireo_rep --test loaded_start --test chaos
 
 # The daemon and the CLI the cluster tests run (debug builds: the tests pick
 # the newer of target/debug and target/release).
