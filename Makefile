@@ -144,7 +144,8 @@ bench: vmm probe
 bench-cluster: membershipd-release
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench -- cluster
 
-# The bench reads the release daemon; until it exists its rows say "missing".
+# The bench reads the release daemon; until it exists its rows say "missing"
+# and vireo-bench exits 1.
 membershipd-release:
 	@$(CARGO) build --release --bin vireo-membershipd 2>/dev/null || \
-	  echo "vireo-membershipd not built: the Vireo bench rows will say missing"
+	  echo "vireo-membershipd not built: the Vireo bench rows will fail"
