@@ -31,4 +31,19 @@ fn five_loaded_nodes_form_one_ring() {
     let limit = Duration::from_millis(u64::from(c.token_ms + c.consensus_ms) + 3000);
     let (_, took) = wait_for_view(&mut c, &all, &all, true, limit).unwrap();
     eprintln!("one ring of {NODES} {took:?} after the last start");
+    // Legitimate traffic, however heavy, stays far inside the memory bounds:
+    // nothing dropped, and the counters are in the status JSON.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut held = 0;
+    for i in all {
+        let stats = c.status(i).unwrap().stats;
+        assert_eq!(
+            (stats.sort_queue_dropped, stats.foreign_packets_dropped),
+            (0, 0),
+            "node{}: {stats:?}",
+            i + 1
+        );
+        held += stats.sort_queue_bytes;
+    }
+    assert!(held > 0, "no node holds any message under load");
 }

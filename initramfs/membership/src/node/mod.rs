@@ -12,7 +12,7 @@ pub use sync_engine::{SyncEngine, SyncStep, ADVERTISED_SERVICES};
 
 use crate::config::CorosyncConfig;
 use crate::service::ServiceMessage;
-use crate::status::ClusterStatus;
+use crate::status::{ClusterStatus, NodeStats};
 use crate::sync::SyncMessage;
 use crate::totempg::{
     GroupMessage, Packer, Reassembler, TotempgPacket, GROUP_SERVICES, GROUP_SYNC,
@@ -95,6 +95,8 @@ pub struct Node {
     app_pending_packets: usize,
     /// How many application packets totemsrp's queue may hold at once.
     app_feed_limit: usize,
+    /// Delivered packets whose sender is not a member, dropped.
+    foreign_packets_dropped: u64,
     consensus_ms: u32,
     out: Vec<NodeAction>,
 }
@@ -123,6 +125,7 @@ impl Node {
             hold_cancel_due: false,
             app_pending: VecDeque::new(),
             app_pending_packets: 0,
+            foreign_packets_dropped: 0,
             app_feed_limit: config
                 .totem
                 .timers
@@ -205,7 +208,19 @@ impl Node {
             s.quorate = false;
             s.flags.retain(|f| *f != crate::status::QuorumFlag::Quorate);
         }
+        s.stats = self.stats();
         s
+    }
+
+    fn stats(&self) -> NodeStats {
+        let reassembly: usize = self.assembly.values().map(Reassembler::held_bytes).sum();
+        NodeStats {
+            sort_queue_bytes: self.srp.queued_bytes() as u64,
+            sort_queue_dropped: self.srp.queue_dropped(),
+            reassembly_bytes: reassembly as u64,
+            foreign_packets_dropped: self.foreign_packets_dropped,
+            app_pending: self.app_pending.len() as u64,
+        }
     }
 
     fn report(&self) -> ClusterStatus {
@@ -309,6 +324,14 @@ impl Node {
     }
 
     fn deliver_packet(&mut self, sender: u32, payload: &[u8]) {
+        // Reassembly state is kept per sender, and the sender id comes off
+        // the wire: one per configuration member (at most MESSAGE_SIZE_MAX
+        // each) is all legitimate traffic needs; anything else would let a
+        // peer grow the map without end.
+        if !self.members.contains(&sender) {
+            self.foreign_packets_dropped += 1;
+            return;
+        }
         let Ok(packet) = TotempgPacket::decode(payload) else {
             return;
         };
@@ -359,6 +382,8 @@ impl Node {
             ConfigKind::Regular => {
                 self.members = change.members.clone();
                 self.members.sort_unstable();
+                let members = &self.members;
+                self.assembly.retain(|id, _| members.contains(id));
                 self.out.push(NodeAction::Config {
                     ring_id: change.ring_id,
                     members: self.members.clone(),
@@ -410,6 +435,8 @@ fn pack(group: &[u8], payload: Vec<u8>) -> Vec<Vec<u8>> {
 mod sim;
 #[cfg(test)]
 pub(crate) use sim::config_text as sim_config_text;
+#[cfg(test)]
+mod bounds_tests;
 #[cfg(test)]
 mod chaos_tests;
 #[cfg(test)]
