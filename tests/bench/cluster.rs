@@ -15,6 +15,7 @@ use vireo_cluster_tests::node::membershipd_binary;
 use vireo_cluster_tests::{wait_until, wait_until_every, Cluster, ClusterSpec, Kind};
 
 use crate::measure::median;
+use crate::Failures;
 
 const RUNS: usize = 5;
 const SPLIT_RUNS: usize = 3;
@@ -121,8 +122,14 @@ fn split_ms(kind: Kind) -> Result<Vec<f64>, String> {
     Ok(times)
 }
 
-/// One row: Vireo, corosync and their ratio, medians of the runs.
-fn compare_row(name: &str, real: Result<Vec<f64>, String>, vireo: Result<Vec<f64>, String>) {
+/// One row: Vireo, corosync and their ratio, medians of the runs. A side
+/// that could not measure is printed and counted as a failure.
+fn compare_row(
+    failures: &mut Failures,
+    name: &str,
+    real: Result<Vec<f64>, String>,
+    vireo: Result<Vec<f64>, String>,
+) {
     match (real, vireo) {
         (Ok(r), Ok(v)) => {
             let (r, v) = (median(r), median(v));
@@ -131,8 +138,12 @@ fn compare_row(name: &str, real: Result<Vec<f64>, String>, vireo: Result<Vec<f64
         (Ok(r), Err(e)) => {
             println!("{name:<40} missing    {:>8.0} ms", median(r));
             println!("  Vireo: {e}");
+            failures.add(name, &format!("Vireo missing: {e}"));
         }
-        (Err(e), _) => println!("{name:<40} corosync run failed: {e}"),
+        (Err(e), _) => {
+            println!("{name:<40} corosync run failed: {e}");
+            failures.add(name, &format!("corosync run failed: {e}"));
+        }
     }
 }
 
@@ -140,34 +151,39 @@ fn vireo_or_missing(run: impl FnOnce() -> Result<Vec<f64>, String>) -> Result<Ve
     membershipd_binary().and_then(|_| run())
 }
 
-pub fn bench_cluster() {
+pub fn bench_cluster(failures: &mut Failures) {
     println!("\n== cluster: token 1000 ms + 650 ms per node above 2; medians");
     println!(
         "{:<40} {:>11} {:>11} {:>8}",
         "", "Vireo", "corosync", "ratio"
     );
     compare_row(
+        failures,
         &format!("kill -9 1 of {NODES} -> new ring ({RUNS} runs)"),
         failover_ms(Kind::Corosync),
         vireo_or_missing(|| failover_ms(Kind::Vireo)),
     );
     compare_row(
+        failures,
         &format!("split 5 as 2|2|1 -> 3 rings ({SPLIT_RUNS} runs)"),
         split_ms(Kind::Corosync),
         vireo_or_missing(|| split_ms(Kind::Vireo)),
     );
     println!("goal: Vireo <= 1.0x corosync");
-    bench_broadcast();
+    bench_broadcast(failures);
 }
 
 /// Vireo's ordered-broadcast ceiling (also alone: `vireo-bench broadcast`).
-pub fn bench_broadcast() {
+pub fn bench_broadcast(failures: &mut Failures) {
+    let name = "ordered broadcast, 5 Vireo nodes";
     match membershipd_binary().and_then(|_| vireo_throughput()) {
         Ok(rate) => println!(
-            "{:<40} {rate:>8.0} msg/s (offered {} msg/s)",
-            "ordered broadcast, 5 Vireo nodes",
+            "{name:<40} {rate:>8.0} msg/s (offered {} msg/s)",
             SENDERS * 1000 * BURST as usize
         ),
-        Err(e) => println!("Vireo ordered broadcast throughput: missing ({e})"),
+        Err(e) => {
+            println!("{name:<40} missing ({e})");
+            failures.add(name, &format!("missing: {e}"));
+        }
     }
 }

@@ -13,6 +13,7 @@ mod measure;
 mod net;
 mod rig;
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use measure::{median, Sample, Vmm};
@@ -22,6 +23,34 @@ const GUEST_MEMORY_MIB: u64 = 256;
 
 /// Picks one figure out of a sample.
 type Metric = fn(&Sample) -> f64;
+
+/// Rows that could not measure. Each is printed where it happens, with the
+/// reason; the run goes on with the other rows, lists them again at the end
+/// and exits 1, so `make bench` fails instead of printing "missing" and
+/// passing.
+#[derive(Default)]
+pub(crate) struct Failures(Vec<String>);
+
+impl Failures {
+    pub(crate) fn add(&mut self, row: &str, why: &str) {
+        self.0.push(format!("{row}: {why}"));
+    }
+
+    fn finish(self) -> ExitCode {
+        if self.0.is_empty() {
+            return ExitCode::SUCCESS;
+        }
+        println!(
+            "
+== {} row(s) could not measure:",
+            self.0.len()
+        );
+        for f in &self.0 {
+            println!("  {f}");
+        }
+        ExitCode::FAILURE
+    }
+}
 
 pub(crate) fn print_row(name: &str, unit: &str, ours: f64, theirs: f64) {
     let ratio = if theirs > 0.0 {
@@ -69,24 +98,27 @@ fn bench_probe() {
     println!("goals: first byte <= 0.5x QEMU; vireo-vmm overhead <= 5 MiB");
 }
 
-fn main() {
+fn main() -> ExitCode {
+    let mut failures = Failures::default();
     // `vireo-bench cluster|block|net|broadcast`: only those rows (make bench-cluster).
     match std::env::args().nth(1).as_deref() {
-        Some("cluster") => return cluster::bench_cluster(),
-        Some("block") => return bench_block(),
-        Some("net") => return net::bench_net(),
-        Some("broadcast") => return cluster::bench_broadcast(),
-        _ => {}
+        Some("cluster") => cluster::bench_cluster(&mut failures),
+        Some("block") => bench_block(),
+        Some("net") => net::bench_net(&mut failures),
+        Some("broadcast") => cluster::bench_broadcast(&mut failures),
+        _ => {
+            println!(
+                "== vireo bench ({} runs each, guest memory {GUEST_MEMORY_MIB} MiB)",
+                RUNS
+            );
+            bench_probe();
+            bench_block();
+            net::bench_net(&mut failures);
+            rig::bench_linux_in_rig(&mut failures);
+            cluster::bench_cluster(&mut failures);
+        }
     }
-    println!(
-        "== vireo bench ({} runs each, guest memory {GUEST_MEMORY_MIB} MiB)",
-        RUNS
-    );
-    bench_probe();
-    bench_block();
-    net::bench_net();
-    rig::bench_linux_in_rig();
-    cluster::bench_cluster();
+    failures.finish()
 }
 
 fn bench_block() {

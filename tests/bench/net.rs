@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 mod netlab;
 
 use crate::measure::{median, qemu_accel, QEMU_COMMON};
+use crate::Failures;
 use netlab::{bridge_with_tap, spawn_echo, Netns};
 
 const FRAMES: usize = 10_000;
@@ -106,7 +107,7 @@ fn run_once(ns: &Netns, program: &str, args: &[String]) -> Result<f64, String> {
     }
 }
 
-pub fn bench_net() {
+pub fn bench_net(failures: &mut Failures) {
     println!(
         "\n== network: probe echo of {FRAMES} frames through a tap on a bridge, {RUNS} runs each"
     );
@@ -132,6 +133,11 @@ pub fn bench_net() {
         "runs (echoed frames/s): vireo-vmm {:?}, qemu {:?}",
         rates[0], rates[1]
     );
+    for ((name, _), runs) in contenders.iter().zip(&rates) {
+        if runs.is_empty() {
+            failures.add("echoed frames/s", &format!("{name}: no run completed"));
+        }
+    }
     let (ours, theirs) = (median(rates[0].clone()), median(rates[1].clone()));
     crate::print_row("echoed frames/s (median)", "f/s", ours, theirs);
     println!("goal: >= 1.0x QEMU (each echoed frame crosses the device twice)");

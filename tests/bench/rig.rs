@@ -4,8 +4,9 @@
 use std::process::Command;
 
 use crate::measure::median;
+use crate::Failures;
 
-pub fn bench_linux_in_rig() {
+pub fn bench_linux_in_rig(failures: &mut Failures) {
     let root = vireo_tests::repo_root();
     let script = root.join("tests/rig/run-rig.sh");
     println!("\n== Linux guest in the QEMU rig: 5 launches of vireo-vmm (cmdline quiet)");
@@ -21,10 +22,9 @@ pub fn bench_linux_in_rig() {
         .filter_map(|v| v.trim().parse().ok())
         .collect();
     if !out.status.success() || times.is_empty() {
-        println!(
-            "rig bench failed (exit {:?}); console tail:",
-            out.status.code()
-        );
+        let why = format!("rig bench failed (exit {:?})", out.status.code());
+        println!("{why}; console tail:");
+        failures.add("Linux guest in the rig", &why);
         for l in console
             .lines()
             .rev()

@@ -106,6 +106,7 @@ pub fn parse(text: &str) -> Result<ClusterStatus, String> {
         quorum: number("Quorum")?,
         flags: parse_flags(field("Flags")?),
         members,
+        stats: Default::default(),
     })
 }
 

@@ -67,4 +67,25 @@ pub struct ClusterStatus {
     pub flags: Vec<QuorumFlag>,
     /// Current members, sorted by node id.
     pub members: Vec<MemberView>,
+    /// Vireo's own counters; not part of corosync-quorumtool's output.
+    #[serde(default)]
+    pub stats: NodeStats,
+}
+
+/// What a node holds on behalf of its peers and what it refused to hold: the
+/// memory a remote peer can make it use is bounded, and this shows how close
+/// it is to the bounds and what was dropped at them (docs/membership.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// Bytes held in totemsrp's two sort queues (each at most 32 MiB).
+    pub sort_queue_bytes: u64,
+    /// Received MCASTs dropped because a sort queue was at its byte budget.
+    pub sort_queue_dropped: u64,
+    /// Bytes of messages still being reassembled from their fragments.
+    pub reassembly_bytes: u64,
+    /// Delivered packets from a node outside the configuration, dropped
+    /// before reassembly.
+    pub foreign_packets_dropped: u64,
+    /// Application messages waiting for the ring (see Node::broadcast).
+    pub app_pending: u64,
 }

@@ -5,14 +5,14 @@
 mod quorum;
 mod sync_engine;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 pub use quorum::{QuorumEffects, Votequorum, QDEVICE_NODEID};
 pub use sync_engine::{SyncEngine, SyncStep, ADVERTISED_SERVICES};
 
 use crate::config::CorosyncConfig;
 use crate::service::ServiceMessage;
-use crate::status::ClusterStatus;
+use crate::status::{ClusterStatus, NodeStats};
 use crate::sync::SyncMessage;
 use crate::totempg::{
     GroupMessage, Packer, Reassembler, TotempgPacket, GROUP_SERVICES, GROUP_SYNC,
@@ -25,6 +25,10 @@ use crate::wire::{RingId, TotemMessage};
 /// The totempg group Vireo's own ordered messages travel in; corosync nodes are
 /// not in it and ignore them.
 pub const GROUP_VIREO: &[u8] = b"vireo";
+
+/// Application packets a node holds for its client while the ring cannot take
+/// them (totemsrp's own queue holds as many; see [`Node::broadcast`]).
+pub const APP_QUEUE_MAX: usize = totemsrp::NEW_MESSAGE_QUEUE_MAX;
 
 /// Every timer a node runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,6 +87,16 @@ pub struct Node {
     was_operational: bool,
     /// We queued messages since the last token hold cancel.
     hold_cancel_due: bool,
+    /// Application messages not yet handed to totemsrp, oldest first, each
+    /// as its packets: a message goes in whole, so no sync message can land
+    /// between its fragments (the reassembler would drop it).
+    app_pending: VecDeque<Vec<Vec<u8>>>,
+    /// Packets in `app_pending`.
+    app_pending_packets: usize,
+    /// How many application packets totemsrp's queue may hold at once.
+    app_feed_limit: usize,
+    /// Delivered packets whose sender is not a member, dropped.
+    foreign_packets_dropped: u64,
     consensus_ms: u32,
     out: Vec<NodeAction>,
 }
@@ -109,6 +123,14 @@ impl Node {
             consensus_ms,
             was_operational: false,
             hold_cancel_due: false,
+            app_pending: VecDeque::new(),
+            app_pending_packets: 0,
+            foreign_packets_dropped: 0,
+            app_feed_limit: config
+                .totem
+                .timers
+                .window_size
+                .max(config.totem.timers.max_messages) as usize,
             out: Vec::new(),
         }
     }
@@ -145,11 +167,29 @@ impl Node {
         self.take()
     }
 
-    /// Queues an application message for ordered delivery to all members.
+    /// Queues an application message for ordered delivery to all members;
+    /// false (nothing queued, try again later) when [`APP_QUEUE_MAX`] packets
+    /// already wait.
+    ///
+    /// Application messages wait here until the ring is operational and sync
+    /// has completed, as corosync refuses client messages during sync
+    /// (EINPROGRESS) and beyond its queue's reserve (EAGAIN), and even then
+    /// totemsrp gets at most one window of them at a time. Otherwise a busy
+    /// client fills totemsrp's queue ahead of the sync and votequorum messages
+    /// of the next ring, which then wait behind thousands of messages or are
+    /// refused outright, and the new ring never completes sync.
     pub fn broadcast(&mut self, payload: Vec<u8>) -> bool {
-        let ok = self.send_group(GROUP_VIREO, payload);
+        if self.app_pending_packets >= APP_QUEUE_MAX {
+            return false;
+        }
+        let packets = pack(GROUP_VIREO, payload);
+        if self.app_pending_packets + packets.len() > APP_QUEUE_MAX {
+            return false;
+        }
+        self.app_pending_packets += packets.len();
+        self.app_pending.push_back(packets);
         self.absorb(Vec::new());
-        ok
+        true
     }
 
     /// Any actions produced outside a call (none today); kept for symmetry.
@@ -168,7 +208,19 @@ impl Node {
             s.quorate = false;
             s.flags.retain(|f| *f != crate::status::QuorumFlag::Quorate);
         }
+        s.stats = self.stats();
         s
+    }
+
+    fn stats(&self) -> NodeStats {
+        let reassembly: usize = self.assembly.values().map(Reassembler::held_bytes).sum();
+        NodeStats {
+            sort_queue_bytes: self.srp.queued_bytes() as u64,
+            sort_queue_dropped: self.srp.queue_dropped(),
+            reassembly_bytes: reassembly as u64,
+            foreign_packets_dropped: self.foreign_packets_dropped,
+            app_pending: self.app_pending.len() as u64,
+        }
     }
 
     fn report(&self) -> ClusterStatus {
@@ -197,26 +249,54 @@ impl Node {
         std::mem::take(&mut self.out)
     }
 
-    fn send_group(&mut self, group: &[u8], payload: Vec<u8>) -> bool {
-        let mut packer = Packer::new(UDPU_MAX_PACKET_LEN);
-        let mut packets = packer.push_group(&GroupMessage::new(group, payload));
-        packets.extend(packer.flush());
+    /// Queues a protocol message (sync, votequorum) straight into totemsrp:
+    /// it goes before every application packet that has not reached totemsrp
+    /// yet, and cannot be refused, since those hold at most a window there.
+    fn send_group(&mut self, group: &[u8], payload: Vec<u8>) {
         self.hold_cancel_due = true;
-        packets.into_iter().all(|p| self.srp.broadcast(p.encode()))
+        for p in pack(group, payload) {
+            let queued = self.srp.broadcast(p);
+            debug_assert!(queued, "totemsrp refused a protocol message");
+        }
+    }
+
+    /// Hands waiting application messages to totemsrp while it holds fewer
+    /// than the feed limit, once the ring is operational and synchronised.
+    fn feed_application(&mut self) {
+        if self.srp.state() != totemsrp::MembState::Operational || self.sync.in_progress() {
+            return;
+        }
+        while self.srp.backlog() < self.app_feed_limit {
+            let Some(packets) = self.app_pending.pop_front() else {
+                return;
+            };
+            self.app_pending_packets -= packets.len();
+            for p in packets {
+                self.srp.broadcast(p);
+            }
+            self.hold_cancel_due = true;
+        }
     }
 
     /// Turns totemsrp's actions into node actions, running the layers above on
     /// deliveries and configuration changes.
     fn absorb(&mut self, actions: Vec<Action>) {
-        self.absorb_actions(actions);
-        // Whatever we queued (application, sync or votequorum messages) must
-        // not wait for an idle representative's hold retransmit: corosync's
-        // totempg signals every mcast to totemsrp, which sends a token hold
-        // cancel. Done here, after the actions, so the token it frees is
-        // never handled in the middle of a configuration change.
-        while std::mem::take(&mut self.hold_cancel_due) {
-            let actions = self.srp.token_hold_cancel();
+        let mut actions = actions;
+        loop {
             self.absorb_actions(actions);
+            // Sync may have completed, or the token taken what was fed.
+            self.feed_application();
+            // Whatever we queued (application, sync or votequorum messages)
+            // must not wait for an idle representative's hold retransmit:
+            // corosync's totempg signals every mcast to totemsrp, which sends a
+            // token hold cancel. Done here, after the actions, so the token it
+            // frees is never handled in the middle of a configuration change.
+            // Ends: each round needs newly queued messages, and there are
+            // finitely many (at most APP_QUEUE_MAX of them application ones).
+            if !std::mem::take(&mut self.hold_cancel_due) {
+                break;
+            }
+            actions = self.srp.token_hold_cancel();
         }
         let operational = self.srp.state() == totemsrp::MembState::Operational;
         if self.was_operational && !operational {
@@ -244,6 +324,14 @@ impl Node {
     }
 
     fn deliver_packet(&mut self, sender: u32, payload: &[u8]) {
+        // Reassembly state is kept per sender, and the sender id comes off
+        // the wire: one per configuration member (at most MESSAGE_SIZE_MAX
+        // each) is all legitimate traffic needs; anything else would let a
+        // peer grow the map without end.
+        if !self.members.contains(&sender) {
+            self.foreign_packets_dropped += 1;
+            return;
+        }
         let Ok(packet) = TotempgPacket::decode(payload) else {
             return;
         };
@@ -294,6 +382,8 @@ impl Node {
             ConfigKind::Regular => {
                 self.members = change.members.clone();
                 self.members.sort_unstable();
+                let members = &self.members;
+                self.assembly.retain(|id, _| members.contains(id));
                 self.out.push(NodeAction::Config {
                     ring_id: change.ring_id,
                     members: self.members.clone(),
@@ -333,12 +423,24 @@ impl Node {
     }
 }
 
+/// One message cut into totempg packets, each an MCAST payload.
+fn pack(group: &[u8], payload: Vec<u8>) -> Vec<Vec<u8>> {
+    let mut packer = Packer::new(UDPU_MAX_PACKET_LEN);
+    let mut packets = packer.push_group(&GroupMessage::new(group, payload));
+    packets.extend(packer.flush());
+    packets.into_iter().map(|p| p.encode()).collect()
+}
+
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
 pub(crate) use sim::config_text as sim_config_text;
 #[cfg(test)]
+mod bounds_tests;
+#[cfg(test)]
 mod chaos_tests;
+#[cfg(test)]
+mod load_tests;
 #[cfg(test)]
 mod partition_tests;
 #[cfg(test)]

@@ -179,7 +179,12 @@ impl Votequorum {
     pub fn handle_nodeinfo(&mut self, sender: u32, info: NodeInfo) {
         if info.nodeid == QDEVICE_NODEID {
             // No qdevice support: its slot never carries votes here.
-            let _ = sender;
+            return;
+        }
+        if info.nodeid != sender {
+            // corosync nodes send NODEINFO only about themselves (or the
+            // qdevice); one about another node id is forged, and honouring it
+            // would let a peer grow our node table without end.
             return;
         }
         let old = self.nodes.get(&info.nodeid).copied();
@@ -423,6 +428,7 @@ impl Votequorum {
                         .unwrap_or_else(|| id.to_string()),
                 })
                 .collect(),
+            stats: Default::default(),
         }
     }
 }

@@ -57,8 +57,17 @@ pub fn config_text(n: u32, quorum_extra: &str) -> String {
 
 impl Sim {
     pub fn new(n: u32, seed: u64, quorum_extra: &str) -> Self {
+        let mut sim = Sim::stopped(n, seed, quorum_extra);
+        for id in 1..=n {
+            sim.start(id);
+        }
+        sim
+    }
+
+    /// A network of `n` configured nodes, none of them started yet.
+    pub fn stopped(n: u32, seed: u64, quorum_extra: &str) -> Self {
         let config = config::parse(&config_text(n, quorum_extra)).expect("sim config");
-        let mut sim = Sim {
+        Sim {
             now: 0,
             nodes: BTreeMap::new(),
             timers: BTreeMap::new(),
@@ -71,11 +80,7 @@ impl Sim {
             logs: BTreeMap::new(),
             config,
             ring_seqs: BTreeMap::new(),
-        };
-        for id in 1..=n {
-            sim.start(id);
         }
-        sim
     }
 
     fn rand(&mut self, below: u64) -> u64 {
@@ -102,10 +107,12 @@ impl Sim {
         self.in_flight.retain(|p| p.to != id);
     }
 
-    pub fn broadcast(&mut self, id: u32, payload: &[u8]) {
-        if let Some(node) = self.nodes.get_mut(&id) {
-            node.broadcast(payload.to_vec());
-        }
+    /// Offers one application message; false when the node refused it (its
+    /// queue is full) or does not run.
+    pub fn broadcast(&mut self, id: u32, payload: &[u8]) -> bool {
+        self.nodes
+            .get_mut(&id)
+            .is_some_and(|node| node.broadcast(payload.to_vec()))
     }
 
     fn reachable(&self, a: u32, b: u32) -> bool {

@@ -37,6 +37,12 @@ impl Reassembler {
         self.partial.is_some()
     }
 
+    /// Bytes of the message waiting for its next piece (at most
+    /// MESSAGE_SIZE_MAX plus one packet).
+    pub fn held_bytes(&self) -> usize {
+        self.partial.as_ref().map_or(0, |(data, _)| data.len())
+    }
+
     /// Feeds the next packet from this sender, in ring (seq) order.
     pub fn feed(&mut self, packet: &TotempgPacket) -> Assembled {
         let mut out = Assembled::default();

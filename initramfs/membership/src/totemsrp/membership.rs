@@ -177,7 +177,10 @@ impl Srp {
         if sets::equal(&j.proc_list, &self.proc_list)
             && sets::equal(&j.failed_list, &self.failed_list)
         {
-            if !j.is_leave() {
+            // Only proc_list members count towards consensus; recording any
+            // other sender id would let forged joins grow the set without
+            // end (corosync's fixed-size list asserts on overflow).
+            if !j.is_leave() && sets::contains(&self.proc_list, from) {
                 self.consensus.insert(from);
             }
             if self.consensus_agreed() && self.failed_to_recv {
@@ -422,7 +425,7 @@ impl Srp {
             };
             if inner.ring_id == self.old_ring_id && !self.regular.in_use(inner.seq) {
                 let seq = inner.seq;
-                self.regular.add(seq, inner);
+                self.queue_dropped += u64::from(self.regular.add(seq, inner));
                 if super::seq_lt(self.old_ring_state_high_seq_received, seq) {
                     self.old_ring_state_high_seq_received = seq;
                 }

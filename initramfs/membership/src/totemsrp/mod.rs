@@ -23,7 +23,7 @@ use crate::config::Timers;
 use crate::wire::{Mcast, MembCommitToken, RingId, TotemMessage};
 use queue::SortQueue;
 
-pub use queue::{seq_lt, seq_lte};
+pub use queue::{entry_cost, seq_lt, seq_lte, QUEUE_BYTES_MAX, QUEUE_SIZE};
 
 /// The timers totemsrp runs; each is either armed once or not at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -157,6 +157,8 @@ pub struct Srp {
 
     pub(crate) regular: SortQueue,
     pub(crate) recovery: SortQueue,
+    /// Messages the sort queues dropped for their byte budget, ever.
+    pub(crate) queue_dropped: u64,
     pub(crate) new_messages: VecDeque<Vec<u8>>,
     pub(crate) retrans_messages: VecDeque<Mcast>,
 
@@ -233,6 +235,7 @@ impl Srp {
             old_ring_state_high_seq_received: 0,
             regular: SortQueue::new(SEQNO_START_MSG),
             recovery: SortQueue::new(SEQNO_START_MSG),
+            queue_dropped: 0,
             new_messages: VecDeque::new(),
             retrans_messages: VecDeque::new(),
             trc: 0,
@@ -285,6 +288,16 @@ impl Srp {
     /// Number of payloads waiting for the token.
     pub fn backlog(&self) -> usize {
         self.new_messages.len()
+    }
+
+    /// Bytes the two sort queues hold (each at most [`QUEUE_BYTES_MAX`]).
+    pub fn queued_bytes(&self) -> usize {
+        self.regular.bytes() + self.recovery.bytes()
+    }
+
+    /// Received messages dropped because a sort queue was at its byte budget.
+    pub fn queue_dropped(&self) -> u64 {
+        self.queue_dropped
     }
 
     /// Handles one received message. Messages from ourselves are ignored (udpu

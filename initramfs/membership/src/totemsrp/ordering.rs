@@ -263,7 +263,7 @@ impl Srp {
             } else {
                 &mut self.regular
             };
-            queue.add(m.seq, m.clone());
+            self.queue_dropped += u64::from(queue.add(m.seq, m.clone()));
             self.mcast_send(m);
             self.high_seq_received = token.seq;
             sent += 1;
@@ -403,8 +403,9 @@ impl Srp {
         };
         let seq = m.seq;
         if queue.in_range(seq) && !queue.in_use(seq) {
-            queue.add(seq, m);
-            if seq_lt(self.high_seq_received, seq) {
+            self.queue_dropped += u64::from(queue.add(seq, m));
+            // As corosync: only a message we hold raises the high mark.
+            if queue.in_use(seq) && seq_lt(self.high_seq_received, seq) {
                 self.high_seq_received = seq;
             }
         }

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use super::*;
 use crate::config;
-use crate::wire::{self, MessageType};
+use crate::wire::{self, Mcast, MessageType};
 
 fn timers() -> Timers {
     let text = crate::node::sim_config_text(3, "");
@@ -227,4 +227,77 @@ fn mcasts_go_to_the_ring_and_once_a_period_to_everyone() {
         .collect();
     assert_eq!(to, vec![Destination::All, Destination::Members(vec![1, 2])]);
     assert_eq!(w.delivered[1].len(), 3);
+}
+
+/// A peer that knows the ring id (it travels in clear) sends 64 KB MCASTs far
+/// ahead of the window, twice what the sort queue may hold: the queue stays
+/// within its byte budget, counts what it dropped, and the ring still
+/// delivers its own traffic in one order afterwards.
+#[test]
+fn far_ahead_flood_is_bounded_and_the_ring_still_delivers() {
+    let mut w = Wire::new(2);
+    w.settle();
+    let ring = w.nodes[1].ring_id();
+    let payload_len = 64_000;
+    let offered = 2 * QUEUE_BYTES_MAX / payload_len;
+    for k in 0..offered as u32 {
+        let mut header = wire::Header::new(1);
+        header.encapsulated = wire::NOT_ENCAPSULATED;
+        let junk = Mcast {
+            header,
+            system_from: 1,
+            // Spread over the window, well ahead of anything the ring sends.
+            seq: 1000 + k * 7,
+            this_seqno: 0,
+            ring_id: ring,
+            node_id: 0,
+            guarantee: 0,
+            payload: vec![0xee; payload_len],
+        };
+        let a = w.nodes[1].receive(TotemMessage::Mcast(junk));
+        w.apply(2, a);
+        assert!(w.nodes[1].queued_bytes() <= QUEUE_BYTES_MAX);
+    }
+    let held = QUEUE_BYTES_MAX / (payload_len + 128);
+    assert!(w.nodes[1].queued_bytes() > QUEUE_BYTES_MAX - (payload_len + 128));
+    assert_eq!(w.nodes[1].queue_dropped(), (offered - held) as u64);
+    for id in 1..=2u32 {
+        for k in 0..20u8 {
+            w.nodes[id as usize - 1].broadcast(vec![id as u8, k]);
+        }
+        let a = w.nodes[id as usize - 1].token_hold_cancel();
+        w.apply(id, a);
+    }
+    w.settle();
+    assert_eq!(w.delivered[0].len(), 40);
+    assert_eq!(w.delivered[1], w.delivered[0]);
+}
+
+/// Joins that agree with our lists but come from ids outside them (forged:
+/// no crypto on udpu) must not grow the consensus set.
+#[test]
+fn forged_agreeing_joins_do_not_grow_consensus() {
+    let mut srp = Srp::new(7, timers(), 0);
+    srp.start();
+    let join = |from: u32| {
+        TotemMessage::MembJoin(wire::MembJoin {
+            header: wire::Header::new(from),
+            system_from: from,
+            ring_seq: 1,
+            proc_list: vec![1, 7],
+            failed_list: vec![],
+        })
+    };
+    // Node 1 shows up and stays silent afterwards: we gather with [7, 1].
+    srp.receive(join(1));
+    assert_eq!(srp.state(), MembState::Gather);
+    for from in 1000..11_000 {
+        srp.receive(join(from));
+    }
+    assert_eq!(srp.state(), MembState::Gather);
+    assert!(
+        srp.consensus.len() <= srp.proc_list.len(),
+        "{}",
+        srp.consensus.len()
+    );
 }
