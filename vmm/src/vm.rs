@@ -13,7 +13,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::{self, BootEntry, BootSources, MmioDeviceInfo};
@@ -24,6 +23,7 @@ use crate::devices::legacy::serial::{ConsoleOutput, SerialConsole};
 use crate::devices::legacy::EventFdTrigger;
 use crate::devices::virtio::net::NetPort;
 use crate::devices::virtio::VirtioDevice;
+use crate::memory::GuestRam;
 use crate::memory::{self, MemoryError};
 use crate::vcpu::{StopReason, Vcpu, VcpuControl, VcpuThreads};
 
@@ -97,7 +97,7 @@ pub struct Vm {
     vcpus: Vec<Vcpu>,
     control: Arc<VcpuControl>,
     serial: Arc<Mutex<SerialConsole>>,
-    memory: GuestMemoryMmap,
+    memory: GuestRam,
     _arch_vm: arch::current::ArchVm,
     _vm_fd: VmFd,
     _kvm: Kvm,
@@ -120,7 +120,7 @@ fn device_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
 fn create_devices(
     vm: &VmFd,
     events: &VmEvents,
-    memory: &GuestMemoryMmap,
+    memory: &GuestRam,
     backends: &Backends,
 ) -> Result<Devices, VmError> {
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(device_err("serial interrupt"))?;
@@ -151,7 +151,7 @@ fn create_devices(
 fn place_disk(
     devices: &mut Devices,
     vm: &VmFd,
-    memory: &GuestMemoryMmap,
+    memory: &GuestRam,
     slot: u32,
     disk: &OpenDisk,
 ) -> Result<(), VmError> {
@@ -164,7 +164,7 @@ fn place_disk(
 fn place_net(
     devices: &mut Devices,
     vm: &VmFd,
-    memory: &GuestMemoryMmap,
+    memory: &GuestRam,
     slot: u32,
     port: &NetPort,
 ) -> Result<(), VmError> {
@@ -175,7 +175,7 @@ fn place_net(
 fn place_virtio(
     devices: &mut Devices,
     vm: &VmFd,
-    memory: &GuestMemoryMmap,
+    memory: &GuestRam,
     slot: u32,
     device: Box<dyn VirtioDevice>,
 ) -> Result<(), VmError> {
@@ -341,7 +341,7 @@ impl Vm {
         self.serial.clone()
     }
 
-    pub fn memory(&self) -> &GuestMemoryMmap {
+    pub fn memory(&self) -> &GuestRam {
         &self.memory
     }
 
@@ -390,7 +390,7 @@ fn configure_vcpus(
     _vm: &VmFd,
     fds: &[VcpuFd],
     entry: &BootEntry,
-    memory: &GuestMemoryMmap,
+    memory: &GuestRam,
 ) -> Result<(), VmError> {
     let supported = arch::current::supported_cpuid(kvm)?;
     let count = fds.len() as u8;
@@ -406,7 +406,7 @@ fn configure_vcpus(
     vm: &VmFd,
     fds: &[VcpuFd],
     entry: &BootEntry,
-    memory: &GuestMemoryMmap,
+    memory: &GuestRam,
 ) -> Result<(), VmError> {
     for (i, fd) in fds.iter().enumerate() {
         arch::current::configure_vcpu(vm, fd, i, fds.len(), entry, memory)?;

@@ -1,8 +1,17 @@
 //! Guest RAM: anonymous host mappings (vm-memory) registered with KVM.
+//!
+//! Every region carries a dirty bitmap (vm-memory's `AtomicBitmap`): each
+//! write the VMM itself makes into guest memory through vm-memory (a
+//! virtio device filling a buffer, the used ring) marks its pages, so
+//! migration sees those writes as well as the guest's own (KVM's dirty log).
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
+use vm_memory::bitmap::AtomicBitmap;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+/// Guest RAM as the whole VMM sees it.
+pub type GuestRam = GuestMemoryMmap<AtomicBitmap>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
@@ -35,23 +44,20 @@ fn host_memory_bytes() -> Option<u64> {
 /// Maps `regions` (an arch layout of `size` bytes) in this process. Memory is
 /// reserved lazily; a guest larger than the host could ever back is refused
 /// up front instead of dying later under the OOM killer.
-pub fn create(
-    size: u64,
-    regions: &[(GuestAddress, usize)],
-) -> Result<GuestMemoryMmap, MemoryError> {
+pub fn create(size: u64, regions: &[(GuestAddress, usize)]) -> Result<GuestRam, MemoryError> {
     if let Some(host) = host_memory_bytes() {
         if size > host {
             return Err(MemoryError::HostTooSmall { asked: size, host });
         }
     }
-    GuestMemoryMmap::from_ranges(regions).map_err(|e| MemoryError::Mmap {
+    GuestRam::from_ranges(regions).map_err(|e| MemoryError::Mmap {
         asked: size,
         reason: e.to_string(),
     })
 }
 
 /// Hands every region to KVM as a memory slot.
-pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
+pub fn register(vm: &VmFd, mem: &GuestRam) -> Result<(), MemoryError> {
     for (slot, region) in mem.iter().enumerate() {
         let slot = slot as u32;
         let host = region

@@ -8,13 +8,14 @@ use std::os::unix::fs::FileExt;
 use kvm_ioctls::{DeviceFd, VcpuFd, VmFd};
 use linux_loader::loader::pe::PE;
 use linux_loader::loader::KernelLoader;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::fdt::{create_fdt, FdtConfig};
 use super::image::{ImageHeader, HEADER_LEN};
 use super::layout::{self, kvm_mpidr, mpidr_affinity, GicLayout, DRAM_START, KERNEL_BASE};
 use super::{gic, vcpu, Error, Result};
 use crate::arch::{BootEntry, BootProtocol, BootSources, MmioDeviceInfo};
+use crate::memory::GuestRam;
 
 /// What the VM keeps of the aarch64 setup once the vCPUs and GIC exist.
 pub struct ArchVm {
@@ -56,7 +57,7 @@ pub fn setup_vm_post_vcpus(vm: &VmFd, vcpus: &[VcpuFd]) -> Result<ArchVm> {
 /// Loads the kernel at the bottom of RAM, the initrd and the FDT at the top,
 /// and returns where the boot vCPU starts.
 pub fn load_guest(
-    mem: &GuestMemoryMmap,
+    mem: &GuestRam,
     boot: &BootSources,
     devices: &[MmioDeviceInfo],
     vcpu_count: usize,
@@ -100,7 +101,7 @@ pub fn configure_vcpu(
     index: usize,
     _vcpu_count: usize,
     entry: &BootEntry,
-    _mem: &GuestMemoryMmap,
+    _mem: &GuestRam,
 ) -> Result<()> {
     if index != 0 {
         return Ok(());
@@ -109,13 +110,13 @@ pub fn configure_vcpu(
 }
 
 /// Bytes of RAM: memory_regions made one region from DRAM_START up.
-fn ram_size(mem: &GuestMemoryMmap) -> u64 {
+fn ram_size(mem: &GuestRam) -> u64 {
     mem.last_addr().0 + 1 - DRAM_START
 }
 
 /// Copies the Image to KERNEL_BASE + text_offset; returns its entry point
 /// (the first byte of the Image) and the end of its memory footprint.
-fn load_kernel(mem: &GuestMemoryMmap, kernel: &File) -> Result<(GuestAddress, u64)> {
+fn load_kernel(mem: &GuestRam, kernel: &File) -> Result<(GuestAddress, u64)> {
     let mut header = [0u8; HEADER_LEN];
     kernel
         .read_exact_at(&mut header, 0)
@@ -138,7 +139,7 @@ fn load_kernel(mem: &GuestMemoryMmap, kernel: &File) -> Result<(GuestAddress, u6
 
 /// Copies the initrd below the FDT; returns its address and size.
 fn load_initrd(
-    mem: &GuestMemoryMmap,
+    mem: &GuestRam,
     mem_size: u64,
     initrd: &File,
     kernel_end: u64,
@@ -157,7 +158,6 @@ fn load_initrd(
 mod tests {
     use std::io::Write;
 
-    use vm_memory::GuestMemoryMmap;
     use vmm_sys_util::tempfile::TempFile;
 
     use super::*;
@@ -183,11 +183,11 @@ mod tests {
         img
     }
 
-    fn guest(mem_size: u64) -> GuestMemoryMmap {
-        GuestMemoryMmap::from_ranges(&layout::memory_regions(mem_size).unwrap()).unwrap()
+    fn guest(mem_size: u64) -> GuestRam {
+        GuestRam::from_ranges(&layout::memory_regions(mem_size).unwrap()).unwrap()
     }
 
-    fn read_at(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
+    fn read_at(mem: &GuestRam, addr: u64, len: usize) -> Vec<u8> {
         let mut buf = vec![0u8; len];
         mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
         buf

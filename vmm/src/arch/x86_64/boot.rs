@@ -14,11 +14,12 @@ use linux_loader::loader::elf::start_info::{
 };
 use linux_loader::loader::elf::PvhBootCapability;
 use linux_loader::loader::{BzImage, Elf, KernelLoader, KernelLoaderResult};
-use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, ReadVolatile};
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, ReadVolatile};
 
 use super::layout::*;
 use super::memory::{e820_map, low_memory_end, ram_size, E820Entry};
 use crate::arch::{BootEntry, BootProtocol};
+use crate::memory::GuestRam;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -61,7 +62,7 @@ struct LoadedKernel {
     is_elf: bool,
 }
 
-fn load_kernel(mem: &GuestMemoryMmap, kernel: &File) -> Result<LoadedKernel, BootError> {
+fn load_kernel(mem: &GuestRam, kernel: &File) -> Result<LoadedKernel, BootError> {
     let mut file = kernel.try_clone().map_err(BootError::ReadKernel)?;
     let mut magic = [0u8; 4];
     file.seek(SeekFrom::Start(0))
@@ -89,7 +90,7 @@ fn load_kernel(mem: &GuestMemoryMmap, kernel: &File) -> Result<LoadedKernel, Boo
 
 /// Where the initrd goes: as high as the kernel allows in low RAM, page aligned.
 fn place_initrd(
-    mem: &GuestMemoryMmap,
+    mem: &GuestRam,
     kernel: &KernelLoaderResult,
     size: u64,
 ) -> Result<GuestAddress, BootError> {
@@ -108,7 +109,7 @@ fn place_initrd(
 }
 
 fn load_initrd(
-    mem: &GuestMemoryMmap,
+    mem: &GuestRam,
     kernel: &KernelLoaderResult,
     initrd: &File,
 ) -> Result<(GuestAddress, u64), BootError> {
@@ -128,7 +129,7 @@ fn load_initrd(
 }
 
 fn write_cmdline(
-    mem: &GuestMemoryMmap,
+    mem: &GuestRam,
     kernel: &KernelLoaderResult,
     text: &str,
 ) -> Result<usize, BootError> {
@@ -154,7 +155,7 @@ fn write_cmdline(
 }
 
 fn write_pvh_info(
-    mem: &GuestMemoryMmap,
+    mem: &GuestRam,
     map: &[E820Entry],
     initrd: Option<(GuestAddress, u64)>,
 ) -> Result<(), BootError> {
@@ -199,7 +200,7 @@ fn write_pvh_info(
 }
 
 fn write_zero_page(
-    mem: &GuestMemoryMmap,
+    mem: &GuestRam,
     kernel: &KernelLoaderResult,
     map: &[E820Entry],
     cmdline_len: usize,
@@ -237,7 +238,7 @@ fn write_zero_page(
 /// Loads kernel, initrd and command line; writes the protocol's boot info.
 /// Prefers PVH when an ELF kernel offers it, as it needs no page tables.
 pub fn load(
-    mem: &GuestMemoryMmap,
+    mem: &GuestRam,
     kernel_file: &File,
     initrd_file: Option<&File>,
     cmdline: &str,

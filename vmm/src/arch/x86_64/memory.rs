@@ -1,8 +1,9 @@
 //! Guest RAM placement and the e820 map that describes it.
 
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::layout::{EBDA_START, HIGH_MEMORY_START, MMIO_HOLE_END, MMIO_HOLE_START};
+use crate::memory::GuestRam;
 
 pub const E820_RAM: u32 = 1;
 pub const E820_RESERVED: u32 = 2;
@@ -60,7 +61,7 @@ pub fn e820_map(size: u64) -> Vec<E820Entry> {
 }
 
 /// Bytes of RAM the guest has, holes excluded.
-pub fn ram_size(mem: &GuestMemoryMmap) -> u64 {
+pub fn ram_size(mem: &GuestRam) -> u64 {
     mem.iter().map(|r| r.len()).sum()
 }
 

@@ -10,9 +10,10 @@ pub mod regs;
 
 use kvm_bindings::{kvm_pit_config, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestAddress;
 
 use super::{BootEntry, BootSources, MmioDeviceInfo, MmioDeviceKind};
+use crate::memory::GuestRam;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -86,7 +87,7 @@ pub fn supported_cpuid(kvm_fd: &Kvm) -> Result<CpuId, Error> {
 /// Kernel, initrd, command line (with virtio-mmio devices appended), MP table
 /// and the boot protocol's information block.
 pub fn load_guest(
-    mem: &GuestMemoryMmap,
+    mem: &GuestRam,
     sources: &BootSources,
     devices: &[MmioDeviceInfo],
     vcpu_count: usize,
@@ -126,7 +127,7 @@ pub fn configure_vcpu(
     index: u8,
     count: u8,
     entry: &BootEntry,
-    mem: &GuestMemoryMmap,
+    mem: &GuestRam,
 ) -> Result<(), Error> {
     vcpu.set_cpuid2(&cpuid::for_vcpu(supported, index, count))
         .map_err(kvm("set CPUID"))?;

@@ -5,9 +5,10 @@
 //! little-endian, as the spec lays them out) and placed in the EBDA, where
 //! Linux and the probe guest search for the floating pointer.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{IOAPIC_ADDR, IOAPIC_PINS, LAPIC_ADDR};
+use crate::memory::GuestRam;
 
 const SPEC_REV_1_4: u8 = 4;
 const APIC_VERSION: u8 = 0x14;
@@ -140,7 +141,7 @@ pub fn build(base: u64, cpus: u8) -> Result<Vec<u8>, MpTableError> {
 }
 
 /// Writes the MP table for `cpus` CPUs at `base` in guest memory.
-pub fn write(mem: &GuestMemoryMmap, base: u64, cpus: u8) -> Result<(), MpTableError> {
+pub fn write(mem: &GuestRam, base: u64, cpus: u8) -> Result<(), MpTableError> {
     let bytes = build(base, cpus)?;
     mem.write_slice(&bytes, GuestAddress(base))
         .map_err(|_| MpTableError::Write(base))

@@ -3,10 +3,11 @@
 
 use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, Msrs};
 use kvm_ioctls::VcpuFd;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{BOOT_STACK_POINTER, GDT_ADDR, PDPT_ADDR, PD_ADDR, PML4_ADDR};
 use crate::arch::{BootEntry, BootProtocol};
+use crate::memory::GuestRam;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegsError {
@@ -90,7 +91,7 @@ fn gdt(protocol: BootProtocol) -> [u64; 4] {
 }
 
 /// Identity-maps the first 1 GiB with 2 MiB pages for the Linux 64-bit entry.
-fn write_page_tables(mem: &GuestMemoryMmap) -> Result<(), RegsError> {
+fn write_page_tables(mem: &GuestRam) -> Result<(), RegsError> {
     let w = |v: u64, a: u64| {
         mem.write_obj(v, GuestAddress(a))
             .map_err(|_| RegsError::GuestWrite)
@@ -105,11 +106,7 @@ fn write_page_tables(mem: &GuestMemoryMmap) -> Result<(), RegsError> {
 }
 
 /// Segment and control registers for the boot vCPU.
-pub fn setup_sregs(
-    mem: &GuestMemoryMmap,
-    vcpu: &VcpuFd,
-    protocol: BootProtocol,
-) -> Result<(), RegsError> {
+pub fn setup_sregs(mem: &GuestRam, vcpu: &VcpuFd, protocol: BootProtocol) -> Result<(), RegsError> {
     let table = gdt(protocol);
     for (i, d) in table.iter().enumerate() {
         mem.write_obj(*d, GuestAddress(GDT_ADDR + i as u64 * 8))
@@ -261,7 +258,7 @@ mod tests {
 
     #[test]
     fn page_tables_identity_map_the_first_gigabyte() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mem = GuestRam::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         write_page_tables(&mem).unwrap();
         let pml4: u64 = mem.read_obj(GuestAddress(PML4_ADDR)).unwrap();
         assert_eq!(pml4 & !0xfff, PDPT_ADDR);

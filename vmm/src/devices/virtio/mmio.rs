@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{status, ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
 use crate::devices::bus::BusDevice;
+use crate::memory::GuestRam;
 
 /// "virt", little-endian.
 const MAGIC: u32 = 0x7472_6976;
@@ -54,7 +54,7 @@ mod reg {
 
 pub struct MmioTransport {
     device: Box<dyn VirtioDevice>,
-    mem: GuestMemoryMmap,
+    mem: GuestRam,
     interrupt: Arc<Interrupt>,
     queues: Vec<Queue>,
     /// One per queue; a QueueNotify write signals it, the device's worker waits on it.
@@ -70,7 +70,7 @@ impl MmioTransport {
     /// Wraps `device`; `irqfd` must already be registered on the device's GSI.
     pub fn new(
         device: Box<dyn VirtioDevice>,
-        mem: GuestMemoryMmap,
+        mem: GuestRam,
         irqfd: EventFd,
     ) -> std::io::Result<Self> {
         let sizes = device.queue_max_sizes().to_vec();

@@ -1,10 +1,11 @@
 use std::sync::{Arc, Mutex};
 
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::*;
 use crate::devices::virtio::{read_config_bytes, ActivateError, Interrupt, INT_VRING};
+use crate::memory::GuestRam;
 
 /// What the fake device saw, shared with the test.
 #[derive(Default)]
@@ -36,7 +37,7 @@ impl VirtioDevice for Fake {
         features: u64,
         queues: Vec<ActiveQueue>,
         interrupt: Arc<Interrupt>,
-        _mem: GuestMemoryMmap,
+        _mem: GuestRam,
     ) -> Result<(), ActivateError> {
         self.0.lock().unwrap().activated = Some((features, queues.len()));
         interrupt.trigger(INT_VRING);
@@ -49,7 +50,7 @@ impl VirtioDevice for Fake {
 
 fn transport() -> (MmioTransport, Arc<Mutex<Seen>>, EventFd) {
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+    let mem = GuestRam::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
     let irq = EventFd::new(EFD_NONBLOCK).unwrap();
     let t = MmioTransport::new(Box::new(Fake(seen.clone())), mem, irq.try_clone().unwrap());
     (t.unwrap(), seen, irq)

@@ -11,8 +11,8 @@ pub mod net;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::memory::GuestRam;
 use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 /// Feature bit every modern (non-legacy) device and driver must agree on.
@@ -102,7 +102,7 @@ pub trait VirtioDevice: Send {
         features: u64,
         queues: Vec<ActiveQueue>,
         interrupt: std::sync::Arc<Interrupt>,
-        mem: GuestMemoryMmap,
+        mem: GuestRam,
     ) -> Result<(), ActivateError>;
     /// Stops the device (its worker) so it can be activated again.
     fn reset(&mut self);

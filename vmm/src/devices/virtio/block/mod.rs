@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::VIRTIO_F_VERSION_1;
 use super::{read_config_bytes, ActivateError, ActiveQueue, Interrupt, VirtioDevice, INT_VRING};
+use crate::memory::GuestRam;
 use disk::DiskBackend;
 use request::Disk;
 pub use request::{ID_LEN, MAX_RANGES, MAX_RANGE_SECTORS, SECTOR_SIZE};
@@ -127,7 +127,7 @@ impl VirtioDevice for Block {
         features: u64,
         mut queues: Vec<ActiveQueue>,
         interrupt: Arc<Interrupt>,
-        mem: GuestMemoryMmap,
+        mem: GuestRam,
     ) -> Result<(), ActivateError> {
         self.reset();
         let mut q = queues.pop().ok_or(ActivateError::QueueNotReady(0))?;
@@ -190,7 +190,7 @@ struct Serve {
     size: u64,
     id: [u8; ID_LEN],
     queue: Queue,
-    mem: GuestMemoryMmap,
+    mem: GuestRam,
     interrupt: Arc<Interrupt>,
 }
 

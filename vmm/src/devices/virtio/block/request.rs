@@ -5,9 +5,10 @@
 
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::DescriptorChain;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::disk::DiskBackend;
+use crate::memory::GuestRam;
 
 pub const VIRTIO_BLK_T_IN: u32 = 0;
 pub const VIRTIO_BLK_T_OUT: u32 = 1;
@@ -54,11 +55,7 @@ pub struct Disk<'a> {
 
 /// Serves the request in `chain`; returns the number of bytes written into
 /// the driver's buffers (the used-ring length).
-pub fn handle(
-    disk: &mut Disk,
-    mem: &GuestMemoryMmap,
-    chain: DescriptorChain<&GuestMemoryMmap>,
-) -> u32 {
+pub fn handle(disk: &mut Disk, mem: &GuestRam, chain: DescriptorChain<&GuestRam>) -> u32 {
     let descs: Vec<Descriptor> = chain.take(MAX_DESCRIPTORS + 1).collect();
     let Some(status) = status_descriptor(&descs) else {
         // Nowhere to put a status: complete it empty so the driver sees it fail.
@@ -86,7 +83,7 @@ fn status_descriptor(descs: &[Descriptor]) -> Option<Descriptor> {
     ok.then_some(last)
 }
 
-fn execute(disk: &mut Disk, mem: &GuestMemoryMmap, descs: &[Descriptor]) -> Result<u32, u8> {
+fn execute(disk: &mut Disk, mem: &GuestRam, descs: &[Descriptor]) -> Result<u32, u8> {
     let header = descs[0];
     if header.is_write_only() || header.len() < 16 {
         return Err(VIRTIO_BLK_S_IOERR);
@@ -135,7 +132,7 @@ pub(super) fn check_transfer(
 
 pub(super) fn read_sectors(
     disk: &mut Disk,
-    mem: &GuestMemoryMmap,
+    mem: &GuestRam,
     sector: u64,
     data: &[Descriptor],
 ) -> Result<u32, u8> {
@@ -157,7 +154,7 @@ pub(super) fn read_sectors(
 
 fn write_sectors(
     disk: &mut Disk,
-    mem: &GuestMemoryMmap,
+    mem: &GuestRam,
     sector: u64,
     data: &[Descriptor],
 ) -> Result<u32, u8> {
@@ -192,7 +189,7 @@ fn flush(disk: &mut Disk, data: &[Descriptor]) -> Result<u32, u8> {
 /// before any is carried out, so a bad request changes nothing.
 fn zero_ranges(
     disk: &mut Disk,
-    mem: &GuestMemoryMmap,
+    mem: &GuestRam,
     data: &[Descriptor],
     zeroes: bool,
 ) -> Result<u32, u8> {
@@ -241,7 +238,7 @@ fn zero_ranges(
     Ok(0)
 }
 
-fn get_id(disk: &Disk, mem: &GuestMemoryMmap, data: &[Descriptor]) -> Result<u32, u8> {
+fn get_id(disk: &Disk, mem: &GuestRam, data: &[Descriptor]) -> Result<u32, u8> {
     let [d] = data else {
         return Err(VIRTIO_BLK_S_IOERR);
     };

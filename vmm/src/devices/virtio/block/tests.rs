@@ -8,6 +8,7 @@ use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
 use super::request::*;
 use super::*;
+use crate::memory::GuestRam;
 
 const DESC: u64 = 0x1000;
 const AVAIL: u64 = 0x2000;
@@ -53,14 +54,14 @@ impl Drop for TempDisk {
 
 /// The driver's side of one split queue in test memory.
 struct Driver {
-    mem: GuestMemoryMmap,
+    mem: GuestRam,
     next_desc: u16,
     avail_idx: u16,
 }
 
 impl Driver {
     fn new() -> Self {
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
+        let mem = GuestRam::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
         Self {
             mem,
             next_desc: 0,

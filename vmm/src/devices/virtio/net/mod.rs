@@ -11,7 +11,6 @@ pub use open::{open, stable_local_mac, NetPort};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{read_config_bytes, ActivateError, ActiveQueue, Interrupt, VirtioDevice};
@@ -52,6 +51,7 @@ pub mod features {
         | EVENT_IDX
         | VERSION_1;
 }
+use crate::memory::GuestRam;
 use features as f;
 
 /// Whether the accepted `features` respect the spec's dependencies (5.1.3.1):
@@ -142,7 +142,7 @@ impl VirtioDevice for Net {
         features: u64,
         queues: Vec<ActiveQueue>,
         interrupt: Arc<Interrupt>,
-        mem: GuestMemoryMmap,
+        mem: GuestRam,
     ) -> Result<(), ActivateError> {
         self.reset();
         if !features_consistent(features) {

@@ -16,6 +16,7 @@ use super::*;
 use crate::devices::bus::BusDevice;
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::status;
+use crate::memory::GuestRam;
 
 const QSIZE: u16 = 16;
 const MEM_SIZE: u64 = 1 << 20;
@@ -91,7 +92,7 @@ impl Ring {
         q
     }
 
-    fn write_desc(&self, mem: &GuestMemoryMmap, i: u16, d: (u64, u32, u16), next: u16) {
+    fn write_desc(&self, mem: &GuestRam, i: u16, d: (u64, u32, u16), next: u16) {
         let at = self.desc() + u64::from(i) * 16;
         mem.write_obj(d.0, GuestAddress(at)).unwrap();
         mem.write_obj(d.1, GuestAddress(at + 8)).unwrap();
@@ -100,7 +101,7 @@ impl Ring {
     }
 
     /// Chains `bufs` (address, length, flags) and makes the chain available.
-    fn push(&mut self, mem: &GuestMemoryMmap, bufs: &[(u64, u32, u16)]) {
+    fn push(&mut self, mem: &GuestRam, bufs: &[(u64, u32, u16)]) {
         let head = self.next_desc;
         for (i, &(addr, len, flags)) in bufs.iter().enumerate() {
             let idx = (head + i as u16) % QSIZE;
@@ -111,7 +112,7 @@ impl Ring {
         self.publish(mem, head);
     }
 
-    fn publish(&mut self, mem: &GuestMemoryMmap, head: u16) {
+    fn publish(&mut self, mem: &GuestRam, head: u16) {
         let slot = self.avail() + 4 + u64::from(self.avail_idx % QSIZE) * 2;
         mem.write_obj(head, GuestAddress(slot)).unwrap();
         self.avail_idx = self.avail_idx.wrapping_add(1);
@@ -119,12 +120,12 @@ impl Ring {
             .unwrap();
     }
 
-    fn used_idx(&self, mem: &GuestMemoryMmap) -> u16 {
+    fn used_idx(&self, mem: &GuestRam) -> u16 {
         mem.read_obj(GuestAddress(self.used() + 2)).unwrap()
     }
 
     /// (head, length) of used element `n`.
-    fn used_elem(&self, mem: &GuestMemoryMmap, n: u16) -> (u32, u32) {
+    fn used_elem(&self, mem: &GuestRam, n: u16) -> (u32, u32) {
         let at = self.used() + 4 + u64::from(n % QSIZE) * 8;
         let id = mem.read_obj(GuestAddress(at)).unwrap();
         (id, mem.read_obj(GuestAddress(at + 4)).unwrap())
@@ -134,14 +135,14 @@ impl Ring {
 struct Rig {
     worker: Worker,
     wire: File,
-    mem: GuestMemoryMmap,
+    mem: GuestRam,
     rx: Ring,
     tx: Ring,
     irq: EventFd,
 }
 
 fn rig(features: u64) -> Rig {
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
+    let mem = GuestRam::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
     let (dev_end, wire) = socket_pair();
     let irq = EventFd::new(EFD_NONBLOCK).unwrap();
     let (rx, tx) = (Ring::new(RX_RING), Ring::new(TX_RING));
@@ -422,12 +423,12 @@ fn event_idx_suppresses_interrupts_the_driver_did_not_ask_for() {
 /// A net device behind its transport, with the guest memory and the wire end.
 struct Machine {
     t: MmioTransport,
-    mem: GuestMemoryMmap,
+    mem: GuestRam,
     wire: File,
 }
 
 fn machine() -> Machine {
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
+    let mem = GuestRam::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
     let (dev_end, wire) = socket_pair();
     let net = Net::new(
         Arc::new(FakeTap { file: dev_end }),

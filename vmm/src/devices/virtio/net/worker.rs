@@ -17,12 +17,13 @@ use std::sync::Arc;
 
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
-use vm_memory::{Bytes, GuestMemory, GuestMemoryMmap, Permissions};
+use vm_memory::{Bytes, GuestMemory, Permissions};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::features as f;
 use super::tap::{NetBackend, VNET_HDR_LEN};
 use crate::devices::virtio::{Interrupt, INT_VRING};
+use crate::memory::GuestRam;
 
 /// Largest frame either way: a 64 KiB GSO packet, its Ethernet and VLAN
 /// headers, and the vnet header.
@@ -43,7 +44,7 @@ pub struct Worker {
     pub tap: Arc<dyn NetBackend>,
     pub rx: Queue,
     pub tx: Queue,
-    pub mem: GuestMemoryMmap,
+    pub mem: GuestRam,
     pub interrupt: Arc<Interrupt>,
     /// The features the driver accepted.
     pub features: u64,
@@ -67,7 +68,7 @@ impl Worker {
         tap: Arc<dyn NetBackend>,
         rx: Queue,
         tx: Queue,
-        mem: GuestMemoryMmap,
+        mem: GuestRam,
         interrupt: Arc<Interrupt>,
         features: u64,
     ) -> Self {
@@ -322,7 +323,7 @@ impl Worker {
 /// Every descriptor of `chain`, or None if it was cut short: the iterator
 /// stops after as many descriptors as the queue holds, so a loop or a chain
 /// longer than the queue ends on a descriptor that still says "next".
-fn whole_chain(chain: DescriptorChain<&GuestMemoryMmap>) -> Option<Vec<Descriptor>> {
+fn whole_chain(chain: DescriptorChain<&GuestRam>) -> Option<Vec<Descriptor>> {
     let descs: Vec<Descriptor> = chain.collect();
     match descs.last() {
         Some(last) if !last.has_next() => Some(descs),
