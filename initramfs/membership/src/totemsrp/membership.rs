@@ -55,9 +55,18 @@ impl Srp {
                 .copied()
                 .filter(|id| !self.consensus.contains(id))
                 .collect();
-            sets::merge(&mut self.failed_list, &silent);
+            self.mark_failed(&silent);
             self.gather_enter();
         }
+    }
+
+    /// Adds ids to the failed list, never ourselves: with us failed, proc −
+    /// failed lacks us, consensus is "agreed" with nobody to send the commit
+    /// token and the gather never ends (corosync asserts on it). Only a
+    /// failure to receive and a leave put us there, on purpose.
+    fn mark_failed(&mut self, ids: &[u32]) {
+        let others = sets::subtract(ids, &[self.my_id]);
+        sets::merge(&mut self.failed_list, &others);
     }
 
     pub(crate) fn token_loss_timeout(&mut self) {
@@ -200,10 +209,12 @@ impl Srp {
         } else {
             sets::merge(&mut self.proc_list, &j.proc_list);
             if sets::contains(&j.failed_list, self.my_id) {
-                sets::merge(&mut self.failed_list, &[from]);
+                // The sender thinks we failed: we count it failed in turn. A
+                // join claiming to be ours (udpu has no crypto) is no peer.
+                self.mark_failed(&[from]);
             } else if sets::contains(&self.memb_list, from) {
                 // A member of our ring: trust its view of who failed.
-                sets::merge(&mut self.failed_list, &j.failed_list);
+                self.mark_failed(&j.failed_list);
             }
             self.gather_enter();
             gathered = true;

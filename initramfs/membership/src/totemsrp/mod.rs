@@ -11,6 +11,8 @@
 //! holds the token, message ordering, retransmission and flow control; `queue` the
 //! sort queue and corosync's wrapping sequence comparisons.
 
+#[cfg(test)]
+mod gather_tests;
 mod membership;
 mod ordering;
 mod queue;
@@ -334,7 +336,15 @@ impl Srp {
                     self.arm(Timer::Join, self.timers.join);
                 }
             }
-            Timer::Consensus => self.consensus_timeout_expired(),
+            Timer::Consensus => {
+                // corosync deletes this timer when it leaves gather. A late
+                // one elsewhere would find the consensus set that
+                // operational_enter emptied, count every member silent, us
+                // included, and leave us gathering with ourselves failed.
+                if self.state == MembState::Gather {
+                    self.consensus_timeout_expired();
+                }
+            }
             Timer::McastToAll => {
                 if self.state == MembState::Operational {
                     self.mcast_to_all_due = true;
