@@ -132,6 +132,9 @@ impl Srp {
     /// A message from outside our ring: in operational, regather with the sender;
     /// in gather, add it if new.
     pub(crate) fn foreign_sender(&mut self, from: u32) {
+        if !self.listed(from) {
+            return;
+        }
         match self.state {
             MembState::Operational => {
                 sets::merge(&mut self.proc_list, &[from]);
@@ -145,7 +148,16 @@ impl Srp {
         }
     }
 
-    pub(crate) fn handle_join(&mut self, j: MembJoin) {
+    pub(crate) fn handle_join(&mut self, mut j: MembJoin) {
+        // Unlike corosync, which drops only datagrams from unlisted addresses
+        // and takes any id inside a listed node's join: such an id can never
+        // agree nor be failed by everyone at once, and enough of them fill
+        // the capped lists so that silent members can no longer be failed.
+        if !self.listed(j.system_from) {
+            return;
+        }
+        j.proc_list.retain(|id| self.listed(*id));
+        j.failed_list.retain(|id| self.listed(*id));
         if self.token_ring_id_seq < j.ring_seq {
             self.token_ring_id_seq = j.ring_seq;
         }
@@ -333,6 +345,10 @@ impl Srp {
 
     pub(crate) fn handle_commit_token(&mut self, c: MembCommitToken) {
         let addrs: Vec<u32> = c.members.iter().map(|(id, _)| *id).collect();
+        // A ring with a member we have no address for is none we can be in.
+        if !addrs.iter().all(|id| self.listed(*id)) {
+            return;
+        }
         match self.state {
             MembState::Operational => {}
             MembState::Gather => {

@@ -169,6 +169,11 @@ pub struct Srp {
     pub(crate) pbl: u32,
     pub(crate) cbl: u32,
 
+    /// The node ids of the nodelist, when known: on udpu an id outside it has
+    /// no address and can never be a member, so it never enters our sets
+    /// (None: any id, for instances run without a configuration).
+    pub(crate) nodelist: Option<BTreeSet<u32>>,
+
     pub(crate) out: Vec<Action>,
     /// Messages to ourselves: our own joins and hold cancels (udpu sends them to
     /// every member, us included, and the protocol counts on seeing them) and a
@@ -243,9 +248,24 @@ impl Srp {
             trc: 0,
             pbl: 0,
             cbl: 0,
+            nodelist: None,
             out: Vec::new(),
             loopback: VecDeque::new(),
         }
+    }
+
+    /// Restricts the ids a received join, commit token or foreign message may
+    /// bring into our sets to these (the configured nodelist, ourselves
+    /// included).
+    pub fn set_nodelist(&mut self, ids: impl IntoIterator<Item = u32>) {
+        let mut ids: BTreeSet<u32> = ids.into_iter().collect();
+        ids.insert(self.my_id);
+        self.nodelist = Some(ids);
+    }
+
+    /// Whether `id` could be a member: in the nodelist, or any id without one.
+    pub(crate) fn listed(&self, id: u32) -> bool {
+        self.nodelist.as_ref().is_none_or(|l| l.contains(&id))
     }
 
     /// Lets a held token go on at once when a retransmission is needed
