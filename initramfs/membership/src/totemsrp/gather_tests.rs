@@ -169,3 +169,15 @@ fn a_foreign_ring_message_from_an_unlisted_id_is_ignored() {
     assert_eq!(srp.state(), MembState::Operational);
     assert_eq!(srp.proc_list, [7]);
 }
+
+/// A join's ring seq comes off the wire and the commit token adds 4 to the
+/// highest seen: at the top of u64 that wraps, as corosync's unsigned
+/// arithmetic does, instead of panicking (debug builds check overflow).
+#[test]
+fn a_ring_seq_at_the_top_of_u64_wraps() {
+    let mut srp = Srp::new(7, timers(), 0);
+    let mut a = srp.start();
+    a.extend(srp.receive(join(1, u64::MAX - 1, vec![1], vec![])));
+    assert!(alone_until_operational(&mut srp, a));
+    assert_eq!(srp.ring_id().seq, 2);
+}

@@ -252,7 +252,9 @@ impl Srp {
             token_seq: 0,
             ring_id: RingId {
                 rep: self.my_id,
-                seq: self.token_ring_id_seq + 4,
+                // The highest seq seen comes off the wire: wrap, as corosync's
+                // unsigned arithmetic does, rather than panic.
+                seq: self.token_ring_id_seq.wrapping_add(4),
             },
             retrans_flg: 0,
             memb_index: 0,
