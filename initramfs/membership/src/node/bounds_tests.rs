@@ -1,11 +1,14 @@
 //! What a remote peer can make a node hold above totemsrp: reassembly state
 //! and votequorum's node table stay bounded by the configuration's members,
-//! whatever sender ids the delivered messages claim.
+//! whatever sender ids the delivered messages claim; and totemsrp's join
+//! lists by the nodelist.
 
-use super::Node;
+use super::{Node, NodeAction};
 use crate::config;
 use crate::totempg::TotempgPacket;
+use crate::totemsrp::Destination;
 use crate::votequorum::{NodeInfo, VotequorumMessage};
+use crate::wire::{Header, MembJoin, TotemMessage};
 
 fn lone_node() -> Node {
     let cfg = config::parse(&super::sim_config_text(3, "")).unwrap();
@@ -60,5 +63,29 @@ fn nodeinfo_about_another_node_is_ignored() {
     assert_eq!(
         (after.total_votes, after.quorate, after.highest_expected),
         (before.total_votes, before.quorate, before.highest_expected)
+    );
+}
+
+#[test]
+fn joins_carry_only_nodelist_ids() {
+    let mut node = lone_node();
+    node.start();
+    // Node 2 (listed) names ids the nodelist (1..=3) does not have.
+    let join = MembJoin {
+        header: Header::new(2),
+        system_from: 2,
+        ring_seq: 1,
+        proc_list: vec![2, 77, 1],
+        failed_list: vec![78],
+    };
+    let actions = node.receive(TotemMessage::MembJoin(join));
+    let ours = actions.iter().find_map(|a| match a {
+        NodeAction::Send(Destination::All, TotemMessage::MembJoin(j)) => Some(j),
+        _ => None,
+    });
+    let ours = ours.expect("node 1 regathers with node 2");
+    assert_eq!(
+        (&ours.proc_list[..], &ours.failed_list[..]),
+        (&[1, 2][..], &[][..])
     );
 }

@@ -105,6 +105,7 @@ impl Node {
     pub fn new(config: &CorosyncConfig, my_id: u32, stored_ring_seq: u64) -> Self {
         let mut srp = Srp::new(my_id, config.totem.timers, stored_ring_seq);
         srp.set_cancel_hold_on_retransmit(config.totem.cancel_token_hold_on_retransmit);
+        srp.set_nodelist(config.nodes.iter().map(|n| n.nodeid));
         let initial_ring = srp.ring_id();
         // A few join periods past consensus: a ring that is merely reforming is
         // operational again by then.

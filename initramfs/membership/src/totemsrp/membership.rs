@@ -55,9 +55,18 @@ impl Srp {
                 .copied()
                 .filter(|id| !self.consensus.contains(id))
                 .collect();
-            sets::merge(&mut self.failed_list, &silent);
+            self.mark_failed(&silent);
             self.gather_enter();
         }
+    }
+
+    /// Adds ids to the failed list, never ourselves: with us failed, proc −
+    /// failed lacks us, consensus is "agreed" with nobody to send the commit
+    /// token and the gather never ends (corosync asserts on it). Only a
+    /// failure to receive and a leave put us there, on purpose.
+    fn mark_failed(&mut self, ids: &[u32]) {
+        let others = sets::subtract(ids, &[self.my_id]);
+        sets::merge(&mut self.failed_list, &others);
     }
 
     pub(crate) fn token_loss_timeout(&mut self) {
@@ -123,6 +132,9 @@ impl Srp {
     /// A message from outside our ring: in operational, regather with the sender;
     /// in gather, add it if new.
     pub(crate) fn foreign_sender(&mut self, from: u32) {
+        if !self.listed(from) {
+            return;
+        }
         match self.state {
             MembState::Operational => {
                 sets::merge(&mut self.proc_list, &[from]);
@@ -136,7 +148,16 @@ impl Srp {
         }
     }
 
-    pub(crate) fn handle_join(&mut self, j: MembJoin) {
+    pub(crate) fn handle_join(&mut self, mut j: MembJoin) {
+        // Unlike corosync, which drops only datagrams from unlisted addresses
+        // and takes any id inside a listed node's join: such an id can never
+        // agree nor be failed by everyone at once, and enough of them fill
+        // the capped lists so that silent members can no longer be failed.
+        if !self.listed(j.system_from) {
+            return;
+        }
+        j.proc_list.retain(|id| self.listed(*id));
+        j.failed_list.retain(|id| self.listed(*id));
         if self.token_ring_id_seq < j.ring_seq {
             self.token_ring_id_seq = j.ring_seq;
         }
@@ -200,10 +221,12 @@ impl Srp {
         } else {
             sets::merge(&mut self.proc_list, &j.proc_list);
             if sets::contains(&j.failed_list, self.my_id) {
-                sets::merge(&mut self.failed_list, &[from]);
+                // The sender thinks we failed: we count it failed in turn. A
+                // join claiming to be ours (udpu has no crypto) is no peer.
+                self.mark_failed(&[from]);
             } else if sets::contains(&self.memb_list, from) {
                 // A member of our ring: trust its view of who failed.
-                sets::merge(&mut self.failed_list, &j.failed_list);
+                self.mark_failed(&j.failed_list);
             }
             self.gather_enter();
             gathered = true;
@@ -229,7 +252,9 @@ impl Srp {
             token_seq: 0,
             ring_id: RingId {
                 rep: self.my_id,
-                seq: self.token_ring_id_seq + 4,
+                // The highest seq seen comes off the wire: wrap, as corosync's
+                // unsigned arithmetic does, rather than panic.
+                seq: self.token_ring_id_seq.wrapping_add(4),
             },
             retrans_flg: 0,
             memb_index: 0,
@@ -322,6 +347,10 @@ impl Srp {
 
     pub(crate) fn handle_commit_token(&mut self, c: MembCommitToken) {
         let addrs: Vec<u32> = c.members.iter().map(|(id, _)| *id).collect();
+        // A ring with a member we have no address for is none we can be in.
+        if !addrs.iter().all(|id| self.listed(*id)) {
+            return;
+        }
         match self.state {
             MembState::Operational => {}
             MembState::Gather => {

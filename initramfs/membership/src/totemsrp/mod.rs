@@ -11,6 +11,8 @@
 //! holds the token, message ordering, retransmission and flow control; `queue` the
 //! sort queue and corosync's wrapping sequence comparisons.
 
+#[cfg(test)]
+mod gather_tests;
 mod membership;
 mod ordering;
 mod queue;
@@ -167,6 +169,11 @@ pub struct Srp {
     pub(crate) pbl: u32,
     pub(crate) cbl: u32,
 
+    /// The node ids of the nodelist, when known: on udpu an id outside it has
+    /// no address and can never be a member, so it never enters our sets
+    /// (None: any id, for instances run without a configuration).
+    pub(crate) nodelist: Option<BTreeSet<u32>>,
+
     pub(crate) out: Vec<Action>,
     /// Messages to ourselves: our own joins and hold cancels (udpu sends them to
     /// every member, us included, and the protocol counts on seeing them) and a
@@ -241,9 +248,24 @@ impl Srp {
             trc: 0,
             pbl: 0,
             cbl: 0,
+            nodelist: None,
             out: Vec::new(),
             loopback: VecDeque::new(),
         }
+    }
+
+    /// Restricts the ids a received join, commit token or foreign message may
+    /// bring into our sets to these (the configured nodelist, ourselves
+    /// included).
+    pub fn set_nodelist(&mut self, ids: impl IntoIterator<Item = u32>) {
+        let mut ids: BTreeSet<u32> = ids.into_iter().collect();
+        ids.insert(self.my_id);
+        self.nodelist = Some(ids);
+    }
+
+    /// Whether `id` could be a member: in the nodelist, or any id without one.
+    pub(crate) fn listed(&self, id: u32) -> bool {
+        self.nodelist.as_ref().is_none_or(|l| l.contains(&id))
     }
 
     /// Lets a held token go on at once when a retransmission is needed
@@ -334,7 +356,15 @@ impl Srp {
                     self.arm(Timer::Join, self.timers.join);
                 }
             }
-            Timer::Consensus => self.consensus_timeout_expired(),
+            Timer::Consensus => {
+                // corosync deletes this timer when it leaves gather. A late
+                // one elsewhere would find the consensus set that
+                // operational_enter emptied, count every member silent, us
+                // included, and leave us gathering with ourselves failed.
+                if self.state == MembState::Gather {
+                    self.consensus_timeout_expired();
+                }
+            }
             Timer::McastToAll => {
                 if self.state == MembState::Operational {
                     self.mcast_to_all_due = true;

@@ -7,21 +7,21 @@ use super::*;
 use crate::config;
 use crate::wire::{self, Mcast, MessageType};
 
-fn timers() -> Timers {
+pub(super) fn timers() -> Timers {
     let text = crate::node::sim_config_text(3, "");
     config::parse(&text).unwrap().totem.timers
 }
 
 /// Instances with ids 1..=n and the datagrams in flight (from, to, message).
-struct Wire {
-    nodes: Vec<Srp>,
-    flight: VecDeque<(u32, u32, TotemMessage)>,
+pub(super) struct Wire {
+    pub(super) nodes: Vec<Srp>,
+    pub(super) flight: VecDeque<(u32, u32, TotemMessage)>,
     sent: Vec<(u32, Destination, TotemMessage)>,
     delivered: Vec<Vec<(u32, Vec<u8>)>>,
 }
 
 impl Wire {
-    fn new(n: u32) -> Self {
+    pub(super) fn new(n: u32) -> Self {
         let mut w = Wire {
             nodes: (1..=n).map(|id| Srp::new(id, timers(), 0)).collect(),
             flight: VecDeque::new(),
@@ -35,7 +35,7 @@ impl Wire {
         w
     }
 
-    fn apply(&mut self, id: u32, actions: Vec<Action>) {
+    pub(super) fn apply(&mut self, id: u32, actions: Vec<Action>) {
         for a in actions {
             match a {
                 Action::Send(to, msg) => {
@@ -64,7 +64,7 @@ impl Wire {
     }
 
     /// Delivers everything in flight (and what it causes), oldest first.
-    fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         for _ in 0..100_000 {
             let Some((_, to, msg)) = self.flight.pop_front() else {
                 return;
