@@ -7,6 +7,7 @@ pub mod arch;
 pub mod backends;
 pub mod config;
 pub mod console;
+pub mod device_manager;
 pub mod devices;
 pub mod memory;
 pub mod signals;

@@ -3,26 +3,25 @@
 //!
 //! Boot flow, in order (each step is one call below, see `Vm::create`):
 //! open kernel/initrd → open /dev/kvm → create the VM → map and register
-//! guest RAM → interrupt controllers → legacy devices on their buses →
-//! vCPUs → post-vCPU interrupt controllers (aarch64 GIC) → load the guest
-//! and write its boot tables → per-vCPU registers. `start` then spawns one
-//! thread per vCPU.
+//! guest RAM → interrupt controllers → vCPUs → post-vCPU interrupt
+//! controllers (aarch64 GIC) → devices (the device manager) → load the
+//! guest and write its boot tables → per-vCPU registers. `start` then
+//! spawns one thread per vCPU. A restored or incoming VM takes the same
+//! steps up to the devices (`Vm::build`), then loads saved state instead
+//! of a kernel (`snapshot/`).
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
-use crate::arch::{self, BootEntry, BootSources, MmioDeviceInfo};
-use crate::backends::{Backends, OpenDisk};
+use crate::arch::{self, BootEntry, BootSources};
+use crate::backends::Backends;
 use crate::config::VmConfig;
-use crate::devices::bus::{lock, Bus};
-use crate::devices::legacy::serial::{ConsoleOutput, SerialConsole};
-use crate::devices::legacy::EventFdTrigger;
-use crate::devices::virtio::net::NetPort;
-use crate::devices::virtio::VirtioDevice;
+use crate::device_manager::{DeviceError, DeviceManager, LegacyLines};
+use crate::devices::legacy::serial::ConsoleOutput;
 use crate::memory::GuestRam;
 use crate::memory::{self, MemoryError};
 use crate::vcpu::{StopReason, Vcpu, VcpuControl, VcpuThreads};
@@ -50,15 +49,15 @@ pub enum VmError {
     Memory(#[from] MemoryError),
     #[error(transparent)]
     Arch(#[from] arch::current::Error),
+    #[error(transparent)]
+    Devices(#[from] DeviceError),
     #[error("cannot set up the {what}: {source}")]
-    Device {
+    Setup {
         what: &'static str,
         source: std::io::Error,
     },
     #[error("cannot start the vCPU threads: {0}")]
     Threads(std::io::Error),
-    #[error("too many disks and networks: this architecture has room for {0} virtio devices")]
-    TooManyDevices(u32),
 }
 
 fn kvm_call(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -67,200 +66,17 @@ fn kvm_call(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
 
 fn open_regular(what: &'static str, path: &Path) -> Result<File, VmError> {
     let shown = path.display().to_string();
-    let file = File::open(path).map_err(|source| VmError::OpenFile {
+    let open_err = |source| VmError::OpenFile {
         what,
         path: shown.clone(),
         source,
-    })?;
-    let meta = file.metadata().map_err(|source| VmError::OpenFile {
-        what,
-        path: shown.clone(),
-        source,
-    })?;
+    };
+    let file = File::open(path).map_err(open_err)?;
+    let meta = file.metadata().map_err(open_err)?;
     if !meta.is_file() {
         return Err(VmError::NotAFile { what, path: shown });
     }
     Ok(file)
-}
-
-/// Event fds the VMM keeps across reboots and hands to each VM it builds.
-pub struct VmEvents {
-    /// A vCPU stopped the VM (see `VcpuControl::stop_reason`).
-    pub stop: EventFd,
-    /// The guest asked for a reset through the i8042.
-    pub reset: EventFd,
-}
-
-pub struct Vm {
-    // Field order is drop order: vCPU fds and memory before the VM fd.
-    threads: Option<VcpuThreads>,
-    vcpus: Vec<Vcpu>,
-    control: Arc<VcpuControl>,
-    serial: Arc<Mutex<SerialConsole>>,
-    memory: GuestRam,
-    _arch_vm: arch::current::ArchVm,
-    _vm_fd: VmFd,
-    _kvm: Kvm,
-    pub entry: BootEntry,
-}
-
-/// The guest-visible devices built for one VM.
-struct Devices {
-    pio: Bus,
-    mmio: Bus,
-    serial: Arc<Mutex<SerialConsole>>,
-    /// Memory-mapped devices firmware tables must announce.
-    announced: Vec<MmioDeviceInfo>,
-}
-
-fn device_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
-    move |source| VmError::Device { what, source }
-}
-
-fn create_devices(
-    vm: &VmFd,
-    events: &VmEvents,
-    memory: &GuestRam,
-    backends: &Backends,
-) -> Result<Devices, VmError> {
-    let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(device_err("serial interrupt"))?;
-    vm.register_irqfd(&serial_irq, arch::current::SERIAL_GSI)
-        .map_err(kvm_call("wire the serial interrupt"))?;
-    let serial = Arc::new(Mutex::new(SerialConsole::new(
-        EventFdTrigger(serial_irq),
-        ConsoleOutput::discard(),
-    )));
-    let mut devices = Devices {
-        pio: Bus::default(),
-        mmio: Bus::default(),
-        serial: serial.clone(),
-        announced: Vec::new(),
-    };
-    place_legacy_devices(&mut devices, serial, events)?;
-    let first_net = backends.disks.len();
-    for (slot, disk) in backends.disks.iter().enumerate() {
-        place_disk(&mut devices, vm, memory, slot as u32, disk)?;
-    }
-    for (n, port) in backends.nets.iter().enumerate() {
-        place_net(&mut devices, vm, memory, (first_net + n) as u32, port)?;
-    }
-    Ok(devices)
-}
-
-/// Puts a virtio-blk transport in MMIO slot `slot`, wired to its own GSI.
-fn place_disk(
-    devices: &mut Devices,
-    vm: &VmFd,
-    memory: &GuestRam,
-    slot: u32,
-    disk: &OpenDisk,
-) -> Result<(), VmError> {
-    use crate::devices::virtio::block::Block;
-    let block = Block::new(disk.backend.clone(), disk.readonly, &disk.id);
-    place_virtio(devices, vm, memory, slot, Box::new(block))
-}
-
-/// Puts a virtio-net transport on `port` in MMIO slot `slot`.
-fn place_net(
-    devices: &mut Devices,
-    vm: &VmFd,
-    memory: &GuestRam,
-    slot: u32,
-    port: &NetPort,
-) -> Result<(), VmError> {
-    place_virtio(devices, vm, memory, slot, Box::new(port.device()))
-}
-
-/// Puts `device` behind a virtio-mmio transport in MMIO slot `slot`, wired to its own GSI.
-fn place_virtio(
-    devices: &mut Devices,
-    vm: &VmFd,
-    memory: &GuestRam,
-    slot: u32,
-    device: Box<dyn VirtioDevice>,
-) -> Result<(), VmError> {
-    use crate::arch::MmioDeviceKind;
-    use crate::devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
-    let (addr, len, irq) =
-        arch::current::virtio_mmio_slot(slot).ok_or(VmError::TooManyDevices(slot))?;
-    let irqfd = EventFd::new(EFD_NONBLOCK).map_err(device_err("virtio interrupt"))?;
-    vm.register_irqfd(&irqfd, arch::current::virtio_gsi(irq))
-        .map_err(kvm_call("wire a virtio interrupt"))?;
-    let transport = MmioTransport::new(device, memory.clone(), irqfd)
-        .map_err(device_err("virtio-mmio transport"))?;
-    // QueueNotify then wakes the worker from KVM itself; a write KVM does not
-    // match (another queue index) still reaches the transport on the bus.
-    let notify = kvm_ioctls::IoEventAddress::Mmio(addr.0 + QUEUE_NOTIFY_OFFSET);
-    for (index, fd) in transport.notify_eventfds().iter().enumerate() {
-        vm.register_ioevent(fd, &notify, index as u32)
-            .map_err(kvm_call("register a virtio notification"))?;
-    }
-    devices
-        .mmio
-        .insert(Arc::new(Mutex::new(transport)), addr.0, len)
-        .map_err(|e| VmError::Device {
-            what: "MMIO bus",
-            source: std::io::Error::other(e),
-        })?;
-    devices.announced.push(MmioDeviceInfo {
-        kind: MmioDeviceKind::VirtioMmio,
-        addr,
-        len,
-        irq,
-    });
-    Ok(())
-}
-
-#[cfg(target_arch = "x86_64")]
-fn place_legacy_devices(
-    devices: &mut Devices,
-    serial: Arc<Mutex<SerialConsole>>,
-    events: &VmEvents,
-) -> Result<(), VmError> {
-    use crate::devices::legacy::i8042::{I8042, I8042_PORT_BASE, I8042_PORT_LEN};
-    use crate::devices::legacy::serial::{COM1_PORT_BASE, COM1_PORT_LEN};
-    let bus_err = |e: crate::devices::bus::BusError| VmError::Device {
-        what: "port I/O bus",
-        source: std::io::Error::other(e),
-    };
-    devices
-        .pio
-        .insert(serial, COM1_PORT_BASE, COM1_PORT_LEN)
-        .map_err(bus_err)?;
-    let reset = events
-        .reset
-        .try_clone()
-        .map_err(device_err("i8042 reset line"))?;
-    let i8042: Arc<Mutex<dyn crate::devices::bus::BusDevice>> =
-        Arc::new(Mutex::new(I8042::new(EventFdTrigger(reset))));
-    devices
-        .pio
-        .insert(i8042, I8042_PORT_BASE, I8042_PORT_LEN)
-        .map_err(bus_err)
-}
-
-#[cfg(target_arch = "aarch64")]
-fn place_legacy_devices(
-    devices: &mut Devices,
-    serial: Arc<Mutex<SerialConsole>>,
-    _events: &VmEvents,
-) -> Result<(), VmError> {
-    use crate::arch::aarch64::layout::{SERIAL_IRQ, SERIAL_MMIO_ADDR, SERIAL_MMIO_LEN};
-    use crate::arch::MmioDeviceKind;
-    devices
-        .mmio
-        .insert(serial, SERIAL_MMIO_ADDR, SERIAL_MMIO_LEN)
-        .map_err(|e| VmError::Device {
-            what: "MMIO bus",
-            source: std::io::Error::other(e),
-        })?;
-    devices.announced.push(MmioDeviceInfo {
-        kind: MmioDeviceKind::Serial,
-        addr: vm_memory::GuestAddress(SERIAL_MMIO_ADDR),
-        len: SERIAL_MMIO_LEN,
-        irq: SERIAL_IRQ,
-    });
-    Ok(())
 }
 
 /// Opens (and so checks) the kernel and initrd before anything is created.
@@ -276,20 +92,59 @@ fn open_boot_files(config: &VmConfig) -> Result<BootSources, VmError> {
     })
 }
 
+/// Event fds the VMM keeps across reboots and hands to each VM it builds.
+pub struct VmEvents {
+    /// A vCPU stopped the VM (see `VcpuControl::stop_reason`).
+    pub stop: EventFd,
+    /// The guest asked for a reset through the i8042.
+    pub reset: EventFd,
+}
+
+pub struct Vm {
+    // Field order is drop order: vCPU threads and fds, devices and memory
+    // before the VM fd.
+    threads: Option<VcpuThreads>,
+    vcpus: Vec<Vcpu>,
+    control: Arc<VcpuControl>,
+    pub devices: DeviceManager,
+    memory: GuestRam,
+    pub arch_vm: arch::current::ArchVm,
+    vm_fd: Arc<VmFd>,
+    kvm: Kvm,
+    /// How the guest was entered (None for a restored VM).
+    pub entry: Option<BootEntry>,
+}
+
 impl Vm {
-    /// Builds the VM described by `config` on the device `backends`, ready
-    /// to `start`.
+    /// Builds the VM described by `config` on the device `backends` and
+    /// loads its kernel, ready to `start`.
     pub fn create(
         config: &VmConfig,
         backends: &Backends,
         events: &VmEvents,
     ) -> Result<Self, VmError> {
         let sources = open_boot_files(config)?;
+        let mut vm = Self::build(config, backends, events)?;
+        let vcpu_count = usize::from(config.vcpus);
+        let entry =
+            arch::current::load_guest(&vm.memory, &sources, &vm.devices.announced, vcpu_count)?;
+        vm.configure_vcpus(&entry)?;
+        vm.entry = Some(entry);
+        Ok(vm)
+    }
+
+    /// Everything but the guest's contents: KVM, RAM, interrupt
+    /// controllers, vCPUs and devices, all at their reset state.
+    pub fn build(
+        config: &VmConfig,
+        backends: &Backends,
+        events: &VmEvents,
+    ) -> Result<Self, VmError> {
         let kvm = Kvm::new().map_err(VmError::Kvm)?;
         let vm_fd = kvm.create_vm().map_err(kvm_call("create a VM"))?;
         let size = config.memory.0;
         let memory = memory::create(size, &arch::current::memory_regions(size)?)?;
-        memory::register(&vm_fd, &memory)?;
+        memory::register(&vm_fd, &memory, false)?;
         arch::current::setup_vm_pre_vcpus(&vm_fd)?;
         let fds = (0..config.vcpus)
             .map(|i| {
@@ -300,21 +155,19 @@ impl Vm {
             .collect::<Result<Vec<VcpuFd>, _>>()?;
         // aarch64 needs its GIC (created here) before irqfds can be wired.
         let arch_vm = arch::current::setup_vm_post_vcpus(&vm_fd, &fds)?;
-        let devices = create_devices(&vm_fd, events, &memory, backends)?;
-        let vcpu_count = usize::from(config.vcpus);
-        let entry = arch::current::load_guest(&memory, &sources, &devices.announced, vcpu_count)?;
-        configure_vcpus(&kvm, &vm_fd, &fds, &entry, &memory)?;
-
-        let control = VcpuControl::new(events.stop.try_clone().map_err(device_err("stop event"))?);
-        let (pio, mmio) = (Arc::new(devices.pio), Arc::new(devices.mmio));
+        let lines = LegacyLines {
+            reset: clone_fd(&events.reset, "i8042 reset line")?,
+        };
+        let devices = DeviceManager::create(&vm_fd, &lines, &memory, backends)?;
+        let control = VcpuControl::new(clone_fd(&events.stop, "stop event")?);
         let vcpus = fds
             .into_iter()
             .enumerate()
             .map(|(index, fd)| Vcpu {
                 fd,
                 index: index as u8,
-                pio: pio.clone(),
-                mmio: mmio.clone(),
+                pio: devices.pio.clone(),
+                mmio: devices.mmio.clone(),
                 control: control.clone(),
             })
             .collect();
@@ -322,27 +175,40 @@ impl Vm {
             threads: None,
             vcpus,
             control,
-            serial: devices.serial,
+            devices,
             memory,
-            _arch_vm: arch_vm,
-            _vm_fd: vm_fd,
-            _kvm: kvm,
-            entry,
+            arch_vm,
+            vm_fd: Arc::new(vm_fd),
+            kvm,
+            entry: None,
         })
     }
 
     /// Routes the console to `output` (done after creation so nothing is
     /// created on disk for a VM that fails to build).
     pub fn set_console_output(&self, output: ConsoleOutput) {
-        lock(&self.serial).set_output(output);
-    }
-
-    pub fn serial(&self) -> Arc<Mutex<SerialConsole>> {
-        self.serial.clone()
+        self.devices.set_console_output(output);
     }
 
     pub fn memory(&self) -> &GuestRam {
         &self.memory
+    }
+
+    pub fn vm_fd(&self) -> &Arc<VmFd> {
+        &self.vm_fd
+    }
+
+    pub fn kvm(&self) -> &Kvm {
+        &self.kvm
+    }
+
+    /// The vCPUs before `start` (a restore sets their state here).
+    pub fn unstarted_vcpus(&self) -> &[Vcpu] {
+        &self.vcpus
+    }
+
+    pub fn vcpu_count(&self) -> usize {
+        self.vcpus.len() + self.threads.as_ref().map_or(0, VcpuThreads::len)
     }
 
     /// Spawns the vCPU threads.
@@ -353,16 +219,27 @@ impl Vm {
         Ok(())
     }
 
+    /// The running vCPU threads, if started.
+    pub fn threads(&self) -> Option<&VcpuThreads> {
+        self.threads.as_ref()
+    }
+
+    /// Stops the vCPUs, then parks the device workers: nothing touches
+    /// guest memory or a disk until `resume`.
     pub fn pause(&self) {
         if let Some(t) = &self.threads {
             t.pause();
         }
+        self.devices.pause();
     }
 
-    pub fn resume(&self) {
+    /// Device workers first, so the vCPUs find their devices serving.
+    pub fn resume(&self) -> Result<(), VmError> {
+        self.devices.resume().map_err(VmError::Threads)?;
         if let Some(t) = &self.threads {
             t.resume();
         }
+        Ok(())
     }
 
     /// Why a vCPU stopped the VM, if one did.
@@ -370,11 +247,39 @@ impl Vm {
         self.control.stop_reason()
     }
 
-    /// Stops and joins the vCPU threads; the VM can then be dropped.
+    /// Stops and joins the vCPU threads and the device workers; the VM can
+    /// then be dropped.
     pub fn stop(&mut self) {
         if let Some(t) = self.threads.take() {
             t.stop();
         }
+        self.devices.stop();
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn configure_vcpus(&self, entry: &BootEntry) -> Result<(), VmError> {
+        let supported = arch::current::supported_cpuid(&self.kvm)?;
+        let count = self.vcpus.len() as u8;
+        for (i, vcpu) in self.vcpus.iter().enumerate() {
+            arch::current::configure_vcpu(
+                &supported,
+                &vcpu.fd,
+                i as u8,
+                count,
+                entry,
+                &self.memory,
+            )?;
+        }
+        Ok(())
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    fn configure_vcpus(&self, entry: &BootEntry) -> Result<(), VmError> {
+        let count = self.vcpus.len();
+        for (i, vcpu) in self.vcpus.iter().enumerate() {
+            arch::current::configure_vcpu(&self.vm_fd, &vcpu.fd, i, count, entry, &self.memory)?;
+        }
+        Ok(())
     }
 }
 
@@ -384,32 +289,7 @@ impl Drop for Vm {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-fn configure_vcpus(
-    kvm: &Kvm,
-    _vm: &VmFd,
-    fds: &[VcpuFd],
-    entry: &BootEntry,
-    memory: &GuestRam,
-) -> Result<(), VmError> {
-    let supported = arch::current::supported_cpuid(kvm)?;
-    let count = fds.len() as u8;
-    for (i, fd) in fds.iter().enumerate() {
-        arch::current::configure_vcpu(&supported, fd, i as u8, count, entry, memory)?;
-    }
-    Ok(())
-}
-
-#[cfg(target_arch = "aarch64")]
-fn configure_vcpus(
-    _kvm: &Kvm,
-    vm: &VmFd,
-    fds: &[VcpuFd],
-    entry: &BootEntry,
-    memory: &GuestRam,
-) -> Result<(), VmError> {
-    for (i, fd) in fds.iter().enumerate() {
-        arch::current::configure_vcpu(vm, fd, i, fds.len(), entry, memory)?;
-    }
-    Ok(())
+fn clone_fd(fd: &EventFd, what: &'static str) -> Result<EventFd, VmError> {
+    fd.try_clone()
+        .map_err(|source| VmError::Setup { what, source })
 }

@@ -117,11 +117,13 @@ impl Vmm {
             (ApiRequest::Resume, VmState::Running) => {
                 ApiResponse::Conflict("the VM is not paused".into())
             }
-            (ApiRequest::Resume, _) => {
-                self.with_vm(Vm::resume);
-                self.state = VmState::Running;
-                ApiResponse::Done
-            }
+            (ApiRequest::Resume, _) => match self.vm.as_ref().map(Vm::resume) {
+                Some(Err(e)) => ApiResponse::Failed(format!("resume failed: {e}")),
+                _ => {
+                    self.state = VmState::Running;
+                    ApiResponse::Done
+                }
+            },
             (ApiRequest::Shutdown, _) => {
                 self.finish(Outcome::ApiShutdown);
                 ApiResponse::Done
@@ -184,7 +186,7 @@ impl Vmm {
         match self.console.read_input(fd) {
             Ok(bytes) if !bytes.is_empty() => {
                 self.with_vm(|vm| {
-                    lock(&vm.serial()).enqueue_input(&bytes);
+                    lock(&vm.devices.serial).enqueue_input(&bytes);
                 });
             }
             // End of input (or a broken client): stop watching it.

@@ -56,8 +56,10 @@ pub fn create(size: u64, regions: &[(GuestAddress, usize)]) -> Result<GuestRam, 
     })
 }
 
-/// Hands every region to KVM as a memory slot.
-pub fn register(vm: &VmFd, mem: &GuestRam) -> Result<(), MemoryError> {
+/// Hands every region to KVM as a memory slot, slot n for region n; with
+/// `log_dirty`, KVM records the pages the guest writes (KVM_GET_DIRTY_LOG).
+/// Registering a slot again with the other flag turns logging on or off.
+pub fn register(vm: &VmFd, mem: &GuestRam, log_dirty: bool) -> Result<(), MemoryError> {
     for (slot, region) in mem.iter().enumerate() {
         let slot = slot as u32;
         let host = region
@@ -71,7 +73,11 @@ pub fn register(vm: &VmFd, mem: &GuestRam) -> Result<(), MemoryError> {
             guest_phys_addr: region.start_addr().0,
             memory_size: region.len(),
             userspace_addr: host as u64,
-            flags: 0,
+            flags: if log_dirty {
+                kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES
+            } else {
+                0
+            },
         };
         // SAFETY: the mapping lives in `mem`, which the VM keeps for its whole
         // life, and the slots do not overlap (they come from one layout).

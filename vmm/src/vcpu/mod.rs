@@ -245,6 +245,11 @@ impl VcpuThreads {
         Ok(Self { threads, control })
     }
 
+    /// How many vCPU threads there are.
+    pub fn len(&self) -> usize {
+        self.threads.len()
+    }
+
     fn kick_all(&self) {
         for t in &self.threads {
             if !t.is_finished() {

@@ -101,6 +101,21 @@ impl MmioTransport {
         self.status
     }
 
+    /// Parks the device's worker (the VM is pausing).
+    pub fn pause(&mut self) {
+        self.device.pause();
+    }
+
+    /// Runs the device's parked worker again.
+    pub fn resume(&mut self) -> std::io::Result<()> {
+        self.device.resume()
+    }
+
+    /// Stops the device's worker for good (the VM is going away).
+    pub fn stop(&mut self) {
+        self.device.reset();
+    }
+
     /// The eventfd of each queue, in queue order, for ioeventfd registration.
     pub fn notify_eventfds(&self) -> &[EventFd] {
         &self.notify

@@ -46,6 +46,10 @@ impl VirtioDevice for Fake {
     fn reset(&mut self) {
         self.0.lock().unwrap().resets += 1;
     }
+    fn pause(&mut self) {}
+    fn resume(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn transport() -> (MmioTransport, Arc<Mutex<Seen>>, EventFd) {

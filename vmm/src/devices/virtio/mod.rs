@@ -8,6 +8,7 @@
 pub mod block;
 pub mod mmio;
 pub mod net;
+pub mod worker;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -106,6 +107,11 @@ pub trait VirtioDevice: Send {
     ) -> Result<(), ActivateError>;
     /// Stops the device (its worker) so it can be activated again.
     fn reset(&mut self);
+    /// Parks the worker while the VM is paused: it finishes the request in
+    /// hand and then touches neither guest memory nor its backend.
+    fn pause(&mut self);
+    /// Runs a parked worker again.
+    fn resume(&mut self) -> std::io::Result<()>;
 }
 
 /// Copies `src` (a little-endian config structure) into `data` at `offset`;

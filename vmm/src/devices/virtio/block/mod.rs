@@ -7,13 +7,13 @@ pub mod qcow2;
 mod raw;
 mod request;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::worker::{wait_readable, QueueWorker, WorkerSlot};
 use super::VIRTIO_F_VERSION_1;
 use super::{read_config_bytes, ActivateError, ActiveQueue, Interrupt, VirtioDevice, INT_VRING};
 use crate::memory::GuestRam;
@@ -35,12 +35,6 @@ pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
 /// Queue size offered; Linux uses what it is given.
 const QUEUE_SIZE: u16 = 256;
 
-struct Worker {
-    handle: JoinHandle<()>,
-    stop: Arc<AtomicBool>,
-    notify: EventFd,
-}
-
 /// The backend outlives workers and devices: a reset stops the worker, a
 /// later activation starts a new one on the same backend, and a reboot
 /// builds a new device on it (see `crate::backends`).
@@ -53,8 +47,11 @@ pub struct Block {
     sectors: u64,
     discard_granularity: u64,
     id: [u8; ID_LEN],
-    worker: Option<Worker>,
+    worker: WorkerSlot<Serve>,
 }
+
+/// The worker thread's name.
+const WORKER_NAME: &str = "vireo-blk";
 
 impl Block {
     /// `backend` must be writable unless `readonly`; `id` is what
@@ -73,7 +70,7 @@ impl Block {
             sectors,
             discard_granularity,
             id: serial,
-            worker: None,
+            worker: WorkerSlot::Idle,
         }
     }
 }
@@ -129,40 +126,34 @@ impl VirtioDevice for Block {
         interrupt: Arc<Interrupt>,
         mem: GuestRam,
     ) -> Result<(), ActivateError> {
-        self.reset();
         let mut q = queues.pop().ok_or(ActivateError::QueueNotReady(0))?;
         q.queue
             .set_event_idx(features & VIRTIO_RING_F_EVENT_IDX != 0);
-        let stop = Arc::new(AtomicBool::new(false));
-        let notify = q.notify.try_clone().map_err(ActivateError::Worker)?;
         let serve = Serve {
             backend: self.backend.clone(),
             readonly: self.readonly,
             size: self.sectors * SECTOR_SIZE,
             id: self.id,
             queue: q.queue,
+            notify: q.notify,
             mem,
             interrupt,
         };
-        let flag = stop.clone();
-        let handle = std::thread::Builder::new()
-            .name("vireo-blk".into())
-            .spawn(move || serve.run(q.notify, &flag))
-            .map_err(ActivateError::Worker)?;
-        self.worker = Some(Worker {
-            handle,
-            stop,
-            notify,
-        });
-        Ok(())
+        self.worker
+            .start(WORKER_NAME, serve)
+            .map_err(ActivateError::Worker)
     }
 
     fn reset(&mut self) {
-        if let Some(w) = self.worker.take() {
-            w.stop.store(true, Ordering::SeqCst);
-            let _ = w.notify.write(1);
-            let _ = w.handle.join();
-        }
+        self.worker.stop();
+    }
+
+    fn pause(&mut self) {
+        self.worker.park();
+    }
+
+    fn resume(&mut self) -> std::io::Result<()> {
+        self.worker.resume(WORKER_NAME)
     }
 }
 
@@ -190,19 +181,32 @@ struct Serve {
     size: u64,
     id: [u8; ID_LEN],
     queue: Queue,
+    /// The queue's notify eventfd (KVM signals it on QueueNotify).
+    notify: EventFd,
     mem: GuestRam,
     interrupt: Arc<Interrupt>,
 }
 
-impl Serve {
-    fn run(mut self, notify: EventFd, stop: &AtomicBool) {
-        // The driver may have queued requests before DRIVER_OK.
+impl QueueWorker for Serve {
+    fn run(&mut self, stop: &EventFd) {
+        // The driver may have queued requests before DRIVER_OK (or while
+        // the worker was parked).
         self.process();
-        while notify.read().is_ok() && !stop.load(Ordering::SeqCst) {
-            self.process();
+        while let Ok([stopped, notified]) =
+            wait_readable([stop.as_raw_fd(), self.notify.as_raw_fd()])
+        {
+            if stopped {
+                return;
+            }
+            if notified {
+                let _ = self.notify.read();
+                self.process();
+            }
         }
     }
+}
 
+impl Serve {
     /// Serves every available request, then interrupts the driver once.
     fn process(&mut self) -> usize {
         // Only this worker uses the backend while it runs: never contended.

@@ -146,6 +146,7 @@ fn serve(d: &Driver, disk: &TempDisk, readonly: bool) -> (Serve, EventFd) {
         size,
         id: *b"vireo-test-disk\0\0\0\0\0",
         queue: d.queue(),
+        notify: EventFd::new(0).unwrap(),
         mem: d.mem.clone(),
         interrupt: Arc::new(Interrupt::new(irq.try_clone().unwrap())),
     };
@@ -318,7 +319,7 @@ fn activated_device_serves_on_its_worker_thread() {
     assert_eq!(d.status(), VIRTIO_BLK_S_OK);
     assert_eq!(d.mem.read_obj::<u8>(GuestAddress(DATA + 511)).unwrap(), 3);
     blk.reset();
-    assert!(blk.worker.is_none());
+    assert!(matches!(blk.worker, WorkerSlot::Idle));
     let _ = std::io::stdout().flush();
 }
 

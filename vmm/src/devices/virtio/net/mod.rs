@@ -9,10 +9,8 @@ mod worker;
 pub use open::{open, stable_local_mac, NetPort};
 
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
-use vmm_sys_util::eventfd::EventFd;
-
+use super::worker::WorkerSlot;
 use super::{read_config_bytes, ActivateError, ActiveQueue, Interrupt, VirtioDevice};
 use tap::{NetBackend, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6};
 use worker::{Wakeups, Worker};
@@ -84,16 +82,14 @@ fn tap_offloads(features: u64) -> u32 {
     flags
 }
 
-struct Running {
-    handle: JoinHandle<()>,
-    stop: EventFd,
-}
+/// The worker thread's name.
+const WORKER_NAME: &str = "vireo-net";
 
 pub struct Net {
     tap: Arc<dyn NetBackend>,
     mac: [u8; 6],
     mtu: u16,
-    running: Option<Running>,
+    worker: WorkerSlot<Worker>,
 }
 
 impl Net {
@@ -102,7 +98,7 @@ impl Net {
             tap,
             mac,
             mtu,
-            running: None,
+            worker: WorkerSlot::Idle,
         }
     }
 
@@ -158,26 +154,26 @@ impl VirtioDevice for Net {
         let (mut rxq, mut txq) = (rx.queue, tx.queue);
         virtio_queue::QueueT::set_event_idx(&mut rxq, event_idx);
         virtio_queue::QueueT::set_event_idx(&mut txq, event_idx);
-        let stop = EventFd::new(0).map_err(ActivateError::Worker)?;
         let wake = Wakeups {
-            stop: stop.try_clone().map_err(ActivateError::Worker)?,
             rx: rx.notify,
             tx: tx.notify,
         };
-        let worker = Worker::new(self.tap.clone(), rxq, txq, mem, interrupt, features);
-        let handle = std::thread::Builder::new()
-            .name("vireo-net".into())
-            .spawn(move || worker.run(wake))
-            .map_err(ActivateError::Worker)?;
-        self.running = Some(Running { handle, stop });
-        Ok(())
+        let worker = Worker::new(self.tap.clone(), (rxq, txq), mem, interrupt, features, wake);
+        self.worker
+            .start(WORKER_NAME, worker)
+            .map_err(ActivateError::Worker)
     }
 
     fn reset(&mut self) {
-        if let Some(r) = self.running.take() {
-            let _ = r.stop.write(1);
-            let _ = r.handle.join();
-        }
+        self.worker.stop();
+    }
+
+    fn pause(&mut self) {
+        self.worker.park();
+    }
+
+    fn resume(&mut self) -> std::io::Result<()> {
+        self.worker.resume(WORKER_NAME)
     }
 }
 

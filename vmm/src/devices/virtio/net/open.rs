@@ -15,6 +15,8 @@ pub struct NetPort {
     pub tap: Arc<dyn NetBackend>,
     pub mac: [u8; 6],
     pub mtu: u16,
+    /// `id=`, if given.
+    pub id: Option<String>,
 }
 
 impl NetPort {
@@ -43,6 +45,7 @@ pub fn open(config: &NetConfig, index: usize) -> io::Result<NetPort> {
         tap: Arc::new(tap),
         mac,
         mtu: config.mtu.unwrap_or(DEFAULT_MTU),
+        id: config.id.clone(),
     })
 }
 

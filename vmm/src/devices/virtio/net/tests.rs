@@ -8,10 +8,10 @@ use std::os::fd::FromRawFd;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
-use vmm_sys_util::eventfd::EFD_NONBLOCK;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::tap::VNET_HDR_LEN;
-use super::worker::{Worker, MAX_PACKET};
+use super::worker::{Wakeups, Worker, MAX_PACKET};
 use super::*;
 use crate::devices::bus::BusDevice;
 use crate::devices::virtio::mmio::MmioTransport;
@@ -147,13 +147,17 @@ fn rig(features: u64) -> Rig {
     let irq = EventFd::new(EFD_NONBLOCK).unwrap();
     let (rx, tx) = (Ring::new(RX_RING), Ring::new(TX_RING));
     let event_idx = features & f::EVENT_IDX != 0;
+    let wake = Wakeups {
+        rx: EventFd::new(0).unwrap(),
+        tx: EventFd::new(0).unwrap(),
+    };
     let worker = Worker::new(
         Arc::new(FakeTap { file: dev_end }),
-        rx.queue(event_idx),
-        tx.queue(event_idx),
+        (rx.queue(event_idx), tx.queue(event_idx)),
         mem.clone(),
         Arc::new(Interrupt::new(irq.try_clone().unwrap())),
         features,
+        wake,
     );
     Rig {
         worker,

@@ -22,6 +22,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::features as f;
 use super::tap::{NetBackend, VNET_HDR_LEN};
+use crate::devices::virtio::worker::QueueWorker;
 use crate::devices::virtio::{Interrupt, INT_VRING};
 use crate::memory::GuestRam;
 
@@ -54,11 +55,12 @@ pub struct Worker {
     pub tx_buf: Vec<u8>,
     /// The tap reported an error or hang-up: stop polling it.
     pub tap_gone: bool,
+    /// The queues' notify eventfds (KVM signals them on QueueNotify).
+    pub wake: Wakeups,
 }
 
-/// The eventfds that wake the worker.
+/// The eventfds that wake the worker besides its stop eventfd.
 pub struct Wakeups {
-    pub stop: EventFd,
     pub rx: EventFd,
     pub tx: EventFd,
 }
@@ -66,11 +68,11 @@ pub struct Wakeups {
 impl Worker {
     pub fn new(
         tap: Arc<dyn NetBackend>,
-        rx: Queue,
-        tx: Queue,
+        (rx, tx): (Queue, Queue),
         mem: GuestRam,
         interrupt: Arc<Interrupt>,
         features: u64,
+        wake: Wakeups,
     ) -> Self {
         Self {
             tap,
@@ -83,10 +85,13 @@ impl Worker {
             rx_len: None,
             tx_buf: Vec::with_capacity(MAX_PACKET),
             tap_gone: false,
+            wake,
         }
     }
+}
 
-    pub fn run(mut self, wake: Wakeups) {
+impl QueueWorker for Worker {
+    fn run(&mut self, stop: &EventFd) {
         // The driver may have posted buffers and frames before DRIVER_OK.
         self.process_tx();
         self.process_rx();
@@ -97,9 +102,9 @@ impl Worker {
                 0
             };
             let mut fds = [
-                pollfd(wake.stop.as_raw_fd(), libc::POLLIN),
-                pollfd(wake.rx.as_raw_fd(), libc::POLLIN),
-                pollfd(wake.tx.as_raw_fd(), libc::POLLIN),
+                pollfd(stop.as_raw_fd(), libc::POLLIN),
+                pollfd(self.wake.rx.as_raw_fd(), libc::POLLIN),
+                pollfd(self.wake.tx.as_raw_fd(), libc::POLLIN),
                 pollfd(self.tap.file().as_raw_fd(), tap_events),
             ];
             if self.tap_gone {
@@ -117,21 +122,23 @@ impl Worker {
                 return;
             }
             if fds[2].revents != 0 {
-                let _ = wake.tx.read();
+                let _ = self.wake.tx.read();
                 self.process_tx();
             }
             if fds[3].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
                 self.tap_gone = true;
             }
             if fds[1].revents != 0 {
-                let _ = wake.rx.read();
+                let _ = self.wake.rx.read();
             }
             if fds[1].revents != 0 || fds[3].revents & libc::POLLIN != 0 {
                 self.process_rx();
             }
         }
     }
+}
 
+impl Worker {
     /// Sends every frame the driver queued, then interrupts it once if it asked.
     pub fn process_tx(&mut self) {
         let mut done = false;
