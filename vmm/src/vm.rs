@@ -208,7 +208,7 @@ impl Vm {
     }
 
     pub fn vcpu_count(&self) -> usize {
-        self.vcpus.len() + self.threads.as_ref().map_or(0, VcpuThreads::len)
+        self.vcpus.len() + self.threads.as_ref().map_or(0, VcpuThreads::count)
     }
 
     /// Spawns the vCPU threads.

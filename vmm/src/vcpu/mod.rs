@@ -246,7 +246,7 @@ impl VcpuThreads {
     }
 
     /// How many vCPU threads there are.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.threads.len()
     }
 
