@@ -4,10 +4,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use crate::devices::virtio::block::disk::DiskFormat;
-mod net;
+pub mod net;
 pub use net::{MacAddr, NetBackendConfig, NetConfig};
 
 /// Largest vCPU count the boot tables (MP table, FDT) are sized for.
@@ -40,7 +40,7 @@ pub enum ConfigError {
 pub const MAX_DISK_ID_LEN: usize = 20;
 
 /// A virtio-blk disk backed by an image file (raw or qcow2).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskConfig {
     pub path: PathBuf,
     /// Never guessed from the contents: a raw image the guest wrote a
@@ -52,7 +52,7 @@ pub struct DiskConfig {
     /// Serial number the guest reads with GET_ID (default `diskN`).
     pub id: Option<String>,
     /// Directory trees a qcow2 backing chain may use besides the image's own.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backing_dirs: Vec<PathBuf>,
 }
 
@@ -107,7 +107,7 @@ fn on_off(v: &str) -> Option<bool> {
 }
 
 /// Where the guest's 16550 console goes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "path", rename_all = "lowercase")]
 pub enum SerialOutput {
     /// The VMM's own stdin/stdout (stdin in raw mode when it is a terminal).
@@ -143,7 +143,7 @@ impl FromStr for SerialOutput {
 }
 
 /// A memory size in bytes, written as `512M`, `4G`, `65536K` or plain bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemorySize(pub u64);
 
 impl FromStr for MemorySize {
@@ -198,7 +198,7 @@ pub fn parse_vcpus(s: &str) -> Result<u8, ConfigError> {
 }
 
 /// Everything needed to build and boot one VM.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VmConfig {
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,

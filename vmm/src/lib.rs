@@ -5,12 +5,15 @@
 pub mod api;
 pub mod arch;
 pub mod backends;
+pub mod builder;
 pub mod config;
 pub mod console;
 pub mod device_manager;
 pub mod devices;
 pub mod memory;
+pub mod migration;
 pub mod signals;
+pub mod snapshot;
 pub mod vcpu;
 pub mod vm;
 pub mod vmm;

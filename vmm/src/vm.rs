@@ -113,6 +113,9 @@ pub struct Vm {
     kvm: Kvm,
     /// How the guest was entered (None for a restored VM).
     pub entry: Option<BootEntry>,
+    /// The CPUID each vCPU was given (a snapshot carries it on).
+    #[cfg(target_arch = "x86_64")]
+    pub cpuid: std::sync::Mutex<Vec<Vec<kvm_bindings::kvm_cpuid_entry2>>>,
 }
 
 impl Vm {
@@ -181,6 +184,8 @@ impl Vm {
             vm_fd: Arc::new(vm_fd),
             kvm,
             entry: None,
+            #[cfg(target_arch = "x86_64")]
+            cpuid: Default::default(),
         })
     }
 
@@ -260,8 +265,9 @@ impl Vm {
     fn configure_vcpus(&self, entry: &BootEntry) -> Result<(), VmError> {
         let supported = arch::current::supported_cpuid(&self.kvm)?;
         let count = self.vcpus.len() as u8;
+        let mut given = Vec::with_capacity(self.vcpus.len());
         for (i, vcpu) in self.vcpus.iter().enumerate() {
-            arch::current::configure_vcpu(
+            let cpuid = arch::current::configure_vcpu(
                 &supported,
                 &vcpu.fd,
                 i as u8,
@@ -269,7 +275,9 @@ impl Vm {
                 entry,
                 &self.memory,
             )?;
+            given.push(cpuid.as_slice().to_vec());
         }
+        *crate::devices::bus::lock(&self.cpuid) = given;
         Ok(())
     }
 

@@ -1,5 +1,6 @@
-//! The VMM's main thread: builds the VM, then runs the event loop that
-//! serves the console, the control API and the vCPUs' stop requests.
+//! The VMM's main thread: builds the VM (boot, restore or incoming, see
+//! `builder.rs`), then runs the event loop that serves the console, the
+//! control API and the vCPUs' stop requests.
 
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
@@ -9,12 +10,16 @@ use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::api::server::{self, ApiServerHandle};
-use crate::api::{ApiReceiver, ApiRequest, ApiResponse, ApiSender, VmInfo, VmState};
-use crate::backends::{BackendError, Backends};
+use crate::api::{
+    ApiReceiver, ApiRequest, ApiResponse, ApiSender, SnapshotRequest, VmInfo, VmState,
+};
+use crate::backends::Backends;
+use crate::builder::{self, BuildError, Built, Launch};
 use crate::config::VmConfig;
 use crate::console::{Console, ConsoleError};
 use crate::devices::bus::lock;
 use crate::signals;
+use crate::snapshot;
 use crate::vcpu::{self, StopReason};
 use crate::vm::{Vm, VmError, VmEvents};
 
@@ -23,7 +28,7 @@ pub enum VmmError {
     #[error(transparent)]
     Vm(#[from] VmError),
     #[error(transparent)]
-    Backend(#[from] BackendError),
+    Build(#[from] BuildError),
     #[error(transparent)]
     Console(#[from] ConsoleError),
     #[error("cannot start the API server: {0}")]
@@ -47,6 +52,8 @@ pub enum Outcome {
     ApiShutdown,
     /// SIGTERM or SIGINT.
     Signalled,
+    /// The VM now runs on a migration's destination.
+    MigratedAway,
     /// The VM could not go on (KVM error, failed reboot).
     Failed(String),
 }
@@ -97,38 +104,16 @@ impl Vmm {
     }
 
     fn answer(&mut self, request: ApiRequest) -> ApiResponse {
-        match (request, self.state) {
-            (ApiRequest::GetVmInfo, state) => ApiResponse::VmInfo(Box::new(VmInfo {
-                config: self.config.clone(),
-                state,
-                vcpus: self.config.vcpus,
-                memory_bytes: self.config.memory.0,
-                console: self.console.stats(),
-            })),
-            (_, VmState::ShuttingDown) => ApiResponse::Conflict("the VM is shutting down".into()),
-            (ApiRequest::Pause, VmState::Paused) => {
-                ApiResponse::Conflict("the VM is already paused".into())
-            }
-            (ApiRequest::Pause, _) => {
-                self.with_vm(Vm::pause);
-                self.state = VmState::Paused;
-                ApiResponse::Done
-            }
-            (ApiRequest::Resume, VmState::Running) => {
-                ApiResponse::Conflict("the VM is not paused".into())
-            }
-            (ApiRequest::Resume, _) => match self.vm.as_ref().map(Vm::resume) {
-                Some(Err(e)) => ApiResponse::Failed(format!("resume failed: {e}")),
-                _ => {
-                    self.state = VmState::Running;
-                    ApiResponse::Done
-                }
-            },
-            (ApiRequest::Shutdown, _) => {
-                self.finish(Outcome::ApiShutdown);
-                ApiResponse::Done
-            }
-            (ApiRequest::Reboot, _) => match self.reboot() {
+        if request == ApiRequest::GetVmInfo {
+            return ApiResponse::VmInfo(Box::new(self.info()));
+        }
+        if self.state == VmState::ShuttingDown {
+            return ApiResponse::Conflict("the VM is shutting down".into());
+        }
+        match request {
+            ApiRequest::Pause => self.pause(),
+            ApiRequest::Resume => self.resume(),
+            ApiRequest::Reboot => match self.reboot() {
                 Ok(()) => ApiResponse::Done,
                 Err(e) => {
                     let message = format!("reboot failed: {e}");
@@ -136,6 +121,66 @@ impl Vmm {
                     ApiResponse::Failed(message)
                 }
             },
+            ApiRequest::Snapshot(req) => self.snapshot(&req),
+            ApiRequest::GetMigration => ApiResponse::Json(serde_json::json!({ "phase": "none" })),
+            ApiRequest::Migrate(_) | ApiRequest::CancelMigration => {
+                ApiResponse::Conflict("no migration is running".into())
+            }
+            ApiRequest::GetVmInfo | ApiRequest::Shutdown => ApiResponse::Done,
+        }
+    }
+
+    fn info(&self) -> VmInfo {
+        VmInfo {
+            config: self.config.clone(),
+            state: self.state,
+            vcpus: self.config.vcpus,
+            memory_bytes: self.config.memory.0,
+            console: self.console.stats(),
+        }
+    }
+
+    fn pause(&mut self) -> ApiResponse {
+        if self.state == VmState::Paused {
+            return ApiResponse::Conflict("the VM is already paused".into());
+        }
+        self.with_vm(Vm::pause);
+        self.state = VmState::Paused;
+        ApiResponse::Done
+    }
+
+    fn resume(&mut self) -> ApiResponse {
+        if self.state == VmState::Running {
+            return ApiResponse::Conflict("the VM is not paused".into());
+        }
+        match self.vm.as_ref().map(Vm::resume) {
+            Some(Err(e)) => ApiResponse::Failed(format!("resume failed: {e}")),
+            _ => {
+                self.state = VmState::Running;
+                ApiResponse::Done
+            }
+        }
+    }
+
+    /// Saves the paused VM into `req.dir`, its disks flushed first so the
+    /// images hold what the snapshot's guest wrote.
+    fn snapshot(&mut self, req: &SnapshotRequest) -> ApiResponse {
+        if self.state != VmState::Paused {
+            return ApiResponse::Conflict("pause the VM first (PUT /vm/pause)".into());
+        }
+        let Some(vm) = &self.vm else {
+            return ApiResponse::Conflict("the VM is being rebuilt".into());
+        };
+        if let Err(e) = self.backends.flush_disks() {
+            return ApiResponse::Failed(e);
+        }
+        let macs: Vec<[u8; 6]> = self.backends.nets.iter().map(|n| n.mac).collect();
+        let written = snapshot::capture(vm, &self.config, &macs)
+            .and_then(|snap| snapshot::write(&req.dir, &snap, vm));
+        match written {
+            Ok(_) => ApiResponse::Done,
+            Err(e @ snapshot::SnapshotError::NotEmpty(_)) => ApiResponse::BadRequest(e.to_string()),
+            Err(e) => ApiResponse::Failed(format!("snapshot failed: {e}")),
         }
     }
 
@@ -250,8 +295,9 @@ fn start_api(
     Ok((Some(ApiReceiver { requests: rx, wake }), Some(handle)))
 }
 
-/// Builds and runs the VM until it ends; returns how it ended.
-pub fn run(config: VmConfig) -> Result<Outcome, VmmError> {
+/// Builds the VM `launch` asks for and runs it until it ends; returns how
+/// it ended.
+pub fn run(launch: Launch) -> Result<Outcome, VmmError> {
     vcpu::install_kick_handler().map_err(|e| VmmError::Setup(e.into()))?;
     let stop_signal = signals::install_stop_handlers().map_err(VmmError::Setup)?;
     let events = VmEvents {
@@ -259,12 +305,17 @@ pub fn run(config: VmConfig) -> Result<Outcome, VmmError> {
         reset: EventFd::new(EFD_NONBLOCK).map_err(VmmError::Setup)?,
     };
     // The VM is built first: a bad kernel or config then leaves nothing behind.
-    let backends = Backends::open(&config)?;
-    let mut vm = Vm::create(&config, &backends, &events)?;
+    let Built {
+        config,
+        backends,
+        mut vm,
+    } = builder::build(launch, &events)?;
     let console = Console::open(&config.serial)?;
     let (api, api_server) = start_api(&config)?;
     vm.set_console_output(console.output());
     vm.start()?;
+    // A restored VM's device workers wait parked for this.
+    vm.resume()?;
 
     let vmm = Arc::new(Mutex::new(Vmm {
         config,
@@ -278,17 +329,7 @@ pub fn run(config: VmConfig) -> Result<Outcome, VmmError> {
         state: VmState::Running,
         outcome: None,
     }));
-    let mut manager = EventManager::<Arc<Mutex<Vmm>>>::new()
-        .map_err(|e| VmmError::EventLoop(format!("{e:?}")))?;
-    manager.add_subscriber(vmm.clone());
-    let outcome = loop {
-        manager
-            .run()
-            .map_err(|e| VmmError::EventLoop(format!("{e:?}")))?;
-        if let Some(outcome) = lock(&vmm).outcome.clone() {
-            break outcome;
-        }
-    };
+    let outcome = run_event_loop(&vmm)?;
     // Stopped and flushed before the API answers a shutdown request, so a
     // client that sees the answer may open the images at once.
     let flushed = {
@@ -308,4 +349,18 @@ pub fn run(config: VmConfig) -> Result<Outcome, VmmError> {
         Ok(()) => outcome,
         Err(e) => Outcome::Failed(format!("the VM stopped ({outcome:?}) but {e}")),
     })
+}
+
+fn run_event_loop(vmm: &Arc<Mutex<Vmm>>) -> Result<Outcome, VmmError> {
+    let mut manager = EventManager::<Arc<Mutex<Vmm>>>::new()
+        .map_err(|e| VmmError::EventLoop(format!("{e:?}")))?;
+    manager.add_subscriber(vmm.clone());
+    loop {
+        manager
+            .run()
+            .map_err(|e| VmmError::EventLoop(format!("{e:?}")))?;
+        if let Some(outcome) = lock(vmm).outcome.clone() {
+            return Ok(outcome);
+        }
+    }
 }

@@ -12,12 +12,14 @@
 mod apic;
 mod boot;
 mod cpu;
+mod dirty;
 mod memtest;
 mod mptable;
 mod net;
 mod options;
 mod paging;
 mod phys;
+mod pit;
 mod serial;
 mod smp;
 mod trap;
@@ -58,6 +60,11 @@ fn run(info: &BootInfo) -> ! {
         Err(reason) => fail(reason),
     }
     report("done ok").end();
+    match dirty::option(info.cmdline()) {
+        Ok(None) => {}
+        Ok(Some(workload)) => fail(workload.run(info.e820())),
+        Err(reason) => fail(reason),
+    }
     match options::after(info.cmdline()) {
         options::After::Exit => exit(true),
         options::After::Hold => cpu::halt_forever(),

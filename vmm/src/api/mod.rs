@@ -7,7 +7,9 @@
 
 use std::sync::mpsc::{Receiver, Sender};
 
-use serde::Serialize;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::config::VmConfig;
@@ -16,13 +18,27 @@ use crate::console::ConsoleStats;
 pub mod server;
 
 /// An action asked of the VMM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApiRequest {
     GetVmInfo,
     Pause,
     Resume,
     Shutdown,
     Reboot,
+    /// Save the paused VM's state and memory into a directory.
+    Snapshot(SnapshotRequest),
+    /// Start a live migration (answered at once; progress through GetMigration).
+    Migrate(crate::migration::MigrateRequest),
+    GetMigration,
+    CancelMigration,
+}
+
+/// Body of `PUT /vm/snapshot`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRequest {
+    /// A directory for the snapshot (created if missing, must be empty).
+    pub dir: PathBuf,
 }
 
 /// Lifecycle state of the VM as the API reports it.
@@ -50,8 +66,14 @@ pub struct VmInfo {
 #[derive(Clone, Debug)]
 pub enum ApiResponse {
     VmInfo(Box<VmInfo>),
+    /// A JSON document (HTTP 200).
+    Json(serde_json::Value),
     /// The action was done (HTTP 204).
     Done,
+    /// The action started and goes on in the background (HTTP 202).
+    Accepted,
+    /// The request cannot be carried out as given (HTTP 400).
+    BadRequest(String),
     /// The action is not valid now, e.g. resuming a running VM (HTTP 409).
     Conflict(String),
     /// The VMM failed to do it (HTTP 500).

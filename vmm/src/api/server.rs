@@ -290,12 +290,12 @@ impl Worker {
     }
 
     fn handle(&self, request: &http::Request) -> Reply {
-        let action = match routes::route(&request.method, &request.target) {
+        let action = match routes::route(&request.method, &request.target, &request.body) {
             Ok(action) => action,
             Err(reply) => return reply,
         };
-        match self.forward(action) {
-            Ok(response) => routes::reply_for(action, response),
+        match self.forward(action.clone()) {
+            Ok(response) => routes::reply_for(&action, response),
             Err(reply) => reply,
         }
     }

@@ -3,12 +3,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::ConfigError;
 
 /// Where a virtio-net device's frames go on the host.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "lowercase")]
 pub enum NetBackendConfig {
     /// A tap interface, created if it does not exist.
@@ -40,6 +40,14 @@ impl Serialize for MacAddr {
     }
 }
 
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|()| serde::de::Error::custom(format!("not a unicast MAC: {text}")))
+    }
+}
+
 impl FromStr for MacAddr {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
@@ -66,7 +74,7 @@ pub const MAX_NET_ID_LEN: usize = 20;
 const MIN_MTU: u16 = 68;
 
 /// A virtio-net device.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetConfig {
     pub backend: NetBackendConfig,
     /// The guest's MAC; default a locally administered one derived from the slot.

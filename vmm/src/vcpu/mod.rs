@@ -6,6 +6,10 @@
 //! KVM_RUN (a halted guest CPU) returns with EINTR and looks at it. A kick
 //! can land just before a thread enters KVM_RUN and be lost, so the VMM
 //! repeats it until every thread has acknowledged.
+//!
+//! A parked vCPU thread also takes work: `VcpuThreads::on_each_parked` hands
+//! every thread a closure to run on its own vCPU (saving its state for a
+//! snapshot or a migration), and collects the results.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -29,15 +33,25 @@ pub enum StopReason {
     Error(String),
 }
 
+/// How long a parked vCPU thread may take to run its work (saving a vCPU's
+/// state takes well under a millisecond).
+const PARKED_WORK_TIMEOUT: Duration = Duration::from_secs(10);
+
 const WANT_RUN: u8 = 0;
 const WANT_PAUSE: u8 = 1;
 const WANT_STOP: u8 = 2;
+
+/// Work a parked vCPU thread runs on its own vCPU.
+type ParkedWork = Box<dyn FnOnce(&Vcpu) + Send>;
 
 /// Shared between the VMM thread and all vCPU threads.
 pub struct VcpuControl {
     wanted: AtomicU8,
     /// Number of vCPU threads parked in the paused state.
     paused: Mutex<usize>,
+    /// Per vCPU index: work waiting for that parked thread (guarded by, and
+    /// signalled with, `paused`'s lock and `changed`).
+    work: Mutex<Vec<Option<ParkedWork>>>,
     changed: Condvar,
     /// The first stop reason reported by any vCPU.
     stop_reason: Mutex<Option<StopReason>>,
@@ -51,6 +65,7 @@ impl VcpuControl {
         Arc::new(Self {
             wanted: AtomicU8::new(WANT_RUN),
             paused: Mutex::new(0),
+            work: Mutex::new(Vec::new()),
             changed: Condvar::new(),
             stop_reason: Mutex::new(None),
             stop_evt,
@@ -69,22 +84,33 @@ impl VcpuControl {
     }
 
     /// Called by a vCPU thread between exits. Returns false when it must end.
-    fn keep_running(&self) -> bool {
+    fn keep_running(&self, vcpu: &Vcpu) -> bool {
         loop {
             match self.wanted.load(Ordering::Acquire) {
                 WANT_RUN => return true,
                 WANT_STOP => return false,
-                _ => self.park(),
+                _ => self.park(vcpu),
             }
         }
     }
 
-    fn park(&self) {
+    fn park(&self, vcpu: &Vcpu) {
         let mut paused = lock(&self.paused);
         *paused += 1;
         self.changed.notify_all();
         while self.wanted.load(Ordering::Acquire) == WANT_PAUSE {
-            paused = self.changed.wait(paused).unwrap_or_else(|e| e.into_inner());
+            let work = lock(&self.work)
+                .get_mut(usize::from(vcpu.index))
+                .and_then(Option::take);
+            match work {
+                // Run without the lock: other threads take their work too.
+                Some(work) => {
+                    drop(paused);
+                    work(vcpu);
+                    paused = lock(&self.paused);
+                }
+                None => paused = self.changed.wait(paused).unwrap_or_else(|e| e.into_inner()),
+            }
         }
         *paused -= 1;
         self.changed.notify_all();
@@ -115,11 +141,12 @@ pub struct Vcpu {
 impl Vcpu {
     /// Runs the vCPU until the VMM stops it or the guest stops the VM.
     fn run(mut self) {
-        while self.control.keep_running() {
+        let control = self.control.clone();
+        while control.keep_running(&self) {
             if let Some(reason) = self.run_once() {
-                self.control.report_stop(reason);
+                control.report_stop(reason);
                 // Wait, parked or not, for the VMM to stop every vCPU.
-                while self.control.keep_running() {
+                while control.keep_running(&self) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 return;
@@ -245,6 +272,12 @@ impl VcpuThreads {
         Ok(Self { threads, control })
     }
 
+    /// Whether every vCPU thread is parked (the VM is paused).
+    pub fn all_parked(&self) -> bool {
+        self.control.wanted.load(Ordering::Acquire) == WANT_PAUSE
+            && *lock(&self.control.paused) == self.threads.len()
+    }
+
     /// How many vCPU threads there are.
     pub fn count(&self) -> usize {
         self.threads.len()
@@ -273,6 +306,50 @@ impl VcpuThreads {
         }
     }
 
+    /// Runs `work` on every vCPU's own thread, which must all be parked
+    /// (`pause` first); returns the results in vCPU order, or an error if
+    /// a thread did not answer within `PARKED_WORK_TIMEOUT` (it died).
+    pub fn on_each_parked<T: Send + 'static>(
+        &self,
+        work: impl Fn(&Vcpu) -> T + Send + Sync + 'static,
+    ) -> Result<Vec<T>, String> {
+        let work = Arc::new(work);
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let mut slots = lock(&self.control.work);
+            slots.resize_with(self.threads.len(), || None);
+            for slot in slots.iter_mut() {
+                let (work, tx) = (work.clone(), tx.clone());
+                *slot = Some(Box::new(move |vcpu: &Vcpu| {
+                    let _ = tx.send((vcpu.index, work(vcpu)));
+                }));
+            }
+        }
+        {
+            let _guard = lock(&self.control.paused);
+            self.control.changed.notify_all();
+        }
+        drop(tx);
+        let deadline = std::time::Instant::now() + PARKED_WORK_TIMEOUT;
+        let mut results: Vec<(u8, T)> = Vec::with_capacity(self.threads.len());
+        while results.len() < self.threads.len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(result) => results.push(result),
+                Err(_) => {
+                    lock(&self.control.work).iter_mut().for_each(|w| *w = None);
+                    return Err(format!(
+                        "{} of {} vCPU threads did not answer",
+                        self.threads.len() - results.len(),
+                        self.threads.len()
+                    ));
+                }
+            }
+        }
+        results.sort_by_key(|(index, _)| *index);
+        Ok(results.into_iter().map(|(_, r)| r).collect())
+    }
+
     pub fn resume(&self) {
         self.control.wanted.store(WANT_RUN, Ordering::Release);
         let _guard = lock(&self.control.paused);
@@ -296,3 +373,7 @@ impl VcpuThreads {
         }
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+#[path = "state_x86_64.rs"]
+pub mod state;

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 /// Largest request head (request line and headers) accepted.
 pub(super) const MAX_HEAD_BYTES: usize = 8 << 10;
-/// Largest request body read (and thrown away); longer ones get 413.
+/// Largest request body read; longer ones get 413.
 pub(super) const MAX_BODY_BYTES: u64 = 64 << 10;
 /// Longest line inside a chunked body (chunk size with extensions, trailers).
 const MAX_CHUNK_LINE: usize = 1024;
@@ -65,6 +65,14 @@ impl Reply {
         }
     }
 
+    pub fn accepted() -> Reply {
+        Reply {
+            status: 202,
+            allow: None,
+            body: None,
+        }
+    }
+
     pub fn no_content() -> Reply {
         Reply {
             status: 204,
@@ -103,6 +111,7 @@ impl Reply {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        202 => "Accepted",
         204 => "No Content",
         400 => "Bad Request",
         404 => "Not Found",
@@ -196,11 +205,13 @@ fn reject(status: u16, message: &str) -> ReadError {
     ReadError::Reject(Reply::error(status, message))
 }
 
-/// The parts of a request the routes need; the body has been dealt with.
+/// The parts of a request the routes need.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Request {
     pub method: String,
     pub target: String,
+    /// At most `MAX_BODY_BYTES`.
+    pub body: Vec<u8>,
 }
 
 /// A request head split into its parts; header names are lowercase.
@@ -227,6 +238,8 @@ pub(super) struct Conn<'a> {
     deadline: Instant,
     /// Received bytes not consumed yet.
     buf: Vec<u8>,
+    /// The request body, as it is read.
+    body: Vec<u8>,
 }
 
 impl<'a> Conn<'a> {
@@ -236,10 +249,11 @@ impl<'a> Conn<'a> {
             stop,
             deadline: Instant::now() + timeout,
             buf: Vec::new(),
+            body: Vec::new(),
         }
     }
 
-    /// Reads one request and reads past its body, if that is small enough.
+    /// Reads one request and its body, if that is small enough.
     pub fn read_request(&mut self) -> Result<Request, ReadError> {
         let text = self.read_head()?;
         let head = parse_head(&text)?;
@@ -247,6 +261,7 @@ impl<'a> Conn<'a> {
         Ok(Request {
             method: head.method,
             target: head.target,
+            body: std::mem::take(&mut self.body),
         })
     }
 
@@ -303,8 +318,8 @@ impl<'a> Conn<'a> {
         Err(reject(431, "the request head is larger than 8 KiB"))
     }
 
-    /// Reads the body past, as the endpoints take none; refuses large ones
-    /// before reading any of them.
+    /// Reads the body into `self.body`; refuses large ones before reading
+    /// any of them (a chunked one as soon as its sizes add up past the limit).
     fn read_body(&mut self, headers: &[(String, String)]) -> Result<(), ReadError> {
         let body = body_framing(headers)?;
         // The client waits for this before sending the body. Going ahead
@@ -321,10 +336,11 @@ impl<'a> Conn<'a> {
         }
     }
 
-    /// Throws away the next `n` bytes of the request.
+    /// Moves the next `n` bytes of the request into the body.
     fn skip(&mut self, mut n: u64) -> Result<(), ReadError> {
         loop {
             let have = self.buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+            self.body.extend_from_slice(&self.buf[..have]);
             self.consume(have);
             n -= have as u64;
             if n == 0 {
@@ -349,8 +365,8 @@ impl<'a> Conn<'a> {
         }
     }
 
-    /// Throws away a chunked body (RFC 9112 section 7.1), refusing it as soon
-    /// as the chunk sizes add up to more than the limit.
+    /// Reads a chunked body (RFC 9112 section 7.1), refusing it as soon as
+    /// the chunk sizes add up to more than the limit.
     fn skip_chunked(&mut self) -> Result<(), ReadError> {
         let mut total: u64 = 0;
         loop {

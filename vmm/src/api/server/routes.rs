@@ -4,34 +4,53 @@
 use super::http::Reply;
 use crate::api::{ApiRequest, ApiResponse};
 
+/// How a route turns the request body into the action.
+type Parse = fn(&[u8]) -> Result<ApiRequest, String>;
+
 struct Route {
     path: &'static str,
     method: &'static str,
     /// The Allow header sent with 405.
     allow: &'static str,
-    request: ApiRequest,
+    parse: Parse,
 }
 
-const fn put(path: &'static str, request: ApiRequest) -> Route {
+const fn put(path: &'static str, parse: Parse) -> Route {
     Route {
         path,
         method: "PUT",
         allow: "PUT",
-        request,
+        parse,
     }
 }
 
-const ROUTES: [Route; 5] = [
+const fn get(path: &'static str, parse: Parse) -> Route {
     Route {
-        path: "/vm",
+        path,
         method: "GET",
         allow: "GET, HEAD",
-        request: ApiRequest::GetVmInfo,
-    },
-    put("/vm/pause", ApiRequest::Pause),
-    put("/vm/resume", ApiRequest::Resume),
-    put("/vm/shutdown", ApiRequest::Shutdown),
-    put("/vm/reboot", ApiRequest::Reboot),
+        parse,
+    }
+}
+
+/// A JSON body of type `T`, with a message that says what was wrong.
+fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    if body.is_empty() {
+        return Err("this request needs a JSON body".to_string());
+    }
+    serde_json::from_slice(body).map_err(|e| format!("bad JSON body: {e}"))
+}
+
+const ROUTES: [Route; 9] = [
+    get("/vm", |_| Ok(ApiRequest::GetVmInfo)),
+    put("/vm/pause", |_| Ok(ApiRequest::Pause)),
+    put("/vm/resume", |_| Ok(ApiRequest::Resume)),
+    put("/vm/shutdown", |_| Ok(ApiRequest::Shutdown)),
+    put("/vm/reboot", |_| Ok(ApiRequest::Reboot)),
+    put("/vm/snapshot", |b| json(b).map(ApiRequest::Snapshot)),
+    put("/vm/migrate", |b| json(b).map(ApiRequest::Migrate)),
+    get("/vm/migration", |_| Ok(ApiRequest::GetMigration)),
+    put("/vm/migration/cancel", |_| Ok(ApiRequest::CancelMigration)),
 ];
 
 /// The path part of a request target: no scheme and authority (absolute
@@ -47,9 +66,9 @@ fn path_of(target: &str) -> &str {
     path.split(['?', '#']).next().unwrap_or(path)
 }
 
-/// Maps a method and target to the action asked of the VMM, or to the error
-/// response (404 or 405) if there is no such action.
-pub(super) fn route(method: &str, target: &str) -> Result<ApiRequest, Reply> {
+/// Maps a method, target and body to the action asked of the VMM, or to the
+/// error response (404, 405, or 400 for a body that does not parse).
+pub(super) fn route(method: &str, target: &str, body: &[u8]) -> Result<ApiRequest, Reply> {
     let path = path_of(target);
     // "/vm/" and "/vm" name the same thing; nobody means the difference.
     let trimmed = match path.trim_end_matches('/') {
@@ -62,7 +81,7 @@ pub(super) fn route(method: &str, target: &str) -> Result<ApiRequest, Reply> {
     // HEAD is GET without the body (RFC 9110 9.3.2).
     let head_of_get = method == "HEAD" && route.method == "GET";
     if method == route.method || head_of_get {
-        return Ok(route.request);
+        return (route.parse)(body).map_err(|why| Reply::error(400, &why));
     }
     let message = format!(
         "method {method} is not allowed on {}; use {}",
@@ -72,19 +91,22 @@ pub(super) fn route(method: &str, target: &str) -> Result<ApiRequest, Reply> {
 }
 
 /// Turns the event loop's answer into the HTTP response.
-pub(super) fn reply_for(request: ApiRequest, response: ApiResponse) -> Reply {
-    match (request, response) {
-        (ApiRequest::GetVmInfo, ApiResponse::VmInfo(info)) => Reply::json(200, &*info),
-        (_, ApiResponse::Conflict(message)) => Reply::error(409, &message),
-        (_, ApiResponse::Failed(message)) => Reply::error(500, &message),
-        (ApiRequest::GetVmInfo, ApiResponse::Done) => unexpected(request),
-        (_, ApiResponse::Done) => Reply::no_content(),
-        (_, ApiResponse::VmInfo(_)) => unexpected(request),
+pub(super) fn reply_for(request: &ApiRequest, response: ApiResponse) -> Reply {
+    let wants_body = matches!(request, ApiRequest::GetVmInfo | ApiRequest::GetMigration);
+    match response {
+        ApiResponse::VmInfo(info) if *request == ApiRequest::GetVmInfo => Reply::json(200, &*info),
+        ApiResponse::Json(value) if wants_body => Reply::json(200, &value),
+        ApiResponse::Conflict(message) => Reply::error(409, &message),
+        ApiResponse::BadRequest(message) => Reply::error(400, &message),
+        ApiResponse::Failed(message) => Reply::error(500, &message),
+        ApiResponse::Done if !wants_body => Reply::no_content(),
+        ApiResponse::Accepted if !wants_body => Reply::accepted(),
+        _ => unexpected(request),
     }
 }
 
 /// An event loop bug, reported rather than guessed around.
-fn unexpected(request: ApiRequest) -> Reply {
+fn unexpected(request: &ApiRequest) -> Reply {
     Reply::error(
         500,
         &format!("the VMM gave an answer that does not fit {request:?}"),
@@ -105,6 +127,7 @@ mod tests {
 
     #[test]
     fn routes_match_methods_and_paths() {
+        let route = |m, t| route(m, t, b"");
         assert_eq!(route("GET", "/vm"), Ok(ApiRequest::GetVmInfo));
         assert_eq!(route("HEAD", "/vm/"), Ok(ApiRequest::GetVmInfo));
         assert_eq!(route("PUT", "/vm/pause/?now"), Ok(ApiRequest::Pause));
@@ -123,13 +146,45 @@ mod tests {
     }
 
     #[test]
+    fn bodies_parse_into_requests_or_say_what_is_wrong() {
+        let snap = route("PUT", "/vm/snapshot", br#"{"dir": "/tmp/s"}"#);
+        assert_eq!(
+            snap,
+            Ok(ApiRequest::Snapshot(crate::api::SnapshotRequest {
+                dir: "/tmp/s".into()
+            }))
+        );
+        let missing = route("PUT", "/vm/snapshot", b"").unwrap_err();
+        assert_eq!(missing.status, 400);
+        let unknown = route("PUT", "/vm/snapshot", br#"{"dir":"/x","oops":1}"#).unwrap_err();
+        assert!(String::from_utf8_lossy(unknown.body.as_deref().unwrap()).contains("oops"));
+        let migrate = route("PUT", "/vm/migrate", br#"{"url":"tcp://10.0.0.2:4444"}"#);
+        let Ok(ApiRequest::Migrate(m)) = migrate else {
+            panic!("{migrate:?}");
+        };
+        assert_eq!((m.max_downtime_ms, m.auto_converge), (300, true));
+        assert_eq!(
+            route("PUT", "/vm/migrate", b"{\"url\":")
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
+
+    #[test]
     fn answers_map_to_statuses() {
-        let status = |req, resp| reply_for(req, resp).status;
+        let status = |req: ApiRequest, resp| reply_for(&req, resp).status;
         assert_eq!(status(ApiRequest::Pause, ApiResponse::Done), 204);
         let conflict = ApiResponse::Conflict("already running".into());
         assert_eq!(status(ApiRequest::Resume, conflict), 409);
         let failed = ApiResponse::Failed("KVM said no".into());
         assert_eq!(status(ApiRequest::Reboot, failed), 500);
         assert_eq!(status(ApiRequest::GetVmInfo, ApiResponse::Done), 500);
+        assert_eq!(
+            status(ApiRequest::CancelMigration, ApiResponse::Accepted),
+            202
+        );
+        let json = ApiResponse::Json(serde_json::json!({"phase": "idle"}));
+        assert_eq!(status(ApiRequest::GetMigration, json), 200);
     }
 }

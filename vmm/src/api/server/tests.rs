@@ -51,7 +51,7 @@ fn fake_event_loop(receiver: ApiReceiver, answer: Answer) -> JoinHandle<Vec<ApiR
             loop {
                 match receiver.requests.try_recv() {
                     Ok((request, reply)) => {
-                        seen.push(request);
+                        seen.push(request.clone());
                         match answer(request) {
                             // A server that gave up waiting has dropped its end; the real
                             // loop must shrug that off too.

@@ -7,6 +7,7 @@ pub mod layout;
 pub mod memory;
 pub mod mptable;
 pub mod regs;
+pub mod vm_state;
 
 use kvm_bindings::{kvm_pit_config, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
@@ -120,7 +121,9 @@ pub fn load_guest(
 }
 
 /// CPUID, MSRs, FPU and LAPIC for every vCPU; registers for the boot vCPU.
-/// The others wait for INIT/SIPI from the guest (in-kernel LAPIC).
+/// The others wait for INIT/SIPI from the guest (in-kernel LAPIC). Returns
+/// the CPUID the vCPU was given (a snapshot saves it: what KVM reports back
+/// may hold more than was asked for on some hosts).
 pub fn configure_vcpu(
     supported: &CpuId,
     vcpu: &VcpuFd,
@@ -128,9 +131,9 @@ pub fn configure_vcpu(
     count: u8,
     entry: &BootEntry,
     mem: &GuestRam,
-) -> Result<(), Error> {
-    vcpu.set_cpuid2(&cpuid::for_vcpu(supported, index, count))
-        .map_err(kvm("set CPUID"))?;
+) -> Result<CpuId, Error> {
+    let given = cpuid::for_vcpu(supported, index, count);
+    vcpu.set_cpuid2(&given).map_err(kvm("set CPUID"))?;
     regs::setup_msrs(vcpu)?;
     regs::setup_fpu(vcpu)?;
     regs::setup_lapic(vcpu)?;
@@ -138,5 +141,5 @@ pub fn configure_vcpu(
         regs::setup_sregs(mem, vcpu, entry.protocol)?;
         regs::setup_regs(vcpu, entry)?;
     }
-    Ok(())
+    Ok(given)
 }

@@ -1,7 +1,8 @@
 //! The 16550 UART console (vm-superio), wired to stdout, a file, a Unix
 //! socket client, or nothing.
 
-use vm_superio::serial::NoEvents;
+use serde::{Deserialize, Serialize};
+use vm_superio::serial::{NoEvents, SerialState};
 use vm_superio::Serial;
 
 use super::EventFdTrigger;
@@ -29,6 +30,41 @@ impl SerialConsole {
     /// fit in the receive FIFO (the rest are dropped, as on real hardware).
     pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
         self.0.enqueue_raw_bytes(bytes).unwrap_or(0)
+    }
+}
+
+/// vm-superio's `SerialState`, field for field (it has no serde of its own).
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "SerialState")]
+struct SerialStateDef {
+    baud_divisor_low: u8,
+    baud_divisor_high: u8,
+    interrupt_enable: u8,
+    interrupt_identification: u8,
+    line_control: u8,
+    line_status: u8,
+    modem_control: u8,
+    modem_status: u8,
+    scratch: u8,
+    in_buffer: Vec<u8>,
+}
+
+/// The UART's registers and the input the guest has not read yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialSnapshot(#[serde(with = "SerialStateDef")] pub SerialState);
+
+impl SerialConsole {
+    pub fn save(&self) -> SerialSnapshot {
+        SerialSnapshot(self.0.state())
+    }
+
+    /// The saved registers, keeping this console's interrupt line and output.
+    pub fn restore(&mut self, saved: &SerialSnapshot) -> std::io::Result<()> {
+        let interrupt = self.0.interrupt_evt().try_clone()?;
+        let output = self.0.writer_mut().clone();
+        self.0 = Serial::from_state(&saved.0, interrupt, NoEvents, output)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        Ok(())
     }
 }
 

@@ -101,6 +101,55 @@ impl MmioTransport {
         self.status
     }
 
+    pub fn device(&self) -> &dyn VirtioDevice {
+        &*self.device
+    }
+
+    pub fn device_mut(&mut self) -> &mut dyn VirtioDevice {
+        &mut *self.device
+    }
+
+    pub fn interrupt(&self) -> &Arc<Interrupt> {
+        &self.interrupt
+    }
+
+    pub fn memory(&self) -> &GuestRam {
+        &self.mem
+    }
+
+    /// The registers, for `persist.rs`.
+    pub fn parts(&self) -> super::persist::TransportParts<'_> {
+        super::persist::TransportParts {
+            status: self.status,
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            driver_features: self.driver_features,
+            queue_sel: self.queue_sel,
+            queues: &self.queues,
+        }
+    }
+
+    /// Sets the registers from saved state (`persist.rs` checked the queues).
+    pub fn set_parts(
+        &mut self,
+        state: &super::persist::MmioState,
+        queues: Vec<Queue>,
+    ) -> Result<(), super::persist::PersistError> {
+        if queues.len() != self.queues.len() {
+            return Err(super::persist::PersistError::QueueCount {
+                saved: queues.len(),
+                found: self.queues.len(),
+            });
+        }
+        self.status = state.status;
+        self.device_features_sel = state.device_features_sel;
+        self.driver_features_sel = state.driver_features_sel;
+        self.driver_features = state.driver_features;
+        self.queue_sel = state.queue_sel;
+        self.queues = queues;
+        Ok(())
+    }
+
     /// Parks the device's worker (the VM is pausing).
     pub fn pause(&mut self) {
         self.device.pause();

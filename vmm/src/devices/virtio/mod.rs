@@ -8,6 +8,7 @@
 pub mod block;
 pub mod mmio;
 pub mod net;
+pub mod persist;
 pub mod worker;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -83,6 +84,8 @@ pub enum ActivateError {
     BadFeatures(u64),
     #[error("cannot start the device worker: {0}")]
     Worker(std::io::Error),
+    #[error("this device cannot be restored from saved state")]
+    NotRestorable,
 }
 
 /// What a virtio device implements; the transport does the rest.
@@ -112,6 +115,23 @@ pub trait VirtioDevice: Send {
     fn pause(&mut self);
     /// Runs a parked worker again.
     fn resume(&mut self) -> std::io::Result<()>;
+    /// The parked worker's queues and held data; None when the device is
+    /// not active or its worker is not parked.
+    fn save_active(&self) -> Option<persist::ActiveState> {
+        None
+    }
+    /// Activates the device from saved state with its worker parked (it
+    /// runs on `resume`). `queues` are the saved live queues.
+    fn restore_active(
+        &mut self,
+        _features: u64,
+        _queues: Vec<ActiveQueue>,
+        _saved: &persist::ActiveState,
+        _interrupt: std::sync::Arc<Interrupt>,
+        _mem: GuestRam,
+    ) -> Result<(), ActivateError> {
+        Err(ActivateError::NotRestorable)
+    }
 }
 
 /// Copies `src` (a little-endian config structure) into `data` at `offset`;

@@ -12,7 +12,7 @@ use super::qcow2::{self, Qcow2Disk};
 use super::raw::RawDisk;
 
 /// The image formats `--disk format=` names.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskFormat {
     #[default]

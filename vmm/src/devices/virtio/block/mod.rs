@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::persist::{ActiveState, QueueSnapshot};
 use super::worker::{wait_readable, QueueWorker, WorkerSlot};
 use super::VIRTIO_F_VERSION_1;
 use super::{read_config_bytes, ActivateError, ActiveQueue, Interrupt, VirtioDevice, INT_VRING};
@@ -129,19 +130,34 @@ impl VirtioDevice for Block {
         let mut q = queues.pop().ok_or(ActivateError::QueueNotReady(0))?;
         q.queue
             .set_event_idx(features & VIRTIO_RING_F_EVENT_IDX != 0);
-        let serve = Serve {
-            backend: self.backend.clone(),
-            readonly: self.readonly,
-            size: self.sectors * SECTOR_SIZE,
-            id: self.id,
-            queue: q.queue,
-            notify: q.notify,
-            mem,
-            interrupt,
-        };
+        let serve = self.serve(q, interrupt, mem);
         self.worker
             .start(WORKER_NAME, serve)
             .map_err(ActivateError::Worker)
+    }
+
+    /// No request is ever in flight while the worker is parked (each is
+    /// served whole), so the live queue is all there is to save.
+    fn save_active(&self) -> Option<ActiveState> {
+        let serve = self.worker.parked()?;
+        Some(ActiveState {
+            queues: vec![QueueSnapshot::of(&serve.queue)],
+            pending_rx: None,
+        })
+    }
+
+    fn restore_active(
+        &mut self,
+        _features: u64,
+        mut queues: Vec<ActiveQueue>,
+        _saved: &ActiveState,
+        interrupt: Arc<Interrupt>,
+        mem: GuestRam,
+    ) -> Result<(), ActivateError> {
+        let q = queues.pop().ok_or(ActivateError::QueueNotReady(0))?;
+        let serve = self.serve(q, interrupt, mem);
+        self.worker.start_parked(serve);
+        Ok(())
     }
 
     fn reset(&mut self) {
@@ -154,6 +170,21 @@ impl VirtioDevice for Block {
 
     fn resume(&mut self) -> std::io::Result<()> {
         self.worker.resume(WORKER_NAME)
+    }
+}
+
+impl Block {
+    fn serve(&self, q: ActiveQueue, interrupt: Arc<Interrupt>, mem: GuestRam) -> Serve {
+        Serve {
+            backend: self.backend.clone(),
+            readonly: self.readonly,
+            size: self.sectors * SECTOR_SIZE,
+            id: self.id,
+            queue: q.queue,
+            notify: q.notify,
+            mem,
+            interrupt,
+        }
     }
 }
 

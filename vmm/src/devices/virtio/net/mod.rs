@@ -10,6 +10,7 @@ pub use open::{open, stable_local_mac, NetPort};
 
 use std::sync::Arc;
 
+use super::persist::{ActiveState, QueueSnapshot};
 use super::worker::WorkerSlot;
 use super::{read_config_bytes, ActivateError, ActiveQueue, Interrupt, VirtioDevice};
 use tap::{NetBackend, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6};
@@ -141,6 +142,62 @@ impl VirtioDevice for Net {
         mem: GuestRam,
     ) -> Result<(), ActivateError> {
         self.reset();
+        let worker = self.worker_for(features, queues, interrupt, mem)?;
+        self.worker
+            .start(WORKER_NAME, worker)
+            .map_err(ActivateError::Worker)
+    }
+
+    /// The live queues, and a frame read from the tap that no guest buffer
+    /// had taken yet: carried, not dropped.
+    fn save_active(&self) -> Option<ActiveState> {
+        let w = self.worker.parked()?;
+        Some(ActiveState {
+            queues: vec![QueueSnapshot::of(&w.rx), QueueSnapshot::of(&w.tx)],
+            pending_rx: w.rx_len.map(|n| w.rx_buf[..n].to_vec()),
+        })
+    }
+
+    fn restore_active(
+        &mut self,
+        features: u64,
+        queues: Vec<ActiveQueue>,
+        saved: &ActiveState,
+        interrupt: Arc<Interrupt>,
+        mem: GuestRam,
+    ) -> Result<(), ActivateError> {
+        let mut worker = self.worker_for(features, queues, interrupt, mem)?;
+        if let Some(frame) = &saved.pending_rx {
+            let n = frame.len().min(worker.rx_buf.len());
+            worker.rx_buf[..n].copy_from_slice(&frame[..n]);
+            worker.rx_len = Some(n);
+        }
+        self.worker.start_parked(worker);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.worker.stop();
+    }
+
+    fn pause(&mut self) {
+        self.worker.park();
+    }
+
+    fn resume(&mut self) -> std::io::Result<()> {
+        self.worker.resume(WORKER_NAME)
+    }
+}
+
+impl Net {
+    /// A worker on the negotiated `features`, the tap set to match them.
+    fn worker_for(
+        &self,
+        features: u64,
+        queues: Vec<ActiveQueue>,
+        interrupt: Arc<Interrupt>,
+        mem: GuestRam,
+    ) -> Result<Worker, ActivateError> {
         if !features_consistent(features) {
             return Err(ActivateError::BadFeatures(features));
         }
@@ -158,22 +215,14 @@ impl VirtioDevice for Net {
             rx: rx.notify,
             tx: tx.notify,
         };
-        let worker = Worker::new(self.tap.clone(), (rxq, txq), mem, interrupt, features, wake);
-        self.worker
-            .start(WORKER_NAME, worker)
-            .map_err(ActivateError::Worker)
-    }
-
-    fn reset(&mut self) {
-        self.worker.stop();
-    }
-
-    fn pause(&mut self) {
-        self.worker.park();
-    }
-
-    fn resume(&mut self) -> std::io::Result<()> {
-        self.worker.resume(WORKER_NAME)
+        Ok(Worker::new(
+            self.tap.clone(),
+            (rxq, txq),
+            mem,
+            interrupt,
+            features,
+            wake,
+        ))
     }
 }
 

@@ -1,0 +1,50 @@
+//! Live migration of a running VM to another `vireo-vmm` (pre-copy):
+//! memory is sent while the guest runs, then again what it dirtied, pass
+//! after pass, until what is left fits the downtime budget; then the VM
+//! pauses, the last pages, the disks' last blocks and the device and vCPU
+//! state go, and the destination runs it. See docs/migration.md.
+//!
+//! `protocol.rs` the messages and their framing; `transport.rs` the
+//! channel (TCP, Unix socket, TLS); `send.rs` the source; `receive.rs` the
+//! destination; `context.rs` progress (passes, bandwidth, dirty rate,
+//! expected downtime) for `GET /vm/migration`.
+
+use serde::{Deserialize, Serialize};
+
+/// What `PUT /vm/migrate` asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateRequest {
+    /// `tcp://HOST:PORT`, `tls://HOST:PORT` or `unix:PATH`.
+    pub url: String,
+    /// The longest the guest may stay paused at the switch-over.
+    #[serde(default = "default_downtime_ms")]
+    pub max_downtime_ms: u64,
+    /// A cap on the transfer rate (0: none).
+    #[serde(default)]
+    pub bandwidth_mbps: u64,
+    /// `shared`: the destination opens the same images (after the
+    /// source's last flush); `copy`: their contents are sent too.
+    #[serde(default)]
+    pub disks: DiskMode,
+    /// Throttle the vCPUs when the guest dirties memory faster than the
+    /// link carries it.
+    #[serde(default = "yes")]
+    pub auto_converge: bool,
+}
+
+fn default_downtime_ms() -> u64 {
+    300
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskMode {
+    #[default]
+    Shared,
+    Copy,
+}

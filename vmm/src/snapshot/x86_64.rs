@@ -1,0 +1,64 @@
+//! The x86_64 pieces of a snapshot: the VM-wide KVM state and each vCPU's,
+//! and the check that this host's CPU can run the saved vCPUs.
+
+use crate::arch::x86_64::vm_state;
+use crate::vcpu::{state, VcpuThreads};
+use crate::vm::Vm;
+
+use super::SnapshotError;
+
+pub use crate::arch::x86_64::vm_state::VmState as ArchState;
+pub use crate::vcpu::state::VcpuState;
+
+fn arch_err(e: impl std::fmt::Display) -> SnapshotError {
+    SnapshotError::Arch(e.to_string())
+}
+
+/// VM and vCPU state; the vCPU threads are parked.
+pub fn capture(
+    vm: &Vm,
+    threads: &VcpuThreads,
+) -> Result<(ArchState, Vec<VcpuState>), SnapshotError> {
+    let vm_state = vm_state::save(vm.vm_fd()).map_err(arch_err)?;
+    let msrs = state::saved_msr_indices(vm.kvm()).map_err(arch_err)?;
+    let given = crate::devices::bus::lock(&vm.cpuid).clone();
+    let vcpus = threads
+        .on_each_parked(move |vcpu| {
+            let cpuid = given
+                .get(usize::from(vcpu.index))
+                .cloned()
+                .unwrap_or_default();
+            state::save(&vcpu.fd, &msrs, cpuid)
+        })
+        .map_err(SnapshotError::Arch)?
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(arch_err)?;
+    Ok((vm_state, vcpus))
+}
+
+/// Refuses vCPUs this host cannot run, then sets the VM's and the vCPUs'
+/// state (before the vCPU threads start).
+pub fn apply(vm: &Vm, vm_state: &ArchState, vcpus: &[VcpuState]) -> Result<(), SnapshotError> {
+    let built = vm.unstarted_vcpus();
+    if built.len() != vcpus.len() {
+        return Err(SnapshotError::Arch(format!(
+            "the snapshot has {} vCPUs, the VM {}",
+            vcpus.len(),
+            built.len()
+        )));
+    }
+    let host = crate::arch::x86_64::supported_cpuid(vm.kvm()).map_err(arch_err)?;
+    if let Some(saved) = vcpus.first() {
+        let missing = state::cpuid_missing(&saved.cpuid, host.as_slice());
+        if !missing.is_empty() {
+            return Err(SnapshotError::Cpuid(missing.join(", ")));
+        }
+    }
+    vm_state::restore(vm.vm_fd(), vm_state).map_err(arch_err)?;
+    for (vcpu, saved) in built.iter().zip(vcpus) {
+        state::restore(&vcpu.fd, saved).map_err(arch_err)?;
+    }
+    *crate::devices::bus::lock(&vm.cpuid) = vcpus.iter().map(|v| v.cpuid.clone()).collect();
+    Ok(())
+}
