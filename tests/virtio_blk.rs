@@ -136,13 +136,36 @@ fn bad_disk_options_are_a_clear_error() {
     );
 }
 
+/// One image read-write in two places (two disks, or two VMMs) would be
+/// two writers: the second is refused with the reason, as QEMU does.
 #[test]
-fn disk_is_announced_on_the_command_line() {
-    let dir = scratch_dir("virtio-cmdline");
+fn an_image_in_use_is_refused() {
+    let dir = scratch_dir("virtio-lock");
     let path = dir.join("disk.raw");
     std::fs::write(&path, vec![0u8; MIB]).unwrap();
     let spec = format!("path={}", path.display());
-    let (run, report) = boot_with(&[&spec, &spec], "x");
+    let (run, _) = boot_with(&[&spec, &spec], "x");
+    assert_eq!(run.status.code(), Some(1), "{}", context(&run));
+    assert!(run.stderr.contains("already in use"), "{}", context(&run));
+    // Read-only users share it.
+    let ro = format!("{spec},readonly=on");
+    let (run, report) = boot_with(&[&ro, &ro], "x");
+    assert!(report.done_ok(), "{}", context(&run));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn disk_is_announced_on_the_command_line() {
+    let dir = scratch_dir("virtio-cmdline");
+    let specs: Vec<String> = ["a.raw", "b.raw"]
+        .iter()
+        .map(|name| {
+            let path = dir.join(name);
+            std::fs::write(&path, vec![0u8; MIB]).unwrap();
+            format!("path={}", path.display())
+        })
+        .collect();
+    let (run, report) = boot_with(&[&specs[0], &specs[1]], "x");
     let cmdline = report
         .all("cmdline")
         .first()

@@ -17,7 +17,7 @@ pub enum Launch {
     Boot(VmConfig),
     /// Resume the VM saved in a snapshot directory.
     Restore(Resume),
-    /// Receive a VM from a migration source listening on `url`.
+    /// Receive a VM from a migration source, listening on `url`.
     Incoming { url: String, resume: Resume },
 }
 

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use vireo_vmm::builder::{Launch, Overrides, Resume};
 use vireo_vmm::config::{parse_vcpus, DiskConfig, MemorySize, NetConfig, SerialOutput, VmConfig};
+use vireo_vmm::migration::transport::TlsFiles;
 use vireo_vmm::vmm::{self, Outcome};
 
 /// Boot a Linux kernel (ELF vmlinux with or without a PVH note, or bzImage)
@@ -61,9 +62,26 @@ struct Args {
         value_name = "tap=NAME|macvtap=NAME|fd=N[,mac=MAC][,mtu=N][,id=NAME]"
     )]
     net: Vec<NetConfig>,
+    /// PEM certificate this VMM presents on tls:// migration channels.
+    #[arg(long, value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PATH")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificate the other end of a tls:// migration must be signed by.
+    #[arg(long, value_name = "PATH")]
+    tls_ca: Option<PathBuf>,
 }
 
 impl Args {
+    fn tls(&self) -> TlsFiles {
+        TlsFiles {
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            ca: self.tls_ca.clone(),
+        }
+    }
+
     fn launch(self) -> Launch {
         let overrides = Overrides {
             disks: (!self.disk.is_empty()).then_some(self.disk.clone()),
@@ -104,7 +122,8 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
         }
     };
-    match vmm::run(args.launch()) {
+    let tls = args.tls();
+    match vmm::run(args.launch(), tls) {
         Ok(Outcome::Failed(reason)) => {
             eprintln!("vireo-vmm: the VM failed: {reason}");
             ExitCode::from(2)

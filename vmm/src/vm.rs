@@ -143,10 +143,25 @@ impl Vm {
         backends: &Backends,
         events: &VmEvents,
     ) -> Result<Self, VmError> {
+        Self::build_on(config, backends, events, Self::new_memory(config)?)
+    }
+
+    /// Guest RAM for `config`, laid out as this architecture wants it.
+    pub fn new_memory(config: &VmConfig) -> Result<GuestRam, VmError> {
+        let size = config.memory.0;
+        Ok(memory::create(size, &arch::current::memory_regions(size)?)?)
+    }
+
+    /// `build` around RAM that already holds the guest (an incoming
+    /// migration fills it before the VM exists).
+    pub fn build_on(
+        config: &VmConfig,
+        backends: &Backends,
+        events: &VmEvents,
+        memory: GuestRam,
+    ) -> Result<Self, VmError> {
         let kvm = Kvm::new().map_err(VmError::Kvm)?;
         let vm_fd = kvm.create_vm().map_err(kvm_call("create a VM"))?;
-        let size = config.memory.0;
-        let memory = memory::create(size, &arch::current::memory_regions(size)?)?;
         memory::register(&vm_fd, &memory, false)?;
         arch::current::setup_vm_pre_vcpus(&vm_fd)?;
         let fds = (0..config.vcpus)

@@ -18,6 +18,11 @@ use crate::builder::{self, BuildError, Built, Launch};
 use crate::config::VmConfig;
 use crate::console::{Console, ConsoleError};
 use crate::devices::bus::lock;
+use crate::migration::context::MigrationStatus;
+use crate::migration::outgoing::{self, Next, Outgoing};
+use crate::migration::receive::{self, Incoming};
+use crate::migration::transport::TlsFiles;
+use crate::migration::{protocol, MigrateRequest};
 use crate::signals;
 use crate::snapshot;
 use crate::vcpu::{self, StopReason};
@@ -73,6 +78,12 @@ struct Vmm {
     config: VmConfig,
     events: VmEvents,
     stop_signal: EventFd,
+    /// Written by the migration thread when it has news.
+    migration_wake: EventFd,
+    migration: Option<Outgoing>,
+    /// The last migration's progress (GET /vm/migration).
+    migration_status: Arc<Mutex<MigrationStatus>>,
+    tls: TlsFiles,
     /// None only between tearing one boot down and building the next.
     vm: Option<Vm>,
     backends: Backends,
@@ -122,10 +133,18 @@ impl Vmm {
                 }
             },
             ApiRequest::Snapshot(req) => self.snapshot(&req),
-            ApiRequest::GetMigration => ApiResponse::Json(serde_json::json!({ "phase": "none" })),
-            ApiRequest::Migrate(_) | ApiRequest::CancelMigration => {
-                ApiResponse::Conflict("no migration is running".into())
+            ApiRequest::Migrate(req) => self.migrate(req),
+            ApiRequest::GetMigration => {
+                let status = lock(&self.migration_status).clone();
+                ApiResponse::Json(serde_json::to_value(status).unwrap_or_default())
             }
+            ApiRequest::CancelMigration => match &self.migration {
+                Some(m) if !m.finished() => {
+                    m.cancel();
+                    ApiResponse::Accepted
+                }
+                _ => ApiResponse::Conflict("no migration is running".into()),
+            },
             ApiRequest::GetVmInfo | ApiRequest::Shutdown => ApiResponse::Done,
         }
     }
@@ -184,6 +203,89 @@ impl Vmm {
         }
     }
 
+    /// Starts a migration thread; answered at once (202), progress on
+    /// GET /vm/migration.
+    fn migrate(&mut self, req: MigrateRequest) -> ApiResponse {
+        if self.migration.as_ref().is_some_and(|m| !m.finished()) {
+            return ApiResponse::Conflict("a migration is already running".into());
+        }
+        if self.state != VmState::Running {
+            return ApiResponse::Conflict("only a running VM migrates; resume it first".into());
+        }
+        if let Err(e) = req.url.parse::<crate::migration::transport::Endpoint>() {
+            return ApiResponse::BadRequest(e);
+        }
+        let Some(vm) = &self.vm else {
+            return ApiResponse::Conflict("the VM is being rebuilt".into());
+        };
+        let parts = (vm, &self.config, &self.backends);
+        match Outgoing::start(
+            req,
+            self.tls.clone(),
+            parts,
+            self.migration_status.clone(),
+            &self.migration_wake,
+        ) {
+            Ok(m) => {
+                self.migration = Some(m);
+                ApiResponse::Accepted
+            }
+            Err(e) => ApiResponse::Failed(format!("cannot start the migration: {e}")),
+        }
+    }
+
+    /// The migration thread has news.
+    fn on_migration(&mut self) {
+        let _ = self.migration_wake.read();
+        while let Some(next) = self.migration.as_mut().map(Outgoing::next) {
+            match next {
+                Next::Wait => return,
+                Next::Switchover(reply) => {
+                    let _ = reply.send(self.pause_for_switchover());
+                }
+                Next::Resume => self.resume_after_migration(),
+                Next::Leave => {
+                    // The destination owns the disks now: never touch them.
+                    self.backends.detach_disks();
+                    self.finish(Outcome::MigratedAway);
+                }
+                Next::StayPaused => {
+                    eprintln!(
+                        "vireo-vmm: the migration's destination did not confirm; the VM stays paused here"
+                    );
+                    self.state = VmState::Paused;
+                }
+            }
+        }
+    }
+
+    fn pause_for_switchover(&mut self) -> Result<Box<snapshot::VmSnapshot>, String> {
+        let vm = self.vm.as_ref().ok_or("the VM is being rebuilt")?;
+        if self.state == VmState::Running {
+            vm.pause();
+            self.state = VmState::Paused;
+            if let Some(m) = &mut self.migration {
+                m.paused_here = true;
+            }
+        }
+        self.backends.flush_disks()?;
+        let macs: Vec<[u8; 6]> = self.backends.nets.iter().map(|n| n.mac).collect();
+        snapshot::capture(vm, &self.config, &macs)
+            .map(Box::new)
+            .map_err(|e| e.to_string())
+    }
+
+    fn resume_after_migration(&mut self) {
+        let paused_here = self.migration.as_ref().is_some_and(|m| m.paused_here);
+        if paused_here && self.state == VmState::Paused {
+            if let Some(Err(e)) = self.vm.as_ref().map(Vm::resume) {
+                self.finish(Outcome::Failed(format!("resume after a failed migration: {e}")));
+                return;
+            }
+            self.state = VmState::Running;
+        }
+    }
+
     fn with_vm(&self, action: impl FnOnce(&Vm)) {
         if let Some(vm) = &self.vm {
             action(vm);
@@ -193,6 +295,10 @@ impl Vmm {
     /// Tears the VM down (vCPUs and device workers stopped, guest memory
     /// freed) and makes what the guest wrote durable.
     fn teardown(&mut self) -> Result<(), String> {
+        // The migration thread holds handles on the VM: it goes first.
+        if let Some(m) = self.migration.take() {
+            m.abandon();
+        }
         if let Some(mut vm) = self.vm.take() {
             vm.stop();
         }
@@ -248,6 +354,7 @@ impl MutEventSubscriber for Vmm {
             self.events.stop.as_raw_fd(),
             self.events.reset.as_raw_fd(),
             self.stop_signal.as_raw_fd(),
+            self.migration_wake.as_raw_fd(),
         ];
         fds.extend(self.api.as_ref().map(|a| a.wake.as_raw_fd()));
         fds.extend(self.console.watched_fds());
@@ -267,6 +374,8 @@ impl MutEventSubscriber for Vmm {
         } else if fd == self.stop_signal.as_raw_fd() {
             let _ = self.stop_signal.read();
             self.finish(Outcome::Signalled);
+        } else if fd == self.migration_wake.as_raw_fd() {
+            self.on_migration();
         } else if self.api.as_ref().is_some_and(|a| a.wake.as_raw_fd() == fd) {
             self.handle_api();
         } else if self.console.is_listener(fd) {
@@ -296,8 +405,8 @@ fn start_api(
 }
 
 /// Builds the VM `launch` asks for and runs it until it ends; returns how
-/// it ended.
-pub fn run(launch: Launch) -> Result<Outcome, VmmError> {
+/// it ended. `tls` is for migration channels either way.
+pub fn run(launch: Launch, tls: TlsFiles) -> Result<Outcome, VmmError> {
     vcpu::install_kick_handler().map_err(|e| VmmError::Setup(e.into()))?;
     let stop_signal = signals::install_stop_handlers().map_err(VmmError::Setup)?;
     let events = VmEvents {
@@ -305,22 +414,43 @@ pub fn run(launch: Launch) -> Result<Outcome, VmmError> {
         reset: EventFd::new(EFD_NONBLOCK).map_err(VmmError::Setup)?,
     };
     // The VM is built first: a bad kernel or config then leaves nothing behind.
+    let (built, confirm) = match launch {
+        Launch::Incoming { url, resume } => {
+            let incoming = Incoming {
+                url,
+                overrides: resume.overrides,
+                tls: tls.clone(),
+            };
+            let (built, ch) = receive::receive(incoming, &events, &stop_signal)?;
+            (built, Some(ch))
+        }
+        other => (builder::build(other, &events)?, None),
+    };
     let Built {
         config,
         backends,
         mut vm,
-    } = builder::build(launch, &events)?;
+    } = built;
     let console = Console::open(&config.serial)?;
     let (api, api_server) = start_api(&config)?;
     vm.set_console_output(console.output());
     vm.start()?;
     // A restored VM's device workers wait parked for this.
     vm.resume()?;
+    if let Some(mut ch) = confirm {
+        // Committed: the VM runs here whether or not the source hears it.
+        let _ = protocol::write_frame(&mut *ch, protocol::Kind::Running, &[]);
+        receive::announce(&backends);
+    }
 
     let vmm = Arc::new(Mutex::new(Vmm {
         config,
         events,
         stop_signal,
+        migration_wake: EventFd::new(EFD_NONBLOCK).map_err(VmmError::Setup)?,
+        migration: None,
+        migration_status: Arc::new(Mutex::new(outgoing::idle_status())),
+        tls,
         vm: Some(vm),
         backends,
         console,

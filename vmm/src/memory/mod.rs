@@ -5,6 +5,7 @@
 //! virtio device filling a buffer, the used ring) marks its pages, so
 //! migration sees those writes as well as the guest's own (KVM's dirty log).
 
+pub mod dirty;
 pub mod pages;
 
 use kvm_bindings::kvm_userspace_memory_region;

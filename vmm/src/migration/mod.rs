@@ -31,6 +31,14 @@ pub struct MigrateRequest {
     /// link carries it.
     #[serde(default = "yes")]
     pub auto_converge: bool,
+    /// How long a silent link is waited for before the migration fails
+    /// (and the VM resumes here).
+    #[serde(default = "default_link_timeout_ms")]
+    pub link_timeout_ms: u64,
+}
+
+fn default_link_timeout_ms() -> u64 {
+    10_000
 }
 
 fn default_downtime_ms() -> u64 {
@@ -48,3 +56,12 @@ pub enum DiskMode {
     Shared,
     Copy,
 }
+
+pub mod context;
+mod copy;
+pub mod outgoing;
+pub mod protocol;
+pub mod receive;
+pub mod send;
+mod tls;
+pub mod transport;

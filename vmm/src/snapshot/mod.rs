@@ -93,10 +93,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
 
 /// The guest RAM layout of `vm`.
 pub fn layout(vm: &Vm) -> Vec<(u64, u64)> {
-    vm.memory()
-        .iter()
-        .map(|r| (r.start_addr().0, r.len()))
-        .collect()
+    layout_of(vm.memory())
+}
+
+/// (guest address, length) of each region of `ram`.
+pub fn layout_of(ram: &crate::memory::GuestRam) -> Vec<(u64, u64)> {
+    ram.iter().map(|r| (r.start_addr().0, r.len())).collect()
 }
 
 /// The whole state of a paused VM. `config` describes it; `macs` are its

@@ -57,6 +57,8 @@ pub struct VcpuControl {
     stop_reason: Mutex<Option<StopReason>>,
     /// Written when a vCPU stops the VM, to wake the event loop.
     pub stop_evt: EventFd,
+    /// Auto-converge: percent of the time every vCPU sleeps (`throttle.rs`).
+    throttle: AtomicU8,
 }
 
 impl VcpuControl {
@@ -69,6 +71,7 @@ impl VcpuControl {
             changed: Condvar::new(),
             stop_reason: Mutex::new(None),
             stop_evt,
+            throttle: AtomicU8::new(0),
         })
     }
 
@@ -142,7 +145,9 @@ impl Vcpu {
     /// Runs the vCPU until the VMM stops it or the guest stops the VM.
     fn run(mut self) {
         let control = self.control.clone();
+        let mut throttle = throttle::ThrottleClock::new();
         while control.keep_running(&self) {
+            throttle.maybe_sleep(control.throttle.load(Ordering::Relaxed));
             if let Some(reason) = self.run_once() {
                 control.report_stop(reason);
                 // Wait, parked or not, for the VMM to stop every vCPU.
@@ -272,6 +277,13 @@ impl VcpuThreads {
         Ok(Self { threads, control })
     }
 
+    /// A handle that throttles these vCPUs (a migration's auto-converge).
+    pub fn throttle(&self) -> throttle::Throttle {
+        use std::os::unix::thread::JoinHandleExt;
+        let threads = self.threads.iter().map(|t| t.as_pthread_t()).collect();
+        throttle::Throttle::new(self.control.clone(), threads)
+    }
+
     /// Whether every vCPU thread is parked (the VM is paused).
     pub fn all_parked(&self) -> bool {
         self.control.wanted.load(Ordering::Acquire) == WANT_PAUSE
@@ -377,3 +389,4 @@ impl VcpuThreads {
 #[cfg(target_arch = "x86_64")]
 #[path = "state_x86_64.rs"]
 pub mod state;
+pub mod throttle;

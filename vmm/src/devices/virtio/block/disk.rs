@@ -50,6 +50,46 @@ pub trait DiskBackend: Send {
     fn discard_granularity(&self) -> u64 {
         4096
     }
+    /// Takes (true) or gives up (false) this process's lock on the image
+    /// file (see `lock_image`); a migration hands the lock to the
+    /// destination and takes it back if it fails.
+    fn set_locked(&mut self, _locked: bool) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Locks `file` for this open file description (an OFD lock, as QEMU uses):
+/// `exclusive` (a read-write image: nobody else may open it) or shared (a
+/// read-only image or a backing file: others may read it, none may write).
+/// Released when the file is closed, also when the process dies.
+pub fn lock_image(file: &File, exclusive: bool) -> io::Result<()> {
+    set_lock(file, if exclusive { libc::F_WRLCK } else { libc::F_RDLCK })
+}
+
+pub fn unlock_image(file: &File) -> io::Result<()> {
+    set_lock(file, libc::F_UNLCK)
+}
+
+fn set_lock(file: &File, kind: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero flock is valid; the fields that matter are set below.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    // l_start = l_len = 0: the whole file, however long it grows.
+    // SAFETY: F_OFD_SETLK reads the flock we own.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Locks the image at `path` (see `lock_image`), saying who holds it.
+pub fn lock_or_explain(file: &File, path: &Path, exclusive: bool) -> Result<(), DiskError> {
+    lock_image(file, exclusive).map_err(|e| match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => DiskError::Locked(path.display().to_string()),
+        _ => DiskError::io(path, e),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +104,8 @@ pub enum DiskError {
     Qcow2 { path: String, why: String },
     #[error("'{path}': {source}")]
     Io { path: String, source: io::Error },
+    #[error("'{0}' is already in use: another VM, program or disk holds a lock on the image (two writers would corrupt it)")]
+    Locked(String),
 }
 
 impl DiskError {
@@ -110,6 +152,7 @@ fn is_block_device(meta: &std::fs::Metadata) -> bool {
 /// the image unless it opened cleanly.
 pub fn open(path: &Path, opts: OpenOptions) -> Result<Box<dyn DiskBackend>, DiskError> {
     let file = open_file(path, opts.readonly, opts.direct)?;
+    lock_or_explain(&file, path, !opts.readonly)?;
     match opts.format {
         DiskFormat::Raw => {
             // Through a buffered descriptor: O_DIRECT cannot read 4 bytes.

@@ -5,6 +5,7 @@
 pub mod disk;
 pub mod qcow2;
 mod raw;
+pub mod tracked;
 mod request;
 
 use std::os::fd::AsRawFd;

@@ -42,6 +42,13 @@ impl DiskBackend for RawDisk {
         self.size
     }
 
+    fn set_locked(&mut self, locked: bool) -> io::Result<()> {
+        match locked {
+            true => super::disk::lock_image(&self.file, !self.readonly),
+            false => super::disk::unlock_image(&self.file),
+        }
+    }
+
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let Some(bounce) = self.bounce.as_mut() else {
             return self.file.read_exact_at(buf, offset);

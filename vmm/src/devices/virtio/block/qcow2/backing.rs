@@ -94,6 +94,8 @@ pub fn open(
         ));
     }
     let file = open_file(&target, true, false)?;
+    // Shared: other overlays may read the same base; nobody may write it.
+    super::super::disk::lock_or_explain(&file, &target, false)?;
     let is_qcow2 = match h.backing_format.as_deref() {
         Some("qcow2") => true,
         Some("raw") => false,

@@ -310,6 +310,15 @@ impl DiskBackend for Qcow2Disk {
         self.size
     }
 
+    /// The top image only: the backing chain keeps its shared locks, which
+    /// a destination's shared locks do not conflict with.
+    fn set_locked(&mut self, locked: bool) -> io::Result<()> {
+        match locked {
+            true => super::disk::lock_image(&self.file, !self.readonly),
+            false => super::disk::unlock_image(&self.file),
+        }
+    }
+
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let cs = self.cluster_size();
         let mut done = 0;

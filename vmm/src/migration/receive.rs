@@ -1,0 +1,214 @@
+//! The destination of a migration (`vireo-vmm --incoming URL`): takes one
+//! source, checks it can run the VM, fills guest RAM (and, with copied
+//! disks, the images) pass after pass, builds the VM from the state, says
+//! Ready, and waits for Commit. Anything short of Commit ends this process
+//! with nothing run: the source still has the VM.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use vmm_sys_util::eventfd::EventFd;
+
+use super::protocol::{self, for_each_block, for_each_page, Hello, Kind, PageData};
+use super::transport::{Channel, Endpoint, Listener, TlsFiles};
+use super::DiskMode;
+use crate::backends::{self, Backends};
+use crate::builder::{apply_overrides, BuildError, Built, Overrides};
+use crate::devices::virtio::block::disk::DiskBackend;
+use crate::memory::{pages, GuestRam};
+use crate::snapshot::{self, VmSnapshot};
+use crate::vm::{Vm, VmEvents};
+
+/// How long the destination waits for the source's next frame.
+pub const LINK_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Incoming {
+    pub url: String,
+    pub overrides: Overrides,
+    pub tls: TlsFiles,
+}
+
+fn failed(why: impl std::fmt::Display) -> BuildError {
+    BuildError::Mismatch(format!("incoming migration: {why}"))
+}
+
+/// Waits for a source on `incoming.url` and receives the VM; returns it
+/// built and committed (not started), with the channel to confirm on.
+pub fn receive(
+    incoming: Incoming,
+    events: &VmEvents,
+    stop: &EventFd,
+) -> Result<(Built, Box<dyn Channel>), BuildError> {
+    let endpoint: Endpoint = incoming.url.parse().map_err(failed)?;
+    let listener = Listener::bind(&endpoint).map_err(failed)?;
+    eprintln!("vireo-vmm: waiting for a migration on {}", incoming.url);
+    let mut ch = accept(&listener, &incoming.tls, stop)?;
+    drop(listener);
+    ch.set_timeout(LINK_TIMEOUT).map_err(failed)?;
+    match receive_on(&mut *ch, incoming.overrides, events) {
+        Ok(built) => Ok((built, ch)),
+        Err(e) => {
+            // The source learns why; it keeps (or resumes) the VM.
+            let _ = protocol::write_frame(&mut *ch, Kind::Error, e.to_string().as_bytes());
+            Err(e)
+        }
+    }
+}
+
+fn accept(listener: &Listener, tls: &TlsFiles, stop: &EventFd) -> Result<Box<dyn Channel>, BuildError> {
+    let fds = [listener.fd(), stop.as_raw_fd()];
+    let ready = crate::devices::virtio::worker::wait_readable(fds).map_err(failed)?;
+    if ready[1] {
+        return Err(failed("stopped before a source connected"));
+    }
+    listener.accept(tls).map_err(failed)
+}
+
+/// Memory and the copied disks, filled before the VM exists.
+struct Landing {
+    ram: GuestRam,
+    copies: Vec<Box<dyn DiskBackend>>,
+}
+
+fn receive_on(
+    ch: &mut dyn Channel,
+    overrides: Overrides,
+    events: &VmEvents,
+) -> Result<Built, BuildError> {
+    let hello: Hello = serde_json::from_slice(&protocol::expect(ch, Kind::Hello).map_err(failed)?)
+        .map_err(|e| failed(format!("bad hello: {e}")))?;
+    let config = check_hello(&hello, overrides)?;
+    let mut landing = Landing {
+        ram: Vm::new_memory(&config)?,
+        copies: Vec::new(),
+    };
+    if hello.disks == DiskMode::Copy {
+        for (disk, &size) in config.disks.iter().zip(&hello.disk_sizes) {
+            let target = backends::open_copy_target(disk, size).map_err(failed)?;
+            landing.copies.push(target);
+        }
+    }
+    let built = snapshot::layout_of(&landing.ram);
+    if built != hello.memory {
+        return Err(failed(format!("memory layout {:?} here, {:?} there", built, hello.memory)));
+    }
+    protocol::write_frame(ch, Kind::Ack, &[]).map_err(failed)?;
+    let snap = receive_passes(ch, &mut landing)?;
+    let opened = landing.copies.into_iter().map(Some).collect();
+    let backends = Backends::open_with(&config, opened)?;
+    let vm = Vm::build_on(&config, &backends, events, landing.ram)?;
+    snapshot::apply(&vm, &snap)?;
+    protocol::write_frame(ch, Kind::Ready, &[]).map_err(failed)?;
+    match protocol::read_frame(ch) {
+        Ok((Kind::Commit, _)) => Ok(Built {
+            config,
+            backends,
+            vm,
+        }),
+        Ok((kind, _)) => Err(failed(format!("the source sent {kind:?} instead of Commit"))),
+        Err(e) => Err(failed(format!("no Commit from the source ({e}); nothing runs here"))),
+    }
+}
+
+/// This side's description of the VM, or why it cannot take it.
+fn check_hello(hello: &Hello, overrides: Overrides) -> Result<crate::config::VmConfig, BuildError> {
+    if hello.version != protocol::VERSION {
+        return Err(failed(format!(
+            "the source speaks migration protocol {}, this vireo-vmm {}",
+            hello.version,
+            protocol::VERSION
+        )));
+    }
+    if hello.arch != std::env::consts::ARCH {
+        return Err(failed(format!("the VM is {}, this host {}", hello.arch, std::env::consts::ARCH)));
+    }
+    if hello.disk_sizes.len() != hello.config.disks.len() {
+        return Err(failed("the hello's disk list is inconsistent"));
+    }
+    apply_overrides(hello.config.clone(), overrides)
+}
+
+/// Pages and blocks until the State frame; returns the state.
+fn receive_passes(ch: &mut dyn Channel, landing: &mut Landing) -> Result<VmSnapshot, BuildError> {
+    loop {
+        let (kind, payload) = protocol::read_frame(ch).map_err(failed)?;
+        match kind {
+            Kind::Pages => land_pages(&landing.ram, &payload).map_err(failed)?,
+            Kind::Disk => land_blocks(&mut landing.copies, &payload).map_err(failed)?,
+            Kind::State => {
+                snapshot::check_header(std::path::Path::new("migration state"), &payload)?;
+                return serde_json::from_slice(&payload)
+                    .map_err(|e| failed(format!("bad state: {e}")));
+            }
+            Kind::Cancel => return Err(failed("the source cancelled the migration")),
+            other => return Err(failed(format!("unexpected {other:?} frame"))),
+        }
+    }
+}
+
+fn land_pages(ram: &GuestRam, payload: &[u8]) -> io::Result<()> {
+    let zero = [0u8; protocol::PAGE];
+    for_each_page(payload, |region, page, data| {
+        let bytes = match data {
+            PageData::Zero => &zero[..],
+            PageData::Data(bytes) => bytes,
+        };
+        pages::write_page(ram, usize::from(region), page, bytes)
+    })
+}
+
+fn land_blocks(copies: &mut [Box<dyn DiskBackend>], payload: &[u8]) -> io::Result<()> {
+    for_each_block(payload, |disk, offset, len, data| {
+        let target = copies
+            .get_mut(usize::from(disk))
+            .ok_or_else(|| protocol::bad(format!("a block for disk {disk}, which is not copied")))?;
+        if offset.checked_add(u64::from(len)).is_none_or(|end| end > target.size()) {
+            return Err(protocol::bad(format!("a block beyond disk {disk}'s end")));
+        }
+        match data {
+            PageData::Zero => target.write_zeroes(offset, u64::from(len), false),
+            PageData::Data(bytes) => target.write_at(bytes, offset),
+        }
+    })
+}
+
+/// Makes the bridge learn the guest's new port at once: three RARP
+/// frames from each NIC's MAC, as QEMU's self-announce sends.
+pub fn announce(backends: &Backends) {
+    let taps: Vec<(File, [u8; 6])> = backends
+        .nets
+        .iter()
+        .filter_map(|n| Some((n.tap.file().try_clone().ok()?, n.mac)))
+        .collect();
+    if taps.is_empty() {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("vireo-announce".into())
+        .spawn(move || {
+            for delay_ms in [0, 50, 150] {
+                std::thread::sleep(Duration::from_millis(delay_ms));
+                for (tap, mac) in &taps {
+                    let _ = io::Write::write_all(&mut &*tap, &rarp_frame(*mac));
+                }
+            }
+        });
+}
+
+/// A RARP "reverse request" from `mac` to everyone, behind the 12-byte
+/// vnet header the tap expects.
+pub fn rarp_frame(mac: [u8; 6]) -> Vec<u8> {
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x80, 0x35]); // EtherType RARP
+    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 3]); // Ethernet/IPv4, op 3
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0; 4]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0; 4]);
+    f.resize(12 + 60, 0); // the Ethernet minimum
+    f
+}

@@ -1,0 +1,111 @@
+//! vCPU throttling for auto-converge: when a guest dirties memory faster
+//! than a migration sends it, its vCPUs are made to sleep a share of the
+//! time. A vCPU thread that comes out of KVM_RUN at least `PERIOD` after
+//! its last sleep sleeps `PERIOD × p / (100 − p)`, so it runs (100 − p)% of
+//! the time; a kicker thread interrupts KVM_RUN every `PERIOD` so a guest
+//! that never exits on its own is throttled too (QEMU does the same).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{kick_signal, VcpuControl};
+
+pub const PERIOD: Duration = Duration::from_millis(10);
+/// QEMU's ceiling too: the guest must still make some progress.
+pub const MAX_PERCENT: u8 = 99;
+
+/// Per vCPU thread: when it last slept.
+pub struct ThrottleClock(Instant);
+
+impl ThrottleClock {
+    pub fn new() -> Self {
+        Self(Instant::now())
+    }
+
+    /// Sleeps if throttling asks for it now.
+    pub fn maybe_sleep(&mut self, percent: u8) {
+        if percent == 0 || self.0.elapsed() < PERIOD {
+            return;
+        }
+        let p = u32::from(percent.min(MAX_PERCENT));
+        std::thread::sleep(PERIOD * p / (100 - p));
+        self.0 = Instant::now();
+    }
+}
+
+impl Default for ThrottleClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Sets the throttle and kicks the vCPUs while it is on. Dropping it
+/// turns throttling off and stops the kicker.
+pub struct Throttle {
+    control: Arc<VcpuControl>,
+    threads: Vec<libc::pthread_t>,
+    kicker: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+}
+
+impl Throttle {
+    pub(super) fn new(control: Arc<VcpuControl>, threads: Vec<libc::pthread_t>) -> Self {
+        Self {
+            control,
+            threads,
+            kicker: None,
+        }
+    }
+
+    pub fn percent(&self) -> u8 {
+        self.control.throttle.load(Ordering::Relaxed)
+    }
+
+    /// Sets the share of time the vCPUs sleep (0 turns throttling off).
+    pub fn set(&mut self, percent: u8) {
+        self.control
+            .throttle
+            .store(percent.min(MAX_PERCENT), Ordering::Relaxed);
+        if percent > 0 && self.kicker.is_none() {
+            self.start_kicker();
+        }
+        if percent == 0 {
+            self.stop_kicker();
+        }
+    }
+
+    fn start_kicker(&mut self) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (threads, stopping) = (self.threads.clone(), stop.clone());
+        let handle = std::thread::Builder::new()
+            .name("vireo-throttle".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::Relaxed) {
+                    for &t in &threads {
+                        // SAFETY: the vCPU threads outlive this kicker: the
+                        // VMM stops the migration (dropping the Throttle,
+                        // which joins this thread) before it joins them.
+                        unsafe { libc::pthread_kill(t, kick_signal()) };
+                    }
+                    std::thread::sleep(PERIOD);
+                }
+            });
+        if let Ok(handle) = handle {
+            self.kicker = Some((handle, stop));
+        }
+    }
+
+    fn stop_kicker(&mut self) {
+        if let Some((handle, stop)) = self.kicker.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Throttle {
+    fn drop(&mut self) {
+        self.set(0);
+    }
+}
