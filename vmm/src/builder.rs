@@ -38,6 +38,18 @@ pub struct Resume {
     /// The snapshot directory (restore only).
     pub dir: PathBuf,
     pub overrides: Overrides,
+    /// Leave the VM paused once it is here (`PUT /vm/resume` runs it).
+    pub paused: bool,
+}
+
+impl Launch {
+    /// Whether the VM is to start paused.
+    pub fn paused(&self) -> bool {
+        match self {
+            Launch::Boot(_) => false,
+            Launch::Restore(r) | Launch::Incoming { resume: r, .. } => r.paused,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

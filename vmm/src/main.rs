@@ -31,6 +31,10 @@ struct Args {
     /// then run it; --disk, --net, --serial and --api-socket as for --restore.
     #[arg(long, value_name = "URL", conflicts_with_all = ["kernel", "restore"])]
     incoming: Option<String>,
+    /// With --restore or --incoming: leave the VM paused once it is here
+    /// (PUT /vm/resume runs it).
+    #[arg(long)]
+    paused: bool,
     /// Initial ramdisk handed to the kernel.
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
@@ -90,12 +94,17 @@ impl Args {
             api_socket: self.api_socket.clone(),
         };
         if let Some(dir) = self.restore {
-            return Launch::Restore(Resume { dir, overrides });
+            return Launch::Restore(Resume {
+                dir,
+                overrides,
+                paused: self.paused,
+            });
         }
         if let Some(url) = self.incoming {
             let resume = Resume {
                 dir: PathBuf::new(),
                 overrides,
+                paused: self.paused,
             };
             return Launch::Incoming { url, resume };
         }

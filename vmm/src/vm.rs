@@ -239,6 +239,15 @@ impl Vm {
         Ok(())
     }
 
+    /// Spawns the vCPU threads parked: the VM is paused until `resume`.
+    pub fn start_paused(&mut self) -> Result<(), VmError> {
+        let vcpus = std::mem::take(&mut self.vcpus);
+        let threads =
+            VcpuThreads::start_paused(vcpus, self.control.clone()).map_err(VmError::Threads)?;
+        self.threads = Some(threads);
+        Ok(())
+    }
+
     /// The running vCPU threads, if started.
     pub fn threads(&self) -> Option<&VcpuThreads> {
         self.threads.as_ref()

@@ -237,7 +237,7 @@ impl Vmm {
     /// The migration thread has news.
     fn on_migration(&mut self) {
         let _ = self.migration_wake.read();
-        while let Some(next) = self.migration.as_mut().map(Outgoing::next) {
+        while let Some(next) = self.migration.as_mut().map(Outgoing::next_step) {
             match next {
                 Next::Wait => return,
                 Next::Switchover(reply) => {
@@ -279,7 +279,9 @@ impl Vmm {
         let paused_here = self.migration.as_ref().is_some_and(|m| m.paused_here);
         if paused_here && self.state == VmState::Paused {
             if let Some(Err(e)) = self.vm.as_ref().map(Vm::resume) {
-                self.finish(Outcome::Failed(format!("resume after a failed migration: {e}")));
+                self.finish(Outcome::Failed(format!(
+                    "resume after a failed migration: {e}"
+                )));
                 return;
             }
             self.state = VmState::Running;
@@ -413,6 +415,7 @@ pub fn run(launch: Launch, tls: TlsFiles) -> Result<Outcome, VmmError> {
         stop: EventFd::new(EFD_NONBLOCK).map_err(VmmError::Setup)?,
         reset: EventFd::new(EFD_NONBLOCK).map_err(VmmError::Setup)?,
     };
+    let paused = launch.paused();
     // The VM is built first: a bad kernel or config then leaves nothing behind.
     let (built, confirm) = match launch {
         Launch::Incoming { url, resume } => {
@@ -434,9 +437,13 @@ pub fn run(launch: Launch, tls: TlsFiles) -> Result<Outcome, VmmError> {
     let console = Console::open(&config.serial)?;
     let (api, api_server) = start_api(&config)?;
     vm.set_console_output(console.output());
-    vm.start()?;
-    // A restored VM's device workers wait parked for this.
-    vm.resume()?;
+    if paused {
+        vm.start_paused()?;
+    } else {
+        vm.start()?;
+        // A restored VM's device workers wait parked for this.
+        vm.resume()?;
+    }
     if let Some(mut ch) = confirm {
         // Committed: the VM runs here whether or not the source hears it.
         let _ = protocol::write_frame(&mut *ch, protocol::Kind::Running, &[]);
@@ -456,7 +463,11 @@ pub fn run(launch: Launch, tls: TlsFiles) -> Result<Outcome, VmmError> {
         console,
         api,
         shutdown_replies: Vec::new(),
-        state: VmState::Running,
+        state: if paused {
+            VmState::Paused
+        } else {
+            VmState::Running
+        },
         outcome: None,
     }));
     let outcome = run_event_loop(&vmm)?;

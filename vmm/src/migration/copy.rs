@@ -56,7 +56,7 @@ impl SourceDisk {
     pub fn all_blocks(&self) -> Vec<u64> {
         let blocks = self.dirty.block_count();
         let mut bits = vec![u64::MAX; blocks.div_ceil(64) as usize];
-        if blocks % 64 != 0 {
+        if !blocks.is_multiple_of(64) {
             if let Some(last) = bits.last_mut() {
                 *last = (1u64 << (blocks % 64)) - 1;
             }

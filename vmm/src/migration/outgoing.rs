@@ -89,7 +89,7 @@ impl Outgoing {
     }
 
     /// The thread's next message, turned into what the event loop does.
-    pub fn next(&mut self) -> Next {
+    pub fn next_step(&mut self) -> Next {
         match self.from_thread.try_recv() {
             Ok(ToMain::Switchover(reply)) => Next::Switchover(reply),
             Ok(ToMain::Aborted) => {

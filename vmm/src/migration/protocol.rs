@@ -38,9 +38,11 @@ pub enum Kind {
 impl Kind {
     fn from_byte(b: u8) -> Option<Self> {
         use Kind::*;
-        [Hello, Ack, Error, Pages, Disk, State, Ready, Commit, Running, Cancel]
-            .into_iter()
-            .find(|k| *k as u8 == b)
+        [
+            Hello, Ack, Error, Pages, Disk, State, Ready, Commit, Running, Cancel,
+        ]
+        .into_iter()
+        .find(|k| *k as u8 == b)
     }
 }
 
@@ -66,7 +68,11 @@ pub fn write_frame(w: &mut (impl Write + ?Sized), kind: Kind, payload: &[u8]) ->
     w.write_all(payload)
 }
 
-pub fn write_json<T: Serialize>(w: &mut (impl Write + ?Sized), kind: Kind, value: &T) -> io::Result<()> {
+pub fn write_json<T: Serialize>(
+    w: &mut (impl Write + ?Sized),
+    kind: Kind,
+    value: &T,
+) -> io::Result<()> {
     let bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
     write_frame(w, kind, &bytes)
 }
@@ -76,8 +82,8 @@ pub fn write_json<T: Serialize>(w: &mut (impl Write + ?Sized), kind: Kind, value
 pub fn read_frame(r: &mut (impl Read + ?Sized)) -> io::Result<(Kind, Vec<u8>)> {
     let mut head = [0u8; 5];
     r.read_exact(&mut head)?;
-    let kind = Kind::from_byte(head[0])
-        .ok_or_else(|| bad(format!("unknown frame kind {}", head[0])))?;
+    let kind =
+        Kind::from_byte(head[0]).ok_or_else(|| bad(format!("unknown frame kind {}", head[0])))?;
     let len = u32::from_le_bytes(head[1..].try_into().unwrap()) as usize;
     if len > MAX_FRAME {
         return Err(bad(format!("a frame of {len} bytes is over the limit")));

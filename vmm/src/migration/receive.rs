@@ -57,7 +57,11 @@ pub fn receive(
     }
 }
 
-fn accept(listener: &Listener, tls: &TlsFiles, stop: &EventFd) -> Result<Box<dyn Channel>, BuildError> {
+fn accept(
+    listener: &Listener,
+    tls: &TlsFiles,
+    stop: &EventFd,
+) -> Result<Box<dyn Channel>, BuildError> {
     let fds = [listener.fd(), stop.as_raw_fd()];
     let ready = crate::devices::virtio::worker::wait_readable(fds).map_err(failed)?;
     if ready[1] {
@@ -92,10 +96,17 @@ fn receive_on(
     }
     let built = snapshot::layout_of(&landing.ram);
     if built != hello.memory {
-        return Err(failed(format!("memory layout {:?} here, {:?} there", built, hello.memory)));
+        return Err(failed(format!(
+            "memory layout {:?} here, {:?} there",
+            built, hello.memory
+        )));
     }
     protocol::write_frame(ch, Kind::Ack, &[]).map_err(failed)?;
     let snap = receive_passes(ch, &mut landing)?;
+    // The copies are complete: durable before this side may take over.
+    for copy in &mut landing.copies {
+        copy.flush().map_err(failed)?;
+    }
     let opened = landing.copies.into_iter().map(Some).collect();
     let backends = Backends::open_with(&config, opened)?;
     let vm = Vm::build_on(&config, &backends, events, landing.ram)?;
@@ -107,8 +118,12 @@ fn receive_on(
             backends,
             vm,
         }),
-        Ok((kind, _)) => Err(failed(format!("the source sent {kind:?} instead of Commit"))),
-        Err(e) => Err(failed(format!("no Commit from the source ({e}); nothing runs here"))),
+        Ok((kind, _)) => Err(failed(format!(
+            "the source sent {kind:?} instead of Commit"
+        ))),
+        Err(e) => Err(failed(format!(
+            "no Commit from the source ({e}); nothing runs here"
+        ))),
     }
 }
 
@@ -122,7 +137,11 @@ fn check_hello(hello: &Hello, overrides: Overrides) -> Result<crate::config::VmC
         )));
     }
     if hello.arch != std::env::consts::ARCH {
-        return Err(failed(format!("the VM is {}, this host {}", hello.arch, std::env::consts::ARCH)));
+        return Err(failed(format!(
+            "the VM is {}, this host {}",
+            hello.arch,
+            std::env::consts::ARCH
+        )));
     }
     if hello.disk_sizes.len() != hello.config.disks.len() {
         return Err(failed("the hello's disk list is inconsistent"));
@@ -161,10 +180,13 @@ fn land_pages(ram: &GuestRam, payload: &[u8]) -> io::Result<()> {
 
 fn land_blocks(copies: &mut [Box<dyn DiskBackend>], payload: &[u8]) -> io::Result<()> {
     for_each_block(payload, |disk, offset, len, data| {
-        let target = copies
-            .get_mut(usize::from(disk))
-            .ok_or_else(|| protocol::bad(format!("a block for disk {disk}, which is not copied")))?;
-        if offset.checked_add(u64::from(len)).is_none_or(|end| end > target.size()) {
+        let target = copies.get_mut(usize::from(disk)).ok_or_else(|| {
+            protocol::bad(format!("a block for disk {disk}, which is not copied"))
+        })?;
+        if offset
+            .checked_add(u64::from(len))
+            .is_none_or(|end| end > target.size())
+        {
             return Err(protocol::bad(format!("a block beyond disk {disk}'s end")));
         }
         match data {

@@ -187,13 +187,15 @@ impl Source {
             let bandwidth = meter.rate();
             let elapsed = meter.elapsed();
             let dirty = dirty::collect(&self.vm_fd, &self.ram).map_err(before)?;
-            let dirty_bytes = dirty::count(&dirty) * protocol::PAGE as u64 + self.disk_dirty_bytes();
+            let dirty_bytes =
+                dirty::count(&dirty) * protocol::PAGE as u64 + self.disk_dirty_bytes();
             let expected = context::downtime_ms(dirty_bytes, bandwidth, SWITCHOVER_FIXED_MS);
             self.update(|s| {
                 s.pass = pass;
                 s.bytes_remaining = dirty_bytes;
                 s.bandwidth_mbps = context::mbps(bandwidth);
-                s.dirty_rate_mbps = context::mbps(dirty_bytes as f64 / elapsed.as_secs_f64().max(1e-3));
+                s.dirty_rate_mbps =
+                    context::mbps(dirty_bytes as f64 / elapsed.as_secs_f64().max(1e-3));
                 s.expected_downtime_ms = expected;
             });
             if expected <= budget {
@@ -231,7 +233,12 @@ impl Source {
         self.disks.iter().map(copy::SourceDisk::dirty_bytes).sum()
     }
 
-    fn switchover(&mut self, ch: &mut dyn Channel, bandwidth: f64, started: Instant) -> Result<(), Fail> {
+    fn switchover(
+        &mut self,
+        ch: &mut dyn Channel,
+        bandwidth: f64,
+        started: Instant,
+    ) -> Result<(), Fail> {
         self.check_cancel()?;
         self.update(|s| s.phase = Phase::Switchover);
         let paused_at = Instant::now();
@@ -299,7 +306,9 @@ impl Source {
             protocol::push_page(&mut batch, r as u8, p, data);
             in_batch += 1;
             if in_batch == BATCH_PAGES {
-                error = self.flush_batch(ch, Kind::Pages, &mut batch, meter, true).err();
+                error = self
+                    .flush_batch(ch, Kind::Pages, &mut batch, meter, true)
+                    .err();
                 in_batch = 0;
             }
         });

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
+use rustls::{
+    ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned,
+};
 
 use super::transport::{Channel, TlsFiles};
 
@@ -29,7 +31,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn certs(path: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
-    let mut r = BufReader::new(File::open(path).map_err(|e| tls_err(format!("{}: {e}", path.display())))?);
+    let mut r =
+        BufReader::new(File::open(path).map_err(|e| tls_err(format!("{}: {e}", path.display())))?);
     let certs = rustls_pemfile::certs(&mut r).collect::<Result<Vec<_>, _>>()?;
     if certs.is_empty() {
         return Err(tls_err(format!("{}: no PEM certificate", path.display())));
@@ -38,7 +41,8 @@ fn certs(path: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
 }
 
 fn key(path: &Path) -> io::Result<PrivateKeyDer<'static>> {
-    let mut r = BufReader::new(File::open(path).map_err(|e| tls_err(format!("{}: {e}", path.display())))?);
+    let mut r =
+        BufReader::new(File::open(path).map_err(|e| tls_err(format!("{}: {e}", path.display())))?);
     rustls_pemfile::private_key(&mut r)?
         .ok_or_else(|| tls_err(format!("{}: no PEM private key", path.display())))
 }
@@ -68,7 +72,9 @@ pub fn client(stream: TcpStream, hostport: &str, files: &TlsFiles) -> io::Result
         .map_err(tls_err)?
         .with_root_certificates(roots(files)?);
     let config = match (&files.cert, &files.key) {
-        (Some(c), Some(k)) => builder.with_client_auth_cert(certs(c)?, key(k)?).map_err(tls_err)?,
+        (Some(c), Some(k)) => builder
+            .with_client_auth_cert(certs(c)?, key(k)?)
+            .map_err(tls_err)?,
         _ => builder.with_no_client_auth(),
     };
     let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
@@ -97,7 +103,10 @@ pub fn server(stream: TcpStream, files: &TlsFiles) -> io::Result<Box<dyn Channel
         None => builder.with_no_client_auth(),
     };
     let config = builder
-        .with_single_cert(certs(need(&files.cert, "--tls-cert")?)?, key(need(&files.key, "--tls-key")?)?)
+        .with_single_cert(
+            certs(need(&files.cert, "--tls-cert")?)?,
+            key(need(&files.key, "--tls-key")?)?,
+        )
         .map_err(tls_err)?;
     let conn = ServerConnection::new(Arc::new(config)).map_err(tls_err)?;
     Ok(Box::new(StreamOwned::new(conn, stream)))

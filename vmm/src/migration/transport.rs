@@ -21,7 +21,10 @@ impl std::str::FromStr for Endpoint {
     type Err = String;
     fn from_str(url: &str) -> Result<Self, String> {
         let hostport = |rest: &str| {
-            if rest.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) {
+            if rest
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            {
                 Ok(rest.to_string())
             } else {
                 Err(format!("'{url}': give HOST:PORT"))

@@ -264,6 +264,15 @@ pub struct VcpuThreads {
 
 impl VcpuThreads {
     /// Starts one thread per vCPU, named `vireo-vcpu-N`.
+    /// `start`, but every thread parks before its first KVM_RUN: the VM
+    /// is paused from the start (a restore or migration with `--paused`).
+    pub fn start_paused(vcpus: Vec<Vcpu>, control: Arc<VcpuControl>) -> std::io::Result<Self> {
+        control.wanted.store(WANT_PAUSE, Ordering::Release);
+        let threads = Self::start(vcpus, control)?;
+        threads.pause();
+        Ok(threads)
+    }
+
     pub fn start(vcpus: Vec<Vcpu>, control: Arc<VcpuControl>) -> std::io::Result<Self> {
         let mut threads = Vec::with_capacity(vcpus.len());
         for vcpu in vcpus {
@@ -280,7 +289,8 @@ impl VcpuThreads {
     /// A handle that throttles these vCPUs (a migration's auto-converge).
     pub fn throttle(&self) -> throttle::Throttle {
         use std::os::unix::thread::JoinHandleExt;
-        let threads = self.threads.iter().map(|t| t.as_pthread_t()).collect();
+        // As integers: pthread_t is a pointer on musl, and not Send.
+        let threads = self.threads.iter().map(|t| t.as_pthread_t() as usize).collect();
         throttle::Throttle::new(self.control.clone(), threads)
     }
 

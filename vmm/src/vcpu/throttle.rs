@@ -45,12 +45,13 @@ impl Default for ThrottleClock {
 /// turns throttling off and stops the kicker.
 pub struct Throttle {
     control: Arc<VcpuControl>,
-    threads: Vec<libc::pthread_t>,
+    /// pthread_t values, as integers.
+    threads: Vec<usize>,
     kicker: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
 }
 
 impl Throttle {
-    pub(super) fn new(control: Arc<VcpuControl>, threads: Vec<libc::pthread_t>) -> Self {
+    pub(super) fn new(control: Arc<VcpuControl>, threads: Vec<usize>) -> Self {
         Self {
             control,
             threads,
@@ -86,7 +87,7 @@ impl Throttle {
                         // SAFETY: the vCPU threads outlive this kicker: the
                         // VMM stops the migration (dropping the Throttle,
                         // which joins this thread) before it joins them.
-                        unsafe { libc::pthread_kill(t, kick_signal()) };
+                        unsafe { libc::pthread_kill(t as libc::pthread_t, kick_signal()) };
                     }
                     std::thread::sleep(PERIOD);
                 }

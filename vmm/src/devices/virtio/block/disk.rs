@@ -58,30 +58,73 @@ pub trait DiskBackend: Send {
     }
 }
 
-/// Locks `file` for this open file description (an OFD lock, as QEMU uses):
-/// `exclusive` (a read-write image: nobody else may open it) or shared (a
-/// read-only image or a backing file: others may read it, none may write).
-/// Released when the file is closed, also when the process dies.
-pub fn lock_image(file: &File, exclusive: bool) -> io::Result<()> {
-    set_lock(file, if exclusive { libc::F_WRLCK } else { libc::F_RDLCK })
+/// Image locking, byte for byte as QEMU does it (block/file-posix.c), so
+/// QEMU, qemu-img and Vireo all see each other: OFD locks (per open file,
+/// released when it closes or the process dies) on single bytes. A shared
+/// lock on byte 100 + n says "I hold permission n", on byte 200 + n "I do
+/// not let others have permission n". Permission 0 is consistent read, 1 is
+/// write. A writer holds 100, 101 and 201 (nobody else may write); a reader
+/// holds 100 and 201 (nobody may write what it reads: a backing file).
+/// Before locking, each side checks that nobody holds the bytes that
+/// conflict: a writer, that no one writes (101) or forbids writing (201);
+/// a reader, that no one writes (101). `qemu-img check -U` can still read
+/// a running Vireo disk, as it can QEMU's.
+const PERM_READ: i64 = 100;
+const PERM_WRITE: i64 = 101;
+const UNSHARE_WRITE: i64 = 201;
+
+/// Locks `file` as a `writer` or a reader (see above); fails with EAGAIN
+/// when someone else holds a conflicting lock.
+pub fn lock_image(file: &File, writer: bool) -> io::Result<()> {
+    let conflicts: &[i64] = if writer {
+        &[PERM_WRITE, UNSHARE_WRITE]
+    } else {
+        &[PERM_WRITE]
+    };
+    for &byte in conflicts {
+        if held_by_others(file, byte)? {
+            return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+        }
+    }
+    let held: &[i64] = if writer {
+        &[PERM_READ, PERM_WRITE, UNSHARE_WRITE]
+    } else {
+        &[PERM_READ, UNSHARE_WRITE]
+    };
+    for &byte in held {
+        lock_byte(file, byte, libc::F_RDLCK, libc::F_OFD_SETLK)?;
+    }
+    Ok(())
 }
 
+/// Drops every lock this open file holds.
 pub fn unlock_image(file: &File) -> io::Result<()> {
-    set_lock(file, libc::F_UNLCK)
+    lock_range(file, 0, 0, libc::F_UNLCK, libc::F_OFD_SETLK).map(|_| ())
 }
 
-fn set_lock(file: &File, kind: i32) -> io::Result<()> {
+/// Whether another open file (of this process or another) holds `byte`.
+fn held_by_others(file: &File, byte: i64) -> io::Result<bool> {
+    let found = lock_byte(file, byte, libc::F_WRLCK, libc::F_OFD_GETLK)?;
+    Ok(found != libc::F_UNLCK)
+}
+
+fn lock_byte(file: &File, byte: i64, kind: i32, cmd: i32) -> io::Result<i32> {
+    lock_range(file, byte, 1, kind, cmd)
+}
+
+fn lock_range(file: &File, start: i64, len: i64, kind: i32, cmd: i32) -> io::Result<i32> {
     use std::os::fd::AsRawFd;
     // SAFETY: an all-zero flock is valid; the fields that matter are set below.
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
     lock.l_type = kind as libc::c_short;
     lock.l_whence = libc::SEEK_SET as libc::c_short;
-    // l_start = l_len = 0: the whole file, however long it grows.
-    // SAFETY: F_OFD_SETLK reads the flock we own.
-    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) } < 0 {
+    lock.l_start = start;
+    lock.l_len = len;
+    // SAFETY: F_OFD_SETLK reads, F_OFD_GETLK reads and fills, the flock we own.
+    if unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut lock) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(i32::from(lock.l_type))
 }
 
 /// Locks the image at `path` (see `lock_image`), saying who holds it.

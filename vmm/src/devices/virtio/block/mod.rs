@@ -5,8 +5,8 @@
 pub mod disk;
 pub mod qcow2;
 mod raw;
-pub mod tracked;
 mod request;
+pub mod tracked;
 
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
