@@ -290,7 +290,11 @@ impl VcpuThreads {
     pub fn throttle(&self) -> throttle::Throttle {
         use std::os::unix::thread::JoinHandleExt;
         // As integers: pthread_t is a pointer on musl, and not Send.
-        let threads = self.threads.iter().map(|t| t.as_pthread_t() as usize).collect();
+        let threads = self
+            .threads
+            .iter()
+            .map(|t| t.as_pthread_t() as usize)
+            .collect();
         throttle::Throttle::new(self.control.clone(), threads)
     }
 
