@@ -5,6 +5,12 @@ pub mod node;
 pub mod types;
 
 #[cfg(feature = "server")]
+pub mod error;
+#[cfg(feature = "server")]
 pub mod selftest;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod store;
+#[cfg(feature = "server")]
+pub mod tasks;

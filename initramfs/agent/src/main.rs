@@ -7,6 +7,7 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use vireo_agent::selftest::SelftestConfig;
 use vireo_agent::server::AppState;
+use vireo_agent::store::Paths;
 
 #[derive(Parser)]
 #[command(name = "vireo-agent", version, about = "Vireo node agent (REST API)")]
@@ -20,6 +21,13 @@ struct Args {
     /// The probe guest that POST /selftest/vmm boots.
     #[arg(long, default_value = "/usr/lib/vireo/probe.elf")]
     probe: PathBuf,
+    /// Persistent state: VM definitions, pools, networks (VIREO-DATA on
+    /// the appliance; any directory elsewhere).
+    #[arg(long, env = "VIREO_STATE_DIR", default_value = "/var/lib/vireo")]
+    state_dir: PathBuf,
+    /// Runtime files: VMM sockets (a tmpfs).
+    #[arg(long, default_value = "/run/vireo")]
+    run_dir: PathBuf,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -33,12 +41,27 @@ async fn main() {
         }
     };
     let addr = listener.local_addr().map_or(args.listen, |a| a);
-    eprintln!("vireo-agent: listening on http://{addr}");
-    let state = AppState::new(SelftestConfig {
+    let paths = match Paths::new(args.state_dir.clone(), args.run_dir.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "vireo-agent: cannot use {} / {}: {e}",
+                args.state_dir.display(),
+                args.run_dir.display()
+            );
+            std::process::exit(1);
+        }
+    };
+    eprintln!(
+        "vireo-agent: listening on http://{addr}, state in {}",
+        paths.state.display()
+    );
+    let selftest = SelftestConfig {
         vmm: args.vmm,
         probe: args.probe,
         ..SelftestConfig::default()
-    });
+    };
+    let state = AppState::new(selftest, paths);
     if let Err(e) = vireo_agent::server::serve(listener, state, stop_signal()).await {
         eprintln!("vireo-agent: {e}");
         std::process::exit(2);

@@ -4,27 +4,36 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::http::{StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
+pub use crate::error::ApiError;
 use crate::node;
 use crate::selftest::{self, SelftestConfig};
-use crate::types::{ErrorBody, Health, NodeInfo};
+use crate::store::Paths;
+use crate::tasks::{self, Tasks};
+use crate::types::{Health, NodeInfo};
 
-/// What the handlers share.
+/// What the handlers share. Each concern (VMs, storage, networks) keeps
+/// its own manager here; routes stay thin and call into it.
 #[derive(Clone)]
 pub struct AppState {
     pub selftest: Arc<SelftestConfig>,
     pub selftest_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Where state and runtime files live.
+    pub paths: Arc<Paths>,
+    pub tasks: Tasks,
 }
 
 impl AppState {
-    pub fn new(selftest: SelftestConfig) -> Self {
+    /// A state whose files live in `paths`.
+    pub fn new(selftest: SelftestConfig, paths: Paths) -> Self {
         AppState {
             selftest: Arc::new(selftest),
             selftest_lock: Arc::default(),
+            paths: Arc::new(paths),
+            tasks: Tasks::default(),
         }
     }
 }
@@ -35,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/node", get(node_info))
         .route("/selftest/vmm", post(selftest::vmm))
+        .merge(tasks::routes::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -61,19 +71,6 @@ async fn node_info() -> Json<NodeInfo> {
     // /proc reads are fast but blocking; keep them off the async workers.
     let info = tokio::task::spawn_blocking(node::collect).await;
     Json(info.unwrap_or_else(|_| node::collect()))
-}
-
-/// An error answer: `{"error": "...", "status": N}` with that status.
-pub struct ApiError(pub StatusCode, pub String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: self.1,
-            status: self.0.as_u16(),
-        };
-        (self.0, Json(body)).into_response()
-    }
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -27,7 +27,13 @@ async fn start_with(selftest: SelftestConfig) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel();
-    let state = AppState::new(selftest);
+    let base = std::env::temp_dir().join(format!(
+        "vireo-agent-api-{}-{}",
+        std::process::id(),
+        addr.port()
+    ));
+    let paths = vireo_agent::store::Paths::new(base.join("state"), base.join("run")).unwrap();
+    let state = AppState::new(selftest, paths);
     let task = tokio::spawn(vireo_agent::server::serve(listener, state, async {
         let _ = rx.await;
     }));
