@@ -61,7 +61,13 @@ async fn main() {
         probe: args.probe,
         ..SelftestConfig::default()
     };
-    let state = AppState::new(selftest, paths);
+    let state = match AppState::new(selftest, paths) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vireo-agent: cannot load the node's state: {e}");
+            std::process::exit(1);
+        }
+    };
     if let Err(e) = vireo_agent::server::serve(listener, state, stop_signal()).await {
         eprintln!("vireo-agent: {e}");
         std::process::exit(2);

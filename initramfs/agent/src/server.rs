@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 pub use crate::error::ApiError;
 use crate::node;
 use crate::selftest::{self, SelftestConfig};
+use crate::storage::Storage;
 use crate::store::Paths;
 use crate::tasks::{self, Tasks};
 use crate::types::{Health, NodeInfo};
@@ -24,17 +25,20 @@ pub struct AppState {
     /// Where state and runtime files live.
     pub paths: Arc<Paths>,
     pub tasks: Tasks,
+    pub storage: Storage,
 }
 
 impl AppState {
     /// A state whose files live in `paths`.
-    pub fn new(selftest: SelftestConfig, paths: Paths) -> Self {
-        AppState {
+    pub fn new(selftest: SelftestConfig, paths: Paths) -> std::io::Result<Self> {
+        let paths = Arc::new(paths);
+        Ok(AppState {
             selftest: Arc::new(selftest),
             selftest_lock: Arc::default(),
-            paths: Arc::new(paths),
+            storage: Storage::load(paths.clone())?,
+            paths,
             tasks: Tasks::default(),
-        }
+        })
     }
 }
 

@@ -33,7 +33,7 @@ async fn start_with(selftest: SelftestConfig) -> Server {
         addr.port()
     ));
     let paths = vireo_agent::store::Paths::new(base.join("state"), base.join("run")).unwrap();
-    let state = AppState::new(selftest, paths);
+    let state = AppState::new(selftest, paths).unwrap();
     let task = tokio::spawn(vireo_agent::server::serve(listener, state, async {
         let _ = rx.await;
     }));
