@@ -252,3 +252,50 @@ fn a_link_cut_during_the_transfer_leaves_the_source_running() {
     drop(src);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A guest dirtying memory faster than the link carries it: auto-converge
+/// throttles its vCPUs until what is left fits the downtime budget; the
+/// progress report shows passes, bytes and the throttle on the way.
+#[test]
+fn auto_converge_brings_a_fast_dirtier_within_the_downtime_budget() {
+    let pair = Pair::new("converge");
+    let dir = scratch_dir("mig-converge");
+    let src = Vmm::boot(Some(&pair.a), &dir, "src", 1, "512M", "probe.dirty=16", &[]);
+    src.wait_counters("PROBE dirty gen=", 2, WAIT);
+    let dst = Vmm::incoming(Some(&pair.b), &dir, "dst", &url(1, 1), &[]);
+    wait_for_listen(&dst);
+    let body = format!(
+        r#"{{"url": "{}", "bandwidth_mbps": 40, "max_downtime_ms": 150, "exit_when_done": false}}"#,
+        url(1, 1)
+    );
+    src.migrate(&body);
+    let mut seen_passes = Vec::new();
+    let status = loop {
+        let s: serde_json::Value = serde_json::from_str(&src.migration_body()).unwrap();
+        seen_passes.push(s["pass"].as_u64().unwrap());
+        match s["phase"].as_str().unwrap() {
+            "completed" => break s,
+            "failed" | "cancelled" | "unknown" => panic!("{s}"),
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    eprintln!("final status: {status}");
+    assert!(
+        status["throttle_percent"].as_u64().unwrap() > 0,
+        "never throttled: {status}"
+    );
+    assert!(
+        status["pass"].as_u64().unwrap() < 30,
+        "did not converge: {status}"
+    );
+    assert!(
+        seen_passes.windows(2).all(|w| w[1] >= w[0]),
+        "{seen_passes:?}"
+    );
+    let downtime = status["downtime_ms"].as_u64().unwrap();
+    assert!(downtime < 2000, "downtime {downtime} ms");
+    assert_eq!(api_json(&src.api, "PUT", "/vm/shutdown", "").0, 204);
+    dst.wait_counters("PROBE dirty gen=", 1, WAIT);
+    assert_continuous(&(src.serial() + &dst.serial()), "PROBE dirty gen=");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -186,6 +186,11 @@ impl Vmm {
     pub fn migration(&self) -> String {
         api_call(&self.api, "GET", "/vm/migration").1
     }
+
+    /// GET /vm/migration's JSON body alone.
+    pub fn migration_body(&self) -> String {
+        api_call(&self.api, "GET", "/vm/migration").1
+    }
 }
 
 impl Drop for Vmm {

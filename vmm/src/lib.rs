@@ -8,6 +8,7 @@ pub mod backends;
 pub mod builder;
 pub mod config;
 pub mod console;
+pub mod ctl;
 pub mod device_manager;
 pub mod devices;
 pub mod memory;

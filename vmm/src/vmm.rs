@@ -121,6 +121,11 @@ impl Vmm {
         if self.state == VmState::ShuttingDown {
             return ApiResponse::Conflict("the VM is shutting down".into());
         }
+        if self.state == VmState::Migrated && request != ApiRequest::GetMigration {
+            return ApiResponse::Conflict(
+                "the VM has migrated away; only PUT /vm/shutdown is left".into(),
+            );
+        }
         match request {
             ApiRequest::Pause => self.pause(),
             ApiRequest::Resume => self.resume(),
@@ -244,11 +249,7 @@ impl Vmm {
                     let _ = reply.send(self.pause_for_switchover());
                 }
                 Next::Resume => self.resume_after_migration(),
-                Next::Leave => {
-                    // The destination owns the disks now: never touch them.
-                    self.backends.detach_disks();
-                    self.finish(Outcome::MigratedAway);
-                }
+                Next::Leave => self.leave(),
                 Next::StayPaused => {
                     eprintln!(
                         "vireo-vmm: the migration's destination did not confirm; the VM stays paused here"
@@ -257,6 +258,20 @@ impl Vmm {
                 }
             }
         }
+    }
+
+    /// The destination runs the VM: this side lets go of it.
+    fn leave(&mut self) {
+        // The destination owns the disks now: never touch them.
+        self.backends.detach_disks();
+        if self.migration.as_ref().is_none_or(|m| m.exit_when_done) {
+            self.finish(Outcome::MigratedAway);
+            return;
+        }
+        if let Some(mut vm) = self.vm.take() {
+            vm.stop();
+        }
+        self.state = VmState::Migrated;
     }
 
     fn pause_for_switchover(&mut self) -> Result<Box<snapshot::VmSnapshot>, String> {

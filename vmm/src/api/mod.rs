@@ -48,6 +48,9 @@ pub enum VmState {
     Running,
     Paused,
     ShuttingDown,
+    /// The VM now runs at a migration's destination; this VMM only
+    /// answers GET /vm/migration and PUT /vm/shutdown.
+    Migrated,
 }
 
 /// Body of `GET /vm`.

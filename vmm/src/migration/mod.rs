@@ -35,6 +35,11 @@ pub struct MigrateRequest {
     /// (and the VM resumes here).
     #[serde(default = "default_link_timeout_ms")]
     pub link_timeout_ms: u64,
+    /// Once the VM runs at the destination this VMM exits (the default);
+    /// with false it stays, VM-less, so a client can read the final
+    /// figures from GET /vm/migration, and exits on PUT /vm/shutdown.
+    #[serde(default = "yes")]
+    pub exit_when_done: bool,
 }
 
 fn default_link_timeout_ms() -> u64 {

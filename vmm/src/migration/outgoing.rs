@@ -25,6 +25,8 @@ pub struct Outgoing {
     cancel: Arc<AtomicBool>,
     /// The VM was paused here for the switch-over (resume it on failure).
     pub paused_here: bool,
+    /// Exit once the destination runs the VM (else stay, VM-less).
+    pub exit_when_done: bool,
 }
 
 /// What the event loop must do after a message from the thread.
@@ -58,6 +60,7 @@ impl Outgoing {
         }
         let (to_main, from_thread) = mpsc::channel();
         let cancel = Arc::new(AtomicBool::new(false));
+        let exit_when_done = req.exit_when_done;
         let source = Source {
             req,
             tls,
@@ -81,6 +84,7 @@ impl Outgoing {
             from_thread,
             cancel,
             paused_here: false,
+            exit_when_done,
         })
     }
 
