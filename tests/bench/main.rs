@@ -10,6 +10,7 @@
 mod block;
 mod cluster;
 mod measure;
+mod migration;
 mod net;
 mod rig;
 
@@ -106,6 +107,7 @@ fn main() -> ExitCode {
         Some("block") => bench_block(),
         Some("net") => net::bench_net(&mut failures),
         Some("broadcast") => cluster::bench_broadcast(&mut failures),
+        Some("migration") => migration::bench_migration(&mut failures),
         _ => {
             println!(
                 "== vireo bench ({} runs each, guest memory {GUEST_MEMORY_MIB} MiB)",
@@ -114,6 +116,7 @@ fn main() -> ExitCode {
             bench_probe();
             bench_block();
             net::bench_net(&mut failures);
+            migration::bench_migration(&mut failures);
             rig::bench_linux_in_rig(&mut failures);
             cluster::bench_cluster(&mut failures);
         }

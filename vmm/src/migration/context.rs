@@ -46,6 +46,10 @@ pub struct MigrationStatus {
     pub throttle_percent: u8,
     /// From pausing the guest here to its running there.
     pub downtime_ms: Option<u64>,
+    /// Where the downtime went: pausing and capturing the state here, the
+    /// last pages and the state on the wire, the destination building the
+    /// VM (State to Ready), and Commit to Running.
+    pub downtime_breakdown_ms: Option<[u64; 4]>,
     pub total_ms: u64,
     pub error: Option<String>,
 }

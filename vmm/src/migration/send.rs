@@ -248,6 +248,7 @@ impl Source {
             .recv()
             .map_err(|_| before("the VMM is stopping"))?
             .map_err(Fail::Before)?;
+        let captured = paused_at.elapsed();
         self.throttle.set(0);
         let mut last = dirty::collect(&self.vm_fd, &self.ram).map_err(before)?;
         dirty::merge(&mut last, &self.leftover);
@@ -262,13 +263,23 @@ impl Source {
             }
         }
         protocol::write_json(ch, Kind::State, &*snap).map_err(before)?;
+        let sent = paused_at.elapsed();
         protocol::expect(ch, Kind::Ready).map_err(before)?;
+        let ready = paused_at.elapsed();
         protocol::write_frame(ch, Kind::Commit, &[]).map_err(before)?;
         protocol::expect(ch, Kind::Running)
             .map_err(|e| Fail::After(format!("no confirmation from the destination: {e}")))?;
-        let downtime = paused_at.elapsed().as_millis() as u64;
+        let running = paused_at.elapsed();
+        let ms = |d: Duration| d.as_millis() as u64;
+        let breakdown = [
+            ms(captured),
+            ms(sent - captured),
+            ms(ready - sent),
+            ms(running - ready),
+        ];
         self.update(|s| {
-            s.downtime_ms = Some(downtime);
+            s.downtime_ms = Some(ms(running));
+            s.downtime_breakdown_ms = Some(breakdown);
             s.bytes_remaining = 0;
             s.bandwidth_mbps = context::mbps(bandwidth);
             s.total_ms = started.elapsed().as_millis() as u64;
