@@ -160,48 +160,7 @@ impl Vm {
         events: &VmEvents,
         memory: GuestRam,
     ) -> Result<Self, VmError> {
-        let kvm = Kvm::new().map_err(VmError::Kvm)?;
-        let vm_fd = kvm.create_vm().map_err(kvm_call("create a VM"))?;
-        memory::register(&vm_fd, &memory, false)?;
-        arch::current::setup_vm_pre_vcpus(&vm_fd)?;
-        let fds = (0..config.vcpus)
-            .map(|i| {
-                vm_fd
-                    .create_vcpu(u64::from(i))
-                    .map_err(kvm_call("create a vCPU"))
-            })
-            .collect::<Result<Vec<VcpuFd>, _>>()?;
-        // aarch64 needs its GIC (created here) before irqfds can be wired.
-        let arch_vm = arch::current::setup_vm_post_vcpus(&vm_fd, &fds)?;
-        let lines = LegacyLines {
-            reset: clone_fd(&events.reset, "i8042 reset line")?,
-        };
-        let devices = DeviceManager::create(&vm_fd, &lines, &memory, backends)?;
-        let control = VcpuControl::new(clone_fd(&events.stop, "stop event")?);
-        let vcpus = fds
-            .into_iter()
-            .enumerate()
-            .map(|(index, fd)| Vcpu {
-                fd,
-                index: index as u8,
-                pio: devices.pio.clone(),
-                mmio: devices.mmio.clone(),
-                control: control.clone(),
-            })
-            .collect();
-        Ok(Self {
-            threads: None,
-            vcpus,
-            control,
-            devices,
-            memory,
-            arch_vm,
-            vm_fd: Arc::new(vm_fd),
-            kvm,
-            entry: None,
-            #[cfg(target_arch = "x86_64")]
-            cpuid: Default::default(),
-        })
+        VmCore::build(config, memory)?.attach(backends, events)
     }
 
     /// Routes the console to `output` (done after creation so nothing is
@@ -318,6 +277,82 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A VM without its devices: KVM, RAM registered as memory slots, the
+/// interrupt controllers and the vCPUs. An incoming migration builds this
+/// while memory streams in, so the switch-over only adds the devices (whose
+/// images the source may still hold) and the saved state.
+pub struct VmCore {
+    kvm: Kvm,
+    vm_fd: VmFd,
+    memory: GuestRam,
+    fds: Vec<VcpuFd>,
+    arch_vm: arch::current::ArchVm,
+}
+
+impl VmCore {
+    pub fn build(config: &VmConfig, memory: GuestRam) -> Result<Self, VmError> {
+        let kvm = Kvm::new().map_err(VmError::Kvm)?;
+        let vm_fd = kvm.create_vm().map_err(kvm_call("create a VM"))?;
+        memory::register(&vm_fd, &memory, false)?;
+        arch::current::setup_vm_pre_vcpus(&vm_fd)?;
+        let fds = (0..config.vcpus)
+            .map(|i| {
+                vm_fd
+                    .create_vcpu(u64::from(i))
+                    .map_err(kvm_call("create a vCPU"))
+            })
+            .collect::<Result<Vec<VcpuFd>, _>>()?;
+        // aarch64 needs its GIC (created here) before irqfds can be wired.
+        let arch_vm = arch::current::setup_vm_post_vcpus(&vm_fd, &fds)?;
+        Ok(Self {
+            kvm,
+            vm_fd,
+            memory,
+            fds,
+            arch_vm,
+        })
+    }
+
+    /// The guest's RAM (already a KVM memory slot).
+    pub fn memory(&self) -> &GuestRam {
+        &self.memory
+    }
+
+    /// The devices on `backends`, and the vCPUs wired to their buses.
+    pub fn attach(self, backends: &Backends, events: &VmEvents) -> Result<Vm, VmError> {
+        let lines = LegacyLines {
+            reset: clone_fd(&events.reset, "i8042 reset line")?,
+        };
+        let devices = DeviceManager::create(&self.vm_fd, &lines, &self.memory, backends)?;
+        let control = VcpuControl::new(clone_fd(&events.stop, "stop event")?);
+        let vcpus = self
+            .fds
+            .into_iter()
+            .enumerate()
+            .map(|(index, fd)| Vcpu {
+                fd,
+                index: index as u8,
+                pio: devices.pio.clone(),
+                mmio: devices.mmio.clone(),
+                control: control.clone(),
+            })
+            .collect();
+        Ok(Vm {
+            threads: None,
+            vcpus,
+            control,
+            devices,
+            memory: self.memory,
+            arch_vm: self.arch_vm,
+            vm_fd: Arc::new(self.vm_fd),
+            kvm: self.kvm,
+            entry: None,
+            #[cfg(target_arch = "x86_64")]
+            cpuid: Default::default(),
+        })
     }
 }
 

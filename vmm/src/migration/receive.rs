@@ -19,7 +19,7 @@ use crate::builder::{apply_overrides, BuildError, Built, Overrides};
 use crate::devices::virtio::block::disk::DiskBackend;
 use crate::memory::{pages, GuestRam};
 use crate::snapshot::{self, VmSnapshot};
-use crate::vm::{Vm, VmEvents};
+use crate::vm::{Vm, VmCore, VmEvents};
 
 /// How long the destination waits for the source's next frame.
 pub const LINK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -70,9 +70,10 @@ fn accept(
     listener.accept(tls).map_err(failed)
 }
 
-/// Memory and the copied disks, filled before the VM exists.
+/// The VM without its devices (built while memory streams in) and the
+/// copied disks, filled before the switch-over.
 struct Landing {
-    ram: GuestRam,
+    core: VmCore,
     copies: Vec<Box<dyn DiskBackend>>,
 }
 
@@ -85,7 +86,7 @@ fn receive_on(
         .map_err(|e| failed(format!("bad hello: {e}")))?;
     let config = check_hello(&hello, overrides)?;
     let mut landing = Landing {
-        ram: Vm::new_memory(&config)?,
+        core: VmCore::build(&config, Vm::new_memory(&config)?)?,
         copies: Vec::new(),
     };
     if hello.disks == DiskMode::Copy {
@@ -94,7 +95,7 @@ fn receive_on(
             landing.copies.push(target);
         }
     }
-    let built = snapshot::layout_of(&landing.ram);
+    let built = snapshot::layout_of(landing.core.memory());
     if built != hello.memory {
         return Err(failed(format!(
             "memory layout {:?} here, {:?} there",
@@ -109,7 +110,7 @@ fn receive_on(
     }
     let opened = landing.copies.into_iter().map(Some).collect();
     let backends = Backends::open_with(&config, opened)?;
-    let vm = Vm::build_on(&config, &backends, events, landing.ram)?;
+    let vm = landing.core.attach(&backends, events)?;
     snapshot::apply(&vm, &snap)?;
     protocol::write_frame(ch, Kind::Ready, &[]).map_err(failed)?;
     match protocol::read_frame(ch) {
@@ -154,7 +155,7 @@ fn receive_passes(ch: &mut dyn Channel, landing: &mut Landing) -> Result<VmSnaps
     loop {
         let (kind, payload) = protocol::read_frame(ch).map_err(failed)?;
         match kind {
-            Kind::Pages => land_pages(&landing.ram, &payload).map_err(failed)?,
+            Kind::Pages => land_pages(landing.core.memory(), &payload).map_err(failed)?,
             Kind::Disk => land_blocks(&mut landing.copies, &payload).map_err(failed)?,
             Kind::State => {
                 snapshot::check_header(std::path::Path::new("migration state"), &payload)?;
