@@ -44,8 +44,8 @@ pub struct MigrationStatus {
     pub expected_downtime_ms: u64,
     /// vCPU throttling (auto-converge), percent of the time.
     pub throttle_percent: u8,
-    /// From pausing the guest here to its running there.
-    pub downtime_ms: Option<u64>,
+    /// From pausing the guest here to its running there (to 0.01 ms).
+    pub downtime_ms: Option<f64>,
     /// Where the downtime went: pausing and capturing the state here, the
     /// last pages and the state on the wire, the destination building the
     /// VM (State to Ready), and Commit to Running.

@@ -278,7 +278,7 @@ impl Source {
             ms(running - ready),
         ];
         self.update(|s| {
-            s.downtime_ms = Some(ms(running));
+            s.downtime_ms = Some((running.as_micros() / 10) as f64 / 100.0);
             s.downtime_breakdown_ms = Some(breakdown);
             s.bytes_remaining = 0;
             s.bandwidth_mbps = context::mbps(bandwidth);
