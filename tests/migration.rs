@@ -6,13 +6,10 @@
 //! killed at random points, the source killed, a cancel, the link cut —
 //! each time the source runs on (or nothing half-built is left running).
 
-#[path = "migrate/mod.rs"]
-mod migrate;
-
 use std::time::{Duration, Instant};
 
-use migrate::{api_json, assert_continuous, wait_exit, Pair, Vmm};
 use vireo_tests::scratch_dir;
+use vireo_tests::vmm_process::{api_json, assert_continuous, wait_exit, Pair, Vmm};
 
 const WAIT: Duration = Duration::from_secs(120);
 const PORT: u16 = 47000;
@@ -48,7 +45,7 @@ fn ping_pong(
         assert_eq!(code, 0, "source: {}", here.stderr());
         transcript += &here.serial();
         // The destination runs it: its counter goes on.
-        let before = migrate::counters_in(&transcript, prefix).len();
+        let before = vireo_tests::vmm_process::counters_in(&transcript, prefix).len();
         there.wait_counters(prefix, 1, WAIT);
         assert!(
             there.exited().is_none(),
@@ -83,7 +80,7 @@ fn twenty_migrations_of_an_idle_guest_1_vcpu_256m() {
         20,
     );
     // Ticks count from 0: the transcript must hold 0, 1, 2, ... too.
-    let ticks = migrate::counters_in(&t, "PROBE tick ");
+    let ticks = vireo_tests::vmm_process::counters_in(&t, "PROBE tick ");
     assert!(
         ticks.windows(2).all(|w| w[1] == w[0] + 1),
         "ticks not continuous: {ticks:?}"
@@ -122,7 +119,7 @@ fn migrations_with_4_vcpus_256m_dirtying_and_1_vcpu_2g_idle() {
         "PROBE tick ",
         6,
     );
-    let ticks = migrate::counters_in(&t, "PROBE tick ");
+    let ticks = vireo_tests::vmm_process::counters_in(&t, "PROBE tick ");
     assert!(
         ticks.windows(2).all(|w| w[1] == w[0] + 1),
         "ticks not continuous: {ticks:?}"
@@ -170,18 +167,40 @@ fn a_destination_killed_at_random_points_leaves_the_source_running() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// The faults' setting: a source in `pair.a` dirtying 8 MiB, running, and a
+/// destination in `pair.b` listening on `url(1, n)`; `body_extra` is added
+/// to the migration request, which is sent.
+struct Faulted {
+    dir: std::path::PathBuf,
+    src: Vmm,
+    dst: Vmm,
+}
+
+fn migrate_into_fault(pair: &Pair, tag: &str, body_extra: &str) -> Faulted {
+    let dir = scratch_dir(tag);
+    let src = Vmm::boot(Some(&pair.a), &dir, "src", 2, "512M", "probe.dirty=8", &[]);
+    src.wait_counters("PROBE dirty gen=", 2, WAIT);
+    let dst = Vmm::incoming(Some(&pair.b), &dir, "dst", &url(1, 1), &[]);
+    wait_for_listen(&dst);
+    src.migrate(&format!(r#"{{"url": "{}", {body_extra}}}"#, url(1, 1)));
+    Faulted { dir, src, dst }
+}
+
+/// Waits until the migration has put bytes on the wire.
+fn wait_precopy(src: &Vmm) {
+    vireo_tests::wait_for("bytes on the wire", WAIT, || {
+        src.migration().contains("\"phase\":\"precopy\"")
+    });
+}
+
 #[test]
 fn a_killed_source_leaves_no_half_vm_running() {
     let pair = Pair::new("kill-src");
-    let dir = scratch_dir("mig-kill-src");
-    let mut src = Vmm::boot(Some(&pair.a), &dir, "src", 1, "512M", "probe.dirty=8", &[]);
-    src.wait_counters("PROBE dirty gen=", 2, WAIT);
-    let mut dst = Vmm::incoming(Some(&pair.b), &dir, "dst", &url(1, 1), &[]);
-    wait_for_listen(&dst);
-    src.migrate(&format!(
-        r#"{{"url": "{}", "bandwidth_mbps": 20}}"#,
-        url(1, 1)
-    ));
+    let Faulted {
+        dir,
+        mut src,
+        mut dst,
+    } = migrate_into_fault(&pair, "mig-kill-src", r#""bandwidth_mbps": 20"#);
     std::thread::sleep(Duration::from_millis(500));
     src.kill();
     let code = wait_exit(&mut dst, WAIT);
@@ -197,18 +216,9 @@ fn a_killed_source_leaves_no_half_vm_running() {
 #[test]
 fn a_cancelled_migration_leaves_the_source_running() {
     let pair = Pair::new("cancel");
-    let dir = scratch_dir("mig-cancel");
-    let src = Vmm::boot(Some(&pair.a), &dir, "src", 2, "512M", "probe.dirty=8", &[]);
-    src.wait_counters("PROBE dirty gen=", 2, WAIT);
-    let mut dst = Vmm::incoming(Some(&pair.b), &dir, "dst", &url(1, 1), &[]);
-    wait_for_listen(&dst);
-    src.migrate(&format!(
-        r#"{{"url": "{}", "bandwidth_mbps": 20}}"#,
-        url(1, 1)
-    ));
-    vireo_tests::wait_for("bytes on the wire", WAIT, || {
-        src.migration().contains("\"phase\":\"precopy\"")
-    });
+    let Faulted { dir, src, mut dst } =
+        migrate_into_fault(&pair, "mig-cancel", r#""bandwidth_mbps": 20"#);
+    wait_precopy(&src);
     let (code, reply) = api_json(&src.api, "PUT", "/vm/migration/cancel", "");
     assert_eq!(code, 202, "{reply}");
     assert_source_runs_on(&src, "PROBE dirty gen=");
@@ -221,19 +231,9 @@ fn a_cancelled_migration_leaves_the_source_running() {
 #[test]
 fn a_link_cut_during_the_transfer_leaves_the_source_running() {
     let pair = Pair::new("cut");
-    let dir = scratch_dir("mig-cut");
-    let src = Vmm::boot(Some(&pair.a), &dir, "src", 2, "512M", "probe.dirty=8", &[]);
-    src.wait_counters("PROBE dirty gen=", 2, WAIT);
-    let mut dst = Vmm::incoming(Some(&pair.b), &dir, "dst", &url(1, 1), &[]);
-    wait_for_listen(&dst);
-    let body = format!(
-        r#"{{"url": "{}", "bandwidth_mbps": 10, "link_timeout_ms": 2000}}"#,
-        url(1, 1)
-    );
-    src.migrate(&body);
-    vireo_tests::wait_for("bytes on the wire", WAIT, || {
-        src.migration().contains("\"phase\":\"precopy\"")
-    });
+    let extra = r#""bandwidth_mbps": 10, "link_timeout_ms": 2000"#;
+    let Faulted { dir, src, mut dst } = migrate_into_fault(&pair, "mig-cut", extra);
+    wait_precopy(&src);
     let cut_at = Instant::now();
     pair.cut();
     vireo_tests::wait_for("the source to give up", WAIT, || {

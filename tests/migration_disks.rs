@@ -4,16 +4,13 @@
 //! generations all there — and shared (one image, handed over with its
 //! lock); and the channel over TLS.
 
-#[path = "migrate/mod.rs"]
-mod migrate;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use migrate::{assert_continuous, wait_exit, Vmm};
 use vireo_tests::qemu_img::{arg, check_clean, create, qemu_img};
 use vireo_tests::scratch_dir;
+use vireo_tests::vmm_process::{assert_continuous, wait_exit, Vmm};
 
 const WAIT: Duration = Duration::from_secs(120);
 const STRESS: &str = "PROBE blk stress gen=";

@@ -6,72 +6,37 @@
 //! check` a clean image.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use vireo_tests::qemu_img::{arg, check_clean, create, qemu_img};
-use vireo_tests::{
-    api_call, probe_disk_pattern, probe_elf, scratch_dir, vmm_binary, wait_for, wait_with_deadline,
-};
+use vireo_tests::vmm_process::Vmm;
+use vireo_tests::{api_call, probe_disk_pattern, scratch_dir, wait_for, wait_with_deadline};
 
 const MIB: usize = 4;
 const SEED: u64 = 21;
 
-struct Vm {
-    child: Child,
-    api: PathBuf,
-    console: PathBuf,
+/// The probe writing `image` without FLUSH, then holding.
+fn start(dir: &Path, image: &Path) -> Vmm {
+    let cmdline = format!("probe.blk=noflush:{SEED}:{MIB} probe.hold");
+    let disk = [
+        "--disk".to_string(),
+        format!("path={},format=qcow2", image.display()),
+    ];
+    Vmm::boot(None, dir, "vm", 1, "64M", &cmdline, &disk)
 }
 
-impl Vm {
-    /// The probe writing `image` without FLUSH, then holding.
-    fn start(dir: &Path, image: &Path) -> Self {
-        let (api, console) = (dir.join("api.sock"), dir.join("console.log"));
-        let child = Command::new(vmm_binary())
-            .arg("--kernel")
-            .arg(probe_elf())
-            .args(["--memory", "64M"])
-            .args([
-                "--cmdline",
-                &format!("probe.blk=noflush:{SEED}:{MIB} probe.hold"),
-            ])
-            .args(["--disk", &format!("path={},format=qcow2", image.display())])
-            .arg("--api-socket")
-            .arg(&api)
-            .arg(format!("--serial=file:{}", console.display()))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            api,
-            console,
-        }
-    }
-
-    fn serial(&self) -> String {
-        std::fs::read_to_string(&self.console).unwrap_or_default()
-    }
-
-    fn wait_written(&self, times: usize) {
-        let line = format!("PROBE blk noflush mib={MIB} ok");
-        wait_for(
-            "the probe's unflushed writes",
-            Duration::from_secs(120),
-            || {
-                let serial = self.serial();
-                assert!(!serial.contains("done fail"), "{serial}");
-                serial.matches(&line).count() >= times
-            },
-        );
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits until the probe has written (without FLUSH) `times` times.
+fn wait_written(vm: &Vmm, times: usize) {
+    let line = format!("PROBE blk noflush mib={MIB} ok");
+    wait_for(
+        "the probe's unflushed writes",
+        Duration::from_secs(120),
+        || {
+            let serial = vm.serial();
+            assert!(!serial.contains("done fail"), "{serial}");
+            serial.matches(&line).count() >= times
+        },
+    );
 }
 
 /// The image holds exactly the probe's pattern and is clean.
@@ -99,8 +64,8 @@ fn fresh_image(name: &str) -> (PathBuf, PathBuf) {
 #[test]
 fn unflushed_qcow2_writes_survive_an_api_shutdown() {
     let (dir, image) = fresh_image("stop-api");
-    let mut vm = Vm::start(&dir, &image);
-    vm.wait_written(1);
+    let mut vm = start(&dir, &image);
+    wait_written(&vm, 1);
     assert_eq!(api_call(&vm.api, "PUT", "/vm/shutdown").0, 204);
     // The answer comes after the flush: the image is complete now.
     assert_written(&dir, &image);
@@ -112,8 +77,8 @@ fn unflushed_qcow2_writes_survive_an_api_shutdown() {
 #[test]
 fn unflushed_qcow2_writes_survive_sigterm() {
     let (dir, image) = fresh_image("stop-term");
-    let mut vm = Vm::start(&dir, &image);
-    vm.wait_written(1);
+    let mut vm = start(&dir, &image);
+    wait_written(&vm, 1);
     // SAFETY: plain kill(2) of our own child.
     unsafe { libc::kill(vm.child.id() as i32, libc::SIGTERM) };
     let status = wait_with_deadline(&mut vm.child, Duration::from_secs(10));
@@ -128,10 +93,10 @@ fn unflushed_qcow2_writes_survive_sigterm() {
 #[test]
 fn unflushed_qcow2_writes_survive_an_api_reboot() {
     let (dir, image) = fresh_image("stop-reboot");
-    let mut vm = Vm::start(&dir, &image);
-    vm.wait_written(1);
+    let mut vm = start(&dir, &image);
+    wait_written(&vm, 1);
     assert_eq!(api_call(&vm.api, "PUT", "/vm/reboot").0, 204);
-    vm.wait_written(2);
+    wait_written(&vm, 2);
     assert_eq!(api_call(&vm.api, "PUT", "/vm/shutdown").0, 204);
     let status = wait_with_deadline(&mut vm.child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));

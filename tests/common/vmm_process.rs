@@ -1,15 +1,14 @@
-//! Helpers for the migration tests: vireo-vmm processes in network
-//! namespaces joined by a veth pair, the probe's counters on their
-//! consoles, and the migration API.
-
-// Shared by several test binaries, each using a part of it.
-#![allow(dead_code)]
+//! vireo-vmm as a running process for the snapshot, migration and
+//! orderly-stop tests: spawned (in a network namespace or not) with an API
+//! socket and a console file, the probe's counters read off the console,
+//! and the API driven with JSON bodies. `Pair`: two namespaces joined by a
+//! veth, for migrations over TCP.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vireo_tests::{api_call, probe_elf, vmm_binary, wait_for};
+use crate::{api_call, probe_elf, vmm_binary, wait_for};
 
 /// Two namespaces, `a` (10.88.0.1) and `b` (10.88.0.2), one veth between.
 pub struct Pair {
