@@ -52,3 +52,18 @@ rig_ticks_continuous() {
            last = $2 + 0 }
          END { if (!bad) print NR }'
 }
+
+# rig_reap PID: waits for the background process PID at most RIG_TIMEOUT
+# seconds (then kills it); sets RIG_REAP_RC to its exit code or "timeout".
+rig_reap() {
+  local left=$RIG_TIMEOUT
+  while kill -0 "$1" 2>/dev/null && [ "$left" -gt 0 ]; do sleep 1; left=$((left - 1)); done
+  if kill -0 "$1" 2>/dev/null; then
+    kill -9 "$1"
+    wait "$1" 2>/dev/null
+    RIG_REAP_RC=timeout
+    return
+  fi
+  wait "$1"
+  RIG_REAP_RC=$?
+}

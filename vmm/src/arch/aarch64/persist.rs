@@ -18,8 +18,9 @@ use super::state::{
     spi_level_words, GicCpuState, GicState, Reg, VcpuState, ICC_CTLR_EL1,
 };
 
-/// Register ids KVM reports for one vCPU: about 300 without SVE.
-const REG_LIST_CAPACITY: usize = 1024;
+/// Register ids KVM may report for one vCPU: kvm-bindings' ceiling for a
+/// `RegList` (KVM lists about 300 without SVE, which Vireo does not enable).
+const REG_LIST_CAPACITY: usize = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {

@@ -5,9 +5,10 @@
 # destination exits 0 when the guest powers off after tick 12.
 . /rig/lib.sh; . /rig/lib-aarch64.sh
 ctl=/usr/bin/vireo-vmm-ctl
-rm -f /tmp/src.sock /tmp/mig.sock
-echo "RIG vmm: $VMM --incoming unix:/tmp/mig.sock"
-"$VMM" --incoming unix:/tmp/mig.sock --serial stdio </dev/null >/tmp/dst.out 2>&1 &
+rm -f /tmp/src.sock /tmp/dst.sock /tmp/mig.sock
+# Its own API socket: the source's path is taken on this same host.
+echo "RIG vmm: $VMM --incoming unix:/tmp/mig.sock --api-socket /tmp/dst.sock"
+"$VMM" --incoming unix:/tmp/mig.sock --serial stdio --api-socket /tmp/dst.sock </dev/null >/tmp/dst.out 2>&1 &
 dst=$!
 echo "RIG vmm: $VMM ... --cpus 2 --memory 256M --api-socket /tmp/src.sock (vireo.ticks=12)"
 "$VMM" --kernel "$MIN_KERNEL" --initrd "$GUEST_INITRD" --cmdline "$RIG_GUEST_CMDLINE vireo.ticks=12" \
@@ -17,14 +18,14 @@ if ! rig_wait_for /tmp/src.out 'VIREO-TICK 3 ' "$RIG_TIMEOUT"; then
   cat /tmp/src.out /tmp/dst.out; kill -9 "$src" "$dst"; echo "RIG check=fail the guest never reached tick 3"; exit 1
 fi
 "$ctl" --api-socket /tmp/src.sock migrate unix:/tmp/mig.sock </dev/null 2>&1 | tr '\r' '\n' | tail -n 3
-wait "$src"; src_rc=$?
+rig_reap "$src"
+src_rc=$RIG_REAP_RC
 echo "RIG source exit=$src_rc"
 cat /tmp/src.out
 # The destination runs on until the guest powers off after tick 12.
-left=$RIG_TIMEOUT
-while kill -0 "$dst" 2>/dev/null && [ "$left" -gt 0 ]; do sleep 1; left=$((left - 1)); done
-kill -0 "$dst" 2>/dev/null && { kill -9 "$dst"; echo "RIG check=fail the destination did not finish"; cat /tmp/dst.out; exit 1; }
-wait "$dst"; dst_rc=$?
+rig_reap "$dst"
+dst_rc=$RIG_REAP_RC
+echo "RIG destination exit=$dst_rc"
 cat /tmp/dst.out
 [ "$src_rc" = 0 ] || { echo "RIG check=fail source exit=$src_rc"; exit 1; }
 [ "$dst_rc" = 0 ] || { echo "RIG check=fail destination exit=$dst_rc"; exit 1; }
