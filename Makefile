@@ -141,6 +141,7 @@ bench: vmm probe
 	$(MAKE) rig-initramfs VIREO_VMM=$(VMM_MUSL)
 	$(MAKE) membershipd-release
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench
+	$(MAKE) bench-rig-aarch64
 
 # Only the cluster rows: failover time corosync vs Vireo, broadcast throughput.
 bench-cluster: membershipd-release

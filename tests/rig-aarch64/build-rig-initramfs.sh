@@ -14,6 +14,8 @@
 #                  target/build/debian-arm64, initramfs/fetch-debian-arch.sh)
 #   RIG_MODULES    modules to insmod, by name (default: tun); dependencies
 #                  are resolved through modules.dep
+#   QEMU_REF_DIR   optional tree merged into the root (build-qemu-ref.sh's
+#                  OUTDIR/root: qemu-system-aarch64 for the bench)
 #
 # Contents: busybox, the modules (decompressed, in load order), vireo-vmm
 # (+ vireo-vmm-ctl) in /usr/bin, /guest/Image, /guest/debian-Image (Debian's
@@ -104,6 +106,11 @@ fi
 # An x86 bzImage, for the bad-input job (any will do: only its header is read).
 bz=$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n1 || true)
 [[ -n $bz ]] && head -c 65536 "$bz" >"$stage/guest/x86-bzImage"
+
+if [[ -n ${QEMU_REF_DIR:-} ]]; then
+  [[ -x $QEMU_REF_DIR/usr/bin/qemu-system-aarch64 ]] || die "no qemu-system-aarch64 in QEMU_REF_DIR=$QEMU_REF_DIR"
+  cp -a "$QEMU_REF_DIR/." "$stage/"
+fi
 
 cp "$repo/tests/rig/rootfs/rig/lib.sh" "$stage/rig/lib.sh"
 cp -a "$here/rootfs/." "$stage/"

@@ -51,5 +51,11 @@ rig-aarch64-run:
 test-rig-aarch64: rig-aarch64-initramfs
 	@BUILD=$(BUILD) $(RIG_A64_SRC)/test-rig.sh $(RIG_AARCH64_TEST_JOBS)
 
+# The bench's rig also carries Debian's arm64 QEMU (build-qemu-ref.sh) to
+# boot the same guest with KVM beside vireo-vmm.
 bench-rig-aarch64: rig-aarch64-initramfs
-	BUILD=$(BUILD) $(RIG_A64_SRC)/run-rig.sh bench-linux rig.runs=5
+	$(RIG_A64_SRC)/build-qemu-ref.sh $(RIG_A64_OUT)/qemu-ref
+	VIREO_VMM=$(RIG_A64_VMM) GUEST_DIR=$(RIG_A64_GUEST) ARM64_ROOT=$(APPLIANCE_ARM64_ROOT) \
+	  QEMU_REF_DIR=$(RIG_A64_OUT)/qemu-ref/root \
+	  $(RIG_A64_SRC)/build-rig-initramfs.sh $(RIG_A64_OUT)/rig-bench.cpio.gz
+	BUILD=$(BUILD) RIG_INITRAMFS=$(RIG_A64_OUT)/rig-bench.cpio.gz $(RIG_A64_SRC)/run-rig.sh bench-linux rig.runs=5
