@@ -60,6 +60,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --manifest-path $(PROBE_DIR)/Cargo.toml --target x86_64-unknown-none -- -D warnings
+	$(CARGO) clippy --release -p vireo-vmm --target aarch64-unknown-linux-musl -- -D warnings
 
 test-unit:
 	$(CARGO) test --workspace --lib --bins
@@ -101,7 +102,7 @@ test-probe-qemu: probe
 
 # Every tier in turn, on after a failure; ends with "N passed, N failed"
 # counting the tests of every tier (tests/ci/run-tiers.sh).
-TEST_TIERS := lint test-unit test-membership test-cluster test-probe test-probe-qemu vmm-aarch64 test-rig \
+TEST_TIERS := lint test-unit test-membership test-cluster test-probe test-probe-qemu vmm-aarch64 test-rig test-rig-aarch64 \
               appliance-boot-test appliance-boot-test-aarch64 image-test image-test-aarch64 \
               kernel-config-check
 
@@ -130,6 +131,7 @@ run-linux: vmm guest-kernel guest-initramfs
 	fi
 
 include tests/rig/rig.mk
+include tests/rig-aarch64/rig-aarch64.mk
 include initramfs/initramfs.mk
 include image/image.mk
 include kernel-config/kernel.mk
@@ -139,6 +141,7 @@ bench: vmm probe
 	$(MAKE) rig-initramfs VIREO_VMM=$(VMM_MUSL)
 	$(MAKE) membershipd-release
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench
+	$(MAKE) bench-rig-aarch64
 
 # Only the cluster rows: failover time corosync vs Vireo, broadcast throughput.
 bench-cluster: membershipd-release

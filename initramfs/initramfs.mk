@@ -40,6 +40,7 @@ appliance-boot-test: initramfs guest-kernel guest-initramfs
 	tests/appliance/boot-test.sh $(APPLIANCE_OUT)
 
 # The same test on the aarch64 archive, under qemu-system-aarch64 -M virt.
-appliance-boot-test-aarch64:
+# The aarch64 rig's minimal guest rides along for POST /selftest/vmm.
+appliance-boot-test-aarch64: guest-kernel-arm64 guest-initramfs-arm64
 	$(MAKE) initramfs APPLIANCE_ARCH=aarch64
 	tests/appliance/boot-test.sh $(BUILD)/appliance/initramfs-aarch64.cpio.zst

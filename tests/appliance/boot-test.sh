@@ -14,11 +14,12 @@
 #      GPIO key) → orderly shutdown, QEMU exits 0;
 #   5. a second boot with a static address (vireo.ip=), no debug shell and an
 #      ext4 disk labelled VIREO-DATA (virtio-blk): the disk is mounted as
-#      persistent state and left clean by the orderly shutdown; x86_64 only
-#      (the probe guest is an x86_64 program): kvm_amd is loaded with
-#      kvm_amd.vgif=0 from the command line and POST /selftest/vmm has
-#      vireo-vmm boot the probe guest inside the node, then (?guest=linux)
-#      the rig's minimal Linux guest, added to this boot's initramfs;
+#      persistent state and left clean by the orderly shutdown; on x86_64
+#      kvm_amd is loaded with kvm_amd.vgif=0 from the command line and POST
+#      /selftest/vmm has vireo-vmm boot the probe guest inside the node, then
+#      (?guest=linux) the rig's minimal Linux guest, added to this boot's
+#      initramfs; on aarch64 (no probe: it is an x86_64 program) the plain
+#      POST boots the aarch64 rig's minimal arm64 guest under kvm_arm64;
 #   6. a third boot with a truncated module (ahci.ko on x86_64,
 #      virtio_mmio.ko on aarch64) and a modules.dep entry whose
 #      file is missing: both logged, the node boots and answers; the static
@@ -47,6 +48,9 @@ kver=$(cat "$initrd.kver" 2>/dev/null || uname -r)
 arch=${ARCH:-$(basename "$initrd" | sed -nE 's/^initramfs-([a-z0-9_]+)\..*/\1/p')}
 cli=${VIREO_CLI:-$repo/target/x86_64-unknown-linux-musl/release/vireo}
 linux_guest=${LINUX_GUEST_DIR:-$repo/target/build/guest}
+guest_kernel=bzImage
+# aarch64: the aarch64 rig's minimal guest (make guest-kernel-arm64 guest-initramfs-arm64).
+[[ $arch == aarch64 ]] && linux_guest=${LINUX_GUEST_DIR:-$repo/target/build/guest-arm64} guest_kernel=Image
 boot_timeout=${BOOT_TIMEOUT:-240}
 
 # shellcheck source=tests/appliance/lib.sh
@@ -159,17 +163,16 @@ mkfs.ext4 -q -L VIREO-DATA "$disk"
 # kvm_amd.vgif=0: QEMU 7.2's TCG emulation of AMD's virtual GIF is
 # unreliable under nested KVM (tests/rig/README.md); init passes the option.
 initrd_plain=$initrd
-if [[ $arch == x86_64 ]]; then
-  # The rig's minimal Linux guest (make guest-kernel guest-initramfs) rides
-  # in an overlay at /usr/lib/vireo/guest, where POST /selftest/vmm?guest=linux
-  # looks for it; the shipped image has no Linux guest.
-  [[ -s $linux_guest/bzImage && -s $linux_guest/initramfs.cpio.gz ]] ||
-    fail "no Linux guest in $linux_guest (make guest-kernel guest-initramfs)"
-  mkdir -p "$work/guest-overlay/usr/lib/vireo/guest"
-  cp "$linux_guest/bzImage" "$linux_guest/initramfs.cpio.gz" "$work/guest-overlay/usr/lib/vireo/guest/"
-  initrd=$work/initrd-with-guest
-  with_overlay "$initrd_plain" "$work/guest-overlay" "$initrd"
-fi
+# The rig's minimal Linux guest (make guest-kernel guest-initramfs; aarch64:
+# guest-kernel-arm64 guest-initramfs-arm64) rides in an overlay at
+# /usr/lib/vireo/guest, where POST /selftest/vmm?guest=linux looks for it;
+# the shipped image has no Linux guest.
+[[ -s $linux_guest/$guest_kernel && -s $linux_guest/initramfs.cpio.gz ]] ||
+  fail "no Linux guest in $linux_guest (make guest-kernel guest-initramfs, or the -arm64 ones)"
+mkdir -p "$work/guest-overlay/usr/lib/vireo/guest"
+cp "$linux_guest/$guest_kernel" "$linux_guest/initramfs.cpio.gz" "$work/guest-overlay/usr/lib/vireo/guest/"
+initrd=$work/initrd-with-guest
+with_overlay "$initrd_plain" "$work/guest-overlay" "$initrd"
 boot 2 "vireo.hostname=node2 vireo.ip=10.0.2.15/24,10.0.2.2 kvm_amd.vgif=0" \
   -drive "file=$disk,format=raw,if=none,id=data" -device virtio-blk-pci,drive=data
 initrd=$initrd_plain
@@ -215,8 +218,20 @@ assert r["exit_status"] == 0 and r["ok"] is True, json.dumps(r)[-2000:]
     grep -qE '^selftest: ok \(exit status 0, ' "$work/selftest.txt" || fail "vireo node selftest: no ok line"
   fi
 else
-  selftest_s="skipped ($arch: the probe guest is an x86_64 program)"
-  log "VMM selftest $selftest_s"
+  # aarch64: no probe (an x86_64 program), so the default selftest is the
+  # Linux guest: vireo-vmm inside the node, under kvm_arm64 at EL2.
+  t_self=$(now)
+  selftest=$(curl -s -X POST --max-time 200 "http://127.0.0.1:$port/selftest/vmm") ||
+    fail "POST /selftest/vmm: no answer"
+  selftest_s=$(elapsed "$t_self" "$(now)")
+  echo "$selftest" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print("\n".join("  | " + l for l in r["serial"].splitlines() if "VIREO" in l or "Linux version" in l))
+assert any(l.startswith("VIREO-GUEST-INIT cpus=2 ") for l in r["serial"].splitlines()), json.dumps(r)[-2000:]
+assert r["exit_status"] == 0 and r["ok"] is True, json.dumps(r)[-2000:]
+' || fail "the Linux guest selftest failed: ${selftest: -2000}"
+  log "vireo-vmm booted the arm64 Linux guest inside the node (2 vCPUs, 256M) to /init and its reset: ${selftest_s}s through the API"
 fi
 power_down
 dumpe2fs -h "$disk" 2>/dev/null | grep -qE '^Filesystem state: +clean$' || fail "the state disk was not left clean"
@@ -282,7 +297,7 @@ if [[ $arch == x86_64 ]]; then
   echo "POST /selftest/vmm (vireo-vmm boots the probe, nested KVM under TCG): $selftest_s s"
   echo "POST /selftest/vmm?guest=linux (vireo-vmm boots Linux to /init and its reset): $linux_s s"
 else
-  echo "POST /selftest/vmm: $selftest_s"
+  echo "POST /selftest/vmm (vireo-vmm boots arm64 Linux to /init, nested KVM under TCG): $selftest_s s"
 fi
 echo "agent killed -> restarted: $restart s (guest clock)"
 echo "system_powerdown -> QEMU exit 0: $boot1_off s (boot 1), $t_off_s s (boot 2)"

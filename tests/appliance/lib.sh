@@ -34,8 +34,10 @@ appliance_arch() {
       ;;
     aarch64)
       # virtualization=on: the guest kernel starts at EL2, so its built-in
-      # KVM comes up (without it: no /dev/kvm, kind none).
-      qemu=(qemu-system-aarch64 -machine virt,virtualization=on,accel=tcg -cpu max)
+      # KVM comes up (without it: no /dev/kvm, kind none). gic-version=3:
+      # KVM's vGICv3, which vireo-vmm gives its guests, needs a GICv3 host
+      # (virt's default is a GICv2).
+      qemu=(qemu-system-aarch64 -machine virt,virtualization=on,gic-version=3,accel=tcg -cpu max)
       tty=ttyAMA0 kvm_kind=kvm_arm64 nic_module=virtio_net grub_efi=arm64-efi netboot_nic=virtio-net-pci
       uefi_code=${AAVMF_CODE:-/usr/share/AAVMF/AAVMF_CODE.fd}
       uefi_vars=${AAVMF_VARS:-/usr/share/AAVMF/AAVMF_VARS.fd}

@@ -34,8 +34,13 @@ rig-deps:
 
 # The script itself skips the ~7 minute build when the images are newer than
 # the config fragment, so this target is always run.
+# ARCH=arm64: the aarch64 guest (tests/rig-aarch64/rig-aarch64.mk).
 guest-kernel:
+ifeq ($(ARCH),arm64)
+	$(MAKE) guest-kernel-arm64
+else
 	$(RIG_SRC)/build-guest-kernel.sh $(RIG_GUEST_DIR)
+endif
 
 guest-initramfs: $(RIG_GUEST_DIR)/initramfs.cpio.gz
 

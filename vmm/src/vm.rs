@@ -294,6 +294,9 @@ pub struct VmCore {
 
 impl VmCore {
     pub fn build(config: &VmConfig, memory: GuestRam) -> Result<Self, VmError> {
+        // The GICv3 layout's vCPU limit, before KVM creates any of them.
+        #[cfg(target_arch = "aarch64")]
+        arch::current::layout::GicLayout::for_vcpus(usize::from(config.vcpus))?;
         let kvm = Kvm::new().map_err(VmError::Kvm)?;
         let vm_fd = kvm.create_vm().map_err(kvm_call("create a VM"))?;
         memory::register(&vm_fd, &memory, false)?;

@@ -2,7 +2,9 @@
 //! on this node and return its serial report. It proves /dev/kvm, the VMM
 //! and the guest path work on this machine, before any real VM runs.
 //! `?guest=linux` boots a Linux guest instead, when the image carries one
-//! (the test images do: the rig's minimal guest kernel and initramfs).
+//! (the test images do: the rig's minimal guest kernel and initramfs). On
+//! aarch64, where there is no probe (it is an x86_64 program), Linux is the
+//! default.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -21,7 +23,7 @@ use crate::types::VmmSelftest;
 pub struct SelftestConfig {
     pub vmm: PathBuf,
     pub probe: PathBuf,
-    /// A Linux kernel (bzImage or ELF) and its initramfs, whose /init prints
+    /// A Linux kernel (bzImage or ELF; an arm64 Image on aarch64) and its initramfs, whose /init prints
     /// `VIREO-GUEST-INIT cpus=N mem_kb=M` and resets (tests/rig/build-guest-initramfs.sh).
     pub linux_kernel: PathBuf,
     pub linux_initrd: PathBuf,
@@ -29,13 +31,30 @@ pub struct SelftestConfig {
 }
 
 /// Which guest a selftest boots.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Guest {
-    #[default]
     Probe,
     Linux,
 }
+
+impl Default for Guest {
+    /// The probe where it exists (x86_64), else the Linux guest.
+    fn default() -> Self {
+        if cfg!(target_arch = "x86_64") {
+            Guest::Probe
+        } else {
+            Guest::Linux
+        }
+    }
+}
+
+/// The Linux guest's kernel as the image ships it (`Image` on arm64).
+const LINUX_KERNEL: &str = if cfg!(target_arch = "aarch64") {
+    "/usr/lib/vireo/guest/Image"
+} else {
+    "/usr/lib/vireo/guest/bzImage"
+};
 
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct SelftestQuery {
@@ -50,7 +69,7 @@ impl Default for SelftestConfig {
         SelftestConfig {
             vmm: "/usr/bin/vireo-vmm".into(),
             probe: "/usr/lib/vireo/probe.elf".into(),
-            linux_kernel: "/usr/lib/vireo/guest/bzImage".into(),
+            linux_kernel: LINUX_KERNEL.into(),
             linux_initrd: "/usr/lib/vireo/guest/initramfs.cpio.gz".into(),
             timeout: Duration::from_secs(120),
         }

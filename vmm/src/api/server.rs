@@ -194,6 +194,16 @@ fn bind_socket(path: &Path) -> Result<UnixListener, ApiError> {
     })
 }
 
+/// Fails when another live server answers on `path`: what `start` would
+/// find there, asked before binding (a migration's destination asks before
+/// it says Ready, so the API cannot fail it after the hand-over).
+pub fn check_free(path: &Path) -> Result<(), ApiError> {
+    match UnixStream::connect(path) {
+        Ok(_) => Err(ApiError::InUse(path.to_path_buf())),
+        Err(_) => Ok(()),
+    }
+}
+
 fn remove_stale(path: &Path) -> Result<(), ApiError> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(ApiError::RemoveStale {

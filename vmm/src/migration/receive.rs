@@ -85,6 +85,12 @@ fn receive_on(
     let hello: Hello = serde_json::from_slice(&protocol::expect(ch, Kind::Hello).map_err(failed)?)
         .map_err(|e| failed(format!("bad hello: {e}")))?;
     let config = check_hello(&hello, overrides)?;
+    // The API socket is bound only once the VM runs here; a path another
+    // VMM serves (the source's own, on the same host) would fail this side
+    // after the hand-over, so it is refused now, while the source can go on.
+    if let Some(path) = &config.api_socket {
+        crate::api::server::check_free(path).map_err(failed)?;
+    }
     let mut landing = Landing {
         core: VmCore::build(&config, Vm::new_memory(&config)?)?,
         copies: Vec::new(),

@@ -11,7 +11,7 @@ use linux_loader::loader::KernelLoader;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::fdt::{create_fdt, FdtConfig};
-use super::image::{ImageHeader, HEADER_LEN};
+use super::image::{ImageHeader, HEADER_LEN, PROBE_LEN};
 use super::layout::{self, kvm_mpidr, mpidr_affinity, GicLayout, DRAM_START, KERNEL_BASE};
 use super::{gic, vcpu, Error, Result};
 use crate::arch::{BootEntry, BootProtocol, BootSources, MmioDeviceInfo};
@@ -117,15 +117,14 @@ fn ram_size(mem: &GuestRam) -> u64 {
 /// Copies the Image to KERNEL_BASE + text_offset; returns its entry point
 /// (the first byte of the Image) and the end of its memory footprint.
 fn load_kernel(mem: &GuestRam, kernel: &File) -> Result<(GuestAddress, u64)> {
-    let mut header = [0u8; HEADER_LEN];
-    kernel
-        .read_exact_at(&mut header, 0)
-        .map_err(|e| match e.kind() {
-            // Shorter than an Image header: not an Image at all.
-            std::io::ErrorKind::UnexpectedEof => Error::KernelHeader,
-            _ => Error::KernelRead(e),
-        })?;
-    let header = ImageHeader::parse(&header)?;
+    // Enough to name an x86 bzImage too; an Image is longer than that.
+    let mut header = [0u8; PROBE_LEN];
+    let read = read_up_to(kernel, &mut header).map_err(Error::KernelRead)?;
+    if read < HEADER_LEN {
+        // Shorter than an Image header: not an Image at all.
+        return Err(Error::KernelHeader);
+    }
+    let header = ImageHeader::parse(&header[..read])?;
     let file_len = kernel.metadata().map_err(Error::KernelRead)?.len();
     let mut image = kernel;
     let loaded = PE::load(mem, Some(GuestAddress(KERNEL_BASE)), &mut image, None)
@@ -135,6 +134,21 @@ fn load_kernel(mem: &GuestRam, kernel: &File) -> Result<(GuestAddress, u64)> {
         .footprint_end(entry.0, file_len)
         .ok_or(Error::KernelHeader)?;
     Ok((entry, end))
+}
+
+/// Reads from offset 0 until `buf` is full or the file ends; returns the
+/// bytes read.
+fn read_up_to(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// Copies the initrd below the FDT; returns its address and size.
@@ -262,14 +276,21 @@ mod tests {
         let mem = guest(32 * MIB);
         let mut elf = vec![0u8; 4096];
         elf[..4].copy_from_slice(b"\x7fELF");
-        for kernel in [elf, b"\x7fELF".to_vec()] {
+        let mut bz = vec![0u8; 8192];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        let cases: [(Vec<u8>, fn(&Error) -> bool); 3] = [
+            (elf, |e| matches!(e, Error::KernelIsElf)),
+            (bz, |e| matches!(e, Error::KernelIsBzImage)),
+            (b"\x7fELF".to_vec(), |e| matches!(e, Error::KernelHeader)),
+        ];
+        for (kernel, expected) in cases {
             let boot = BootSources {
                 kernel: file_with(&kernel),
                 initrd: None,
                 cmdline: String::new(),
             };
             let err = load_guest(&mem, &boot, &[], 1).unwrap_err();
-            assert!(matches!(err, Error::KernelHeader), "{err}");
+            assert!(expected(&err), "{err}");
         }
     }
 }

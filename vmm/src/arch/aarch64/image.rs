@@ -32,7 +32,7 @@ impl ImageHeader {
         };
         let magic = u32::from_le_bytes(header[56..60].try_into().expect("4 bytes"));
         if magic != MAGIC {
-            return Err(Error::KernelHeader);
+            return Err(foreign_kernel(header));
         }
         let image_size = field(16);
         // Same rule linux-loader applies when it picks the load address.
@@ -53,6 +53,23 @@ impl ImageHeader {
         load_addr.checked_add(self.image_size.max(file_len))
     }
 }
+
+/// The error for a file without the Image magic, naming what it is when
+/// that is a common mistake: an x86 bzImage (the setup header's "HdrS" at
+/// 0x202, when the caller read that far: [`PROBE_LEN`]) or an ELF vmlinux.
+fn foreign_kernel(header: &[u8]) -> Error {
+    if header.starts_with(b"\x7fELF") {
+        return Error::KernelIsElf;
+    }
+    if header.get(0x202..0x206) == Some(b"HdrS") {
+        return Error::KernelIsBzImage;
+    }
+    Error::KernelHeader
+}
+
+/// Bytes to read from the start of a kernel file to tell an arm64 Image
+/// from an x86 bzImage (whose "HdrS" setup header magic is at 0x202).
+pub const PROBE_LEN: usize = 0x206;
 
 #[cfg(test)]
 mod tests {
@@ -80,6 +97,26 @@ mod tests {
     fn legacy_header_defaults_text_offset() {
         let h = ImageHeader::parse(&header(0x1234, 0)).unwrap();
         assert_eq!(h.text_offset, 0x8_0000);
+    }
+
+    #[test]
+    fn names_x86_and_elf_kernels() {
+        let mut bz = vec![0u8; PROBE_LEN];
+        bz[..2].copy_from_slice(b"MZ");
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        assert!(matches!(
+            ImageHeader::parse(&bz),
+            Err(Error::KernelIsBzImage)
+        ));
+        let mut elf = vec![0u8; PROBE_LEN];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        assert!(matches!(ImageHeader::parse(&elf), Err(Error::KernelIsElf)));
+        // An arm64 Image with the EFI stub also starts with "MZ": the Image
+        // magic wins.
+        let mut efi = header(0, 1).to_vec();
+        efi[..2].copy_from_slice(b"MZ");
+        efi.resize(PROBE_LEN, 0);
+        assert!(ImageHeader::parse(&efi).is_ok());
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //! | `0x0800_0000..0x0801_0000`  | GICv3 distributor, 64 KiB                     |
 //! | `0x0900_0000..0x0900_1000`  | 16550 UART                                    |
 //! | `0x0A00_0000..0x0A02_0000`  | virtio-mmio transports, 32 slots × 4 KiB      |
-//! | `0x0B00_0000..0x0D00_0000`  | GICv3 redistributors, 128 KiB per vCPU        |
-//! | `0x0D00_0000..0x8000_0000`  | free (room for a future PCIe window)          |
+//! | `0x0B00_0000..0x0C00_0000`  | GICv3 redistributors, 128 KiB per vCPU        |
+//! | `0x0C00_0000..0x8000_0000`  | free (an ITS, a future PCIe window)           |
 //! | `0x8000_0000..`             | RAM: kernel at the bottom, initrd and FDT top |
 //!
 //! Interrupt numbers are SPI numbers, as the FDT writes them (`<0 spi flags>`).
@@ -67,8 +67,9 @@ pub const GIC_DIST_SIZE: u64 = 64 * KIB;
 pub const GIC_REDIST_ADDR: u64 = 0x0B00_0000;
 /// Redistributor frames of one vCPU: RD_base and SGI_base, 64 KiB each.
 pub const GIC_REDIST_SIZE_PER_CPU: u64 = 128 * KIB;
-/// vCPUs the redistributor window has room for (32 MiB / 128 KiB).
-pub const GIC_MAX_VCPUS: usize = 256;
+/// vCPUs the redistributor window has room for (16 MiB / 128 KiB), as
+/// QEMU virt's first redistributor region holds 123.
+pub const GIC_MAX_VCPUS: usize = 128;
 /// Interrupts the vGIC implements: 32 private (SGI, PPI) plus 96 SPIs. KVM
 /// wants a multiple of 32.
 pub const GIC_NR_IRQS: u32 = 128;
@@ -94,7 +95,7 @@ pub const VIRTIO_MMIO_SLOTS: u32 = 32;
 pub const VIRTIO_MMIO_IRQ_BASE: u32 = 16;
 
 const _: () =
-    assert!(GIC_REDIST_ADDR + GIC_MAX_VCPUS as u64 * GIC_REDIST_SIZE_PER_CPU <= 0x0D00_0000);
+    assert!(GIC_REDIST_ADDR + GIC_MAX_VCPUS as u64 * GIC_REDIST_SIZE_PER_CPU <= 0x0C00_0000);
 const _: () = assert!(VIRTIO_MMIO_IRQ_BASE + VIRTIO_MMIO_SLOTS <= GIC_NR_SPIS);
 const _: () = assert!(SERIAL_IRQ < VIRTIO_MMIO_IRQ_BASE);
 const _: () = assert!(GIC_DIST_ADDR + GIC_DIST_SIZE <= SERIAL_MMIO_ADDR);

@@ -17,11 +17,14 @@
 pub mod fdt;
 pub mod image;
 pub mod layout;
+pub mod state;
 
 #[cfg(target_arch = "aarch64")]
 mod boot;
 #[cfg(target_arch = "aarch64")]
 pub mod gic;
+#[cfg(target_arch = "aarch64")]
+pub mod persist;
 #[cfg(target_arch = "aarch64")]
 pub mod regs;
 #[cfg(target_arch = "aarch64")]
@@ -53,6 +56,12 @@ pub enum Error {
     FdtTooBig(usize),
     #[error("kernel is not an arm64 Image (no valid Image header)")]
     KernelHeader,
+    #[error(
+        "kernel is an x86 bzImage; an aarch64 VM boots an arm64 Image (arch/arm64/boot/Image)"
+    )]
+    KernelIsBzImage,
+    #[error("kernel is an ELF file (a vmlinux?); an aarch64 VM boots an arm64 Image (arch/arm64/boot/Image, or a gunzipped vmlinuz)")]
+    KernelIsElf,
     #[cfg(target_arch = "aarch64")]
     #[error("reading the kernel Image: {0}")]
     KernelRead(#[source] std::io::Error),
