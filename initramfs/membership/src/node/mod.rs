@@ -26,6 +26,10 @@ use crate::wire::{RingId, TotemMessage};
 /// not in it and ignore them.
 pub const GROUP_VIREO: &[u8] = b"vireo";
 
+/// The totempg group of the group messaging service (`crate::groups`):
+/// client joins, leaves and messages, and ordered nodelist changes.
+pub const GROUP_CPG: &[u8] = b"vireo.cpg";
+
 /// Application packets a node holds for its client while the ring cannot take
 /// them (totemsrp's own queue holds as many; see [`Node::broadcast`]).
 pub const APP_QUEUE_MAX: usize = totemsrp::NEW_MESSAGE_QUEUE_MAX;
@@ -64,6 +68,17 @@ pub enum NodeAction {
         members: Vec<u32>,
     },
     StoreRingSeq(u64),
+    /// A message of group "vireo.cpg" (the group messaging service) in
+    /// agreed order, in the same stream as `Deliver` and the configurations.
+    GroupDeliver {
+        sender: u32,
+        payload: Vec<u8>,
+    },
+    /// A node ran `corosync-cfgtool -R` (cfg's RELOAD_CONFIG reached us):
+    /// re-read corosync.conf, as every corosync node of the ring does.
+    ReloadConfig {
+        sender: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -180,10 +195,15 @@ impl Node {
     /// of the next ring, which then wait behind thousands of messages or are
     /// refused outright, and the new ring never completes sync.
     pub fn broadcast(&mut self, payload: Vec<u8>) -> bool {
+        self.broadcast_to(GROUP_VIREO, payload)
+    }
+
+    /// [`Node::broadcast`] to another totempg group ([`GROUP_CPG`]).
+    pub fn broadcast_to(&mut self, group: &[u8], payload: Vec<u8>) -> bool {
         if self.app_pending_packets >= APP_QUEUE_MAX {
             return false;
         }
-        let packets = pack(GROUP_VIREO, payload);
+        let packets = pack(group, payload);
         if self.app_pending_packets + packets.len() > APP_QUEUE_MAX {
             return false;
         }
@@ -191,6 +211,21 @@ impl Node {
         self.app_pending.push_back(packets);
         self.absorb(Vec::new());
         true
+    }
+
+    /// Applies a reloaded corosync.conf, as corosync does on
+    /// `corosync-cfgtool -R`: the nodelist (who may join our rings; the
+    /// transport's peers are the caller's) and votequorum's votes and
+    /// expected votes, announced to the ring (NODEINFO, RECONFIGURE).
+    /// Timers, the cluster name and our own node id stay as they were, as in
+    /// corosync, where changing them needs a restart.
+    pub fn reconfigure(&mut self, config: &CorosyncConfig) -> Vec<NodeAction> {
+        self.srp.set_nodelist(config.nodes.iter().map(|n| n.nodeid));
+        for m in self.quorum.reload(config) {
+            self.send_group(GROUP_SERVICES, m.encode());
+        }
+        self.absorb(Vec::new());
+        self.take()
     }
 
     /// Any actions produced outside a call (none today); kept for symmetry.
@@ -244,6 +279,12 @@ impl Node {
 
     pub fn srp_state(&self) -> totemsrp::MembState {
         self.srp.state()
+    }
+
+    /// Actions a call without a return value left behind ([`Node::broadcast`]
+    /// may cancel a token hold).
+    pub fn take_pending(&mut self) -> Vec<NodeAction> {
+        self.take()
     }
 
     fn take(&mut self) -> Vec<NodeAction> {
@@ -353,6 +394,11 @@ impl Node {
                     sender,
                     payload: group.payload,
                 });
+            } else if group.is_for(GROUP_CPG) {
+                self.out.push(NodeAction::GroupDeliver {
+                    sender,
+                    payload: group.payload,
+                });
             }
         }
     }
@@ -364,6 +410,12 @@ impl Node {
             }
             Ok(ServiceMessage::Votequorum(VotequorumMessage::Reconfigure(r))) => {
                 self.quorum.handle_reconfigure(r)
+            }
+            Ok(ServiceMessage::Other { header, .. })
+                if header.service() == crate::service::SERVICE_CFG
+                    && header.function() == crate::service::CFG_RELOAD_CONFIG =>
+            {
+                self.out.push(NodeAction::ReloadConfig { sender })
             }
             _ => {}
         }
