@@ -8,7 +8,8 @@
 //! - [`expect`]: the facts tests assert about a node's status;
 //! - [`delivery`]: Vireo delivery logs and the ordering checks on them;
 //! - [`wait`]: polling with deadlines;
-//! - [`command`]: running a helper program that must succeed.
+//! - [`command`]: running a helper program that must succeed;
+//! - [`formation`]: clusters formed by `vireo cluster create` and `join`.
 //!
 //! Needs root, iproute2 and the `corosync` package.
 
@@ -17,6 +18,7 @@ pub mod command;
 pub mod conf;
 pub mod delivery;
 pub mod expect;
+pub mod formation;
 pub mod net;
 pub mod node;
 pub mod wait;

@@ -5,12 +5,14 @@
 //! group, view ids, the quorum of a view, nodelist changes) comes out the
 //! same on every node — the virtual synchrony CPG gives its clients.
 //!
-//! After each new ring every daemon broadcasts a JoinList of its local
-//! members; once the lists of all ring members are delivered (a point of
-//! the order every member agrees on) the groups are their union, and each
-//! group's members get a view. What was delivered between the ring and that
-//! point is held back and delivered after the view, so a node that just
-//! joined the ring starts from the same view as the others.
+//! After each new ring every daemon queues a JoinList of its local members
+//! before its sync messages (`Node::set_ring_hook`), so by the time the
+//! ring's sync completes — one point of the order every member agrees on,
+//! corosync nodes included — every Vireo member's list is delivered; corosync
+//! nodes send none and have no members. There the groups become the union of
+//! the lists and each group's members get a view. What was delivered between
+//! the ring and that point is held back and delivered after the view, so a
+//! node that just joined the ring starts from the same view as the others.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -182,7 +184,8 @@ impl Groups {
         }
     }
 
-    /// A new regular configuration: start the group sync.
+    /// A new regular configuration: start the group sync (the JoinList is
+    /// already queued by the ring hook).
     pub fn config(&mut self, ring_seq: u64, members: &[u32]) {
         self.ring_members = members.to_vec();
         self.ring_members.sort_unstable();
@@ -193,16 +196,29 @@ impl Groups {
             lists: BTreeMap::new(),
             held,
         });
+    }
+
+    /// Every group each local connection joined, for the JoinList.
+    pub fn local_list(&self) -> Vec<(String, MemberId)> {
         let mut mine = Vec::new();
         for (conn, groups) in &self.local {
             for g in groups {
                 mine.push((g.clone(), self.member(*conn)));
             }
         }
-        self.broadcast(&Envelope::JoinList {
-            ring_seq,
-            members: mine,
-        });
+        mine
+    }
+
+    /// The JoinList message for ring `ring_seq` from a local list.
+    pub fn joinlist(ring_seq: u64, members: Vec<(String, MemberId)>) -> Vec<u8> {
+        Frame::new(&Envelope::JoinList { ring_seq, members }, Vec::new()).encode()
+    }
+
+    /// The ring's sync completed: every Vireo member's JoinList is in.
+    pub fn sync_completed(&mut self, ring_seq: u64) {
+        if self.sync.as_ref().is_some_and(|r| r.ring_seq == ring_seq) {
+            self.complete_sync();
+        }
     }
 
     /// The transitional configuration: the ring broke and these remain.
@@ -230,7 +246,7 @@ impl Groups {
             return;
         };
         if let Envelope::JoinList { ring_seq, members } = env {
-            return self.joinlist(sender, ring_seq, members);
+            return self.record_joinlist(sender, ring_seq, members);
         }
         match &mut self.sync {
             Some(round) => round.held.push((sender, bytes)),
@@ -238,7 +254,7 @@ impl Groups {
         }
     }
 
-    fn joinlist(&mut self, sender: u32, ring_seq: u64, members: Vec<(String, MemberId)>) {
+    fn record_joinlist(&mut self, sender: u32, ring_seq: u64, members: Vec<(String, MemberId)>) {
         let Some(round) = &mut self.sync else { return };
         if round.ring_seq != ring_seq || !round.members.contains(&sender) {
             return;
@@ -246,9 +262,6 @@ impl Groups {
         // A node speaks only for its own members.
         let own = members.into_iter().filter(|(_, m)| m.node == sender);
         round.lists.insert(sender, own.collect());
-        if round.lists.len() == round.members.len() {
-            self.complete_sync();
-        }
     }
 
     fn complete_sync(&mut self) {

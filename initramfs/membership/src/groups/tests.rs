@@ -63,9 +63,22 @@ impl Ring {
         }
     }
 
+    /// A new ring: each member's JoinList (queued before its sync), then
+    /// the sync completes everywhere.
     fn config(&mut self, seq: u64, members: &[u32]) {
+        let mut lists = Vec::new();
         for &m in members {
-            self.daemons[m as usize - 1].config(seq, members);
+            let d = &mut self.daemons[m as usize - 1];
+            d.config(seq, members);
+            lists.push((m, Groups::joinlist(seq, d.local_list())));
+        }
+        for (sender, b) in lists {
+            for &m in members {
+                self.daemons[m as usize - 1].deliver(sender, b.clone());
+            }
+        }
+        for &m in members {
+            self.daemons[m as usize - 1].sync_completed(seq);
         }
         self.run(members);
     }

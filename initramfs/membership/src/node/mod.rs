@@ -74,6 +74,11 @@ pub enum NodeAction {
         sender: u32,
         payload: Vec<u8>,
     },
+    /// The sync of ring `ring_id` completed here: every member's messages
+    /// queued before its sync barriers (the ring hook's) are delivered.
+    SyncCompleted {
+        ring_id: RingId,
+    },
     /// A node ran `corosync-cfgtool -R` (cfg's RELOAD_CONFIG reached us):
     /// re-read corosync.conf, as every corosync node of the ring does.
     ReloadConfig {
@@ -81,8 +86,14 @@ pub enum NodeAction {
     },
 }
 
-#[derive(Debug)]
+/// Called at each regular configuration, before the sync messages are
+/// queued: a payload for group [`GROUP_CPG`] that every member therefore
+/// delivers before sync completes (see `NodeAction::SyncCompleted`).
+pub type RingHook = Box<dyn FnMut(RingId, &[u32]) -> Option<Vec<u8>> + Send>;
+
 pub struct Node {
+    /// Not part of the Debug output: a closure.
+    ring_hook: Option<RingHook>,
     srp: Srp,
     assembly: BTreeMap<u32, Reassembler>,
     sync: SyncEngine,
@@ -116,6 +127,15 @@ pub struct Node {
     out: Vec<NodeAction>,
 }
 
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("srp", &self.srp)
+            .field("members", &self.members)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Node {
     pub fn new(config: &CorosyncConfig, my_id: u32, stored_ring_seq: u64) -> Self {
         let mut srp = Srp::new(my_id, config.totem.timers, stored_ring_seq);
@@ -128,6 +148,7 @@ impl Node {
         let quorum = Votequorum::new(config, my_id);
         let first_report = quorum.status(initial_ring, &[my_id]);
         Node {
+            ring_hook: None,
             srp,
             assembly: BTreeMap::new(),
             sync: SyncEngine::default(),
@@ -153,6 +174,11 @@ impl Node {
 
     pub fn node_id(&self) -> u32 {
         self.srp.node_id()
+    }
+
+    /// Installs the [`RingHook`] (the group service's JoinList).
+    pub fn set_ring_hook(&mut self, hook: RingHook) {
+        self.ring_hook = Some(hook);
     }
 
     pub fn start(&mut self) -> Vec<NodeAction> {
@@ -221,10 +247,11 @@ impl Node {
     /// corosync, where changing them needs a restart.
     pub fn reconfigure(&mut self, config: &CorosyncConfig) -> Vec<NodeAction> {
         self.srp.set_nodelist(config.nodes.iter().map(|n| n.nodeid));
+        let gather = self.srp.pending();
         for m in self.quorum.reload(config) {
             self.send_group(GROUP_SERVICES, m.encode());
         }
-        self.absorb(Vec::new());
+        self.absorb(gather);
         self.take()
     }
 
@@ -446,6 +473,11 @@ impl Node {
                     self.out
                         .push(NodeAction::Arm(NodeTimer::LastManStanding, ms));
                 }
+                if let Some(hook) = self.ring_hook.as_mut() {
+                    if let Some(payload) = hook(change.ring_id, &self.members) {
+                        self.send_group(GROUP_CPG, payload);
+                    }
+                }
                 let steps = self.sync.start(&change.members, change.ring_id);
                 self.run_sync(steps);
             }
@@ -470,7 +502,10 @@ impl Node {
                     self.view = (self.sync.ring_id(), self.members.clone());
                     self.activated = Some(self.quorum.status(self.view.0, &self.view.1));
                 }
-                SyncStep::Activate(_) | SyncStep::Completed => {}
+                SyncStep::Completed => self.out.push(NodeAction::SyncCompleted {
+                    ring_id: self.sync.ring_id(),
+                }),
+                SyncStep::Activate(_) => {}
             }
         }
     }

@@ -162,7 +162,9 @@ impl Sim {
                 NodeAction::StoreRingSeq(s) => {
                     self.ring_seqs.insert(id, s);
                 }
-                NodeAction::GroupDeliver { .. } | NodeAction::ReloadConfig { .. } => {}
+                NodeAction::GroupDeliver { .. }
+                | NodeAction::ReloadConfig { .. }
+                | NodeAction::SyncCompleted { .. } => {}
             }
         }
     }

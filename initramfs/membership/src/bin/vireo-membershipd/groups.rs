@@ -29,6 +29,10 @@ impl Daemon {
                 Input::Frame { conn, frame } => self.request(conn, frame),
             }
             self.group_outputs()?;
+            // What the next ring's JoinList announces.
+            if let Ok(mut l) = self.local_groups.lock() {
+                *l = self.groups.local_list();
+            }
         }
         let actions = self.node.take_pending();
         self.apply(actions)

@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vireo_membership::config;
-use vireo_membership::groups::Groups;
+use vireo_membership::groups::{Groups, MemberId};
 use vireo_membership::node::{Node, NodeAction, NodeTimer};
 use vireo_membership::status::ClusterStatus;
 use vireo_membership::transport::{Transport, Udpu};
@@ -163,8 +163,16 @@ fn run() -> Result<(), String> {
         .clamp(1, 10_000);
     install_signal_handlers();
     eprintln!("vireo-membershipd: node {my_id} up");
+    let mut node = node;
+    let local_groups: Arc<Mutex<Vec<(String, MemberId)>>> = Arc::default();
+    let shared = local_groups.clone();
+    node.set_ring_hook(Box::new(move |ring, _members| {
+        let list = shared.lock().map(|l| l.clone()).unwrap_or_default();
+        Some(Groups::joinlist(ring.seq, list))
+    }));
     let mut d = Daemon {
         groups: Groups::new(my_id, inc, &cfg),
+        local_groups,
         clients: BTreeMap::new(),
         casts: VecDeque::new(),
         inputs,
@@ -256,6 +264,8 @@ fn serve_status(path: &Path, status: Arc<Mutex<ClusterStatus>>) -> Result<(), St
 
 pub(crate) struct Daemon {
     groups: Groups,
+    /// The groups' local members as the ring hook reads them.
+    local_groups: Arc<Mutex<Vec<(String, MemberId)>>>,
     /// Each local group client's event queue.
     clients: BTreeMap<u32, SyncSender<Vec<u8>>>,
     /// Group broadcasts the node's queue refused, in order, retried each turn.
@@ -441,6 +451,10 @@ impl Daemon {
                 }
                 NodeAction::GroupDeliver { sender, payload } => {
                     self.groups.deliver(sender, payload);
+                    self.group_outputs()?;
+                }
+                NodeAction::SyncCompleted { ring_id } => {
+                    self.groups.sync_completed(ring_id.seq);
                     self.group_outputs()?;
                 }
                 NodeAction::ReloadConfig { sender } => {
