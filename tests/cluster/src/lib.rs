@@ -9,7 +9,8 @@
 //! - [`delivery`]: Vireo delivery logs and the ordering checks on them;
 //! - [`wait`]: polling with deadlines;
 //! - [`command`]: running a helper program that must succeed;
-//! - [`formation`]: clusters formed by `vireo cluster create` and `join`.
+//! - [`formation`]: clusters formed by `vireo cluster create` and `join`;
+//! - [`replicas`]: store replicas on every node, write-to-all latency.
 //!
 //! Needs root, iproute2 and the `corosync` package.
 
@@ -21,6 +22,7 @@ pub mod expect;
 pub mod formation;
 pub mod net;
 pub mod node;
+pub mod replicas;
 pub mod wait;
 
 pub use cluster::Cluster;
