@@ -233,7 +233,7 @@ impl Groups {
         };
         let conns: Vec<u32> = self.local.keys().copied().collect();
         for conn in conns {
-            self.to_client(conn, &ev, Vec::new());
+            self.emit_to(conn, &ev, Vec::new());
         }
     }
 
@@ -317,7 +317,7 @@ impl Groups {
             Envelope::Msg { group, from } if from.node == sender => {
                 let ev = Event::Message { group, from };
                 for conn in self.local_members(group_of(&ev)) {
-                    self.to_client(conn, &ev, data.clone());
+                    self.emit_to(conn, &ev, data.clone());
                 }
             }
             Envelope::Nodelist { change, conn, req } => {
@@ -374,7 +374,7 @@ impl Groups {
             }
         }
         for conn in conns {
-            self.to_client(conn, &ev, Vec::new());
+            self.emit_to(conn, &ev, Vec::new());
         }
     }
 
@@ -408,10 +408,10 @@ impl Groups {
     }
 
     fn reply(&mut self, conn: u32, req: u64, result: Result<Answer, GroupError>) {
-        self.to_client(conn, &Event::Reply { req, result }, Vec::new());
+        self.emit_to(conn, &Event::Reply { req, result }, Vec::new());
     }
 
-    fn to_client(&mut self, conn: u32, ev: &Event, data: Vec<u8>) {
+    fn emit_to(&mut self, conn: u32, ev: &Event, data: Vec<u8>) {
         self.out.push(Output::Client(conn, Frame::new(ev, data)));
     }
 }

@@ -65,11 +65,11 @@ impl Daemon {
     }
 
     fn reply(&mut self, conn: u32, req: u64, result: Result<Answer, GroupError>) {
-        self.to_client(conn, Frame::new(&Event::Reply { req, result }, Vec::new()));
+        self.queue_for(conn, Frame::new(&Event::Reply { req, result }, Vec::new()));
     }
 
     /// Queues a frame for a client; one that does not keep up is dropped.
-    fn to_client(&mut self, conn: u32, frame: Frame) {
+    fn queue_for(&mut self, conn: u32, frame: Frame) {
         let Some(out) = self.clients.get(&conn) else {
             return;
         };
@@ -92,7 +92,7 @@ impl Daemon {
             for o in outputs {
                 match o {
                     Output::Broadcast(b) => self.casts.push_back(b),
-                    Output::Client(conn, frame) => self.to_client(conn, frame),
+                    Output::Client(conn, frame) => self.queue_for(conn, frame),
                     Output::Nodelist {
                         nodes,
                         answer,
