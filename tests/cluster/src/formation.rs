@@ -17,10 +17,16 @@ use crate::node::{cli_binary, Node};
 /// Runs `vireo ARGS` in node `i`'s namespace; its stdout, or an error with
 /// everything it printed.
 pub fn cli(node: &Node, args: &[&str]) -> Result<String, String> {
+    cli_env(node, args, &[])
+}
+
+/// [`cli`] with more environment (what init passes the zero-touch join).
+pub fn cli_env(node: &Node, args: &[&str], env: &[(&str, &str)]) -> Result<String, String> {
     let out = Command::new("ip")
         .args(["netns", "exec", &node.namespace])
         .arg(cli_binary()?)
         .args(args)
+        .envs(env.iter().copied())
         .env("VIREO_CLUSTER_DIR", &node.dir)
         .env("VIREO_MEMBERSHIP_GROUP_SOCKET", node.group_socket_path())
         .stdin(Stdio::null())

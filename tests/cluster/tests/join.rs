@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use vireo_cluster_tests::expect::wait_for_view;
-use vireo_cluster_tests::formation::cli;
+use vireo_cluster_tests::formation::{cli, cli_env};
 use vireo_cluster_tests::{wait_until, Cluster, ClusterSpec, Kind};
 use vireo_membership::config;
 
@@ -253,4 +253,30 @@ fn bad_joins_are_refused_with_reasons() {
     );
     // Still one healthy node.
     all_see(&mut c, &[0]);
+}
+
+/// What init runs for `vireo.cluster=ADDR vireo.join_token=T`: `vireo cluster
+/// join ADDR` with the token in the environment and nothing else, so the
+/// address is the one towards the member and the name the host name.
+#[test]
+fn the_zero_touch_join_needs_only_the_address_and_the_token() {
+    let mut c = Cluster::new(ClusterSpec::new(&[V, V])).unwrap();
+    let token = c.create_on(0).unwrap();
+    c.restart(0).unwrap();
+    all_see(&mut c, &[0]);
+    let env = [("VIREO_JOIN_TOKEN", token.as_str())];
+    let out = cli_env(&c.nodes[1], &["cluster", "join", "10.77.0.1"], &env).unwrap();
+    assert!(out.contains("as node 2"), "{out}");
+    let text = std::fs::read_to_string(c.nodes[1].conf_path()).unwrap();
+    let nodes = config::parse(&text).unwrap().nodes;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(nodes[1].ring0_addr.to_string(), "10.77.0.2");
+    assert_eq!(nodes[1].name.as_deref(), Some(host.trim()));
+    c.restart(1).unwrap();
+    all_see(&mut c, &[0, 1]);
+    // The joined node keeps the token and can admit the next one.
+    assert_eq!(
+        cli(&c.nodes[1], &["cluster", "token"]).unwrap().trim(),
+        token
+    );
 }
