@@ -187,3 +187,52 @@ fn locks_of_a_dead_node_are_released_at_the_view_change() {
     s[0].try_lock("vm/100").unwrap();
     assert_eq!(s[1].locks().unwrap()["vm/100"].holder.node, 1);
 }
+
+/// Replicas on two Vireo nodes of a ring with a real corosync 3.1.7 node
+/// between them: the real node sends no JoinList, yet group sync completes,
+/// writes go round the real node's ring, and the real node sees three
+/// members throughout, also across its own crash.
+#[test]
+fn the_store_runs_through_a_ring_with_a_real_node() {
+    use vireo_cluster_tests::Kind;
+    let mut c = Cluster::start(ClusterSpec::new(&[
+        Kind::Vireo,
+        Kind::Corosync,
+        Kind::Vireo,
+    ]))
+    .unwrap();
+    wait_for_view(&mut c, &[0, 1, 2], &[0, 1, 2], true, FORM).unwrap();
+    let open = |i: usize| {
+        let o = StoreOptions::new(c.nodes[i].group_socket_path(), GROUP);
+        let s = Store::open(o).unwrap();
+        s.wait_ready(FORM).unwrap();
+        s
+    };
+    let (a, b) = (open(0), open(2));
+    std::thread::scope(|scope| {
+        scope.spawn(|| (0..50).for_each(|k| drop(a.put(&format!("a{k}"), "x", Some(1)).unwrap())));
+        scope.spawn(|| (0..50).for_each(|k| drop(b.put(&format!("b{k}"), "x", Some(3)).unwrap())));
+    });
+    wait_until(FORM, "both replicas equal", || {
+        let (sa, sb) = (a.snapshot().unwrap(), b.snapshot().unwrap());
+        match sa == sb && sa.entries.len() == 100 {
+            true => Ok(()),
+            false => Err(format!(
+                "{} / {} entries",
+                sa.entries.len(),
+                sb.entries.len()
+            )),
+        }
+    })
+    .unwrap();
+    wait_for_view(&mut c, &[0, 1, 2], &[0, 1, 2], true, Duration::ZERO).unwrap();
+    // The real node crashes: two of three votes remain, writes go on.
+    c.kill9(1).unwrap();
+    let deadline = c.failure_deadline();
+    wait_for_view(&mut c, &[0, 2], &[0, 2], true, deadline).unwrap();
+    a.put("after", "crash", None).unwrap();
+    c.restart(1).unwrap();
+    wait_for_view(&mut c, &[0, 1, 2], &[0, 1, 2], true, FORM).unwrap();
+    b.put("after", "return", None).unwrap();
+    assert_eq!(a.get("after").unwrap().unwrap().value, "return");
+}

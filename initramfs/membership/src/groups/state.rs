@@ -329,6 +329,12 @@ impl Groups {
     }
 
     fn apply_nodelist(&mut self, change: NodelistOp, answer: Option<(u32, u64)>) {
+        // Only a quorate view may change the nodelist: a minority that added
+        // or removed nodes would come back with a nodelist the others lack.
+        if !self.quorate {
+            let why = "the cluster is not quorate here; nodelist changes need a majority".into();
+            return self.out.push(Output::NodelistRefused { answer, why });
+        }
         match nodelist_after(&self.nodes, &change) {
             Ok((nodes, nodeid)) => {
                 let changed = nodes != self.nodes;
