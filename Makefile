@@ -21,7 +21,7 @@ export VIREO_PROBE         := $(CURDIR)/$(PROBE_ELF)
 export VIREO_PROBE_LINUX64 := $(CURDIR)/$(PROBE_L64)
 
 .PHONY: all vmm vmm-musl vmm-aarch64 probe run run-vm run-probe run-linux test test-unit test-membership \
-        test-cluster test-chaos test-interop cluster-bins test-probe test-probe-qemu test-rig lint bench bench-cluster \
+        test-cluster test-chaos test-interop test-cluster-layer cluster-bins test-probe test-probe-qemu test-rig lint bench bench-cluster \
         membershipd-release clean
 
 all: vmm probe
@@ -68,12 +68,14 @@ test-unit:
 # The membership codecs replayed against the shared corosync capture
 # (../shared/data/corosync beside the repository), plus the corosync.conf parser.
 test-membership:
-	$(CARGO) test -p vireo-membership
+	$(CARGO) test -p vireo-membership -p vireo-cluster
 
 # Cluster membership in network namespaces (root, iproute2, corosync): real
 # corosync 3.1.7 nodes pinning the harness and showing what Vireo must match,
-# then Vireo nodes with real ones (issue 5's interop list) and five Vireo
-# nodes under seeded chaos.
+# then Vireo nodes with real ones (issue 5's interop list), five Vireo
+# nodes under seeded chaos, and the cluster layer (issue 16): create/join/
+# leave with a real node (join.rs), group messaging (groups.rs), the store
+# (store.rs) and 16 nodes joined one by one (scale.rs).
 test-cluster: cluster-bins
 	$(CARGO) test -p vireo-cluster-tests --no-fail-fast
 
@@ -84,6 +86,10 @@ test-chaos: cluster-bins
 # Only the tests with Vireo nodes.
 test-interop: cluster-bins
 	$(CARGO) test -p vireo-cluster-tests --no-fail-fast --test interop --test leave --test vireo_rep --test loaded_start --test chaos
+
+# Only the cluster layer: forming, groups, store, 16 nodes.
+test-cluster-layer: cluster-bins
+	$(CARGO) test -p vireo-cluster-tests --no-fail-fast --test join --test groups --test store --test scale
 
 # The daemon and the CLI the cluster tests run (debug builds: the tests pick
 # the newer of target/debug and target/release).

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use vireo_cluster_tests::delivery::{self, Event};
 use vireo_cluster_tests::expect::{ids, member_ids};
 use vireo_cluster_tests::node::membershipd_binary;
+use vireo_cluster_tests::replicas::{open_all, write_to_all};
 use vireo_cluster_tests::{wait_until, wait_until_every, Cluster, ClusterSpec, Kind};
 
 use crate::measure::median;
@@ -171,6 +172,51 @@ pub fn bench_cluster(failures: &mut Failures) {
     );
     println!("goal: Vireo <= 1.0x corosync");
     bench_broadcast(failures);
+    bench_store(failures);
+}
+
+/// Writes per store row.
+const STORE_WRITES: usize = 20;
+
+/// Milliseconds from `put` on one node to the write applied on all `n`
+/// replicas, each write from the next node in turn (Vireo only: corosync has
+/// no replicated store; pmxcfs is the nearest thing and is not packaged).
+fn store_latency(n: usize) -> Result<Vec<f64>, String> {
+    let mut c = Cluster::start(ClusterSpec::vireo(n))?;
+    let all: Vec<usize> = (0..n).collect();
+    wait_for_members(
+        &mut c,
+        &all,
+        &all,
+        Duration::from_millis(100),
+        Duration::from_secs(60),
+    )?;
+    let stores = open_all(&c, Duration::from_secs(60))?;
+    (0..STORE_WRITES)
+        .map(|k| {
+            write_to_all(&stores, k % n, &format!("bench/{k}")).map(|d| d.as_secs_f64() * 1000.0)
+        })
+        .collect()
+}
+
+/// The store rows (also alone: `vireo-bench store`).
+pub fn bench_store(failures: &mut Failures) {
+    for n in [3, 16] {
+        let name = format!("store write -> applied on all {n}");
+        match membershipd_binary().and_then(|_| store_latency(n)) {
+            Ok(ms) => {
+                let max = ms.iter().copied().fold(0.0, f64::max);
+                println!(
+                    "{name:<40} {:>8.1} ms median, {max:.1} ms max ({STORE_WRITES} writes)",
+                    median(ms)
+                );
+            }
+            Err(e) => {
+                println!("{name:<40} missing ({e})");
+                failures.add(&name, &format!("missing: {e}"));
+            }
+        }
+    }
 }
 
 /// Vireo's ordered-broadcast ceiling (also alone: `vireo-bench broadcast`).

@@ -101,12 +101,13 @@ fn bench_probe() {
 
 fn main() -> ExitCode {
     let mut failures = Failures::default();
-    // `vireo-bench cluster|block|net|broadcast`: only those rows (make bench-cluster).
+    // `vireo-bench cluster|block|net|broadcast|store`: only those rows (make bench-cluster).
     match std::env::args().nth(1).as_deref() {
         Some("cluster") => cluster::bench_cluster(&mut failures),
         Some("block") => bench_block(),
         Some("net") => net::bench_net(&mut failures),
         Some("broadcast") => cluster::bench_broadcast(&mut failures),
+        Some("store") => cluster::bench_store(&mut failures),
         Some("migration") => migration::bench_migration(&mut failures),
         _ => {
             println!(

@@ -1,6 +1,7 @@
 //! vireo: the command-line client of a Vireo node's agent.
 
 mod cluster;
+mod cluster_admin;
 mod format;
 
 use std::path::PathBuf;
@@ -44,6 +45,42 @@ enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Form a new cluster with this node as its first member; prints the token.
+    Create {
+        /// The cluster's name.
+        #[arg(value_name = "NAME")]
+        cluster: String,
+        #[command(flatten)]
+        at: cluster_admin::Where,
+        #[command(flatten)]
+        me: cluster_admin::Identity,
+        /// totem.token in ms (corosync's default, 3000, when not given).
+        #[arg(long)]
+        token_ms: Option<u32>,
+    },
+    /// Join the cluster of the member at ADDR[:PORT].
+    Join {
+        member: String,
+        #[arg(long, env = "VIREO_JOIN_TOKEN")]
+        token: String,
+        #[command(flatten)]
+        at: cluster_admin::Where,
+        #[command(flatten)]
+        me: cluster_admin::Identity,
+    },
+    /// Print the token that lets other nodes join.
+    Token {
+        #[command(flatten)]
+        at: cluster_admin::Where,
+    },
+    /// Leave the cluster: every member drops this node from its nodelist.
+    Leave {
+        #[command(flatten)]
+        at: cluster_admin::Where,
+        /// The membership service's group socket.
+        #[arg(long, env = "VIREO_MEMBERSHIP_GROUP_SOCKET", default_value = vireo_cluster::client::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -81,6 +118,7 @@ fn main() -> ExitCode {
         Command::Cluster {
             command: ClusterCommand::Status { socket, json },
         } => cluster::status_text(&socket, json).and_then(|text| print_out(&text)),
+        Command::Cluster { command } => cluster_command(command).and_then(|t| print_out(&t)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -88,6 +126,26 @@ fn main() -> ExitCode {
             eprintln!("vireo: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn cluster_command(c: ClusterCommand) -> Result<String, String> {
+    match c {
+        ClusterCommand::Create {
+            cluster,
+            at,
+            me,
+            token_ms,
+        } => cluster_admin::create(&at, &me, &cluster, token_ms),
+        ClusterCommand::Join {
+            member,
+            token,
+            at,
+            me,
+        } => cluster_admin::join(&at, &me, &member, &token),
+        ClusterCommand::Token { at } => cluster_admin::token(&at),
+        ClusterCommand::Leave { at, socket } => cluster_admin::leave(&at, &socket),
+        ClusterCommand::Status { socket, json } => cluster::status_text(&socket, json),
     }
 }
 
@@ -178,6 +236,12 @@ pub fn base_url(host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 
     #[test]
     fn urls() {

@@ -33,6 +33,15 @@ pub struct Cmdline {
     pub modules: Vec<String>,
     /// `vireo.agent.listen=ADDR:PORT` for the agent's REST API.
     pub agent_listen: Option<String>,
+    /// `vireo.cluster=ADDR[:PORT]` with `vireo.join_token=T`: join that
+    /// member's cluster at boot unless this node is in a cluster already.
+    pub cluster_join: Option<ClusterJoin>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterJoin {
+    pub member: String,
+    pub token: String,
 }
 
 impl Default for Cmdline {
@@ -43,6 +52,7 @@ impl Default for Cmdline {
             net: NetConfig::Dhcp { iface: None },
             modules: Vec::new(),
             agent_listen: None,
+            cluster_join: None,
         }
     }
 }
@@ -76,6 +86,7 @@ pub fn parse(text: &str) -> (Cmdline, Vec<String>) {
     let mut cmd = Cmdline::default();
     let mut warnings = Vec::new();
     let (mut vireo_ip, mut kernel_ip) = (None, None);
+    let (mut member, mut token) = (None, None);
     for word in split_words(text) {
         let (key, value) = word.split_once('=').unwrap_or((word.as_str(), ""));
         match key {
@@ -94,12 +105,15 @@ pub fn parse(text: &str) -> (Cmdline, Vec<String>) {
                     .map(str::to_string),
             ),
             "vireo.agent.listen" => cmd.agent_listen = Some(value.to_string()),
+            "vireo.cluster" => member = Some(value.to_string()),
+            "vireo.join_token" => token = Some(value.to_string()),
             "vireo.ip" => vireo_ip = Some(value.to_string()),
             "ip" => kernel_ip = Some(value.to_string()),
             k if k.starts_with("vireo.") => warnings.push(format!("unknown option {word:?}")),
             _ => {}
         }
     }
+    cmd.cluster_join = cluster_join(member, token, &mut warnings);
     if let Some(v) = vireo_ip {
         match parse_vireo_ip(&v) {
             Ok(net) => cmd.net = net,
@@ -117,6 +131,36 @@ pub fn parse(text: &str) -> (Cmdline, Vec<String>) {
         }
     }
     (cmd, warnings)
+}
+
+/// Both words or neither; the token's shape is checked here so a typo is
+/// logged at boot rather than refused by the member later.
+fn cluster_join(
+    member: Option<String>,
+    token: Option<String>,
+    warnings: &mut Vec<String>,
+) -> Option<ClusterJoin> {
+    match (member, token) {
+        (None, None) => None,
+        (Some(m), Some(t)) if !m.is_empty() && t.starts_with("vireo1-") => Some(ClusterJoin {
+            member: m,
+            token: t,
+        }),
+        (Some(_), Some(_)) => {
+            warnings.push(
+                "ignoring vireo.cluster: vireo.join_token is not a join token (vireo1-...)".into(),
+            );
+            None
+        }
+        (Some(_), None) => {
+            warnings.push("ignoring vireo.cluster without vireo.join_token".into());
+            None
+        }
+        (None, Some(_)) => {
+            warnings.push("ignoring vireo.join_token without vireo.cluster".into());
+            None
+        }
+    }
 }
 
 /// RFC 1123 host name: labels of [A-Za-z0-9-], not starting or ending with '-'.
@@ -309,6 +353,25 @@ mod tests {
         let (c, _) = parse("ip=10.0.0.5::::kname:: vireo.ip=dhcp vireo.hostname=vname");
         assert_eq!(c.net, NetConfig::Dhcp { iface: None });
         assert_eq!(c.hostname.as_deref(), Some("vname"));
+    }
+
+    #[test]
+    fn cluster_words() {
+        let (c, w) = parse("vireo.cluster=10.0.0.1 vireo.join_token=vireo1-00ff");
+        assert!(w.is_empty(), "{w:?}");
+        let j = c.cluster_join.unwrap();
+        assert_eq!(
+            (j.member.as_str(), j.token.as_str()),
+            ("10.0.0.1", "vireo1-00ff")
+        );
+        for bad in [
+            "vireo.cluster=10.0.0.1",
+            "vireo.join_token=vireo1-00",
+            "vireo.cluster=10.0.0.1 vireo.join_token=secret",
+        ] {
+            let (c, w) = parse(bad);
+            assert_eq!((c.cluster_join, w.len()), (None, 1), "{bad}");
+        }
     }
 
     #[test]

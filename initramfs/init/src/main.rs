@@ -6,7 +6,9 @@
 //! the named modules and exits.
 //! The main loop reads signals synchronously (all blocked, sigtimedwait):
 //! SIGCHLD reaps and restarts services; SIGTERM/SIGINT restart the node,
-//! SIGUSR1/SIGUSR2 (and the power button) power it off.
+//! SIGUSR1/SIGUSR2 (and the power button) power it off; SIGHUP (sent by
+//! `vireo cluster create|join|leave`) starts or leaves stopped the
+//! membership daemon as the node's corosync.conf now exists or not.
 
 mod cmdline;
 mod log;
@@ -27,14 +29,24 @@ use power::Action;
 use service::Service;
 
 const AGENT: &str = "/usr/bin/vireo-agent";
+const MEMBERSHIPD: &str = "/usr/bin/vireo-membershipd";
+const CLI: &str = "/usr/bin/vireo";
+/// The node's cluster files on VIREO-DATA (vireo_cluster::DEFAULT_DIR).
+const CLUSTER_DIR: &str = "/var/lib/vireo/cluster";
+const CLUSTER_CONF: &str = "/var/lib/vireo/cluster/corosync.conf";
+/// Where the CLI finds whom to SIGHUP (never a host's PID 1 in tests).
+const INIT_PID_FILE: &str = "/run/vireo/init.pid";
+/// How often conditional services are rechecked without a SIGHUP.
+const RECHECK: Duration = Duration::from_secs(5);
 const BUSYBOX: &str = "/bin/busybox";
 const DEFAULT_LISTEN: &str = "0.0.0.0:8006";
-const SIGNALS: [Signal; 5] = [
+const SIGNALS: [Signal; 6] = [
     Signal::SIGCHLD,
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGUSR1,
     Signal::SIGUSR2,
+    Signal::SIGHUP,
 ];
 
 fn main() {
@@ -110,11 +122,55 @@ fn start_services(cmd: &cmdline::Cmdline) -> Vec<Service> {
     )
     .env("VIREO_STATE_DIR", mounts::STATE_DIR)
     .env("PATH", "/usr/bin:/bin");
-    let mut services = vec![agent];
+    let mut services = vec![agent, membershipd()];
+    if let Some(join) = cluster_join(cmd) {
+        services.push(join);
+    }
     if cmd.debug_shell {
         services.push(debug_shell());
     }
+    let _ = std::fs::create_dir_all("/run/vireo");
+    let _ = std::fs::write(INIT_PID_FILE, "1\n");
     services
+}
+
+/// The membership daemon: its own process, so an agent restart is never a
+/// node failure; only while the node is in a cluster (its corosync.conf on
+/// VIREO-DATA, with the ring id beside it).
+fn membershipd() -> Service {
+    Service::new(
+        "vireo-membershipd",
+        vec![
+            MEMBERSHIPD.into(),
+            "-f".into(),
+            "-c".into(),
+            CLUSTER_CONF.into(),
+        ],
+    )
+    .env("VIREO_MEMBERSHIP_STATE_DIR", CLUSTER_DIR)
+    .only_while(CLUSTER_CONF)
+}
+
+/// Zero-touch: `vireo.cluster=ADDR vireo.join_token=T` joins that cluster
+/// at boot (retried until the network and the member answer), unless this
+/// node is in a cluster already. The token goes through the environment,
+/// not argv, so `ps` does not show it.
+fn cluster_join(cmd: &cmdline::Cmdline) -> Option<Service> {
+    let join = cmd.cluster_join.as_ref()?;
+    if std::path::Path::new(CLUSTER_CONF).exists() {
+        log!("cluster: already in a cluster ({CLUSTER_CONF}); vireo.cluster= ignored");
+        return None;
+    }
+    log!("cluster: joining through {} (vireo.cluster=)", join.member);
+    let argv = [CLI, "cluster", "join", join.member.as_str()]
+        .map(String::from)
+        .to_vec();
+    Some(
+        Service::new("cluster-join", argv)
+            .env("VIREO_JOIN_TOKEN", &join.token)
+            .env("VIREO_CLUSTER_DIR", CLUSTER_DIR)
+            .oneshot(),
+    )
 }
 
 /// `vireo.debug=shell`: busybox sh on the console, respawned when it exits.
@@ -142,8 +198,15 @@ fn main_loop(services: &mut [Service]) -> Action {
     for s in SIGNALS {
         set.add(s);
     }
+    let mut next_recheck = Instant::now();
     loop {
         let now = Instant::now();
+        if now >= next_recheck {
+            for s in services.iter_mut() {
+                s.recheck(now);
+            }
+            next_recheck = now + RECHECK;
+        }
         for s in services.iter_mut() {
             s.poll(now);
         }
@@ -151,9 +214,11 @@ fn main_loop(services: &mut [Service]) -> Action {
             .iter()
             .filter_map(|s| s.next_due(now))
             .min()
-            .unwrap_or(Duration::from_secs(60));
+            .unwrap_or(RECHECK)
+            .min(next_recheck.saturating_duration_since(now));
         match wait_signal(&set, wait) {
             Some(Signal::SIGCHLD) => reap(services),
+            Some(Signal::SIGHUP) => next_recheck = Instant::now(),
             Some(Signal::SIGTERM) | Some(Signal::SIGINT) => return Action::Restart,
             Some(Signal::SIGUSR1) | Some(Signal::SIGUSR2) => return Action::PowerOff,
             _ => {}

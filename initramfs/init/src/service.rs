@@ -1,8 +1,12 @@
-//! Supervised processes (the agent, the debug shell): started, restarted
-//! after they die, stopped at shutdown. Children are reaped by the main loop
-//! (`waitpid(-1)`), which hands each exit to the service that owned the pid.
+//! Supervised processes (the agent, the membership daemon, the debug shell):
+//! started, restarted after they die, stopped at shutdown. Children are
+//! reaped by the main loop (`waitpid(-1)`), which hands each exit to the
+//! service that owned the pid. A service may run only while a file exists
+//! (vireo-membershipd: while the node has a corosync.conf), and a one-shot
+//! runs until it succeeds once (the zero-touch cluster join).
 
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -18,6 +22,9 @@ const QUICK_RESTART: Duration = Duration::from_millis(100);
 /// wait longer (still under a second) so it does not eat a core.
 const MIN_HEALTHY_RUN: Duration = Duration::from_secs(1);
 const SLOW_RESTART: Duration = Duration::from_millis(500);
+/// A one-shot that failed tries again this much later (the network may not
+/// be up yet, the member may be rebooting).
+const ONESHOT_RETRY: Duration = Duration::from_secs(5);
 
 pub struct Service {
     pub name: &'static str,
@@ -32,6 +39,10 @@ pub struct Service {
     pid: Option<Pid>,
     started: Instant,
     restart_at: Option<Instant>,
+    /// Runs only while this file exists.
+    condition: Option<PathBuf>,
+    /// Done once it exits 0.
+    oneshot: bool,
 }
 
 impl Service {
@@ -45,6 +56,37 @@ impl Service {
             pid: None,
             started: Instant::now(),
             restart_at: Some(Instant::now()),
+            condition: None,
+            oneshot: false,
+        }
+    }
+
+    /// Runs only while `path` exists: not started before, not restarted after.
+    pub fn only_while(mut self, path: &str) -> Service {
+        self.condition = Some(path.into());
+        self
+    }
+
+    /// Runs until it exits 0 once (retried every few seconds until then).
+    pub fn oneshot(mut self) -> Service {
+        self.oneshot = true;
+        self
+    }
+
+    fn allowed(&self) -> bool {
+        self.condition.as_ref().is_none_or(|p| p.exists())
+    }
+
+    /// A conditional service that is not running: whether it should now
+    /// (its file appeared). Called on SIGHUP and every few seconds.
+    pub fn recheck(&mut self, now: Instant) {
+        if self.pid.is_none()
+            && self.restart_at.is_none()
+            && self.condition.is_some()
+            && !self.oneshot
+            && self.allowed()
+        {
+            self.restart_at = Some(now);
         }
     }
 
@@ -70,6 +112,11 @@ impl Service {
     /// Starts it if it is due (not running and its restart time has come).
     pub fn poll(&mut self, now: Instant) {
         if self.pid.is_none() && self.restart_at.is_some_and(|t| now >= t) {
+            if !self.allowed() {
+                // Its file is gone (or not there yet): wait for a recheck.
+                self.restart_at = None;
+                return;
+            }
             self.start();
         }
     }
@@ -124,9 +171,28 @@ impl Service {
             return false;
         }
         self.pid = None;
-        let delay = match self.started.elapsed() < MIN_HEALTHY_RUN {
-            true => SLOW_RESTART,
-            false => QUICK_RESTART,
+        if self.oneshot && matches!(status, WaitStatus::Exited(_, 0)) {
+            log!("{} done", self.name);
+            self.restart_at = None;
+            return true;
+        }
+        if !self.allowed() {
+            log!(
+                "{} exited ({}); not restarted: {} is gone",
+                self.name,
+                describe(status),
+                self.condition
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            );
+            self.restart_at = None;
+            return true;
+        }
+        let delay = match (self.oneshot, self.started.elapsed() < MIN_HEALTHY_RUN) {
+            (true, _) => ONESHOT_RETRY,
+            (false, true) => SLOW_RESTART,
+            (false, false) => QUICK_RESTART,
         };
         log!(
             "{} exited ({}); restarting in {delay:?}",
@@ -160,5 +226,55 @@ pub fn describe(status: &WaitStatus) -> String {
         WaitStatus::Exited(_, code) => format!("status {code}"),
         WaitStatus::Signaled(_, sig, _) => format!("signal {sig}"),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::wait::waitpid;
+
+    fn run_to_exit(s: &mut Service) -> WaitStatus {
+        s.poll(Instant::now());
+        let st = waitpid(s.pid().expect("started"), None).unwrap();
+        assert!(s.on_exit(&st));
+        st
+    }
+
+    #[test]
+    fn conditional_and_oneshot_services() {
+        let dir = std::env::temp_dir().join(format!("vireo-init-svc-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let flag = dir.join("conf");
+        let _ = std::fs::remove_file(&flag);
+        let mut s = Service::new("t", vec!["/bin/true".into()]).only_while(flag.to_str().unwrap());
+        s.poll(Instant::now());
+        assert_eq!(s.pid(), None, "started without its file");
+        std::fs::write(&flag, "x").unwrap();
+        s.recheck(Instant::now());
+        run_to_exit(&mut s);
+        assert!(
+            s.next_due(Instant::now()).is_some(),
+            "an ordinary exit restarts"
+        );
+        std::fs::remove_file(&flag).unwrap();
+        s.poll(Instant::now() + Duration::from_secs(1));
+        assert_eq!(
+            (s.pid(), s.next_due(Instant::now())),
+            (None, None),
+            "restarted without its file"
+        );
+
+        let mut once = Service::new("o", vec!["/bin/true".into()]).oneshot();
+        run_to_exit(&mut once);
+        assert_eq!(
+            once.next_due(Instant::now()),
+            None,
+            "a finished one-shot runs again"
+        );
+        let mut retry = Service::new("r", vec!["/bin/false".into()]).oneshot();
+        run_to_exit(&mut retry);
+        assert!(retry.next_due(Instant::now()).unwrap() > Duration::from_secs(4));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

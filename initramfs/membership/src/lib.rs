@@ -17,6 +17,8 @@
 mod codec;
 pub mod config;
 mod error;
+pub mod groups;
+pub mod join;
 pub mod node;
 pub mod quorumtool;
 pub mod service;

@@ -17,6 +17,10 @@ pub const SERVICE_CPG: u16 = 2;
 pub const SERVICE_QUORUM: u16 = 3;
 pub const SERVICE_VOTEQUORUM: u16 = 5;
 
+/// cfg's MESSAGE_REQ_EXEC_CFG_RELOAD_CONFIG (exec/cfg.c): what
+/// `corosync-cfgtool -R` multicasts so every node re-reads corosync.conf.
+pub const CFG_RELOAD_CONFIG: u16 = 3;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceHeader {
     pub id: i32,

@@ -8,7 +8,9 @@
 //! - [`expect`]: the facts tests assert about a node's status;
 //! - [`delivery`]: Vireo delivery logs and the ordering checks on them;
 //! - [`wait`]: polling with deadlines;
-//! - [`command`]: running a helper program that must succeed.
+//! - [`command`]: running a helper program that must succeed;
+//! - [`formation`]: clusters formed by `vireo cluster create` and `join`;
+//! - [`replicas`]: store replicas on every node, write-to-all latency.
 //!
 //! Needs root, iproute2 and the `corosync` package.
 
@@ -17,8 +19,10 @@ pub mod command;
 pub mod conf;
 pub mod delivery;
 pub mod expect;
+pub mod formation;
 pub mod net;
 pub mod node;
+pub mod replicas;
 pub mod wait;
 
 pub use cluster::Cluster;

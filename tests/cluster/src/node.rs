@@ -56,6 +56,16 @@ impl Node {
         self.dir.join("membership.sock")
     }
 
+    /// The Vireo node's group messaging socket.
+    pub fn group_socket_path(&self) -> PathBuf {
+        self.dir.join("groups.sock")
+    }
+
+    /// The running process's pid (to show a daemon was not restarted).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The delivery log of run `incarnation` (1 = first start).
     pub fn delivery_log(&self, incarnation: u32) -> PathBuf {
         self.dir.join(format!("delivery-{incarnation}.log"))
@@ -94,6 +104,7 @@ impl Node {
             .arg(&program)
             .arg(self.conf_path())
             .env("VIREO_MEMBERSHIP_SOCKET", self.socket_path())
+            .env("VIREO_MEMBERSHIP_GROUP_SOCKET", self.group_socket_path())
             // Vireo's ringid_<nodeid> file, next to corosync's (system.state_dir).
             .env("VIREO_MEMBERSHIP_STATE_DIR", &self.dir)
             .env(
@@ -186,7 +197,7 @@ impl Node {
 
     /// Runs a tool in the node's namespace with a deadline; its stdout when it
     /// printed anything (quorumtool exits non-zero when not quorate).
-    fn run_in_namespace(&self, args: &[&str]) -> Result<String, String> {
+    pub fn run_in_namespace(&self, args: &[&str]) -> Result<String, String> {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.namespace])
             .args(args)

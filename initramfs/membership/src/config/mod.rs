@@ -7,6 +7,7 @@
 //! line and what is supported. Keys corosync would merely store (or that do not
 //! matter on udpu) are accepted and reported in [`CorosyncConfig::warnings`].
 
+pub mod edit;
 mod nodelist;
 mod quorum;
 mod syntax;

@@ -26,6 +26,10 @@ use crate::wire::{RingId, TotemMessage};
 /// not in it and ignore them.
 pub const GROUP_VIREO: &[u8] = b"vireo";
 
+/// The totempg group of the group messaging service (`crate::groups`):
+/// client joins, leaves and messages, and ordered nodelist changes.
+pub const GROUP_CPG: &[u8] = b"vireo.cpg";
+
 /// Application packets a node holds for its client while the ring cannot take
 /// them (totemsrp's own queue holds as many; see [`Node::broadcast`]).
 pub const APP_QUEUE_MAX: usize = totemsrp::NEW_MESSAGE_QUEUE_MAX;
@@ -64,10 +68,32 @@ pub enum NodeAction {
         members: Vec<u32>,
     },
     StoreRingSeq(u64),
+    /// A message of group "vireo.cpg" (the group messaging service) in
+    /// agreed order, in the same stream as `Deliver` and the configurations.
+    GroupDeliver {
+        sender: u32,
+        payload: Vec<u8>,
+    },
+    /// The sync of ring `ring_id` completed here: every member's messages
+    /// queued before its sync barriers (the ring hook's) are delivered.
+    SyncCompleted {
+        ring_id: RingId,
+    },
+    /// A node ran `corosync-cfgtool -R` (cfg's RELOAD_CONFIG reached us):
+    /// re-read corosync.conf, as every corosync node of the ring does.
+    ReloadConfig {
+        sender: u32,
+    },
 }
 
-#[derive(Debug)]
+/// Called at each regular configuration, before the sync messages are
+/// queued: a payload for group [`GROUP_CPG`] that every member therefore
+/// delivers before sync completes (see `NodeAction::SyncCompleted`).
+pub type RingHook = Box<dyn FnMut(RingId, &[u32]) -> Option<Vec<u8>> + Send>;
+
 pub struct Node {
+    /// Not part of the Debug output: a closure.
+    ring_hook: Option<RingHook>,
     srp: Srp,
     assembly: BTreeMap<u32, Reassembler>,
     sync: SyncEngine,
@@ -101,6 +127,15 @@ pub struct Node {
     out: Vec<NodeAction>,
 }
 
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("srp", &self.srp)
+            .field("members", &self.members)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Node {
     pub fn new(config: &CorosyncConfig, my_id: u32, stored_ring_seq: u64) -> Self {
         let mut srp = Srp::new(my_id, config.totem.timers, stored_ring_seq);
@@ -113,6 +148,7 @@ impl Node {
         let quorum = Votequorum::new(config, my_id);
         let first_report = quorum.status(initial_ring, &[my_id]);
         Node {
+            ring_hook: None,
             srp,
             assembly: BTreeMap::new(),
             sync: SyncEngine::default(),
@@ -138,6 +174,11 @@ impl Node {
 
     pub fn node_id(&self) -> u32 {
         self.srp.node_id()
+    }
+
+    /// Installs the [`RingHook`] (the group service's JoinList).
+    pub fn set_ring_hook(&mut self, hook: RingHook) {
+        self.ring_hook = Some(hook);
     }
 
     pub fn start(&mut self) -> Vec<NodeAction> {
@@ -180,10 +221,15 @@ impl Node {
     /// of the next ring, which then wait behind thousands of messages or are
     /// refused outright, and the new ring never completes sync.
     pub fn broadcast(&mut self, payload: Vec<u8>) -> bool {
+        self.broadcast_to(GROUP_VIREO, payload)
+    }
+
+    /// [`Node::broadcast`] to another totempg group ([`GROUP_CPG`]).
+    pub fn broadcast_to(&mut self, group: &[u8], payload: Vec<u8>) -> bool {
         if self.app_pending_packets >= APP_QUEUE_MAX {
             return false;
         }
-        let packets = pack(GROUP_VIREO, payload);
+        let packets = pack(group, payload);
         if self.app_pending_packets + packets.len() > APP_QUEUE_MAX {
             return false;
         }
@@ -191,6 +237,22 @@ impl Node {
         self.app_pending.push_back(packets);
         self.absorb(Vec::new());
         true
+    }
+
+    /// Applies a reloaded corosync.conf, as corosync does on
+    /// `corosync-cfgtool -R`: the nodelist (who may join our rings; the
+    /// transport's peers are the caller's) and votequorum's votes and
+    /// expected votes, announced to the ring (NODEINFO, RECONFIGURE).
+    /// Timers, the cluster name and our own node id stay as they were, as in
+    /// corosync, where changing them needs a restart.
+    pub fn reconfigure(&mut self, config: &CorosyncConfig) -> Vec<NodeAction> {
+        self.srp.set_nodelist(config.nodes.iter().map(|n| n.nodeid));
+        let gather = self.srp.pending();
+        for m in self.quorum.reload(config) {
+            self.send_group(GROUP_SERVICES, m.encode());
+        }
+        self.absorb(gather);
+        self.take()
     }
 
     /// Any actions produced outside a call (none today); kept for symmetry.
@@ -244,6 +306,12 @@ impl Node {
 
     pub fn srp_state(&self) -> totemsrp::MembState {
         self.srp.state()
+    }
+
+    /// Actions a call without a return value left behind ([`Node::broadcast`]
+    /// may cancel a token hold).
+    pub fn take_pending(&mut self) -> Vec<NodeAction> {
+        self.take()
     }
 
     fn take(&mut self) -> Vec<NodeAction> {
@@ -353,6 +421,11 @@ impl Node {
                     sender,
                     payload: group.payload,
                 });
+            } else if group.is_for(GROUP_CPG) {
+                self.out.push(NodeAction::GroupDeliver {
+                    sender,
+                    payload: group.payload,
+                });
             }
         }
     }
@@ -364,6 +437,12 @@ impl Node {
             }
             Ok(ServiceMessage::Votequorum(VotequorumMessage::Reconfigure(r))) => {
                 self.quorum.handle_reconfigure(r)
+            }
+            Ok(ServiceMessage::Other { header, .. })
+                if header.service() == crate::service::SERVICE_CFG
+                    && header.function() == crate::service::CFG_RELOAD_CONFIG =>
+            {
+                self.out.push(NodeAction::ReloadConfig { sender })
             }
             _ => {}
         }
@@ -394,6 +473,11 @@ impl Node {
                     self.out
                         .push(NodeAction::Arm(NodeTimer::LastManStanding, ms));
                 }
+                if let Some(hook) = self.ring_hook.as_mut() {
+                    if let Some(payload) = hook(change.ring_id, &self.members) {
+                        self.send_group(GROUP_CPG, payload);
+                    }
+                }
                 let steps = self.sync.start(&change.members, change.ring_id);
                 self.run_sync(steps);
             }
@@ -418,7 +502,10 @@ impl Node {
                     self.view = (self.sync.ring_id(), self.members.clone());
                     self.activated = Some(self.quorum.status(self.view.0, &self.view.1));
                 }
-                SyncStep::Activate(_) | SyncStep::Completed => {}
+                SyncStep::Completed => self.out.push(NodeAction::SyncCompleted {
+                    ring_id: self.sync.ring_id(),
+                }),
+                SyncStep::Activate(_) => {}
             }
         }
     }

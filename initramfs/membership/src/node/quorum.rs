@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::config::{AutoTieBreaker, CorosyncConfig};
 use crate::status::{ClusterStatus, MemberView, QuorumFlag, RingIdView};
-use crate::votequorum::{flags, NodeInfo, Reconfigure, ReconfigureParam};
+use crate::votequorum::{flags, NodeInfo, Reconfigure, ReconfigureParam, VotequorumMessage};
 use crate::wire::RingId;
 
 /// The qdevice slot's node id.
@@ -102,6 +102,61 @@ impl Votequorum {
         };
         vq.recalculate(false, false);
         vq
+    }
+
+    /// A reloaded corosync.conf (votequorum_exec_reload_config): our votes and
+    /// expected votes from the new nodelist, two_node as the node count now
+    /// implies, the names. Returns what corosync multicasts then: our NODEINFO
+    /// and the qdevice's, and a RECONFIGURE for each of votes and expected
+    /// votes that changed (every node, us included, applies it on delivery).
+    pub fn reload(&mut self, config: &CorosyncConfig) -> Vec<VotequorumMessage> {
+        let q = &config.quorum;
+        let node_votes: u32 = config.nodes.iter().map(|n| n.votes).sum();
+        let my_votes = config
+            .nodes
+            .iter()
+            .find(|n| n.nodeid == self.my_id)
+            .map_or(1, |n| n.votes);
+        let two_node = q.two_node && config.nodes.len() == 2;
+        let mut expected = q.expected_votes.unwrap_or(node_votes).max(1);
+        if two_node {
+            expected = 2;
+        }
+        self.two_node = two_node;
+        self.names = config
+            .nodes
+            .iter()
+            .map(|n| {
+                let name = n.name.clone().unwrap_or_else(|| n.ring0_addr.to_string());
+                (n.nodeid, name)
+            })
+            .collect();
+        let (old_votes, old_expected) = {
+            let me = self.us();
+            let old = (me.votes, me.expected_votes);
+            me.votes = my_votes;
+            me.expected_votes = expected;
+            old
+        };
+        let mut out: Vec<VotequorumMessage> = self
+            .nodeinfos()
+            .into_iter()
+            .map(VotequorumMessage::NodeInfo)
+            .collect();
+        let reconfigure = |param, value| {
+            VotequorumMessage::Reconfigure(Reconfigure {
+                nodeid: self.my_id,
+                value,
+                param,
+            })
+        };
+        if my_votes != old_votes {
+            out.push(reconfigure(ReconfigureParam::NodeVotes, my_votes));
+        }
+        if expected != old_expected {
+            out.push(reconfigure(ReconfigureParam::ExpectedVotes, expected));
+        }
+        out
     }
 
     fn us(&mut self) -> &mut NodeEntry {
@@ -242,11 +297,15 @@ impl Votequorum {
                         n.expected_votes = r.value;
                     }
                 }
+                // corosync recalculates allowing a decrease: a node removed
+                // from the nodelist lowers the quorum at once.
+                self.recalculate(true, false);
             }
             ReconfigureParam::NodeVotes => {
                 if let Some(n) = self.nodes.get_mut(&r.nodeid) {
                     n.votes = r.value;
                 }
+                self.recalculate(true, false);
             }
             ReconfigureParam::CancelWaitForAll => {
                 self.set_wait_for_all_status(false);

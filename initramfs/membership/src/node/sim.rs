@@ -162,6 +162,9 @@ impl Sim {
                 NodeAction::StoreRingSeq(s) => {
                     self.ring_seqs.insert(id, s);
                 }
+                NodeAction::GroupDeliver { .. }
+                | NodeAction::ReloadConfig { .. }
+                | NodeAction::SyncCompleted { .. } => {}
             }
         }
     }

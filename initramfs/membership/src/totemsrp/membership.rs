@@ -15,6 +15,7 @@ impl Srp {
     pub(crate) fn gather_enter(&mut self) {
         self.orf_token_discard = true;
         self.originated_orf_token = false;
+        self.prune_unlisted();
         sets::merge(&mut self.proc_list, &[self.my_id]);
         self.join_message_send();
         self.arm(Timer::Join, self.timers.join);

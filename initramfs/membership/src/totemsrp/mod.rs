@@ -261,6 +261,34 @@ impl Srp {
         let mut ids: BTreeSet<u32> = ids.into_iter().collect();
         ids.insert(self.my_id);
         self.nodelist = Some(ids);
+        // A node removed at run time (a reload) must leave our own sets too:
+        // peers drop it from the joins they send us, so while it stayed in
+        // ours no join could ever match and gather would never end.
+        self.prune_unlisted();
+        let ring_has_unlisted = self.memb_list.iter().any(|id| !self.listed(*id));
+        if self.state == MembState::Operational && ring_has_unlisted {
+            // Its address is gone from the transport: the token cannot reach
+            // it. Reform now rather than after token loss.
+            self.gather_enter();
+        }
+    }
+
+    /// Drops ids outside the nodelist from the gather sets.
+    pub(crate) fn prune_unlisted(&mut self) {
+        let keep: Vec<u32> = self
+            .proc_list
+            .iter()
+            .copied()
+            .filter(|id| self.listed(*id))
+            .collect();
+        self.proc_list = keep;
+        let keep: Vec<u32> = self
+            .failed_list
+            .iter()
+            .copied()
+            .filter(|id| self.listed(*id))
+            .collect();
+        self.failed_list = keep;
     }
 
     /// Whether `id` could be a member: in the nodelist, or any id without one.
@@ -385,6 +413,11 @@ impl Srp {
     /// node id 0 and ourselves in the failed list) so they reform at once.
     pub fn leave(&mut self) -> Vec<Action> {
         self.leave_message_send();
+        self.take()
+    }
+
+    /// Actions a setter produced ([`Srp::set_nodelist`] may start a gather).
+    pub fn pending(&mut self) -> Vec<Action> {
         self.take()
     }
 

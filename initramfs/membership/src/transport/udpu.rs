@@ -58,15 +58,10 @@ impl Udpu {
         // block on one peer, so a send that cannot go out at once is dropped
         // (the protocol retransmits).
         let _ = socket.set_write_timeout(Some(SEND_TIMEOUT));
-        let peers = config
-            .nodes
-            .iter()
-            .map(|n| (n.nodeid, SocketAddrV4::new(n.ring0_addr, config.totem.port)))
-            .collect();
         Udpu {
             socket,
             my_id,
-            peers,
+            peers: peers_of(config),
             block_unlisted: config.totem.block_unlisted_ips,
             buf: vec![0; RECV_BUFFER],
         }
@@ -74,6 +69,19 @@ impl Udpu {
 
     pub fn node_id(&self) -> u32 {
         self.my_id
+    }
+
+    /// A reloaded nodelist: who we send to and accept datagrams from
+    /// (corosync's totemudpu_member_add/remove). The socket stays bound.
+    pub fn reconfigure(&mut self, config: &CorosyncConfig) {
+        self.peers = peers_of(config);
+        self.block_unlisted = config.totem.block_unlisted_ips;
+    }
+
+    /// The socket, for a caller that polls it with other descriptors.
+    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.socket.as_raw_fd()
     }
 
     fn listed(&self, ip: Ipv4Addr) -> bool {
@@ -133,6 +141,14 @@ impl Transport for Udpu {
             Err(e) => Err(e),
         }
     }
+}
+
+fn peers_of(config: &CorosyncConfig) -> BTreeMap<u32, SocketAddrV4> {
+    config
+        .nodes
+        .iter()
+        .map(|n| (n.nodeid, SocketAddrV4::new(n.ring0_addr, config.totem.port)))
+        .collect()
 }
 
 fn is_transient(e: &io::Error) -> bool {

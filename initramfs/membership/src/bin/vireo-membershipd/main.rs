@@ -16,41 +16,65 @@
 //! offered load above what the ring delivers, for throughput measurements),
 //! VIREO_MEMBERSHIP_STATE_DIR (where the ring sequence file ringid_<nodeid>
 //! lives; default system.state_dir from the config, else /var/lib/corosync, as
-//! corosync).
+//! corosync), VIREO_MEMBERSHIP_GROUP_SOCKET (the group messaging socket,
+//! default /run/vireo/groups.sock), VIREO_MEMBERSHIP_JOIN_PORT (TCP port of
+//! the join service, default 5406; 0 turns it off), VIREO_CLUSTER_TOKEN_FILE
+//! (the join token; default join.key beside the config).
+//!
+//! SIGHUP (or a `corosync-cfgtool -R` anywhere in the ring) re-reads the
+//! config: the nodelist and votes change without a restart.
 
-use std::collections::BTreeMap;
+mod clients;
+mod groups;
+mod join_service;
+
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vireo_membership::config;
+use vireo_membership::groups::{Groups, MemberId};
 use vireo_membership::node::{Node, NodeAction, NodeTimer};
 use vireo_membership::status::ClusterStatus;
 use vireo_membership::transport::{Transport, Udpu};
 use vireo_membership::wire;
 
+use clients::{Inbox, Input};
+
 /// Set by SIGTERM/SIGINT; the protocol loop leaves the ring and exits.
 static STOP: AtomicBool = AtomicBool::new(false);
+/// Set by SIGHUP: re-read corosync.conf.
+static RELOAD: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn request_stop(_signal: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
+extern "C" fn request_reload(_signal: libc::c_int) {
+    RELOAD.store(true, Ordering::Relaxed);
+}
+
 fn install_signal_handlers() {
-    let handler = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    let stop = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    let reload = request_reload as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handlers only store to atomics, which is async-signal-safe.
     unsafe {
-        libc::signal(libc::SIGTERM, handler);
-        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, stop);
+        libc::signal(libc::SIGINT, stop);
+        libc::signal(libc::SIGHUP, reload);
     }
 }
 
 const DEFAULT_SOCKET: &str = "/run/vireo/membership.sock";
+const DEFAULT_GROUP_SOCKET: &str = "/run/vireo/groups.sock";
 const DEFAULT_STATE_DIR: &str = "/var/lib/corosync";
 
 struct Options {
@@ -107,6 +131,16 @@ fn run() -> Result<(), String> {
     let status = Arc::new(Mutex::new(node.status()));
     let socket = env_path("VIREO_MEMBERSHIP_SOCKET", DEFAULT_SOCKET);
     serve_status(&socket, Arc::clone(&status))?;
+    let (inbox, inputs, wake) = Inbox::new().map_err(|e| format!("eventfd: {e}"))?;
+    let group_socket = env_path("VIREO_MEMBERSHIP_GROUP_SOCKET", DEFAULT_GROUP_SOCKET);
+    clients::serve(&group_socket, inbox.clone())?;
+    let cluster_name = Arc::new(Mutex::new(
+        cfg.totem.cluster_name.clone().unwrap_or_default(),
+    ));
+    start_join_service(&opts.config, &cfg, my_id, &inbox, cluster_name.clone())?;
+    let inc = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
     let log = match std::env::var_os("VIREO_MEMBERSHIP_DELIVERY_LOG") {
         Some(p) => Some(
             OpenOptions::new()
@@ -129,7 +163,24 @@ fn run() -> Result<(), String> {
         .clamp(1, 10_000);
     install_signal_handlers();
     eprintln!("vireo-membershipd: node {my_id} up");
+    let mut node = node;
+    let local_groups: Arc<Mutex<Vec<(String, MemberId)>>> = Arc::default();
+    let shared = local_groups.clone();
+    node.set_ring_hook(Box::new(move |ring, _members| {
+        let list = shared.lock().map(|l| l.clone()).unwrap_or_default();
+        Some(Groups::joinlist(ring.seq, list))
+    }));
     let mut d = Daemon {
+        groups: Groups::new(my_id, inc, &cfg),
+        local_groups,
+        clients: BTreeMap::new(),
+        casts: VecDeque::new(),
+        inputs,
+        wake,
+        conf_path: opts.config.clone(),
+        conf_text: text,
+        cluster_name,
+        exit_at: None,
         node,
         transport,
         timers: BTreeMap::new(),
@@ -143,6 +194,40 @@ fn run() -> Result<(), String> {
         last_send_error: None,
     };
     d.run()
+}
+
+/// The join service on our ring0 address (VIREO_MEMBERSHIP_JOIN_PORT, 0 = off).
+fn start_join_service(
+    conf: &Path,
+    cfg: &config::CorosyncConfig,
+    my_id: u32,
+    inbox: &Inbox,
+    cluster: Arc<Mutex<String>>,
+) -> Result<(), String> {
+    let port = match std::env::var("VIREO_MEMBERSHIP_JOIN_PORT") {
+        Ok(p) => p
+            .parse::<u16>()
+            .map_err(|_| format!("VIREO_MEMBERSHIP_JOIN_PORT={p:?}"))?,
+        Err(_) => vireo_membership::join::JOIN_PORT,
+    };
+    if port == 0 {
+        return Ok(());
+    }
+    let addr = cfg
+        .nodes
+        .iter()
+        .find(|n| n.nodeid == my_id)
+        .map(|n| n.ring0_addr)
+        .ok_or("our node id is not in the nodelist")?;
+    let token_file = std::env::var_os("VIREO_CLUSTER_TOKEN_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| conf.with_file_name("join.key"));
+    let service = join_service::JoinService {
+        inbox: inbox.clone(),
+        cluster,
+        token_file,
+    };
+    join_service::spawn(std::net::SocketAddrV4::new(addr, port), service)
 }
 
 fn env_path(var: &str, default: &str) -> PathBuf {
@@ -177,7 +262,22 @@ fn serve_status(path: &Path, status: Arc<Mutex<ClusterStatus>>) -> Result<(), St
     Ok(())
 }
 
-struct Daemon {
+pub(crate) struct Daemon {
+    groups: Groups,
+    /// The groups' local members as the ring hook reads them.
+    local_groups: Arc<Mutex<Vec<(String, MemberId)>>>,
+    /// Each local group client's event queue.
+    clients: BTreeMap<u32, SyncSender<Vec<u8>>>,
+    /// Group broadcasts the node's queue refused, in order, retried each turn.
+    casts: VecDeque<Vec<u8>>,
+    inputs: Receiver<Input>,
+    wake: Arc<OwnedFd>,
+    conf_path: PathBuf,
+    /// The config as last read or written (kept for rewriting the nodelist).
+    conf_text: String,
+    cluster_name: Arc<Mutex<String>>,
+    /// Our node was removed from the nodelist: leave the ring then.
+    exit_at: Option<Instant>,
     node: Node,
     transport: Udpu,
     timers: BTreeMap<NodeTimer, Instant>,
@@ -196,7 +296,7 @@ impl Daemon {
     fn run(&mut self) -> Result<(), String> {
         let actions = self.node.start();
         self.apply(actions)?;
-        while !STOP.load(Ordering::Relaxed) {
+        while !STOP.load(Ordering::Relaxed) && !self.exit_due() {
             let now = Instant::now();
             let mut deadline = now + Duration::from_millis(500);
             if let Some(t) = self.timers.values().min() {
@@ -205,15 +305,33 @@ impl Daemon {
             if self.send_every.is_some() {
                 deadline = deadline.min(self.next_send);
             }
+            if !self.casts.is_empty() {
+                deadline = deadline.min(now + Duration::from_millis(5));
+            }
             let wait = deadline.saturating_duration_since(now);
-            if let Some(datagram) = self.transport.recv(wait).map_err(|e| e.to_string())? {
-                if let Ok(msg) = wire::decode(&datagram) {
-                    let actions = self.node.receive(msg);
-                    self.apply(actions)?;
+            let (udp_ready, woken) = self.poll(wait);
+            if udp_ready {
+                if let Some(datagram) = self
+                    .transport
+                    .recv(Duration::ZERO)
+                    .map_err(|e| e.to_string())?
+                {
+                    if let Ok(msg) = wire::decode(&datagram) {
+                        let actions = self.node.receive(msg);
+                        self.apply(actions)?;
+                    }
                 }
+            }
+            if woken {
+                clients::drain_wake(&self.wake);
+            }
+            self.take_inputs()?;
+            if RELOAD.swap(false, Ordering::Relaxed) {
+                self.reload("SIGHUP")?;
             }
             self.fire_timers()?;
             self.test_traffic()?;
+            self.flush_casts()?;
             self.publish_status();
         }
         // As corosync does on shutdown: tell the ring we are going, so it
@@ -322,13 +440,56 @@ impl Daemon {
                         ids.join(" ")
                     );
                     self.log_line(&format!("config {ring_id} {}", ids.join(" ")));
+                    self.groups.config(ring_id.seq, &members);
+                    self.group_outputs()?;
                 }
                 NodeAction::StoreRingSeq(seq) => store_ring_seq(&self.ring_file, seq),
                 // The delivery log lists regular configurations only.
-                NodeAction::Transitional { .. } => {}
+                NodeAction::Transitional { members, .. } => {
+                    self.groups.transitional(&members);
+                    self.group_outputs()?;
+                }
+                NodeAction::GroupDeliver { sender, payload } => {
+                    self.groups.deliver(sender, payload);
+                    self.group_outputs()?;
+                }
+                NodeAction::SyncCompleted { ring_id } => {
+                    self.groups.sync_completed(ring_id.seq);
+                    self.group_outputs()?;
+                }
+                NodeAction::ReloadConfig { sender } => {
+                    self.reload(&format!("corosync-cfgtool -R on node {sender}"))?;
+                }
             }
         }
         Ok(())
+    }
+
+    /// Waits for a datagram or a wake-up (group client, join service).
+    fn poll(&self, wait: Duration) -> (bool, bool) {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.transport.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let ms = wait.as_millis().min(60_000) as libc::c_int;
+        // SAFETY: two valid pollfd entries for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        if n <= 0 {
+            return (false, false);
+        }
+        (fds[0].revents != 0, fds[1].revents != 0)
+    }
+
+    fn exit_due(&self) -> bool {
+        self.exit_at.is_some_and(|t| Instant::now() >= t)
     }
 
     fn log_line(&mut self, line: &str) {
