@@ -43,7 +43,7 @@ fi
 timeout_s=${RIG_QEMU_TIMEOUT:-}
 if [[ -z $timeout_s ]]; then
   timeout_s=300
-  if [[ $job == bench-* ]]; then
+  if [[ $job == bench-* || $job == profile-* ]]; then
     runs=5
     for a in "${extra_args[@]}"; do [[ $a == rig.runs=* ]] && runs=${a#rig.runs=}; done
     timeout_s=$((120 + 90 * runs))
