@@ -20,6 +20,7 @@ use crate::arch::{self, BootEntry, BootSources, MmioDeviceInfo};
 use crate::backends::{Backends, OpenDisk};
 use crate::config::VmConfig;
 use crate::devices::bus::{lock, Bus};
+use crate::devices::legacy::i8042::{KeyboardError, I8042};
 use crate::devices::legacy::serial::{ConsoleOutput, SerialConsole};
 use crate::devices::legacy::EventFdTrigger;
 use crate::devices::virtio::net::NetPort;
@@ -97,6 +98,8 @@ pub struct Vm {
     vcpus: Vec<Vcpu>,
     control: Arc<VcpuControl>,
     serial: Arc<Mutex<SerialConsole>>,
+    /// The keyboard controller, for the keys the VMM types (x86_64 only).
+    i8042: Option<Arc<Mutex<I8042>>>,
     memory: GuestMemoryMmap,
     _arch_vm: arch::current::ArchVm,
     _vm_fd: VmFd,
@@ -109,6 +112,7 @@ struct Devices {
     pio: Bus,
     mmio: Bus,
     serial: Arc<Mutex<SerialConsole>>,
+    i8042: Option<Arc<Mutex<I8042>>>,
     /// Memory-mapped devices firmware tables must announce.
     announced: Vec<MmioDeviceInfo>,
 }
@@ -134,9 +138,10 @@ fn create_devices(
         pio: Bus::default(),
         mmio: Bus::default(),
         serial: serial.clone(),
+        i8042: None,
         announced: Vec::new(),
     };
-    place_legacy_devices(&mut devices, serial, events)?;
+    place_legacy_devices(&mut devices, vm, serial, events)?;
     let first_net = backends.disks.len();
     for (slot, disk) in backends.disks.iter().enumerate() {
         place_disk(&mut devices, vm, memory, slot as u32, disk)?;
@@ -214,10 +219,11 @@ fn place_virtio(
 #[cfg(target_arch = "x86_64")]
 fn place_legacy_devices(
     devices: &mut Devices,
+    vm: &VmFd,
     serial: Arc<Mutex<SerialConsole>>,
     events: &VmEvents,
 ) -> Result<(), VmError> {
-    use crate::devices::legacy::i8042::{I8042, I8042_PORT_BASE, I8042_PORT_LEN};
+    use crate::devices::legacy::i8042::{I8042_PORT_BASE, I8042_PORT_LEN};
     use crate::devices::legacy::serial::{COM1_PORT_BASE, COM1_PORT_LEN};
     let bus_err = |e: crate::devices::bus::BusError| VmError::Device {
         what: "port I/O bus",
@@ -231,17 +237,28 @@ fn place_legacy_devices(
         .reset
         .try_clone()
         .map_err(device_err("i8042 reset line"))?;
-    let i8042: Arc<Mutex<dyn crate::devices::bus::BusDevice>> =
-        Arc::new(Mutex::new(I8042::new(EventFdTrigger(reset))));
+    let irq = irq_line(vm, arch::current::layout::I8042_IRQ, "keyboard interrupt")?;
+    let i8042 = Arc::new(Mutex::new(I8042::new(EventFdTrigger(reset), irq)));
+    devices.i8042 = Some(i8042.clone());
     devices
         .pio
         .insert(i8042, I8042_PORT_BASE, I8042_PORT_LEN)
         .map_err(bus_err)
 }
 
+/// An interrupt line the device raises through an irqfd on `gsi`.
+#[cfg(target_arch = "x86_64")]
+fn irq_line(vm: &VmFd, gsi: u32, what: &'static str) -> Result<EventFdTrigger, VmError> {
+    let fd = EventFd::new(EFD_NONBLOCK).map_err(device_err(what))?;
+    vm.register_irqfd(&fd, gsi)
+        .map_err(kvm_call("wire a device interrupt"))?;
+    Ok(EventFdTrigger(fd))
+}
+
 #[cfg(target_arch = "aarch64")]
 fn place_legacy_devices(
     devices: &mut Devices,
+    _vm: &VmFd,
     serial: Arc<Mutex<SerialConsole>>,
     _events: &VmEvents,
 ) -> Result<(), VmError> {
@@ -323,6 +340,7 @@ impl Vm {
             vcpus,
             control,
             serial: devices.serial,
+            i8042: devices.i8042,
             memory,
             _arch_vm: arch_vm,
             _vm_fd: vm_fd,
@@ -339,6 +357,12 @@ impl Vm {
 
     pub fn serial(&self) -> Arc<Mutex<SerialConsole>> {
         self.serial.clone()
+    }
+
+    /// Types Ctrl-Alt-Del on the guest's keyboard.
+    pub fn ctrl_alt_del(&self) -> Result<(), KeyboardError> {
+        let i8042 = self.i8042.as_ref().ok_or(KeyboardError::Absent)?;
+        lock(i8042).ctrl_alt_del()
     }
 
     pub fn memory(&self) -> &GuestMemoryMmap {

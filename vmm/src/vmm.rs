@@ -126,6 +126,7 @@ impl Vmm {
                 self.finish(Outcome::ApiShutdown);
                 ApiResponse::Done
             }
+            (ApiRequest::CtrlAltDel, state) => self.ctrl_alt_del(state),
             (ApiRequest::Reboot, _) => match self.reboot() {
                 Ok(()) => ApiResponse::Done,
                 Err(e) => {
@@ -134,6 +135,18 @@ impl Vmm {
                     ApiResponse::Failed(message)
                 }
             },
+        }
+    }
+
+    /// Types Ctrl-Alt-Del for the guest; 409 when it cannot see the keys.
+    fn ctrl_alt_del(&self, state: VmState) -> ApiResponse {
+        if state == VmState::Paused {
+            return ApiResponse::Conflict("the VM is paused: resume it first".into());
+        }
+        match self.vm.as_ref().map(Vm::ctrl_alt_del) {
+            Some(Ok(())) => ApiResponse::Done,
+            Some(Err(e)) => ApiResponse::Conflict(e.to_string()),
+            None => ApiResponse::Conflict("the VM is between boots".into()),
         }
     }
 

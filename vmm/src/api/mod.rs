@@ -23,6 +23,8 @@ pub enum ApiRequest {
     Resume,
     Shutdown,
     Reboot,
+    /// Type Ctrl-Alt-Del on the guest's keyboard (x86_64).
+    CtrlAltDel,
 }
 
 /// Lifecycle state of the VM as the API reports it.

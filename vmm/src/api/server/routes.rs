@@ -21,7 +21,7 @@ const fn put(path: &'static str, request: ApiRequest) -> Route {
     }
 }
 
-const ROUTES: [Route; 5] = [
+const ROUTES: [Route; 6] = [
     Route {
         path: "/vm",
         method: "GET",
@@ -32,6 +32,7 @@ const ROUTES: [Route; 5] = [
     put("/vm/resume", ApiRequest::Resume),
     put("/vm/shutdown", ApiRequest::Shutdown),
     put("/vm/reboot", ApiRequest::Reboot),
+    put("/vm/ctrl-alt-del", ApiRequest::CtrlAltDel),
 ];
 
 /// The path part of a request target: no scheme and authority (absolute
@@ -109,6 +110,7 @@ mod tests {
         assert_eq!(route("HEAD", "/vm/"), Ok(ApiRequest::GetVmInfo));
         assert_eq!(route("PUT", "/vm/pause/?now"), Ok(ApiRequest::Pause));
         assert_eq!(route("PUT", "/vm/reboot"), Ok(ApiRequest::Reboot));
+        assert_eq!(route("PUT", "/vm/ctrl-alt-del"), Ok(ApiRequest::CtrlAltDel));
         let not_found = route("GET", "/vms?x").unwrap_err();
         assert_eq!(not_found.status, 404);
         assert_eq!(
