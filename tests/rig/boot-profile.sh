@@ -7,13 +7,22 @@
 #   - KVM exits by reason, port, MSR, MMIO address and guest RIP;
 # and, for each VMM's first launch, the largest gaps between kernel log lines.
 #
-#   tests/rig/boot-profile.sh target/build/rig/profile-boot-latest.log
+#   tests/rig/boot-profile.sh target/build/rig/profile-boot-latest.log [VMLINUX]
+#
+# The minimal guest kernel has no kallsyms, so its initcall_debug lines name
+# functions by address; VMLINUX (default $BUILD/guest/vmlinux) names them.
 set -euo pipefail
 
-log=${1:?usage: $0 PROFILE-BOOT-CONSOLE-LOG}
+log=${1:?usage: $0 PROFILE-BOOT-CONSOLE-LOG [VMLINUX]}
+vmlinux=${2:-${BUILD:-target/build}/guest/vmlinux}
 [[ -r $log ]] || { echo "cannot read $log" >&2; exit 1; }
+symbols=$(mktemp)
+trap 'rm -f "$symbols"' EXIT
+[[ ! -r $vmlinux ]] || nm "$vmlinux" | awk '$2 ~ /^[Tt]$/ { print $1, $3 }' >"$symbols"
 
-tr -d '\r' <"$log" | awk '
+tr -d '\r' <"$log" | awk -v symbols="$symbols" '
+BEGIN { while ((getline line < symbols) > 0) { split(line, f, " "); sym["0x" f[1]] = f[2] } }
+function named(s) { return (s in sym) ? sym[s] : s }
 function field(s, key,   m) {
   if (match(s, key "=[^ ]*")) return substr(s, RSTART + length(key) + 1, RLENGTH - length(key) - 1)
   return ""
@@ -47,7 +56,7 @@ indmesg && /^\[ *[0-9]+\.[0-9]+\]/ {
   prev = ts; prevtext = text
   if (text ~ /^Run \/init as init process/) runinit[vmm] = runinit[vmm] " " ts
   if (match(text, /^initcall [^ +]+/)) {
-    name = substr(text, 10, RLENGTH - 9)
+    name = named(substr(text, 10, RLENGTH - 9))
     if (match(text, /after [0-9]+ usecs/)) { us = substr(text, RSTART + 6, RLENGTH - 11); calls[vmm, name] = calls[vmm, name] " " us; names[name] = 1
       if (name == "i8042_init") i8042_end[vmm] = i8042_end[vmm] " " ts }
   }
