@@ -69,6 +69,32 @@ qemu=(qemu-system-x86_64
   -append "console=ttyS0 panic=-1 quiet rig.job=$job ${extra_args[*]}")
 # shellcheck disable=SC2206
 [[ -z ${RIG_QEMU_ARGS:-} ]] || qemu+=(${RIG_QEMU_ARGS})
+# A monitor on two fifos, so that an outer VM that stops answering (a hung
+# outer kernel: no job line, no timeout of its own) can still be asked
+# where its vCPUs are before it is killed (outer_dump below). Not for the
+# interactive job, whose console must stay a plain terminal.
+monitor=$logdir/$job.monitor
+if [[ $job != linux-shell ]]; then
+  rm -f "$monitor.in" "$monitor.out" "$monitor.timedout"
+  mkfifo "$monitor.in" "$monitor.out"
+  qemu+=(-monitor "pipe:$monitor")
+fi
+
+# outer_dump: the outer kernel's backtraces (sysrq 9 = all console output,
+# l = every CPU's stack, w = blocked tasks, sent as keys: they work while
+# interrupts do) and every vCPU's registers, from the monitor.
+outer_dump() {
+  local k
+  [[ -p $monitor.in ]] || return 0
+  echo "[run-rig] the outer VM did not finish in time; its state:"
+  for k in alt-sysrq-9 alt-sysrq-l alt-sysrq-w; do
+    echo "sendkey $k" >"$monitor.in"
+    sleep 3
+  done
+  echo "info registers -a" >"$monitor.in"
+  timeout 5 cat "$monitor.out" | tr -d '\r' | grep -aE '^(CPU#|RIP|RSP|CS |CR0|EFER|HLT)' |
+    sed 's/^/[run-rig] outer: /' || true
+}
 
 echo "[run-rig] job=$job timeout=${timeout_s}s log=$log"
 echo "[run-rig] ${qemu[*]}"
@@ -79,8 +105,27 @@ set +e
 # terminal's input (or a CI runner's stdin).
 stdin_src=/dev/null
 [[ $job == linux-shell ]] && stdin_src=/dev/stdin
-timeout --kill-after=10 "$timeout_s" "${qemu[@]}" <"$stdin_src" 2>&1 | tee "$log"
-qemu_rc=${PIPESTATUS[0]}
+"${qemu[@]}" <"$stdin_src" > >(tee "$log") 2>&1 &
+qemu_pid=$!
+# The hard timeout: dump the outer VM's state, then TERM, then KILL.
+# (The sleep must not hold run-rig.sh's stdout open once it is killed.)
+(
+  sleep "$timeout_s" </dev/null >/dev/null 2>&1
+  kill -0 "$qemu_pid" 2>/dev/null || exit 0
+  : >"$monitor.timedout"
+  outer_dump
+  kill "$qemu_pid" 2>/dev/null
+  sleep 10
+  kill -KILL "$qemu_pid" 2>/dev/null
+) &
+watchdog=$!
+wait "$qemu_pid"
+qemu_rc=$?
+kill "$watchdog" 2>/dev/null
+wait 2>/dev/null
+timed_out=0
+[[ ! -e $monitor.timedout ]] || timed_out=1
+rm -f "$monitor.in" "$monitor.out" "$monitor.timedout"
 set -e
 elapsed_ms=$((($(date +%s%N) - start) / 1000000))
 
@@ -88,7 +133,7 @@ elapsed_ms=$((($(date +%s%N) - start) / 1000000))
 # precede the first line on the same line, so match anywhere in a line.
 verdict=$(tr -d '\r' <"$log" | grep -aoE "RIG job=$job exit=[0-9]+ ms=[0-9]+" | tail -n1 || true)
 echo "[run-rig] qemu exit=$qemu_rc wall_ms=$elapsed_ms"
-if ((qemu_rc == 124 || qemu_rc == 137)); then
+if ((timed_out)); then
   echo "[run-rig] FAIL: timed out after ${timeout_s}s (log: $log)"
   exit 1
 fi
