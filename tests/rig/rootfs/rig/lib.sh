@@ -29,8 +29,10 @@ RIG_CR=$(printf '\r')
 #                   (printed just before it resets the machine) to the
 #                   VMM's exit ("" if the guest never said it)
 #   RIG_HUNG        1 if the watchdog had to kill the VMM
+#   RIG_CAD_MS      ms from launch to the guest's VIREO-GUEST-CAD line
 # Optional: RIG_ON_LINE=PATTERN and RIG_ON_LINE_DO=COMMAND run COMMAND (eval)
-# once, when a line of the VMM's output contains PATTERN.
+# once, when a line of the VMM's output contains PATTERN (both are cleared
+# afterwards).
 rig_vmm_run() {
   local res=/tmp/rig-vmm-run.$$ dump=/tmp/rig-vmm-dump.$$ start
   rm -f "$res" "$dump"
@@ -49,7 +51,8 @@ rig_vmm_run() {
     kill "$wd" 2>/dev/null
     echo "RIG-VMM-RC=$rc"
   } | rig_read_vmm_output "$start" "$res"
-  RIG_VMM_RC=255 RIG_INIT_MS='' RIG_INIT_LINE='' RIG_TEARDOWN_MS='' RIG_HUNG=0
+  RIG_VMM_RC=255 RIG_INIT_MS='' RIG_INIT_LINE='' RIG_TEARDOWN_MS='' RIG_HUNG=0 RIG_CAD_MS=''
+  RIG_ON_LINE='' RIG_ON_LINE_DO=''
   # shellcheck source=/dev/null
   [ -f "$res" ] && . "$res"
   rm -f "$res"
@@ -109,6 +112,8 @@ rig_read_vmm_output() {
         echo "RIG_INIT_LINE='VIREO-GUEST-INIT${line#*VIREO-GUEST-INIT}'" >>"$res" ;;
       *"reboot: Restarting system"*)
         reset_t=$(rig_now_ms) ;;
+      *VIREO-GUEST-CAD*)
+        echo "RIG_CAD_MS=$(($(rig_now_ms) - start))" >>"$res" ;;
     esac
     echo "$line"
     if [ -n "${RIG_ON_LINE:-}" ] && [ -z "$fired" ]; then
@@ -200,6 +205,47 @@ rig_guest_symbol() {
     END { if (best != "") printf "%s+0x%x", best, off }' /guest/System.map
 }
 
+# rig_boot_cad KERNEL CPUS: boots KERNEL like the other Linux jobs, but with
+# vireo.cad (the guest's busybox init reboots on Ctrl-Alt-Del) and an API
+# socket; once init is up, PUT /vm/ctrl-alt-del types it. Then
+# rig_expect_guest, and rig_expect_cad for the reboot. With a VMM that has
+# no vireo-api beside it (the QEMU reference), a plain boot.
+RIG_API_SOCKET=/tmp/rig-vm.sock
+rig_boot_cad() {
+  local kernel=$1 cpus=$2
+  rm -f /tmp/rig-cad.answer
+  if ! command -v vireo-api >/dev/null; then
+    rig_vmm_run --kernel "$kernel" --initrd /guest/initramfs.cpio.gz \
+      --cmdline "$RIG_GUEST_CMDLINE" --cpus "$cpus" --memory 512M --serial stdio
+    return
+  fi
+  RIG_ON_LINE=VIREO-CAD-READY
+  RIG_ON_LINE_DO="vireo-api $RIG_API_SOCKET PUT /vm/ctrl-alt-del >/tmp/rig-cad.answer 2>&1"
+  rig_vmm_run --kernel "$kernel" --initrd /guest/initramfs.cpio.gz \
+    --cmdline "$RIG_GUEST_CMDLINE vireo.cad" --cpus "$cpus" --memory 512M --serial stdio \
+    --api-socket "$RIG_API_SOCKET"
+}
+
+# rig_expect_cad: after rig_boot_cad, check that the API took the keys
+# (204), the guest's init saw Ctrl-Alt-Del and rebooted, and the VMM exited
+# 0 on that reset. Prints one RIG line; returns 0/1 (0 when skipped).
+rig_expect_cad() {
+  command -v vireo-api >/dev/null || { echo "RIG check=skipped ctrl-alt-del (no vireo-api)"; return 0; }
+  if ! grep -q "^HTTP/1.1 204" /tmp/rig-cad.answer 2>/dev/null; then
+    echo "RIG check=fail PUT /vm/ctrl-alt-del: $(cat /tmp/rig-cad.answer 2>/dev/null || echo never sent)"
+    return 1
+  fi
+  if [ -z "$RIG_CAD_MS" ]; then
+    echo "RIG check=fail the guest's init never saw Ctrl-Alt-Del (no VIREO-GUEST-CAD line)"
+    return 1
+  fi
+  if [ "$RIG_VMM_RC" != 0 ]; then
+    echo "RIG check=fail vmm exit=$RIG_VMM_RC after Ctrl-Alt-Del"
+    return 1
+  fi
+  echo "RIG check=ok ctrl-alt-del: the guest rebooted at ms=$RIG_CAD_MS, vmm exit=0"
+}
+
 # rig_expect_guest CPUS MEM_MIB : after rig_vmm_run, check that the VMM
 # exited 0, the guest reported CPUS online CPUs, and its MemTotal is the
 # memory it was given less what the kernel keeps for itself (at most 15%).
@@ -245,6 +291,16 @@ rig_vmm_path() {
   case $1 in
     vireo) echo /usr/bin/vireo-vmm ;;
     qemu) echo /usr/bin/qemu-ref-vmm ;;
+    *) return 1 ;;
+  esac
+}
+
+# rig_guest_kernel: the kernel rig.guest= names: min (the minimal kernel's
+# ELF vmlinux, PVH entry; the default) or debian (Debian's stock bzImage).
+rig_guest_kernel() {
+  case ${RIG_GUEST:-min} in
+    min) echo /guest/vmlinux ;;
+    debian) echo /guest/debian-vmlinuz ;;
     *) return 1 ;;
   esac
 }

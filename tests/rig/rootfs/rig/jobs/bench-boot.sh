@@ -1,7 +1,9 @@
 # bench-boot: vireo-vmm against the QEMU reference (QEMU microvm on the same
-# nested /dev/kvm, /usr/bin/qemu-ref-vmm) booting the same minimal guest, ELF
-# vmlinux through PVH, with the same command line, 512 MiB, on each vCPU
-# count of rig.cpus= (default 1,4), rig.runs= launches each (default 10).
+# nested /dev/kvm, /usr/bin/qemu-ref-vmm) booting the same guest kernel
+# (rig.guest=: min, the minimal kernel's ELF vmlinux through PVH, or debian,
+# Debian's stock bzImage) and initramfs with the same command line, 512 MiB,
+# on each vCPU count of rig.cpus= (default 1,4), rig.runs= launches each
+# (default 10).
 # Launches are interleaved, and the order of the two VMMs flips every launch,
 # so that both see the same load on a shared host. Each launch is bounded
 # (rig.timeout=); a failed one prints its output, a hung one the VMM's state.
@@ -14,6 +16,7 @@
 # ms_to_init is from launching the VMM to the guest's /init line;
 # teardown_ms from the guest's "reboot: Restarting system" to the VMM's exit.
 . /rig/lib.sh
+kernel=$(rig_guest_kernel) || { echo "RIG check=fail rig.guest=$RIG_GUEST: want min or debian"; exit 1; }
 n=${RIG_RUNS:-10}
 cpus_list=$(echo "$RIG_CPUS" | tr , ' ')
 vmms=$(echo "$RIG_VMMS" | tr , ' ')
@@ -28,7 +31,7 @@ results=/tmp/bench-boot.results
 bench_launch() {
   local name=$1 cpus=$2 i=$3 out=/tmp/bench-boot.out why
   VMM=$(rig_vmm_path "$name")
-  rig_vmm_run --kernel /guest/vmlinux --initrd /guest/initramfs.cpio.gz \
+  rig_vmm_run --kernel "$kernel" --initrd /guest/initramfs.cpio.gz \
     --cmdline "$RIG_GUEST_CMDLINE" --cpus "$cpus" --memory 512M --serial stdio >$out
   if why=$(rig_expect_guest "$cpus" 512); then
     echo "RIG launch vmm=$name cpus=$cpus i=$i ms_to_init=$RIG_INIT_MS teardown_ms=${RIG_TEARDOWN_MS:--1}"

@@ -7,6 +7,7 @@
 # reason, port, MSR, MMIO address and guest RIP (RIG hist lines).
 # tests/rig/boot-profile.sh summarises the console log on the host.
 . /rig/lib.sh
+kernel=$(rig_guest_kernel) || { echo "RIG check=fail rig.guest=$RIG_GUEST: want min or debian"; exit 1; }
 n=${RIG_RUNS:-5}
 cpus=${RIG_CPUS%%,*}
 vmms=$(echo "$RIG_VMMS" | tr , ' ')
@@ -19,7 +20,7 @@ while [ "$i" -le "$n" ]; do
     [ -x "$VMM" ] || { echo "RIG check=fail no $VMM"; exit 1; }
     echo "RIG profile begin vmm=$v cpus=$cpus i=$i"
     rig_hist_clear
-    rig_vmm_run --kernel /guest/vmlinux --initrd /guest/initramfs.cpio.gz \
+    rig_vmm_run --kernel "$kernel" --initrd /guest/initramfs.cpio.gz \
       --cmdline "$cmdline" --cpus "$cpus" --memory 512M --serial stdio
     rig_hist_print "vmm=$v i=$i"
     rig_expect_guest "$cpus" 512 || fails=$((fails + 1))
