@@ -243,7 +243,16 @@ fn place_legacy_devices(
     devices
         .pio
         .insert(i8042, I8042_PORT_BASE, I8042_PORT_LEN)
-        .map_err(bus_err)
+        .map_err(bus_err)?;
+    place_cmos(devices).map_err(bus_err)
+}
+
+/// The CMOS real-time clock at 0x70 (`devices/legacy/cmos.rs` says why).
+#[cfg(target_arch = "x86_64")]
+fn place_cmos(devices: &mut Devices) -> Result<(), crate::devices::bus::BusError> {
+    use crate::devices::legacy::cmos::{Cmos, CMOS_PORT_BASE, CMOS_PORT_LEN};
+    let cmos = Arc::new(Mutex::new(Cmos::new()));
+    devices.pio.insert(cmos, CMOS_PORT_BASE, CMOS_PORT_LEN)
 }
 
 /// An interrupt line the device raises through an irqfd on `gsi`.
