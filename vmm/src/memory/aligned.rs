@@ -7,8 +7,14 @@
 //! the guest touched cost a nested page fault: measured in the rig, 11,200
 //! NPF exits for a minimal Linux boot against QEMU microvm's 2,300. So each
 //! region is carved from a mapping 2 MiB larger than it, at its first 2 MiB
-//! boundary, and marked MADV_HUGEPAGE (the host backs it with transparent
-//! huge pages even when the host's THP mode is "madvise").
+//! boundary.
+//!
+//! Not MADV_HUGEPAGE (QEMU sets it): with the kernel's default THP defrag
+//! mode ("madvise") it lets a page fault stall in direct compaction, and in
+//! the rig loading the kernel then took up to 2.4 s instead of 0.15 s, and
+//! the guest's first exit came up to 2.3 s late. The host's THP policy
+//! decides: with "always" the aligned regions get huge pages where they are
+//! free, with "never" or "madvise" 4 KiB pages.
 //!
 //! vm-memory only unmaps mappings it made itself; these it takes as raw
 //! pointers. So the mappings are kept here, each with a weak reference to
@@ -75,8 +81,6 @@ fn map_aligned(len: usize) -> io::Result<usize> {
         if tail > 0 {
             libc::munmap((aligned + len) as *mut libc::c_void, tail);
         }
-        // Only advice: without it THP may still back the region.
-        libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
     }
     Ok(aligned)
 }
