@@ -29,8 +29,8 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
 
-/// `RIG result vmm=vireo cpus=1 failed=0 runs=10 median=.. min=.. max=..`
-/// and `RIG teardown vmm=.. cpus=.. runs=.. median=.. min=.. max=..`.
+/// `RIG result vmm=vireo cpus=1 failed=0 runs=10 median=.. min=.. max=..`,
+/// and `RIG teardown` / `RIG exit` lines with the same fields.
 fn parse(console: &str) -> Table {
     let mut table = Table::new();
     for line in console.lines().map(|l| l.trim_end_matches('\r')) {
@@ -38,7 +38,7 @@ fn parse(console: &str) -> Table {
             continue;
         };
         let kind = rest.split_whitespace().next().unwrap_or_default();
-        if kind != "result" && kind != "teardown" {
+        if !["result", "teardown", "exit"].contains(&kind) {
             continue;
         }
         let num = |k| field(rest, k).and_then(|v| v.parse::<f64>().ok());
@@ -112,13 +112,13 @@ fn bench_guest(failures: &mut Failures, guest: &str, cpus: &[&str], title: &str)
             ours.max / ours.median,
             theirs.max / theirs.median
         );
-        if let (Some(a), Some(b)) = (get("teardown", "vireo", n), get("teardown", "qemu", n)) {
-            crate::print_row(
-                &format!("{n} {vcpus}: guest reset -> VMM exit"),
-                "ms",
-                a.median,
-                b.median,
-            );
+        for (kind, what) in [
+            ("teardown", "guest reset -> VMM exit"),
+            ("exit", "/init line -> VMM exit"),
+        ] {
+            if let (Some(a), Some(b)) = (get(kind, "vireo", n), get(kind, "qemu", n)) {
+                crate::print_row(&format!("{n} {vcpus}: {what}"), "ms", a.median, b.median);
+            }
         }
         if ours.runs < runs || theirs.runs < runs {
             failures.add(

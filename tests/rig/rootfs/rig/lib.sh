@@ -25,6 +25,9 @@ RIG_CR=$(printf '\r')
 #   RIG_VMM_RC      exit code of the VMM (137: killed by the watchdog)
 #   RIG_INIT_MS     ms from launch to the VIREO-GUEST-INIT line ("" if none)
 #   RIG_INIT_LINE   that line, from "VIREO-GUEST-INIT" on ("" if none)
+#   RIG_EXIT_MS     ms from the VIREO-GUEST-INIT line to the VMM's exit (the
+#                   guest's own reboot, its kernel's device shutdown, then
+#                   the teardown below) ("" if no line)
 #   RIG_TEARDOWN_MS ms from the guest kernel's "reboot: Restarting system"
 #                   (printed just before it resets the machine) to the
 #                   VMM's exit ("" if the guest never said it)
@@ -52,6 +55,7 @@ rig_vmm_run() {
     echo "RIG-VMM-RC=$rc"
   } | rig_read_vmm_output "$start" "$res"
   RIG_VMM_RC=255 RIG_INIT_MS='' RIG_INIT_LINE='' RIG_TEARDOWN_MS='' RIG_HUNG=0 RIG_CAD_MS=''
+  RIG_EXIT_MS=''
   RIG_ON_LINE='' RIG_ON_LINE_DO=''
   # shellcheck source=/dev/null
   [ -f "$res" ] && . "$res"
@@ -93,7 +97,7 @@ rig_flight_recorder_print() {
 
 # rig_read_vmm_output START RESULT_FILE: the reader side of rig_vmm_run.
 rig_read_vmm_output() {
-  local start=$1 res=$2 t reset_t='' fired=''
+  local start=$1 res=$2 t reset_t='' init_t='' fired=''
   while IFS= read -r line; do
     line=${line%"$RIG_CR"}
     case $line in
@@ -104,10 +108,12 @@ rig_read_vmm_output() {
         [ -z "${line%RIG-VMM-RC=*}" ] || echo "${line%RIG-VMM-RC=*}"
         echo "RIG_VMM_RC=${line##*RIG-VMM-RC=}" >>"$res"
         [ -z "$reset_t" ] || echo "RIG_TEARDOWN_MS=$((t - reset_t))" >>"$res"
+        [ -z "$init_t" ] || echo "RIG_EXIT_MS=$((t - init_t))" >>"$res"
         continue ;;
       *VIREO-GUEST-INIT*)
         # Take the time first, then do the slower work.
         t=$(rig_now_ms)
+        init_t=$t
         echo "RIG_INIT_MS=$((t - start))" >>"$res"
         echo "RIG_INIT_LINE='VIREO-GUEST-INIT${line#*VIREO-GUEST-INIT}'" >>"$res" ;;
       *"reboot: Restarting system"*)
@@ -303,6 +309,12 @@ rig_guest_kernel() {
     debian) echo /guest/debian-vmlinuz ;;
     *) return 1 ;;
   esac
+}
+
+# rig_vmm_args NAME: for NAME+WORD+WORD, " WORD WORD" (guest command line
+# words bench-boot adds for that VMM name); else nothing.
+rig_vmm_args() {
+  case $1 in *+*) echo " ${1#*+}" | tr + ' ' ;; esac
 }
 
 # rig_stats: numbers on stdin, one a line -> "runs= median= min= max=".

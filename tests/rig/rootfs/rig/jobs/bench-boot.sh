@@ -8,20 +8,27 @@
 # so that both see the same load on a shared host. Each launch is bounded
 # (rig.timeout=); a failed one prints its output, a hung one the VMM's state.
 #
+# A VMM named NAME+WORD+WORD runs NAME with those words added to the guest
+# command line, to measure what they change against NAME alone (e.g.
+# rig.vmms=vireo,vireo+i8042.nokbd: what the keyboard costs).
+#
 # Prints per launch
 #   RIG launch vmm=vireo cpus=1 i=3 ms_to_init=3012 teardown_ms=40
 # and per VMM and vCPU count
 #   RIG result vmm=vireo cpus=1 failed=0 runs=10 median=... min=... max=...
 #   RIG teardown vmm=vireo cpus=1 runs=10 median=... min=... max=...
+#   RIG exit vmm=vireo cpus=1 runs=10 median=... min=... max=...
 # ms_to_init is from launching the VMM to the guest's /init line;
-# teardown_ms from the guest's "reboot: Restarting system" to the VMM's exit.
+# teardown_ms from the guest's "reboot: Restarting system" (its kernel's last
+# line before the reset) to the VMM's exit; exit_ms from the /init line (the
+# guest's init then reboots) to the VMM's exit.
 . /rig/lib.sh
 kernel=$(rig_guest_kernel) || { echo "RIG check=fail rig.guest=$RIG_GUEST: want min or debian"; exit 1; }
 n=${RIG_RUNS:-10}
 cpus_list=$(echo "$RIG_CPUS" | tr , ' ')
 vmms=$(echo "$RIG_VMMS" | tr , ' ')
 for v in $vmms; do
-  p=$(rig_vmm_path "$v") && [ -x "$p" ] ||
+  p=$(rig_vmm_path "${v%%+*}") && [ -x "$p" ] ||
     { echo "RIG check=fail no VMM '$v' in this initramfs (qemu needs RIG_WITH_QEMU=1)"; exit 1; }
 done
 results=/tmp/bench-boot.results
@@ -30,12 +37,12 @@ results=/tmp/bench-boot.results
 # bench_launch NAME CPUS I: one launch, recorded in $results.
 bench_launch() {
   local name=$1 cpus=$2 i=$3 out=/tmp/bench-boot.out why
-  VMM=$(rig_vmm_path "$name")
+  VMM=$(rig_vmm_path "${name%%+*}")
   rig_vmm_run --kernel "$kernel" --initrd /guest/initramfs.cpio.gz \
-    --cmdline "$RIG_GUEST_CMDLINE" --cpus "$cpus" --memory 512M --serial stdio >$out
+    --cmdline "$RIG_GUEST_CMDLINE$(rig_vmm_args "$name")" --cpus "$cpus" --memory 512M --serial stdio >$out
   if why=$(rig_expect_guest "$cpus" 512); then
-    echo "RIG launch vmm=$name cpus=$cpus i=$i ms_to_init=$RIG_INIT_MS teardown_ms=${RIG_TEARDOWN_MS:--1}"
-    echo "$name $cpus $RIG_INIT_MS ${RIG_TEARDOWN_MS:--1}" >>$results
+    echo "RIG launch vmm=$name cpus=$cpus i=$i ms_to_init=$RIG_INIT_MS teardown_ms=${RIG_TEARDOWN_MS:--1} exit_ms=${RIG_EXIT_MS:--1}"
+    echo "$name $cpus $RIG_INIT_MS ${RIG_TEARDOWN_MS:--1} ${RIG_EXIT_MS:--1}" >>$results
     return 0
   fi
   echo "RIG launch vmm=$name cpus=$cpus i=$i failed: $why; its output:"
@@ -63,6 +70,7 @@ for cpus in $cpus_list; do
     fails=$((fails + f))
     echo "RIG result vmm=$v cpus=$cpus failed=$f $(awk -v v="$v" -v c="$cpus" '$1 == v && $2 == c && $3 != "fail" { print $3 }' $results | rig_stats)"
     echo "RIG teardown vmm=$v cpus=$cpus $(awk -v v="$v" -v c="$cpus" '$1 == v && $2 == c && $3 != "fail" && $4 >= 0 { print $4 }' $results | rig_stats)"
+    echo "RIG exit vmm=$v cpus=$cpus $(awk -v v="$v" -v c="$cpus" '$1 == v && $2 == c && $3 != "fail" && $5 >= 0 { print $5 }' $results | rig_stats)"
   done
 done
 [ "$fails" = 0 ]
