@@ -368,6 +368,14 @@ impl Vm {
         self.serial.clone()
     }
 
+    /// The legacy devices' registers, read without side effects.
+    pub fn device_registers(&self) -> crate::api::DeviceRegisters {
+        crate::api::DeviceRegisters {
+            serial: lock(&self.serial).registers(),
+            i8042: self.i8042.as_ref().map(|d| lock(d).registers()),
+        }
+    }
+
     /// Types Ctrl-Alt-Del on the guest's keyboard.
     pub fn ctrl_alt_del(&self) -> Result<(), KeyboardError> {
         let i8042 = self.i8042.as_ref().ok_or(KeyboardError::Absent)?;

@@ -104,6 +104,7 @@ impl Vmm {
                 vcpus: self.config.vcpus,
                 memory_bytes: self.config.memory.0,
                 console: self.console.stats(),
+                devices: self.vm.as_ref().map(Vm::device_registers),
             })),
             (_, VmState::ShuttingDown) => ApiResponse::Conflict("the VM is shutting down".into()),
             (ApiRequest::Pause, VmState::Paused) => {

@@ -37,8 +37,12 @@ RIG_CR=$(printf '\r')
 # once, when a line of the VMM's output contains PATTERN (both are cleared
 # afterwards).
 rig_vmm_run() {
-  local res=/tmp/rig-vmm-run.$$ dump=/tmp/rig-vmm-dump.$$ start
+  local res=/tmp/rig-vmm-run.$$ dump=/tmp/rig-vmm-dump.$$ start api
   rm -f "$res" "$dump"
+  # vireo-vmm always gets an API socket, so a hung launch's dump can ask it
+  # for its devices' registers (GET /vm).
+  api=$(rig_api_socket "$@")
+  case "$VMM $*" in *vireo-vmm*--api-socket*) ;; *vireo-vmm*) set -- "$@" --api-socket "$api" ;; esac
   echo "RIG vmm: $VMM $*"
   [ ! -w $RIG_TRACE/trace ] || : >$RIG_TRACE/trace
   start=$(rig_now_ms)
@@ -46,7 +50,7 @@ rig_vmm_run() {
   {
     "$VMM" "$@" </dev/null 2>&1 &
     pid=$!
-    rig_watchdog "$pid" "$RIG_TIMEOUT" "$dump" </dev/null >/dev/null 2>&1 &
+    rig_watchdog "$pid" "$RIG_TIMEOUT" "$dump" "$api" </dev/null >/dev/null 2>&1 &
     wd=$!
     wait "$pid"
     rc=$?
@@ -128,28 +132,39 @@ rig_read_vmm_output() {
   done
 }
 
-# rig_watchdog PID SECONDS DUMP_FILE: if PID still runs after SECONDS, write
-# its state to DUMP_FILE and kill it. Checks once a second, so it ends soon
-# after the VMM does; its output must not hold the VMM's pipe open.
+# rig_api_socket ARGS...: the API socket of a VMM command line (the path
+# after --api-socket), else a fresh path for one.
+rig_api_socket() {
+  while [ $# -gt 1 ]; do
+    [ "$1" = --api-socket ] && { echo "$2"; return; }
+    shift
+  done
+  echo "/tmp/rig-api.$$.sock"
+}
+
+# rig_watchdog PID SECONDS DUMP_FILE API_SOCKET: if PID still runs after
+# SECONDS, write its state to DUMP_FILE and kill it. Checks once a second, so
+# it ends soon after the VMM does; its output must not hold the VMM's pipe open.
 rig_watchdog() {
-  local pid=$1 left=$2 dump=$3
+  local pid=$1 left=$2 dump=$3 api=$4
   while [ "$left" -gt 0 ]; do
     sleep 1
     kill -0 "$pid" 2>/dev/null || return 0
     left=$((left - 1))
   done
-  rig_dump_vmm "$pid" >"$dump.part" 2>&1
+  rig_dump_vmm "$pid" "$api" >"$dump.part" 2>&1
   mv "$dump.part" "$dump"
   kill -KILL "$pid" 2>/dev/null
 }
 
-# rig_dump_vmm PID: what a VMM process is doing, for a launch that hangs:
-# each thread's state, wait channel and kernel stack; the VM's KVM counters
-# over one second (which exits still happen); and the last guest exits
-# (kvm_exit trace: reason and guest RIP, resolved against the guest kernel's
-# symbols when /guest/System.map has them).
+# rig_dump_vmm PID [API_SOCKET]: what a VMM process is doing, for a launch
+# that hangs: each thread's state, wait channel and kernel stack; the VM's
+# KVM counters over one second (which exits still happen); the guest's exits
+# over one second by reason and RIP (named from the guest kernel's symbols
+# when /guest/System.map has them); and, from vireo-vmm's API, its devices'
+# registers (a console or keyboard interrupt the guest waits for).
 rig_dump_vmm() {
-  local pid=$1 t
+  local pid=$1 api=${2:-} t
   echo "RIG dump: pid $pid $(grep -E '^(State|Threads|VmRSS)' "/proc/$pid/status" | tr -s '\t\n' '  ')"
   for t in /proc/"$pid"/task/*; do
     echo "RIG dump: thread $(cat "$t/comm") tid=${t##*/} state=$(cut -d' ' -f3 "$t/stat") wchan=$(cat "$t/wchan" 2>/dev/null)"
@@ -157,6 +172,9 @@ rig_dump_vmm() {
   done
   rig_dump_kvm_counters "$pid"
   rig_dump_guest_exits
+  if [ -S "$api" ] && command -v vireo-api >/dev/null; then
+    echo "RIG dump: GET /vm: $(vireo-api "$api" GET /vm 2>&1 | tail -n 1)"
+  fi
 }
 
 # KVM's per-VM counters (debugfs), twice one second apart: the ones that moved.

@@ -130,6 +130,14 @@ impl Keyboard {
         self.queue.push_front(byte);
     }
 
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn scanning(&self) -> bool {
+        self.scanning
+    }
+
     fn send(&mut self, bytes: &[u8]) {
         self.queue.extend(bytes);
     }

@@ -73,6 +73,18 @@ const CTR_TRANSLATE: u8 = 0x40;
 const DEFAULT_OUTPUT_PORT: u8 = 0x03;
 const OUTPUT_PORT_NOT_RESET: u8 = 0x01;
 
+/// The controller as `GET /vm` shows it (see `I8042::registers`).
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct I8042Registers {
+    pub status: u8,
+    pub ctr: u8,
+    /// The byte in the output buffer, if any.
+    pub output: Option<u8>,
+    /// Bytes the keyboard holds for the guest.
+    pub keyboard_queued: usize,
+    pub keyboard_scanning: bool,
+}
+
 /// Who put the byte in the output buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Source {
@@ -122,6 +134,17 @@ impl I8042 {
         self.keyboard.ctrl_alt_del(self.translating())?;
         self.refill();
         Ok(())
+    }
+
+    /// Read without side effects.
+    pub fn registers(&self) -> I8042Registers {
+        I8042Registers {
+            status: self.status(),
+            ctr: self.ctr,
+            output: self.out.map(|(b, _)| b),
+            keyboard_queued: self.keyboard.queued(),
+            keyboard_scanning: self.keyboard.scanning(),
+        }
     }
 
     fn translating(&self) -> bool {
