@@ -310,12 +310,14 @@ RIG_GUEST_CMDLINE="console=ttyS0 reboot=k panic=-1 quiet"
 
 # rig_vmm_path NAME: the binary behind a VMM name of rig.vmms=: vireo is the
 # VMM under test, qemu the reference (QEMU microvm on the same /dev/kvm,
-# present when the initramfs was built with RIG_WITH_QEMU=1).
+# present when the initramfs was built with RIG_WITH_QEMU=1), any other NAME
+# /usr/bin/vireo-vmm-NAME (other builds put in with RIG_EXTRA_DIR, e.g. to
+# measure what each change bought, interleaved in one rig boot).
 rig_vmm_path() {
   case $1 in
     vireo) echo /usr/bin/vireo-vmm ;;
     qemu) echo /usr/bin/qemu-ref-vmm ;;
-    *) return 1 ;;
+    *) [ -x "/usr/bin/vireo-vmm-$1" ] && echo "/usr/bin/vireo-vmm-$1" ;;
   esac
 }
 
