@@ -120,9 +120,10 @@ clean:
 	rm -rf $(BUILD) $(PROBE_DIR)/target
 
 # Real Linux guests (and the probe) under vireo-vmm inside the QEMU rig.
-# (VIREO_VMM is exported above for the Rust tests; the rig needs the static build.)
+# (VIREO_VMM is exported above for the Rust tests; the rig takes RIG_VMM, the
+# static build, by default.)
 test-rig: probe
-	$(MAKE) rig-test VIREO_VMM=$(VMM_MUSL) PROBE_ELF=$(CURDIR)/$(PROBE_ELF) \
+	$(MAKE) rig-test RIG_VMM=$(VMM_MUSL) PROBE_ELF=$(CURDIR)/$(PROBE_ELF) \
 	  RIG_TEST_JOBS="kvm-check probe linux-min-1 linux-min-4 linux-min-bzimage linux-debian linux-disk-net"
 
 # A Linux guest: on hardware KVM directly, else (PVM, no KVM) inside the rig.
@@ -132,7 +133,7 @@ run-linux: vmm guest-kernel guest-initramfs
 	    --cpus $(CPUS) --memory 512M --cmdline "console=ttyS0 reboot=k panic=-1 vireo.shell"; \
 	else \
 	  echo "This host's /dev/kvm cannot run Linux (PVM or none): booting it inside the QEMU rig."; \
-	  $(MAKE) rig-initramfs VIREO_VMM=$(VMM_MUSL) PROBE_ELF= && \
+	  $(MAKE) rig-initramfs RIG_VMM=$(VMM_MUSL) PROBE_ELF= && \
 	    BUILD=$(BUILD) tests/rig/run-rig.sh linux-shell; \
 	fi
 
@@ -144,7 +145,7 @@ include kernel-config/kernel.mk
 
 # vireo-vmm against QEMU microvm on the probe guest, then Linux in the rig.
 bench: vmm probe
-	$(MAKE) rig-initramfs VIREO_VMM=$(VMM_MUSL)
+	$(MAKE) rig-bench-initramfs
 	$(MAKE) membershipd-release
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench
 	$(MAKE) bench-rig-aarch64

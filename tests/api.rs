@@ -74,6 +74,9 @@ fn get_vm_reports_config_and_state() {
         "{body}"
     );
     assert!(body.contains("\"cmdline\":\"probe.tick\""), "{body}");
+    // The devices' registers, for telling what a stuck guest waits for.
+    assert!(body.contains("\"devices\":{\"serial\":{\"ier\":"), "{body}");
+    assert!(body.contains("\"keyboard_scanning\":true"), "{body}");
     assert_eq!(http(&vm.socket, "GET", "/nope").0, 404);
     assert_eq!(http(&vm.socket, "POST", "/vm/pause").0, 405);
 }

@@ -3,7 +3,8 @@
 #
 #   VIREO-GUEST-INIT cpus=<online CPUs> mem_kb=<MemTotal> kernel=<uname -r>
 #
-# on /dev/console and then resets the machine. With `vireo.disknet=ADDR/LEN,PEER`
+# on /dev/console and then resets the machine (or, with `vireo.cad`, waits
+# for Ctrl-Alt-Del under busybox init). With `vireo.disknet=ADDR/LEN,PEER`
 # on the kernel command line it first makes an ext4 filesystem on /dev/vda,
 # writes a file, reads it back after a remount, pings PEER from eth0 at ADDR,
 # and prints `VIREO-DISKNET mkfs=ok write=ok read=ok ping=ok` (or `...=fail`).
@@ -98,6 +99,28 @@ if [ -n "$disknet" ]; then
     [ $n = 3 ] && r_ping=ok
   fi
   echo "VIREO-DISKNET mkfs=$r_mkfs write=$r_write read=$r_read ping=$r_ping" >/dev/console
+fi
+
+# `vireo.dmesg`: the kernel's log after the line (for boot profiles with
+# printk.time=1 initcall_debug; the console itself stays quiet, so printing
+# it does not slow the boot being measured).
+if $bb grep -qw vireo.dmesg /proc/cmdline; then
+  echo "VIREO-DMESG-BEGIN" >/dev/console
+  $bb dmesg >/dev/console
+  echo "VIREO-DMESG-END" >/dev/console
+fi
+
+# `vireo.cad`: hand over to busybox init, which turns Ctrl-Alt-Del off in the
+# kernel and gets SIGINT for it instead, and reboots on it the way a
+# distribution's init does (its ctrlaltdel action). The VMM's
+# PUT /vm/ctrl-alt-del then ends the run (tests/rig/rootfs/rig/lib.sh).
+if $bb grep -qw vireo.cad /proc/cmdline; then
+  $bb mkdir -p /etc
+  {
+    echo "::sysinit:/bin/busybox echo VIREO-CAD-READY"
+    echo "::ctrlaltdel:/bin/busybox sh -c 'echo VIREO-GUEST-CAD; /bin/busybox sync; /bin/busybox reboot -f'"
+  } >/etc/inittab
+  exec $bb init
 fi
 
 # `vireo.shell` on the command line (make run-vm GUEST=linux): an interactive

@@ -17,6 +17,8 @@
 #                      command line can override them
 #   RIG_EXTRA_DIR      optional directory whose tree is copied into the root
 #                      (e.g. tools for a job; see build-rig-initramfs-qemuref.sh)
+#   RIG_WITH_QEMU=1    also QEMU, as the reference VMM /usr/bin/qemu-ref-vmm
+#                      (bench-boot and profile-boot compare the two)
 #
 # Contents: busybox, the kvm module chain (uncompressed, in load order), the
 # VMM at /usr/bin/vireo-vmm, the guests under /guest, and tests/rig/rootfs
@@ -133,6 +135,16 @@ chmod 755 "$stage/usr/bin/vireo-vmm"
 cp "$guest_dir/vmlinux" "$guest_dir/bzImage" "$guest_dir/initramfs.cpio.gz" "$stage/guest/"
 cp "$debian_kernel" "$stage/guest/debian-vmlinuz"
 [[ -z $probe ]] || cp "$probe" "$stage/guest/probe.elf"
+# The minimal guest's text symbols, sorted, so that a hung launch's guest
+# RIPs can be named inside the rig (rig_dump_vmm).
+nm -n "$guest_dir/vmlinux" | awk '$2 ~ /^[Tt]$/' >"$stage/guest/System.map"
+# The VMM's other programs (vireo-vmm-ctl, the API client jobs use), beside it.
+for tool in vireo-vmm-ctl vireo-img; do
+  [[ ! -x $(dirname "$vmm")/$tool ]] || cp "$(dirname "$vmm")/$tool" "$stage/usr/bin/$tool"
+done
+if [[ ${RIG_WITH_QEMU:-0} == 1 ]]; then
+  rig_stage_qemu_ref "$stage"
+fi
 
 # Extra files (e.g. tools for future jobs), merged into the root as a tree.
 if [[ -n ${RIG_EXTRA_DIR:-} ]]; then

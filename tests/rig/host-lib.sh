@@ -22,3 +22,28 @@ rig_kernel_release() {
   [[ $base == vmlinuz-* ]] || { echo "cannot tell the release of $1 (expected .../vmlinuz-<release>)" >&2; return 1; }
   echo "${base#vmlinuz-}"
 }
+
+# rig_stage_qemu_ref DIR: QEMU with everything it needs inside the rig under
+# DIR (a tree merged into the initramfs root): the binary and its libraries
+# (from ldd; QEMU is dynamically linked), the loader, microvm's firmware, and
+# tests/rig/qemu-ref-vmm.sh as /usr/bin/qemu-ref-vmm, which speaks the
+# vireo-vmm command line.
+rig_stage_qemu_ref() {
+  local dir=$1 qemu lib f here
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  qemu=$(command -v qemu-system-x86_64) || { echo "qemu-system-x86_64 not installed" >&2; return 1; }
+  mkdir -p "$dir/usr/bin" "$dir/usr/share/qemu"
+  cp "$qemu" "$dir/usr/bin/qemu-system-x86_64"
+  # ldd prints "libfoo.so => /path (addr)" and the loader as "/lib64/ld-... (addr)".
+  ldd "$qemu" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' |
+    while read -r lib; do
+      mkdir -p "$dir/$(dirname "$lib")"
+      cp -L "$lib" "$dir/$lib"
+    done
+  # microvm's firmware (qboot) and the option ROMs for -kernel (PVH, bzImage).
+  for f in bios-microvm.bin pvh.bin linuxboot_dma.bin linuxboot.bin kvmvapic.bin; do
+    [[ -e /usr/share/qemu/$f ]] && cp -L "/usr/share/qemu/$f" "$dir/usr/share/qemu/$f"
+  done
+  cp "$here/qemu-ref-vmm.sh" "$dir/usr/bin/qemu-ref-vmm"
+  chmod 755 "$dir/usr/bin/qemu-ref-vmm"
+}

@@ -11,7 +11,9 @@
 #   RIG_INITRAMFS    default $BUILD/rig/rig-initramfs.cpio.gz
 #   DEBIAN_KERNEL    default: the kernel recorded next to the initramfs
 #   RIG_QEMU_TIMEOUT hard limit for the whole VM in seconds (default 300;
-#                    bench-linux: 120 + 90 per run)
+#                    bench-*, profile-*: 120 + 90 per run)
+#   RIG_SILENCE_TIMEOUT  seconds without console output after which the
+#                    outer VM counts as hung (default 240)
 #   RIG_SMP          outer vCPUs (default 2, one per host core; see README)
 #   RIG_MEM          outer memory in MiB (default 2048)
 #   RIG_QEMU_ARGS    extra QEMU arguments (word-split)
@@ -43,12 +45,16 @@ fi
 timeout_s=${RIG_QEMU_TIMEOUT:-}
 if [[ -z $timeout_s ]]; then
   timeout_s=300
-  if [[ $job == bench-* ]]; then
+  if [[ $job == bench-* || $job == profile-* ]]; then
     runs=5
     for a in "${extra_args[@]}"; do [[ $a == rig.runs=* ]] && runs=${a#rig.runs=}; done
     timeout_s=$((120 + 90 * runs))
   fi
 fi
+
+# Console silence that means the outer VM is hung (see watch_qemu): longer
+# than a job's per-launch bound (rig.timeout, 120 s) plus its dump.
+silence_s=${RIG_SILENCE_TIMEOUT:-240}
 
 logdir=$build/rig
 mkdir -p "$logdir"
@@ -66,9 +72,72 @@ qemu=(qemu-system-x86_64
   -m "${RIG_MEM:-2048}" -smp "${RIG_SMP:-2}"
   -nographic -no-reboot -nic none
   -kernel "$kernel" -initrd "$initramfs"
-  -append "console=ttyS0 panic=-1 quiet rig.job=$job ${extra_args[*]}")
+  -append "console=ttyS0 panic=-1 panic_print=0x40 quiet rig.job=$job ${extra_args[*]}")
 # shellcheck disable=SC2206
 [[ -z ${RIG_QEMU_ARGS:-} ]] || qemu+=(${RIG_QEMU_ARGS})
+# A monitor on two fifos, so that an outer VM that stops answering (a hung
+# outer kernel: no job line, no timeout of its own) can still be asked
+# where its vCPUs are before it is killed (outer_dump below). Not for the
+# interactive job, whose console must stay a plain terminal.
+monitor=$logdir/$job.monitor
+if [[ $job != linux-shell ]]; then
+  rm -f "$monitor.in" "$monitor.out" "$monitor.timedout"
+  mkfifo "$monitor.in" "$monitor.out"
+  qemu+=(-monitor "pipe:$monitor")
+fi
+
+# outer_dump WHY: the outer kernel's backtraces (sysrq 9 = all console
+# output, l = every CPU's stack, w = blocked tasks, sent as keys: they work
+# while interrupts do), every vCPU's registers three times a second apart
+# (a RIP that stays put with IF clear is a CPU spinning with interrupts off),
+# then an NMI: the rig's /init makes an unknown NMI panic the outer kernel,
+# whose panic prints every CPU's stack even when interrupts are off
+# everywhere (as in the hangs seen so far). From the monitor.
+outer_dump() {
+  local k
+  [[ -p $monitor.in ]] || return 0
+  echo "[run-rig] $1; the outer VM's state:"
+  for k in alt-sysrq-9 alt-sysrq-l alt-sysrq-w; do
+    echo "sendkey $k" >"$monitor.in"
+    sleep 3
+  done
+  for k in 1 2 3; do
+    echo "info registers -a" >"$monitor.in"
+    sleep 1
+  done
+  timeout 5 cat "$monitor.out" | tr -d '\r' | grep -aE '^(CPU#|RIP|RAX|RSP|CS |CR0|CR3|EFER|HLT)' |
+    sed 's/^/[run-rig] outer: /' || true
+  echo "nmi" >"$monitor.in"
+  sleep 15
+}
+
+# watch_qemu PID: ends the outer VM when it runs past the hard timeout, or
+# when its console has been silent for RIG_SILENCE_TIMEOUT seconds (a job's
+# launches print a line each and are bounded by rig.timeout inside, so
+# silence that long means the outer kernel itself is stuck), dumping its
+# state first. The sleeps must not hold run-rig.sh's stdout open.
+watch_qemu() {
+  local pid=$1 waited=0 quiet=0 size last=-1 why=
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 5 </dev/null >/dev/null 2>&1
+    waited=$((waited + 5))
+    size=$(stat -c %s "$log" 2>/dev/null || echo 0)
+    if [[ $size == "$last" ]]; then quiet=$((quiet + 5)); else quiet=0 last=$size; fi
+    if ((waited >= timeout_s)); then
+      why="the outer VM did not finish within ${timeout_s}s"
+    elif ((quiet >= silence_s)); then
+      why="no console output for ${silence_s}s: the outer VM is hung"
+    else
+      continue
+    fi
+    : >"$monitor.timedout"
+    outer_dump "$why"
+    kill "$pid" 2>/dev/null
+    sleep 10 </dev/null >/dev/null 2>&1
+    kill -KILL "$pid" 2>/dev/null
+    return
+  done
+}
 
 echo "[run-rig] job=$job timeout=${timeout_s}s log=$log"
 echo "[run-rig] ${qemu[*]}"
@@ -79,8 +148,17 @@ set +e
 # terminal's input (or a CI runner's stdin).
 stdin_src=/dev/null
 [[ $job == linux-shell ]] && stdin_src=/dev/stdin
-timeout --kill-after=10 "$timeout_s" "${qemu[@]}" <"$stdin_src" 2>&1 | tee "$log"
-qemu_rc=${PIPESTATUS[0]}
+"${qemu[@]}" <"$stdin_src" > >(tee "$log") 2>&1 &
+qemu_pid=$!
+watch_qemu "$qemu_pid" &
+watchdog=$!
+wait "$qemu_pid"
+qemu_rc=$?
+kill "$watchdog" 2>/dev/null
+wait 2>/dev/null
+timed_out=0
+[[ ! -e $monitor.timedout ]] || timed_out=1
+rm -f "$monitor.in" "$monitor.out" "$monitor.timedout"
 set -e
 elapsed_ms=$((($(date +%s%N) - start) / 1000000))
 
@@ -88,8 +166,8 @@ elapsed_ms=$((($(date +%s%N) - start) / 1000000))
 # precede the first line on the same line, so match anywhere in a line.
 verdict=$(tr -d '\r' <"$log" | grep -aoE "RIG job=$job exit=[0-9]+ ms=[0-9]+" | tail -n1 || true)
 echo "[run-rig] qemu exit=$qemu_rc wall_ms=$elapsed_ms"
-if ((qemu_rc == 124 || qemu_rc == 137)); then
-  echo "[run-rig] FAIL: timed out after ${timeout_s}s (log: $log)"
+if ((timed_out)); then
+  echo "[run-rig] FAIL: timed out or hung (log: $log)"
   exit 1
 fi
 if [[ -z $verdict ]]; then

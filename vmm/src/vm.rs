@@ -21,6 +21,7 @@ use crate::arch::{self, BootEntry, BootSources};
 use crate::backends::Backends;
 use crate::config::VmConfig;
 use crate::device_manager::{DeviceError, DeviceManager, LegacyLines};
+use crate::devices::legacy::i8042::KeyboardError;
 use crate::devices::legacy::serial::ConsoleOutput;
 use crate::memory::GuestRam;
 use crate::memory::{self, MemoryError};
@@ -167,6 +168,16 @@ impl Vm {
     /// created on disk for a VM that fails to build).
     pub fn set_console_output(&self, output: ConsoleOutput) {
         self.devices.set_console_output(output);
+    }
+
+    /// The legacy devices' registers, read without side effects.
+    pub fn device_registers(&self) -> crate::api::DeviceRegisters {
+        self.devices.registers()
+    }
+
+    /// Types Ctrl-Alt-Del on the guest's keyboard.
+    pub fn ctrl_alt_del(&self) -> Result<(), KeyboardError> {
+        self.devices.ctrl_alt_del()
     }
 
     pub fn memory(&self) -> &GuestRam {

@@ -129,6 +129,7 @@ impl Vmm {
         match request {
             ApiRequest::Pause => self.pause(),
             ApiRequest::Resume => self.resume(),
+            ApiRequest::CtrlAltDel => self.ctrl_alt_del(),
             ApiRequest::Reboot => match self.reboot() {
                 Ok(()) => ApiResponse::Done,
                 Err(e) => {
@@ -161,6 +162,7 @@ impl Vmm {
             vcpus: self.config.vcpus,
             memory_bytes: self.config.memory.0,
             console: self.console.stats(),
+            devices: self.vm.as_ref().map(Vm::device_registers),
         }
     }
 
@@ -300,6 +302,18 @@ impl Vmm {
                 return;
             }
             self.state = VmState::Running;
+        }
+    }
+
+    /// Types Ctrl-Alt-Del for the guest; 409 when it cannot see the keys.
+    fn ctrl_alt_del(&self) -> ApiResponse {
+        if self.state == VmState::Paused {
+            return ApiResponse::Conflict("the VM is paused: resume it first".into());
+        }
+        match self.vm.as_ref().map(Vm::ctrl_alt_del) {
+            Some(Ok(())) => ApiResponse::Done,
+            Some(Err(e)) => ApiResponse::Conflict(e.to_string()),
+            None => ApiResponse::Conflict("the VM is between boots".into()),
         }
     }
 

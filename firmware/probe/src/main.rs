@@ -13,6 +13,7 @@ mod apic;
 mod boot;
 mod cpu;
 mod dirty;
+mod kbd;
 mod memtest;
 mod mptable;
 mod net;
@@ -65,15 +66,21 @@ fn run(info: &BootInfo) -> ! {
         Ok(Some(workload)) => fail(workload.run(info.e820())),
         Err(reason) => fail(reason),
     }
+    // probe.cad: watch the keyboard while holding or ticking.
+    let mut cad = options::cad(info.cmdline()).then(kbd::CadWatch::new);
     match options::after(info.cmdline()) {
         options::After::Exit => exit(true),
-        options::After::Hold => cpu::halt_forever(),
-        options::After::Tick => tick_forever(),
+        options::After::Hold => match cad.as_mut() {
+            Some(watch) => hold_until_cad(watch),
+            None => cpu::halt_forever(),
+        },
+        options::After::Tick => tick_forever(cad.as_mut()),
     }
 }
 
-/// Spins between ticks: no timer is needed, only visible progress.
-fn tick_forever() -> ! {
+/// Spins between ticks: no timer is needed, only visible progress. With a
+/// Ctrl-Alt-Del watch, the keyboard is polled between ticks.
+fn tick_forever(mut cad: Option<&mut kbd::CadWatch>) -> ! {
     const SPIN: u32 = 1 << 12;
     let mut n = 0u64;
     loop {
@@ -81,8 +88,30 @@ fn tick_forever() -> ! {
         n += 1;
         for i in 0..SPIN {
             core::hint::black_box(i);
+            if i % 256 == 0 && cad.as_mut().is_some_and(|w| w.poll()) {
+                answer_cad();
+            }
         }
     }
+}
+
+/// Polls the keyboard (a pause between polls keeps the exits few).
+fn hold_until_cad(watch: &mut kbd::CadWatch) -> ! {
+    const PAUSE: u32 = 1 << 14;
+    loop {
+        if watch.poll() {
+            answer_cad();
+        }
+        for i in 0..PAUSE {
+            core::hint::black_box(i);
+        }
+    }
+}
+
+/// What a Linux guest's init does on Ctrl-Alt-Del: reboot.
+fn answer_cad() -> ! {
+    report("ctrl-alt-del").end();
+    exit(true)
 }
 
 /// Print the e820 and RAM summary lines; returns the top of RAM.

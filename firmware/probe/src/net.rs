@@ -16,8 +16,8 @@ use core::sync::atomic::{compiler_fence, Ordering};
 
 use crate::serial::report;
 use crate::virtio::{
-    mix, parse_base, parse_dec, Desc, Device, ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK, F_NEXT, F_WRITE,
-    NEEDS_RESET,
+    mix, parse_base, parse_dec, Desc, Device, ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK, F_NEXT,
+    F_WRITE, NEEDS_RESET,
 };
 
 const NET_ID: u32 = 1;

@@ -35,3 +35,9 @@ pub fn after(cmdline: &[u8]) -> After {
     }
     after
 }
+
+/// `probe.cad`: answer Ctrl-Alt-Del from the keyboard (with `probe.hold` or
+/// `probe.tick`) by printing `PROBE ctrl-alt-del` and resetting.
+pub fn cad(cmdline: &[u8]) -> bool {
+    cmdline.split(|b| *b == b' ').any(|w| w == b"probe.cad")
+}

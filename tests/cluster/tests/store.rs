@@ -210,8 +210,16 @@ fn the_store_runs_through_a_ring_with_a_real_node() {
     };
     let (a, b) = (open(0), open(2));
     std::thread::scope(|scope| {
-        scope.spawn(|| (0..50).for_each(|k| drop(a.put(&format!("a{k}"), "x", Some(1)).unwrap())));
-        scope.spawn(|| (0..50).for_each(|k| drop(b.put(&format!("b{k}"), "x", Some(3)).unwrap())));
+        scope.spawn(|| {
+            for k in 0..50 {
+                a.put(&format!("a{k}"), "x", Some(1)).unwrap();
+            }
+        });
+        scope.spawn(|| {
+            for k in 0..50 {
+                b.put(&format!("b{k}"), "x", Some(3)).unwrap();
+            }
+        });
     });
     wait_until(FORM, "both replicas equal", || {
         let (sa, sb) = (a.snapshot().unwrap(), b.snapshot().unwrap());

@@ -31,6 +31,8 @@ pub enum ApiRequest {
     Migrate(crate::migration::MigrateRequest),
     GetMigration,
     CancelMigration,
+    /// Type Ctrl-Alt-Del on the guest's keyboard (x86_64).
+    CtrlAltDel,
 }
 
 /// Body of `PUT /vm/snapshot`.
@@ -63,6 +65,18 @@ pub struct VmInfo {
     /// Bytes the guest wrote to its console, and those dropped because the
     /// reader did not keep up.
     pub console: ConsoleStats,
+    /// The legacy devices' registers as the guest would read them, for
+    /// telling why a guest waits (a hung launch's dump in the rig shows them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub devices: Option<DeviceRegisters>,
+}
+
+/// `GET /vm`'s `devices`: registers read without side effects.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceRegisters {
+    pub serial: crate::devices::legacy::serial::SerialRegisters,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub i8042: Option<crate::devices::legacy::i8042::I8042Registers>,
 }
 
 /// What the event loop answers to an [`ApiRequest`].

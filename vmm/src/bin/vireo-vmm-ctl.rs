@@ -2,7 +2,7 @@
 //! resume, shut down, snapshot, and migrate with a progress bar.
 //!
 //! ```text
-//! vireo-vmm-ctl --api-socket PATH info|pause|resume|shutdown|reboot
+//! vireo-vmm-ctl --api-socket PATH info|pause|resume|shutdown|reboot|ctrl-alt-del
 //! vireo-vmm-ctl --api-socket PATH snapshot DIR
 //! vireo-vmm-ctl --api-socket PATH migrate URL [--max-downtime-ms N] [--bandwidth-mbps N]
 //!                                             [--disks shared|copy] [--no-auto-converge] [--detach]
@@ -40,6 +40,9 @@ enum Command {
     Resume,
     Shutdown,
     Reboot,
+    /// Type Ctrl-Alt-Del on the guest's keyboard (x86_64; most Linux
+    /// guests then shut down or reboot in order).
+    CtrlAltDel,
     /// Save the paused VM into DIR (new or empty).
     Snapshot {
         dir: PathBuf,
@@ -83,6 +86,7 @@ fn run(args: &Args) -> Result<(), String> {
         Command::Resume => put("/vm/resume"),
         Command::Shutdown => put("/vm/shutdown"),
         Command::Reboot => put("/vm/reboot"),
+        Command::CtrlAltDel => put("/vm/ctrl-alt-del"),
         Command::Snapshot { dir } => {
             call(args, "PUT", "/vm/snapshot", Some(json!({ "dir": dir })))?;
             eprintln!("snapshot written to {}", dir.display());

@@ -16,6 +16,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::arch::{self, MmioDeviceInfo, MmioDeviceKind};
 use crate::backends::{Backends, OpenDisk};
 use crate::devices::bus::{lock, Bus, BusDevice, BusError};
+use crate::devices::legacy::i8042::KeyboardError;
 use crate::devices::legacy::serial::{ConsoleOutput, SerialConsole};
 use crate::devices::legacy::EventFdTrigger;
 use crate::devices::virtio::block::Block;
@@ -78,6 +79,8 @@ pub struct DeviceManager {
     pub serial: Arc<Mutex<SerialConsole>>,
     #[cfg(target_arch = "x86_64")]
     pub i8042: Arc<Mutex<crate::devices::legacy::i8042::I8042>>,
+    #[cfg(target_arch = "x86_64")]
+    pub cmos: Arc<Mutex<crate::devices::legacy::cmos::Cmos>>,
     /// In slot order: disks first, then NICs.
     pub virtio: Vec<VirtioSlot>,
     /// Memory-mapped devices the firmware tables must announce.
@@ -109,7 +112,9 @@ impl DeviceManager {
         let serial = create_serial(vm)?;
         place_serial(&mut placing, serial.clone())?;
         #[cfg(target_arch = "x86_64")]
-        let i8042 = place_i8042(&mut placing, lines)?;
+        let i8042 = place_i8042(&mut placing, vm, lines)?;
+        #[cfg(target_arch = "x86_64")]
+        let cmos = place_cmos(&mut placing)?;
         #[cfg(not(target_arch = "x86_64"))]
         let _ = lines;
         for disk in &backends.disks {
@@ -124,6 +129,8 @@ impl DeviceManager {
             serial,
             #[cfg(target_arch = "x86_64")]
             i8042,
+            #[cfg(target_arch = "x86_64")]
+            cmos,
             virtio: placing.virtio,
             announced: placing.announced,
         })
@@ -154,6 +161,25 @@ impl DeviceManager {
     /// Routes the console to `output`.
     pub fn set_console_output(&self, output: ConsoleOutput) {
         lock(&self.serial).set_output(output);
+    }
+
+    /// The legacy devices' registers, read without side effects.
+    pub fn registers(&self) -> crate::api::DeviceRegisters {
+        crate::api::DeviceRegisters {
+            serial: lock(&self.serial).registers(),
+            #[cfg(target_arch = "x86_64")]
+            i8042: Some(lock(&self.i8042).registers()),
+            #[cfg(not(target_arch = "x86_64"))]
+            i8042: None,
+        }
+    }
+
+    /// Types Ctrl-Alt-Del on the guest's keyboard (x86_64 only).
+    pub fn ctrl_alt_del(&self) -> Result<(), KeyboardError> {
+        #[cfg(target_arch = "x86_64")]
+        return lock(&self.i8042).ctrl_alt_del();
+        #[cfg(not(target_arch = "x86_64"))]
+        Err(KeyboardError::Absent)
     }
 }
 
@@ -189,6 +215,7 @@ fn place_serial(p: &mut Placing, serial: Arc<Mutex<SerialConsole>>) -> Result<()
 #[cfg(target_arch = "x86_64")]
 fn place_i8042(
     p: &mut Placing,
+    vm: &VmFd,
     lines: &LegacyLines,
 ) -> Result<Arc<Mutex<crate::devices::legacy::i8042::I8042>>, DeviceError> {
     use crate::devices::legacy::i8042::{I8042, I8042_PORT_BASE, I8042_PORT_LEN};
@@ -196,10 +223,32 @@ fn place_i8042(
         .reset
         .try_clone()
         .map_err(io_err("i8042 reset line"))?;
-    let i8042 = Arc::new(Mutex::new(I8042::new(EventFdTrigger(reset))));
+    let irq = irq_line(vm, arch::current::layout::I8042_IRQ, "keyboard interrupt")?;
+    let i8042 = Arc::new(Mutex::new(I8042::new(EventFdTrigger(reset), irq)));
     let on_bus: Arc<Mutex<dyn BusDevice>> = i8042.clone();
     p.pio.insert(on_bus, I8042_PORT_BASE, I8042_PORT_LEN)?;
     Ok(i8042)
+}
+
+/// The CMOS real-time clock at 0x70 (`devices/legacy/cmos.rs` says why).
+#[cfg(target_arch = "x86_64")]
+fn place_cmos(
+    p: &mut Placing,
+) -> Result<Arc<Mutex<crate::devices::legacy::cmos::Cmos>>, DeviceError> {
+    use crate::devices::legacy::cmos::{Cmos, CMOS_PORT_BASE, CMOS_PORT_LEN};
+    let cmos = Arc::new(Mutex::new(Cmos::new()));
+    let on_bus: Arc<Mutex<dyn BusDevice>> = cmos.clone();
+    p.pio.insert(on_bus, CMOS_PORT_BASE, CMOS_PORT_LEN)?;
+    Ok(cmos)
+}
+
+/// An interrupt line a legacy device raises through an irqfd on `gsi`.
+#[cfg(target_arch = "x86_64")]
+fn irq_line(vm: &VmFd, gsi: u32, what: &'static str) -> Result<EventFdTrigger, DeviceError> {
+    let fd = EventFd::new(EFD_NONBLOCK).map_err(io_err(what))?;
+    vm.register_irqfd(&fd, gsi)
+        .map_err(kvm_err("wire a device interrupt"))?;
+    Ok(EventFdTrigger(fd))
 }
 
 /// A virtio-blk transport on `disk`, in the next MMIO slot.

@@ -14,6 +14,12 @@ use crate::devices::virtio::persist::{MmioState, PersistError};
 #[derive(Serialize, Deserialize)]
 pub struct DevicesState {
     pub serial: SerialSnapshot,
+    /// x86_64's keyboard controller and clock (absent in older states:
+    /// those devices then start from their power-on state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub i8042: Option<crate::devices::legacy::i8042::I8042State>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmos: Option<crate::devices::legacy::cmos::CmosState>,
     pub virtio: Vec<VirtioSlotState>,
 }
 
@@ -40,6 +46,8 @@ pub enum DevicesError {
     Device { id: String, source: PersistError },
     #[error("the serial console: {0}")]
     Serial(std::io::Error),
+    #[error("the CMOS clock: {0}")]
+    Cmos(String),
 }
 
 impl DeviceManager {
@@ -65,6 +73,14 @@ impl DeviceManager {
             .collect::<Result<_, DevicesError>>()?;
         Ok(DevicesState {
             serial: lock(&self.serial).save(),
+            #[cfg(target_arch = "x86_64")]
+            i8042: Some(lock(&self.i8042).save()),
+            #[cfg(target_arch = "x86_64")]
+            cmos: Some(lock(&self.cmos).save()),
+            #[cfg(not(target_arch = "x86_64"))]
+            i8042: None,
+            #[cfg(not(target_arch = "x86_64"))]
+            cmos: None,
             virtio,
         })
     }
@@ -94,8 +110,25 @@ impl DeviceManager {
                     source,
                 })?;
         }
+        self.restore_legacy(state)?;
         lock(&self.serial)
             .restore(&state.serial)
             .map_err(DevicesError::Serial)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn restore_legacy(&self, state: &DevicesState) -> Result<(), DevicesError> {
+        if let Some(saved) = &state.i8042 {
+            lock(&self.i8042).restore(saved);
+        }
+        match &state.cmos {
+            Some(saved) => lock(&self.cmos).restore(saved).map_err(DevicesError::Cmos),
+            None => Ok(()),
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn restore_legacy(&self, _state: &DevicesState) -> Result<(), DevicesError> {
+        Ok(())
     }
 }

@@ -11,7 +11,11 @@ pub mod pages;
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use vm_memory::bitmap::AtomicBitmap;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{
+    GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+};
+
+mod aligned;
 
 /// Guest RAM as the whole VMM sees it.
 pub type GuestRam = GuestMemoryMmap<AtomicBitmap>;
@@ -44,19 +48,28 @@ fn host_memory_bytes() -> Option<u64> {
     Some((info.totalram as u64 + info.totalswap as u64) * unit)
 }
 
-/// Maps `regions` (an arch layout of `size` bytes) in this process. Memory is
-/// reserved lazily; a guest larger than the host could ever back is refused
-/// up front instead of dying later under the OOM killer.
+/// Maps `regions` (an arch layout of `size` bytes) in this process, each at
+/// a 2 MiB-aligned address (`aligned.rs` says why). Memory is reserved
+/// lazily; a guest larger than the host could ever back is refused up front
+/// instead of dying later under the OOM killer.
 pub fn create(size: u64, regions: &[(GuestAddress, usize)]) -> Result<GuestRam, MemoryError> {
     if let Some(host) = host_memory_bytes() {
         if size > host {
             return Err(MemoryError::HostTooSmall { asked: size, host });
         }
     }
-    GuestRam::from_ranges(regions).map_err(|e| MemoryError::Mmap {
+    let mmap_err = |reason: String| MemoryError::Mmap {
         asked: size,
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    let mut mapped = Vec::with_capacity(regions.len());
+    for &(start, len) in regions {
+        let region = aligned::region(len).map_err(|e| mmap_err(e.to_string()))?;
+        let region = GuestRegionMmap::with_arc(region, start)
+            .ok_or_else(|| mmap_err(format!("a region at {:#x} overflows", start.0)))?;
+        mapped.push(region);
+    }
+    GuestRam::from_regions(mapped).map_err(|e| mmap_err(e.to_string()))
 }
 
 /// Hands every region to KVM as a memory slot, slot n for region n; with

@@ -137,7 +137,14 @@ fn a_minority_refuses_and_a_nodelist_change_lands_everywhere() {
     assert!(r.daemons[2].send(1, "g", vec![1], false).is_ok());
     // Nor may it change the nodelist.
     let lone = Ipv4Addr::new(10, 0, 0, 8);
-    r.daemons[2].nodelist(1, 4, NodelistOp::Add { name: "n8".into(), addr: lone });
+    r.daemons[2].nodelist(
+        1,
+        4,
+        NodelistOp::Add {
+            name: "n8".into(),
+            addr: lone,
+        },
+    );
     r.config(9, &[3]);
     assert!(r.nodelists[2].is_empty(), "a minority changed the nodelist");
     assert!(r.daemons[0].send(1, "g", vec![1], true).is_ok());

@@ -16,41 +16,258 @@ rig_now_ms() {
 VMM=${VMM:-/usr/bin/vireo-vmm}
 RIG_CR=$(printf '\r')
 
-# rig_vmm_run ARGS... : run the VMM once with a timeout (rig.timeout=),
-# stdin from /dev/null (the VMM must not put the console into raw mode),
-# and pass its output through, noting when the guest's VIREO-GUEST-INIT line
-# arrives. Afterwards:
-#   RIG_VMM_RC    exit code of the VMM (124/143: killed by the timeout)
-#   RIG_INIT_MS   ms from launch to the VIREO-GUEST-INIT line ("" if none)
-#   RIG_INIT_LINE that line, from "VIREO-GUEST-INIT" on ("" if none)
+# rig_vmm_run ARGS... : run the VMM once, bounded by rig.timeout= seconds,
+# stdin from /dev/null (the VMM must not put the console into raw mode), and
+# pass its output through, noting when the guest's lines arrive. A launch
+# that outlives the bound is not just killed: the watchdog first prints what
+# the VMM was doing (rig_dump_vmm), so a hang leaves something to read.
+# Afterwards:
+#   RIG_VMM_RC      exit code of the VMM (137: killed by the watchdog)
+#   RIG_INIT_MS     ms from launch to the VIREO-GUEST-INIT line ("" if none)
+#   RIG_INIT_LINE   that line, from "VIREO-GUEST-INIT" on ("" if none)
+#   RIG_EXIT_MS     ms from the VIREO-GUEST-INIT line to the VMM's exit (the
+#                   guest's own reboot, its kernel's device shutdown, then
+#                   the teardown below) ("" if no line)
+#   RIG_TEARDOWN_MS ms from the guest kernel's "reboot: Restarting system"
+#                   (printed just before it resets the machine) to the
+#                   VMM's exit ("" if the guest never said it)
+#   RIG_HUNG        1 if the watchdog had to kill the VMM
+#   RIG_CAD_MS      ms from launch to the guest's VIREO-GUEST-CAD line
+# Optional: RIG_ON_LINE=PATTERN and RIG_ON_LINE_DO=COMMAND run COMMAND (eval)
+# once, when a line of the VMM's output contains PATTERN (both are cleared
+# afterwards).
 rig_vmm_run() {
-  local res=/tmp/rig-vmm-run.$$ start
-  rm -f "$res"
+  local res=/tmp/rig-vmm-run.$$ dump=/tmp/rig-vmm-dump.$$ start api
+  rm -f "$res" "$dump"
+  # vireo-vmm always gets an API socket, so a hung launch's dump can ask it
+  # for its devices' registers (GET /vm).
+  api=$(rig_api_socket "$@")
+  case "$VMM $*" in *vireo-vmm*--api-socket*) ;; *vireo-vmm*) set -- "$@" --api-socket "$api" ;; esac
   echo "RIG vmm: $VMM $*"
+  [ ! -w $RIG_TRACE/trace ] || : >$RIG_TRACE/trace
   start=$(rig_now_ms)
   # The pipeline's reader runs in a subshell, so results go through a file.
-  { timeout "$RIG_TIMEOUT" "$VMM" "$@" </dev/null 2>&1; echo "RIG-VMM-RC=$?"; } |
+  {
+    "$VMM" "$@" </dev/null 2>&1 &
+    pid=$!
+    rig_watchdog "$pid" "$RIG_TIMEOUT" "$dump" "$api" </dev/null >/dev/null 2>&1 &
+    wd=$!
+    wait "$pid"
+    rc=$?
+    # A VMM that exits while the watchdog dumps it leaves a partial dump.
+    kill "$wd" 2>/dev/null
+    echo "RIG-VMM-RC=$rc"
+  } | rig_read_vmm_output "$start" "$res"
+  RIG_VMM_RC=255 RIG_INIT_MS='' RIG_INIT_LINE='' RIG_TEARDOWN_MS='' RIG_HUNG=0 RIG_CAD_MS=''
+  RIG_EXIT_MS=''
+  RIG_ON_LINE='' RIG_ON_LINE_DO=''
+  # shellcheck source=/dev/null
+  [ -f "$res" ] && . "$res"
+  rm -f "$res"
+  if [ -e "$dump" ] || [ -e "$dump.part" ]; then
+    RIG_HUNG=1
+    echo "RIG launch hung: still running after ${RIG_TIMEOUT}s; the VMM's state then:"
+    cat "$dump" "$dump.part" 2>/dev/null
+    rm -f "$dump" "$dump.part"
+  fi
+  rig_flight_recorder_print
+}
+
+# The flight recorder: KVM tracepoints that stay on for every launch, cheap
+# because they fire on rare events only: a vCPU shutting down (triple fault;
+# SVM's exit 127, VMX's exit 2) with the guest RIP it had (the VMM cannot
+# tell: on AMD, KVM resets the vCPU before it returns the exit), and every
+# exception KVM injected into the guest. rig_vmm_run prints them when a
+# launch had a shutdown. Started by /init once kvm is loaded.
+RIG_TRACE=/sys/kernel/tracing
+rig_flight_recorder_start() {
+  [ -d $RIG_TRACE/events/kvm/kvm_exit ] || return 0
+  echo 1024 >$RIG_TRACE/buffer_size_kb
+  echo 'exit_reason == 127 || exit_reason == 2' >$RIG_TRACE/events/kvm/kvm_exit/filter
+  echo 1 >$RIG_TRACE/events/kvm/kvm_exit/enable
+  echo 1 >$RIG_TRACE/events/kvm/kvm_inj_exception/enable
+}
+
+rig_flight_recorder_print() {
+  local line rip
+  [ -r $RIG_TRACE/trace ] || return 0
+  grep -qi 'reason.*shutdown\|reason.*triple' $RIG_TRACE/trace || return 0
+  echo "RIG flight recorder: the guest shut a vCPU down (triple fault); KVM's record of this launch:"
+  grep -v '^#' $RIG_TRACE/trace | tail -n 40 | while IFS= read -r line; do
+    rip=$(echo "$line" | grep -o 'rip 0x[0-9a-f]*' | cut -d' ' -f2)
+    echo "RIG flight: ${line#"${line%%[! ]*}"} ${rip:+$(rig_guest_symbol "$rip")}"
+  done
+}
+
+# rig_read_vmm_output START RESULT_FILE: the reader side of rig_vmm_run.
+rig_read_vmm_output() {
+  local start=$1 res=$2 t reset_t='' init_t='' fired=''
   while IFS= read -r line; do
     line=${line%"$RIG_CR"}
     case $line in
       *RIG-VMM-RC=*)
+        t=$(rig_now_ms)
         # The VMM's last output may lack a newline, so the marker can end
         # a line of guest output: print that part, then note the code.
         [ -z "${line%RIG-VMM-RC=*}" ] || echo "${line%RIG-VMM-RC=*}"
         echo "RIG_VMM_RC=${line##*RIG-VMM-RC=}" >>"$res"
+        [ -z "$reset_t" ] || echo "RIG_TEARDOWN_MS=$((t - reset_t))" >>"$res"
+        [ -z "$init_t" ] || echo "RIG_EXIT_MS=$((t - init_t))" >>"$res"
         continue ;;
       *VIREO-GUEST-INIT*)
         # Take the time first, then do the slower work.
         t=$(rig_now_ms)
+        init_t=$t
         echo "RIG_INIT_MS=$((t - start))" >>"$res"
         echo "RIG_INIT_LINE='VIREO-GUEST-INIT${line#*VIREO-GUEST-INIT}'" >>"$res" ;;
+      *"reboot: Restarting system"*)
+        reset_t=$(rig_now_ms) ;;
+      *VIREO-GUEST-CAD*)
+        echo "RIG_CAD_MS=$(($(rig_now_ms) - start))" >>"$res" ;;
     esac
     echo "$line"
+    if [ -n "${RIG_ON_LINE:-}" ] && [ -z "$fired" ]; then
+      case $line in *"$RIG_ON_LINE"*) fired=1; eval "$RIG_ON_LINE_DO" ;; esac
+    fi
   done
-  RIG_VMM_RC=255 RIG_INIT_MS='' RIG_INIT_LINE=''
-  # shellcheck source=/dev/null
-  [ -f "$res" ] && . "$res"
-  rm -f "$res"
+}
+
+# rig_api_socket ARGS...: the API socket of a VMM command line (the path
+# after --api-socket), else a fresh path for one.
+rig_api_socket() {
+  while [ $# -gt 1 ]; do
+    [ "$1" = --api-socket ] && { echo "$2"; return; }
+    shift
+  done
+  echo "/tmp/rig-api.$$.sock"
+}
+
+# rig_watchdog PID SECONDS DUMP_FILE API_SOCKET: if PID still runs after
+# SECONDS, write its state to DUMP_FILE and kill it. Checks once a second, so
+# it ends soon after the VMM does; its output must not hold the VMM's pipe open.
+rig_watchdog() {
+  local pid=$1 left=$2 dump=$3 api=$4
+  while [ "$left" -gt 0 ]; do
+    sleep 1
+    kill -0 "$pid" 2>/dev/null || return 0
+    left=$((left - 1))
+  done
+  rig_dump_vmm "$pid" "$api" >"$dump.part" 2>&1
+  mv "$dump.part" "$dump"
+  kill -KILL "$pid" 2>/dev/null
+}
+
+# rig_dump_vmm PID [API_SOCKET]: what a VMM process is doing, for a launch
+# that hangs: each thread's state, wait channel and kernel stack; the VM's
+# KVM counters over one second (which exits still happen); the guest's exits
+# over one second by reason and RIP (named from the guest kernel's symbols
+# when /guest/System.map has them); and, from vireo-vmm's API, its devices'
+# registers (a console or keyboard interrupt the guest waits for).
+rig_dump_vmm() {
+  local pid=$1 api=${2:-} t
+  echo "RIG dump: pid $pid $(grep -E '^(State|Threads|VmRSS)' "/proc/$pid/status" | tr -s '\t\n' '  ')"
+  for t in /proc/"$pid"/task/*; do
+    echo "RIG dump: thread $(cat "$t/comm") tid=${t##*/} state=$(cut -d' ' -f3 "$t/stat") wchan=$(cat "$t/wchan" 2>/dev/null)"
+    sed 's/^/RIG dump:     /' "$t/stack" 2>/dev/null
+  done
+  rig_dump_kvm_counters "$pid"
+  rig_dump_guest_exits
+  if [ -S "$api" ] && command -v vireo-vmm-ctl >/dev/null; then
+    echo "RIG dump: GET /vm: $(vireo-vmm-ctl --api-socket "$api" info 2>&1 | tr -s ' \n' ' ')"
+  fi
+}
+
+# KVM's per-VM counters (debugfs), twice one second apart: the ones that moved.
+rig_dump_kvm_counters() {
+  local vm f v snap=/tmp/rig-kvm-snap.$$
+  for vm in /sys/kernel/debug/kvm/"$1"-*; do
+    [ -d "$vm" ] || continue
+    for f in "$vm"/*; do [ -f "$f" ] && read -r v <"$f" && echo "${f##*/} $v"; done >"$snap"
+    sleep 1
+    for f in "$vm"/*; do [ -f "$f" ] && read -r v <"$f" && echo "${f##*/} $v"; done |
+      awk -v vm="${vm##*/}" 'NR == FNR { old[$1] = $2; next }
+        ($2 - old[$1]) != 0 { printf "RIG dump: kvm %s %s +%d/s (now %d)\n", vm, $1, $2 - old[$1], $2 }' "$snap" -
+    rm -f "$snap"
+  done
+}
+
+# The guest's exits for one second, counted by reason and RIP (a hist
+# trigger: no trace buffer to format, which would take seconds here).
+rig_dump_guest_exits() {
+  local ev=$RIG_TRACE/events/kvm/kvm_exit spec='hist:keys=exit_reason,guest_rip:sort=hitcount.descending'
+  [ -d "$ev" ] || { echo "RIG dump: no kvm tracepoints"; return; }
+  echo "!$spec" >>"$ev/trigger" 2>/dev/null
+  echo "$spec" >>"$ev/trigger"
+  sleep 1
+  grep 'hitcount' "$ev/hist" | head -n 12 | tr -d '{}:,' | while read -r _ reason _ rip _ n; do
+    rip=$(printf '0x%x' "$rip")
+    echo "RIG dump: exits $n/s reason=$(rig_exit_name "$reason") rip=$rip $(rig_guest_symbol "$rip")"
+  done
+  echo "!$spec" >>"$ev/trigger"
+}
+
+# rig_exit_name CODE: the name of an AMD SVM exit code (the rig's KVM is
+# kvm_amd) that a guest shows often; others stay numbers.
+rig_exit_name() {
+  case $1 in
+    96) echo INTR ;; 100) echo VINTR ;; 114) echo CPUID ;; 119) echo PAUSE ;; 120) echo HLT ;;
+    123) echo IOIO ;; 124) echo MSR ;; 127) echo SHUTDOWN ;; 1024) echo NPF ;; *) echo "$1" ;;
+  esac
+}
+
+# rig_guest_symbol 0xADDR: "symbol+0xoff" from /guest/System.map (nm -n).
+rig_guest_symbol() {
+  [ -r /guest/System.map ] || return 0
+  # Only the low 32 bits are compared: awk's numbers are doubles, and the
+  # kernel's text lies within one 4 GiB window anyway.
+  awk -v want="$1" 'function hex(s,  i, c, v) { v = 0; s = tolower(s); sub(/^0x/, "", s)
+      if (length(s) > 8) s = substr(s, length(s) - 7)
+      for (i = 1; i <= length(s); i++) { c = index("0123456789abcdef", substr(s, i, 1)) - 1; v = v * 16 + c }
+      return v }
+    BEGIN { w = hex(want) }
+    { a = hex($1); if (a > w) exit; best = $3; off = w - a }
+    END { if (best != "") printf "%s+0x%x", best, off }' /guest/System.map
+}
+
+# rig_boot_cad KERNEL CPUS: boots KERNEL like the other Linux jobs, but with
+# vireo.cad (the guest's busybox init reboots on Ctrl-Alt-Del) and an API
+# socket; once init is up, PUT /vm/ctrl-alt-del types it. Then
+# rig_expect_guest, and rig_expect_cad for the reboot. With a VMM that has
+# no vireo-vmm-ctl beside it (the QEMU reference), a plain boot.
+RIG_API_SOCKET=/tmp/rig-vm.sock
+rig_boot_cad() {
+  local kernel=$1 cpus=$2
+  rm -f /tmp/rig-cad.answer
+  if ! command -v vireo-vmm-ctl >/dev/null; then
+    rig_vmm_run --kernel "$kernel" --initrd /guest/initramfs.cpio.gz \
+      --cmdline "$RIG_GUEST_CMDLINE" --cpus "$cpus" --memory 512M --serial stdio
+    return
+  fi
+  RIG_ON_LINE=VIREO-CAD-READY
+  RIG_ON_LINE_DO="vireo-vmm-ctl --api-socket $RIG_API_SOCKET ctrl-alt-del >/tmp/rig-cad.answer 2>&1 && echo accepted >>/tmp/rig-cad.answer"
+  rig_vmm_run --kernel "$kernel" --initrd /guest/initramfs.cpio.gz \
+    --cmdline "$RIG_GUEST_CMDLINE vireo.cad" --cpus "$cpus" --memory 512M --serial stdio \
+    --api-socket "$RIG_API_SOCKET"
+}
+
+# rig_expect_cad: after rig_boot_cad, check that the API took the keys
+# (204), the guest's init saw Ctrl-Alt-Del and rebooted, and the VMM exited
+# 0 on that reset. Prints one RIG line; returns 0/1 (0 when skipped).
+rig_expect_cad() {
+  command -v vireo-vmm-ctl >/dev/null || { echo "RIG check=skipped ctrl-alt-del (no vireo-vmm-ctl)"; return 0; }
+  if ! grep -qx accepted /tmp/rig-cad.answer 2>/dev/null; then
+    echo "RIG check=fail PUT /vm/ctrl-alt-del: $(cat /tmp/rig-cad.answer 2>/dev/null || echo never sent)"
+    return 1
+  fi
+  if [ -z "$RIG_CAD_MS" ]; then
+    echo "RIG check=fail the guest's init never saw Ctrl-Alt-Del (no VIREO-GUEST-CAD line)"
+    return 1
+  fi
+  if [ "$RIG_VMM_RC" != 0 ]; then
+    echo "RIG check=fail vmm exit=$RIG_VMM_RC after Ctrl-Alt-Del"
+    return 1
+  fi
+  echo "RIG check=ok ctrl-alt-del: the guest rebooted at ms=$RIG_CAD_MS, vmm exit=0"
 }
 
 # rig_expect_guest CPUS MEM_MIB : after rig_vmm_run, check that the VMM
@@ -59,6 +276,10 @@ rig_vmm_run() {
 # Prints one RIG line; returns 0/1.
 rig_expect_guest() {
   local want=$1 mem_mib=$2 mem_kb
+  if [ "${RIG_HUNG:-0}" = 1 ]; then
+    echo "RIG check=fail the launch outlived rig.timeout=${RIG_TIMEOUT}s (vmm exit=$RIG_VMM_RC)"
+    return 1
+  fi
   if [ -z "$RIG_INIT_LINE" ]; then
     echo "RIG check=fail no VIREO-GUEST-INIT line (vmm exit=$RIG_VMM_RC)"
     return 1
@@ -86,3 +307,66 @@ rig_expect_guest() {
 # drops it to see where a guest stops).
 RIG_GUEST_CMDLINE="console=ttyS0 reboot=k panic=-1 quiet"
 [ "${RIG_VERBOSE:-0}" = 1 ] && RIG_GUEST_CMDLINE="console=ttyS0 reboot=k panic=-1"
+
+# rig_vmm_path NAME: the binary behind a VMM name of rig.vmms=: vireo is the
+# VMM under test, qemu the reference (QEMU microvm on the same /dev/kvm,
+# present when the initramfs was built with RIG_WITH_QEMU=1), any other NAME
+# /usr/bin/vireo-vmm-NAME (other builds put in with RIG_EXTRA_DIR, e.g. to
+# measure what each change bought, interleaved in one rig boot).
+rig_vmm_path() {
+  case $1 in
+    vireo) echo /usr/bin/vireo-vmm ;;
+    qemu) echo /usr/bin/qemu-ref-vmm ;;
+    *) [ -x "/usr/bin/vireo-vmm-$1" ] && echo "/usr/bin/vireo-vmm-$1" ;;
+  esac
+}
+
+# rig_guest_kernel: the kernel rig.guest= names: min (the minimal kernel's
+# ELF vmlinux, PVH entry; the default) or debian (Debian's stock bzImage).
+rig_guest_kernel() {
+  case ${RIG_GUEST:-min} in
+    min) echo /guest/vmlinux ;;
+    debian) echo /guest/debian-vmlinuz ;;
+    *) return 1 ;;
+  esac
+}
+
+# rig_vmm_args NAME: for NAME+WORD+WORD, " WORD WORD" (guest command line
+# words bench-boot adds for that VMM name); else nothing.
+rig_vmm_args() {
+  case $1 in *+*) echo " ${1#*+}" | tr + ' ' ;; esac
+}
+
+# rig_stats: numbers on stdin, one a line -> "runs= median= min= max=".
+rig_stats() {
+  sort -n | awk '{ t[NR] = $1 }
+    END { if (NR == 0) { print "runs=0"; exit }
+          m = NR % 2 ? t[(NR + 1) / 2] : (t[NR / 2] + t[NR / 2 + 1]) / 2
+          printf "runs=%d median=%d min=%d max=%d\n", NR, m, t[1], t[NR] }'
+}
+
+# KVM exit histograms (tracepoint hist triggers): by exit reason, port I/O by
+# port, MSR by index, MMIO by address, exits to the VMM by reason, and the
+# guest RIPs that exit most.
+RIG_HISTS="kvm_exit:exit_reason kvm_exit:guest_rip kvm_pio:port,rw kvm_msr:ecx,write kvm_mmio:gpa,type kvm_userspace_exit:reason"
+
+# rig_hist_clear: start (or restart from zero) the histograms.
+rig_hist_clear() {
+  local h
+  [ -d $RIG_TRACE/events/kvm ] || return 0
+  for h in $RIG_HISTS; do
+    echo "hist:keys=${h#*:}:sort=hitcount.descending:size=4096" >>"$RIG_TRACE/events/kvm/${h%%:*}/trigger" 2>/dev/null
+    echo "hist:keys=${h#*:}:sort=hitcount.descending:size=4096:clear" >>"$RIG_TRACE/events/kvm/${h%%:*}/trigger"
+  done
+}
+
+# rig_hist_print TAG: the histograms since rig_hist_clear, "RIG hist TAG ..."
+# (the 25 largest entries of each, and its total).
+rig_hist_print() {
+  local h
+  [ -d $RIG_TRACE/events/kvm ] || { echo "RIG hist $1 no kvm tracepoints"; return 0; }
+  for h in $RIG_HISTS; do
+    grep -E 'hitcount|Hits:' "$RIG_TRACE/events/kvm/${h%%:*}/hist" | grep -v '^#' | head -n 26 |
+      sed "s/^/RIG hist $1 ${h%%:*} /"
+  done
+}

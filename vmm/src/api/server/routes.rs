@@ -41,7 +41,7 @@ fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| format!("bad JSON body: {e}"))
 }
 
-const ROUTES: [Route; 9] = [
+const ROUTES: [Route; 10] = [
     get("/vm", |_| Ok(ApiRequest::GetVmInfo)),
     put("/vm/pause", |_| Ok(ApiRequest::Pause)),
     put("/vm/resume", |_| Ok(ApiRequest::Resume)),
@@ -51,6 +51,7 @@ const ROUTES: [Route; 9] = [
     put("/vm/migrate", |b| json(b).map(ApiRequest::Migrate)),
     get("/vm/migration", |_| Ok(ApiRequest::GetMigration)),
     put("/vm/migration/cancel", |_| Ok(ApiRequest::CancelMigration)),
+    put("/vm/ctrl-alt-del", |_| Ok(ApiRequest::CtrlAltDel)),
 ];
 
 /// The path part of a request target: no scheme and authority (absolute
@@ -132,6 +133,7 @@ mod tests {
         assert_eq!(route("HEAD", "/vm/"), Ok(ApiRequest::GetVmInfo));
         assert_eq!(route("PUT", "/vm/pause/?now"), Ok(ApiRequest::Pause));
         assert_eq!(route("PUT", "/vm/reboot"), Ok(ApiRequest::Reboot));
+        assert_eq!(route("PUT", "/vm/ctrl-alt-del"), Ok(ApiRequest::CtrlAltDel));
         let not_found = route("GET", "/vms?x").unwrap_err();
         assert_eq!(not_found.status, 404);
         assert_eq!(

@@ -209,6 +209,7 @@ fn sample_info() -> VmInfo {
         vcpus: 2,
         memory_bytes: 512 << 20,
         console: Default::default(),
+        devices: None,
     }
 }
 

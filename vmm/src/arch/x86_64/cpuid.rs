@@ -15,6 +15,7 @@ const LEAF_V2_EXT_TOPOLOGY: u32 = 0x1f;
 const LEAF_AMD_SIZE_IDS: u32 = 0x8000_0008;
 const LEAF_AMD_EXT_APIC_ID: u32 = 0x8000_001e;
 
+const ECX_TSC_DEADLINE: u32 = 1 << 24;
 const ECX_HYPERVISOR: u32 = 1 << 31;
 const EDX_HTT: u32 = 1 << 28;
 /// Level types in leaf 0xB/0x1F ECX[15:8].
@@ -90,6 +91,28 @@ fn topology_level(e: &mut kvm_cpuid_entry2, apic_id: u32, count: u8) {
     }
 }
 
+/// What KVM emulates without listing it in KVM_GET_SUPPORTED_CPUID, which
+/// describes the host CPU: features the VMM must add when KVM says so.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KvmEmulated {
+    /// KVM_CAP_TSC_DEADLINE_TIMER: the in-kernel LAPIC's TSC-deadline mode.
+    pub tsc_deadline: bool,
+}
+
+/// Adds what KVM emulates to the host's CPUID, once per VM.
+///
+/// TSC deadline (leaf 1 ECX bit 24), as Firecracker, Cloud Hypervisor and
+/// QEMU set it: without it Linux calibrates its LAPIC timer against the PIT
+/// at boot (0.25 s in the rig) and then programs the timer through the
+/// LAPIC's MMIO registers instead of one MSR.
+pub fn add_kvm_emulated(cpuid: &mut CpuId, emulated: KvmEmulated) {
+    for e in cpuid.as_mut_slice() {
+        if e.function == LEAF_FEATURES && emulated.tsc_deadline {
+            e.ecx |= ECX_TSC_DEADLINE;
+        }
+    }
+}
+
 /// Returns `supported` adjusted for vCPU `index` of `count`.
 pub fn for_vcpu(supported: &CpuId, index: u8, count: u8) -> CpuId {
     let mut cpuid = supported.clone();
@@ -132,6 +155,16 @@ mod tests {
         assert_eq!((smt.ebx, smt.edx), (1, 3));
         assert_eq!((core.eax, core.ebx, core.edx), (3, 6, 3));
         assert_eq!(core.ecx >> 8, LEVEL_CORE);
+    }
+
+    #[test]
+    fn tsc_deadline_is_added_when_kvm_emulates_it() {
+        let mut cpuid = CpuId::from_entries(&[leaf(1, 0), leaf(7, 0)]).unwrap();
+        add_kvm_emulated(&mut cpuid, KvmEmulated::default());
+        assert_eq!(cpuid.as_slice()[0].ecx & ECX_TSC_DEADLINE, 0);
+        add_kvm_emulated(&mut cpuid, KvmEmulated { tsc_deadline: true });
+        assert_ne!(cpuid.as_slice()[0].ecx & ECX_TSC_DEADLINE, 0);
+        assert_eq!(cpuid.as_slice()[1].ecx, 0, "other leaves untouched");
     }
 
     #[test]

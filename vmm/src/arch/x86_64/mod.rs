@@ -78,11 +78,17 @@ pub fn setup_vm_post_vcpus(_vm: &VmFd, _vcpus: &[VcpuFd]) -> Result<ArchVm, Erro
     Ok(ArchVm)
 }
 
-/// The host's CPUID as KVM can offer it, fetched once per VM.
+/// The host's CPUID as KVM can offer it, plus what KVM emulates beyond the
+/// host (`cpuid::add_kvm_emulated`); fetched once per VM.
 pub fn supported_cpuid(kvm_fd: &Kvm) -> Result<CpuId, Error> {
-    kvm_fd
+    let mut cpuid = kvm_fd
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(kvm("report supported CPUID"))
+        .map_err(kvm("report supported CPUID"))?;
+    let emulated = cpuid::KvmEmulated {
+        tsc_deadline: kvm_fd.check_extension(kvm_ioctls::Cap::TscDeadlineTimer),
+    };
+    cpuid::add_kvm_emulated(&mut cpuid, emulated);
+    Ok(cpuid)
 }
 
 /// Kernel, initrd, command line (with virtio-mmio devices appended), MP table

@@ -1,5 +1,7 @@
-//! PC legacy devices: the 16550 serial console and the i8042 reset line.
+//! PC legacy devices: the 16550 serial console, the i8042 keyboard
+//! controller (reset line, keyboard) and the CMOS real-time clock.
 
+pub mod cmos;
 pub mod i8042;
 pub mod serial;
 

@@ -15,6 +15,17 @@ pub const COM1_PORT_LEN: u64 = 8;
 
 pub struct SerialConsole(Serial<EventFdTrigger, NoEvents, ConsoleOutput>);
 
+/// See [`SerialConsole::registers`].
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct SerialRegisters {
+    pub ier: u8,
+    pub iir: u8,
+    pub lcr: u8,
+    pub mcr: u8,
+    pub lsr: u8,
+    pub rx_queued: usize,
+}
+
 impl SerialConsole {
     /// `interrupt` is the serial IRQ's irqfd.
     pub fn new(interrupt: EventFdTrigger, output: ConsoleOutput) -> Self {
@@ -24,6 +35,21 @@ impl SerialConsole {
     /// Sends the console somewhere else from now on.
     pub fn set_output(&mut self, output: ConsoleOutput) {
         *self.0.writer_mut() = output;
+    }
+
+    /// The registers a stalled console is judged by: interrupt enable and
+    /// identification (pending interrupts), line and modem control, line
+    /// status; read from the device's state, so nothing is acknowledged.
+    pub fn registers(&self) -> SerialRegisters {
+        let s = self.0.state();
+        SerialRegisters {
+            ier: s.interrupt_enable,
+            iir: s.interrupt_identification,
+            lcr: s.line_control,
+            mcr: s.modem_control,
+            lsr: s.line_status,
+            rx_queued: s.in_buffer.len(),
+        }
     }
 
     /// Queues bytes typed by the user for the guest to read; returns how many
