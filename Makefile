@@ -20,7 +20,7 @@ export VIREO_IMG           := $(CURDIR)/$(RELEASE)/vireo-img
 export VIREO_PROBE         := $(CURDIR)/$(PROBE_ELF)
 export VIREO_PROBE_LINUX64 := $(CURDIR)/$(PROBE_L64)
 
-.PHONY: all vmm vmm-musl vmm-aarch64 probe run run-vm run-probe run-linux test test-unit test-membership \
+.PHONY: all vmm vmm-seccomp-hook vmm-musl vmm-aarch64 probe run run-vm run-probe run-linux test test-unit test-membership \
         test-cluster test-chaos test-interop cluster-bins test-probe test-probe-qemu test-rig lint bench bench-cluster \
         membershipd-release clean
 
@@ -28,6 +28,11 @@ all: vmm probe
 
 vmm:
 	$(CARGO) build --release -p vireo-vmm
+
+# vireo-vmm with the seccomp test hook (tests/seccomp.rs): a debug build in a
+# target dir of its own, so the shipped binary never carries the hook.
+vmm-seccomp-hook:
+	$(CARGO) build -p vireo-vmm --bin vireo-vmm --features seccomp-test-hook --target-dir target/seccomp-hook
 
 vmm-musl:
 	$(CARGO) build --release -p vireo-vmm --target x86_64-unknown-linux-musl
@@ -91,7 +96,7 @@ cluster-bins:
 
 # Boots the probe through /dev/kvm: vCPU/memory matrix and bad input.
 # The agent's API tests too: POST /selftest/vmm boots the probe through it.
-test-probe: vmm probe
+test-probe: vmm vmm-seccomp-hook probe
 	$(CARGO) test -p vireo-tests
 	$(CARGO) test -p vireo-agent --test api
 

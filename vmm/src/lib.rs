@@ -12,6 +12,7 @@ pub mod device_manager;
 pub mod devices;
 pub mod memory;
 pub mod migration;
+pub mod seccomp;
 pub mod signals;
 pub mod snapshot;
 pub mod vcpu;

@@ -122,7 +122,10 @@ impl ApiServer {
         };
         let thread = thread::Builder::new()
             .name("vireo-api".to_string())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                crate::seccomp::install(crate::seccomp::ThreadKind::Api);
+                worker.run()
+            })
             .map_err(ApiError::Start)?;
         Ok(ApiServerHandle {
             stop,

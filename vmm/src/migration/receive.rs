@@ -210,6 +210,7 @@ pub fn announce(backends: &Backends) {
     let _ = std::thread::Builder::new()
         .name("vireo-announce".into())
         .spawn(move || {
+            crate::seccomp::install(crate::seccomp::ThreadKind::Announce);
             for delay_ms in [0, 50, 150] {
                 std::thread::sleep(Duration::from_millis(delay_ms));
                 for (tap, mac) in &taps {

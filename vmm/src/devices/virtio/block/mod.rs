@@ -220,6 +220,8 @@ struct Serve {
 }
 
 impl QueueWorker for Serve {
+    const SECCOMP: crate::seccomp::ThreadKind = crate::seccomp::ThreadKind::Block;
+
     fn run(&mut self, stop: &EventFd) {
         // The driver may have queued requests before DRIVER_OK (or while
         // the worker was parked).
