@@ -27,7 +27,7 @@ export VIREO_PROBE_LINUX64 := $(CURDIR)/$(PROBE_L64)
 all: vmm probe
 
 vmm:
-	$(CARGO) build --release -p vireo-vmm
+	$(CARGO) build --release -p vireo-vmm -p vireo-jailer
 
 # vireo-vmm with the seccomp test hook (tests/seccomp.rs): a debug build in a
 # target dir of its own, so the shipped binary never carries the hook.
