@@ -10,6 +10,8 @@ pub mod config;
 pub mod console;
 pub mod device_manager;
 pub mod devices;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod memory;
 pub mod migration;
 pub mod seccomp;

@@ -24,6 +24,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_CLOEXEC, EFD_NONBLOCK};
 use super::{ApiReceiver, ApiRequest, ApiResponse, ApiSender};
 use http::{Conn, ReadError, Reply};
 
+#[cfg(feature = "fuzz")]
+pub mod fuzz_harness;
 mod http;
 mod routes;
 #[cfg(test)]

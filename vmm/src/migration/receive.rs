@@ -4,6 +4,9 @@
 //! Ready, and waits for Commit. Anything short of Commit ends this process
 //! with nothing run: the source still has the VM.
 
+#[cfg(feature = "fuzz")]
+pub mod fuzz_harness;
+
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;

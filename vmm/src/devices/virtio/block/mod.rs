@@ -3,6 +3,8 @@
 //! (raw file or qcow2 image, see `disk`).
 
 pub mod disk;
+#[cfg(feature = "fuzz")]
+pub mod fuzz_harness;
 pub mod qcow2;
 mod raw;
 mod request;
