@@ -20,14 +20,19 @@ export VIREO_IMG           := $(CURDIR)/$(RELEASE)/vireo-img
 export VIREO_PROBE         := $(CURDIR)/$(PROBE_ELF)
 export VIREO_PROBE_LINUX64 := $(CURDIR)/$(PROBE_L64)
 
-.PHONY: all vmm vmm-musl vmm-aarch64 probe run run-vm run-probe run-linux test test-unit test-membership \
-        test-cluster test-chaos test-interop test-cluster-layer cluster-bins test-probe test-probe-qemu test-rig lint bench bench-cluster \
+.PHONY: all vmm vmm-seccomp-hook vmm-musl vmm-aarch64 probe run run-vm run-probe run-linux test test-unit test-membership \
+        test-cluster test-chaos test-interop test-cluster-layer cluster-bins fuzz fuzz-smoke fuzz-selfcheck test-probe test-probe-qemu test-rig lint bench bench-cluster \
         membershipd-release clean
 
 all: vmm probe
 
 vmm:
-	$(CARGO) build --release -p vireo-vmm
+	$(CARGO) build --release -p vireo-vmm -p vireo-jailer
+
+# vireo-vmm with the seccomp test hook (tests/seccomp.rs): a debug build in a
+# target dir of its own, so the shipped binary never carries the hook.
+vmm-seccomp-hook:
+	$(CARGO) build -p vireo-vmm --bin vireo-vmm --features seccomp-test-hook --target-dir target/seccomp-hook
 
 vmm-musl:
 	$(CARGO) build --release -p vireo-vmm --target x86_64-unknown-linux-musl
@@ -59,6 +64,7 @@ run-probe: vmm probe
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p vireo-vmm --features fuzz,seccomp-test-hook --all-targets -- -D warnings
 	$(CARGO) clippy --manifest-path $(PROBE_DIR)/Cargo.toml --target x86_64-unknown-none -- -D warnings
 	$(CARGO) clippy --release -p vireo-vmm --target aarch64-unknown-linux-musl -- -D warnings
 
@@ -98,7 +104,7 @@ cluster-bins:
 
 # Boots the probe through /dev/kvm: vCPU/memory matrix and bad input.
 # The agent's API tests too: POST /selftest/vmm boots the probe through it.
-test-probe: vmm probe
+test-probe: vmm vmm-seccomp-hook probe
 	$(CARGO) test -p vireo-tests
 	$(CARGO) test -p vireo-agent --test api
 
@@ -106,9 +112,24 @@ test-probe: vmm probe
 test-probe-qemu: probe
 	bash $(PROBE_DIR)/qemu/run-tests.sh
 
+# Coverage-guided fuzzing (libFuzzer on stable, tests/fuzz/run.sh): each
+# target FUZZ_S seconds; `make test` runs each for a short smoke.
+FUZZ_S ?= 60
+fuzz:
+	tests/fuzz/run.sh $(FUZZ_S)
+
+fuzz-smoke:
+	tests/fuzz/run.sh 3
+
+# The build is instrumented: a planted bug must be found within 60 s.
+fuzz-selfcheck:
+	@! tests/fuzz/run.sh 60 selfcheck >/dev/null 2>&1 || { echo "the planted bug was not found"; exit 1; }
+	@ls target/fuzz/artifacts/selfcheck/crash-* >/dev/null && echo "fuzz-selfcheck: planted bug found"
+	@rm -rf target/fuzz/artifacts/selfcheck target/fuzz/corpus/selfcheck
+
 # Every tier in turn, on after a failure; ends with "N passed, N failed"
 # counting the tests of every tier (tests/ci/run-tiers.sh).
-TEST_TIERS := lint test-unit test-membership test-cluster test-probe test-probe-qemu vmm-aarch64 test-rig test-rig-aarch64 \
+TEST_TIERS := lint test-unit fuzz-smoke test-membership test-cluster test-probe test-probe-qemu vmm-aarch64 test-rig test-rig-aarch64 \
               appliance-boot-test appliance-boot-test-aarch64 image-test image-test-aarch64 \
               kernel-config-check
 

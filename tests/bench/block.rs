@@ -77,8 +77,8 @@ pub fn bench_block(contenders: &[Vmm]) {
         println!(
             "\n{:<36} {:>15} {:>15} {:>8}",
             format!("virtio-blk {format}, median of {RUNS}"),
-            "vireo-vmm",
-            "qemu microvm",
+            contenders[0].name,
+            contenders[1].name,
             "ratio"
         );
         let mib = MIB as f64;

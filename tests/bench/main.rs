@@ -13,6 +13,7 @@ mod measure;
 mod migration;
 mod net;
 mod rig;
+mod security;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use std::time::Duration;
 use measure::{median, Sample, Vmm};
 
 const RUNS: usize = 10;
-const GUEST_MEMORY_MIB: u64 = 256;
+pub(crate) const GUEST_MEMORY_MIB: u64 = 256;
 
 /// Picks one figure out of a sample.
 type Metric = fn(&Sample) -> f64;
@@ -64,10 +65,15 @@ pub(crate) fn print_row(name: &str, unit: &str, ours: f64, theirs: f64) {
 
 fn bench_probe() {
     let probe = vireo_tests::probe_elf();
-    let contenders = [
+    compare_probe([
         Vmm::vireo(&probe, GUEST_MEMORY_MIB),
         Vmm::qemu_microvm(&probe, GUEST_MEMORY_MIB),
-    ];
+    ]);
+    println!("goals: first byte <= 0.5x QEMU; vireo-vmm overhead <= 5 MiB");
+}
+
+/// Boot time, peak RSS and VMM overhead of two launchers on the probe.
+pub(crate) fn compare_probe(contenders: [Vmm; 2]) {
     for c in &contenders {
         println!("  {}: {}", c.name, c.describe());
     }
@@ -84,7 +90,7 @@ fn bench_probe() {
     let med = |i: usize, f: Metric| median(samples[i].iter().map(f).collect());
     println!(
         "\n{:<36} {:>15} {:>15} {:>8}",
-        "probe guest, median of 10", "vireo-vmm", "qemu microvm", "ratio"
+        "probe guest, median of 10", contenders[0].name, contenders[1].name, "ratio"
     );
     let rows: [(&str, &str, Metric); 3] = [
         ("start -> first serial byte", "ms", |s| s.first_byte_ms),
@@ -96,7 +102,6 @@ fn bench_probe() {
     }
     let overhead_row = "VMM overhead (RSS - guest RAM RSS)";
     print_row(overhead_row, "MiB", overhead[0], overhead[1]);
-    println!("goals: first byte <= 0.5x QEMU; vireo-vmm overhead <= 5 MiB");
 }
 
 fn main() -> ExitCode {
@@ -109,6 +114,7 @@ fn main() -> ExitCode {
         Some("broadcast") => cluster::bench_broadcast(&mut failures),
         Some("store") => cluster::bench_store(&mut failures),
         Some("migration") => migration::bench_migration(&mut failures),
+        Some("security") => security::bench_security(&mut failures),
         _ => {
             println!(
                 "== vireo bench ({} runs each, guest memory {GUEST_MEMORY_MIB} MiB)",
@@ -118,6 +124,7 @@ fn main() -> ExitCode {
             bench_block();
             net::bench_net(&mut failures);
             migration::bench_migration(&mut failures);
+            security::bench_security(&mut failures);
             rig::bench_linux_in_rig(&mut failures);
             cluster::bench_cluster(&mut failures);
         }

@@ -94,6 +94,28 @@ impl Vmm {
         }
     }
 
+    /// vireo-vmm with `--seccomp MODE` (the security rows compare modes).
+    pub fn vireo_seccomp(probe: &Path, memory_mib: u64, mode: &'static str) -> Self {
+        let mut vmm = Self::vireo(probe, memory_mib);
+        vmm.name = if mode == "kill" { "seccomp kill" } else { "seccomp off" };
+        let at = vmm.cmdline_index - 1;
+        vmm.args.splice(at..at, ["--seccomp".to_string(), mode.to_string()]);
+        vmm.cmdline_index += 2;
+        vmm
+    }
+
+    /// Any launcher whose last argument is the guest command line (the
+    /// jailer in front of vireo-vmm).
+    pub fn custom(name: &'static str, program: &str, args: Vec<String>, memory_mib: u64) -> Self {
+        Self {
+            name,
+            program: program.into(),
+            cmdline_index: args.len() - 1,
+            args,
+            memory_mib,
+        }
+    }
+
     pub fn qemu_microvm(probe: &Path, memory_mib: u64) -> Self {
         let (accel, cpu) = qemu_accel(probe);
         let machine = format!("microvm,accel={accel}");

@@ -23,6 +23,11 @@ const MAC: &str = "02:76:69:72:65:6f";
 const TIMEOUT: Duration = Duration::from_secs(300);
 
 fn vireo_args(cmdline: &str) -> (String, Vec<String>) {
+    vireo_args_seccomp(cmdline, "kill")
+}
+
+/// vireo-vmm's arguments with `--seccomp MODE`.
+pub fn vireo_args_seccomp(cmdline: &str, mode: &str) -> (String, Vec<String>) {
     let probe = vireo_tests::probe_elf().display().to_string();
     let args = [
         "--kernel",
@@ -33,6 +38,8 @@ fn vireo_args(cmdline: &str) -> (String, Vec<String>) {
         cmdline,
         "--net",
         &format!("tap=vtap0,mac={MAC}"),
+        "--seccomp",
+        mode,
     ];
     let program = vireo_tests::vmm_binary().display().to_string();
     (program, args.iter().map(|s| s.to_string()).collect())
@@ -108,15 +115,20 @@ fn run_once(ns: &Netns, program: &str, args: &[String]) -> Result<f64, String> {
 }
 
 pub fn bench_net(failures: &mut Failures) {
-    println!(
-        "\n== network: probe echo of {FRAMES} frames through a tap on a bridge, {RUNS} runs each"
-    );
-    let ns = bridge_with_tap("bench-net");
     let cmdline = format!("probe.net=echo:{FRAMES}");
     let contenders = [
         ("vireo-vmm", vireo_args(&cmdline)),
         ("qemu microvm", qemu_args(&cmdline)),
     ];
+    compare_net(failures, &contenders, "goal: >= 1.0x QEMU (each echoed frame crosses the device twice)");
+}
+
+/// The echo rate of two launchers (name, (program, args)) side by side.
+pub fn compare_net(failures: &mut Failures, contenders: &[(&str, (String, Vec<String>)); 2], goal: &str) {
+    println!(
+        "\n== network: probe echo of {FRAMES} frames through a tap on a bridge, {RUNS} runs each"
+    );
+    let ns = bridge_with_tap("bench-net");
     for (name, (program, args)) in &contenders {
         println!("  {name}: {program} {}", args.join(" "));
     }
@@ -130,8 +142,8 @@ pub fn bench_net(failures: &mut Failures) {
         }
     }
     println!(
-        "runs (echoed frames/s): vireo-vmm {:?}, qemu {:?}",
-        rates[0], rates[1]
+        "runs (echoed frames/s): {} {:?}, {} {:?}",
+        contenders[0].0, rates[0], contenders[1].0, rates[1]
     );
     for ((name, _), runs) in contenders.iter().zip(&rates) {
         if runs.is_empty() {
@@ -140,5 +152,5 @@ pub fn bench_net(failures: &mut Failures) {
     }
     let (ours, theirs) = (median(rates[0].clone()), median(rates[1].clone()));
     crate::print_row("echoed frames/s (median)", "f/s", ours, theirs);
-    println!("goal: >= 1.0x QEMU (each echoed frame crosses the device twice)");
+    println!("{goal}");
 }

@@ -15,7 +15,7 @@ tools=(
   busybox:busybox-static cpio:cpio zstd:zstd gzip:gzip xz:xz-utils readelf:binutils
   dpkg-deb:dpkg ip:iproute2 bridge:iproute2 unshare:util-linux curl:curl
   dtc:device-tree-compiler modinfo:kmod
-  gcc:gcc make:make bc:bc flex:flex bison:bison aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu
+  g++:g++ gcc:gcc make:make bc:bc flex:flex bison:bison aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu
   cargo:rustup rustfmt:rustup cargo-clippy:rustup
 )
 # file:package for firmware and build inputs read by path.

@@ -11,8 +11,11 @@ pub mod console;
 pub mod ctl;
 pub mod device_manager;
 pub mod devices;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod memory;
 pub mod migration;
+pub mod seccomp;
 pub mod signals;
 pub mod snapshot;
 pub mod vcpu;

@@ -12,6 +12,7 @@ use clap::Parser;
 use vireo_vmm::builder::{Launch, Overrides, Resume};
 use vireo_vmm::config::{parse_vcpus, DiskConfig, MemorySize, NetConfig, SerialOutput, VmConfig};
 use vireo_vmm::migration::transport::TlsFiles;
+use vireo_vmm::seccomp::{self, Mode};
 use vireo_vmm::vmm::{self, Outcome};
 
 /// Boot a Linux kernel (ELF vmlinux with or without a PVH note, or bzImage)
@@ -75,6 +76,10 @@ struct Args {
     /// PEM CA certificate the other end of a tls:// migration must be signed by.
     #[arg(long, value_name = "PATH")]
     tls_ca: Option<PathBuf>,
+    /// seccomp filters per thread: kill (a forbidden system call ends the
+    /// VMM, naming it), log (allowed and logged by the kernel) or off.
+    #[arg(long, value_name = "off|log|kill", default_value_t = Mode::Kill)]
+    seccomp: Mode,
 }
 
 impl Args {
@@ -132,6 +137,10 @@ fn main() -> ExitCode {
         }
     };
     let tls = args.tls();
+    if let Err(e) = seccomp::init(args.seccomp) {
+        eprintln!("vireo-vmm: error: {e}");
+        return ExitCode::from(1);
+    }
     match vmm::run(args.launch(), tls) {
         Ok(Outcome::Failed(reason)) => {
             eprintln!("vireo-vmm: the VM failed: {reason}");

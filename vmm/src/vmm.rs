@@ -439,6 +439,8 @@ fn start_api(
 /// it ended. `tls` is for migration channels either way.
 pub fn run(launch: Launch, tls: TlsFiles) -> Result<Outcome, VmmError> {
     vcpu::install_kick_handler().map_err(|e| VmmError::Setup(e.into()))?;
+    // Before the main thread confines itself: see seccomp/spawner.rs.
+    crate::seccomp::spawner::start().map_err(VmmError::Setup)?;
     let stop_signal = signals::install_stop_handlers().map_err(VmmError::Setup)?;
     let events = VmEvents {
         stop: EventFd::new(EFD_NONBLOCK).map_err(VmmError::Setup)?,
@@ -466,6 +468,11 @@ pub fn run(launch: Launch, tls: TlsFiles) -> Result<Outcome, VmmError> {
     let console = Console::open(&config.serial)?;
     let (api, api_server) = start_api(&config)?;
     vm.set_console_output(console.output());
+    // Everything that reads files the guest never sees (images, snapshot,
+    // migration stream) is done: confine this thread before the guest
+    // runs. vCPU threads spawned from here inherit this filter, which
+    // therefore allows theirs too (seccomp/rules.rs).
+    crate::seccomp::install(crate::seccomp::ThreadKind::Main);
     if paused {
         vm.start_paused()?;
     } else {

@@ -24,6 +24,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_CLOEXEC, EFD_NONBLOCK};
 use super::{ApiReceiver, ApiRequest, ApiResponse, ApiSender};
 use http::{Conn, ReadError, Reply};
 
+#[cfg(feature = "fuzz")]
+pub mod fuzz_harness;
 mod http;
 mod routes;
 #[cfg(test)]
@@ -122,7 +124,10 @@ impl ApiServer {
         };
         let thread = thread::Builder::new()
             .name("vireo-api".to_string())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                crate::seccomp::install(crate::seccomp::ThreadKind::Api);
+                worker.run()
+            })
             .map_err(ApiError::Start)?;
         Ok(ApiServerHandle {
             stop,

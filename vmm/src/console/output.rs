@@ -127,7 +127,10 @@ impl ConsoleWriter {
         let drained = queue.clone();
         let thread = std::thread::Builder::new()
             .name("vireo-console".into())
-            .spawn(move || drain(&drained))?;
+            .spawn(move || {
+                crate::seccomp::install(crate::seccomp::ThreadKind::Console);
+                drain(&drained)
+            })?;
         Ok(Self {
             queue,
             thread: Some(thread),

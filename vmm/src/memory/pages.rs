@@ -67,6 +67,17 @@ pub fn for_each_page(bitmaps: &[PageBitmap], mut each: impl FnMut(usize, u64)) {
     }
 }
 
+/// Where page `page` starts in a region of `len` bytes, if it lies wholly
+/// inside. Checked: a migration stream names pages, and a huge number must
+/// be refused, not wrap around to a page that exists (found by fuzzing).
+fn page_offset(page: u64, len: u64) -> io::Result<u64> {
+    page.checked_add(1)
+        .and_then(|n| n.checked_mul(PAGE_SIZE))
+        .filter(|&end| end <= len)
+        .map(|end| end - PAGE_SIZE)
+        .ok_or_else(|| io::Error::other("page beyond its region"))
+}
+
 /// The bytes of page `page` of region `r`.
 pub fn page(ram: &GuestRam, r: usize, page: u64) -> io::Result<&[u8]> {
     let region = ram
@@ -74,16 +85,12 @@ pub fn page(ram: &GuestRam, r: usize, page: u64) -> io::Result<&[u8]> {
         .nth(r)
         .ok_or_else(|| io::Error::other("no such memory region"))?;
     let base = host_base(region)?;
-    if (page + 1) * PAGE_SIZE > region.len() {
-        return Err(io::Error::other("page beyond its region"));
-    }
+    let at = page_offset(page, region.len())?;
     // SAFETY: the page lies inside the region's mapping, which lives as
     // long as `ram`; guest writes may race with this read (the caller
     // pauses the VM when it needs a consistent copy), which is why only
     // bytes, never typed values, are read.
-    Ok(unsafe {
-        std::slice::from_raw_parts(base.add((page * PAGE_SIZE) as usize), PAGE_SIZE as usize)
-    })
+    Ok(unsafe { std::slice::from_raw_parts(base.add(at as usize), PAGE_SIZE as usize) })
 }
 
 /// Writes page `page` of region `r` with `data` (one page).
@@ -92,11 +99,12 @@ pub fn write_page(ram: &GuestRam, r: usize, page: u64, data: &[u8]) -> io::Resul
         .iter()
         .nth(r)
         .ok_or_else(|| io::Error::other("no such memory region"))?;
-    if data.len() as u64 != PAGE_SIZE || (page + 1) * PAGE_SIZE > region.len() {
-        return Err(io::Error::other("page beyond its region"));
+    if data.len() as u64 != PAGE_SIZE {
+        return Err(io::Error::other("not one page of data"));
     }
+    let at = page_offset(page, region.len())?;
     region
-        .write_slice(data, MemoryRegionAddress(page * PAGE_SIZE))
+        .write_slice(data, MemoryRegionAddress(at))
         .map_err(|e| io::Error::other(e.to_string()))
 }
 
@@ -192,4 +200,28 @@ fn data_extents(file: &File, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>
         at = hole;
     }
     Ok(extents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::{Bytes, GuestAddress};
+
+    /// Regression (fuzz target `migration`): a page number whose offset
+    /// overflows was multiplied unchecked; wrapped, it named page 0.
+    #[test]
+    fn huge_page_numbers_are_refused_not_wrapped() {
+        let ram = GuestRam::from_ranges(&[(GuestAddress(0), 0x4000)]).unwrap();
+        let data = [0xa4u8; PAGE_SIZE as usize];
+        let huge = u64::MAX / PAGE_SIZE;
+        for p in [huge, huge + 1, u64::MAX, 1 << 52] {
+            assert!(write_page(&ram, 0, p, &data).is_err(), "page {p:#x}");
+            assert!(page(&ram, 0, p).is_err(), "page {p:#x}");
+        }
+        assert!(write_page(&ram, 0, 4, &data).is_err());
+        write_page(&ram, 0, 3, &data).unwrap();
+        assert_eq!(page(&ram, 0, 3).unwrap(), &data[..]);
+        let first: u8 = ram.read_obj(GuestAddress(0)).unwrap();
+        assert_eq!(first, 0, "page 0 untouched");
+    }
 }

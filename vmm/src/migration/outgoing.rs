@@ -77,7 +77,10 @@ impl Outgoing {
         };
         let thread = std::thread::Builder::new()
             .name("vireo-migrate".into())
-            .spawn(move || source.run())
+            .spawn(move || {
+                crate::seccomp::install(crate::seccomp::ThreadKind::Migrate);
+                source.run()
+            })
             .map_err(|e| e.to_string())?;
         Ok(Self {
             thread: Some(thread),

@@ -4,6 +4,9 @@
 //! Ready, and waits for Commit. Anything short of Commit ends this process
 //! with nothing run: the source still has the VM.
 
+#[cfg(feature = "fuzz")]
+pub mod fuzz_harness;
+
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -217,6 +220,7 @@ pub fn announce(backends: &Backends) {
     let _ = std::thread::Builder::new()
         .name("vireo-announce".into())
         .spawn(move || {
+            crate::seccomp::install(crate::seccomp::ThreadKind::Announce);
             for delay_ms in [0, 50, 150] {
                 std::thread::sleep(Duration::from_millis(delay_ms));
                 for (tap, mac) in &taps {

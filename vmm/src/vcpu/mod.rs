@@ -277,11 +277,10 @@ impl VcpuThreads {
         let mut threads = Vec::with_capacity(vcpus.len());
         for vcpu in vcpus {
             let name = format!("vireo-vcpu-{}", vcpu.index);
-            threads.push(
-                std::thread::Builder::new()
-                    .name(name)
-                    .spawn(move || vcpu.run())?,
-            );
+            threads.push(std::thread::Builder::new().name(name).spawn(move || {
+                crate::seccomp::install(crate::seccomp::ThreadKind::Vcpu);
+                vcpu.run()
+            })?);
         }
         Ok(Self { threads, control })
     }

@@ -82,6 +82,7 @@ impl Throttle {
         let handle = std::thread::Builder::new()
             .name("vireo-throttle".into())
             .spawn(move || {
+                crate::seccomp::install(crate::seccomp::ThreadKind::Throttle);
                 while !stopping.load(Ordering::Relaxed) {
                     for &t in &threads {
                         // SAFETY: the vCPU threads outlive this kicker: the

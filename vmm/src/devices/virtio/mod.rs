@@ -6,6 +6,8 @@
 //! once the driver sets DRIVER_OK.
 
 pub mod block;
+#[cfg(feature = "fuzz")]
+pub mod fuzz_harness;
 pub mod mmio;
 pub mod net;
 pub mod persist;

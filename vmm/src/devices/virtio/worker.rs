@@ -13,8 +13,13 @@ use std::thread::JoinHandle;
 
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::seccomp::{spawner, ThreadKind};
+
 /// What a device's worker thread runs.
 pub trait QueueWorker: Send + 'static {
+    /// The seccomp filter its thread confines itself to.
+    const SECCOMP: ThreadKind;
+
     /// Serves the device's queues until `stop` is readable, then returns,
     /// leaving every request it took either completed or untouched.
     fn run(&mut self, stop: &EventFd);
@@ -49,12 +54,14 @@ impl<W: QueueWorker> WorkerSlot<W> {
     fn spawn(name: &str, mut worker: W) -> io::Result<Self> {
         let stop = EventFd::new(0)?;
         let seen = stop.try_clone()?;
-        let thread = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || {
-                worker.run(&seen);
-                worker
-            })?;
+        // Through the spawner: a vCPU's filter must not have to allow what
+        // a worker does (seccomp/spawner.rs).
+        let builder = std::thread::Builder::new().name(name.to_string());
+        let thread = spawner::spawn(builder, move || {
+            crate::seccomp::install(W::SECCOMP);
+            worker.run(&seen);
+            worker
+        })?;
         Ok(WorkerSlot::Running { thread, stop })
     }
 
@@ -153,6 +160,7 @@ mod tests {
     }
 
     impl QueueWorker for Counter {
+        const SECCOMP: ThreadKind = ThreadKind::Block;
         fn run(&mut self, stop: &EventFd) {
             self.runs.fetch_add(1, Ordering::SeqCst);
             loop {

@@ -3,6 +3,8 @@
 //! (raw file or qcow2 image, see `disk`).
 
 pub mod disk;
+#[cfg(feature = "fuzz")]
+pub mod fuzz_harness;
 pub mod qcow2;
 mod raw;
 mod request;
@@ -220,6 +222,8 @@ struct Serve {
 }
 
 impl QueueWorker for Serve {
+    const SECCOMP: crate::seccomp::ThreadKind = crate::seccomp::ThreadKind::Block;
+
     fn run(&mut self, stop: &EventFd) {
         // The driver may have queued requests before DRIVER_OK (or while
         // the worker was parked).

@@ -2,6 +2,8 @@
 //! features, configuration space, activation — and, in `worker.rs`, the
 //! thread that moves frames. One RX and one TX queue, no control queue.
 
+#[cfg(feature = "fuzz")]
+pub mod fuzz_harness;
 mod open;
 pub mod tap;
 mod worker;

@@ -91,6 +91,8 @@ impl Worker {
 }
 
 impl QueueWorker for Worker {
+    const SECCOMP: crate::seccomp::ThreadKind = crate::seccomp::ThreadKind::Net;
+
     fn run(&mut self, stop: &EventFd) {
         // The driver may have posted buffers and frames before DRIVER_OK.
         self.process_tx();

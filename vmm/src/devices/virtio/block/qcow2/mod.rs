@@ -14,6 +14,8 @@
 
 mod backing;
 pub mod create;
+#[cfg(feature = "fuzz")]
+pub mod fuzz_harness;
 mod header;
 mod refcount;
 mod tables;

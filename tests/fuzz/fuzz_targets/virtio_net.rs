@@ -1,0 +1,4 @@
+//! See vireo_vmm::fuzz::virtio_net.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| vireo_vmm::fuzz::virtio_net(data));
