@@ -7,6 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod qemu_img;
+pub mod stress;
 
 pub use vireo_cluster_tests::command::run_ok;
 

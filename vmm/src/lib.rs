@@ -10,6 +10,7 @@ pub mod config;
 pub mod console;
 pub mod device_manager;
 pub mod devices;
+pub mod disk_layers;
 pub mod memory;
 pub mod migration;
 pub mod signals;

@@ -3,6 +3,7 @@
 //! (raw file or qcow2 image, see `disk`).
 
 pub mod disk;
+pub mod layers;
 pub mod qcow2;
 mod raw;
 mod request;
@@ -280,5 +281,7 @@ impl Serve {
     }
 }
 
+#[cfg(test)]
+mod layers_tests;
 #[cfg(test)]
 mod tests;
