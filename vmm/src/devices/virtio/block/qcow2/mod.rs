@@ -15,6 +15,7 @@
 mod backing;
 pub mod create;
 mod header;
+pub mod info;
 pub mod overlay;
 mod refcount;
 pub mod resize;
