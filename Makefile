@@ -90,10 +90,14 @@ cluster-bins:
 	$(CARGO) build -p vireo-membership -p vireo-cli --bins
 
 # Boots the probe through /dev/kvm: vCPU/memory matrix and bad input.
-# The agent's API tests too: POST /selftest/vmm boots the probe through it.
+# The agent's API tests too: POST /selftest/vmm boots the probe through it;
+# storage (volumes, snapshots, clones, transfers) and backups judge the
+# probe's disk writes; the CLI's tests drive a real agent.
 test-probe: vmm probe
 	$(CARGO) test -p vireo-tests
-	$(CARGO) test -p vireo-agent --test api
+	$(CARGO) test -p vireo-agent --test api --test storage --test backup
+	$(CARGO) build -p vireo-agent --bin vireo-agent
+	$(CARGO) test -p vireo-cli
 
 # The probe under QEMU microvm too (the benchmark compares VMMs on it).
 test-probe-qemu: probe

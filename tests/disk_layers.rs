@@ -14,7 +14,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use vireo_tests::qemu_img::{self, arg, check_clean};
-use vireo_tests::stress::{expected, first_stray_sector};
+use vireo_tests::stress::{expected, first_stray_sector, generation_of};
 use vireo_tests::{
     complete_lines, probe_elf, scratch_dir, vmm_binary, wait_for, wait_with_deadline,
 };
@@ -149,16 +149,6 @@ fn base_bytes(img: &Path, raw: &Path) -> Vec<u8> {
     std::fs::read(raw).unwrap()
 }
 
-/// The generation the frozen base stands at: all up to g, perhaps part of
-/// g + 1, for a g no older than `at_least`.
-fn frozen_generation(disk: &[u8], seed: u64, at_least: u64) -> Option<u64> {
-    let zero = vec![0u8; disk.len()];
-    (at_least..at_least + 4).find(|&g| {
-        let (must, may) = expected(&zero, seed, g);
-        first_stray_sector(disk, &must, &may).is_none()
-    })
-}
-
 fn commit(vm: &Vm) -> serde_json::Value {
     let (status, body) = vm.api("PUT", "/vm/disks/disk0/commit", "");
     assert_eq!(status, 202, "{body}");
@@ -195,7 +185,7 @@ fn a_running_disk_goes_onto_an_overlay_and_is_committed_back_without_losing_a_wr
         let overlay = dir.join(format!(".disk.backup-{round}.qcow2"));
         pauses.push(overlay_paused(&vm, &overlay));
         let frozen = base_bytes(&img, &dir.join("frozen.raw"));
-        let at = frozen_generation(&frozen, seed, before);
+        let at = generation_of(&frozen, seed, before);
         assert!(at.is_some(), "round {round}: the frozen base is not one moment of the guest's writes (after generation {before})");
         qemu_img::qemu_img(&["check", "-U", "-f", "qcow2", arg(&img)]);
         vm.until_gen(vm.last + 3);

@@ -55,3 +55,14 @@ pub fn first_stray_sector(disk: &[u8], must: &[u8], may: &[u8]) -> Option<usize>
         disk[r.clone()] != must[r.clone()] && disk[r.clone()] != may[r]
     })
 }
+
+/// The generation a copy of a stress disk (started all zeros) stands at:
+/// the g (from `at_least` on) such that it holds all of generations 1..=g
+/// and perhaps part of g + 1. None if it is no single moment of the run.
+pub fn generation_of(disk: &[u8], seed: u64, at_least: u64) -> Option<u64> {
+    let zero = vec![0u8; disk.len()];
+    (at_least..at_least + 6).find(|&g| {
+        let (must, may) = expected(&zero, seed, g);
+        first_stray_sector(disk, &must, &may).is_none()
+    })
+}
