@@ -30,11 +30,14 @@ use vireo_tests::stress::{expected, first_stray_sector, generation_of};
 const MIB: u64 = 1 << 20;
 const DISK_MIB: u64 = 32;
 
+/// A `define_vm` call: name, definition, disks, replace.
+type Defined = (String, Value, Vec<VmDisk>, bool);
+
 /// The VM manager's part, as these tests need it.
 #[derive(Default)]
 struct Vms {
     vms: Mutex<HashMap<String, VmView>>,
-    defined: Mutex<Vec<(String, Value, Vec<VmDisk>, bool)>>,
+    defined: Mutex<Vec<Defined>>,
 }
 
 impl VmHost for Vms {
