@@ -423,3 +423,46 @@ fn a_stopped_vm_is_backed_up_sparse_and_restored_in_place() {
     assert_eq!((defined[0].0.as_str(), defined[0].3), ("vm1", true));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_overlay_of_a_backup_whose_vmm_died_is_committed_before_the_volume_is_used() {
+    let dir = scratch_dir("backup-dead-vmm");
+    let paths = Paths::new(dir.join("state"), dir.join("run")).unwrap();
+    let state = AppState::new(SelftestConfig::default(), paths).unwrap();
+    let local = dir.join("state/pools/local");
+    let req = vireo_agent::storage_api::CreateVolume {
+        name: "v.qcow2".into(),
+        format: vireo_agent::storage_api::VolumeFormat::Qcow2,
+        size: DISK_MIB * MIB,
+    };
+    state.storage.create_volume("local", req).unwrap();
+    let img = local.join("v.qcow2");
+    probe(&img, "qcow2", "probe.blk=write:51:8");
+    // What a VMM killed during a backup leaves: an overlay holding the
+    // guest's newer writes.
+    let overlay = local.join(".v.qcow2.backup-overlay");
+    qemu_img::qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "v.qcow2",
+        "-F",
+        "qcow2",
+        qemu_img::arg(&overlay),
+    ]);
+    probe(&overlay, "qcow2", "probe.blk=write:52:4");
+    let resolved = state
+        .storage
+        .resolve(&"local/v.qcow2".parse().unwrap())
+        .unwrap();
+    assert_eq!(resolved.path, img);
+    assert!(!overlay.exists());
+    check(&img);
+    let bytes = raw_of(&img, &dir.join("v.raw"));
+    let newer = vireo_tests::probe_disk_pattern(52, 4);
+    let older = vireo_tests::probe_disk_pattern(51, 8);
+    assert!(bytes[..4 << 20] == newer[..] && bytes[4 << 20..8 << 20] == older[4 << 20..]);
+    std::fs::remove_dir_all(dir).unwrap();
+}

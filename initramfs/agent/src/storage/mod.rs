@@ -204,13 +204,16 @@ impl Storage {
         Ok(dir)
     }
 
-    /// The file and format behind `v`, which must exist.
+    /// The file and format behind `v`, which must exist. A backup overlay
+    /// that a dead VMM left on it (no process holds it) is committed into
+    /// it first: the writes the guest made during that backup are in it.
     pub fn resolve(&self, v: &VolumeRef) -> Result<ResolvedVolume, ApiError> {
         let dir = self.usable_dir(&v.pool)?;
         let path = dir.join(&v.name);
         if !path.is_file() {
             return Err(ApiError::not_found(format!("no volume '{v}'")));
         }
+        backup::recover_overlay(&dir, v)?;
         let format = volumes::format_of(&dir, &v.name)
             .map_err(|e| ApiError::internal(format!("volume '{v}': {e}")))?;
         Ok(ResolvedVolume {

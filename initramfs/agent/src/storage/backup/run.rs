@@ -64,7 +64,7 @@ impl Storage {
                 .with_file_name(meta::backup_overlay_name(&disk.volume.name));
             if overlay.exists() {
                 return Err(ApiError::conflict(format!(
-                    "'{}': an earlier backup's overlay {} is still there (its VMM died before committing it)",
+                    "'{}': the overlay of a backup still running ({}) is on it",
                     disk.volume,
                     overlay.display()
                 )));
