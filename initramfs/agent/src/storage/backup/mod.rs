@@ -167,6 +167,6 @@ mod tests {
     fn stamps_are_utc_calendar_times() {
         assert_eq!(utc_stamp(0), "19700101-000000");
         assert_eq!(utc_stamp(951_782_400), "20000229-000000");
-        assert_eq!(utc_stamp(1_796_000_000), "20261107-134320");
+        assert_eq!(utc_stamp(1_796_000_000), "20261130-005320");
     }
 }
