@@ -105,7 +105,7 @@ test-probe-qemu: probe
 
 # Every tier in turn, on after a failure; ends with "N passed, N failed"
 # counting the tests of every tier (tests/ci/run-tiers.sh).
-TEST_TIERS := lint test-unit test-membership test-cluster test-probe test-probe-qemu vmm-aarch64 test-rig \
+TEST_TIERS := lint test-unit test-membership test-cluster test-probe test-probe-qemu vmm-aarch64 test-rig rig-nfs-test \
               appliance-boot-test appliance-boot-test-aarch64 image-test image-test-aarch64 \
               kernel-config-check
 

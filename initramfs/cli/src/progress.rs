@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use vireo_agent::types::{TaskInfo, TaskState};
 
 use crate::http::Client;
@@ -13,15 +13,26 @@ pub fn byte_bar(what: &str, quiet: bool) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(0);
+    // Drawn from the first known length on (0 of 0 would show a full bar).
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
     let style = ProgressStyle::with_template(
-        "{msg:12} [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        "{msg} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ");
     bar.set_style(style);
     bar.set_message(what.to_string());
     bar
+}
+
+/// Sets the bar's length, showing it once there is one.
+pub fn set_length(bar: &ProgressBar, len: u64) {
+    if len > 0 && bar.length() != Some(len) {
+        if bar.length() == Some(0) {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
+        bar.set_length(len);
+    }
 }
 
 /// Polls task `task` until it ends; its final state. Fails unless it is done.
@@ -37,7 +48,7 @@ pub fn follow(
     while t.state == TaskState::Running {
         std::thread::sleep(Duration::from_millis(200));
         t = client.json("GET", &path, None)?;
-        bar.set_length(t.total);
+        set_length(&bar, t.total);
         bar.set_position(t.done);
     }
     match t.state {

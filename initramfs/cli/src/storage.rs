@@ -9,7 +9,7 @@ use vireo_agent::storage_api::{PoolInfo, VolumeFormat, VolumeInfo, VolumeRef};
 use vireo_agent::types::TaskInfo;
 
 use crate::http::Client;
-use crate::progress::{byte_bar, follow};
+use crate::progress::{byte_bar, follow, set_length};
 
 /// Where the agent is and how to print: shared by every storage command.
 #[derive(Args, Clone)]
@@ -342,7 +342,7 @@ fn upload(
     let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
     let bar = byte_bar("upload", conn.json);
-    bar.set_length(len);
+    set_length(&bar, len);
     let mut reader = bar.wrap_read(f);
     let query = format.map_or(String::new(), |f| format!("?format={}", f.as_str()));
     let text = c.upload(&format!("{}/data{query}", vol_path(v)), &mut reader, len)?;
@@ -365,7 +365,7 @@ fn download(
     let got = c.download(
         &format!("{}/data{query}", vol_path(v)),
         &mut writer,
-        &|len| bar.set_length(len),
+        &|len| set_length(&bar, len),
     );
     let got = match got {
         Ok(n) => n,
