@@ -103,10 +103,14 @@ cluster-bins:
 	$(CARGO) build -p vireo-membership -p vireo-cli --bins
 
 # Boots the probe through /dev/kvm: vCPU/memory matrix and bad input.
-# The agent's API tests too: POST /selftest/vmm boots the probe through it.
+# The agent's API tests too: POST /selftest/vmm boots the probe through it;
+# storage (volumes, snapshots, clones, transfers) and backups judge the
+# probe's disk writes; the CLI's tests drive a real agent.
 test-probe: vmm vmm-seccomp-hook probe
 	$(CARGO) test -p vireo-tests
-	$(CARGO) test -p vireo-agent --test api
+	$(CARGO) test -p vireo-agent --test api --test storage --test backup
+	$(CARGO) build -p vireo-agent --bin vireo-agent
+	$(CARGO) test -p vireo-cli
 
 # The probe under QEMU microvm too (the benchmark compares VMMs on it).
 test-probe-qemu: probe
@@ -129,7 +133,7 @@ fuzz-selfcheck:
 
 # Every tier in turn, on after a failure; ends with "N passed, N failed"
 # counting the tests of every tier (tests/ci/run-tiers.sh).
-TEST_TIERS := lint test-unit fuzz-smoke test-membership test-cluster test-probe test-probe-qemu vmm-aarch64 test-rig test-rig-aarch64 \
+TEST_TIERS := lint test-unit fuzz-smoke test-membership test-cluster test-probe test-probe-qemu vmm-aarch64 test-rig rig-nfs-test test-rig-aarch64 \
               appliance-boot-test appliance-boot-test-aarch64 image-test image-test-aarch64 \
               kernel-config-check
 

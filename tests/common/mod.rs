@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 pub mod qemu_img;
 pub mod vmm_process;
+pub mod stress;
 
 pub use vireo_cluster_tests::command::run_ok;
 

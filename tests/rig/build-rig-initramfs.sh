@@ -46,10 +46,13 @@ if readelf -lW "$vmm" 2>/dev/null | grep -q 'Requesting program interpreter'; th
   die "VIREO_VMM=$vmm is dynamically linked; build it for x86_64-unknown-linux-musl"
 fi
 
+# GUEST_DIR=none: no Linux guests, for jobs that run only the probe.
 guest_dir=${GUEST_DIR:-$repo/target/build/guest}
-for f in vmlinux bzImage initramfs.cpio.gz; do
-  [[ -s $guest_dir/$f ]] || die "missing $guest_dir/$f (make guest-kernel guest-initramfs)"
-done
+if [[ $guest_dir != none ]]; then
+  for f in vmlinux bzImage initramfs.cpio.gz; do
+    [[ -s $guest_dir/$f ]] || die "missing $guest_dir/$f (make guest-kernel guest-initramfs)"
+  done
+fi
 probe=${PROBE_ELF:-}
 [[ -z $probe || -s $probe ]] || die "PROBE_ELF=$probe does not exist"
 
@@ -132,8 +135,10 @@ log "modules ($kver): $(tr '\n' ' ' <"$stage/lib/modules/rig/load-order")options
 # --- the VMM and its guests ---
 cp "$vmm" "$stage/usr/bin/vireo-vmm"
 chmod 755 "$stage/usr/bin/vireo-vmm"
-cp "$guest_dir/vmlinux" "$guest_dir/bzImage" "$guest_dir/initramfs.cpio.gz" "$stage/guest/"
-cp "$debian_kernel" "$stage/guest/debian-vmlinuz"
+if [[ $guest_dir != none ]]; then
+  cp "$guest_dir/vmlinux" "$guest_dir/bzImage" "$guest_dir/initramfs.cpio.gz" "$stage/guest/"
+  cp "$debian_kernel" "$stage/guest/debian-vmlinuz"
+fi
 [[ -z $probe ]] || cp "$probe" "$stage/guest/probe.elf"
 # The minimal guest's text symbols, sorted, so that a hung launch's guest
 # RIPs can be named inside the rig (rig_dump_vmm).

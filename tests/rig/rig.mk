@@ -34,7 +34,7 @@ RIG_JOB ?= kvm-check
 RIG_ARGS ?=
 RIG_TEST_JOBS ?= kvm-check linux-min-1 linux-min-4 linux-debian
 
-.PHONY: rig-deps guest-kernel guest-initramfs guest-direct-test rig-vmm \
+.PHONY: rig-deps guest-kernel guest-initramfs guest-direct-test rig-vmm rig-nfs-test \
         rig-initramfs rig-bench-initramfs rig-run rig-test rig-selftest rig-bench rig-profile
 
 rig-deps:
@@ -118,3 +118,15 @@ rig-selftest: guest-kernel guest-initramfs
 	done; \
 	if [ -n "$$failed" ]; then echo "rig-selftest: FAILED:$$failed"; exit 1; fi; \
 	echo "rig-selftest: all passed"
+
+# Storage on NFS (docs/storage.md): a rig of its own with the NFS client and
+# server modules, nfs-utils' server programs and the static agent and CLI;
+# no Linux guests (the probe writes the disk). See jobs/nfs-pool.sh.
+RIG_NFS_OUT := $(RIG_OUT)/rig-nfs.cpio.gz
+rig-nfs-test: probe
+	$(CARGO) build --release --target x86_64-unknown-linux-musl -p vireo-vmm -p vireo-agent -p vireo-cli
+	$(RIG_SRC)/build-nfs-extra.sh $(RIG_OUT)/nfs-extra \
+	  target/x86_64-unknown-linux-musl/release/vireo-agent target/x86_64-unknown-linux-musl/release/vireo
+	VIREO_VMM=$(RIG_VMM_MUSL) GUEST_DIR=none PROBE_ELF=$(PROBE_ELF) RIG_EXTRA_DIR=$(RIG_OUT)/nfs-extra \
+	  RIG_MODULES="kvm-amd nfsd nfsv4 veth" $(RIG_SRC)/build-rig-initramfs.sh $(RIG_NFS_OUT)
+	BUILD=$(BUILD) RIG_INITRAMFS=$(RIG_NFS_OUT) $(RIG_SRC)/run-rig.sh nfs-pool

@@ -11,6 +11,7 @@ pub mod console;
 pub mod ctl;
 pub mod device_manager;
 pub mod devices;
+pub mod disk_layers;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod memory;

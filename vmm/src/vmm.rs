@@ -18,6 +18,7 @@ use crate::builder::{self, BuildError, Built, Launch};
 use crate::config::VmConfig;
 use crate::console::{Console, ConsoleError};
 use crate::devices::bus::lock;
+use crate::disk_layers::{DiskLayers, LayerError};
 use crate::migration::context::MigrationStatus;
 use crate::migration::outgoing::{self, Next, Outgoing};
 use crate::migration::receive::{self, Incoming};
@@ -87,6 +88,8 @@ struct Vmm {
     /// None only between tearing one boot down and building the next.
     vm: Option<Vm>,
     backends: Backends,
+    /// Disks switched onto overlays (backups).
+    layers: DiskLayers,
     console: Console,
     api: Option<ApiReceiver>,
     /// Shutdown requests, answered after teardown.
@@ -151,8 +154,32 @@ impl Vmm {
                 }
                 _ => ApiResponse::Conflict("no migration is running".into()),
             },
+            ApiRequest::DiskOverlay(id, req) => {
+                let done = self
+                    .layers
+                    .add_overlay(&self.backends, &self.config, &id, &req.path);
+                layer_answer(done.map(|()| ApiResponse::Done))
+            }
+            ApiRequest::DiskCommit(id) => {
+                let started = self.layers.start_commit(&self.backends, &id);
+                layer_answer(started.map(|()| ApiResponse::Accepted))
+            }
+            ApiRequest::GetDiskCommit(id) => layer_answer(
+                self.layers
+                    .status(&id)
+                    .map(|s| ApiResponse::Json(serde_json::to_value(s).unwrap_or_default())),
+            ),
             ApiRequest::GetVmInfo | ApiRequest::Shutdown => ApiResponse::Done,
         }
+    }
+
+    /// Why the VM's images alone do not describe it now, if they do not.
+    fn layered(&self) -> Option<ApiResponse> {
+        self.layers.busy().then(|| {
+            ApiResponse::Conflict(
+                "a disk is on a backup overlay: commit it first (PUT /vm/disks/{id}/commit)".into(),
+            )
+        })
     }
 
     fn info(&self) -> VmInfo {
@@ -194,6 +221,9 @@ impl Vmm {
         if self.state != VmState::Paused {
             return ApiResponse::Conflict("pause the VM first (PUT /vm/pause)".into());
         }
+        if let Some(refused) = self.layered() {
+            return refused;
+        }
         let Some(vm) = &self.vm else {
             return ApiResponse::Conflict("the VM is being rebuilt".into());
         };
@@ -218,6 +248,9 @@ impl Vmm {
         }
         if self.state != VmState::Running {
             return ApiResponse::Conflict("only a running VM migrates; resume it first".into());
+        }
+        if let Some(refused) = self.layered() {
+            return refused;
         }
         if let Err(e) = req.url.parse::<crate::migration::transport::Endpoint>() {
             return ApiResponse::BadRequest(e);
@@ -419,6 +452,15 @@ impl MutEventSubscriber for Vmm {
     }
 }
 
+fn layer_answer(result: Result<ApiResponse, LayerError>) -> ApiResponse {
+    match result {
+        Ok(r) => r,
+        Err(LayerError::Bad(m)) => ApiResponse::BadRequest(m),
+        Err(LayerError::Conflict(m)) => ApiResponse::Conflict(m),
+        Err(LayerError::Failed(m)) => ApiResponse::Failed(m),
+    }
+}
+
 fn start_api(
     config: &VmConfig,
 ) -> Result<(Option<ApiReceiver>, Option<ApiServerHandle>), VmmError> {
@@ -496,6 +538,7 @@ pub fn run(launch: Launch, tls: TlsFiles) -> Result<Outcome, VmmError> {
         tls,
         vm: Some(vm),
         backends,
+        layers: DiskLayers::default(),
         console,
         api,
         shutdown_replies: Vec::new(),

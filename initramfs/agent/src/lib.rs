@@ -2,6 +2,7 @@
 //! built, for the `vireo` CLI; the server behind the `server` feature.
 
 pub mod node;
+pub mod storage_api;
 pub mod types;
 
 #[cfg(feature = "server")]

@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/node", get(node_info))
         .route("/selftest/vmm", post(selftest::vmm))
         .merge(tasks::routes::routes())
+        .merge(crate::storage::routes::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -93,3 +93,33 @@ pub struct VmmSelftest {
     /// The time limit ended the run.
     pub timed_out: bool,
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+/// What `GET /tasks/{id}` returns (long operations: copies, backups, ...).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskInfo {
+    pub id: String,
+    /// What kind of work: `volume-copy`, `backup`, ...
+    pub kind: String,
+    /// What it works on: a VM or volume name.
+    pub target: String,
+    pub state: TaskState,
+    /// Units done and in all (`unit` says what they are: bytes, steps).
+    pub done: u64,
+    pub total: u64,
+    pub unit: String,
+    /// Seconds since the epoch.
+    pub started: u64,
+    pub finished: Option<u64>,
+    pub error: Option<String>,
+    /// What the work produced, for the client to read (a backup's name).
+    pub result: Option<serde_json::Value>,
+}

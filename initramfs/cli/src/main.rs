@@ -1,8 +1,12 @@
 //! vireo: the command-line client of a Vireo node's agent.
 
+mod backup;
 mod cluster;
 mod cluster_admin;
 mod format;
+mod http;
+mod progress;
+mod storage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +35,41 @@ enum Command {
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
+    },
+    /// Storage pools: directories and NFS exports.
+    Pool {
+        #[command(flatten)]
+        conn: storage::Conn,
+        #[command(subcommand)]
+        command: storage::PoolCommand,
+    },
+    /// Volumes: create, resize, convert, clone, snapshots, upload, download.
+    Vol {
+        #[command(flatten)]
+        conn: storage::Conn,
+        #[command(subcommand)]
+        command: storage::VolCommand,
+    },
+    /// Back up a VM (`vireo backup VM --storage POOL`), list, restore, verify.
+    Backup {
+        #[command(flatten)]
+        conn: storage::Conn,
+        #[command(flatten)]
+        args: backup::BackupArgs,
+    },
+    /// VM templates: mark one, clone it.
+    Template {
+        #[command(flatten)]
+        conn: storage::Conn,
+        #[command(subcommand)]
+        command: backup::TemplateCommand,
+    },
+    /// Long operations on the node: follow or cancel them.
+    Task {
+        #[command(flatten)]
+        conn: storage::Conn,
+        #[command(subcommand)]
+        command: backup::TaskCommand,
     },
 }
 
@@ -119,6 +158,11 @@ fn main() -> ExitCode {
             command: ClusterCommand::Status { socket, json },
         } => cluster::status_text(&socket, json).and_then(|text| print_out(&text)),
         Command::Cluster { command } => cluster_command(command).and_then(|t| print_out(&t)),
+        Command::Pool { conn, command } => storage::pool(&conn, command),
+        Command::Vol { conn, command } => storage::vol(&conn, command),
+        Command::Backup { conn, args } => backup::backup(&conn, args),
+        Command::Template { conn, command } => backup::template(&conn, command),
+        Command::Task { conn, command } => backup::tasks(&conn, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -182,7 +226,7 @@ fn node_selftest(host: &str, json: bool) -> Result<(), String> {
 }
 
 /// Writes to stdout; a closed pipe (`vireo ... | head`) is not an error.
-fn print_out(text: &str) -> Result<(), String> {
+pub(crate) fn print_out(text: &str) -> Result<(), String> {
     use std::io::Write;
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("stdout: {e}")),

@@ -31,8 +31,23 @@ pub enum ApiRequest {
     Migrate(crate::migration::MigrateRequest),
     GetMigration,
     CancelMigration,
+    /// Switch a disk onto a new qcow2 overlay (`crate::disk_layers`).
+    DiskOverlay(String, DiskOverlayRequest),
+    /// Start committing a disk's overlay back into its base.
+    DiskCommit(String),
+    /// A disk's overlay and commit progress.
+    GetDiskCommit(String),
     /// Type Ctrl-Alt-Del on the guest's keyboard (x86_64).
     CtrlAltDel,
+}
+
+/// Body of `PUT /vm/disks/{id}/overlay`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskOverlayRequest {
+    /// The new overlay image (must not exist); its backing file is the
+    /// disk's current image.
+    pub path: PathBuf,
 }
 
 /// Body of `PUT /vm/snapshot`.

@@ -35,10 +35,12 @@ pub enum ThreadKind {
     Announce,
     /// `vireo-spawn`: starts device workers for the vCPUs.
     Spawner,
+    /// `vireo-commit`: copies a disk's overlay back into its base.
+    Commit,
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 10] = [
+    pub const ALL: [ThreadKind; 11] = [
         ThreadKind::Main,
         ThreadKind::Api,
         ThreadKind::Vcpu,
@@ -49,6 +51,7 @@ impl ThreadKind {
         ThreadKind::Throttle,
         ThreadKind::Announce,
         ThreadKind::Spawner,
+        ThreadKind::Commit,
     ];
 
     /// The name tests and messages use (`VIREO_SECCOMP_TEST_SYSCALL=vcpu`).
@@ -64,6 +67,7 @@ impl ThreadKind {
             ThreadKind::Throttle => "throttle",
             ThreadKind::Announce => "announce",
             ThreadKind::Spawner => "spawn",
+            ThreadKind::Commit => "commit",
         }
     }
 }
@@ -149,7 +153,13 @@ fn list(kind: ThreadKind) -> List {
     match kind {
         ThreadKind::Main => {
             main(&mut l);
-            for child in [ThreadKind::Vcpu, ThreadKind::Migrate, ThreadKind::Announce] {
+            let children = [
+                ThreadKind::Vcpu,
+                ThreadKind::Migrate,
+                ThreadKind::Announce,
+                ThreadKind::Commit,
+            ];
+            for child in children {
                 l.merge(list(child));
             }
         }
@@ -164,6 +174,10 @@ fn list(kind: ThreadKind) -> List {
         }
         ThreadKind::Throttle => throttle(no_exec(&mut l)),
         ThreadKind::Announce => announce(no_exec(&mut l)),
+        ThreadKind::Commit => {
+            block(no_exec(&mut l));
+            commit(&mut l);
+        }
         ThreadKind::Spawner => {
             spawning(no_exec(&mut l));
             l.merge(list(ThreadKind::Block))
@@ -366,6 +380,13 @@ fn migrate(l: &mut List) {
     #[cfg(target_arch = "x86_64")]
     l.allow(&[SYS_open, SYS_stat]);
     l.ioctls(&ioctls::migrate());
+}
+
+/// A disk's I/O (as `block`), plus removing the overlay file at the end.
+fn commit(l: &mut List) {
+    l.allow(&[SYS_unlinkat]);
+    #[cfg(target_arch = "x86_64")]
+    l.allow(&[SYS_unlink]);
 }
 
 fn throttle(l: &mut List) {

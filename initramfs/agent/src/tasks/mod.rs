@@ -13,40 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-
 /// Finished tasks remembered.
 const KEEP: usize = 200;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskState {
-    Running,
-    Done,
-    Failed,
-    Cancelled,
-}
-
-/// What `GET /tasks/{id}` returns.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TaskInfo {
-    pub id: String,
-    /// What kind of work: `volume-copy`, `backup`, ...
-    pub kind: String,
-    /// What it works on: a VM or volume name.
-    pub target: String,
-    pub state: TaskState,
-    /// Units done and in all (`unit` says what they are: bytes, steps).
-    pub done: u64,
-    pub total: u64,
-    pub unit: String,
-    /// Seconds since the epoch.
-    pub started: u64,
-    pub finished: Option<u64>,
-    pub error: Option<String>,
-    /// What the work produced, for the client to read (a backup's name).
-    pub result: Option<serde_json::Value>,
-}
+pub use crate::types::{TaskInfo, TaskState};
 
 struct Entry {
     info: TaskInfo,

@@ -76,6 +76,9 @@ pub(super) fn route(method: &str, target: &str, body: &[u8]) -> Result<ApiReques
         "" => "/",
         p => p,
     };
+    if let Some(rest) = trimmed.strip_prefix("/vm/disks/") {
+        return disk_route(method, rest, body);
+    }
     let Some(route) = ROUTES.iter().find(|r| r.path == trimmed) else {
         return Err(Reply::error(404, &format!("no such resource: {path}")));
     };
@@ -91,9 +94,49 @@ pub(super) fn route(method: &str, target: &str, body: &[u8]) -> Result<ApiReques
     Err(Reply::error(405, &message).with_allow(route.allow))
 }
 
+/// `/vm/disks/{id}/overlay` (PUT) and `/vm/disks/{id}/commit` (PUT starts,
+/// GET shows progress); `rest` is what follows `/vm/disks/`.
+fn disk_route(method: &str, rest: &str, body: &[u8]) -> Result<ApiRequest, Reply> {
+    let Some((id, action)) = rest.split_once('/').filter(|(id, _)| !id.is_empty()) else {
+        return Err(Reply::error(
+            404,
+            &format!("no such resource: /vm/disks/{rest}"),
+        ));
+    };
+    let (id, get) = (id.to_string(), method == "GET" || method == "HEAD");
+    match (action, method) {
+        ("overlay", "PUT") => json(body).map(|b| ApiRequest::DiskOverlay(id, b)),
+        ("commit", "PUT") => Ok(ApiRequest::DiskCommit(id)),
+        ("commit", _) if get => Ok(ApiRequest::GetDiskCommit(id)),
+        ("overlay", _) => return Err(method_not_allowed(method, "/vm/disks/{id}/overlay", "PUT")),
+        ("commit", _) => {
+            return Err(method_not_allowed(
+                method,
+                "/vm/disks/{id}/commit",
+                "GET, HEAD, PUT",
+            ))
+        }
+        _ => {
+            return Err(Reply::error(
+                404,
+                &format!("no such resource: /vm/disks/{rest}"),
+            ))
+        }
+    }
+    .map_err(|why| Reply::error(400, &why))
+}
+
+fn method_not_allowed(method: &str, path: &str, allow: &'static str) -> Reply {
+    let message = format!("method {method} is not allowed on {path}; use {allow}");
+    Reply::error(405, &message).with_allow(allow)
+}
+
 /// Turns the event loop's answer into the HTTP response.
 pub(super) fn reply_for(request: &ApiRequest, response: ApiResponse) -> Reply {
-    let wants_body = matches!(request, ApiRequest::GetVmInfo | ApiRequest::GetMigration);
+    let wants_body = matches!(
+        request,
+        ApiRequest::GetVmInfo | ApiRequest::GetMigration | ApiRequest::GetDiskCommit(_)
+    );
     match response {
         ApiResponse::VmInfo(info) if *request == ApiRequest::GetVmInfo => Reply::json(200, &*info),
         ApiResponse::Json(value) if wants_body => Reply::json(200, &value),
@@ -170,6 +213,55 @@ mod tests {
                 .unwrap_err()
                 .status,
             400
+        );
+    }
+
+    #[test]
+    fn disk_routes_carry_the_disk_id() {
+        let overlay = route(
+            "PUT",
+            "/vm/disks/disk0/overlay",
+            br#"{"path":"/x/o.qcow2"}"#,
+        );
+        let Ok(ApiRequest::DiskOverlay(id, body)) = overlay else {
+            panic!("{overlay:?}");
+        };
+        assert_eq!(
+            (id.as_str(), body.path.to_str()),
+            ("disk0", Some("/x/o.qcow2"))
+        );
+        assert_eq!(
+            route("PUT", "/vm/disks/d1/commit", b""),
+            Ok(ApiRequest::DiskCommit("d1".into()))
+        );
+        assert_eq!(
+            route("GET", "/vm/disks/d1/commit/", b""),
+            Ok(ApiRequest::GetDiskCommit("d1".into()))
+        );
+        assert_eq!(
+            route("PUT", "/vm/disks/d1/overlay", b"")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            route("GET", "/vm/disks/d1/overlay", b"")
+                .unwrap_err()
+                .status,
+            405
+        );
+        assert_eq!(
+            route("PUT", "/vm/disks//commit", b"").unwrap_err().status,
+            404
+        );
+        assert_eq!(
+            route("PUT", "/vm/disks/d1/merge", b"").unwrap_err().status,
+            404
+        );
+        let json = ApiResponse::Json(serde_json::json!({"phase": "overlay"}));
+        assert_eq!(
+            reply_for(&ApiRequest::GetDiskCommit("d".into()), json).status,
+            200
         );
     }
 

@@ -3,6 +3,7 @@
 //! (raw file or qcow2 image, see `disk`).
 
 pub mod disk;
+pub mod layers;
 #[cfg(feature = "fuzz")]
 pub mod fuzz_harness;
 pub mod qcow2;
@@ -284,5 +285,7 @@ impl Serve {
     }
 }
 
+#[cfg(test)]
+mod layers_tests;
 #[cfg(test)]
 mod tests;

@@ -90,6 +90,14 @@ impl Tracked {
     }
 }
 
+impl Tracked {
+    /// `inner` reporting to an existing tracker: a disk switched onto an
+    /// overlay keeps the tracker a migration may be reading.
+    pub fn with_dirty(inner: Box<dyn DiskBackend>, dirty: Arc<DirtyBlocks>) -> Self {
+        Self { inner, dirty }
+    }
+}
+
 impl DiskBackend for Tracked {
     fn size(&self) -> u64 {
         self.inner.size()

@@ -17,7 +17,10 @@ pub mod create;
 #[cfg(feature = "fuzz")]
 pub mod fuzz_harness;
 mod header;
+pub mod info;
+pub mod overlay;
 mod refcount;
+pub mod resize;
 mod tables;
 mod zero;
 
@@ -88,6 +91,18 @@ impl Qcow2Disk {
         readonly: bool,
         chain: &mut backing::Chain,
     ) -> Result<Self, DiskError> {
+        Self::open_with(file, path, readonly, |h| backing::open(path, h, chain))
+    }
+
+    /// Opens the image, its backing file (if the header names one) coming
+    /// from `open_backing`: the chain by name, or an image already open
+    /// (`overlay::open_over`).
+    fn open_with(
+        file: File,
+        path: &Path,
+        readonly: bool,
+        open_backing: impl FnOnce(&Header) -> Result<Option<Box<dyn DiskBackend>>, DiskError>,
+    ) -> Result<Self, DiskError> {
         let bad = |why: String| DiskError::qcow2(path, why);
         let file_len = file.metadata().map_err(|e| DiskError::io(path, e))?.len();
         let h = Header::read(&file, file_len).map_err(bad)?;
@@ -112,7 +127,7 @@ impl Qcow2Disk {
             file_len,
         )
         .map_err(bad)?;
-        let backing = backing::open(path, &h, chain)?;
+        let backing = open_backing(&h)?;
         if !readonly && h.autoclear != 0 {
             // Autoclear features (bitmaps, raw external data) are ones this
             // writer does not maintain: the spec says to clear them.

@@ -107,6 +107,19 @@ impl Refcounts {
         Ok(host)
     }
 
+    /// Allocates `clusters` adjacent clusters (a table that must be one
+    /// piece), each counted once; returns the first one's offset. They are
+    /// reserved before any is counted, so refcount blocks created on the
+    /// way land after them.
+    pub fn allocate_contiguous(&mut self, file: &File, clusters: u64) -> io::Result<u64> {
+        let start = self.next_free;
+        self.next_free += clusters * self.cluster_size();
+        for i in 0..clusters {
+            self.set(file, start + i * self.cluster_size(), 1)?;
+        }
+        Ok(start)
+    }
+
     fn take_next(&mut self) -> u64 {
         let host = self.next_free;
         self.next_free += self.cluster_size();
