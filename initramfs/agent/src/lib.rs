@@ -3,6 +3,7 @@
 
 pub mod node;
 pub mod types;
+pub mod vm_types;
 
 #[cfg(feature = "server")]
 pub mod error;
@@ -16,3 +17,5 @@ pub mod storage;
 pub mod store;
 #[cfg(feature = "server")]
 pub mod tasks;
+#[cfg(feature = "server")]
+pub mod vms;
