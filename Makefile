@@ -90,10 +90,11 @@ cluster-bins:
 	$(CARGO) build -p vireo-membership -p vireo-cli --bins
 
 # Boots the probe through /dev/kvm: vCPU/memory matrix and bad input.
-# The agent's API tests too: POST /selftest/vmm boots the probe through it.
+# The agent's API tests too: POST /selftest/vmm boots the probe through it,
+# and its VMs (lifecycle, 50 VMs, re-adoption, autostart, boot from disk).
 test-probe: vmm probe
 	$(CARGO) test -p vireo-tests
-	$(CARGO) test -p vireo-agent --test api
+	$(CARGO) test -p vireo-agent --test api --test vm_lifecycle --test vm_scale --test vm_bootdisk
 
 # The probe under QEMU microvm too (the benchmark compares VMMs on it).
 test-probe-qemu: probe
