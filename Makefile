@@ -21,7 +21,7 @@ export VIREO_PROBE         := $(CURDIR)/$(PROBE_ELF)
 export VIREO_PROBE_LINUX64 := $(CURDIR)/$(PROBE_L64)
 
 .PHONY: all vmm vmm-musl vmm-aarch64 probe run run-vm run-probe run-linux test test-unit test-membership \
-        test-cluster test-chaos test-interop cluster-bins test-probe test-probe-qemu test-rig lint bench bench-cluster \
+        test-cluster test-chaos test-interop cluster-bins test-probe test-probe-qemu test-rig lint bench bench-vms bench-cluster \
         membershipd-release clean
 
 all: vmm probe
@@ -94,7 +94,7 @@ cluster-bins:
 # and its VMs (lifecycle, 50 VMs, re-adoption, autostart, boot from disk).
 test-probe: vmm probe
 	$(CARGO) test -p vireo-tests
-	$(CARGO) test -p vireo-agent --test api --test vm_lifecycle --test vm_scale --test vm_bootdisk
+	$(CARGO) test -p vireo-agent --test api --test openapi --test vm_lifecycle --test vm_scale --test vm_bootdisk
 
 # The probe under QEMU microvm too (the benchmark compares VMMs on it).
 test-probe-qemu: probe
@@ -139,7 +139,14 @@ include kernel-config/kernel.mk
 bench: vmm probe
 	$(MAKE) rig-initramfs VIREO_VMM=$(VMM_MUSL)
 	$(MAKE) membershipd-release
+	$(CARGO) build --release -p vireo-agent
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench
+
+# Only the agent's VM rows: start -> first serial byte through the agent vs
+# vireo-vmm directly, 50 VMs at once, the agent's RSS with 50 VMs.
+bench-vms: vmm probe
+	$(CARGO) build --release -p vireo-agent
+	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench -- vms
 
 # Only the cluster rows: failover time corosync vs Vireo, broadcast throughput.
 bench-cluster: membershipd-release

@@ -12,6 +12,7 @@ mod cluster;
 mod measure;
 mod net;
 mod rig;
+mod vms;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -106,6 +107,7 @@ fn main() -> ExitCode {
         Some("block") => bench_block(),
         Some("net") => net::bench_net(&mut failures),
         Some("broadcast") => cluster::bench_broadcast(&mut failures),
+        Some("vms") => vms::bench_vms(&mut failures),
         _ => {
             println!(
                 "== vireo bench ({} runs each, guest memory {GUEST_MEMORY_MIB} MiB)",
@@ -113,6 +115,7 @@ fn main() -> ExitCode {
             );
             bench_probe();
             bench_block();
+            vms::bench_vms(&mut failures);
             net::bench_net(&mut failures);
             rig::bench_linux_in_rig(&mut failures);
             cluster::bench_cluster(&mut failures);
