@@ -37,8 +37,20 @@ pub fn first_start_this_boot(run: &Path) -> bool {
     true
 }
 
+/// Whole or not at all (temporary file, rename), but not fsynced: the run
+/// directory is a tmpfs, and a power loss takes the VMMs with it. (An fsync
+/// here cost milliseconds of every start on a disk-backed directory.)
+fn write_runtime_json<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(value).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(&tmp, path)
+}
+
 pub fn write_pid(dir: &Path, record: &PidRecord) -> std::io::Result<()> {
-    store::write_json(&dir.join(PID_FILE), record)
+    write_runtime_json(&dir.join(PID_FILE), record)
 }
 
 pub fn read_pid(dir: &Path) -> Option<PidRecord> {
@@ -70,7 +82,7 @@ pub fn clear_run_files(dir: &Path) {
 }
 
 pub fn save_last_exit(dir: &Path, exit: &ExitInfo) {
-    let _ = store::write_json(&dir.join(LAST_EXIT_FILE), exit);
+    let _ = write_runtime_json(&dir.join(LAST_EXIT_FILE), exit);
 }
 
 pub fn read_last_exit(dir: &Path) -> Option<ExitInfo> {

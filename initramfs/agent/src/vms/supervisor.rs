@@ -161,7 +161,10 @@ impl Vms {
     }
 
     /// The VMM starts paused: the console is attached before the guest
-    /// prints its first byte, then the VM runs.
+    /// prints its first byte, then the VM runs. GET /vm answering means the
+    /// VMM's event loop runs; the console connection then reaches it (its
+    /// listener wakes the loop at once) well before the resume request
+    /// has crossed the API thread.
     async fn attach_and_resume(&self, slot: &Slot, process: &VmmProcess) -> Result<(), ApiError> {
         wait_ready(slot, process).await?;
         slot.console
