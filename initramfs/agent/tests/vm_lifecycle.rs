@@ -129,6 +129,42 @@ fn a_guest_that_ignores_ctrl_alt_del_is_stopped_at_the_timeout() {
     assert_eq!(agent.vm("deaf")["state"], "stopped");
 }
 
+/// Cancelling a shutdown task stops the waiting; the VM keeps running.
+/// (With a VMM that has no Ctrl-Alt-Del the VM is stopped hard at once and
+/// there is nothing to cancel: the test then checks that instead.)
+#[test]
+fn a_cancelled_shutdown_leaves_the_vm_running() {
+    let node = Node::new("cancel");
+    let agent = node.agent(&[]);
+    agent.define_probe(&node, "k", "probe.hold", 64);
+    let pid = agent.ok("POST", "/vms/k/start", None, 200)["pid"]
+        .as_i64()
+        .unwrap();
+    agent.wait_log("k", "PROBE done ok", LONG);
+    let task = agent.ok("POST", "/vms/k/shutdown?timeout=60", None, 202);
+    let id = task["id"].as_str().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    if agent.log("k").contains("cannot send Ctrl-Alt-Del") {
+        let t = agent.wait_task(id, LONG);
+        assert_eq!(t["result"]["forced"], true, "{t}");
+        assert_eq!(agent.call("DELETE", &format!("/tasks/{id}"), None).0, 409);
+        return;
+    }
+    assert_eq!(agent.vm("k")["state"], "shutting_down");
+    assert_eq!(agent.call("DELETE", &format!("/tasks/{id}"), None).0, 202);
+    let t = agent.wait_task(id, LONG);
+    assert_eq!(t["state"], "cancelled", "{t}");
+    let vm = agent.vm("k");
+    assert_eq!(
+        (vm["state"].as_str(), vm["pid"].as_i64()),
+        (Some("running"), Some(pid)),
+        "{vm}"
+    );
+    assert!(alive(pid));
+    // It can still be stopped afterwards.
+    agent.ok("POST", "/vms/k/destroy", None, 200);
+}
+
 #[test]
 fn a_crash_is_reported_and_restarted_only_when_asked() {
     let node = Node::new("crash");

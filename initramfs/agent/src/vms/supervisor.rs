@@ -174,7 +174,9 @@ impl Vms {
         let answer = vmm_api::call(&slot.api_socket(), "PUT", "/vm/resume", None, API_TIMEOUT)
             .await
             .map_err(|e| ApiError::internal(format!("cannot resume the VM: {e}")))?;
-        match answer.ok() {
+        // 409: the VM is not paused, i.e. it runs already (a VMM that
+        // ignored --paused); that is what was wanted.
+        match answer.ok() || answer.status == 409 {
             true => Ok(()),
             false => Err(ApiError::internal(format!(
                 "the VMM refused to resume: {}",
