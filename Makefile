@@ -21,7 +21,7 @@ export VIREO_PROBE         := $(CURDIR)/$(PROBE_ELF)
 export VIREO_PROBE_LINUX64 := $(CURDIR)/$(PROBE_L64)
 
 .PHONY: all vmm vmm-seccomp-hook vmm-musl vmm-aarch64 probe run run-vm run-probe run-linux test test-unit test-membership \
-        test-cluster test-chaos test-interop test-cluster-layer cluster-bins fuzz fuzz-smoke fuzz-selfcheck test-probe test-probe-qemu test-rig lint bench bench-cluster \
+        test-cluster test-chaos test-interop test-cluster-layer cluster-bins fuzz fuzz-smoke fuzz-selfcheck test-probe test-probe-qemu test-rig lint bench bench-vms bench-cluster \
         membershipd-release clean
 
 all: vmm probe
@@ -105,10 +105,11 @@ cluster-bins:
 # Boots the probe through /dev/kvm: vCPU/memory matrix and bad input.
 # The agent's API tests too: POST /selftest/vmm boots the probe through it;
 # storage (volumes, snapshots, clones, transfers) and backups judge the
-# probe's disk writes; the CLI's tests drive a real agent.
+# probe's disk writes; the CLI's tests drive a real agent; its VMs (lifecycle,
+# 50 VMs, re-adoption, autostart, boot from disk).
 test-probe: vmm vmm-seccomp-hook probe
 	$(CARGO) test -p vireo-tests
-	$(CARGO) test -p vireo-agent --test api --test storage --test backup
+	$(CARGO) test -p vireo-agent --test api --test openapi --test storage --test backup --test vm_lifecycle --test vm_scale --test vm_bootdisk
 	$(CARGO) build -p vireo-agent --bin vireo-agent
 	$(CARGO) test -p vireo-cli
 
@@ -172,8 +173,15 @@ include kernel-config/kernel.mk
 bench: vmm probe
 	$(MAKE) rig-bench-initramfs
 	$(MAKE) membershipd-release
+	$(CARGO) build --release -p vireo-agent
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench
 	$(MAKE) bench-rig-aarch64
+
+# Only the agent's VM rows: start -> first serial byte through the agent vs
+# vireo-vmm directly, 50 VMs at once, the agent's RSS with 50 VMs.
+bench-vms: vmm probe
+	$(CARGO) build --release -p vireo-agent
+	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench -- vms
 
 # Only the cluster rows: failover time corosync vs Vireo, broadcast throughput.
 bench-cluster: membershipd-release

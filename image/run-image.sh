@@ -29,9 +29,18 @@ if curl -s -o /dev/null --max-time 1 "$url/"; then
   exit 1
 fi
 
+# The CLI this build made (static, beside the image's binaries), run on
+# this host against the node's forwarded port.
+cli=$(cd "$(dirname "$0")/.." && pwd)/target/x86_64-unknown-linux-musl/release/vireo
+[[ -x $cli ]] || cli=vireo
+# The demo guest every image carries: the probe (docs/probe.md), ticking.
+demo="$cli vm define demo --host 127.0.0.1:$port --kernel /usr/lib/vireo/probe.elf --cmdline probe.tick --memory 64M --start --console"
+
 cat <<EOF2
 == Vireo node: $(basename "$iso") under QEMU $how
 == agent: $url/node   (vireo node info --host 127.0.0.1:$port)
+== a VM on it, created, started and its console opened (Ctrl-] detaches), from another terminal:
+==   $demo
 == console below; quit QEMU with Ctrl-A X; the ACPI power button: Ctrl-A C, then system_powerdown
 EOF2
 
@@ -40,6 +49,7 @@ EOF2
   for _ in $(seq 1 1200); do
     if curl -sf --max-time 1 "$url/health" >/dev/null 2>&1; then
       printf '\r\n== vireo: the agent answers at %s/node\r\n' "$url"
+      printf '== a demo VM (from another terminal): %s\r\n' "$demo"
       exit 0
     fi
     sleep 0.5

@@ -14,6 +14,7 @@ mod migration;
 mod net;
 mod rig;
 mod security;
+mod vms;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -115,6 +116,7 @@ fn main() -> ExitCode {
         Some("store") => cluster::bench_store(&mut failures),
         Some("migration") => migration::bench_migration(&mut failures),
         Some("security") => security::bench_security(&mut failures),
+        Some("vms") => vms::bench_vms(&mut failures),
         _ => {
             println!(
                 "== vireo bench ({} runs each, guest memory {GUEST_MEMORY_MIB} MiB)",
@@ -122,6 +124,7 @@ fn main() -> ExitCode {
             );
             bench_probe();
             bench_block();
+            vms::bench_vms(&mut failures);
             net::bench_net(&mut failures);
             migration::bench_migration(&mut failures);
             security::bench_security(&mut failures);

@@ -32,10 +32,15 @@ struct Args {
     /// then run it; --disk, --net, --serial and --api-socket as for --restore.
     #[arg(long, value_name = "URL", conflicts_with_all = ["kernel", "restore"])]
     incoming: Option<String>,
-    /// With --restore or --incoming: leave the VM paused once it is here
-    /// (PUT /vm/resume runs it).
+    /// Leave the VM paused once it is built, restored or here (PUT
+    /// /vm/resume runs it): a supervisor attaches to the console first.
     #[arg(long)]
     paused: bool,
+    /// Write how the VMM ended to this file as JSON (`exit_code`, `outcome`,
+    /// `message`) just before it exits: a supervisor that is not our parent
+    /// cannot wait for our status. No file means the VMM was killed.
+    #[arg(long, value_name = "PATH")]
+    exit_file: Option<PathBuf>,
     /// Initial ramdisk handed to the kernel.
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
@@ -141,15 +146,64 @@ fn main() -> ExitCode {
         eprintln!("vireo-vmm: error: {e}");
         return ExitCode::from(1);
     }
-    match vmm::run(args.launch(), tls) {
+    let exit_file = args.exit_file.clone();
+    // A fresh boot takes --paused here; restore and incoming carry it in `Resume`.
+    let paused_boot = args.paused && args.kernel.is_some();
+    let (code, record) = match vmm::run_with(args.launch(), tls, paused_boot) {
         Ok(Outcome::Failed(reason)) => {
             eprintln!("vireo-vmm: the VM failed: {reason}");
-            ExitCode::from(2)
+            (2, exit_record::failed(2, "failed", &reason))
         }
-        Ok(outcome) => ExitCode::from(outcome.exit_code() as u8),
+        Ok(outcome) => {
+            let code = outcome.exit_code();
+            (code, exit_record::ended(code, &outcome))
+        }
         Err(e) => {
             eprintln!("vireo-vmm: error: {e}");
-            ExitCode::from(1)
+            (1, exit_record::failed(1, "not_started", &e.to_string()))
+        }
+    };
+    if let Some(path) = exit_file {
+        exit_record::write(&path, &record);
+    }
+    ExitCode::from(code as u8)
+}
+
+/// `--exit-file`: how this VMM ended, for a supervisor that re-adopted it
+/// (and so cannot wait for its status).
+mod exit_record {
+    use std::path::Path;
+
+    use serde_json::{json, Value};
+    use vireo_vmm::vmm::Outcome;
+
+    pub fn ended(code: i32, outcome: &Outcome) -> Value {
+        let name = match outcome {
+            Outcome::GuestReset => "guest_reset",
+            Outcome::GuestPowerOff => "guest_power_off",
+            Outcome::ApiShutdown => "api_shutdown",
+            Outcome::Signalled => "signalled",
+            Outcome::MigratedAway => "migrated_away",
+            Outcome::Failed(_) => "failed",
+        };
+        json!({"exit_code": code, "outcome": name, "message": null})
+    }
+
+    pub fn failed(code: i32, outcome: &str, message: &str) -> Value {
+        json!({"exit_code": code, "outcome": outcome, "message": message})
+    }
+
+    /// Written whole or not at all (temporary file, then rename); a failure
+    /// is only reported: the exit status still says it.
+    pub fn write(path: &Path, record: &Value) {
+        let tmp = path.with_extension("tmp");
+        let written =
+            std::fs::write(&tmp, record.to_string()).and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            eprintln!(
+                "vireo-vmm: cannot write the exit file {}: {e}",
+                path.display()
+            );
         }
     }
 }

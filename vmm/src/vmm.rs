@@ -480,6 +480,14 @@ fn start_api(
 /// Builds the VM `launch` asks for and runs it until it ends; returns how
 /// it ended. `tls` is for migration channels either way.
 pub fn run(launch: Launch, tls: TlsFiles) -> Result<Outcome, VmmError> {
+    run_with(launch, tls, false)
+}
+
+/// `run`, with the vCPUs left parked after a fresh boot too when
+/// `start_paused` (`--paused --kernel`): a supervisor can then attach to the
+/// console socket before the guest prints its first byte, and start it with
+/// `PUT /vm/resume`.
+pub fn run_with(launch: Launch, tls: TlsFiles, start_paused: bool) -> Result<Outcome, VmmError> {
     vcpu::install_kick_handler().map_err(|e| VmmError::Setup(e.into()))?;
     // Before the main thread confines itself: see seccomp/spawner.rs.
     crate::seccomp::spawner::start().map_err(VmmError::Setup)?;
@@ -488,7 +496,7 @@ pub fn run(launch: Launch, tls: TlsFiles) -> Result<Outcome, VmmError> {
         stop: EventFd::new(EFD_NONBLOCK).map_err(VmmError::Setup)?,
         reset: EventFd::new(EFD_NONBLOCK).map_err(VmmError::Setup)?,
     };
-    let paused = launch.paused();
+    let paused = start_paused || launch.paused();
     // The VM is built first: a bad kernel or config then leaves nothing behind.
     let (built, confirm) = match launch {
         Launch::Incoming { url, resume } => {

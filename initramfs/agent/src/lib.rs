@@ -4,6 +4,7 @@
 pub mod node;
 pub mod storage_api;
 pub mod types;
+pub mod vm_types;
 
 #[cfg(feature = "server")]
 pub mod error;
@@ -17,3 +18,5 @@ pub mod storage;
 pub mod store;
 #[cfg(feature = "server")]
 pub mod tasks;
+#[cfg(feature = "server")]
+pub mod vms;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use vireo_agent::selftest::SelftestConfig;
-use vireo_agent::server::AppState;
+use vireo_agent::server::{AppState, VmOptions};
 use vireo_agent::store::Paths;
 
 #[derive(Parser)]
@@ -25,9 +25,15 @@ struct Args {
     /// the appliance; any directory elsewhere).
     #[arg(long, env = "VIREO_STATE_DIR", default_value = "/var/lib/vireo")]
     state_dir: PathBuf,
-    /// Runtime files: VMM sockets (a tmpfs).
-    #[arg(long, default_value = "/run/vireo")]
+    /// Runtime files: VMM sockets, pid files, console logs (a tmpfs).
+    #[arg(long, env = "VIREO_RUN_DIR", default_value = "/run/vireo")]
     run_dir: PathBuf,
+    /// Memory VMs may use, in MiB (default: MemTotal less 384 MiB for the node).
+    #[arg(long, env = "VIREO_VM_MEMORY_MIB")]
+    vm_memory_mib: Option<u64>,
+    /// Seconds a graceful VM shutdown waits before stopping the VM hard.
+    #[arg(long, default_value = "60")]
+    shutdown_timeout: u64,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -61,13 +67,20 @@ async fn main() {
         probe: args.probe,
         ..SelftestConfig::default()
     };
-    let state = match AppState::new(selftest, paths) {
+    let options = VmOptions {
+        memory_limit_mib: args.vm_memory_mib,
+        shutdown_timeout_s: Some(args.shutdown_timeout),
+    };
+    let state = match AppState::with_vm_options(selftest, paths, options) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("vireo-agent: cannot load the node's state: {e}");
             std::process::exit(1);
         }
     };
+    // Serving starts at once; VMs are re-adopted and autostarted beside it.
+    let vms = state.vms.clone();
+    tokio::spawn(async move { vms.recover().await });
     if let Err(e) = vireo_agent::server::serve(listener, state, stop_signal()).await {
         eprintln!("vireo-agent: {e}");
         std::process::exit(2);

@@ -15,6 +15,8 @@ use crate::storage::Storage;
 use crate::store::Paths;
 use crate::tasks::{self, Tasks};
 use crate::types::{Health, NodeInfo};
+use crate::vms::launcher::DirectLauncher;
+use crate::vms::{Vms, VmsConfig};
 
 /// What the handlers share. Each concern (VMs, storage, networks) keeps
 /// its own manager here; routes stay thin and call into it.
@@ -26,16 +28,47 @@ pub struct AppState {
     pub paths: Arc<Paths>,
     pub tasks: Tasks,
     pub storage: Storage,
+    pub vms: Vms,
+}
+
+/// The VM manager's settings that the command line can change.
+#[derive(Clone, Debug, Default)]
+pub struct VmOptions {
+    /// Memory VMs may use (MiB), instead of MemTotal less a reserve.
+    pub memory_limit_mib: Option<u64>,
+    /// Seconds a graceful shutdown waits by default (60 if None).
+    pub shutdown_timeout_s: Option<u64>,
 }
 
 impl AppState {
     /// A state whose files live in `paths`.
     pub fn new(selftest: SelftestConfig, paths: Paths) -> std::io::Result<Self> {
+        Self::with_vm_options(selftest, paths, VmOptions::default())
+    }
+
+    /// The VMs run the selftest's VMM. Call `vms.recover()` once serving
+    /// to re-adopt running VMs and autostart.
+    pub fn with_vm_options(
+        selftest: SelftestConfig,
+        paths: Paths,
+        options: VmOptions,
+    ) -> std::io::Result<Self> {
         let paths = Arc::new(paths);
+        let storage = Storage::load(paths.clone())?;
+        let vms_config = VmsConfig {
+            vmm: selftest.vmm.clone(),
+            launcher: Arc::new(DirectLauncher),
+            memory_limit_mib: options.memory_limit_mib,
+            shutdown_timeout: std::time::Duration::from_secs(
+                options.shutdown_timeout_s.unwrap_or(60),
+            ),
+        };
+        let vms = Vms::new(paths.clone(), storage.clone(), vms_config)?;
         Ok(AppState {
             selftest: Arc::new(selftest),
             selftest_lock: Arc::default(),
-            storage: Storage::load(paths.clone())?,
+            storage,
+            vms,
             paths,
             tasks: Tasks::default(),
         })
@@ -50,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/selftest/vmm", post(selftest::vmm))
         .merge(tasks::routes::routes())
         .merge(crate::storage::routes::routes())
+        .merge(crate::vms::routes::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

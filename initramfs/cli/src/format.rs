@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use vireo_agent::types::{NodeInfo, VmmSelftest};
+use vireo_agent::vm_types::{Boot, VmInfo};
 
 pub fn node_info(i: &NodeInfo) -> String {
     let kvm = match i.kvm.available {
@@ -45,6 +46,117 @@ pub fn selftest(r: &VmmSelftest) -> String {
     let verdict = if r.ok { "ok" } else { "FAILED" };
     let secs = r.duration_ms as f64 / 1000.0;
     let _ = writeln!(out, "selftest: {verdict} ({how}, {secs:.2} s)");
+    out
+}
+
+/// `vireo vm list`: one line per VM.
+pub fn vm_table(vms: &[VmInfo]) -> String {
+    let width = vms
+        .iter()
+        .map(|v| v.spec.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = format!(
+        "{:<width$}  {:<13}  {:>5}  {:>9}  AUTOSTART\n",
+        "NAME", "STATE", "VCPUS", "MEMORY"
+    );
+    for v in vms {
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<13}  {:>5}  {:>9}  {}",
+            v.spec.name,
+            v.state.as_str(),
+            v.spec.vcpus,
+            bytes(v.spec.memory_mib << 20),
+            if v.spec.autostart { "yes" } else { "no" }
+        );
+    }
+    out
+}
+
+/// `vireo vm show`.
+pub fn vm_details(v: &VmInfo) -> String {
+    let s = &v.spec;
+    let boot = match &s.boot {
+        Boot::Kernel {
+            kernel,
+            initrd,
+            cmdline,
+        } => format!(
+            "kernel {kernel}{}{}",
+            initrd
+                .as_ref()
+                .map_or(String::new(), |i| format!(", initrd {i}")),
+            cmdline
+                .as_ref()
+                .map_or(String::new(), |c| format!(", cmdline \"{c}\""))
+        ),
+        Boot::Disk { disk, cmdline } => format!(
+            "from disk {disk}{}",
+            cmdline
+                .as_ref()
+                .map_or(String::new(), |c| format!(", cmdline +\"{c}\""))
+        ),
+    };
+    let mut rows = vec![
+        ("name", s.name.clone()),
+        ("uuid", v.uuid.clone()),
+        ("state", v.state.as_str().to_string()),
+        ("vcpus", s.vcpus.to_string()),
+        ("memory", bytes(s.memory_mib << 20)),
+        ("boot", boot),
+        (
+            "autostart",
+            if s.autostart { "yes" } else { "no" }.to_string(),
+        ),
+    ];
+    if let Some(pid) = v.pid {
+        rows.push(("pid", pid.to_string()));
+    }
+    for (i, d) in s.disks.iter().enumerate() {
+        let ro = if d.readonly { " (read-only)" } else { "" };
+        rows.push((
+            "disk",
+            format!("vd{} {}{ro}", (b'a' + i as u8) as char, d.volume),
+        ));
+    }
+    for n in &s.nics {
+        let on = n
+            .tap
+            .as_ref()
+            .map(|t| format!("tap {t}"))
+            .or(n.macvtap.as_ref().map(|m| format!("macvtap {m}")));
+        rows.push((
+            "nic",
+            format!(
+                "{} {}",
+                on.unwrap_or_default(),
+                n.mac.clone().unwrap_or_default()
+            ),
+        ));
+    }
+    for (k, val) in &s.tags {
+        rows.push(("tag", format!("{k}={val}")));
+    }
+    if let Some(e) = &v.last_exit {
+        let why = e
+            .message
+            .as_ref()
+            .map_or(String::new(), |m| format!(": {m}"));
+        rows.push((
+            "last exit",
+            format!(
+                "{}{}{why}",
+                e.outcome,
+                if e.requested { " (requested)" } else { "" }
+            ),
+        ));
+    }
+    let mut out = String::new();
+    for (k, val) in rows {
+        let _ = writeln!(out, "{:<11}{val}", format!("{k}:"));
+    }
     out
 }
 

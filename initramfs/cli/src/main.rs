@@ -7,6 +7,8 @@ mod format;
 mod http;
 mod progress;
 mod storage;
+mod vm;
+mod vm_console;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +33,8 @@ enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// The node's VMs: define, start, shutdown, console, ...
+    Vm(Box<vm::VmArgs>),
     /// The cluster this node is a member of.
     Cluster {
         #[command(subcommand)]
@@ -163,6 +167,7 @@ fn main() -> ExitCode {
         Command::Backup { conn, args } => backup::backup(&conn, args),
         Command::Template { conn, command } => backup::template(&conn, command),
         Command::Task { conn, command } => backup::tasks(&conn, command),
+        Command::Vm(args) => vm::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -236,14 +241,30 @@ pub(crate) fn print_out(text: &str) -> Result<(), String> {
 
 /// METHOD base+path; the body on 2xx, else the agent's error message.
 fn call(base: &str, method: &str, path: &str, timeout: Duration) -> Result<String, String> {
+    request(base, method, path, None, timeout)
+}
+
+/// METHOD base+path with an optional JSON body; the answer's body on 2xx,
+/// else the agent's error message.
+pub fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<String, String> {
     let config = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .build();
     let agent = ureq::Agent::new_with_config(config);
     let url = format!("{base}{path}");
-    let sent = match method {
-        "POST" => agent.post(&url).send_empty(),
+    let json = "application/json";
+    let sent = match (method, body) {
+        ("POST", Some(b)) => agent.post(&url).content_type(json).send(b),
+        ("POST", None) => agent.post(&url).send_empty(),
+        ("PUT", b) => agent.put(&url).content_type(json).send(b.unwrap_or("")),
+        ("DELETE", _) => agent.delete(&url).call(),
         _ => agent.get(&url).call(),
     };
     let mut resp = sent.map_err(|e| format!("cannot reach {url}: {e}"))?;
@@ -255,9 +276,14 @@ fn call(base: &str, method: &str, path: &str, timeout: Duration) -> Result<Strin
     if status.is_success() {
         return Ok(body);
     }
-    match serde_json::from_str::<ErrorBody>(&body) {
-        Ok(e) => Err(format!("{url}: {} ({})", e.error, e.status)),
-        Err(_) => Err(format!("{url}: HTTP {status}")),
+    Err(format!("{url}: {}", error_text(&body, status.as_u16())))
+}
+
+/// The agent's error message, or the bare status.
+pub fn error_text(body: &str, status: u16) -> String {
+    match serde_json::from_str::<ErrorBody>(body) {
+        Ok(e) => format!("{} ({})", e.error, e.status),
+        Err(_) => format!("HTTP {status}"),
     }
 }
 

@@ -1,0 +1,415 @@
+//! The node's VMs: persistent definitions (`def`), one vireo-vmm per
+//! running VM started through a `Launcher` and watched by the supervisor
+//! (`supervisor`), its serial console fanned out (`console`), boot from the
+//! VM's own disk (`bootdisk`), and the REST routes (`routes`).
+//!
+//! Locking: the table (`Vms::slots`) and each VM's `SlotState` are plain
+//! mutexes held for a few field updates, never across an await. Lifecycle
+//! operations on one VM (start, edit, undefine, beginning a shutdown) take
+//! that VM's `op` lock, an async mutex, so two of them never interleave;
+//! waiting for a VMM to exit holds no lock at all (`exits` is a watch).
+
+pub mod bootdisk;
+pub mod console;
+pub mod def;
+mod launch_args;
+pub mod launcher;
+pub mod process;
+pub mod resources;
+pub mod routes;
+mod runtime;
+mod supervisor;
+pub mod vmm_api;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use crate::error::ApiError;
+use crate::storage::{Storage, VolumeRef, VolumeUsers};
+use crate::store::Paths;
+use crate::vm_types::{ExitInfo, VmInfo, VmSpec, VmState};
+use console::ConsoleHub;
+use def::VmDef;
+use launcher::Launcher;
+use process::VmmProcess;
+use resources::Capacity;
+
+/// What the VM manager is configured with.
+#[derive(Clone)]
+pub struct VmsConfig {
+    pub vmm: PathBuf,
+    pub launcher: Arc<dyn Launcher>,
+    /// `--vm-memory-mib`: memory VMs may use, instead of MemTotal less a reserve.
+    pub memory_limit_mib: Option<u64>,
+    /// How long a graceful shutdown waits for the guest by default.
+    pub shutdown_timeout: Duration,
+}
+
+/// The VM manager: cheap to clone, shared by the routes.
+#[derive(Clone)]
+pub struct Vms {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    paths: Arc<Paths>,
+    storage: Storage,
+    config: VmsConfig,
+    capacity: Capacity,
+    slots: Mutex<BTreeMap<String, Arc<Slot>>>,
+}
+
+/// One defined VM.
+pub struct Slot {
+    pub uuid: String,
+    /// `RUN/vms/UUID`: sockets, pid file, exit record, console log.
+    pub dir: PathBuf,
+    pub console: Arc<ConsoleHub>,
+    /// One lifecycle operation at a time.
+    op: tokio::sync::Mutex<()>,
+    state: Mutex<SlotState>,
+    /// Bumped each time a run of this VM ends.
+    exits: watch::Sender<u64>,
+}
+
+struct SlotState {
+    def: VmDef,
+    state: VmState,
+    run: Option<Run>,
+    last_exit: Option<ExitInfo>,
+    restarts: u32,
+    /// When recent crash restarts happened (seconds), for `on_crash: restart`.
+    crash_restarts: VecDeque<u64>,
+    /// Undefined: a watcher that still holds the slot must not act on it.
+    removed: bool,
+}
+
+/// A running VMM.
+#[derive(Clone)]
+struct Run {
+    /// Tells one run from the next, so a late watcher leaves a newer run alone.
+    id: u64,
+    process: Arc<VmmProcess>,
+    started_at: u64,
+    /// Set once the agent asked it to stop: its end is then not a crash.
+    stopping: Option<StopKind>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopKind {
+    Graceful,
+    Hard,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Slot {
+    fn new(def: VmDef, run_root: &Path) -> Arc<Self> {
+        let dir = run_root.join(&def.uuid);
+        let _ = std::fs::create_dir_all(&dir);
+        Arc::new(Slot {
+            uuid: def.uuid.clone(),
+            console: ConsoleHub::new(&dir),
+            dir,
+            op: tokio::sync::Mutex::new(()),
+            state: Mutex::new(SlotState {
+                def,
+                state: VmState::Stopped,
+                run: None,
+                last_exit: None,
+                restarts: 0,
+                crash_restarts: VecDeque::new(),
+                removed: false,
+            }),
+            exits: watch::channel(0).0,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        lock(&self.state)
+    }
+
+    pub fn name(&self) -> String {
+        self.lock().def.spec.name.clone()
+    }
+
+    pub fn info(&self) -> VmInfo {
+        let s = self.lock();
+        VmInfo {
+            uuid: s.def.uuid.clone(),
+            spec: s.def.spec.clone(),
+            state: s.state,
+            pid: s.run.as_ref().map(|r| r.process.pid),
+            started_at: s.run.as_ref().map(|r| r.started_at),
+            last_exit: s.last_exit.clone(),
+            restarts: s.restarts,
+        }
+    }
+
+    fn is_running(&self) -> bool {
+        self.lock().run.is_some()
+    }
+
+    pub fn api_socket(&self) -> PathBuf {
+        self.dir.join("api.sock")
+    }
+
+    pub fn console_socket(&self) -> PathBuf {
+        self.dir.join("console.sock")
+    }
+}
+
+impl Vms {
+    /// Loads every definition; nothing runs yet (see `recover`).
+    pub fn new(paths: Arc<Paths>, storage: Storage, config: VmsConfig) -> std::io::Result<Self> {
+        let run_root = paths.run.join("vms");
+        std::fs::create_dir_all(&run_root)?;
+        let mut slots = BTreeMap::new();
+        for def in def::load_all(&paths.state)? {
+            slots.insert(def.spec.name.clone(), Slot::new(def, &run_root));
+        }
+        Ok(Vms {
+            inner: Arc::new(Inner {
+                capacity: Capacity::of_node(config.memory_limit_mib),
+                paths,
+                storage,
+                config,
+                slots: Mutex::new(slots),
+            }),
+        })
+    }
+
+    /// Re-adopts the VMMs a previous agent left running (or reports how
+    /// they ended), then, on the agent's first start since the node
+    /// booted, starts the autostart VMs.
+    pub async fn recover(&self) {
+        let first_start = runtime::first_start_this_boot(&self.inner.paths.run);
+        for slot in self.all() {
+            self.adopt_or_report(&slot).await;
+        }
+        if first_start {
+            self.autostart().await;
+        }
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.inner.config.shutdown_timeout
+    }
+
+    fn all(&self) -> Vec<Arc<Slot>> {
+        lock(&self.inner.slots).values().cloned().collect()
+    }
+
+    pub fn list(&self) -> Vec<VmInfo> {
+        self.all().iter().map(|s| s.info()).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Result<Arc<Slot>, ApiError> {
+        lock(&self.inner.slots)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no VM named '{name}'")))
+    }
+
+    fn run_root(&self) -> PathBuf {
+        self.inner.paths.run.join("vms")
+    }
+
+    /// POST /vms: a new VM, stopped.
+    pub fn define(&self, mut spec: VmSpec) -> Result<VmInfo, ApiError> {
+        def::validate(&mut spec, &self.inner.storage).map_err(ApiError::bad_request)?;
+        let mut slots = lock(&self.inner.slots);
+        if slots.contains_key(&spec.name) {
+            return Err(ApiError::conflict(format!(
+                "a VM named '{}' already exists",
+                spec.name
+            )));
+        }
+        self.check_volumes_free(&slots, &spec, None)?;
+        let def = VmDef {
+            uuid: uuid::Uuid::new_v4().to_string(),
+            created: now(),
+            spec,
+        };
+        def::save(&self.inner.paths.state, &def)
+            .map_err(|e| ApiError::internal(format!("cannot store the VM: {e}")))?;
+        let slot = Slot::new(def, &self.run_root());
+        let info = slot.info();
+        slots.insert(info.spec.name.clone(), slot);
+        Ok(info)
+    }
+
+    /// PUT /vms/{name}: a new definition for a stopped VM (may rename it).
+    pub async fn edit(&self, name: &str, mut spec: VmSpec) -> Result<VmInfo, ApiError> {
+        let slot = self.get(name)?;
+        let _op = slot.op.lock().await;
+        if slot.is_running() {
+            return Err(ApiError::conflict(format!(
+                "VM '{name}' is running; stop it before editing it"
+            )));
+        }
+        def::validate(&mut spec, &self.inner.storage).map_err(ApiError::bad_request)?;
+        let mut slots = lock(&self.inner.slots);
+        if spec.name != name && slots.contains_key(&spec.name) {
+            return Err(ApiError::conflict(format!(
+                "a VM named '{}' already exists",
+                spec.name
+            )));
+        }
+        self.check_volumes_free(&slots, &spec, Some(&slot.uuid))?;
+        let mut new_def = slot.lock().def.clone();
+        new_def.spec = spec;
+        def::save(&self.inner.paths.state, &new_def)
+            .map_err(|e| ApiError::internal(format!("cannot store the VM: {e}")))?;
+        let new_name = new_def.spec.name.clone();
+        slot.lock().def = new_def;
+        if new_name != name {
+            slots.remove(name);
+            slots.insert(new_name, slot.clone());
+        }
+        Ok(slot.info())
+    }
+
+    /// DELETE /vms/{name}: refused while it runs. Its volumes stay unless
+    /// `delete_volumes`.
+    pub async fn undefine(&self, name: &str, delete_volumes: bool) -> Result<(), ApiError> {
+        let slot = self.get(name)?;
+        let _op = slot.op.lock().await;
+        if slot.is_running() {
+            return Err(ApiError::conflict(format!(
+                "VM '{name}' is running; destroy or shut it down first"
+            )));
+        }
+        let spec = slot.lock().def.spec.clone();
+        let doomed: Vec<VolumeRef> = match delete_volumes {
+            true => self.volumes_to_delete(&spec, &slot.uuid)?,
+            false => Vec::new(),
+        };
+        def::remove(&self.inner.paths.state, &slot.uuid)
+            .map_err(|e| ApiError::internal(format!("cannot remove the VM's definition: {e}")))?;
+        slot.lock().removed = true;
+        lock(&self.inner.slots).remove(name);
+        let _ = std::fs::remove_dir_all(&slot.dir);
+        for v in doomed {
+            self.delete_volume(&v);
+        }
+        Ok(())
+    }
+
+    /// The disks a VM being undefined may take with it: none that another
+    /// VM also uses (then nothing is deleted at all).
+    fn volumes_to_delete(&self, spec: &VmSpec, uuid: &str) -> Result<Vec<VolumeRef>, ApiError> {
+        let mut out = Vec::new();
+        for d in &spec.disks {
+            let Ok(v) = d.volume.parse::<VolumeRef>() else {
+                continue;
+            };
+            let others: Vec<String> = self.users_except(&v, Some(uuid)).into_iter().collect();
+            if !others.is_empty() {
+                return Err(ApiError::conflict(format!(
+                    "volume '{v}' is also used by {}; nothing was deleted",
+                    others.join(", ")
+                )));
+            }
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    /// Removes a volume's file. The storage API has no volume deletion yet;
+    /// when it does, this becomes a call to it.
+    fn delete_volume(&self, v: &VolumeRef) {
+        if let Ok(resolved) = self.inner.storage.resolve(v) {
+            if let Err(e) = std::fs::remove_file(&resolved.path) {
+                eprintln!("vireo-agent: cannot delete volume {v}: {e}");
+            }
+        }
+    }
+
+    /// Refuses a definition that would write a volume another VM uses, or
+    /// use one another VM writes (two writers corrupt a disk).
+    fn check_volumes_free(
+        &self,
+        slots: &BTreeMap<String, Arc<Slot>>,
+        spec: &VmSpec,
+        except: Option<&str>,
+    ) -> Result<(), ApiError> {
+        for (v, writes) in def::volumes(spec) {
+            for slot in slots.values() {
+                if Some(slot.uuid.as_str()) == except {
+                    continue;
+                }
+                let other = slot.lock().def.spec.clone();
+                let clash = def::volumes(&other)
+                    .into_iter()
+                    .any(|(o, o_writes)| o == v && (writes || o_writes));
+                if clash {
+                    return Err(ApiError::conflict(format!(
+                        "volume '{v}' is in use by VM '{}'",
+                        other.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn users_except(&self, v: &VolumeRef, except: Option<&str>) -> Vec<String> {
+        self.all()
+            .iter()
+            .filter(|s| Some(s.uuid.as_str()) != except)
+            .filter_map(|s| {
+                let spec = s.lock().def.spec.clone();
+                def::volumes(&spec)
+                    .iter()
+                    .any(|(u, _)| u == v)
+                    .then_some(spec.name)
+            })
+            .collect()
+    }
+
+    /// Guest memory (MiB) of every VM with a VMM, except `uuid`.
+    fn running_memory(&self, except: &str) -> Vec<u64> {
+        self.all()
+            .iter()
+            .filter(|s| s.uuid != except)
+            .filter_map(|s| {
+                let st = s.lock();
+                st.run.as_ref().map(|_| st.def.spec.memory_mib)
+            })
+            .collect()
+    }
+
+    /// Starts every autostart VM that is not running, one after another.
+    async fn autostart(&self) {
+        for slot in self.all() {
+            let wanted = {
+                let s = slot.lock();
+                s.def.spec.autostart && s.run.is_none()
+            };
+            if wanted {
+                if let Err(e) = self.start(&slot).await {
+                    eprintln!("vireo-agent: autostart of {}: {}", slot.name(), e.1);
+                }
+            }
+        }
+    }
+}
+
+impl VolumeUsers for Vms {
+    fn users_of(&self, v: &VolumeRef) -> Vec<String> {
+        self.users_except(v, None)
+    }
+}

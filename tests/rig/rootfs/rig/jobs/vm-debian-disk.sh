@@ -1,0 +1,45 @@
+# vm-debian-disk: the agent boots a Debian system disk (debootstrap minbase,
+# Debian's kernel, systemd; tests/rig/build-debian-disk.sh) from the VM's own
+# disk (GPT, ext4, /vmlinuz and /initrd.img read by the agent) to a login
+# prompt; then `vireo vm shutdown` stops it through Ctrl-Alt-Del, and its
+# console shows systemd's orderly shutdown. Needs /usr/bin/vireo-agent,
+# /usr/bin/vireo and /guest/debian.qcow2 (make rig-vms puts them in).
+. /rig/lib.sh
+fail() { echo "RIG check=fail $*"; exit 1; }
+for f in /usr/bin/vireo-agent /usr/bin/vireo /guest/debian.qcow2; do
+  [ -e "$f" ] || fail "missing $f"
+done
+ip link set lo up
+mkdir -p /var/lib/vireo/pools/local /run/vireo
+mv /guest/debian.qcow2 /var/lib/vireo/pools/local/debian.qcow2
+VIREO_STATE_DIR=/var/lib/vireo vireo-agent --listen 127.0.0.1:8006 --vmm /usr/bin/vireo-vmm \
+  --run-dir /run/vireo >/tmp/agent.log 2>&1 &
+export VIREO_HOST=127.0.0.1:8006
+i=0
+until vireo node info >/dev/null 2>&1; do
+  i=$((i + 1)); [ $i -lt 100 ] || fail "the agent did not answer: $(cat /tmp/agent.log)"
+  sleep 0.1
+done
+start=$(rig_now_ms)
+vireo vm define debian --disk local/debian.qcow2 --disk-boot 0 --memory 512M --vcpus 2 --start ||
+  fail "define/start failed: $(cat /tmp/agent.log)"
+vireo vm show debian
+# Wait for the login prompt (systemd's serial getty on ttyS0).
+i=0
+until vireo vm log debian --bytes 4096 | grep -q 'login:'; do
+  i=$((i + 1)); [ $i -lt "$RIG_TIMEOUT" ] || { vireo vm log debian | tail -40; fail "no login prompt within ${RIG_TIMEOUT}s"; }
+  sleep 1
+done
+login_ms=$(( $(rig_now_ms) - start ))
+echo "RIG debian login prompt after ${login_ms} ms"
+vireo vm shutdown debian --timeout 180 | tee /tmp/shutdown.txt
+vireo vm log debian | sed 's/^/  | /' | tail -60
+grep -q "VM debian shut down" /tmp/shutdown.txt || fail "the shutdown was not graceful: $(cat /tmp/shutdown.txt)"
+vireo vm show debian | grep -q '^state: *stopped' || fail "the VM is not stopped"
+log=$(vireo vm log debian)
+for want in 'root=PARTUUID=12345678-9abc-def0-1122-334455667788' 'reboot: Restarting system'; do
+  echo "$log" | grep -q "$want" || fail "the console lacks '$want'"
+done
+echo "$log" | grep -Eq 'Reached target.*(Reboot|System Reboot)|System is rebooting|Stopped target' ||
+  fail "no orderly systemd shutdown on the console"
+echo "RIG check=ok ms_to_login=$login_ms graceful shutdown through Ctrl-Alt-Del"
