@@ -97,9 +97,14 @@ impl Vmm {
     /// vireo-vmm with `--seccomp MODE` (the security rows compare modes).
     pub fn vireo_seccomp(probe: &Path, memory_mib: u64, mode: &'static str) -> Self {
         let mut vmm = Self::vireo(probe, memory_mib);
-        vmm.name = if mode == "kill" { "seccomp kill" } else { "seccomp off" };
+        vmm.name = if mode == "kill" {
+            "seccomp kill"
+        } else {
+            "seccomp off"
+        };
         let at = vmm.cmdline_index - 1;
-        vmm.args.splice(at..at, ["--seccomp".to_string(), mode.to_string()]);
+        vmm.args
+            .splice(at..at, ["--seccomp".to_string(), mode.to_string()]);
         vmm.cmdline_index += 2;
         vmm
     }

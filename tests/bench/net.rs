@@ -120,16 +120,24 @@ pub fn bench_net(failures: &mut Failures) {
         ("vireo-vmm", vireo_args(&cmdline)),
         ("qemu microvm", qemu_args(&cmdline)),
     ];
-    compare_net(failures, &contenders, "goal: >= 1.0x QEMU (each echoed frame crosses the device twice)");
+    compare_net(
+        failures,
+        &contenders,
+        "goal: >= 1.0x QEMU (each echoed frame crosses the device twice)",
+    );
 }
 
 /// The echo rate of two launchers (name, (program, args)) side by side.
-pub fn compare_net(failures: &mut Failures, contenders: &[(&str, (String, Vec<String>)); 2], goal: &str) {
+pub fn compare_net(
+    failures: &mut Failures,
+    contenders: &[(&str, (String, Vec<String>)); 2],
+    goal: &str,
+) {
     println!(
         "\n== network: probe echo of {FRAMES} frames through a tap on a bridge, {RUNS} runs each"
     );
     let ns = bridge_with_tap("bench-net");
-    for (name, (program, args)) in &contenders {
+    for (name, (program, args)) in contenders {
         println!("  {name}: {program} {}", args.join(" "));
     }
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];

@@ -26,7 +26,11 @@ pub fn bench_security(failures: &mut Failures) {
         ("seccomp kill", net::vireo_args_seccomp(cmdline, "kill")),
         ("seccomp off", net::vireo_args_seccomp(cmdline, "off")),
     ];
-    net::compare_net(failures, &contenders, "goal: 1.0x (filters cost nothing measurable)");
+    net::compare_net(
+        failures,
+        &contenders,
+        "goal: 1.0x (filters cost nothing measurable)",
+    );
     match jailed(&probe) {
         Ok(jail) => crate::compare_probe([jail, Vmm::vireo(&probe, GUEST_MEMORY_MIB)]),
         Err(why) => failures.add("jailed start", &why),
@@ -60,5 +64,10 @@ fn jailed(probe: &Path) -> Result<Vmm, String> {
     args.extend(["--", "--kernel"].map(String::from));
     args.push(kernel.display().to_string());
     args.extend(["--cpus", "1", "--memory", &mem, "--cmdline", ""].map(String::from));
-    Ok(Vmm::custom("jailed", &jailer.display().to_string(), args, GUEST_MEMORY_MIB))
+    Ok(Vmm::custom(
+        "jailed",
+        &jailer.display().to_string(),
+        args,
+        GUEST_MEMORY_MIB,
+    ))
 }

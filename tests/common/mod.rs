@@ -7,8 +7,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod qemu_img;
-pub mod vmm_process;
 pub mod stress;
+pub mod vmm_process;
 
 pub use vireo_cluster_tests::command::run_ok;
 

@@ -112,7 +112,7 @@ fn receive_on(
         )));
     }
     protocol::write_frame(ch, Kind::Ack, &[]).map_err(failed)?;
-    let snap = receive_passes(ch, &mut landing)?;
+    let snap = receive_passes(ch, landing.core.memory(), &mut landing.copies)?;
     // The copies are complete: durable before this side may take over.
     for copy in &mut landing.copies {
         copy.flush().map_err(failed)?;
@@ -160,12 +160,17 @@ fn check_hello(hello: &Hello, overrides: Overrides) -> Result<crate::config::VmC
 }
 
 /// Pages and blocks until the State frame; returns the state.
-fn receive_passes(ch: &mut dyn Channel, landing: &mut Landing) -> Result<VmSnapshot, BuildError> {
+/// Lands memory and disk frames until the VM state arrives.
+fn receive_passes(
+    ch: &mut dyn Channel,
+    ram: &GuestRam,
+    copies: &mut [Box<dyn DiskBackend>],
+) -> Result<VmSnapshot, BuildError> {
     loop {
         let (kind, payload) = protocol::read_frame(ch).map_err(failed)?;
         match kind {
-            Kind::Pages => land_pages(landing.core.memory(), &payload).map_err(failed)?,
-            Kind::Disk => land_blocks(&mut landing.copies, &payload).map_err(failed)?,
+            Kind::Pages => land_pages(ram, &payload).map_err(failed)?,
+            Kind::Disk => land_blocks(copies, &payload).map_err(failed)?,
             Kind::State => {
                 snapshot::check_header(std::path::Path::new("migration state"), &payload)?;
                 return serde_json::from_slice(&payload)

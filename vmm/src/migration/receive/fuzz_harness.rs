@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use vm_memory::GuestAddress;
 
-use super::{check_hello, receive_passes, Landing};
+use super::{check_hello, receive_passes};
 use crate::builder::Overrides;
 use crate::devices::virtio::block::disk::{self, DiskFormat, OpenOptions};
 use crate::fuzz::memfd;
@@ -56,9 +56,8 @@ pub fn stream(data: &[u8]) {
         backing_dirs: Vec::new(),
     };
     let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&copy));
-    let copies = disk::open(std::path::Path::new(&path), opts)
+    let mut copies = disk::open(std::path::Path::new(&path), opts)
         .map(|d| vec![d])
         .unwrap_or_default();
-    let mut landing = Landing { ram, copies };
-    let _ = receive_passes(&mut ch, &mut landing);
+    let _ = receive_passes(&mut ch, &ram, &mut copies);
 }

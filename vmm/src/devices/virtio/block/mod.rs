@@ -3,9 +3,9 @@
 //! (raw file or qcow2 image, see `disk`).
 
 pub mod disk;
-pub mod layers;
 #[cfg(feature = "fuzz")]
 pub mod fuzz_harness;
+pub mod layers;
 pub mod qcow2;
 mod raw;
 mod request;
