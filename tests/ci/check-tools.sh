@@ -25,6 +25,7 @@ files=(
   /usr/lib/grub/i386-pc:grub-pc-bin /usr/lib/grub/x86_64-efi:grub-efi-amd64-bin
   /usr/lib/grub/arm64-efi:grub-efi-arm64-bin:arm64
   /usr/lib/ipxe/qemu/efi-virtio.rom:ipxe-qemu
+  /usr/aarch64-linux-gnu/include/stdio.h:libc6-dev-arm64-cross
 )
 targets=(x86_64-unknown-none x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 

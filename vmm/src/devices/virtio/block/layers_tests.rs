@@ -60,11 +60,22 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Opens an image read-write. A lock just released may still be held for
+/// a moment: another test thread's fork (qemu-img) copies every descriptor,
+/// and with it the OFD lock, until the child execs; so Locked is retried.
 fn open(path: &Path, format: DiskFormat) -> Box<dyn DiskBackend> {
     let opts = OpenOptions {
         format,
         ..Default::default()
     };
+    for _ in 0..50 {
+        match disk::open(path, opts.clone()) {
+            Err(disk::DiskError::Locked(_)) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return other.unwrap(),
+        }
+    }
     disk::open(path, opts).unwrap()
 }
 
