@@ -139,70 +139,40 @@ fn bad_joins_are_refused_with_reasons() {
     all_see(&mut c, &[0]);
     let at = "10.77.0.1";
     let wrong = "vireo1-00112233445566778899aabbccddeeff";
-    let e = cli(
-        &c.nodes[1],
-        &[
-            "cluster",
-            "join",
-            at,
-            "--token",
-            wrong,
-            "--addr",
-            "10.77.0.2",
-            "--name",
-            "node2",
-        ],
-    )
-    .unwrap_err();
-    assert!(e.contains("wrong join token"), "{e}");
-    let e = cli(
-        &c.nodes[1],
-        &[
-            "cluster",
-            "join",
-            at,
-            "--token",
-            "hello",
-            "--addr",
-            "10.77.0.2",
-        ],
-    )
-    .unwrap_err();
-    assert!(e.contains("not a Vireo join token"), "{e}");
-    // The name of node 1 with another address: refused by the ordered change.
-    let e = cli(
-        &c.nodes[1],
-        &[
-            "cluster",
-            "join",
-            at,
-            "--token",
-            &token,
-            "--addr",
-            "10.77.0.2",
-            "--name",
-            "node1",
-        ],
-    )
-    .unwrap_err();
-    assert!(e.contains("name node1 is already node 1"), "{e}");
-    // Node 1 is in a cluster already.
-    let e = cli(
-        &c.nodes[0],
-        &[
-            "cluster",
-            "join",
-            at,
-            "--token",
-            &token,
-            "--addr",
-            "10.77.0.1",
-            "--name",
-            "x",
-        ],
-    )
-    .unwrap_err();
-    assert!(e.contains("already in cluster"), "{e}");
+    // (node, join arguments after ADDR, what the refusal says)
+    let refused: [(usize, &[&str], &str); 4] = [
+        (
+            1,
+            &["--token", wrong, "--addr", "10.77.0.2", "--name", "node2"],
+            "wrong join token",
+        ),
+        (
+            1,
+            &["--token", "hello", "--addr", "10.77.0.2"],
+            "not a Vireo join token",
+        ),
+        // The name of node 1 with another address: refused by the ordered change.
+        (
+            1,
+            &["--token", &token, "--addr", "10.77.0.2", "--name", "node1"],
+            "name node1 is already node 1",
+        ),
+        // Node 1 is in a cluster already.
+        (
+            0,
+            &["--token", &token, "--addr", "10.77.0.1", "--name", "x"],
+            "already in cluster",
+        ),
+    ];
+    for (node, rest, reason) in refused {
+        let args: Vec<&str> = ["cluster", "join", at]
+            .iter()
+            .chain(rest)
+            .copied()
+            .collect();
+        let e = cli(&c.nodes[node], &args).unwrap_err();
+        assert!(e.contains(reason), "{args:?}: {e}");
+    }
     let e = cli(&c.nodes[0], &["cluster", "create", "other"]).unwrap_err();
     assert!(e.contains("already in cluster"), "{e}");
     // Nothing listens at node 2 yet.

@@ -290,7 +290,14 @@ fn main(l: &mut List) {
     // Disk overlays: the new image's backing name is resolved (realpath).
     l.allow(&[SYS_readlinkat]);
     #[cfg(target_arch = "x86_64")]
-    l.allow(&[SYS_open, SYS_stat, SYS_mkdir, SYS_rename, SYS_unlink, SYS_readlink]);
+    l.allow(&[
+        SYS_open,
+        SYS_stat,
+        SYS_mkdir,
+        SYS_rename,
+        SYS_unlink,
+        SYS_readlink,
+    ]);
     l.ioctls(&ioctls::main());
 }
 

@@ -1,35 +1,16 @@
 //! Overlays on open images, committing them back, and growing images,
 //! judged by `qemu-img` (check, compare, info).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use super::disk::{self, DiskBackend, DiskFormat, OpenOptions};
 use super::layers::{self, ExtentKind, SharedDisk};
 use super::qcow2::create::{create, CreateOptions};
 use super::qcow2::{resize, Qcow2Disk};
+use super::test_dir::Dir;
 
 const MIB: u64 = 1 << 20;
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("vireo-layers-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-    fn path(&self, f: &str) -> PathBuf {
-        self.0.join(f)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn qemu_img(args: &[&str]) -> String {
     let out = Command::new("qemu-img")
@@ -110,7 +91,7 @@ fn layered_pair(base: &Path, base_format: DiskFormat, overlay: &Path) -> Vec<u8>
 #[test]
 fn an_overlay_maps_what_it_holds_and_commits_it_into_its_base() {
     for base_format in [DiskFormat::Qcow2, DiskFormat::Raw] {
-        let dir = Dir::new(&format!("commit-{base_format:?}"));
+        let dir = Dir::new("layers", &format!("commit-{base_format:?}"));
         let (base, overlay) = (dir.path("base.img"), dir.path("top.qcow2"));
         match base_format {
             DiskFormat::Qcow2 => qemu_img(&["create", "-q", "-f", "qcow2", arg(&base), "8M"]),
@@ -171,7 +152,7 @@ fn an_overlay_maps_what_it_holds_and_commits_it_into_its_base() {
 
 #[test]
 fn a_cancelled_commit_leaves_the_overlay_view_unchanged() {
-    let dir = Dir::new("commit-cancel");
+    let dir = Dir::new("layers", "commit-cancel");
     let (base, overlay) = (dir.path("base.qcow2"), dir.path("top.qcow2"));
     qemu_img(&["create", "-q", "-f", "qcow2", arg(&base), "8M"]);
     let view = layered_pair(&base, DiskFormat::Qcow2, &overlay);
@@ -189,7 +170,7 @@ fn a_cancelled_commit_leaves_the_overlay_view_unchanged() {
 
 #[test]
 fn an_overlay_over_an_open_image_reads_through_it_and_never_writes_it() {
-    let dir = Dir::new("over-open");
+    let dir = Dir::new("layers", "over-open");
     let (base, overlay) = (dir.path("base.qcow2"), dir.path("top.qcow2"));
     qemu_img(&["create", "-q", "-f", "qcow2", arg(&base), "4M"]);
     let mut b = open(&base, DiskFormat::Qcow2);
@@ -240,7 +221,7 @@ fn growing_keeps_data_moves_the_l1_table_when_needed_and_refuses_shrinking() {
     // 512-byte clusters: one L1 cluster maps 2 MiB, so 1 → 64 MiB moves it;
     // 64 KiB clusters: 1 → 64 MiB fits the same table.
     for cluster in ["512", "65536"] {
-        let dir = Dir::new(&format!("grow-{cluster}"));
+        let dir = Dir::new("layers", &format!("grow-{cluster}"));
         let img = dir.path("g.qcow2");
         let opt = format!("cluster_size={cluster}");
         qemu_img(&["create", "-q", "-f", "qcow2", "-o", &opt, arg(&img), "1M"]);

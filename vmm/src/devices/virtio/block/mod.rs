@@ -9,6 +9,8 @@ pub mod layers;
 pub mod qcow2;
 mod raw;
 mod request;
+#[cfg(test)]
+mod test_dir;
 pub mod tracked;
 
 use std::os::fd::AsRawFd;

@@ -2,34 +2,15 @@
 //! written here, and what is written here passes `qemu-img check` and
 //! reads back identically through `qemu-img convert`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use super::create::{create, CreateOptions};
 use super::*;
 use crate::devices::virtio::block::disk::{self, DiskFormat};
+use crate::devices::virtio::block::test_dir::Dir;
 
 const MIB: u64 = 1 << 20;
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("vireo-qcow2-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-    fn path(&self, f: &str) -> PathBuf {
-        self.0.join(f)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn qemu_img(args: &[&str]) -> std::process::Output {
     let out = Command::new("qemu-img")
@@ -132,7 +113,7 @@ fn scribble(disk: &mut dyn DiskBackend, model: &mut [u8]) {
 
 #[test]
 fn writes_to_a_qemu_made_image_pass_qemu_check_and_read_back() {
-    let dir = Dir::new("qemu-made");
+    let dir = Dir::new("qcow2", "qemu-made");
     let img = dir.path("a.qcow2");
     qemu_create(&img, &[], Some("8M"));
     let mut model = vec![0u8; 8 * MIB as usize];
@@ -141,7 +122,7 @@ fn writes_to_a_qemu_made_image_pass_qemu_check_and_read_back() {
 
 #[test]
 fn image_created_here_is_read_by_qemu() {
-    let dir = Dir::new("created");
+    let dir = Dir::new("qcow2", "created");
     let img = dir.path("v.qcow2");
     create(
         &img,
@@ -167,7 +148,7 @@ fn image_created_here_is_read_by_qemu() {
 
 #[test]
 fn overlay_copies_partial_clusters_from_its_backing_chain() {
-    let dir = Dir::new("chain");
+    let dir = Dir::new("qcow2", "chain");
     let base_raw = dir.path("base.raw");
     let mut model = pattern(0x5a, 8 * MIB as usize);
     std::fs::write(&base_raw, &model).unwrap();
@@ -205,7 +186,7 @@ fn overlay_copies_partial_clusters_from_its_backing_chain() {
 
 #[test]
 fn compressed_and_zero_clusters_read_and_rewrite() {
-    let dir = Dir::new("compressed");
+    let dir = Dir::new("qcow2", "compressed");
     let raw = dir.path("src.raw");
     let mut model = pattern(3, 4 * MIB as usize);
     model[MIB as usize..2 * MIB as usize].fill(0);
@@ -291,7 +272,7 @@ fn poke(path: &Path, at: u64, bytes: &[u8]) {
 
 #[test]
 fn corrupt_images_fail_at_open_unchanged() {
-    let dir = Dir::new("corrupt");
+    let dir = Dir::new("qcow2", "corrupt");
     let fresh = |name: &str| {
         let p = dir.path(name);
         qemu_create(&p, &[], Some("8M"));
@@ -340,7 +321,7 @@ fn corrupt_images_fail_at_open_unchanged() {
 
 #[test]
 fn qcow2_opened_as_raw_is_refused() {
-    let dir = Dir::new("asraw");
+    let dir = Dir::new("qcow2", "asraw");
     let p = dir.path("x.qcow2");
     qemu_create(&p, &[], Some("1M"));
     let err = disk::open(&p, OpenOptions::default())
@@ -359,7 +340,7 @@ fn refcount_widths_and_small_clusters() {
         "compat=0.10,cluster_size=65536",
     ];
     for (n, opt) in cases.into_iter().enumerate() {
-        let dir = Dir::new(&format!("rc{n}"));
+        let dir = Dir::new("qcow2", &format!("rc{n}"));
         let img = dir.path("r.qcow2");
         qemu_create(&img, &["-o", opt], Some("8M"));
         let mut model = vec![0u8; 8 * MIB as usize];
@@ -375,7 +356,7 @@ fn refcount_widths_and_small_clusters() {
 
 #[test]
 fn write_zeroes_and_discard_free_clusters_and_stay_consistent() {
-    let dir = Dir::new("zeroes");
+    let dir = Dir::new("qcow2", "zeroes");
     let base = dir.path("base.raw");
     std::fs::write(&base, pattern(8, 4 * MIB as usize)).unwrap();
     for backing in [false, true] {
@@ -422,7 +403,7 @@ fn write_zeroes_and_discard_free_clusters_and_stay_consistent() {
 
 #[test]
 fn data_pointer_into_metadata_fails_the_write_and_spares_the_image() {
-    let dir = Dir::new("overlap");
+    let dir = Dir::new("qcow2", "overlap");
     let img = dir.path("o.qcow2");
     qemu_create(&img, &[], Some("4M"));
     let mut d = open_rw(&img);
@@ -450,7 +431,7 @@ fn data_pointer_into_metadata_fails_the_write_and_spares_the_image() {
 
 #[test]
 fn refcount_table_grows_when_the_file_outgrows_it() {
-    let dir = Dir::new("grow");
+    let dir = Dir::new("qcow2", "grow");
     let img = dir.path("g.qcow2");
     // 512-byte clusters: qemu-img's one-cluster refcount table covers 8 MiB of file.
     qemu_create(&img, &["-o", "cluster_size=512"], Some("64M"));
@@ -478,7 +459,7 @@ fn refcount_table_grows_when_the_file_outgrows_it() {
 /// or once allowed, the same chains open.
 #[test]
 fn backing_files_outside_the_image_tree_are_refused_unless_allowed() {
-    let d = Dir::new("confine");
+    let d = Dir::new("qcow2", "confine");
     let (vm, elsewhere) = (d.path("vm"), d.path("elsewhere"));
     std::fs::create_dir_all(vm.join("sub")).unwrap();
     std::fs::create_dir_all(&elsewhere).unwrap();
