@@ -150,7 +150,7 @@ clean:
 # static build, by default.)
 test-rig: probe
 	$(MAKE) rig-test RIG_VMM=$(VMM_MUSL) PROBE_ELF=$(CURDIR)/$(PROBE_ELF) \
-	  RIG_TEST_JOBS="kvm-check probe linux-min-1 linux-min-4 linux-min-bzimage linux-debian linux-disk-net"
+	  RIG_TEST_JOBS="kvm-check probe linux-min-1 linux-min-4 linux-min-bzimage linux-debian linux-disk-net linux-snapshot linux-migrate"
 
 # A Linux guest: on hardware KVM directly, else (PVM, no KVM) inside the rig.
 run-linux: vmm guest-kernel guest-initramfs

@@ -113,6 +113,9 @@ if [[ -n ${QEMU_REF_DIR:-} ]]; then
 fi
 
 cp "$repo/tests/rig/rootfs/rig/lib.sh" "$stage/rig/lib.sh"
+# Jobs written for both rigs.
+mkdir -p "$stage/rig/jobs"
+cp "$repo/tests/rig/rootfs/rig/jobs/linux-snapshot.sh" "$stage/rig/jobs/"
 cp -a "$here/rootfs/." "$stage/"
 chmod 755 "$stage/init"
 

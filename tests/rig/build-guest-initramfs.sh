@@ -8,6 +8,8 @@
 # on the kernel command line it first makes an ext4 filesystem on /dev/vda,
 # writes a file, reads it back after a remount, pings PEER from eth0 at ADDR,
 # and prints `VIREO-DISKNET mkfs=ok write=ok read=ok ping=ok` (or `...=fail`).
+# `vireo.ticks=N` (and `vireo.tickdisk=ADDR/LEN`) count seconds for the
+# snapshot and migration jobs (see /init below).
 #
 #   tests/rig/build-guest-initramfs.sh OUT.cpio.gz
 #
@@ -42,13 +44,17 @@ mknod -m 600 "$stage/dev/console" c 5 1
 
 # mkfs.ext4 (e2fsprogs, dynamically linked) with the libraries and loader it
 # needs, at the paths ldd names, for the vireo.disknet check.
+# e2fsck the same way, for the migration job's check of the filesystem.
 mkfs=${MKFS_EXT4:-/sbin/mkfs.ext4}
-[[ -x $mkfs ]] || { echo "$mkfs missing; install e2fsprogs" >&2; exit 1; }
+fsck=${E2FSCK:-/sbin/e2fsck}
 mkdir -p "$stage/sbin" "$stage/etc" "$stage/mnt"
-cp -L "$mkfs" "$stage/sbin/mkfs.ext4"
-for lib in $(ldd "$mkfs" | grep -o '/[^ ]*'); do
-  mkdir -p "$stage$(dirname "$lib")"
-  cp -L "$lib" "$stage$lib"
+for tool in "$mkfs" "$fsck"; do
+  [[ -x $tool ]] || { echo "$tool missing; install e2fsprogs" >&2; exit 1; }
+  cp -L "$tool" "$stage/sbin/$(basename "$tool")"
+  for lib in $(ldd "$tool" | grep -o '/[^ ]*'); do
+    mkdir -p "$stage$(dirname "$lib")"
+    cp -L "$lib" "$stage$lib"
+  done
 done
 [[ -f /etc/mke2fs.conf ]] && cp /etc/mke2fs.conf "$stage/etc/"
 
@@ -99,6 +105,36 @@ if [ -n "$disknet" ]; then
     [ $n = 3 ] && r_ping=ok
   fi
   echo "VIREO-DISKNET mkfs=$r_mkfs write=$r_write read=$r_read ping=$r_ping" >/dev/console
+fi
+
+# vireo.ticks=N: one "VIREO-TICK i up=S" line a second (S: the guest's
+# uptime), N of them, for the snapshot and migration jobs (a continuous
+# count across VMMs means nothing was lost or run twice). With
+# vireo.tickdisk=ADDR/LEN too: an ext4 filesystem on /dev/vda and eth0 at
+# ADDR first; each tick appends a line to a file and syncs it (disk writes
+# while the guest moves), and at the end the guest unmounts it and prints
+# `VIREO-TICKDISK lines=L fsck=clean|dirty` from e2fsck -fn.
+ticks=$($bb sed -n 's/.*vireo\.ticks=\([0-9]*\).*/\1/p' /proc/cmdline)
+tickdisk=$($bb sed -n 's/.*vireo\.tickdisk=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$ticks" ]; then
+  if [ -n "$tickdisk" ]; then
+    /sbin/mkfs.ext4 -q -F /dev/vda >/dev/console 2>&1 && $bb mount -t ext4 /dev/vda /mnt
+    $bb ip link set eth0 up && $bb ip addr add "$tickdisk" dev eth0
+  fi
+  i=1
+  while [ "$i" -le "$ticks" ]; do
+    [ -n "$tickdisk" ] && echo "tick $i" >>/mnt/ticks && $bb sync
+    echo "VIREO-TICK $i up=$($bb cut -d' ' -f1 /proc/uptime)" >/dev/console
+    $bb sleep 1
+    i=$((i + 1))
+  done
+  if [ -n "$tickdisk" ]; then
+    lines=$($bb wc -l </mnt/ticks)
+    $bb umount /mnt
+    state=dirty
+    /sbin/e2fsck -fn /dev/vda >/dev/console 2>&1 && state=clean
+    echo "VIREO-TICKDISK lines=$lines fsck=$state" >/dev/console
+  fi
 fi
 
 # `vireo.dmesg`: the kernel's log after the line (for boot profiles with

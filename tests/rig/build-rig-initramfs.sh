@@ -10,7 +10,7 @@
 #   PROBE_ELF          optional bare-metal probe guest, becomes /guest/probe.elf
 #   DEBIAN_KERNEL      /boot/vmlinuz-<release> booted by the outer QEMU and
 #                      also copied in as an inner guest (default: newest with modules)
-#   RIG_MODULES        modules to load, by name (default: kvm-amd tun); their
+#   RIG_MODULES        modules to load, by name (default: kvm-amd tun bridge); their
 #                      dependencies are added from modules.dep
 #   RIG_MODULE_OPTIONS default module options, "<module>.<param>=<value> ..."
 #                      (default: kvm_amd.vgif=0, see below); the outer kernel
@@ -104,7 +104,7 @@ add_module() {
   for d in ${dep_of[$p]}; do add_module "$d"; done
   order+=("$p")
 }
-for name in ${RIG_MODULES:-kvm-amd tun}; do
+for name in ${RIG_MODULES:-kvm-amd tun bridge}; do
   p=$(mod_path "$name") || die "module $name not in $moddir/modules.dep"
   add_module "$p"
 done

@@ -306,6 +306,9 @@ rig_expect_guest() {
 # because every console byte crosses two levels of emulation (rig.verbose=1
 # drops it to see where a guest stops).
 RIG_GUEST_CMDLINE="console=ttyS0 reboot=k panic=-1 quiet"
+# The minimal guest (the aarch64 rig's lib-aarch64.sh names its own).
+MIN_KERNEL=/guest/vmlinux
+GUEST_INITRD=/guest/initramfs.cpio.gz
 [ "${RIG_VERBOSE:-0}" = 1 ] && RIG_GUEST_CMDLINE="console=ttyS0 reboot=k panic=-1"
 
 # rig_vmm_path NAME: the binary behind a VMM name of rig.vmms=: vireo is the
@@ -369,4 +372,49 @@ rig_hist_print() {
     grep -E 'hitcount|Hits:' "$RIG_TRACE/events/kvm/${h%%:*}/hist" | grep -v '^#' | head -n 26 |
       sed "s/^/RIG hist $1 ${h%%:*} /"
   done
+}
+
+# rig_wait_for FILE PATTERN SECONDS: wait until FILE has a line matching
+# PATTERN (grep -E); returns 1 on timeout.
+rig_wait_for() {
+  local file=$1 pattern=$2 left=$(($3 * 10))
+  while [ "$left" -gt 0 ]; do
+    grep -qE "$pattern" "$file" 2>/dev/null && return 0
+    sleep 0.1
+    left=$((left - 1))
+  done
+  return 1
+}
+
+# rig_last_tick FILE: the number of the last "VIREO-TICK i" line in FILE (0 if none).
+rig_last_tick() {
+  local n
+  n=$(tr -d '\r' <"$1" | sed -n 's/.*VIREO-TICK \([0-9]*\).*/\1/p' | tail -n1)
+  echo "${n:-0}"
+}
+
+# rig_ticks_continuous FILE...: every VIREO-TICK line of the files, in
+# order, counts 1, 2, 3, ... with no gap or repeat, and uptime never goes
+# back. Prints the count; returns 1 (with the reason) otherwise.
+rig_ticks_continuous() {
+  cat "$@" | tr -d '\r' | sed -n 's/.*VIREO-TICK \([0-9]*\) up=\([0-9.]*\).*/\1 \2/p' |
+    awk '{ if ($1 != NR) { print "tick " NR " is " $1; bad = 1; exit 1 }
+           if ($2 + 0 < last) { print "uptime went back at tick " $1; bad = 1; exit 1 }
+           last = $2 + 0 }
+         END { if (!bad) print NR }'
+}
+
+# rig_reap PID: waits for the background process PID at most RIG_TIMEOUT
+# seconds (then kills it); sets RIG_REAP_RC to its exit code or "timeout".
+rig_reap() {
+  local left=$RIG_TIMEOUT
+  while kill -0 "$1" 2>/dev/null && [ "$left" -gt 0 ]; do sleep 1; left=$((left - 1)); done
+  if kill -0 "$1" 2>/dev/null; then
+    kill -9 "$1"
+    wait "$1" 2>/dev/null
+    RIG_REAP_RC=timeout
+    return
+  fi
+  wait "$1"
+  RIG_REAP_RC=$?
 }

@@ -1,10 +1,12 @@
-# linux-snapshot: a minimal arm64 guest on 2 vCPUs counting seconds
+# linux-snapshot (both rigs): the minimal guest on 2 vCPUs counting seconds
 # (vireo.ticks=12: "VIREO-TICK i up=S") is paused after tick 3, snapshotted
-# (GICv3, timers, vCPU registers, devices, memory), its VMM killed, and
-# restored by a new vireo-vmm: the count goes on from where it stopped (no
-# tick lost or repeated, uptime never back, no second boot), the guest
-# powers off after tick 12 and the restored VMM exits 0.
-. /rig/lib.sh; . /rig/lib-aarch64.sh
+# (vCPU registers, interrupt controllers and timers — GICv3 on aarch64 —,
+# devices, memory), its VMM killed, and restored by a new vireo-vmm: the
+# count goes on from where it stopped (no tick lost or repeated, uptime never
+# back, no second boot), the guest ends after tick 12 (power-off on aarch64,
+# reset on x86_64) and the restored VMM exits 0.
+. /rig/lib.sh
+[ -f /rig/lib-aarch64.sh ] && . /rig/lib-aarch64.sh
 ctl=/usr/bin/vireo-vmm-ctl
 rm -rf /tmp/snap /tmp/a.sock
 echo "RIG vmm: $VMM ... --cpus 2 --memory 256M --api-socket /tmp/a.sock (vireo.ticks=12)"
