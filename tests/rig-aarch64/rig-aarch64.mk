@@ -49,7 +49,7 @@ rig-aarch64-run:
 # boot (nested KVM under TCG can stall a guest on its own, as in the x86_64
 # rig), and said so; a real regression fails both times.
 test-rig-aarch64: rig-aarch64-initramfs
-	@BUILD=$(BUILD) $(RIG_A64_SRC)/test-rig.sh $(RIG_AARCH64_TEST_JOBS)
+	@BUILD=$(BUILD) tests/rig/test-rig.sh $(RIG_A64_SRC)/run-rig.sh $(RIG_AARCH64_TEST_JOBS)
 
 # The bench's rig also carries Debian's arm64 QEMU (build-qemu-ref.sh) to
 # boot the same guest with KVM beside vireo-vmm.

@@ -92,20 +92,10 @@ rig-profile: rig-bench-initramfs
 rig-run:
 	BUILD=$(BUILD) $(RIG_SRC)/run-rig.sh $(RIG_JOB) $(RIG_ARGS)
 
-# Runs every job even after a failure, then fails if any failed.
-# A job that fails is run once more, and said so: nested KVM under TCG
-# occasionally resets or hangs a guest on its own (README: "Flakes"); a real
-# regression fails both times.
+# Every job in one rig boot, the failed ones once more in a second boot
+# (tests/rig/test-rig.sh; README: "Flakes").
 rig-test: rig-initramfs
-	@failed=; for j in $(RIG_TEST_JOBS); do \
-	  if BUILD=$(BUILD) $(RIG_SRC)/run-rig.sh $$j; then echo "RESULT PASS rig/$$j"; \
-	  else echo "rig-test: $$j failed once; running it again"; \
-	    if BUILD=$(BUILD) $(RIG_SRC)/run-rig.sh $$j; then echo "RESULT PASS rig/$$j (on the second run)"; \
-	    else echo "RESULT FAIL rig/$$j"; failed="$$failed $$j"; fi; \
-	  fi; \
-	done; \
-	if [ -n "$$failed" ]; then echo "rig-test: FAILED:$$failed"; exit 1; fi; \
-	echo "rig-test: all passed: $(RIG_TEST_JOBS)"
+	@BUILD=$(BUILD) $(RIG_SRC)/test-rig.sh $(RIG_SRC)/run-rig.sh $(RIG_TEST_JOBS)
 
 # The rig's own plumbing, with tests/rig/fake-vireo-vmm.sh standing in for the
 # VMM: module loading, /dev/kvm, job dispatch, timing and pass/fail checks.

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Boot the rig (outer QEMU, TCG, -cpu max => emulated AMD-V) and run one job.
+# Boot the rig (outer QEMU, TCG, -cpu max => emulated AMD-V) and run one job,
+# or several in turn in the same boot (JOB,JOB,...).
 #
-#   tests/rig/run-rig.sh JOB [extra kernel args, e.g. rig.runs=5]
+#   tests/rig/run-rig.sh JOB[,JOB...] [extra kernel args, e.g. rig.runs=5]
 #
-# Passes (exit 0) only if the console shows "RIG job=JOB exit=0". The console
-# is shown live and saved to $BUILD/rig/JOB-<time>.log (and JOB-latest.log).
+# Prints "RESULT PASS|FAIL rig/JOB" for each job and passes (exit 0) only if
+# the console shows "RIG job=JOB exit=0" for every one. The console is shown
+# live and saved to $BUILD/rig/JOB-<time>.log (and JOB-latest.log).
 #
 # Environment:
 #   BUILD            output root (default: build)
@@ -43,8 +45,10 @@ fi
 [[ -r $kernel ]] || { echo "outer kernel $kernel not readable" >&2; exit 1; }
 
 timeout_s=${RIG_QEMU_TIMEOUT:-}
+IFS=, read -ra rig_jobs <<<"$job"
 if [[ -z $timeout_s ]]; then
-  timeout_s=300
+  # 300 s for one job, 150 s more for each further one.
+  timeout_s=$((150 + 150 * ${#rig_jobs[@]}))
   if [[ $job == bench-* || $job == profile-* ]]; then
     runs=5
     for a in "${extra_args[@]}"; do [[ $a == rig.runs=* ]] && runs=${a#rig.runs=}; done
@@ -164,21 +168,20 @@ elapsed_ms=$((($(date +%s%N) - start) / 1000000))
 
 # The console carries \r\n line ends, and firmware escape sequences may
 # precede the first line on the same line, so match anywhere in a line.
-verdict=$(tr -d '\r' <"$log" | grep -aoE "RIG job=$job exit=[0-9]+ ms=[0-9]+" | tail -n1 || true)
 echo "[run-rig] qemu exit=$qemu_rc wall_ms=$elapsed_ms"
-if ((timed_out)); then
-  echo "[run-rig] FAIL: timed out or hung (log: $log)"
-  exit 1
-fi
-if [[ -z $verdict ]]; then
-  echo "[run-rig] FAIL: no 'RIG job=$job exit=' line (log: $log)"
+((timed_out)) && echo "[run-rig] FAIL: timed out or hung (log: $log)"
+failed=0
+for j in "${rig_jobs[@]}"; do
+  verdict=$(tr -d '\r' <"$log" | grep -aoE "RIG job=$j exit=[0-9]+ ms=[0-9]+" | tail -n1 || true)
+  if [[ $verdict == *" exit=0 "* ]]; then
+    echo "RESULT PASS rig/$j (${verdict##*ms=} ms)"
+  else
+    echo "RESULT FAIL rig/$j (${verdict:-no 'RIG job=$j exit=' line}; log: $log)"
+    failed=1
+  fi
+done
+if ((failed || timed_out)); then
   tr -d '\r' <"$log" | grep -aoE 'RIG kvm=.*' || true
   exit 1
 fi
-echo "[run-rig] $verdict"
-if [[ $verdict == *" exit=0 "* ]]; then
-  echo "[run-rig] PASS: $job"
-  exit 0
-fi
-echo "[run-rig] FAIL: $job (log: $log)"
-exit 1
+echo "[run-rig] PASS: $job"
