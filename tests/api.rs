@@ -3,10 +3,10 @@
 //! (exit 0, socket gone).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
-use vireo_tests::{api_call, probe_elf, scratch_dir, vmm_binary, wait_for, wait_with_deadline};
+use vireo_tests::{api_call, probe_command, scratch_dir, wait_for, wait_with_deadline};
 
 fn http(socket: &Path, method: &str, path: &str) -> (u16, String) {
     api_call(socket, method, path)
@@ -25,14 +25,10 @@ impl RunningVm {
         let dir = scratch_dir(name);
         let socket = dir.join("api.sock");
         let console = dir.join("console.log");
-        let child = Command::new(vmm_binary())
-            .arg("--kernel")
-            .arg(probe_elf())
-            .args(["--cpus", "2", "--memory", "128M", "--cmdline", "probe.tick"])
+        let child = probe_command("128M", &format!("file:{}", console.display()))
+            .args(["--cpus", "2", "--cmdline", "probe.tick"])
             .arg("--api-socket")
             .arg(&socket)
-            .arg(format!("--serial=file:{}", console.display()))
-            .stdin(Stdio::null())
             .spawn()
             .unwrap();
         let vm = Self {

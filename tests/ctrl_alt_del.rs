@@ -4,10 +4,10 @@
 //! guest's reset. (The rig checks the same with a Linux guest.)
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
-use vireo_tests::{api_call, probe_elf, scratch_dir, vmm_binary, wait_for, wait_with_deadline};
+use vireo_tests::{api_call, probe_command, scratch_dir, wait_for, wait_with_deadline};
 
 struct Probe {
     child: Child,
@@ -22,14 +22,10 @@ impl Probe {
         let dir = scratch_dir(name);
         let socket = dir.join("api.sock");
         let console = dir.join("console.log");
-        let child = Command::new(vmm_binary())
-            .arg("--kernel")
-            .arg(probe_elf())
-            .args(["--cpus", "2", "--memory", "128M", "--cmdline", cmdline])
+        let child = probe_command("128M", &format!("file:{}", console.display()))
+            .args(["--cpus", "2", "--cmdline", cmdline])
             .arg("--api-socket")
             .arg(&socket)
-            .arg(format!("--serial=file:{}", console.display()))
-            .stdin(Stdio::null())
             .spawn()
             .unwrap();
         let probe = Self {

@@ -60,6 +60,17 @@ pub fn probe_elf() -> PathBuf {
     )
 }
 
+/// `vireo-vmm` booting the probe with `memory` of RAM and its console on
+/// `serial` (stdio, none, ...): the launch end-to-end tests add to.
+pub fn probe_command(memory: &str, serial: &str) -> Command {
+    let mut cmd = Command::new(vmm_binary());
+    cmd.arg("--kernel")
+        .arg(probe_elf())
+        .args(["--memory", memory, "--serial", serial])
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
 /// The probe built without the PVH note, entered through the Linux 64-bit protocol.
 pub fn probe_linux64_elf() -> PathBuf {
     artifact(

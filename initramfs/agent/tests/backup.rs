@@ -12,7 +12,7 @@ mod common;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -111,15 +111,7 @@ struct StressVm {
 
 impl StressVm {
     fn start(img: &Path, socket: &Path, seed: u64) -> Self {
-        let mut child = Command::new(vmm_binary())
-            .args([
-                "--kernel",
-                probe_elf().to_str().unwrap(),
-                "--memory",
-                "64M",
-                "--serial",
-                "stdio",
-            ])
+        let mut child = probe_command("64M", "stdio")
             .args(["--api-socket", socket.to_str().unwrap()])
             .args(["--cmdline", &format!("probe.blk=stress:{seed}:{DISK_MIB}")])
             .args([

@@ -8,7 +8,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -270,15 +270,7 @@ fn a_volume_in_use_is_refused_every_change() {
     let agent = Agent::start("in-use");
     let dir = agent.local();
     create(&agent, "busy.qcow2", "qcow2", 16 * MIB);
-    let mut vm = Command::new(vmm_binary())
-        .args([
-            "--kernel",
-            probe_elf().to_str().unwrap(),
-            "--memory",
-            "64M",
-            "--serial",
-            "none",
-        ])
+    let mut vm = probe_command("64M", "none")
         .args(["--cmdline", "probe.hold"])
         .args([
             "--disk",

@@ -63,12 +63,12 @@ pub fn is_zero(buf: &[u8]) -> bool {
             .all(|w| w == 0)
 }
 
-/// Copies what `src` holds into `dst` (a new image at least as large,
-/// which reads zeros wherever it is not written), then flushes `dst`.
-pub fn copy_disk(
+/// Reads `src` from start to end in chunks, handing each (offset, bytes)
+/// to `sink` and counting it on `meter`.
+fn each_chunk(
     src: &mut dyn DiskBackend,
-    dst: &mut dyn DiskBackend,
     meter: &mut Meter,
+    mut sink: impl FnMut(u64, &[u8]) -> Result<(), String>,
 ) -> Result<(), String> {
     let size = src.size();
     let mut buf = vec![0u8; CHUNK];
@@ -76,14 +76,27 @@ pub fn copy_disk(
     while at < size {
         let n = (size - at).min(CHUNK as u64) as usize;
         src.read_at(&mut buf[..n], at)
-            .map_err(|e| format!("reading at {at}: {e}"))?;
-        if !is_zero(&buf[..n]) {
-            dst.write_at(&buf[..n], at)
-                .map_err(|e| format!("writing at {at}: {e}"))?;
-        }
+            .map_err(|e| format!("reading the disk at {at}: {e}"))?;
+        sink(at, &buf[..n])?;
         at += n as u64;
         meter.add(n as u64)?;
     }
+    Ok(())
+}
+
+/// Copies what `src` holds into `dst` (a new image at least as large,
+/// which reads zeros wherever it is not written), then flushes `dst`.
+pub fn copy_disk(
+    src: &mut dyn DiskBackend,
+    dst: &mut dyn DiskBackend,
+    meter: &mut Meter,
+) -> Result<(), String> {
+    each_chunk(src, meter, |at, chunk| match is_zero(chunk) {
+        true => Ok(()),
+        false => dst
+            .write_at(chunk, at)
+            .map_err(|e| format!("writing at {at}: {e}")),
+    })?;
     dst.flush().map_err(|e| format!("flushing the copy: {e}"))
 }
 
@@ -93,19 +106,10 @@ pub fn disk_to_stream(
     out: &mut dyn Write,
     meter: &mut Meter,
 ) -> Result<(), String> {
-    let size = src.size();
-    let mut buf = vec![0u8; CHUNK];
-    let mut at = 0;
-    while at < size {
-        let n = (size - at).min(CHUNK as u64) as usize;
-        src.read_at(&mut buf[..n], at)
-            .map_err(|e| format!("reading the disk at {at}: {e}"))?;
-        out.write_all(&buf[..n])
-            .map_err(|e| format!("writing the backup: {e}"))?;
-        at += n as u64;
-        meter.add(n as u64)?;
-    }
-    Ok(())
+    each_chunk(src, meter, |_, chunk| {
+        out.write_all(chunk)
+            .map_err(|e| format!("writing the backup: {e}"))
+    })
 }
 
 /// Fills `dst` (a new image of `size` bytes) from `input`, leaving the

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub use vireo_tests::qemu_img;
-pub use vireo_tests::{probe_elf, scratch_dir, vmm_binary};
+pub use vireo_tests::{probe_command, scratch_dir};
 
 /// A response: status, headers (lower-case names), body.
 pub struct Answer {
@@ -201,15 +201,7 @@ impl Drop for Agent {
 /// Boots the probe on the image at `img` (id disk0) with the command line
 /// `cmdline`; returns its serial output, which must end `PROBE done ok`.
 pub fn probe(img: &Path, format: &str, cmdline: &str) -> String {
-    let out = Command::new(vmm_binary())
-        .args([
-            "--kernel",
-            probe_elf().to_str().unwrap(),
-            "--memory",
-            "64M",
-            "--serial",
-            "stdio",
-        ])
+    let out = probe_command("64M", "stdio")
         .args(["--cmdline", cmdline])
         .args([
             "--disk",
