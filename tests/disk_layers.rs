@@ -9,15 +9,11 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use vireo_tests::qemu_img::{self, arg, check_clean};
-use vireo_tests::stress::{expected, first_stray_sector, generation_of};
-use vireo_tests::{
-    complete_lines, probe_elf, scratch_dir, vmm_binary, wait_for, wait_with_deadline,
-};
+use vireo_tests::stress::{expected, first_stray_sector, generation_of, StressVm};
+use vireo_tests::{scratch_dir, wait_with_deadline};
 
 const DISK_MIB: usize = 32;
 
@@ -41,106 +37,28 @@ fn api(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
     (status, body)
 }
 
-struct Vm {
-    child: Child,
-    socket: std::path::PathBuf,
-    gens: Receiver<u64>,
-    last: u64,
-}
-
-/// A test that fails must not leave its VMM running (it would load the
-/// machine for every test after it).
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The two tests run one after the other, so neither's stress guest slows
 /// the other's rounds (each waits for generations with a timeout).
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-impl Vm {
-    fn start(dir: &Path, img: &Path, seed: u64, extra_disk: Option<&Path>) -> Self {
-        let socket = dir.join("api.sock");
-        let mut cmd = Command::new(vmm_binary());
-        cmd.args([
-            "--kernel",
-            arg(&probe_elf()),
-            "--memory",
-            "64M",
-            "--serial",
-            "stdio",
-        ])
-        .args(["--api-socket", arg(&socket)])
-        .args(["--cmdline", &format!("probe.blk=stress:{seed}:{DISK_MIB}")])
-        .args([
-            "--disk",
-            &format!("path={},format=qcow2,id=disk0", img.display()),
-        ]);
-        if let Some(ro) = extra_disk {
-            cmd.args([
-                "--disk",
-                &format!("path={},readonly=on,id=ro", ro.display()),
-            ]);
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn vireo-vmm");
-        let (tx, gens) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in complete_lines(stdout) {
-                assert!(!line.contains("fail"), "probe: {line}");
-                if let Some(n) = line.strip_prefix("PROBE blk stress gen=") {
-                    let _ = tx.send(n.trim().parse::<u64>().unwrap());
-                }
-            }
-        });
-        let s = socket.clone();
-        wait_for("the API socket", Duration::from_secs(20), || s.exists());
-        Self {
-            child,
-            socket,
-            gens,
-            last: 0,
-        }
-    }
+/// The probe stressing `img`, with its API socket in `dir`.
+fn start(dir: &Path, img: &Path, seed: u64, extra_disk: Option<&Path>) -> StressVm {
+    let ro = extra_disk.map(|p| format!("path={},readonly=on,id=ro", p.display()));
+    let extra: Vec<&str> = ro.iter().flat_map(|d| ["--disk", d.as_str()]).collect();
+    StressVm::start(img, &dir.join("api.sock"), seed, DISK_MIB as u64, &extra)
+}
 
-    /// Waits until the guest reported generation `gen` (or later).
-    fn until_gen(&mut self, gen: u64) -> u64 {
-        while self.last < gen {
-            self.last = self
-                .gens
-                .recv_timeout(Duration::from_secs(60))
-                .expect("the probe stopped reporting generations");
-        }
-        self.last
-    }
-
-    fn drain(&mut self) -> u64 {
-        for g in self.gens.try_iter() {
-            self.last = g;
-        }
-        self.last
-    }
-
-    fn api(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        api(&self.socket, method, path, body)
-    }
+fn call(vm: &StressVm, method: &str, path: &str, body: &str) -> (u16, String) {
+    api(&vm.socket, method, path, body)
 }
 
 /// pause → overlay → resume; returns how long the guest was paused.
-fn overlay_paused(vm: &Vm, overlay: &Path) -> Duration {
+fn overlay_paused(vm: &StressVm, overlay: &Path) -> Duration {
     let body = format!(r#"{{"path":"{}"}}"#, overlay.display());
     let t0 = Instant::now();
-    assert_eq!(vm.api("PUT", "/vm/pause", "").0, 204);
-    let (status, answer) = vm.api("PUT", "/vm/disks/disk0/overlay", &body);
-    assert_eq!(vm.api("PUT", "/vm/resume", "").0, 204);
+    assert_eq!(call(vm, "PUT", "/vm/pause", "").0, 204);
+    let (status, answer) = call(vm, "PUT", "/vm/disks/disk0/overlay", &body);
+    assert_eq!(call(vm, "PUT", "/vm/resume", "").0, 204);
     let paused = t0.elapsed();
     assert_eq!(status, 204, "{answer}");
     paused
@@ -162,12 +80,12 @@ fn base_bytes(img: &Path, raw: &Path) -> Vec<u8> {
     std::fs::read(raw).unwrap()
 }
 
-fn commit(vm: &Vm) -> serde_json::Value {
-    let (status, body) = vm.api("PUT", "/vm/disks/disk0/commit", "");
+fn commit(vm: &StressVm) -> serde_json::Value {
+    let (status, body) = call(vm, "PUT", "/vm/disks/disk0/commit", "");
     assert_eq!(status, 202, "{body}");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let (status, body) = vm.api("GET", "/vm/disks/disk0/commit", "");
+        let (status, body) = call(vm, "GET", "/vm/disks/disk0/commit", "");
         assert_eq!(status, 200, "{body}");
         let s: serde_json::Value = serde_json::from_str(&body).unwrap();
         match s["phase"].as_str().unwrap() {
@@ -192,7 +110,7 @@ fn a_running_disk_goes_onto_an_overlay_and_is_committed_back_without_losing_a_wr
         Some(&format!("{DISK_MIB}M")),
     );
     let seed = 4242;
-    let mut vm = Vm::start(&dir, &img, seed, None);
+    let mut vm = start(&dir, &img, seed, None);
     let mut pauses = Vec::new();
     for round in 0..3 {
         // Generations queue up while a commit runs: start from the newest
@@ -220,7 +138,7 @@ fn a_running_disk_goes_onto_an_overlay_and_is_committed_back_without_losing_a_wr
             done["total"]
         );
     }
-    assert_eq!(vm.api("PUT", "/vm/shutdown", "").0, 204);
+    assert_eq!(call(&vm, "PUT", "/vm/shutdown", "").0, 204);
     assert!(wait_with_deadline(&mut vm.child, Duration::from_secs(30)).success());
     let last = vm.drain();
     check_clean(&img);
@@ -248,7 +166,7 @@ fn overlay_and_commit_requests_that_cannot_be_done_say_why_and_change_nothing() 
     let ro = dir.join("ro.raw");
     qemu_img::create("qcow2", &img, &[], Some(&format!("{DISK_MIB}M")));
     qemu_img::create("raw", &ro, &[], Some("1M"));
-    let mut vm = Vm::start(&dir, &img, 7, Some(&ro));
+    let mut vm = start(&dir, &img, 7, Some(&ro));
     vm.until_gen(1);
     let taken = dir.join("taken.qcow2");
     std::fs::write(&taken, b"not yours").unwrap();
@@ -285,12 +203,12 @@ fn overlay_and_commit_requests_that_cannot_be_done_say_why_and_change_nothing() 
         ("GET", "/vm/disks/disk0/commit", "", 409, "no overlay"),
     ];
     for (method, path, body, want, says) in cases {
-        let (status, answer) = vm.api(method, path, body);
+        let (status, answer) = call(&vm, method, path, body);
         assert_eq!(status, want, "{method} {path} {body}: {answer}");
         assert!(answer.contains(says), "{method} {path}: {answer}");
     }
     let body = format!(r#"{{"path":"{}"}}"#, taken.display());
-    let (status, answer) = vm.api("PUT", "/vm/disks/disk0/overlay", &body);
+    let (status, answer) = call(&vm, "PUT", "/vm/disks/disk0/overlay", &body);
     assert_eq!(status, 400, "{answer}");
     assert_eq!(std::fs::read(&taken).unwrap(), b"not yours");
     let before = vm.until_gen(vm.last + 1);
@@ -298,14 +216,14 @@ fn overlay_and_commit_requests_that_cannot_be_done_say_why_and_change_nothing() 
     // On an overlay: no migration, a second overlay refused, then committed.
     let overlay = dir.join("o.qcow2");
     overlay_paused(&vm, &overlay);
-    let (status, answer) = vm.api("PUT", "/vm/migrate", r#"{"url":"tcp://127.0.0.1:1"}"#);
+    let (status, answer) = call(&vm, "PUT", "/vm/migrate", r#"{"url":"tcp://127.0.0.1:1"}"#);
     assert_eq!(status, 409, "{answer}");
     assert!(answer.contains("overlay"), "{answer}");
     let again = format!(r#"{{"path":"{}"}}"#, dir.join("o2.qcow2").display());
-    assert_eq!(vm.api("PUT", "/vm/disks/disk0/overlay", &again).0, 409);
+    assert_eq!(call(&vm, "PUT", "/vm/disks/disk0/overlay", &again).0, 409);
     assert!(!dir.join("o2.qcow2").exists());
     commit(&vm);
-    assert_eq!(vm.api("PUT", "/vm/shutdown", "").0, 204);
+    assert_eq!(call(&vm, "PUT", "/vm/shutdown", "").0, 204);
     assert!(wait_with_deadline(&mut vm.child, Duration::from_secs(30)).success());
     check_clean(&img);
     std::fs::remove_dir_all(dir).unwrap();

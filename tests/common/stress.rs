@@ -2,7 +2,12 @@
 //! generation g = 1, 2, … rewrites 16 chunks of 64 KiB (firmware/probe/src/virtio.rs)
 //! and is flushed before the guest prints `PROBE blk stress gen=g`.
 
-use crate::probe_mix;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
+
+use crate::{complete_lines, probe_command, probe_mix, wait_for};
 
 pub const CHUNK: usize = 64 << 10;
 /// Chunk writes per generation (GEN_WRITES in the probe).
@@ -65,4 +70,81 @@ pub fn generation_of(disk: &[u8], seed: u64, at_least: u64) -> Option<u64> {
         let (must, may) = expected(&zero, seed, g);
         first_stray_sector(disk, &must, &may).is_none()
     })
+}
+
+/// The probe running the stress workload on the qcow2 image `img` (disk id
+/// disk0) with an API socket; the generations it reports arrive on a
+/// channel. Killed when dropped, so a failing test leaves nothing running.
+pub struct StressVm {
+    pub child: Child,
+    pub socket: PathBuf,
+    gens: Receiver<u64>,
+    /// The newest generation seen.
+    pub last: u64,
+}
+
+impl StressVm {
+    /// `extra`: more vireo-vmm arguments (another disk, ...).
+    pub fn start(img: &Path, socket: &Path, seed: u64, mib: u64, extra: &[&str]) -> Self {
+        let mut child = probe_command("64M", "stdio")
+            .arg("--api-socket")
+            .arg(socket)
+            .args(["--cmdline", &format!("probe.blk=stress:{seed}:{mib}")])
+            .args([
+                "--disk",
+                &format!("path={},format=qcow2,id=disk0", img.display()),
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn vireo-vmm");
+        let (tx, gens) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in complete_lines(stdout) {
+                if line.contains("fail") {
+                    // Dropping the sender ends every wait for a generation.
+                    eprintln!("probe: {line}");
+                    return;
+                }
+                if let Some(n) = line.strip_prefix("PROBE blk stress gen=") {
+                    let _ = tx.send(n.trim().parse::<u64>().unwrap());
+                }
+            }
+        });
+        let s = socket.to_path_buf();
+        wait_for("the API socket", Duration::from_secs(20), || s.exists());
+        Self {
+            child,
+            socket: socket.to_path_buf(),
+            gens,
+            last: 0,
+        }
+    }
+
+    /// Waits until the guest reported generation `gen` (or later).
+    pub fn until_gen(&mut self, gen: u64) -> u64 {
+        while self.last < gen {
+            self.last = self
+                .gens
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the probe stopped reporting generations");
+        }
+        self.last
+    }
+
+    /// The newest generation reported so far, without waiting.
+    pub fn drain(&mut self) -> u64 {
+        for g in self.gens.try_iter() {
+            self.last = g;
+        }
+        self.last
+    }
+}
+
+impl Drop for StressVm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -12,10 +12,8 @@ mod common;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
@@ -24,7 +22,7 @@ use vireo_agent::selftest::SelftestConfig;
 use vireo_agent::server::AppState;
 use vireo_agent::storage::{VmDisk, VmHost, VmView};
 use vireo_agent::store::Paths;
-use vireo_tests::complete_lines;
+use vireo_tests::stress::StressVm;
 use vireo_tests::stress::{expected, first_stray_sector, generation_of};
 
 const MIB: u64 = 1 << 20;
@@ -101,72 +99,22 @@ fn serve(dir: &Path, vms: Arc<Vms>) -> SocketAddr {
     rx.recv().unwrap()
 }
 
-/// The probe rewriting its disk in flushed generations, with an API socket.
-struct StressVm {
-    child: Child,
-    socket: PathBuf,
-    gens: Receiver<u64>,
-    last: u64,
-}
-
-impl StressVm {
-    fn start(img: &Path, socket: &Path, seed: u64) -> Self {
-        let mut child = probe_command("64M", "stdio")
-            .args(["--api-socket", socket.to_str().unwrap()])
-            .args(["--cmdline", &format!("probe.blk=stress:{seed}:{DISK_MIB}")])
-            .args([
-                "--disk",
-                &format!("path={},format=qcow2,id=disk0", img.display()),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, gens) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in complete_lines(out) {
-                if let Some(g) = line.strip_prefix("PROBE blk stress gen=") {
-                    let _ = tx.send(g.trim().parse::<u64>().unwrap());
-                }
-            }
-        });
-        Self {
-            child,
-            socket: socket.to_path_buf(),
-            gens,
-            last: 0,
-        }
-    }
-
-    fn until_gen(&mut self, gen: u64) -> u64 {
-        while self.last < gen {
-            self.last = self
-                .gens
-                .recv_timeout(Duration::from_secs(60))
-                .expect("generations");
-        }
-        self.last
-    }
-
-    fn stop(mut self) -> u64 {
-        let sock = self.socket.clone();
-        let _ = std::process::Command::new("curl")
-            .args([
-                "-s",
-                "--unix-socket",
-                sock.to_str().unwrap(),
-                "-X",
-                "PUT",
-                "http://localhost/vm/shutdown",
-            ])
-            .output();
-        assert!(self.child.wait().unwrap().success());
-        for g in self.gens.try_iter() {
-            self.last = g;
-        }
-        self.last
-    }
+/// Shuts the stress VM down through its API; the last generation it
+/// reported.
+fn stop(mut vm: StressVm) -> u64 {
+    let sock = vm.socket.clone();
+    let _ = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--unix-socket",
+            sock.to_str().unwrap(),
+            "-X",
+            "PUT",
+            "http://localhost/vm/shutdown",
+        ])
+        .output();
+    assert!(vm.child.wait().unwrap().success());
+    vm.drain()
 }
 
 fn raw_of(img: &Path, scratch: &Path) -> Vec<u8> {
@@ -205,14 +153,13 @@ fn a_running_vm_is_backed_up_at_one_instant_and_restored_with_checksums() {
     let img = local.join("vm1-disk0.qcow2");
     let socket = dir.join("vm1.sock");
     let seed = 777;
-    let mut vm = StressVm::start(&img, &socket, seed);
-    vireo_tests::wait_for("the API socket", Duration::from_secs(20), || {
-        socket.exists()
-    });
+    let mut vm = StressVm::start(&img, &socket, seed, DISK_MIB, &[]);
     vms.add("vm1", "local/vm1-disk0.qcow2", Some(socket.clone()));
 
     let mut taken = Vec::new();
     for round in 0..3 {
+        // Generations queue up while a backup runs: start from the newest.
+        vm.drain();
         let before = vm.until_gen(vm.last + 2);
         let r = task_ok(
             addr,
@@ -253,7 +200,7 @@ fn a_running_vm_is_backed_up_at_one_instant_and_restored_with_checksums() {
     );
 
     // The running disk kept every flushed write through three overlays.
-    let last = vm.stop();
+    let last = stop(vm);
     check(&img);
     let now = raw_of(&img, &dir.join("final.raw"));
     let (must, may) = expected(&vec![0u8; now.len()], seed, last);
