@@ -10,60 +10,21 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use vireo_tests::qemu_img::{self, read_as_raw};
-use vireo_tests::{complete_lines, probe_elf, probe_mix, scratch_dir, vmm_binary};
+use vireo_tests::stress::{expected, first_stray_sector};
+use vireo_tests::{complete_lines, probe_command, scratch_dir};
 
 const DISK_MIB: u64 = 32;
-const CHUNK: usize = 64 << 10;
-const CHUNKS: u64 = DISK_MIB * (1 << 20) / CHUNK as u64;
-/// Chunk writes per generation (firmware/probe/src/virtio.rs GEN_WRITES).
-const GEN_WRITES: u64 = 16;
 const ROUNDS: u64 = 20;
-
-/// The chunk indices generation `gen` of a `stress:SEED` run writes.
-fn gen_chunks(seed: u64, gen: u64) -> impl Iterator<Item = u64> {
-    (0..GEN_WRITES).map(move |i| probe_mix(seed, gen * GEN_WRITES + i) % CHUNKS)
-}
-
-/// The 64 KiB generation `gen` writes at chunk `chunk`.
-fn chunk_bytes(seed: u64, gen: u64, chunk: u64) -> Vec<u8> {
-    (0..(CHUNK / 8) as u64)
-        .map(|w| {
-            if w % 64 == 0 {
-                probe_mix(!seed.wrapping_add(gen), chunk * 128 + w / 64)
-            } else {
-                probe_mix(seed, w % 512)
-            }
-        })
-        .flat_map(u64::to_le_bytes)
-        .collect()
-}
-
-fn apply(disk: &mut [u8], seed: u64, gen: u64) {
-    for c in gen_chunks(seed, gen) {
-        let at = c as usize * CHUNK;
-        disk[at..at + CHUNK].copy_from_slice(&chunk_bytes(seed, gen, c));
-    }
-}
 
 /// Boots the stress workload, waits for generation `kill_at` (plus
 /// `jitter`), kills the VMM with SIGKILL; returns the last generation the
 /// guest reported as flushed.
 fn crash_once(img: &Path, seed: u64, kill_at: u64, jitter: Duration) -> u64 {
-    let elf = probe_elf();
     let log = img.with_extension("stderr");
     let stderr = std::fs::File::create(&log).unwrap();
-    let mut child = Command::new(vmm_binary())
-        .args([
-            "--kernel",
-            elf.to_str().unwrap(),
-            "--memory",
-            "64M",
-            "--serial",
-            "stdio",
-        ])
+    let mut child = probe_command("64M", "stdio")
         .args(["--cmdline", &format!("probe.blk=stress:{seed}:{DISK_MIB}")])
         .args(["--disk", &format!("path={},format=qcow2", img.display())])
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
@@ -154,18 +115,11 @@ fn crash_rounds(cluster_size: u32, rounds: u64) {
         let jitter = Duration::from_millis(round * 37 % 60);
         let flushed = crash_once(&img, seed, 1 + round % 4, jitter);
         check_no_corruption(&img, round);
-        let mut must = before.clone();
-        (1..=flushed).for_each(|g| apply(&mut must, seed, g));
         // The generation in flight at the kill may be there in part.
-        let mut may = must.clone();
-        apply(&mut may, seed, flushed + 1);
+        let (must, may) = expected(&before, seed, flushed);
         let now = read_as_raw(&img, &dir.join("now.raw"));
-        for (s, sector) in now.chunks(512).enumerate() {
-            let r = s * 512..s * 512 + 512;
-            assert!(
-                sector == &must[r.clone()] || sector == &may[r],
-                "round {round} (flushed generation {flushed}): sector {s} holds neither the flushed nor the in-flight data"
-            );
+        if let Some(s) = first_stray_sector(&now, &must, &may) {
+            panic!("round {round} (flushed generation {flushed}): sector {s} holds neither the flushed nor the in-flight data");
         }
         before = now;
         eprintln!("{cluster_size}-byte clusters, round {round}: killed after generation {flushed}, check clean");
