@@ -289,10 +289,12 @@ fn main(l: &mut List) {
     ]);
     // Disk overlays: the new image's backing name is resolved (realpath).
     l.allow(&[SYS_readlinkat]);
+    // musl's fstatat takes SYS_stat / SYS_lstat for paths from the cwd.
     #[cfg(target_arch = "x86_64")]
     l.allow(&[
         SYS_open,
         SYS_stat,
+        SYS_lstat,
         SYS_mkdir,
         SYS_rename,
         SYS_unlink,
@@ -315,7 +317,8 @@ fn vcpu(l: &mut List) {
         .ioctls(&ioctls::vcpu());
     // Activating a device (DRIVER_OK) makes its worker's eventfds.
     l.allow(&[SYS_eventfd2])
-        .allow_arg(SYS_fcntl, 1, &[F_DUPFD_CLOEXEC as u64]);
+        // (musl's F_DUPFD_CLOEXEC sets FD_CLOEXEC again with F_SETFD.)
+        .allow_arg(SYS_fcntl, 1, &[F_DUPFD_CLOEXEC as u64, F_SETFD as u64]);
     #[cfg(target_arch = "x86_64")]
     l.allow(&[SYS_poll]);
 }
@@ -387,7 +390,7 @@ fn migrate(l: &mut List) {
         SYS_statx,
     ]);
     #[cfg(target_arch = "x86_64")]
-    l.allow(&[SYS_open, SYS_stat]);
+    l.allow(&[SYS_open, SYS_stat, SYS_lstat]);
     l.ioctls(&ioctls::migrate());
 }
 
