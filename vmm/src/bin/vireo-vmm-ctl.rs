@@ -156,9 +156,18 @@ fn follow(args: &Args) -> Result<(), String> {
     };
     bar.finish_and_clear();
     call(args, "PUT", "/vm/shutdown", None)?;
+    let parts = &last["downtime_breakdown_ms"];
     eprintln!(
-        "migrated: {} passes, {} bytes, downtime {} ms, total {} ms",
-        last["pass"], last["bytes_sent"], last["downtime_ms"], last["total_ms"]
+        "migrated: {} passes, {} bytes, downtime {} ms (capture {}, last pages and state {}, \
+         destination build {}, commit {}), total {} ms",
+        last["pass"],
+        last["bytes_sent"],
+        last["downtime_ms"],
+        parts[0],
+        parts[1],
+        parts[2],
+        parts[3],
+        last["total_ms"]
     );
     Ok(())
 }

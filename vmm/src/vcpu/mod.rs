@@ -97,6 +97,23 @@ impl VcpuControl {
         }
     }
 
+    /// Sleeps `d`, or less if the VMM wants the vCPUs paused or stopped
+    /// meanwhile (`pause` and `stop` signal `changed`).
+    fn sleep_while_running(&self, d: Duration) {
+        let deadline = std::time::Instant::now() + d;
+        let mut paused = lock(&self.paused);
+        while self.wanted.load(Ordering::Acquire) == WANT_RUN {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            (paused, _) = self
+                .changed
+                .wait_timeout(paused, left)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
     fn park(&self, vcpu: &Vcpu) {
         let mut paused = lock(&self.paused);
         *paused += 1;
@@ -147,7 +164,7 @@ impl Vcpu {
         let control = self.control.clone();
         let mut throttle = throttle::ThrottleClock::new();
         while control.keep_running(&self) {
-            throttle.maybe_sleep(control.throttle.load(Ordering::Relaxed));
+            throttle.maybe_sleep(&control);
             if let Some(reason) = self.run_once() {
                 control.report_stop(reason);
                 // Wait, parked or not, for the VMM to stop every vCPU.
@@ -321,6 +338,8 @@ impl VcpuThreads {
     pub fn pause(&self) {
         self.control.wanted.store(WANT_PAUSE, Ordering::Release);
         let mut paused = lock(&self.control.paused);
+        // Wakes throttled threads from their sleep (`sleep_while_running`).
+        self.control.changed.notify_all();
         while *paused < self.threads.len() {
             self.kick_all();
             (paused, _) = self

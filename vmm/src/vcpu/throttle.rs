@@ -24,13 +24,16 @@ impl ThrottleClock {
         Self(Instant::now())
     }
 
-    /// Sleeps if throttling asks for it now.
-    pub fn maybe_sleep(&mut self, percent: u8) {
+    /// Sleeps if throttling asks for it now; a pause or stop of the vCPUs
+    /// ends the sleep at once (at 99% it would last 990 ms, all of it
+    /// downtime when a migration pauses the guest for its switch-over).
+    pub fn maybe_sleep(&mut self, control: &VcpuControl) {
+        let percent = control.throttle.load(Ordering::Relaxed);
         if percent == 0 || self.0.elapsed() < PERIOD {
             return;
         }
         let p = u32::from(percent.min(MAX_PERCENT));
-        std::thread::sleep(PERIOD * p / (100 - p));
+        control.sleep_while_running(PERIOD * p / (100 - p));
         self.0 = Instant::now();
     }
 }
@@ -109,5 +112,43 @@ impl Throttle {
 impl Drop for Throttle {
     fn drop(&mut self) {
         self.set(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{WANT_PAUSE, WANT_RUN};
+    use super::*;
+    use crate::devices::bus::lock;
+    use vmm_sys_util::eventfd::EventFd;
+
+    fn throttled_sleep_ended_by(wanted: u8) -> Duration {
+        let control = VcpuControl::new(EventFd::new(0).unwrap());
+        control.throttle.store(MAX_PERCENT, Ordering::Relaxed);
+        let c = control.clone();
+        let sleeper = std::thread::spawn(move || {
+            let mut clock = ThrottleClock(Instant::now() - PERIOD);
+            let start = Instant::now();
+            clock.maybe_sleep(&c);
+            start.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        control.wanted.store(wanted, Ordering::Release);
+        drop(lock(&control.paused));
+        control.changed.notify_all();
+        sleeper.join().unwrap()
+    }
+
+    #[test]
+    fn a_pause_ends_a_throttle_sleep() {
+        // At 99% the sleep is 990 ms; the pause must not wait it out.
+        let slept = throttled_sleep_ended_by(WANT_PAUSE);
+        assert!(slept < Duration::from_millis(500), "slept {slept:?}");
+    }
+
+    #[test]
+    fn running_on_the_sleep_lasts_its_share() {
+        let slept = throttled_sleep_ended_by(WANT_RUN);
+        assert!(slept >= PERIOD * 99, "slept {slept:?}");
     }
 }
