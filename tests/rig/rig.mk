@@ -131,11 +131,11 @@ debian-disk:
 	$(RIG_SRC)/build-debian-disk.sh $(DEBIAN_DISK)
 
 rig-vms: guest-kernel guest-initramfs rig-vmm debian-disk
-	cargo build --release --target x86_64-unknown-linux-musl -p vireo-agent -p vireo-cli
+	$(CARGO) build --release --target x86_64-unknown-linux-musl -p vireo-agent -p vireo-cli
 	rm -rf $(RIG_VMS_EXTRA) && mkdir -p $(RIG_VMS_EXTRA)/usr/bin $(RIG_VMS_EXTRA)/guest
 	cp target/x86_64-unknown-linux-musl/release/vireo-agent target/x86_64-unknown-linux-musl/release/vireo $(RIG_VMS_EXTRA)/usr/bin/
 	cp $(DEBIAN_DISK) $(RIG_VMS_EXTRA)/guest/debian.qcow2
-	VIREO_VMM=$(VIREO_VMM) GUEST_DIR=$(RIG_GUEST_DIR) RIG_EXTRA_DIR=$(RIG_VMS_EXTRA) \
+	VIREO_VMM=$(RIG_VMM) GUEST_DIR=$(RIG_GUEST_DIR) RIG_EXTRA_DIR=$(RIG_VMS_EXTRA) \
 	  $(RIG_SRC)/build-rig-initramfs.sh $(RIG_OUT)/rig-initramfs-vms.cpio.gz
 	RIG_INITRAMFS=$(RIG_OUT)/rig-initramfs-vms.cpio.gz RIG_MEM=3072 RIG_QEMU_TIMEOUT=900 BUILD=$(BUILD) \
 	  $(RIG_SRC)/run-rig.sh vm-debian-disk rig.timeout=600
