@@ -47,7 +47,7 @@ trap 'rm -rf "$stage"' EXIT
 # The shared builder with arm64 binaries. It copies mkfs.ext4's libraries
 # through ldd, which cannot read an arm64 binary: they are added below.
 base=$stage/base.cpio.gz
-BUSYBOX=$arm64_root/bin/busybox MKFS_EXT4=$e2fs/sbin/mke2fs \
+BUSYBOX=$arm64_root/bin/busybox MKFS_EXT4=$e2fs/sbin/mke2fs E2FSCK=$e2fs/sbin/e2fsck \
   "$repo/tests/rig/build-guest-initramfs.sh" "$base" >/dev/null 2>&1 ||
   die "tests/rig/build-guest-initramfs.sh failed"
 mkdir "$stage/root"

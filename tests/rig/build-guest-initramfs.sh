@@ -48,9 +48,10 @@ mknod -m 600 "$stage/dev/console" c 5 1
 mkfs=${MKFS_EXT4:-/sbin/mkfs.ext4}
 fsck=${E2FSCK:-/sbin/e2fsck}
 mkdir -p "$stage/sbin" "$stage/etc" "$stage/mnt"
-for tool in "$mkfs" "$fsck"; do
+for pair in "$mkfs:mkfs.ext4" "$fsck:e2fsck"; do
+  tool=${pair%:*}
   [[ -x $tool ]] || { echo "$tool missing; install e2fsprogs" >&2; exit 1; }
-  cp -L "$tool" "$stage/sbin/$(basename "$tool")"
+  cp -L "$tool" "$stage/sbin/${pair##*:}"
   for lib in $(ldd "$tool" | grep -o '/[^ ]*'); do
     mkdir -p "$stage$(dirname "$lib")"
     cp -L "$lib" "$stage$lib"
