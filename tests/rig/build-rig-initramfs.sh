@@ -138,11 +138,11 @@ chmod 755 "$stage/usr/bin/vireo-vmm"
 if [[ $guest_dir != none ]]; then
   cp "$guest_dir/vmlinux" "$guest_dir/bzImage" "$guest_dir/initramfs.cpio.gz" "$stage/guest/"
   cp "$debian_kernel" "$stage/guest/debian-vmlinuz"
+  # The minimal guest's text symbols, sorted, so that a hung launch's guest
+  # RIPs can be named inside the rig (rig_dump_vmm).
+  nm -n "$guest_dir/vmlinux" | awk '$2 ~ /^[Tt]$/' >"$stage/guest/System.map"
 fi
 [[ -z $probe ]] || cp "$probe" "$stage/guest/probe.elf"
-# The minimal guest's text symbols, sorted, so that a hung launch's guest
-# RIPs can be named inside the rig (rig_dump_vmm).
-nm -n "$guest_dir/vmlinux" | awk '$2 ~ /^[Tt]$/' >"$stage/guest/System.map"
 # The VMM's other programs (vireo-vmm-ctl, the API client jobs use), beside it.
 for tool in vireo-vmm-ctl vireo-img; do
   [[ ! -x $(dirname "$vmm")/$tool ]] || cp "$(dirname "$vmm")/$tool" "$stage/usr/bin/$tool"
