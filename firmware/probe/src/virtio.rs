@@ -32,8 +32,11 @@ const QSIZE: usize = 4;
 /// Data moved per request; 128 sectors.
 const CHUNK: usize = 64 << 10;
 const CHUNK_SECTORS: u64 = (CHUNK / 512) as u64;
-/// Polls of the used ring before a request counts as lost.
-const SPIN_LIMIT: u32 = 1 << 26;
+/// Polls of the used ring before a request counts as lost: several seconds
+/// even natively, as a disk on a soft NFS mount whose server went away
+/// takes that long to fail a request with EIO (the rig's nfs-pool job
+/// expects the guest to see that error, not to give up first).
+const SPIN_LIMIT: u32 = 1 << 30;
 
 #[derive(Clone, Copy)]
 #[repr(C)]

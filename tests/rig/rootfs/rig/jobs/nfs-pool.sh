@@ -12,6 +12,8 @@ IP=/usr/sbin/ip
 fail() { echo "RIG check=fail $*"; exit 1; }
 
 mkdir -p /run /var/lib/nfs /export
+# The agent listens on the rig's loopback, which /init leaves down.
+$IP link set lo up
 # --- the server: its own network namespace, nfsd v4 only (no rpcbind) ---
 $IP netns add srv || fail "ip netns add"
 $IP link add vc type veth peer name vs || fail "veth"
