@@ -24,10 +24,13 @@ start=$(rig_now_ms)
 vireo vm define debian --disk local/debian.qcow2 --disk-boot 0 --memory 512M --vcpus 2 --start ||
   fail "define/start failed: $(cat /tmp/agent.log)"
 vireo vm show debian
-# Wait for the login prompt (systemd's serial getty on ttyS0).
+# Wait for the login prompt (systemd's serial getty on ttyS0), showing the
+# guest's newest console line every 30 s: the boot is slow under nested KVM
+# in TCG, and a silent console would look like a hung rig to run-rig.sh.
 i=0
 until vireo vm log debian --bytes 4096 | grep -q 'login:'; do
   i=$((i + 1)); [ $i -lt "$RIG_TIMEOUT" ] || { vireo vm log debian | tail -40; fail "no login prompt within ${RIG_TIMEOUT}s"; }
+  [ $((i % 30)) -ne 0 ] || echo "RIG guest console after ${i}s: $(vireo vm log debian --bytes 4096 | tr -d '\r' | grep -v '^$' | tail -n 1)"
   sleep 1
 done
 login_ms=$(( $(rig_now_ms) - start ))
