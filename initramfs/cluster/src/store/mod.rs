@@ -162,21 +162,34 @@ impl Store {
         self.shared.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Waits for the next change of the shared state; once `deadline` has
+    /// passed, hands the guard back as the error instead.
+    fn wait_until<'a>(
+        &'a self,
+        g: MutexGuard<'a, Inner>,
+        deadline: Instant,
+    ) -> Result<MutexGuard<'a, Inner>, MutexGuard<'a, Inner>> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(g);
+        }
+        let (g, _) = self
+            .shared
+            .cond
+            .wait_timeout(g, left)
+            .unwrap_or_else(|p| p.into_inner());
+        Ok(g)
+    }
+
     /// Waits until this replica holds the cluster's state.
     pub fn wait_ready(&self, timeout: Duration) -> Result<(), StoreError> {
         let deadline = Instant::now() + timeout;
         let mut g = self.lock();
         while !g.replica.ready {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(StoreError::NotReady);
-            }
-            g = self
-                .shared
-                .cond
-                .wait_timeout(g, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            g = match self.wait_until(g, deadline) {
+                Ok(g) => g,
+                Err(_) => return Err(StoreError::NotReady),
+            };
         }
         Ok(())
     }
@@ -326,16 +339,10 @@ impl Store {
                     return Ok((client, id, msg));
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(StoreError::Timeout(WRITE_TIMEOUT));
-            }
-            g = self
-                .shared
-                .cond
-                .wait_timeout(g, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            g = match self.wait_until(g, deadline) {
+                Ok(g) => g,
+                Err(_) => return Err(StoreError::Timeout(WRITE_TIMEOUT)),
+            };
         }
     }
 
@@ -346,17 +353,13 @@ impl Store {
                 let r = g.pending.remove(&id).flatten();
                 return Ok(r.unwrap_or(Err(StoreError::NotReady)));
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                g.pending.remove(&id);
-                return Err(StoreError::Timeout(WRITE_TIMEOUT));
-            }
-            g = self
-                .shared
-                .cond
-                .wait_timeout(g, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            g = match self.wait_until(g, deadline) {
+                Ok(g) => g,
+                Err(mut g) => {
+                    g.pending.remove(&id);
+                    return Err(StoreError::Timeout(WRITE_TIMEOUT));
+                }
+            };
         }
     }
 
