@@ -186,6 +186,7 @@ fn write_pvh_info(
             PVH_MODLIST_ADDR
         },
         cmdline_paddr: CMDLINE_ADDR,
+        rsdp_paddr: RSDP_ADDR,
         memmap_paddr: PVH_MEMMAP_ADDR,
         memmap_entries: memmap.len() as u32,
         ..Default::default()
@@ -230,6 +231,7 @@ fn write_zero_page(
         };
     }
     params.e820_entries = map.len() as u8;
+    params.acpi_rsdp_addr = RSDP_ADDR;
     let bp = BootParams::new(&params, GuestAddress(ZERO_PAGE_ADDR));
     LinuxBootConfigurator::write_bootparams(&bp, mem)
         .map_err(|_| BootError::GuestWrite("boot_params"))

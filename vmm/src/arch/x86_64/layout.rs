@@ -9,6 +9,7 @@
 //! 0x0002_0000  kernel command line
 //! 0x0009_fc00  EBDA: MP table
 //! 0x000a_0000  legacy VGA/ROM window (not RAM)
+//! 0x000e_0000  ACPI: RSDP, then DSDT, FADT, MADT, XSDT (BIOS area, reserved)
 //! 0x0010_0000  kernel (high memory starts here)
 //! ...          RAM up to 3 GiB, initrd at the top of low RAM
 //! 0xc000_0000  32-bit MMIO hole: virtio-mmio devices, IOAPIC, LAPIC
@@ -35,6 +36,10 @@ pub const CMDLINE_ADDR: u64 = 0x20000;
 pub const CMDLINE_MAX_SIZE: usize = 0x10000;
 /// Extended BIOS data area; the MP table lives here because Linux searches it.
 pub const EBDA_START: u64 = 0x9fc00;
+/// ACPI root pointer, where Linux also scans for it; the other tables follow
+/// it up to the end of the BIOS area.
+pub const RSDP_ADDR: u64 = 0xe_0000;
+pub const ACPI_TABLES_END: u64 = 0x10_0000;
 /// First byte past the legacy low-memory window.
 pub const HIGH_MEMORY_START: u64 = 0x10_0000;
 

@@ -1,6 +1,7 @@
 //! x86_64 boot: memory layout, in-kernel irqchip and PIT, MP table, Linux
 //! 64-bit and PVH boot protocols, per-vCPU CPUID and registers.
 
+pub mod acpi;
 pub mod boot;
 pub mod cpuid;
 pub mod layout;
@@ -25,6 +26,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Boot(#[from] boot::BootError),
+    #[error(transparent)]
+    Acpi(#[from] acpi::AcpiError),
     #[error(transparent)]
     MpTable(#[from] mptable::MpTableError),
     #[error(transparent)]
@@ -91,8 +94,10 @@ pub fn supported_cpuid(kvm_fd: &Kvm) -> Result<CpuId, Error> {
     Ok(cpuid)
 }
 
-/// Kernel, initrd, command line (with virtio-mmio devices appended), MP table
-/// and the boot protocol's information block.
+/// Kernel, initrd, command line (with virtio-mmio devices appended), MP table,
+/// ACPI tables and the boot protocol's information block. Kernels built with
+/// `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES` find the devices on the command line,
+/// distribution kernels in the DSDT; a kernel without ACPI reads the MP table.
 pub fn load_guest(
     mem: &GuestRam,
     sources: &BootSources,
@@ -118,6 +123,7 @@ pub fn load_guest(
         };
     }
     mptable::write(mem, layout::EBDA_START, vcpu_count)?;
+    acpi::write(mem, vcpu_count, devices)?;
     Ok(boot::load(
         mem,
         &sources.kernel,
