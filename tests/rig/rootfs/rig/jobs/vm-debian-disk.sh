@@ -16,7 +16,7 @@ show_vm() {
     echo "RIG vm-debian-disk: $d holds: $(ls "$d" | tr '\n' ' ')"
     [ ! -r "$d/vmm.log" ] || { echo "RIG vm-debian-disk: vmm.log:"; tail -n 20 "$d/vmm.log" | sed 's/^/  | /'; }
     pid=$(sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' "$d/vmm.pid.json" 2>/dev/null)
-    [ ! -r "/proc/$pid/cmdline" ] || echo "RIG vm-debian-disk: vmm args: $(tr '\0' ' ' <"/proc/$pid/cmdline")"
+    [ -z "$pid" ] || [ ! -r "/proc/$pid/cmdline" ] || echo "RIG vm-debian-disk: vmm args: $(tr '\0' ' ' <"/proc/$pid/cmdline")"
   done
   echo "RIG vm-debian-disk: the console's last lines:"; vireo vm log debian 2>&1 | tr -d '\r' | tail -n 40 | sed 's/^/  | /'
 }
