@@ -145,12 +145,14 @@ impl Agent {
         let deadline = Instant::now() + LIMIT;
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(rest) = text.split("listening on http://").nth(1) {
-                let addr = rest
-                    .split([',', ' ', '\n'])
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
+            // Only a whole address: the log may be read while the agent
+            // is still writing the line ("127.0.0.1:" without its port).
+            let whole = text
+                .split("listening on http://")
+                .nth(1)
+                .and_then(|rest| rest.split_once([',', ' ', '\n']));
+            if let Some((addr, _)) = whole {
+                let addr = addr.to_string();
                 return Ok(Agent {
                     child,
                     addr,

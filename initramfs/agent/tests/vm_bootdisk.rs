@@ -252,3 +252,51 @@ fn a_disk_with_nothing_bootable_is_refused_with_what_was_looked_at() {
     }
     assert!(node.vmm_pids().is_empty());
 }
+
+/// The first KiB of a bzImage: the setup header's magic and the pointer to
+/// its version string (boot protocol 2.00+), as Debian's kernels have.
+fn bzimage_head(version: &str) -> Vec<u8> {
+    let mut image = vec![0u8; 0x400];
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    image[0x20e..0x210].copy_from_slice(&0x100u16.to_le_bytes());
+    image[0x300..0x300 + version.len()].copy_from_slice(version.as_bytes());
+    image
+}
+
+#[test]
+fn a_kernel_that_cannot_see_virtio_mmio_disks_is_refused_with_the_reason() {
+    let node = Node::new("bd-cfg");
+    let agent = node.agent(&[]);
+    let kernel = bzimage_head("6.1.0-50-amd64 (debian-kernel@lists.debian.org) #1 SMP");
+    let t = tree(
+        &node,
+        "root",
+        &[
+            ("boot/vmlinuz-6.1.0-50-amd64", &kernel),
+            ("boot/initrd.img-6.1.0-50-amd64", b"initrd"),
+            (
+                "boot/config-6.1.0-50-amd64",
+                b"CONFIG_VIRTIO_MMIO=m\n# CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES is not set\n",
+            ),
+            ("etc/fstab", b""),
+        ],
+    );
+    ext4_image(&t, &node.dir.join("root.ext4"));
+    gpt_disk(
+        &node.dir.join("root.ext4"),
+        &node.local_pool().join("debian.raw"),
+    );
+    agent.ok("POST", "/vms", Some(disk_vm("k", "local/debian.raw")), 201);
+    let (status, e) = agent.call("POST", "/vms/k/start", None);
+    assert_eq!(status, 422, "{e}");
+    let msg = e["error"].as_str().unwrap();
+    for want in [
+        "kernel 6.1.0-50-amd64 cannot see this VM's disks",
+        "/boot/config-6.1.0-50-amd64",
+        "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y",
+    ] {
+        assert!(msg.contains(want), "want '{want}' in: {msg}");
+    }
+    assert_eq!(agent.vm("k")["state"], "stopped");
+    assert!(node.vmm_pids().is_empty());
+}

@@ -199,7 +199,8 @@ rig_dump_guest_exits() {
   echo "!$spec" >>"$ev/trigger" 2>/dev/null
   echo "$spec" >>"$ev/trigger"
   sleep 1
-  grep 'hitcount' "$ev/hist" | head -n 12 | tr -d '{}:,' | while read -r _ reason _ rip _ n; do
+  # Not the "# trigger info: hist:keys=...:vals=hitcount" header line.
+  grep -v '^#' "$ev/hist" | grep 'hitcount' | head -n 12 | tr -d '{}:,' | while read -r _ reason _ rip _ n; do
     rip=$(printf '0x%x' "$rip")
     echo "RIG dump: exits $n/s reason=$(rig_exit_name "$reason") rip=$rip $(rig_guest_symbol "$rip")"
   done

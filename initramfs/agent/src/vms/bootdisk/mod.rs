@@ -21,6 +21,7 @@
 mod bls;
 mod fs;
 mod image;
+mod kernel_config;
 mod partitions;
 
 use std::path::{Path, PathBuf};
@@ -189,6 +190,10 @@ fn copy_out(
     let initrd_path = out.join("initrd.img");
     let _ = std::fs::remove_file(&initrd_path);
     f.copy_to(&found.kernel, &kernel, MAX_KERNEL)?;
+    if let Some(release) = kernel_release(&kernel) {
+        kernel_config::check(f, &release)
+            .map_err(|e| format!("{} ({}): {e}", label(part), f.kind()))?;
+    }
     let initrd = match &found.initrd {
         Some(i) => {
             f.copy_to(i, &initrd_path, MAX_INITRD)?;
@@ -208,6 +213,18 @@ fn copy_out(
         initrd,
         cmdline: cmdline(found.options.as_deref(), root_part, disk_index),
     })
+}
+
+/// The release of the kernel copied to `path`, from its bzImage header.
+fn kernel_release(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(64 << 10)
+        .read_to_end(&mut head)
+        .ok()?;
+    kernel_config::release(&head)
 }
 
 /// The entry's options (or `root=... ro`), with the serial console the

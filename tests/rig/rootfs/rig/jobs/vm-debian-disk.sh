@@ -6,6 +6,20 @@
 # /usr/bin/vireo and /guest/debian.qcow2 (make rig-vms puts them in).
 . /rig/lib.sh
 fail() { echo "RIG check=fail $*"; exit 1; }
+# What a failed boot leaves to read: the VMM's command line and stderr
+# (RUN/vms/UUID/vmm.log) and the console's last lines.
+show_vm() {
+  local d pid
+  echo "RIG vm-debian-disk: the agent's log:"; tail -n 20 /tmp/agent.log | sed 's/^/  | /'
+  for d in /run/vireo/vms/*/; do
+    [ -d "$d" ] || continue
+    echo "RIG vm-debian-disk: $d holds: $(ls "$d" | tr '\n' ' ')"
+    [ ! -r "$d/vmm.log" ] || { echo "RIG vm-debian-disk: vmm.log:"; tail -n 20 "$d/vmm.log" | sed 's/^/  | /'; }
+    pid=$(sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' "$d/vmm.pid.json" 2>/dev/null)
+    [ -z "$pid" ] || [ ! -r "/proc/$pid/cmdline" ] || echo "RIG vm-debian-disk: vmm args: $(tr '\0' ' ' <"/proc/$pid/cmdline")"
+  done
+  echo "RIG vm-debian-disk: the console's last lines:"; vireo vm log debian 2>&1 | tr -d '\r' | tail -n 40 | sed 's/^/  | /'
+}
 for f in /usr/bin/vireo-agent /usr/bin/vireo /guest/debian.qcow2; do
   [ -e "$f" ] || fail "missing $f"
 done
@@ -21,15 +35,22 @@ until vireo node info >/dev/null 2>&1; do
   sleep 0.1
 done
 start=$(rig_now_ms)
-vireo vm define debian --disk local/debian.qcow2 --disk-boot 0 --memory 512M --vcpus 2 --start ||
-  fail "define/start failed: $(cat /tmp/agent.log)"
+vireo vm define debian --disk local/debian.qcow2 --disk-boot 0 --memory 512M --vcpus 2 --start \
+  >/tmp/start.txt 2>&1 || { cat /tmp/start.txt; show_vm; fail "define/start failed: $(tail -n 3 /tmp/start.txt)"; }
+cat /tmp/start.txt
 vireo vm show debian
 # Wait for the login prompt (systemd's serial getty on ttyS0), showing the
 # guest's newest console line every 30 s: the boot is slow under nested KVM
 # in TCG, and a silent console would look like a hung rig to run-rig.sh.
+# Lines that mean the boot cannot succeed end the wait at once: a kernel
+# that ignores virtio_mmio.device= sees no disk, and its initramfs gives up
+# on the root device after minutes of silence.
+doomed="virtio_mmio: unknown parameter|Gave up waiting for root|Kernel panic|drop to a shell|\(initramfs\)"
 i=0
 until vireo vm log debian --bytes 4096 | grep -q 'login:'; do
-  i=$((i + 1)); [ $i -lt "$RIG_TIMEOUT" ] || { vireo vm log debian | tail -40; fail "no login prompt within ${RIG_TIMEOUT}s"; }
+  i=$((i + 1)); [ $i -lt "$RIG_TIMEOUT" ] || { show_vm; fail "no login prompt within ${RIG_TIMEOUT}s"; }
+  line=$(vireo vm log debian 2>/dev/null | tr -d '\r' | grep -Em1 "$doomed") &&
+    { show_vm; fail "the guest cannot boot: '$line'"; }
   [ $((i % 30)) -ne 0 ] || echo "RIG guest console after ${i}s: $(vireo vm log debian --bytes 4096 | tr -d '\r' | grep -v '^$' | tail -n 1)"
   sleep 1
 done
