@@ -1,19 +1,20 @@
 //! Whether a kernel found on a disk can see vireo-vmm's disks at all.
 //!
-//! vireo-vmm announces its virtio-mmio devices on the kernel command line
-//! (`virtio_mmio.device=...`) and has no ACPI tables yet. A kernel built
-//! without `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES` ignores those words
-//! ("virtio_mmio: unknown parameter 'device' ignored"), sees no disk, and
-//! its initramfs waits for the root device until it gives up, minutes of
-//! silence under nested virtualisation. Debian's stock kernels (generic and
-//! cloud) are built that way. When the disk carries the kernel's config
+//! vireo-vmm describes its virtio-mmio devices twice: on the kernel command
+//! line (`virtio_mmio.device=...`, read by kernels built with
+//! `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`) and, on x86_64, in the ACPI DSDT
+//! (read by kernels with `CONFIG_ACPI`, which is how distribution kernels
+//! such as Debian's find them). A kernel with neither, or without the
+//! virtio-mmio driver, sees no disk and its initramfs waits for the root
+//! device until it gives up, minutes of silence under nested
+//! virtualisation. When the disk carries the kernel's config
 //! (`/boot/config-RELEASE`, as Debian, Ubuntu and Fedora install it), the
 //! agent reads it and refuses the start with the reason instead.
 
 use super::fs::BootFs;
 
 const MAX_CONFIG: u64 = 4 << 20;
-const OPTION: &str = "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES";
+const CMDLINE_DEVICES: &str = "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES";
 
 /// The kernel release (`uname -r`) of a bzImage: the first word of the
 /// version string its setup header points to (boot protocol 2.00+).
@@ -48,16 +49,29 @@ pub fn check(f: &dyn BootFs, release: &str) -> Result<(), String> {
 }
 
 fn check_text(config: &str, release: &str, path: &str) -> Result<(), String> {
-    let enabled = config.lines().any(|l| l.trim() == format!("{OPTION}=y"));
-    match enabled {
-        true => Ok(()),
-        false => Err(format!(
-            "kernel {release} cannot see this VM's disks: its config ({path}) lacks {OPTION}=y, \
-             and vireo-vmm describes its virtio-mmio disks only on the kernel command line \
-             (no ACPI tables yet), so the guest would wait for its root device forever; \
-             boot a kernel built with {OPTION}=y (Debian's stock kernels are not)"
-        )),
+    let set = |option: &str, values: &[&str]| {
+        config.lines().any(|l| {
+            l.trim()
+                .split_once('=')
+                .is_some_and(|(k, v)| k == option && values.contains(&v))
+        })
+    };
+    let cannot = |why: &str| {
+        Err(format!(
+            "kernel {release} cannot see this VM's disks: its config ({path}) {why}, so the guest \
+             would wait for its root device forever"
+        ))
+    };
+    if !set("CONFIG_VIRTIO_MMIO", &["y", "m"]) {
+        return cannot("lacks CONFIG_VIRTIO_MMIO (the virtio-mmio driver)");
     }
+    if !set("CONFIG_ACPI", &["y"]) && !set(CMDLINE_DEVICES, &["y"]) {
+        return cannot(&format!(
+            "has neither CONFIG_ACPI=y (vireo-vmm's DSDT lists the disks) nor {CMDLINE_DEVICES}=y \
+             (the kernel command line lists them)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -83,14 +97,17 @@ mod tests {
 
     #[test]
     fn config_decides() {
-        let debian = "CONFIG_VIRTIO_MMIO=m\n# CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES is not set\n";
-        let err = check_text(debian, "6.1.0-50-amd64", "/boot/config-6.1.0-50-amd64").unwrap_err();
-        assert!(
-            err.contains("CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y"),
-            "{err}"
-        );
-        assert!(err.contains("/boot/config-6.1.0-50-amd64"), "{err}");
-        let good = "CONFIG_VIRTIO_MMIO=y\nCONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y\n";
-        assert_eq!(check_text(good, "6.1", "/boot/config-6.1"), Ok(()));
+        let path = "/boot/config-6.1.0-50-amd64";
+        let debian = "CONFIG_ACPI=y\nCONFIG_VIRTIO_MMIO=m\n# CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES is not set\n";
+        assert_eq!(check_text(debian, "6.1.0-50-amd64", path), Ok(()));
+        let minimal = "# CONFIG_ACPI is not set\nCONFIG_VIRTIO_MMIO=y\nCONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y\n";
+        assert_eq!(check_text(minimal, "6.1", path), Ok(()));
+        let blind = "# CONFIG_ACPI is not set\nCONFIG_VIRTIO_MMIO=m\n";
+        let err = check_text(blind, "6.1.0-50-amd64", path).unwrap_err();
+        assert!(err.contains("neither CONFIG_ACPI=y"), "{err}");
+        assert!(err.contains(path), "{err}");
+        let no_driver = "CONFIG_ACPI=y\n# CONFIG_VIRTIO_MMIO is not set\n";
+        let err = check_text(no_driver, "6.1", path).unwrap_err();
+        assert!(err.contains("lacks CONFIG_VIRTIO_MMIO"), "{err}");
     }
 }
