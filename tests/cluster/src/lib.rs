@@ -3,6 +3,7 @@
 //!
 //! - [`net`]: namespaces, the bridge, veth pairs, partitions;
 //! - [`conf`]: the cluster's shape and each node's corosync.conf;
+//! - [`agents`]: vireo-agent on the nodes, its test watchdog, VMM scans;
 //! - [`node`]: starting, killing and querying one node;
 //! - [`cluster`]: all of it together, cleaned up on drop (panics included);
 //! - [`expect`]: the facts tests assert about a node's status;
@@ -14,6 +15,7 @@
 //!
 //! Needs root, iproute2 and the `corosync` package.
 
+pub mod agents;
 pub mod cluster;
 pub mod command;
 pub mod conf;
