@@ -13,6 +13,8 @@
 //! compare-and-set (a survivor may have won it) and started again.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vireo_cluster::store::StoreError;
@@ -21,6 +23,9 @@ use super::watchdog::{self, Watchdog};
 use super::{Cluster, VmRecord};
 use crate::vm_types::VmInfo;
 use crate::vms::Vms;
+
+/// How often the feeder looks at quorum and feeds.
+pub const FEED_EVERY: Duration = Duration::from_millis(250);
 
 /// HA settings (agent command line).
 #[derive(clap::Args, Clone, Debug)]
@@ -57,18 +62,27 @@ impl HaSettings {
 }
 
 pub struct Ha {
-    watchdog: Box<dyn Watchdog>,
-    armed: bool,
+    /// Whether the feeder keeps the watchdog armed: some HA VM is here.
+    wanted: Arc<AtomicBool>,
     missing: BTreeMap<u32, Instant>,
     /// HA VMs this node stopped because it lost quorum.
     fenced_here: BTreeSet<String>,
 }
 
 impl Ha {
-    pub fn new(settings: &HaSettings) -> Ha {
+    /// Also starts the feeder: a thread of its own, so a step that waits on
+    /// a store write (a view change under way) never delays a feed.
+    pub fn new(cluster: &Cluster) -> Ha {
+        let wanted = Arc::new(AtomicBool::new(false));
+        let (c, w) = (cluster.clone(), wanted.clone());
+        let spawned = std::thread::Builder::new()
+            .name("vireo-watchdog".into())
+            .spawn(move || feed_while_quorate(&c, &w));
+        if let Err(e) = spawned {
+            eprintln!("vireo-agent: cannot start the watchdog feeder: {e}");
+        }
         Ha {
-            watchdog: watchdog::from_arg(&settings.watchdog),
-            armed: false,
+            wanted,
             missing: BTreeMap::new(),
             fenced_here: BTreeSet::new(),
         }
@@ -78,11 +92,12 @@ impl Ha {
         let status = cluster.store().status();
         let local = vms.list();
         if !Cluster::quorate(&status) {
-            // Not fed from here on: the watchdog fences this node.
+            // The feeder stopped feeding: the watchdog fences this node.
             self.stop_ha_vms(vms, &local).await;
             return;
         }
-        self.keep_watchdog(cluster, local.iter().any(|v| v.spec.ha));
+        self.wanted
+            .store(local.iter().any(|v| v.spec.ha), Ordering::Relaxed);
         let view = Cluster::view_nodes(&status);
         self.track_missing(cluster, &view);
         self.claim_back(cluster, vms).await;
@@ -101,19 +116,6 @@ impl Ha {
                 }
             }
             self.fenced_here.insert(v.spec.name.clone());
-        }
-    }
-
-    fn keep_watchdog(&mut self, cluster: &Cluster, wanted: bool) {
-        let result = match (wanted, self.armed) {
-            (true, false) => self.watchdog.arm(cluster.settings().watchdog_timeout()),
-            (true, true) => self.watchdog.feed(),
-            (false, true) => self.watchdog.disarm(),
-            (false, false) => Ok(()),
-        };
-        match result {
-            Ok(()) => self.armed = wanted,
-            Err(e) => eprintln!("vireo-agent: watchdog {}: {e}", cluster.settings().watchdog),
         }
     }
 
@@ -195,6 +197,44 @@ impl Ha {
             if matches!(state, None | Some("running" | "starting" | "paused")) {
                 start(vms, &name).await;
             }
+        }
+    }
+}
+
+/// The feeder: every FEED_EVERY, if the node is quorate, arms the watchdog
+/// while HA VMs are here (disarms it once none are), and feeds it. Without
+/// quorum it does nothing at all, so the countdown runs out.
+fn feed_while_quorate(cluster: &Cluster, wanted: &AtomicBool) {
+    let settings = cluster.settings();
+    let mut watchdog: Box<dyn Watchdog> = watchdog::from_arg(&settings.watchdog);
+    let mut armed = false;
+    let mut failing: Option<String> = None;
+    loop {
+        std::thread::sleep(FEED_EVERY);
+        if !Cluster::quorate(&cluster.store().status()) {
+            continue;
+        }
+        let want = wanted.load(Ordering::Relaxed);
+        let result = match (want, armed) {
+            (true, false) => watchdog.arm(settings.watchdog_timeout()),
+            (true, true) => watchdog.feed(),
+            (false, true) => watchdog.disarm(),
+            (false, false) => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                armed = want;
+                failing = None;
+            }
+            // Said once, not four times a second.
+            Err(e) if failing.as_ref() != Some(&e.to_string()) => {
+                eprintln!(
+                    "vireo-agent: watchdog {}: {e} (HA VMs here are NOT fenced)",
+                    settings.watchdog
+                );
+                failing = Some(e.to_string());
+            }
+            Err(_) => {}
         }
     }
 }

@@ -260,7 +260,7 @@ impl Cluster {
                 }
                 rt.block_on(publish::drop_moved_away(&cluster, &vms));
                 ready();
-                let mut ha = ha::Ha::new(&cluster.inner.settings);
+                let mut ha = ha::Ha::new(&cluster);
                 let mut publisher = publish::Publisher::default();
                 loop {
                     publisher.step(&cluster, &vms);

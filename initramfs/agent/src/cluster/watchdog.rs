@@ -58,12 +58,14 @@ impl Watchdog for DeviceWatchdog {
         // SAFETY: the fd is open for the call's duration and `secs` is a
         // valid int the driver reads and overwrites with what it set.
         let rc = unsafe { libc::ioctl(file.as_raw_fd(), WDIOC_SETTIMEOUT, &mut secs) };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            eprintln!(
-                "vireo-agent: {}: cannot set the timeout ({e}); the driver's own applies",
-                self.path.display()
-            );
+        let wanted = timeout.as_secs().max(1) as libc::c_int;
+        if rc != 0 || secs > wanted {
+            // Survivors wait for the configured timeout: a longer one
+            // here would let them restart VMs this node still runs.
+            let _ = (&file).write_all(b"V");
+            return Err(std::io::Error::other(format!(
+                "cannot set a {wanted} s timeout (the driver has {secs} s): not armed"
+            )));
         }
         self.file = Some(file);
         self.feed()
