@@ -36,7 +36,7 @@ pub struct HaSettings {
     pub watchdog: String,
     /// The watchdog's timeout (ms): a node that stops feeding it is reset
     /// this long after its last feed.
-    #[arg(long, default_value = "10000")]
+    #[arg(long, default_value = "8000")]
     pub watchdog_timeout_ms: u64,
     /// Added to the timeout before survivors act (ms): the gap between the
     /// fenced node's last feed and the survivors' view change, feeding
