@@ -183,18 +183,20 @@ include kernel-config/kernel.mk
 bench: vmm probe
 	$(MAKE) rig-bench-initramfs
 	$(MAKE) membershipd-release
-	$(CARGO) build --release -p vireo-agent
+	$(CARGO) build --release -p vireo-agent -p vireo-cli
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench
 	$(MAKE) bench-rig-aarch64
 
 # Only the agent's VM rows: start -> first serial byte through the agent vs
 # vireo-vmm directly, 50 VMs at once, the agent's RSS with 50 VMs.
 bench-vms: vmm probe
-	$(CARGO) build --release -p vireo-agent
+	$(CARGO) build --release -p vireo-agent -p vireo-cli
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench -- vms
 
-# Only the cluster rows: failover time corosync vs Vireo, broadcast throughput.
-bench-cluster: membershipd-release
+# Only the cluster rows: failover time corosync vs Vireo, broadcast throughput,
+# the store's latency, HA failover with the agents' default fencing.
+bench-cluster: membershipd-release vmm probe
+	$(CARGO) build -p vireo-cli -p vireo-agent --bins
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench -- cluster
 
 # The bench reads the release daemon; until it exists its rows say "missing"

@@ -11,6 +11,7 @@
 //! - [`wait`]: polling with deadlines;
 //! - [`command`]: running a helper program that must succeed;
 //! - [`formation`]: clusters formed by `vireo cluster create` and `join`;
+//! - [`ha_lab`]: three nodes with agents and HA probe VMs, watched;
 //! - [`replicas`]: store replicas on every node, write-to-all latency.
 //!
 //! Needs root, iproute2 and the `corosync` package.
@@ -22,6 +23,7 @@ pub mod conf;
 pub mod delivery;
 pub mod expect;
 pub mod formation;
+pub mod ha_lab;
 pub mod net;
 pub mod node;
 pub mod replicas;
