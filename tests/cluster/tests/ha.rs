@@ -70,6 +70,15 @@ fn ha_vms_survive_a_node_kill_and_a_partition_exactly_once() {
         (vms.len() == 4).then_some(()).ok_or(format!("{vms:?}"))
     })
     .unwrap();
+    // A name node 3's VM has is refused on node 1, which defines nothing;
+    // an unknown VM is a plain 404 (not forwarded anywhere).
+    let spec = r#"{"name": "ha-a", "boot": {"kind": "kernel", "kernel": "/nonexistent"}}"#;
+    let (status, text) = lab.agent(0).call("POST", "/vms", Some(spec)).unwrap();
+    assert!(status == 409 && text.contains("node 3"), "{status} {text}");
+    let local = lab.agent(0).ok("GET", "/vms", None, 200).unwrap();
+    assert_eq!(local.as_array().map(Vec::len), Some(1), "{local}");
+    let (status, _) = lab.agent(0).call("GET", "/vms/nope", None).unwrap();
+    assert_eq!(status, 404);
     // Node 1's API acts on node 2's VM: forwarded to its owner.
     lab.agent(0)
         .ok("POST", "/vms/plain/start", None, 200)

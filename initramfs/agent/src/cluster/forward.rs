@@ -2,7 +2,8 @@
 //! node does not have, which the store says another node owns, is sent on
 //! to that node's agent and its answer returned as it is. A forwarded
 //! request carries `x-vireo-forwarded`, and one that does is never
-//! forwarded again (no loops while the store changes owner).
+//! forwarded again (no loops while the store changes owner). A VM defined
+//! here may not take a name another node's VM has.
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::Cluster;
 use crate::error::ApiError;
 use crate::server::AppState;
 
@@ -25,6 +27,9 @@ pub async fn forward(State(s): State<AppState>, req: Request, next: Next) -> Res
     let Some(cluster) = s.cluster.clone() else {
         return next.run(req).await;
     };
+    if req.method() == axum::http::Method::POST && req.uri().path() == "/vms" {
+        return define_once(cluster, req, next).await;
+    }
     let Some(name) = vm_name(req.uri().path()) else {
         return next.run(req).await;
     };
@@ -37,6 +42,32 @@ pub async fn forward(State(s): State<AppState>, req: Request, next: Next) -> Res
         Ok(Some(api)) => proxy(&api, me, req).await,
         _ => next.run(req).await,
     }
+}
+
+/// POST /vms: a name another node's VM has in the cluster is refused (409)
+/// before the node defines anything; the request goes on unchanged otherwise.
+async fn define_once(cluster: Cluster, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => return ApiError::bad_request(format!("request body: {e}")).into_response(),
+    };
+    let name = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("name")?.as_str().map(str::to_string));
+    if let Some(name) = name {
+        let owner =
+            tokio::task::spawn_blocking(move || cluster.other_owner(&name).map(|id| (name, id)))
+                .await;
+        if let Ok(Some((name, id))) = owner {
+            return ApiError::conflict(format!(
+                "a VM named '{name}' already exists in the cluster (on node {id})"
+            ))
+            .into_response();
+        }
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// `NAME` of `/vms/NAME` and `/vms/NAME/...`.

@@ -213,15 +213,18 @@ impl Cluster {
     /// GET /cluster/vms: every VM of the cluster with its owner's view of it.
     pub fn vms(&self) -> Result<Vec<ClusterVm>, ApiError> {
         let records = self.records()?;
+        let view = Cluster::view_nodes(&self.inner.store.status());
         Ok(self
             .vm_records()?
             .into_iter()
             .map(|(name, (owner, _, rec))| {
                 let node = records.get(&owner);
                 ClusterVm {
-                    state: node
-                        .and_then(|n| n.vms.get(&name).cloned())
-                        .unwrap_or_else(|| "unknown".into()),
+                    state: match view.contains(&owner) {
+                        true => node.and_then(|n| n.vms.get(&name).cloned()),
+                        false => Some("node_offline".into()),
+                    }
+                    .unwrap_or_else(|| "unknown".into()),
                     node: node.map_or_else(|| format!("node{owner}"), |n| n.name.clone()),
                     node_id: owner,
                     ha: rec.spec.ha,
@@ -231,14 +234,16 @@ impl Cluster {
             .collect())
     }
 
+    /// The node other than this one that owns VM `name` in the store.
+    pub fn other_owner(&self, name: &str) -> Option<u32> {
+        let owner = self.inner.store.get(&format!("vm/{name}")).ok()??.owner?;
+        (owner != self.inner.me).then_some(owner)
+    }
+
     /// The agent (`ADDR:PORT`) of the node that owns VM `name`, when that is
     /// another node.
     pub fn owner_api(&self, name: &str) -> Option<String> {
-        let entry = self.inner.store.get(&format!("vm/{name}")).ok()??;
-        let owner = entry.owner?;
-        if owner == self.inner.me {
-            return None;
-        }
+        let owner = self.other_owner(name)?;
         let rec = self.inner.store.get(&format!("node/{owner}")).ok()??;
         serde_json::from_str::<NodeRecord>(&rec.value)
             .ok()
