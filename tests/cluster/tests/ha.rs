@@ -6,9 +6,10 @@
 //! the cluster-wide VM list (API and CLI), a request for another node's VM
 //! forwarded to its owner; kill -9 of a whole node → its HA VMs run on the
 //! survivors, each exactly once, only after the fencing bound; the node
-//! comes back and does not run them; partition 1|2 → the single node stops
-//! its HA VMs, its watchdog expires (it stops being fed), and only then do
-//! the pair start them. Throughout, a scan every 50 ms of every node's
+//! comes back and does not run them; node 1 reset and back within the
+//! bound → its HA VM runs again exactly once; partition 1|2 → the single
+//! node stops its HA VMs, its watchdog expires (it stops being fed), and
+//! only then do the pair start them. Throughout, a scan every 50 ms of every node's
 //! processes finds at most one VMM per VM, and each VM's console log on the
 //! old node stops growing before its new copy exists.
 //!
@@ -154,37 +155,92 @@ fn ha_vms_survive_a_node_kill_and_a_partition_exactly_once() {
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
 
-    // Partition 1 | 2 3: node 1 stops its HA VMs, its watchdog expires,
-    // then the pair starts them.
-    let on_node1: Vec<String> = ["ha-a", "ha-b", "ha-c"]
-        .iter()
-        .filter(|vm| w.runs_on(vm) == Some(0))
-        .map(|vm| vm.to_string())
-        .collect();
-    let old_logs: Vec<PathBuf> = on_node1
+    // Node 1 reset and back within the bound (kill -9 of all it runs, then
+    // its daemon and agent again at once): its HA VMs were running, so they
+    // run again, each exactly once, claimed back here or taken over by a
+    // survivor, whichever came first in the store's order.
+    let ha_on = |n: usize| -> Vec<String> {
+        ["ha-a", "ha-b", "ha-c"]
+            .iter()
+            .filter(|vm| w.runs_on(vm) == Some(n))
+            .map(|vm| vm.to_string())
+            .collect()
+    };
+    let before = ha_on(0);
+    eprintln!("before node 1's reset it runs {before:?}");
+    assert!(!before.is_empty(), "node 1 runs no HA VM");
+    let old_logs: Vec<PathBuf> = before
         .iter()
         .map(|vm| lab.agent(0).console_log(&uuids[vm]))
         .collect();
+    lab.agent(0).watchdog.stop();
+    let reset = Instant::now();
+    kill_processes_in(&namespaces[0]);
+    lab.agents[0] = None;
+    wait_until(FORM, "node 1's daemon and VMMs gone", || {
+        let vmms_gone = before.iter().all(|vm| w.runs_on(vm).is_none());
+        match lab.c.nodes[0].is_running() || !vmms_gone {
+            true => Err("still running".to_string()),
+            false => Ok(()),
+        }
+    })
+    .unwrap();
+    lab.c.restart(0).unwrap();
+    lab.start_agent(0);
+    let names: Vec<&str> = before.iter().map(String::as_str).collect();
+    lab.wait_running_on(&w, &names, &[0, 1, 2], "node 1's HA VMs after its reset");
+    for (vm, old) in names.iter().zip(&old_logs) {
+        let node = w.runs_on(vm).unwrap();
+        let new = w.first_on(vm, node, reset).unwrap();
+        // Back on node 1 it is the same log file: the scan alone judges.
+        if node != 0 {
+            assert!(
+                last_write(old).unwrap() < new,
+                "{vm}'s old console grew after the restart"
+            );
+        }
+        eprintln!("after node 1's reset {vm} runs on node {}", node + 1);
+    }
+    // What a takeover starts is what the owner last published as running.
+    wait_until(FORM, "the restarted VMs published as running", || {
+        let vms = lab.cluster_vms(1)?;
+        match names.iter().all(|vm| vms[*vm]["state"] == "running") {
+            true => Ok(()),
+            false => Err(format!("{vms:?}")),
+        }
+    })
+    .unwrap();
+
+    // Partition: the node with the most HA VMs alone, the pair apart. The
+    // lone node stops its HA VMs, its watchdog expires, then the pair
+    // starts them.
+    let lone = (0..3).max_by_key(|&n| (ha_on(n).len(), 3 - n)).unwrap();
+    let pair: Vec<usize> = (0..3).filter(|&n| n != lone).collect();
+    let on_lone = ha_on(lone);
+    let old_logs: Vec<PathBuf> = on_lone
+        .iter()
+        .map(|vm| lab.agent(lone).console_log(&uuids[vm]))
+        .collect();
     let cut = Instant::now();
-    lab.c.partition(&[&[0], &[1, 2]]).unwrap();
-    let names: Vec<&str> = on_node1.iter().map(String::as_str).collect();
-    let took = lab.wait_running_on(&w, &names, &[1, 2], "node 1's HA VMs on the pair");
+    lab.c.partition(&[&[lone], &pair]).unwrap();
+    let names: Vec<&str> = on_lone.iter().map(String::as_str).collect();
+    let took = lab.wait_running_on(&w, &names, &pair, "the lone node's HA VMs on the pair");
     eprintln!(
         "failover after partition: {:.1} s for {} VMs",
         took.as_secs_f64(),
         names.len()
     );
     let expired = lab
-        .agent(0)
+        .agent(lone)
         .watchdog
         .expired()
-        .expect("node 1's watchdog expired");
+        .expect("the lone node's watchdog expired");
     for (vm, old) in names.iter().zip(&old_logs) {
         let node = w.runs_on(vm).unwrap();
         let new = w.first_on(vm, node, cut).unwrap();
         assert!(
             expired < new,
-            "{vm} restarted before node 1's watchdog expired"
+            "{vm} restarted before the lone node's watchdog expired"
         );
         assert!(
             last_write(old).unwrap() < new,
@@ -192,7 +248,9 @@ fn ha_vms_survive_a_node_kill_and_a_partition_exactly_once() {
         );
     }
     assert!(
-        lab.agent(0).log().contains("quorum lost: stopping HA VM"),
+        lab.agent(lone)
+            .log()
+            .contains("quorum lost: stopping HA VM"),
         "{}",
         lab.logs()
     );

@@ -88,6 +88,22 @@ impl Ha {
         }
     }
 
+    /// After this agent (or its node) restarted: HA VMs that this node owns,
+    /// that its last record in the store shows running, and that run here
+    /// no more (a reset came before the survivors' bound ran out) are
+    /// claimed back and started like those stopped for lost quorum.
+    pub fn resume_after_restart(&mut self, cluster: &Cluster, vms: &Vms) {
+        let me = cluster.me();
+        let states = last_states(cluster);
+        for v in vms.list() {
+            let was = states.get(&(me, v.spec.name.clone())).map(String::as_str);
+            let wanted = matches!(was, Some("running" | "starting" | "paused"));
+            if v.spec.ha && wanted && v.pid.is_none() {
+                self.fenced_here.insert(v.spec.name);
+            }
+        }
+    }
+
     pub async fn step(&mut self, cluster: &Cluster, vms: &Vms) {
         let status = cluster.store().status();
         let local = vms.list();

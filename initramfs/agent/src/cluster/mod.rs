@@ -266,6 +266,7 @@ impl Cluster {
                 rt.block_on(publish::drop_moved_away(&cluster, &vms));
                 ready();
                 let mut ha = ha::Ha::new(&cluster);
+                ha.resume_after_restart(&cluster, &vms);
                 let mut publisher = publish::Publisher::default();
                 loop {
                     publisher.step(&cluster, &vms);
