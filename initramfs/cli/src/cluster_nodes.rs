@@ -77,3 +77,61 @@ pub fn vms_table(vms: &[ClusterVm]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vireo_agent::cluster_types::NodeStats;
+
+    fn node(id: u32, stats: Option<NodeStats>) -> ClusterNode {
+        ClusterNode {
+            id,
+            name: format!("node{id}"),
+            address: format!("10.0.0.{id}"),
+            state: "online".into(),
+            api: None,
+            stats,
+            updated: None,
+        }
+    }
+
+    #[test]
+    fn node_table_rows() {
+        let stats = NodeStats {
+            memory_total: 8 << 30,
+            memory_used: 2 << 30,
+            vms: 3,
+            cpus: 4,
+            ..NodeStats::default()
+        };
+        let t = nodes_table(&[node(1, Some(stats)), node(2, None)]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        assert!(lines[0].starts_with(" ID  NAME"), "{t}");
+        assert!(
+            lines[1].contains("node1") && lines[1].contains("online"),
+            "{t}"
+        );
+        assert!(
+            lines[1].contains("2.0 GiB/8.0 GiB") && lines[1].ends_with("  3"),
+            "{t}"
+        );
+        assert!(lines[2].contains("no statistics published yet"), "{t}");
+    }
+
+    #[test]
+    fn vm_table_rows() {
+        let vm = ClusterVm {
+            name: "web".into(),
+            node: "node2".into(),
+            node_id: 2,
+            state: "running".into(),
+            ha: true,
+        };
+        let t = vms_table(&[vm]);
+        assert_eq!(
+            t.lines().nth(1),
+            Some("web   running        node2         yes")
+        );
+    }
+}
