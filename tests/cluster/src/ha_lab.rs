@@ -14,10 +14,12 @@ use serde_json::{json, Value};
 
 use crate::agents::{vmm_copies, Agent, Fencing};
 use crate::expect::wait_for_view;
-use crate::{wait_until, Cluster, ClusterSpec};
+use crate::{wait_until, Cluster, ClusterSpec, Kind};
 
 const FORM: Duration = Duration::from_secs(30);
 const LONG: Duration = Duration::from_secs(60);
+/// Nodes 1–3 run agents (a fourth, if any, is a real corosync node).
+pub const AGENTS: usize = 3;
 
 pub fn vmm_and_probe() -> (PathBuf, PathBuf) {
     let (Some(vmm), Some(probe)) = (
@@ -34,12 +36,14 @@ pub fn vmm_and_probe() -> (PathBuf, PathBuf) {
     (vmm.into(), probe.into())
 }
 
-/// `vireo cluster create` on node 1, joins of nodes 2 and 3 through it.
+/// `vireo cluster create` on node 1, joins of the others through it, each
+/// waited for (a real corosync node joins like the others; it comes last,
+/// so no later nodelist change needs its `corosync-cfgtool -R`).
 pub fn form(c: &mut Cluster) {
     let token = c.create_on(0).unwrap();
     c.restart(0).unwrap();
     wait_for_view(c, &[0], &[0], true, FORM).unwrap();
-    for i in 1..3 {
+    for i in 1..c.nodes.len() {
         c.join_on(i, 0, &token).unwrap();
         c.restart(i).unwrap();
         let all: Vec<usize> = (0..=i).collect();
@@ -138,21 +142,32 @@ pub struct Lab {
 impl Lab {
     /// Three nodes formed by create + joins, an agent on each.
     pub fn start(fencing: Fencing) -> Lab {
+        Lab::start_spec(ClusterSpec::vireo(3), fencing)
+    }
+
+    /// The same three, and a fourth node that is a real corosync 3 (no
+    /// agent): it must keep seeing the right membership throughout.
+    pub fn start_with_real_node(fencing: Fencing) -> Lab {
+        let kinds = [Kind::Vireo, Kind::Vireo, Kind::Vireo, Kind::Corosync];
+        Lab::start_spec(ClusterSpec::new(&kinds), fencing)
+    }
+
+    fn start_spec(spec: ClusterSpec, fencing: Fencing) -> Lab {
         let (vmm, probe) = vmm_and_probe();
-        let mut c = Cluster::new(ClusterSpec::vireo(3)).unwrap();
+        let mut c = Cluster::new(spec).unwrap();
         form(&mut c);
         let shared = c.root().join("shared");
         std::fs::create_dir_all(&shared).unwrap();
         let mut lab = Lab {
             c,
-            agents: vec![None, None, None],
+            agents: (0..AGENTS).map(|_| None).collect(),
             fencing,
             vmm,
             probe,
             shared,
             vms: Arc::default(),
         };
-        for i in 0..3 {
+        for i in 0..AGENTS {
             lab.start_agent(i);
         }
         lab

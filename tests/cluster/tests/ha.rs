@@ -33,7 +33,8 @@ const FORM: Duration = Duration::from_secs(30);
 
 #[test]
 fn ha_vms_survive_a_node_kill_and_a_partition_exactly_once() {
-    let mut lab = Lab::start(FENCING);
+    let mut lab = Lab::start_with_real_node(FENCING);
+    let real = 3;
     let namespaces = lab.namespaces();
     let w = lab.watch();
 
@@ -122,7 +123,13 @@ fn ha_vms_survive_a_node_kill_and_a_partition_exactly_once() {
         &[0, 1],
         "node 3's HA VMs on the survivors",
     );
-    let bound = Duration::from_millis(FENCING.watchdog_timeout_ms + FENCING.margin_ms);
+    // The real corosync node saw node 3 go, on the survivors' ring.
+    wait_for_view(&mut lab.c, &[0, 1, real], &[0, 1, real], true, FORM).unwrap();
+    // The agents' bound: watchdog + token + 4 join periods (50 ms) + one
+    // feeder period (250 ms) + margin (docs/cluster.md).
+    let token = u64::from(lab.c.token_ms);
+    let bound =
+        Duration::from_millis(FENCING.watchdog_timeout_ms + token + 200 + 250 + FENCING.margin_ms);
     eprintln!(
         "failover after kill -9: {:.1} s (fencing bound {:.1} s; Proxmox documents about 120 s)",
         took.as_secs_f64(),
@@ -146,7 +153,8 @@ fn ha_vms_survive_a_node_kill_and_a_partition_exactly_once() {
     // Node 3 comes back: it has none of its old HA VMs any more.
     lab.agents[2] = None;
     lab.c.restart(2).unwrap();
-    wait_for_view(&mut lab.c, &[0, 1, 2], &[0, 1, 2], true, FORM).unwrap();
+    let all = [0, 1, 2, real];
+    wait_for_view(&mut lab.c, &all, &all, true, FORM).unwrap();
     lab.start_agent(2);
     wait_until(FORM, "node 3 drops the VMs that moved", || {
         let vms = lab.agent(2).ok("GET", "/vms", None, 200)?;
@@ -222,7 +230,8 @@ fn ha_vms_survive_a_node_kill_and_a_partition_exactly_once() {
         .map(|vm| lab.agent(lone).console_log(&uuids[vm]))
         .collect();
     let cut = Instant::now();
-    lab.c.partition(&[&[lone], &pair]).unwrap();
+    let majority: Vec<usize> = pair.iter().copied().chain([real]).collect();
+    lab.c.partition(&[&[lone], &majority]).unwrap();
     let names: Vec<&str> = on_lone.iter().map(String::as_str).collect();
     let took = lab.wait_running_on(&w, &names, &pair, "the lone node's HA VMs on the pair");
     eprintln!(
@@ -230,6 +239,7 @@ fn ha_vms_survive_a_node_kill_and_a_partition_exactly_once() {
         took.as_secs_f64(),
         names.len()
     );
+    wait_for_view(&mut lab.c, &majority, &majority, true, FORM).unwrap();
     let expired = lab
         .agent(lone)
         .watchdog

@@ -38,10 +38,10 @@ pub struct HaSettings {
     /// this long after its last feed.
     #[arg(long, default_value = "8000")]
     pub watchdog_timeout_ms: u64,
-    /// Added to the timeout before survivors act (ms): the gap between the
-    /// fenced node's last feed and the survivors' view change, feeding
-    /// granularity, timer slack (docs/cluster.md).
-    #[arg(long, default_value = "2000")]
+    /// Added to the bound for the watchdog's granularity and timer slack
+    /// (ms); the rest of the bound comes from the totem timers
+    /// (docs/cluster.md).
+    #[arg(long, default_value = "1000")]
     pub fence_margin_ms: u64,
     /// Further wait before a dead node's VMs restart (ms), e.g. for a node
     /// whose reset takes long or for flapping links.
@@ -55,9 +55,20 @@ impl HaSettings {
     }
 
     /// How long survivors wait after a node left their view before they
-    /// restart its HA VMs.
-    pub fn fence_bound(&self) -> Duration {
-        Duration::from_millis(self.watchdog_timeout_ms + self.fence_margin_ms + self.fence_delay_ms)
+    /// restart its HA VMs: the watchdog timeout, plus how much earlier a
+    /// survivor may see the node go than the node sees itself alone (less
+    /// than one token timeout: a token rotation longer than that is a token
+    /// loss), plus the node's last 4 join periods out of any ring and one
+    /// feeder period, plus the margin and the fence delay.
+    pub fn fence_bound(&self, token_ms: u32, join_ms: u32) -> Duration {
+        let totem = u64::from(token_ms) + 4 * u64::from(join_ms);
+        Duration::from_millis(
+            self.watchdog_timeout_ms
+                + totem
+                + FEED_EVERY.as_millis() as u64
+                + self.fence_margin_ms
+                + self.fence_delay_ms,
+        )
     }
 }
 
@@ -174,7 +185,7 @@ impl Ha {
     /// Restarts here the HA VMs of nodes missing for the fencing bound that
     /// the choice by name gives this node.
     async fn take_over(&mut self, cluster: &Cluster, vms: &Vms, view: &BTreeSet<u32>) {
-        let bound = cluster.settings().fence_bound();
+        let bound = cluster.fence_bound();
         let fenced: BTreeMap<u32, Duration> = self
             .missing
             .iter()
@@ -313,13 +324,14 @@ mod tests {
     }
 
     #[test]
-    fn bound_is_timeout_plus_margin_plus_delay() {
+    fn bound_is_watchdog_token_joins_feed_margin_and_delay() {
         let s = HaSettings {
             watchdog: "/dev/watchdog".into(),
-            watchdog_timeout_ms: 10_000,
-            fence_margin_ms: 2_000,
+            watchdog_timeout_ms: 8_000,
+            fence_margin_ms: 1_000,
             fence_delay_ms: 500,
         };
-        assert_eq!(s.fence_bound(), Duration::from_millis(12_500));
+        // token 1650 (3 nodes), join 50: 8000 + 1650 + 200 + 250 + 1000 + 500.
+        assert_eq!(s.fence_bound(1650, 50), Duration::from_millis(11_600));
     }
 }

@@ -142,6 +142,17 @@ impl Cluster {
         status.members.iter().map(|m| m.node).collect()
     }
 
+    /// The fencing bound with the totem timers corosync.conf gives now (the
+    /// token timeout grows with the nodelist).
+    pub fn fence_bound(&self) -> Duration {
+        let (token, join) = match self.inner.dir.membership() {
+            Ok(Some(m)) => (m.config.totem.timers.token, m.config.totem.timers.join),
+            // Unreadable now: corosync's largest usual values, to err long.
+            _ => (10_000, 1_000),
+        };
+        self.inner.settings.fence_bound(token, join)
+    }
+
     /// The nodelist as corosync.conf has it now (it grows as nodes join).
     fn nodelist(&self) -> Vec<NodeConfig> {
         match self.inner.dir.membership() {
@@ -186,17 +197,19 @@ impl Cluster {
             .lock()
             .map(|m| m.clone())
             .unwrap_or_default();
-        let bound = self.inner.settings.fence_bound();
+        let bound = self.fence_bound();
         Ok(self
             .nodelist()
             .into_iter()
             .map(|n| {
+                let rec = records.remove(&n.nodeid);
                 let state = match (view.contains(&n.nodeid), missing.get(&n.nodeid)) {
                     (true, _) => "online",
+                    // A member without a Vireo agent (a real corosync node).
+                    (false, _) if rec.is_none() => "no_agent",
                     (false, Some(at)) if at.elapsed() >= bound => "fenced",
                     (false, _) => "offline",
                 };
-                let rec = records.remove(&n.nodeid);
                 ClusterNode {
                     id: n.nodeid,
                     name: n.name.unwrap_or_else(|| format!("node{}", n.nodeid)),
