@@ -2,7 +2,9 @@
 //! namespace with its vireo-membershipd and vireo-agent, VMs = probe guests
 //! through /dev/kvm whose disks live in one directory every node sees.
 //!
-//! Formed by `vireo cluster create` + 2 joins. Checked: the node table and
+//! Formed by `vireo cluster create` + joins, with a fourth node that is a
+//! real corosync 3.1.7 (no agent) whose view must be right after each step.
+//! Checked: the node table and
 //! the cluster-wide VM list (API and CLI), a request for another node's VM
 //! forwarded to its owner; kill -9 of a whole node → its HA VMs run on the
 //! survivors, each exactly once, only after the fencing bound; the node
