@@ -21,7 +21,7 @@ export VIREO_PROBE         := $(CURDIR)/$(PROBE_ELF)
 export VIREO_PROBE_LINUX64 := $(CURDIR)/$(PROBE_L64)
 
 .PHONY: all vmm vmm-seccomp-hook vmm-musl vmm-aarch64 probe run run-vm run-probe run-linux test test-unit test-membership \
-        test-cluster test-chaos test-interop test-cluster-layer cluster-bins fuzz fuzz-smoke fuzz-selfcheck test-probe test-probe-qemu test-rig lint bench bench-vms bench-cluster \
+        test-cluster test-cluster-ha test-chaos test-interop test-cluster-layer cluster-bins fuzz fuzz-smoke fuzz-selfcheck test-probe test-probe-qemu test-rig lint bench bench-vms bench-cluster \
         membershipd-release clean
 
 all: vmm probe
@@ -81,9 +81,14 @@ test-membership:
 # then Vireo nodes with real ones (issue 5's interop list), five Vireo
 # nodes under seeded chaos, and the cluster layer (issue 16): create/join/
 # leave with a real node (join.rs), group messaging (groups.rs), the store
-# (store.rs) and 16 nodes joined one by one (scale.rs).
-test-cluster: cluster-bins
+# (store.rs) and 16 nodes joined one by one (scale.rs); the agents' HA
+# with probe guests through /dev/kvm (ha.rs: needs the VMM and the probe).
+test-cluster: cluster-bins vmm probe
 	$(CARGO) test -p vireo-cluster-tests --no-fail-fast
+
+# Only the agents' cluster side: node table, forwarding, HA and fencing.
+test-cluster-ha: cluster-bins vmm probe
+	$(CARGO) test -p vireo-cluster-tests --test ha -- --nocapture
 
 # Only the chaos tests (VIREO_CHAOS_SEED=N, VIREO_CHAOS_STEPS=N pick others).
 test-chaos: cluster-bins
@@ -100,7 +105,7 @@ test-cluster-layer: cluster-bins
 # The daemon and the CLI the cluster tests run (debug builds: the tests pick
 # the newer of target/debug and target/release).
 cluster-bins:
-	$(CARGO) build -p vireo-membership -p vireo-cli --bins
+	$(CARGO) build -p vireo-membership -p vireo-cli -p vireo-agent --bins
 
 # Boots the probe through /dev/kvm: vCPU/memory matrix and bad input.
 # The agent's API tests too: POST /selftest/vmm boots the probe through it;
@@ -178,18 +183,20 @@ include kernel-config/kernel.mk
 bench: vmm probe
 	$(MAKE) rig-bench-initramfs
 	$(MAKE) membershipd-release
-	$(CARGO) build --release -p vireo-agent
+	$(CARGO) build --release -p vireo-agent -p vireo-cli
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench
 	$(MAKE) bench-rig-aarch64
 
 # Only the agent's VM rows: start -> first serial byte through the agent vs
 # vireo-vmm directly, 50 VMs at once, the agent's RSS with 50 VMs.
 bench-vms: vmm probe
-	$(CARGO) build --release -p vireo-agent
+	$(CARGO) build --release -p vireo-agent -p vireo-cli
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench -- vms
 
-# Only the cluster rows: failover time corosync vs Vireo, broadcast throughput.
-bench-cluster: membershipd-release
+# Only the cluster rows: failover time corosync vs Vireo, broadcast throughput,
+# the store's latency, HA failover with the agents' default fencing.
+bench-cluster: membershipd-release vmm probe
+	$(CARGO) build -p vireo-cli -p vireo-agent --bins
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench -- cluster
 
 # The bench reads the release daemon; until it exists its rows say "missing"

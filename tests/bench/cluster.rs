@@ -173,6 +173,7 @@ pub fn bench_cluster(failures: &mut Failures) {
     println!("goal: Vireo <= 1.0x corosync");
     bench_broadcast(failures);
     bench_store(failures);
+    crate::ha::bench_ha(failures);
 }
 
 /// Writes per store row.

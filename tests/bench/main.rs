@@ -9,6 +9,7 @@
 
 mod block;
 mod cluster;
+mod ha;
 mod measure;
 mod migration;
 mod net;
@@ -107,13 +108,14 @@ pub(crate) fn compare_probe(contenders: [Vmm; 2]) {
 
 fn main() -> ExitCode {
     let mut failures = Failures::default();
-    // `vireo-bench cluster|block|net|broadcast|store`: only those rows (make bench-cluster).
+    // `vireo-bench cluster|block|net|broadcast|store|ha`: only those rows (make bench-cluster).
     match std::env::args().nth(1).as_deref() {
         Some("cluster") => cluster::bench_cluster(&mut failures),
         Some("block") => bench_block(),
         Some("net") => net::bench_net(&mut failures),
         Some("broadcast") => cluster::bench_broadcast(&mut failures),
         Some("store") => cluster::bench_store(&mut failures),
+        Some("ha") => ha::bench_ha(&mut failures),
         Some("migration") => migration::bench_migration(&mut failures),
         Some("security") => security::bench_security(&mut failures),
         Some("vms") => vms::bench_vms(&mut failures),

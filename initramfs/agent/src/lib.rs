@@ -1,11 +1,14 @@
 //! vireo-agent: the node agent's REST API. The types (`types`) are always
 //! built, for the `vireo` CLI; the server behind the `server` feature.
 
+pub mod cluster_types;
 pub mod node;
 pub mod storage_api;
 pub mod types;
 pub mod vm_types;
 
+#[cfg(feature = "server")]
+pub mod cluster;
 #[cfg(feature = "server")]
 pub mod error;
 #[cfg(feature = "server")]

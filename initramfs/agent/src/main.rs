@@ -34,6 +34,8 @@ struct Args {
     /// Seconds a graceful VM shutdown waits before stopping the VM hard.
     #[arg(long, default_value = "60")]
     shutdown_timeout: u64,
+    #[command(flatten)]
+    cluster: vireo_agent::cluster::ClusterArgs,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -71,16 +73,26 @@ async fn main() {
         memory_limit_mib: args.vm_memory_mib,
         shutdown_timeout_s: Some(args.shutdown_timeout),
     };
-    let state = match AppState::with_vm_options(selftest, paths, options) {
+    let mut state = match AppState::with_vm_options(selftest, paths, options) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("vireo-agent: cannot load the node's state: {e}");
             std::process::exit(1);
         }
     };
-    // Serving starts at once; VMs are re-adopted and autostarted beside it.
+    state.cluster =
+        vireo_agent::cluster::Cluster::open(&args.cluster, addr.port()).unwrap_or_else(|e| {
+            eprintln!("vireo-agent: not joining the cluster's store: {e}");
+            None
+        });
+    // Serving starts at once; VMs are re-adopted and autostarted beside it
+    // (in a cluster, once the store said which VMs are still this node's).
     let vms = state.vms.clone();
-    tokio::spawn(async move { vms.recover().await });
+    let rt = tokio::runtime::Handle::current();
+    match &state.cluster {
+        Some(c) => c.start(vms.clone(), move || rt.block_on(vms.recover())),
+        None => drop(tokio::spawn(async move { vms.recover().await })),
+    }
     if let Err(e) = vireo_agent::server::serve(listener, state, stop_signal()).await {
         eprintln!("vireo-agent: {e}");
         std::process::exit(2);

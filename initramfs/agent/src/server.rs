@@ -29,6 +29,8 @@ pub struct AppState {
     pub tasks: Tasks,
     pub storage: Storage,
     pub vms: Vms,
+    /// This node's cluster side, when it is in a cluster.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// The VM manager's settings that the command line can change.
@@ -71,6 +73,7 @@ impl AppState {
             vms,
             paths,
             tasks: Tasks::default(),
+            cluster: None,
         })
     }
 }
@@ -84,6 +87,11 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::routes::routes())
         .merge(crate::storage::routes::routes())
         .merge(crate::vms::routes::routes())
+        .merge(crate::cluster::routes::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::cluster::forward::forward,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -27,6 +27,11 @@ pub struct VmSpec {
     /// Start the VM when the node boots.
     #[serde(default)]
     pub autostart: bool,
+    /// In a cluster: restart the VM on a surviving quorate node once its
+    /// node is fenced (docs/cluster.md). Its disks must be on storage every
+    /// node sees.
+    #[serde(default)]
+    pub ha: bool,
     /// What to do when the VMM ends without being asked to.
     #[serde(default)]
     pub on_crash: OnCrash,

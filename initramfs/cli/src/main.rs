@@ -3,6 +3,7 @@
 mod backup;
 mod cluster;
 mod cluster_admin;
+mod cluster_nodes;
 mod format;
 mod http;
 mod progress;
@@ -116,6 +117,14 @@ enum ClusterCommand {
         #[command(flatten)]
         at: cluster_admin::Where,
     },
+    /// Every node of the cluster: state, uptime, load, CPU, memory, disk, VMs.
+    Nodes {
+        /// A member's agent: HOST or HOST:PORT (port 8006 by default).
+        #[arg(long, env = "VIREO_HOST", default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Leave the cluster: every member drops this node from its nodelist.
     Leave {
         #[command(flatten)]
@@ -195,6 +204,9 @@ fn cluster_command(c: ClusterCommand) -> Result<String, String> {
         ClusterCommand::Token { at } => cluster_admin::token(&at),
         ClusterCommand::Leave { at, socket } => cluster_admin::leave(&at, &socket),
         ClusterCommand::Status { socket, json } => cluster::status_text(&socket, json),
+        ClusterCommand::Nodes { host, json } => {
+            cluster_nodes::nodes(&host, json).map(|()| String::new())
+        }
     }
 }
 

@@ -25,8 +25,11 @@ pub struct VmArgs {
 
 #[derive(Subcommand)]
 pub enum VmCommand {
-    /// Every VM on the node.
-    List,
+    /// Every VM on the node (with --all: on every node of the cluster).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
     /// One VM: its definition and state.
     Show { name: String },
     /// Define a new VM (stopped, unless --start).
@@ -117,6 +120,9 @@ pub struct SpecArgs {
     nics: Vec<String>,
     #[arg(long)]
     autostart: Option<bool>,
+    /// Restart it on another node when its node dies (cluster HA).
+    #[arg(long)]
+    ha: Option<bool>,
     #[arg(long, value_parser = ["stay", "restart"])]
     on_crash: Option<String>,
     #[arg(long, value_parser = ["restart", "stop"])]
@@ -142,7 +148,8 @@ pub fn run(args: VmArgs) -> Result<(), String> {
     let base = base_url(&args.host);
     let json = args.json;
     match args.command {
-        VmCommand::List => list(&base, json),
+        VmCommand::List { all: false } => list(&base, json),
+        VmCommand::List { all: true } => crate::cluster_nodes::all_vms(&base, json),
         VmCommand::Show { name } => show(&base, &name, json),
         VmCommand::Define {
             name,
@@ -268,6 +275,7 @@ fn define(
             disks: Vec::new(),
             nics: Vec::new(),
             autostart: false,
+            ha: false,
             on_crash: OnCrash::Stay,
             on_reboot: OnReboot::Restart,
             tags: BTreeMap::new(),
@@ -353,6 +361,7 @@ fn apply(spec: &mut VmSpec, a: SpecArgs) -> Result<(), String> {
         spec.nics = a.nics.iter().map(|n| nic(n)).collect::<Result<_, _>>()?;
     }
     spec.autostart = a.autostart.unwrap_or(spec.autostart);
+    spec.ha = a.ha.unwrap_or(spec.ha);
     if let Some(c) = a.on_crash {
         spec.on_crash = if c == "restart" {
             OnCrash::Restart

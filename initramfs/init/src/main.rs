@@ -79,6 +79,14 @@ fn main() {
     for m in &cmd.modules {
         loader.load_logged(m);
     }
+    // The cluster's fencing watchdog: a hardware one coldplug found, else
+    // softdog (nothing counts down until the agent opens it).
+    if !std::path::Path::new("/dev/watchdog").exists() {
+        match loader.load("softdog") {
+            Ok(()) => log!("watchdog: softdog"),
+            Err(e) => log!("watchdog: none (softdog: {e}); cluster HA VMs are not fenced here"),
+        }
+    }
     power::watch_power_button(loader.clone());
     net::spawn(cmd.net.clone(), loader.clone());
     mounts.state(&loader);

@@ -280,7 +280,7 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
     found
 }
 
-fn workspace_binary(name: &str, env: &str) -> Option<PathBuf> {
+pub fn workspace_binary(name: &str, env: &str) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(env) {
         return Some(PathBuf::from(path)).filter(|p| p.exists());
     }

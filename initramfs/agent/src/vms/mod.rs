@@ -228,7 +228,13 @@ impl Vms {
     }
 
     /// POST /vms: a new VM, stopped.
-    pub fn define(&self, mut spec: VmSpec) -> Result<VmInfo, ApiError> {
+    pub fn define(&self, spec: VmSpec) -> Result<VmInfo, ApiError> {
+        self.define_as(spec, uuid::Uuid::new_v4().to_string())
+    }
+
+    /// A new VM with a given identity (a cluster VM taken over from a dead
+    /// node keeps its own).
+    pub fn define_as(&self, mut spec: VmSpec, uuid: String) -> Result<VmInfo, ApiError> {
         def::validate(&mut spec, &self.inner.storage).map_err(ApiError::bad_request)?;
         let mut slots = lock(&self.inner.slots);
         if slots.contains_key(&spec.name) {
@@ -239,7 +245,7 @@ impl Vms {
         }
         self.check_volumes_free(&slots, &spec, None)?;
         let def = VmDef {
-            uuid: uuid::Uuid::new_v4().to_string(),
+            uuid,
             created: now(),
             spec,
         };

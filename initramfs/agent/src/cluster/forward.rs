@@ -1,0 +1,167 @@
+//! Any node's API acts on any VM: a request under `/vms/NAME` for a VM this
+//! node does not have, which the store says another node owns, is sent on
+//! to that node's agent and its answer returned as it is. A forwarded
+//! request carries `x-vireo-forwarded`, and one that does is never
+//! forwarded again (no loops while the store changes owner). A VM defined
+//! here may not take a name another node's VM has.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::Cluster;
+use crate::error::ApiError;
+use crate::server::AppState;
+
+pub const FORWARDED: &str = "x-vireo-forwarded";
+/// Largest request body forwarded (VM definitions, not uploads).
+const MAX_BODY: usize = 1 << 20;
+/// A forwarded shutdown waits for the guest; give it as long as a local one.
+const TIMEOUT: Duration = Duration::from_secs(600);
+
+pub async fn forward(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(cluster) = s.cluster.clone() else {
+        return next.run(req).await;
+    };
+    if req.method() == axum::http::Method::POST && req.uri().path() == "/vms" {
+        return define_once(cluster, req, next).await;
+    }
+    let Some(name) = vm_name(req.uri().path()) else {
+        return next.run(req).await;
+    };
+    if s.vms.get(&name).is_ok() || req.headers().contains_key(FORWARDED) {
+        return next.run(req).await;
+    }
+    let me = cluster.me();
+    let owner = tokio::task::spawn_blocking(move || cluster.owner_api(&name)).await;
+    match owner {
+        Ok(Some(api)) => proxy(&api, me, req).await,
+        _ => next.run(req).await,
+    }
+}
+
+/// POST /vms: a name another node's VM has in the cluster is refused (409)
+/// before the node defines anything; the request goes on unchanged otherwise.
+async fn define_once(cluster: Cluster, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => return ApiError::bad_request(format!("request body: {e}")).into_response(),
+    };
+    let name = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("name")?.as_str().map(str::to_string));
+    if let Some(name) = name {
+        let owner =
+            tokio::task::spawn_blocking(move || cluster.other_owner(&name).map(|id| (name, id)))
+                .await;
+        if let Ok(Some((name, id))) = owner {
+            return ApiError::conflict(format!(
+                "a VM named '{name}' already exists in the cluster (on node {id})"
+            ))
+            .into_response();
+        }
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// `NAME` of `/vms/NAME` and `/vms/NAME/...`.
+fn vm_name(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/vms/")?;
+    if rest.ends_with("/console") {
+        // A WebSocket: not forwarded (yet); `vireo vm console` on the owner.
+        return None;
+    }
+    let name = rest.split('/').next()?;
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+async fn proxy(api: &str, me: u32, req: Request) -> Response {
+    let method = req.method().as_str().to_string();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_string(), |p| p.to_string());
+    let content_type = req.headers().get("content-type").cloned();
+    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => return ApiError::bad_request(format!("request body: {e}")).into_response(),
+    };
+    let url = format!("http://{api}{target}");
+    let sent =
+        tokio::task::spawn_blocking(move || send(&method, &url, content_type.as_ref(), body, me))
+            .await;
+    match sent {
+        Ok(Ok((status, ct, bytes))) => {
+            let mut resp = Response::new(Body::from(bytes));
+            *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            if let Some(ct) = ct.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                resp.headers_mut().insert("content-type", ct);
+            }
+            resp
+        }
+        Ok(Err(e)) => ApiError(
+            StatusCode::BAD_GATEWAY,
+            format!("the VM's node ({api}) did not answer: {e}"),
+        )
+        .into_response(),
+        Err(e) => ApiError::internal(e.to_string()).into_response(),
+    }
+}
+
+type Answer = (u16, Option<String>, Vec<u8>);
+
+fn send(
+    method: &str,
+    url: &str,
+    content_type: Option<&HeaderValue>,
+    body: Bytes,
+    me: u32,
+) -> Result<Answer, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(TIMEOUT))
+        .build()
+        .into();
+    let mut builder = ureq::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header(FORWARDED, me.to_string());
+    if let Some(ct) = content_type.and_then(|c| c.to_str().ok()) {
+        builder = builder.header("content-type", ct);
+    }
+    let request = builder.body(body.to_vec()).map_err(|e| e.to_string())?;
+    let mut resp = agent.run(request).map_err(|e| e.to_string())?;
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|c| c.to_str().ok())
+        .map(str::to_string);
+    let bytes = resp
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .map_err(|e| e.to_string())?;
+    Ok((resp.status().as_u16(), ct, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vm_name;
+
+    #[test]
+    fn vm_names_of_paths() {
+        assert_eq!(vm_name("/vms/web").as_deref(), Some("web"));
+        assert_eq!(vm_name("/vms/web/start").as_deref(), Some("web"));
+        assert_eq!(vm_name("/vms"), None);
+        assert_eq!(vm_name("/vms/"), None);
+        assert_eq!(vm_name("/pools/x"), None);
+        assert_eq!(vm_name("/vms/web/console"), None);
+    }
+}

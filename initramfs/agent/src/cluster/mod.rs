@@ -1,0 +1,304 @@
+//! The agent in a cluster (docs/cluster.md): this node's replica of the
+//! cluster store (`vireo_cluster::store`), what the agent keeps in it and
+//! what it does with it.
+//!
+//! Keys: `node/ID` (owner ID) is what node ID publishes about itself
+//! (`publish`): its agent's address, its statistics and its VMs' states;
+//! `vm/NAME` (owner: the node that runs it) is a VM's definition, mirrored
+//! from the owner's own definitions. One thread (`Cluster::start`) runs the
+//! publication and HA (`ha`) in turn every half second, so the two never
+//! race on one VM. Requests for a VM another node owns are forwarded to
+//! that node's agent (`forward`).
+
+pub mod forward;
+pub mod ha;
+mod publish;
+pub mod routes;
+mod stats;
+pub mod watchdog;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use vireo_cluster::store::{Store, StoreOptions, StoreStatus};
+use vireo_cluster::ClusterDir;
+use vireo_membership::config::NodeConfig;
+
+use crate::cluster_types::{ClusterNode, ClusterVm, NodeStats};
+use crate::error::ApiError;
+use crate::vm_types::VmSpec;
+use crate::vms::Vms;
+use ha::HaSettings;
+
+/// The store group the agents share.
+pub const GROUP: &str = "vireo-agent";
+/// How often the cluster thread runs (publication, HA, watchdog feeding).
+pub const STEP: Duration = Duration::from_millis(500);
+
+/// The agent's cluster options (flattened into its command line).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ClusterArgs {
+    /// The cluster directory (corosync.conf, store): no cluster without one.
+    #[arg(long, env = "VIREO_CLUSTER_DIR", default_value = vireo_cluster::DEFAULT_DIR)]
+    pub cluster_dir: PathBuf,
+    /// vireo-membershipd's group socket.
+    #[arg(long, env = "VIREO_MEMBERSHIP_GROUP_SOCKET", default_value = vireo_cluster::client::DEFAULT_SOCKET)]
+    pub group_socket: PathBuf,
+    #[command(flatten)]
+    pub ha: HaSettings,
+}
+
+/// What node ID publishes under `node/ID`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    /// Its agent: `ADDR:PORT`.
+    pub api: String,
+    pub stats: NodeStats,
+    /// Its VMs and their states.
+    pub vms: BTreeMap<String, String>,
+    pub updated: u64,
+}
+
+/// What `vm/NAME` holds: the owner's definition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmRecord {
+    pub uuid: String,
+    pub spec: VmSpec,
+}
+
+/// This node's cluster side; cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    dir: ClusterDir,
+    me: u32,
+    name: String,
+    /// Where this agent listens, as other nodes reach it.
+    api: String,
+    settings: HaSettings,
+    /// Nodes missing from the view, since when (this node's observation).
+    missing: Mutex<BTreeMap<u32, Instant>>,
+}
+
+impl Cluster {
+    /// The cluster side, if this node is in a cluster (its cluster directory
+    /// holds a corosync.conf that lists one of its addresses).
+    pub fn open(args: &ClusterArgs, api_port: u16) -> Result<Option<Cluster>, String> {
+        let dir = ClusterDir::new(&args.cluster_dir);
+        let Some(membership) = dir.membership()? else {
+            return Ok(None);
+        };
+        let me = membership
+            .nodeid
+            .ok_or("corosync.conf lists none of this node's addresses")?;
+        let entry = membership.config.nodes.iter().find(|n| n.nodeid == me);
+        let addr = entry.map(|n| n.ring0_addr.to_string()).unwrap_or_default();
+        let name = entry
+            .and_then(|n| n.name.clone())
+            .unwrap_or_else(|| format!("node{me}"));
+        let opts = StoreOptions::new(&args.group_socket, GROUP).persist(dir.store_dir());
+        let store = Store::open(opts).map_err(|e| e.to_string())?;
+        Ok(Some(Cluster {
+            inner: Arc::new(Inner {
+                store,
+                dir,
+                me,
+                name,
+                api: format!("{addr}:{api_port}"),
+                settings: args.ha.clone(),
+                missing: Mutex::default(),
+            }),
+        }))
+    }
+
+    pub fn me(&self) -> u32 {
+        self.inner.me
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn settings(&self) -> &HaSettings {
+        &self.inner.settings
+    }
+
+    /// Quorate, synced and ready: the only state in which this node may
+    /// write, run HA VMs and feed its watchdog.
+    pub fn quorate(status: &StoreStatus) -> bool {
+        status.ready && status.synced && status.quorate
+    }
+
+    /// The nodes of the current view.
+    pub fn view_nodes(status: &StoreStatus) -> BTreeSet<u32> {
+        status.members.iter().map(|m| m.node).collect()
+    }
+
+    /// The fencing bound with the totem timers corosync.conf gives now (the
+    /// token timeout grows with the nodelist).
+    pub fn fence_bound(&self) -> Duration {
+        let (token, join) = match self.inner.dir.membership() {
+            Ok(Some(m)) => (m.config.totem.timers.token, m.config.totem.timers.join),
+            // Unreadable now: corosync's largest usual values, to err long.
+            _ => (10_000, 1_000),
+        };
+        self.inner.settings.fence_bound(token, join)
+    }
+
+    /// The nodelist as corosync.conf has it now (it grows as nodes join).
+    fn nodelist(&self) -> Vec<NodeConfig> {
+        match self.inner.dir.membership() {
+            Ok(Some(m)) => m.config.nodes,
+            _ => Vec::new(),
+        }
+    }
+
+    fn records(&self) -> Result<BTreeMap<u32, NodeRecord>, ApiError> {
+        let entries = self.inner.store.list("node/").map_err(unavailable)?;
+        Ok(entries
+            .iter()
+            .filter_map(|(k, e)| {
+                let id = k.strip_prefix("node/")?.parse().ok()?;
+                let rec: NodeRecord = serde_json::from_str(&e.value).ok()?;
+                Some((id, rec))
+            })
+            .collect())
+    }
+
+    /// Every VM record and its owner.
+    pub fn vm_records(&self) -> Result<BTreeMap<String, (u32, u64, VmRecord)>, ApiError> {
+        let entries = self.inner.store.list("vm/").map_err(unavailable)?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(k, e)| {
+                let name = k.strip_prefix("vm/")?.to_string();
+                let rec: VmRecord = serde_json::from_str(&e.value).ok()?;
+                Some((name, (e.owner?, e.version, rec)))
+            })
+            .collect())
+    }
+
+    /// GET /cluster/nodes.
+    pub fn nodes(&self) -> Result<Vec<ClusterNode>, ApiError> {
+        let status = self.inner.store.status();
+        let view = Cluster::view_nodes(&status);
+        let mut records = self.records()?;
+        let missing = self
+            .inner
+            .missing
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        let bound = self.fence_bound();
+        Ok(self
+            .nodelist()
+            .into_iter()
+            .map(|n| {
+                let rec = records.remove(&n.nodeid);
+                let state = match (view.contains(&n.nodeid), missing.get(&n.nodeid)) {
+                    (true, _) => "online",
+                    // A member without a Vireo agent (a real corosync node).
+                    (false, _) if rec.is_none() => "no_agent",
+                    (false, Some(at)) if at.elapsed() >= bound => "fenced",
+                    (false, _) => "offline",
+                };
+                ClusterNode {
+                    id: n.nodeid,
+                    name: n.name.unwrap_or_else(|| format!("node{}", n.nodeid)),
+                    address: n.ring0_addr.to_string(),
+                    state: state.into(),
+                    api: rec.as_ref().map(|r| r.api.clone()),
+                    updated: rec.as_ref().map(|r| r.updated),
+                    stats: rec.map(|r| r.stats),
+                }
+            })
+            .collect())
+    }
+
+    /// GET /cluster/vms: every VM of the cluster with its owner's view of it.
+    pub fn vms(&self) -> Result<Vec<ClusterVm>, ApiError> {
+        let records = self.records()?;
+        let view = Cluster::view_nodes(&self.inner.store.status());
+        Ok(self
+            .vm_records()?
+            .into_iter()
+            .map(|(name, (owner, _, rec))| {
+                let node = records.get(&owner);
+                ClusterVm {
+                    state: match view.contains(&owner) {
+                        true => node.and_then(|n| n.vms.get(&name).cloned()),
+                        false => Some("node_offline".into()),
+                    }
+                    .unwrap_or_else(|| "unknown".into()),
+                    node: node.map_or_else(|| format!("node{owner}"), |n| n.name.clone()),
+                    node_id: owner,
+                    ha: rec.spec.ha,
+                    name,
+                }
+            })
+            .collect())
+    }
+
+    /// The node other than this one that owns VM `name` in the store.
+    pub fn other_owner(&self, name: &str) -> Option<u32> {
+        let owner = self.inner.store.get(&format!("vm/{name}")).ok()??.owner?;
+        (owner != self.inner.me).then_some(owner)
+    }
+
+    /// The agent (`ADDR:PORT`) of the node that owns VM `name`, when that is
+    /// another node.
+    pub fn owner_api(&self, name: &str) -> Option<String> {
+        let owner = self.other_owner(name)?;
+        let rec = self.inner.store.get(&format!("node/{owner}")).ok()??;
+        serde_json::from_str::<NodeRecord>(&rec.value)
+            .ok()
+            .map(|r| r.api)
+    }
+
+    /// Runs the cluster thread: waits for the store's state, drops the
+    /// local definitions of HA VMs another node took over while this one
+    /// was away (before anything autostarts), then publishes and runs HA.
+    /// `ready` is called once that first step is done.
+    pub fn start(&self, vms: Vms, ready: impl FnOnce() + Send + 'static) {
+        let cluster = self.clone();
+        let rt = tokio::runtime::Handle::current();
+        let spawned = std::thread::Builder::new()
+            .name("vireo-cluster".into())
+            .spawn(move || {
+                if let Err(e) = cluster.inner.store.wait_ready(Duration::from_secs(30)) {
+                    eprintln!("vireo-agent: cluster store: {e}; going on without it for now");
+                }
+                rt.block_on(publish::drop_moved_away(&cluster, &vms));
+                ready();
+                let mut ha = ha::Ha::new(&cluster);
+                ha.resume_after_restart(&cluster, &vms);
+                let mut publisher = publish::Publisher::default();
+                loop {
+                    publisher.step(&cluster, &vms);
+                    rt.block_on(ha.step(&cluster, &vms));
+                    std::thread::sleep(STEP);
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!("vireo-agent: cannot start the cluster thread: {e}");
+        }
+    }
+
+    fn set_missing(&self, missing: BTreeMap<u32, Instant>) {
+        if let Ok(mut m) = self.inner.missing.lock() {
+            *m = missing;
+        }
+    }
+}
+
+fn unavailable(e: vireo_cluster::store::StoreError) -> ApiError {
+    ApiError::unavailable(format!("cluster store: {e}"))
+}

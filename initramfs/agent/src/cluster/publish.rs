@@ -1,0 +1,146 @@
+//! What this node puts into the store: its `node/ID` record (agent address,
+//! statistics, VM states) every few seconds, and its VM definitions under
+//! `vm/NAME`, mirrored from the local ones (define, edit, rename, undefine
+//! show up here within a step).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::stats::Sampler;
+use super::{Cluster, NodeRecord, VmRecord};
+use crate::vm_types::VmState;
+use crate::vms::{now, Vms};
+
+const PUBLISH_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+pub struct Publisher {
+    sampler: Sampler,
+    last: Option<Instant>,
+    /// Names already reported as defined on another node too.
+    conflicts: BTreeSet<String>,
+    /// The VM states last published: a change is published at once.
+    published: BTreeMap<String, String>,
+}
+
+impl Publisher {
+    /// One step: only on the quorate side (elsewhere writes are refused).
+    pub fn step(&mut self, cluster: &Cluster, vms: &Vms) {
+        if !Cluster::quorate(&cluster.store().status()) {
+            return;
+        }
+        let states = vm_states(vms);
+        if self.last.is_none_or(|t| t.elapsed() >= PUBLISH_EVERY) || states != self.published {
+            self.last = Some(Instant::now());
+            if let Err(e) = self.publish_node(cluster, vms) {
+                eprintln!("vireo-agent: publishing this node's record: {e}");
+            }
+        }
+        if let Err(e) = self.mirror_vms(cluster, vms) {
+            eprintln!("vireo-agent: mirroring VM definitions: {e}");
+        }
+    }
+
+    fn publish_node(&mut self, cluster: &Cluster, vms: &Vms) -> Result<(), String> {
+        let list = vms.list();
+        let running = list.iter().filter(|v| v.pid.is_some()).count() as u32;
+        let record = NodeRecord {
+            name: cluster.inner.name.clone(),
+            api: cluster.inner.api.clone(),
+            stats: self
+                .sampler
+                .sample(&cluster.inner.dir.0, list.len() as u32, running),
+            vms: vm_states(vms),
+            updated: now(),
+        };
+        self.published = record.vms.clone();
+        let text = serde_json::to_string(&record).map_err(|e| e.to_string())?;
+        let key = format!("node/{}", cluster.me());
+        cluster
+            .store()
+            .put(&key, &text, Some(cluster.me()))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Local definitions → `vm/NAME` entries owned by this node; entries
+    /// this node owns that are no longer local are deleted.
+    fn mirror_vms(&mut self, cluster: &Cluster, vms: &Vms) -> Result<(), String> {
+        let me = cluster.me();
+        let stored = cluster.vm_records().map_err(|e| e.1)?;
+        let local = vms.list();
+        let store = cluster.store();
+        for info in &local {
+            let name = &info.spec.name;
+            let rec = VmRecord {
+                uuid: info.uuid.clone(),
+                spec: info.spec.clone(),
+            };
+            let text = serde_json::to_string(&rec).map_err(|e| e.to_string())?;
+            let key = format!("vm/{name}");
+            match stored.get(name) {
+                None => {
+                    let _ = store.put_if(&key, &text, Some(me), 0);
+                }
+                Some((owner, version, old)) if *owner == me && *old != rec => {
+                    let _ = store.put_if(&key, &text, Some(me), *version);
+                }
+                Some((owner, _, old)) if *owner != me && old.uuid != rec.uuid => {
+                    if self.conflicts.insert(name.clone()) {
+                        eprintln!(
+                            "vireo-agent: VM '{name}' is also defined on node {owner}; \
+                             only that one is in the cluster's table"
+                        );
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        let names: BTreeSet<&String> = local.iter().map(|v| &v.spec.name).collect();
+        for (name, (owner, version, _)) in &stored {
+            if *owner == me && !names.contains(name) {
+                let _ = store.write(vireo_cluster::store::Op::Delete {
+                    key: format!("vm/{name}"),
+                    expect: Some(*version),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn vm_states(vms: &Vms) -> BTreeMap<String, String> {
+    vms.list()
+        .into_iter()
+        .map(|v| (v.spec.name, v.state.as_str().to_string()))
+        .collect()
+}
+
+/// HA VMs that another node took over while this one was away (same VM:
+/// same identity, another owner) leave this node's definitions, stopped
+/// first if a VMM still runs them, so nothing here starts them again.
+pub async fn drop_moved_away(cluster: &Cluster, vms: &Vms) {
+    let Ok(stored) = cluster.vm_records() else {
+        return;
+    };
+    for info in vms.list() {
+        let Some((owner, _, rec)) = stored.get(&info.spec.name) else {
+            continue;
+        };
+        if *owner == cluster.me() || rec.uuid != info.uuid || !info.spec.ha {
+            continue;
+        }
+        eprintln!(
+            "vireo-agent: VM '{}' now runs on node {owner}; removing it here",
+            info.spec.name
+        );
+        if let Ok(slot) = vms.get(&info.spec.name) {
+            if info.state != VmState::Stopped && info.state != VmState::Crashed {
+                let _ = vms.destroy(&slot).await;
+            }
+        }
+        if let Err(e) = vms.undefine(&info.spec.name, false).await {
+            eprintln!("vireo-agent: removing '{}': {}", info.spec.name, e.1);
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The cluster routes (docs/api/agent.yaml, "cluster"): the node table and
+//! every VM of the cluster.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use super::Cluster;
+use crate::cluster_types::{ClusterNode, ClusterVm};
+use crate::error::{ApiError, ApiResult};
+use crate::server::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/cluster/nodes", get(nodes))
+        .route("/cluster/vms", get(vms))
+}
+
+fn cluster(s: &AppState) -> Result<Cluster, ApiError> {
+    s.cluster
+        .clone()
+        .ok_or_else(|| ApiError::not_found("this node is not in a cluster"))
+}
+
+async fn nodes(State(s): State<AppState>) -> ApiResult<Json<Vec<ClusterNode>>> {
+    let c = cluster(&s)?;
+    blocking(move || c.nodes()).await.map(Json)
+}
+
+async fn vms(State(s): State<AppState>) -> ApiResult<Json<Vec<ClusterVm>>> {
+    let c = cluster(&s)?;
+    blocking(move || c.vms()).await.map(Json)
+}
+
+/// The store's reads take its lock and the nodelist is a file: off the
+/// async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+}

@@ -1,0 +1,319 @@
+//! vireo-agent on cluster nodes: one agent per node namespace beside its
+//! vireo-membershipd, on the node's address; HTTP to it from the test
+//! process (a thread that enters the namespace); the test watchdog's
+//! supervisor, which kills every process of a node whose agent stopped
+//! feeding it; and the scan that finds which node runs a VMM for a VM.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::net::{kill_processes_in, node_addr};
+use crate::node::{workspace_binary, Node};
+
+pub const API_PORT: u16 = 8006;
+
+/// Fencing settings the test agents run with (ms).
+#[derive(Clone, Copy, Debug)]
+pub struct Fencing {
+    pub watchdog_timeout_ms: u64,
+    pub margin_ms: u64,
+}
+
+/// The agent binary (`VIREO_AGENT`, else the newer workspace build).
+pub fn agent_binary() -> Result<PathBuf, String> {
+    workspace_binary("vireo-agent", "VIREO_AGENT")
+        .ok_or_else(|| "vireo-agent is not built: cargo build -p vireo-agent".to_string())
+}
+
+pub struct Agent {
+    pub index: usize,
+    pub namespace: String,
+    pub dir: PathBuf,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    pub watchdog: WatchdogSupervisor,
+}
+
+impl Agent {
+    /// Starts node `index`'s agent: state and run directories under the
+    /// node's directory, its cluster directory the node's, the file watchdog.
+    pub fn start(index: usize, node: &Node, vmm: &Path, f: Fencing) -> Result<Agent, String> {
+        let dir = node.dir.join("agent");
+        std::fs::create_dir_all(dir.join("state")).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(dir.join("run")).map_err(|e| e.to_string())?;
+        let addr = SocketAddr::new(node_addr(index).into(), API_PORT);
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("agent.log"))
+            .map_err(|e| e.to_string())?;
+        let wd = dir.join("watchdog");
+        let _ = std::fs::remove_file(&wd);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &node.namespace])
+            .arg(agent_binary()?)
+            .args(["--listen", &addr.to_string(), "--vmm"])
+            .arg(vmm)
+            .arg("--run-dir")
+            .arg(dir.join("run"))
+            .arg(format!("--watchdog=file:{}", wd.display()))
+            .arg(format!("--watchdog-timeout-ms={}", f.watchdog_timeout_ms))
+            .arg(format!("--fence-margin-ms={}", f.margin_ms))
+            .env("VIREO_STATE_DIR", dir.join("state"))
+            .env("VIREO_CLUSTER_DIR", &node.dir)
+            .env("VIREO_MEMBERSHIP_GROUP_SOCKET", node.group_socket_path())
+            .env("VIREO_VM_MEMORY_MIB", "2048")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("vireo-agent: {e}"))?;
+        let watchdog = WatchdogSupervisor::start(node.namespace.clone(), wd);
+        Ok(Agent {
+            index,
+            namespace: node.namespace.clone(),
+            dir,
+            addr,
+            child: Some(child),
+            watchdog,
+        })
+    }
+
+    /// METHOD path with an optional JSON body: (status, body).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, String), String> {
+        http_in_namespace(&self.namespace, self.addr, method, path, body)
+    }
+
+    /// The answer's JSON when the status is `want`.
+    pub fn ok(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        want: u16,
+    ) -> Result<serde_json::Value, String> {
+        let (status, text) = self.call(method, path, body)?;
+        if status != want {
+            return Err(format!(
+                "{method} {path} on {}: {status} {text}",
+                self.namespace
+            ));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("{method} {path}: {e}: {text}"))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// The console log of the VM with `uuid` on this node.
+    pub fn console_log(&self, uuid: &str) -> PathBuf {
+        self.dir.join("run/vms").join(uuid).join("console.log")
+    }
+
+    /// Reaps the agent's `ip netns exec` child once something killed it.
+    pub fn reap(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.watchdog.stop();
+        kill_processes_in(&self.namespace);
+        self.reap();
+    }
+}
+
+/// HTTP/1.1 over a TCP connection made from inside network namespace `ns`.
+pub fn http_in_namespace(
+    ns: &str,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String), String> {
+    let ns = ns.to_string();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        body.map_or(0, str::len),
+        body.unwrap_or("")
+    );
+    std::thread::spawn(move || -> Result<(u16, String), String> {
+        enter_namespace(&ns)?;
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .map_err(|e| format!("{addr}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(120)))
+            .map_err(|e| e.to_string())?;
+        s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)
+            .map_err(|e| format!("{addr}: {e}"))?;
+        parse_response(&raw)
+    })
+    .join()
+    .map_err(|_| "the HTTP thread panicked".to_string())?
+}
+
+fn enter_namespace(ns: &str) -> Result<(), String> {
+    let f = File::open(format!("/run/netns/{ns}")).map_err(|e| format!("{ns}: {e}"))?;
+    // SAFETY: setns on an open namespace fd; it changes only this thread.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    match rc {
+        0 => Ok(()),
+        _ => Err(format!("setns {ns}: {}", std::io::Error::last_os_error())),
+    }
+}
+
+/// Status and body of a `Connection: close` answer (chunked bodies joined).
+fn parse_response(raw: &[u8]) -> Result<(u16, String), String> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP head")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status")?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Ok((
+        status,
+        if chunked {
+            unchunk(body)
+        } else {
+            body.to_string()
+        },
+    ))
+}
+
+fn unchunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Watches a node's file watchdog (`armed TIMEOUT_MS`, mtime = last feed):
+/// once it is older than its timeout, every process of the node's namespace
+/// gets SIGKILL, as a reset would end them, and the time is recorded.
+pub struct WatchdogSupervisor {
+    expired: Arc<Mutex<Option<Instant>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl WatchdogSupervisor {
+    fn start(ns: String, file: PathBuf) -> WatchdogSupervisor {
+        let expired = Arc::new(Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (e, s) = (expired.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                if overdue(&file) {
+                    kill_processes_in(&ns);
+                    *e.lock().unwrap() = Some(Instant::now());
+                    eprintln!("watchdog of {ns} expired: node's processes killed");
+                    return;
+                }
+            }
+        });
+        WatchdogSupervisor { expired, stop }
+    }
+
+    pub fn expired(&self) -> Option<Instant> {
+        *self.expired.lock().unwrap()
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn overdue(file: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return false;
+    };
+    let Some(ms) = text
+        .strip_prefix("armed ")
+        .and_then(|t| t.trim().parse().ok())
+    else {
+        return false;
+    };
+    let Ok(fed) = std::fs::metadata(file).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let age = SystemTime::now().duration_since(fed).unwrap_or_default();
+    age > Duration::from_millis(ms)
+}
+
+/// Indices (into `namespaces`) of the nodes where a vireo-vmm process whose
+/// command line names `uuid` runs: /proc scanned, each process's network
+/// namespace compared with the nodes'.
+pub fn vmm_copies(namespaces: &[String], uuid: &str) -> Vec<usize> {
+    let inodes: Vec<Option<u64>> = namespaces
+        .iter()
+        .map(|ns| {
+            std::fs::metadata(format!("/run/netns/{ns}"))
+                .ok()
+                .map(|m| m.ino())
+        })
+        .collect();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for p in procs.flatten() {
+        let path = p.path();
+        let Ok(cmdline) = std::fs::read(path.join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let argv0 = cmdline.split('\0').next().unwrap_or("");
+        if !argv0.ends_with("vireo-vmm") || !cmdline.contains(uuid) {
+            continue;
+        }
+        let Ok(ns) = std::fs::metadata(path.join("ns/net")) else {
+            continue;
+        };
+        if let Some(i) = inodes.iter().position(|&ino| ino == Some(ns.ino())) {
+            found.push(i);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_plain_and_chunked() {
+        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]";
+        assert_eq!(parse_response(plain).unwrap(), (200, "[]".into()));
+        let chunked = b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        assert_eq!(parse_response(chunked).unwrap(), (404, "abcde".into()));
+    }
+}

@@ -1,0 +1,267 @@
+//! A three-node cluster with agents and HA probe VMs, for `tests/ha.rs` and
+//! the bench's failover row: formed by `vireo cluster create` + 2 joins,
+//! one agent per node (`agents`), a directory every node sees for the VMs'
+//! disks, and a watch that samples every 50 ms which nodes run a VMM of
+//! each VM (and records any instant with two).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Value};
+
+use crate::agents::{vmm_copies, Agent, Fencing};
+use crate::expect::wait_for_view;
+use crate::{wait_until, Cluster, ClusterSpec, Kind};
+
+const FORM: Duration = Duration::from_secs(30);
+const LONG: Duration = Duration::from_secs(60);
+/// Nodes 1–3 run agents (a fourth, if any, is a real corosync node).
+pub const AGENTS: usize = 3;
+
+pub fn vmm_and_probe() -> (PathBuf, PathBuf) {
+    let (Some(vmm), Some(probe)) = (
+        std::env::var_os("VIREO_VMM"),
+        std::env::var_os("VIREO_PROBE"),
+    ) else {
+        panic!(
+            "VIREO_VMM and VIREO_PROBE must name the VMM and the probe (run `make test-cluster`)"
+        );
+    };
+    for p in [Path::new("/dev/kvm"), Path::new(&vmm), Path::new(&probe)] {
+        assert!(p.exists(), "{} is missing", p.display());
+    }
+    (vmm.into(), probe.into())
+}
+
+/// `vireo cluster create` on node 1, joins of the others through it, each
+/// waited for (a real corosync node joins like the others; it comes last,
+/// so no later nodelist change needs its `corosync-cfgtool -R`).
+pub fn form(c: &mut Cluster) {
+    let token = c.create_on(0).unwrap();
+    c.restart(0).unwrap();
+    wait_for_view(c, &[0], &[0], true, FORM).unwrap();
+    for i in 1..c.nodes.len() {
+        c.join_on(i, 0, &token).unwrap();
+        c.restart(i).unwrap();
+        let all: Vec<usize> = (0..=i).collect();
+        wait_for_view(c, &all, &all, true, FORM).unwrap();
+    }
+}
+
+/// Which nodes run a VMM of each VM, sampled every 50 ms: the history of
+/// changes and any instant with two copies.
+/// Per VM, each change of the set of nodes running it, and when.
+type History = Arc<Mutex<BTreeMap<String, Vec<(Instant, Vec<usize>)>>>>;
+
+pub struct Watch {
+    stop: Arc<AtomicBool>,
+    log: History,
+    /// Every sample that found two VMMs of one VM.
+    pub doubles: Arc<Mutex<Vec<String>>>,
+}
+
+impl Watch {
+    pub fn start(namespaces: Vec<String>, vms: Arc<Mutex<BTreeMap<String, String>>>) -> Watch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log: History = Arc::default();
+        let doubles: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (s, l, d) = (stop.clone(), log.clone(), doubles.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let snapshot = vms.lock().unwrap().clone();
+                for (name, uuid) in snapshot {
+                    let copies = vmm_copies(&namespaces, &uuid);
+                    if copies.len() > 1 {
+                        d.lock().unwrap().push(format!("{name} on {copies:?}"));
+                    }
+                    let mut l = l.lock().unwrap();
+                    let h = l.entry(name).or_default();
+                    if h.last().is_none_or(|(_, last)| *last != copies) {
+                        h.push((Instant::now(), copies));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Watch { stop, log, doubles }
+    }
+
+    /// The node running `vm` now, if exactly one does.
+    pub fn runs_on(&self, vm: &str) -> Option<usize> {
+        let l = self.log.lock().unwrap();
+        match l.get(vm)?.last()?.1.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
+
+    /// When `vm` was first seen running on `node` after `since`.
+    pub fn first_on(&self, vm: &str, node: usize, since: Instant) -> Option<Instant> {
+        let l = self.log.lock().unwrap();
+        l.get(vm)?
+            .iter()
+            .find(|(t, copies)| *t >= since && copies.contains(&node))
+            .map(|(t, _)| *t)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+pub fn stress_gens(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("blk stress gen=")
+        .count()
+}
+
+/// When a file was last written, as an `Instant` of this process.
+pub fn last_write(path: &Path) -> Option<Instant> {
+    let m = std::fs::metadata(path).ok()?.modified().ok()?;
+    let age = SystemTime::now().duration_since(m).unwrap_or_default();
+    Instant::now().checked_sub(age)
+}
+
+pub struct Lab {
+    pub c: Cluster,
+    pub agents: Vec<Option<Agent>>,
+    pub fencing: Fencing,
+    vmm: PathBuf,
+    probe: PathBuf,
+    shared: PathBuf,
+    /// VM name → uuid, for the watch.
+    pub vms: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+impl Lab {
+    /// Three nodes formed by create + joins, an agent on each.
+    pub fn start(fencing: Fencing) -> Lab {
+        Lab::start_spec(ClusterSpec::vireo(3), fencing)
+    }
+
+    /// The same three, and a fourth node that is a real corosync 3 (no
+    /// agent): it must keep seeing the right membership throughout.
+    pub fn start_with_real_node(fencing: Fencing) -> Lab {
+        let kinds = [Kind::Vireo, Kind::Vireo, Kind::Vireo, Kind::Corosync];
+        Lab::start_spec(ClusterSpec::new(&kinds), fencing)
+    }
+
+    fn start_spec(spec: ClusterSpec, fencing: Fencing) -> Lab {
+        let (vmm, probe) = vmm_and_probe();
+        let mut c = Cluster::new(spec).unwrap();
+        form(&mut c);
+        let shared = c.root().join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        let mut lab = Lab {
+            c,
+            agents: (0..AGENTS).map(|_| None).collect(),
+            fencing,
+            vmm,
+            probe,
+            shared,
+            vms: Arc::default(),
+        };
+        for i in 0..AGENTS {
+            lab.start_agent(i);
+        }
+        lab
+    }
+
+    pub fn namespaces(&self) -> Vec<String> {
+        self.c.nodes.iter().map(|n| n.namespace.clone()).collect()
+    }
+
+    /// The watch over this lab's VMs.
+    pub fn watch(&self) -> Watch {
+        Watch::start(self.namespaces(), self.vms.clone())
+    }
+
+    pub fn agent(&self, i: usize) -> &Agent {
+        self.agents[i].as_ref().expect("agent running")
+    }
+
+    pub fn start_agent(&mut self, i: usize) {
+        let a = Agent::start(i, &self.c.nodes[i], &self.vmm, self.fencing).unwrap();
+        let body = json!({"name": "shared", "kind": "dir", "path": self.shared}).to_string();
+        wait_until(FORM, "agent answers", || {
+            a.call("GET", "/health", None).map(|_| ())
+        })
+        .unwrap();
+        let (status, text) = a.call("POST", "/pools", Some(&body)).unwrap();
+        assert!(
+            status == 201 || status == 409,
+            "pool on node {i}: {status} {text}"
+        );
+        self.agents[i] = Some(a);
+    }
+
+    pub fn define(&self, i: usize, name: &str, ha: bool) -> String {
+        let disk = self.shared.join(format!("{name}.raw"));
+        std::fs::File::create(&disk)
+            .and_then(|f| f.set_len(4 << 20))
+            .unwrap();
+        let spec = json!({
+            "name": name, "memory_mib": 32, "ha": ha,
+            "boot": {"kind": "kernel", "kernel": self.probe, "cmdline": "probe.blk=stress:7:4"},
+            "disks": [{"volume": format!("shared/{name}.raw")}],
+        });
+        let info = self
+            .agent(i)
+            .ok("POST", "/vms", Some(&spec.to_string()), 201)
+            .unwrap();
+        let uuid = info["uuid"].as_str().unwrap().to_string();
+        self.vms.lock().unwrap().insert(name.into(), uuid.clone());
+        uuid
+    }
+
+    /// The cluster's VM table as node `i` answers it.
+    pub fn cluster_vms(&self, i: usize) -> Result<BTreeMap<String, Value>, String> {
+        let list = self.agent(i).ok("GET", "/cluster/vms", None, 200)?;
+        Ok(list
+            .as_array()
+            .ok_or("not a list")?
+            .iter()
+            .map(|v| (v["name"].as_str().unwrap_or("").to_string(), v.clone()))
+            .collect())
+    }
+
+    /// Waits until every VM in `vms` runs on one of `nodes` and its guest
+    /// there wrote its disk (stress generations on its console).
+    pub fn wait_running_on(
+        &self,
+        w: &Watch,
+        vms: &[&str],
+        nodes: &[usize],
+        what: &str,
+    ) -> Duration {
+        wait_until(LONG, what, || {
+            for vm in vms {
+                let n = w.runs_on(vm).ok_or(format!("{vm}: not exactly one copy"))?;
+                if !nodes.contains(&n) {
+                    return Err(format!("{vm} runs on node {}", n + 1));
+                }
+                let uuid = self.vms.lock().unwrap()[*vm].clone();
+                if stress_gens(&self.agent(n).console_log(&uuid)) < 2 {
+                    return Err(format!("{vm}: no disk writes on node {} yet", n + 1));
+                }
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
+        .1
+    }
+
+    pub fn logs(&self) -> String {
+        self.agents
+            .iter()
+            .flatten()
+            .map(|a| format!("--- agent {}:\n{}", a.index + 1, a.log()))
+            .collect()
+    }
+}
