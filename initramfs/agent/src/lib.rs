@@ -1,6 +1,7 @@
 //! vireo-agent: the node agent's REST API. The types (`types`) are always
 //! built, for the `vireo` CLI; the server behind the `server` feature.
 
+pub mod net_types;
 pub mod node;
 pub mod storage_api;
 pub mod types;
@@ -8,6 +9,8 @@ pub mod vm_types;
 
 #[cfg(feature = "server")]
 pub mod error;
+#[cfg(feature = "server")]
+pub mod networks;
 #[cfg(feature = "server")]
 pub mod selftest;
 #[cfg(feature = "server")]

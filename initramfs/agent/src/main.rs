@@ -79,8 +79,12 @@ async fn main() {
         }
     };
     // Serving starts at once; VMs are re-adopted and autostarted beside it.
-    let vms = state.vms.clone();
-    tokio::spawn(async move { vms.recover().await });
+    let (vms, networks) = (state.vms.clone(), state.networks.clone());
+    tokio::spawn(async move {
+        // The VMs' bridges first.
+        networks.restore().await;
+        vms.recover().await
+    });
     if let Err(e) = vireo_agent::server::serve(listener, state, stop_signal()).await {
         eprintln!("vireo-agent: {e}");
         std::process::exit(2);

@@ -9,6 +9,7 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 
 pub use crate::error::ApiError;
+use crate::networks::Networks;
 use crate::node;
 use crate::selftest::{self, SelftestConfig};
 use crate::storage::Storage;
@@ -29,6 +30,7 @@ pub struct AppState {
     pub tasks: Tasks,
     pub storage: Storage,
     pub vms: Vms,
+    pub networks: Networks,
 }
 
 /// The VM manager's settings that the command line can change.
@@ -55,6 +57,7 @@ impl AppState {
     ) -> std::io::Result<Self> {
         let paths = Arc::new(paths);
         let storage = Storage::load(paths.clone())?;
+        let networks = Networks::load(paths.clone())?;
         let vms_config = VmsConfig {
             vmm: selftest.vmm.clone(),
             launcher: Arc::new(DirectLauncher),
@@ -62,6 +65,7 @@ impl AppState {
             shutdown_timeout: std::time::Duration::from_secs(
                 options.shutdown_timeout_s.unwrap_or(60),
             ),
+            networks: networks.clone(),
         };
         let vms = Vms::new(paths.clone(), storage.clone(), vms_config)?;
         Ok(AppState {
@@ -69,6 +73,7 @@ impl AppState {
             selftest_lock: Arc::default(),
             storage,
             vms,
+            networks,
             paths,
             tasks: Tasks::default(),
         })
@@ -84,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::routes::routes())
         .merge(crate::storage::routes::routes())
         .merge(crate::vms::routes::routes())
+        .merge(crate::networks::routes::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

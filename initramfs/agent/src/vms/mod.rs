@@ -47,6 +47,8 @@ pub struct VmsConfig {
     pub memory_limit_mib: Option<u64>,
     /// How long a graceful shutdown waits for the guest by default.
     pub shutdown_timeout: Duration,
+    /// The networks VM NICs attach to.
+    pub networks: crate::networks::Networks,
 }
 
 /// The VM manager: cheap to clone, shared by the routes.
@@ -230,6 +232,7 @@ impl Vms {
     /// POST /vms: a new VM, stopped.
     pub fn define(&self, mut spec: VmSpec) -> Result<VmInfo, ApiError> {
         def::validate(&mut spec, &self.inner.storage).map_err(ApiError::bad_request)?;
+        self.inner.config.networks.check_nics(&spec.nics)?;
         let mut slots = lock(&self.inner.slots);
         if slots.contains_key(&spec.name) {
             return Err(ApiError::conflict(format!(
@@ -261,6 +264,7 @@ impl Vms {
             )));
         }
         def::validate(&mut spec, &self.inner.storage).map_err(ApiError::bad_request)?;
+        self.inner.config.networks.check_nics(&spec.nics)?;
         let mut slots = lock(&self.inner.slots);
         if spec.name != name && slots.contains_key(&spec.name) {
             return Err(ApiError::conflict(format!(

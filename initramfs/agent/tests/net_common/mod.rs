@@ -1,0 +1,321 @@
+//! The network tests' lab: a node namespace the agent runs in, an
+//! "internet" namespace behind the node's uplink `up0`, and stand-in
+//! guests (a namespace with a veth whose peer the test puts on a network's
+//! bridge). Frames are counted on AF_PACKET sockets. Every namespace (and
+//! every link and nft table in it) goes when the lab drops.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+#[path = "../../../../tests/netlab/mod.rs"]
+pub mod netlab;
+
+pub use netlab::Netns;
+
+/// The internet namespace's address, and the node's on the uplink.
+pub const INTERNET_IP: &str = "198.51.100.2";
+pub const NODE_UPLINK_IP: &str = "198.51.100.1";
+
+/// The probe's EtherType.
+pub const PROBE_ETHERTYPE: u16 = 0x88b5;
+
+pub struct Lab {
+    pub node: Netns,
+    pub internet: Netns,
+    tag: String,
+}
+
+impl Lab {
+    /// Namespaces `node` and `internet` joined by up0 (node) — inet0.
+    pub fn new(tag: &str) -> Lab {
+        let node = Netns::new(&format!("{tag}-n"));
+        let internet = Netns::new(&format!("{tag}-i"));
+        node.ip("link set lo up");
+        internet.ip("link set lo up");
+        node.ip(&format!(
+            "link add up0 type veth peer name inet0 netns {}",
+            internet.name
+        ));
+        node.ip(&format!("addr add {NODE_UPLINK_IP}/24 dev up0"));
+        node.ip("link set up0 up");
+        internet.ip(&format!("addr add {INTERNET_IP}/24 dev inet0"));
+        internet.ip("link set inet0 up");
+        Lab {
+            node,
+            internet,
+            tag: tag.into(),
+        }
+    }
+
+    /// The calling thread (the test) moves into the node namespace: the
+    /// agent it starts runs there, and 127.0.0.1 is the node's loopback.
+    /// Like `ip netns exec`, it also mounts a sysfs of the namespace (in a
+    /// mount namespace of this thread's own): /sys/class/net shows the
+    /// links of the namespace that mounted sysfs, and the agent reads it.
+    pub fn enter_node(&self) {
+        enter(&self.node.name);
+        // SAFETY: unshare and mount calls on this thread's own namespaces,
+        // with NUL-terminated literals.
+        unsafe {
+            assert_eq!(
+                libc::unshare(libc::CLONE_NEWNS),
+                0,
+                "unshare: {}",
+                std::io::Error::last_os_error()
+            );
+            let none = std::ptr::null();
+            libc::mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_SLAVE,
+                std::ptr::null(),
+            );
+            libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH);
+            let rc = libc::mount(
+                c"sysfs".as_ptr(),
+                c"/sys".as_ptr(),
+                c"sysfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            );
+            assert_eq!(rc, 0, "mount sysfs: {}", std::io::Error::last_os_error());
+        }
+    }
+
+    /// A stand-in guest: namespace with `g0`, whose peer `PORT` (in the
+    /// node) joins `bridge`. `isolated` sets the bridge port flag, as the
+    /// agent does for a VM's port on a private network.
+    pub fn stand_in(&self, name: &str, bridge: &str, isolated: bool) -> StandIn {
+        let ns = Netns::new(&format!("{}-{name}", self.tag));
+        let port = format!("s{name}");
+        self.node.ip(&format!(
+            "link add {port} type veth peer name g0 netns {}",
+            ns.name
+        ));
+        self.node.ip(&format!("link set {port} master {bridge}"));
+        if isolated {
+            self.node
+                .ip(&format!("link set {port} type bridge_slave isolated on"));
+        }
+        self.node.ip(&format!("link set {port} up"));
+        ns.ip("link set lo up");
+        ns.ip("link set g0 up");
+        let mac = ns.mac("g0");
+        StandIn { ns, port, mac }
+    }
+
+    /// `ip -j ...` in the node namespace, parsed.
+    pub fn node_json(&self, args: &str) -> serde_json::Value {
+        let mut all = vec!["-n", &self.node.name, "-j"];
+        all.extend(args.split_whitespace());
+        let out = Command::new("ip").args(&all).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The node's links and addresses, names and addresses only (what a
+    /// rejected definition must leave as it was).
+    pub fn node_networking(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        if let Some(links) = self.node_json("addr show").as_array() {
+            for l in links {
+                let master = l["master"].as_str().unwrap_or("-");
+                let mut line = format!("{} master={master}", l["ifname"].as_str().unwrap_or("?"));
+                for a in l["addr_info"].as_array().into_iter().flatten() {
+                    line += &format!(" {}/{}", a["local"].as_str().unwrap_or("?"), a["prefixlen"]);
+                }
+                out.push(line);
+            }
+        }
+        out.sort();
+        out
+    }
+
+    pub fn has_link(&self, name: &str) -> bool {
+        Command::new("ip")
+            .args(["-n", &self.node.name, "link", "show", name])
+            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    /// `nft list tables` in the node namespace.
+    pub fn nft_tables(&self) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.node.name, "nft", "list", "tables"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+pub struct StandIn {
+    pub ns: Netns,
+    /// Its port on the bridge, in the node namespace.
+    pub port: String,
+    pub mac: String,
+}
+
+impl StandIn {
+    /// Runs a command inside the stand-in; (success, stdout + stderr).
+    pub fn exec(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns.name])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+
+    /// A DHCP lease through busybox udhcpc (a real client on the wire); the
+    /// address it was given. Its script puts the address and default
+    /// route on g0.
+    pub fn dhcp(&self, script: &std::path::Path) -> Option<String> {
+        let s = script.to_str().unwrap();
+        let (ok, text) = self.exec(&[
+            "busybox", "udhcpc", "-i", "g0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", s,
+        ]);
+        if !ok {
+            eprintln!("udhcpc: {text}");
+            return None;
+        }
+        let (_, addr) = self.exec(&["ip", "-4", "-o", "addr", "show", "g0"]);
+        addr.split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .map(|a| a.split('/').next().unwrap().to_string())
+    }
+
+    /// Pings `ip` `count` times; how many answers came.
+    pub fn ping(&self, ip: &str, count: u32) -> u32 {
+        let (_, text) = self.exec(&["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "1", ip]);
+        text.split(',')
+            .find_map(|part| part.trim().strip_suffix(" received")?.parse().ok())
+            .unwrap_or_else(|| panic!("no ping summary: {text}"))
+    }
+}
+
+/// The udhcpc script: address (with mask) and default route on the link.
+pub fn udhcpc_script(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("udhcpc.sh");
+    std::fs::write(
+        &path,
+        "#!/bin/sh\ncase \"$1\" in\n bound|renew)\n  ip addr flush dev \"$interface\"\n  \
+         ip addr add \"$ip/$mask\" dev \"$interface\"\n  \
+         [ -n \"$router\" ] && ip route replace default via \"$router\" dev \"$interface\"\n  ;;\nesac\nexit 0\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// This thread only: into namespace `ns`.
+pub fn enter(ns: &str) {
+    let f = File::open(format!("/run/netns/{ns}")).unwrap();
+    // SAFETY: setns on an fd we own; it changes only this thread.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+}
+
+/// Counts the probe's frames (EtherType 0x88b5) that cross `ifname` in
+/// namespace `ns`, in either direction, until stopped.
+pub struct FrameCounter {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<usize>,
+}
+
+impl FrameCounter {
+    pub fn start(ns: &str, ifname: &str) -> FrameCounter {
+        let (ns, ifname) = (ns.to_string(), ifname.to_string());
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            enter(&ns);
+            let sock = all_frames_socket(&ifname);
+            ready_tx.send(()).unwrap();
+            let mut buf = vec![0u8; 65536];
+            let mut count = 0;
+            while !stopped.load(Ordering::SeqCst) {
+                // SAFETY: buf is writable for its length.
+                let n =
+                    unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n >= 14 && u16::from_be_bytes([buf[12], buf[13]]) == PROBE_ETHERTYPE {
+                    count += 1;
+                }
+            }
+            count
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        FrameCounter { stop, thread }
+    }
+
+    pub fn finish(self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
+/// ETH_P_ALL: the only kind of packet socket that also sees frames the
+/// node transmits on the link (towards a VM's tap).
+fn all_frames_socket(ifname: &str) -> OwnedFd {
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: plain socket creation.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: new fd, ours.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let name = std::ffi::CString::new(ifname).unwrap();
+    // SAFETY: NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    assert!(index != 0, "no interface {ifname}");
+    // SAFETY: zeroed sockaddr_ll is valid.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = proto;
+    addr.sll_ifindex = index as i32;
+    // SAFETY: a sockaddr_ll of the size given.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    assert_eq!(rc, 0, "bind {ifname}");
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 100_000,
+    };
+    // SAFETY: a timeval of the size given.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    fd
+}
+
+/// Waits until `pred` holds, or panics saying `what`.
+pub fn wait_until(limit: Duration, what: &str, pred: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !pred() {
+        assert!(Instant::now() < deadline, "not {what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

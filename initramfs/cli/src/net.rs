@@ -1,0 +1,276 @@
+//! `vireo net ...`: the node's networks and their DHCP leases.
+
+use std::fmt::Write as _;
+
+use clap::{Subcommand, ValueEnum};
+use vireo_agent::net_types::{
+    Lease, MacvtapMode, NetworkInfo, NetworkKind, NetworkSpec, Reservation,
+};
+
+use crate::http::Client;
+use crate::storage::Conn;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Kind {
+    Bridge,
+    Nat,
+    Isolated,
+    Private,
+    Macvtap,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Mode {
+    Bridge,
+    Vepa,
+    Private,
+    Passthru,
+}
+
+#[derive(Subcommand)]
+pub enum NetCommand {
+    /// Every network: kind, bridge, subnet, whether it is up, guest ports.
+    List,
+    /// One network, with its guest ports.
+    Show { name: String },
+    /// Create a network (bridge over --uplink; nat with --subnet; isolated;
+    /// private; macvtap on --uplink with --mode).
+    Create {
+        name: String,
+        #[arg(long, value_enum)]
+        kind: Kind,
+        #[arg(long)]
+        uplink: Option<String>,
+        #[arg(long)]
+        vlan: Option<u16>,
+        /// IPv4 subnet, e.g. 10.10.0.0/24 (the node is its first address).
+        #[arg(long)]
+        subnet: Option<String>,
+        /// DHCP pool FIRST-LAST (default: the whole subnet but the gateway).
+        #[arg(long)]
+        dhcp_range: Option<String>,
+        /// No DHCP server on this network.
+        #[arg(long)]
+        no_dhcp: bool,
+        /// A static lease MAC=IP (repeatable).
+        #[arg(long = "reserve")]
+        reservations: Vec<String>,
+        /// macvtap mode.
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
+    },
+    /// Delete a network (refused while a VM names it).
+    Delete { name: String },
+    /// The DHCP leases the node handed out on a network.
+    Leases { name: String },
+}
+
+pub fn run(conn: &Conn, command: NetCommand) -> Result<(), String> {
+    let client = Client::new(&conn.host);
+    let text = match command {
+        NetCommand::List => {
+            let nets: Vec<NetworkInfo> = client.json("GET", "/networks", None)?;
+            output(conn, &nets, network_table)?
+        }
+        NetCommand::Show { name } => {
+            let net: NetworkInfo = client.json("GET", &format!("/networks/{name}"), None)?;
+            output(conn, &net, network_details)?
+        }
+        NetCommand::Create { .. } => {
+            let spec = spec_of(command)?;
+            let body = serde_json::to_value(&spec).map_err(|e| e.to_string())?;
+            let net: NetworkInfo = client.json("POST", "/networks", Some(&body))?;
+            output(conn, &net, network_details)?
+        }
+        NetCommand::Delete { name } => {
+            client.call("DELETE", &format!("/networks/{name}"), None)?;
+            format!("network '{name}' deleted\n")
+        }
+        NetCommand::Leases { name } => {
+            let leases: Vec<Lease> =
+                client.json("GET", &format!("/networks/{name}/leases"), None)?;
+            output(conn, &leases, |l| lease_table(l))?
+        }
+    };
+    crate::print_out(&text)
+}
+
+fn output<T: serde::Serialize + ?Sized>(
+    conn: &Conn,
+    value: &T,
+    table: impl Fn(&T) -> String,
+) -> Result<String, String> {
+    match conn.json {
+        true => serde_json::to_string_pretty(value)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string()),
+        false => Ok(table(value)),
+    }
+}
+
+fn spec_of(command: NetCommand) -> Result<NetworkSpec, String> {
+    let NetCommand::Create {
+        name,
+        kind,
+        uplink,
+        vlan,
+        subnet,
+        dhcp_range,
+        no_dhcp,
+        reservations,
+        mode,
+    } = command
+    else {
+        unreachable!("spec_of is only called for create");
+    };
+    let dhcp_range = dhcp_range
+        .map(|r| {
+            r.split_once('-')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| format!("--dhcp-range {r}: write it as FIRST-LAST"))
+        })
+        .transpose()?;
+    let reservations = reservations
+        .iter()
+        .map(|r| {
+            r.split_once('=')
+                .map(|(mac, ip)| Reservation {
+                    mac: mac.into(),
+                    ip: ip.into(),
+                })
+                .ok_or_else(|| format!("--reserve {r}: write it as MAC=IP"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(NetworkSpec {
+        name,
+        kind: match kind {
+            Kind::Bridge => NetworkKind::Bridge,
+            Kind::Nat => NetworkKind::Nat,
+            Kind::Isolated => NetworkKind::Isolated,
+            Kind::Private => NetworkKind::Private,
+            Kind::Macvtap => NetworkKind::Macvtap,
+        },
+        uplink,
+        vlan,
+        subnet,
+        dhcp_range,
+        dhcp: no_dhcp.then_some(false),
+        reservations,
+        macvtap_mode: mode.map(|m| match m {
+            Mode::Bridge => MacvtapMode::Bridge,
+            Mode::Vepa => MacvtapMode::Vepa,
+            Mode::Private => MacvtapMode::Private,
+            Mode::Passthru => MacvtapMode::Passthru,
+        }),
+    })
+}
+
+fn kind_name(k: NetworkKind) -> String {
+    format!("{k:?}").to_lowercase()
+}
+
+fn network_table(nets: &Vec<NetworkInfo>) -> String {
+    let mut out = format!(
+        "{:<13} {:<9} {:<16} {:<19} {:<7} PORTS\n",
+        "NAME", "KIND", "BRIDGE", "SUBNET", "STATE"
+    );
+    for n in nets {
+        let _ = writeln!(
+            out,
+            "{:<13} {:<9} {:<16} {:<19} {:<7} {}",
+            n.spec.name,
+            kind_name(n.spec.kind),
+            n.bridge.as_deref().unwrap_or("-"),
+            n.spec.subnet.as_deref().unwrap_or("-"),
+            if n.active { "up" } else { "down" },
+            n.ports.len()
+        );
+    }
+    out
+}
+
+fn network_details(n: &NetworkInfo) -> String {
+    let mut out = String::new();
+    let s = &n.spec;
+    let _ = writeln!(out, "name:     {}", s.name);
+    let _ = writeln!(out, "kind:     {}", kind_name(s.kind));
+    let _ = writeln!(out, "state:    {}", if n.active { "up" } else { "down" });
+    let rows = [
+        ("bridge:  ", n.bridge.clone()),
+        ("uplink:  ", s.uplink.clone()),
+        ("vlan:    ", s.vlan.map(|v| v.to_string())),
+        ("subnet:  ", s.subnet.clone()),
+        ("gateway: ", n.gateway.clone()),
+        (
+            "mode:    ",
+            s.macvtap_mode.map(|m| format!("{m:?}").to_lowercase()),
+        ),
+    ];
+    for (label, value) in rows {
+        if let Some(v) = value {
+            let _ = writeln!(out, "{label} {v}");
+        }
+    }
+    for r in &s.reservations {
+        let _ = writeln!(out, "reserve:  {} = {}", r.mac, r.ip);
+    }
+    for p in &n.ports {
+        let tenant = p
+            .tenant
+            .as_deref()
+            .map(|t| format!(" tenant {t}"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "port:     {} {} ({}){tenant}", p.ifname, p.mac, p.vm);
+    }
+    out
+}
+
+fn lease_table(leases: &[Lease]) -> String {
+    let mut out = format!("{:<17} {:<15} {:<10} HOSTNAME\n", "MAC", "IP", "EXPIRES");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for l in leases {
+        let left = match l.expires.checked_sub(now) {
+            Some(s) => format!("in {}m", s / 60),
+            None => "expired".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<17} {:<15} {:<10} {}",
+            l.mac,
+            l.ip,
+            left,
+            l.hostname.as_deref().unwrap_or("-")
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_arguments_become_a_spec() {
+        let cmd = NetCommand::Create {
+            name: "lab".into(),
+            kind: Kind::Nat,
+            uplink: Some("eth0".into()),
+            vlan: None,
+            subnet: Some("10.8.0.0/24".into()),
+            dhcp_range: Some("10.8.0.10-10.8.0.20".into()),
+            no_dhcp: false,
+            reservations: vec!["02:00:00:00:00:01=10.8.0.5".into()],
+            mode: None,
+        };
+        let spec = spec_of(cmd).unwrap();
+        assert_eq!(spec.kind, NetworkKind::Nat);
+        assert_eq!(
+            spec.dhcp_range,
+            Some(("10.8.0.10".into(), "10.8.0.20".into()))
+        );
+        assert_eq!(spec.reservations[0].ip, "10.8.0.5");
+        assert_eq!(spec.dhcp, None);
+    }
+}
