@@ -55,100 +55,67 @@ fn verdict(v: &str) -> Value {
 
 /// The `inet` table of a network: what crosses between its bridge and the
 /// rest of the node. Bridge networks need none (their guests are on the LAN).
+///
+/// Forward rules match routed traffic only (in through the bridge, out
+/// through another link, or the reverse): with br_netfilter loaded, frames
+/// bridged between two guests also pass the inet forward hook, with the
+/// bridge as both input and output, and must stay untouched.
 pub fn network_rules(spec: &NetworkSpec, bridge: &str) -> Option<Vec<Value>> {
-    let t = table_name(&spec.name);
-    let f = "inet";
-    let mut cmds = replace_table(f, &t);
-    cmds.push(chain(f, &t, "forward", "filter", "forward", 0));
-    cmds.push(chain(f, &t, "input", "filter", "input", 0));
-    let from_guests = is("iifname", "==", json!(bridge));
-    let to_guests = is("oifname", "==", json!(bridge));
+    let (t, f) = (table_name(&spec.name), "inet");
+    let br = json!(bridge);
+    let from_guests = is("iifname", "==", br.clone());
+    let leaving = vec![from_guests.clone(), is("oifname", "!=", br.clone())];
+    let entering = vec![
+        is("oifname", "==", br.clone()),
+        is("iifname", "!=", br.clone()),
+    ];
+    let drop = || vec![json!({"counter": null}), verdict("drop")];
+    let mut input = Vec::new();
+    let mut forward = Vec::new();
     // Guests may ask the node for DHCP (67) and DNS (53); nothing else of
     // the node's (its API, ssh) is theirs to reach.
-    cmds.push(rule(
-        f,
-        &t,
-        "input",
-        vec![from_guests.clone(), udp_dport(&[53, 67]), verdict("accept")],
-    ));
+    input.push(vec![
+        from_guests.clone(),
+        udp_dport(&[53, 67]),
+        verdict("accept"),
+    ]);
+    let mut postrouting = None;
     match spec.kind {
         NetworkKind::Nat => {
             let subnet = subnet_of(spec)?.to_string();
             let established = json!({"match": {"op": "in", "left": {"ct": {"key": "state"}},
                 "right": ["established", "related"]}});
-            cmds.push(rule(
-                f,
-                &t,
-                "input",
-                vec![from_guests.clone(), established.clone(), verdict("accept")],
-            ));
-            cmds.push(rule(
-                f,
-                &t,
-                "input",
-                vec![
-                    from_guests.clone(),
-                    json!({"counter": null}),
-                    verdict("drop"),
-                ],
-            ));
-            let mut out = vec![from_guests.clone(), saddr_in(&subnet, "==")];
+            input.push(vec![
+                from_guests.clone(),
+                established.clone(),
+                verdict("accept"),
+            ]);
+            let mut out = [leaving.clone(), vec![saddr_in(&subnet, "==")]].concat();
+            let mut masquerade = vec![saddr_in(&subnet, "=="), is("oifname", "!=", br)];
             if let Some(uplink) = effective_uplink(spec) {
                 out.push(is("oifname", "==", json!(uplink)));
+                masquerade.push(is("oifname", "==", json!(uplink)));
             }
             out.push(verdict("accept"));
-            cmds.push(rule(f, &t, "forward", out));
-            cmds.push(rule(
-                f,
-                &t,
-                "forward",
-                vec![to_guests.clone(), established, verdict("accept")],
-            ));
-            cmds.push(rule(
-                f,
-                &t,
-                "forward",
-                vec![to_guests, json!({"counter": null}), verdict("drop")],
-            ));
-            cmds.push(rule(
-                f,
-                &t,
-                "forward",
-                vec![from_guests, json!({"counter": null}), verdict("drop")],
-            ));
-            cmds.push(chain(f, &t, "postrouting", "nat", "postrouting", 100));
-            let mut nat = vec![saddr_in(&subnet, "=="), is("oifname", "!=", json!(bridge))];
-            if let Some(uplink) = effective_uplink(spec) {
-                nat.push(is("oifname", "==", json!(uplink)));
-            }
-            nat.push(json!({"masquerade": null}));
-            cmds.push(rule(f, &t, "postrouting", nat));
+            masquerade.push(json!({"masquerade": null}));
+            forward.push(out);
+            forward.push([entering.clone(), vec![established, verdict("accept")]].concat());
+            postrouting = Some(masquerade);
         }
-        NetworkKind::Isolated | NetworkKind::Private => {
-            cmds.push(rule(
-                f,
-                &t,
-                "input",
-                vec![
-                    from_guests.clone(),
-                    json!({"counter": null}),
-                    verdict("drop"),
-                ],
-            ));
-            cmds.push(rule(
-                f,
-                &t,
-                "forward",
-                vec![from_guests, json!({"counter": null}), verdict("drop")],
-            ));
-            cmds.push(rule(
-                f,
-                &t,
-                "forward",
-                vec![to_guests, json!({"counter": null}), verdict("drop")],
-            ));
-        }
+        NetworkKind::Isolated | NetworkKind::Private => {}
         NetworkKind::Bridge | NetworkKind::Macvtap => return None,
+    }
+    input.push([vec![from_guests], drop()].concat());
+    forward.push([entering, drop()].concat());
+    forward.push([leaving, drop()].concat());
+    let mut cmds = replace_table(f, &t);
+    cmds.push(chain(f, &t, "forward", "filter", "forward", 0));
+    cmds.push(chain(f, &t, "input", "filter", "input", 0));
+    cmds.extend(input.into_iter().map(|e| rule(f, &t, "input", e)));
+    cmds.extend(forward.into_iter().map(|e| rule(f, &t, "forward", e)));
+    if let Some(masquerade) = postrouting {
+        cmds.push(chain(f, &t, "postrouting", "nat", "postrouting", 100));
+        cmds.push(rule(f, &t, "postrouting", masquerade));
     }
     Some(cmds)
 }

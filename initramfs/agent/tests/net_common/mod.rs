@@ -198,11 +198,34 @@ impl StandIn {
 
     /// Pings `ip` `count` times; how many answers came.
     pub fn ping(&self, ip: &str, count: u32) -> u32 {
-        let (_, text) = self.exec(&["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "1", ip]);
-        text.split(',')
-            .find_map(|part| part.trim().strip_suffix(" received")?.parse().ok())
-            .unwrap_or_else(|| panic!("no ping summary: {text}"))
+        ping_in(&self.ns.name, ip, count)
     }
+}
+
+/// Pings `ip` `count` times from namespace `ns` (busybox ping: the CI has
+/// busybox-static, not iputils); how many answers came.
+pub fn ping_in(ns: &str, ip: &str, count: u32) -> u32 {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "busybox",
+            "ping",
+            "-c",
+            &count.to_string(),
+            "-W",
+            "1",
+            ip,
+        ])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // "5 packets transmitted, 5 packets received, 0% packet loss"
+    text.split(',')
+        .find_map(|part| part.trim().strip_suffix(" packets received")?.parse().ok())
+        .unwrap_or_else(|| panic!("no ping summary: {text}"))
 }
 
 /// The udhcpc script: address (with mask) and default route on the link.
