@@ -330,7 +330,7 @@ fn run_echo_vm(
     (agent, node, lab): (&Agent, &Node, &Lab),
     vm: &str,
     (network, tenant): (&str, Option<&str>),
-    echo: &net_common::StandIn,
+    echo: (&net_common::Netns, &str),
     frames: usize,
 ) -> (String, String) {
     let cmdline = format!("probe.net=echo:{frames}");
@@ -340,7 +340,7 @@ fn run_echo_vm(
         Some(probe_vm(node, vm, &cmdline, network, tenant)),
         201,
     );
-    let echo = net_common::netlab::spawn_echo(&echo.ns, "g0", frames, BOOT);
+    let echo = net_common::netlab::spawn_echo(echo.0, echo.1, frames, BOOT);
     agent.ok("POST", &format!("/vms/{vm}/start"), None, 200);
     let (tap, mac) = port_of(agent, network, vm);
     assert!(lab.has_link(&tap), "no tap {tap}");
@@ -391,7 +391,13 @@ fn isolated_guests_reach_each_other_but_not_outside_private_ones_not_even_each_o
     let echo = lab.stand_in("e1", "vr-iso", false);
     let other = lab.stand_in("o1", "vr-iso", false);
     let seen = FrameCounter::start(&other.ns.name, "g0");
-    let (log, mac) = run_echo_vm((&agent, &node, &lab), "p-iso", ("iso", None), &echo, 200);
+    let (log, mac) = run_echo_vm(
+        (&agent, &node, &lab),
+        "p-iso",
+        ("iso", None),
+        (&echo.ns, "g0"),
+        200,
+    );
     assert_eq!(
         seen.finish(),
         200,
@@ -437,7 +443,13 @@ fn isolated_guests_reach_each_other_but_not_outside_private_ones_not_even_each_o
         "the agent's port on a private network is isolated"
     );
     let held_tap = FrameCounter::start(&lab.node.name, &tap);
-    run_echo_vm((&agent, &node, &lab), "p-prv", ("prv", None), &echo, 200);
+    run_echo_vm(
+        (&agent, &node, &lab),
+        "p-prv",
+        ("prv", None),
+        (&echo.ns, "g0"),
+        200,
+    );
     assert_eq!(seen.finish(), 0, "probe frames another private guest saw");
     assert_eq!(
         held_tap.finish(),
@@ -487,7 +499,7 @@ fn tenants_on_one_bridge_exchange_no_frame() {
             (&agent, &node, &lab),
             sender,
             ("shared", Some(tenant)),
-            &echo,
+            (&echo.ns, "g0"),
             FRAMES,
         );
         std::thread::sleep(Duration::from_millis(300));
@@ -509,4 +521,96 @@ fn tenants_on_one_bridge_exchange_no_frame() {
     )
     .1;
     assert!(rules.contains("drop"), "{rules}");
+}
+
+/// macvtap networks on the uplink up0 (a veth whose peer is in the
+/// internet namespace). A probe VM sends 200 broadcast frames out through
+/// its macvtap, echoed from the internet side; a held VM's macvtap on the
+/// same uplink counts what reaches it inside the node: all in bridge mode,
+/// none in private mode, none in vepa mode until the peer hairpins them
+/// back (a bridge with `hairpin on` on the peer, as a VEPA switch would).
+/// passthru: one guest owns the NIC, a second cannot start.
+#[test]
+fn macvtap_modes_behave_as_the_kernel_documents() {
+    let lab = Lab::new("nm");
+    lab.enter_node();
+    let node = Node::new("net-mvt");
+    let agent = node.agent(&[]);
+    for (mode, want) in [
+        ("bridge", 200),
+        ("private", 0),
+        ("vepa", 0),
+        ("vepa-hairpin", 200),
+    ] {
+        let kernel_mode = mode.trim_end_matches("-hairpin");
+        let net = format!("mv-{}", &mode[..3]) + if mode.ends_with("hairpin") { "h" } else { "" };
+        agent.ok("POST", "/networks", Some(json!({"name": net, "kind": "macvtap", "uplink": "up0", "macvtap_mode": kernel_mode})), 201);
+        if mode == "vepa-hairpin" {
+            lab.internet.ip("link add hbr type bridge");
+            lab.internet.ip("link set inet0 master hbr");
+            lab.internet
+                .ip("link set inet0 type bridge_slave hairpin on");
+            lab.internet.ip("link set hbr up");
+        }
+        let held = format!("h-{net}");
+        agent.ok(
+            "POST",
+            "/vms",
+            Some(probe_vm(&node, &held, "probe.hold", &net, None)),
+            201,
+        );
+        agent.ok("POST", &format!("/vms/{held}/start"), None, 200);
+        let (link, _) = port_of(&agent, &net, &held);
+        let seen = FrameCounter::start(&lab.node.name, &link);
+        let echo_if = if mode == "vepa-hairpin" {
+            "hbr"
+        } else {
+            "inet0"
+        };
+        run_echo_vm(
+            (&agent, &node, &lab),
+            &format!("s-{net}"),
+            (&net, None),
+            (&lab.internet, echo_if),
+            200,
+        );
+        let got = seen.finish();
+        eprintln!("macvtap {mode}: the other guest's macvtap got {got} of 200 frames");
+        assert_eq!(got, want, "macvtap {mode}");
+        agent.ok("POST", &format!("/vms/{held}/destroy"), None, 200);
+        wait_until(
+            Duration::from_secs(10),
+            "the held VM's port removed",
+            || !lab.has_link(&link),
+        );
+    }
+    lab.internet.ip("link set inet0 nomaster");
+    agent.ok("POST", "/networks", Some(json!({"name": "mv-pt", "kind": "macvtap", "uplink": "up0", "macvtap_mode": "passthru"})), 201);
+    run_echo_vm(
+        (&agent, &node, &lab),
+        "s-pt",
+        ("mv-pt", None),
+        (&lab.internet, "inet0"),
+        200,
+    );
+    agent.ok(
+        "POST",
+        "/vms",
+        Some(probe_vm(&node, "pt1", "probe.hold", "mv-pt", None)),
+        201,
+    );
+    agent.ok(
+        "POST",
+        "/vms",
+        Some(probe_vm(&node, "pt2", "probe.hold", "mv-pt", None)),
+        201,
+    );
+    agent.ok("POST", "/vms/pt1/start", None, 200);
+    let (got, body) = agent.call("POST", "/vms/pt2/start", None);
+    assert_eq!(got, 503, "a second guest on a passthru NIC: {body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("macvtap on up0"),
+        "{body}"
+    );
+    agent.ok("POST", "/vms/pt1/destroy", None, 200);
 }
