@@ -111,3 +111,30 @@ pub struct Lease {
     #[serde(default)]
     pub hostname: Option<String>,
 }
+
+/// A port forward on a nat network (POST /networks/{name}/forwards): the
+/// node's `node_port` (on every address but the network's own) goes to a
+/// guest's `port`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forward {
+    /// Whose forward it is; a VM target must carry the same `tenant` tag.
+    pub tenant: String,
+    pub node_port: u16,
+    /// `VM:PORT` (the VM's address on the network: its DHCP lease or
+    /// reservation) or `IP:PORT`.
+    pub to: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// The guest address `to` resolved to when the forward was added.
+    #[serde(default)]
+    pub ip: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}

@@ -254,6 +254,7 @@ fn nat_guests_get_leases_reach_the_internet_masqueraded_and_keep_their_address()
         0,
         "internet → guest"
     );
+    forwarded_port_reaches_only_its_guest(&lab, &agent, &node, &g1.ns.name, &ip1);
 
     // A reservation wins over the pool.
     drop(g2);
@@ -613,4 +614,84 @@ fn macvtap_modes_behave_as_the_kernel_documents() {
         "{body}"
     );
     agent.ok("POST", "/vms/pt1/destroy", None, 200);
+}
+
+/// Tenant t1 forwards the node's port 20022 to the guest's port 22: the
+/// internet reaches the guest there (its own address seen: DNAT, no
+/// masquerade), and nowhere once the forward is removed.
+fn forwarded_port_reaches_only_its_guest(
+    lab: &Lab,
+    agent: &Agent,
+    node: &Node,
+    guest_ns: &str,
+    guest_ip: &str,
+) {
+    let internet = lab.internet.name.as_str();
+    let node_port = 20022;
+    let listener = net_common::tcp_accept_one(guest_ns, 22);
+    assert!(
+        net_common::tcp_send(internet, NODE_UPLINK_IP, node_port, b"early").is_err(),
+        "reached before a forward"
+    );
+    let fwd = json!({"tenant": "t1", "node_port": node_port, "to": format!("{guest_ip}:22")});
+    let added = agent.ok("POST", "/networks/lab/forwards", Some(fwd.clone()), 201);
+    assert_eq!(added["ip"], guest_ip);
+    net_common::tcp_send(internet, NODE_UPLINK_IP, node_port, b"through the node").unwrap();
+    let (peer, bytes) = listener
+        .join()
+        .unwrap()
+        .expect("the guest accepted no connection");
+    assert_eq!(
+        (peer.as_str(), bytes.as_slice()),
+        (INTERNET_IP, &b"through the node"[..])
+    );
+    let (got, body) = agent.call("POST", "/networks/lab/forwards", Some(fwd));
+    assert_eq!(got, 409, "the same node port twice: {body}");
+    assert_eq!(
+        agent
+            .ok("GET", "/networks/lab/forwards?tenant=t1", None, 200)
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        agent
+            .ok("GET", "/networks/lab/forwards?tenant=t2", None, 200)
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    // A VM target must be the tenant's own and have an address.
+    let mut vm = probe_vm(node, "web", "probe.hold", "lab", Some("t1"));
+    vm["nics"][0]["mac"] = json!("02:aa:00:00:00:77");
+    agent.ok("POST", "/vms", Some(vm), 201);
+    let other = json!({"tenant": "t2", "node_port": 20080, "to": "web:80"});
+    let (got, body) = agent.call("POST", "/networks/lab/forwards", Some(other));
+    assert_eq!(got, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("not tenant 't2'"),
+        "{body}"
+    );
+    let own = json!({"tenant": "t1", "node_port": 20080, "to": "web:80"});
+    let (got, body) = agent.call("POST", "/networks/lab/forwards", Some(own));
+    assert_eq!(got, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("no address"),
+        "{body}"
+    );
+    agent.ok("DELETE", "/vms/web", None, 204);
+    agent.ok(
+        "DELETE",
+        &format!("/networks/lab/forwards/{node_port}"),
+        None,
+        204,
+    );
+    let again = net_common::tcp_accept_one(guest_ns, 22);
+    assert!(
+        net_common::tcp_send(internet, NODE_UPLINK_IP, node_port, b"late").is_err(),
+        "reached after removal"
+    );
+    drop(again);
 }

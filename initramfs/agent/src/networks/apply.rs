@@ -121,7 +121,8 @@ async fn apply_steps(h: &Handle, spec: &NetworkSpec, done: &mut Vec<Undo>) -> Re
     if let Some(subnet) = subnet_of(spec) {
         link::add_address(h, br, subnet.gateway(), subnet.prefix).await?;
     }
-    if let Some(rules) = firewall::network_rules(spec, &bridge) {
+    // Port forwards are added to the rules later (`refresh_network_rules`).
+    if let Some(rules) = firewall::network_rules(spec, &bridge, &[]) {
         firewall::run(rules).await?;
         done.push(Undo::RemoveRules(spec.name.clone()));
     }

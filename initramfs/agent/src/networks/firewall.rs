@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
 use super::spec::{effective_uplink, subnet_of};
-use crate::net_types::{NetworkKind, NetworkSpec};
+use crate::net_types::{Forward, NetworkKind, NetworkSpec, Protocol};
 
 /// The nft table name of a network (`vireo_NAME`).
 pub fn table_name(network: &str) -> String {
@@ -60,7 +60,7 @@ fn verdict(v: &str) -> Value {
 /// through another link, or the reverse): with br_netfilter loaded, frames
 /// bridged between two guests also pass the inet forward hook, with the
 /// bridge as both input and output, and must stay untouched.
-pub fn network_rules(spec: &NetworkSpec, bridge: &str) -> Option<Vec<Value>> {
+pub fn network_rules(spec: &NetworkSpec, bridge: &str, forwards: &[Forward]) -> Option<Vec<Value>> {
     let (t, f) = (table_name(&spec.name), "inet");
     let br = json!(bridge);
     let from_guests = is("iifname", "==", br.clone());
@@ -100,6 +100,10 @@ pub fn network_rules(spec: &NetworkSpec, bridge: &str) -> Option<Vec<Value>> {
             masquerade.push(json!({"masquerade": null}));
             forward.push(out);
             forward.push([entering.clone(), vec![established, verdict("accept")]].concat());
+            // Forwarded ports: their connections were DNATed in prerouting.
+            let dnat =
+                json!({"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}});
+            forward.push([entering.clone(), vec![dnat, verdict("accept")]].concat());
             postrouting = Some(masquerade);
         }
         NetworkKind::Isolated | NetworkKind::Private => {}
@@ -116,8 +120,31 @@ pub fn network_rules(spec: &NetworkSpec, bridge: &str) -> Option<Vec<Value>> {
     if let Some(masquerade) = postrouting {
         cmds.push(chain(f, &t, "postrouting", "nat", "postrouting", 100));
         cmds.push(rule(f, &t, "postrouting", masquerade));
+        cmds.push(chain(f, &t, "prerouting", "nat", "prerouting", -100));
+        for fwd in forwards {
+            if let Some(r) = dnat_rule(fwd, bridge) {
+                cmds.push(rule(f, &t, "prerouting", r));
+            }
+        }
     }
     Some(cmds)
+}
+
+/// `iifname != BRIDGE PROTO dport NODE_PORT dnat ip to IP:PORT`.
+fn dnat_rule(fwd: &Forward, bridge: &str) -> Option<Vec<Value>> {
+    let ip = fwd.ip.as_ref()?;
+    let port: u16 = fwd.to.rsplit_once(':')?.1.parse().ok()?;
+    let proto = match fwd.protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    };
+    Some(vec![
+        is("iifname", "!=", json!(bridge)),
+        json!({"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "dport"}},
+            "right": fwd.node_port}}),
+        json!({"counter": null}),
+        json!({"dnat": {"family": "ip", "addr": ip, "port": port}}),
+    ])
 }
 
 /// The `bridge` table of a network: a frame from one tenant's port to

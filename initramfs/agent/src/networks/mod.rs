@@ -11,6 +11,7 @@
 pub mod apply;
 pub mod dhcp;
 pub mod firewall;
+pub mod forwards;
 pub mod link;
 pub mod mac;
 pub mod ports;
@@ -89,6 +90,9 @@ impl Networks {
                     eprintln!("vireo-agent: network '{}': {e}", spec.name);
                     continue;
                 }
+            }
+            if let Err(e) = self.refresh_network_rules(&spec).await {
+                eprintln!("vireo-agent: network '{}': port forwards: {e}", spec.name);
             }
             self.start_dhcp(&spec);
         }
@@ -183,6 +187,7 @@ impl Networks {
         std::fs::remove_file(dir(state).join(format!("{name}.json")))
             .map_err(|e| ApiError::internal(format!("removing the network's file: {e}")))?;
         let _ = std::fs::remove_file(dhcp::leases_path(state, name));
+        let _ = std::fs::remove_file(forwards::path(state, name));
         lock(&self.inner.defs).remove(name);
         removed.map_err(|e| ApiError::internal(format!("network '{name}' forgotten, but: {e}")))
     }

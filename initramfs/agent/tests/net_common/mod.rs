@@ -342,3 +342,45 @@ pub fn wait_until(limit: Duration, what: &str, pred: impl Fn() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Accepts one TCP connection on `port` in namespace `ns` (for up to 10 s):
+/// the peer's address and what it sent.
+pub fn tcp_accept_one(ns: &str, port: u16) -> JoinHandle<Option<(String, Vec<u8>)>> {
+    let ns = ns.to_string();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        enter(&ns);
+        let listener = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        ready_tx.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok((mut conn, peer)) = listener.accept() {
+                use std::io::Read;
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut bytes = Vec::new();
+                let _ = conn.read_to_end(&mut bytes);
+                return Some((peer.ip().to_string(), bytes));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    thread
+}
+
+/// Connects from namespace `ns` to `ip:port` (2 s at most) and sends `bytes`.
+pub fn tcp_send(ns: &str, ip: &str, port: u16, bytes: &[u8]) -> std::io::Result<()> {
+    let (ns, bytes) = (ns.to_string(), bytes.to_vec());
+    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    std::thread::spawn(move || {
+        enter(&ns);
+        use std::io::Write;
+        let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        conn.write_all(&bytes)
+    })
+    .join()
+    .unwrap()
+}
