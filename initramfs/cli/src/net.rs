@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use clap::{Subcommand, ValueEnum};
 use vireo_agent::net_types::{
-    Lease, MacvtapMode, NetworkInfo, NetworkKind, NetworkSpec, Reservation,
+    Forward, Lease, MacvtapMode, NetworkInfo, NetworkKind, NetworkSpec, Protocol, Reservation,
 };
 
 use crate::http::Client;
@@ -63,6 +63,37 @@ pub enum NetCommand {
     Delete { name: String },
     /// The DHCP leases the node handed out on a network.
     Leases { name: String },
+    /// Port forwards of a nat network: add, list, remove.
+    Forward {
+        #[command(subcommand)]
+        command: ForwardCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ForwardCommand {
+    /// `vireo net forward add NET --tenant T --node-port 20022 --to VM:22`
+    Add {
+        network: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        node_port: u16,
+        /// VM:PORT or IP:PORT.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        udp: bool,
+    },
+    List {
+        network: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    Remove {
+        network: String,
+        node_port: u16,
+    },
 }
 
 pub fn run(conn: &Conn, command: NetCommand) -> Result<(), String> {
@@ -91,6 +122,7 @@ pub fn run(conn: &Conn, command: NetCommand) -> Result<(), String> {
                 client.json("GET", &format!("/networks/{name}/leases"), None)?;
             output(conn, &leases, |l| lease_table(l))?
         }
+        NetCommand::Forward { command } => forward(conn, &client, command)?,
     };
     crate::print_out(&text)
 }
@@ -106,6 +138,66 @@ fn output<T: serde::Serialize + ?Sized>(
             .map_err(|e| e.to_string()),
         false => Ok(table(value)),
     }
+}
+
+fn forward(conn: &Conn, client: &Client, command: ForwardCommand) -> Result<String, String> {
+    match command {
+        ForwardCommand::Add {
+            network,
+            tenant,
+            node_port,
+            to,
+            udp,
+        } => {
+            let fwd = Forward {
+                tenant,
+                node_port,
+                to,
+                protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
+                ip: None,
+            };
+            let body = serde_json::to_value(&fwd).map_err(|e| e.to_string())?;
+            let added: Forward = client.json(
+                "POST",
+                &format!("/networks/{network}/forwards"),
+                Some(&body),
+            )?;
+            output(conn, &added, |f| forward_table(std::slice::from_ref(f)))
+        }
+        ForwardCommand::List { network, tenant } => {
+            let query = tenant.map(|t| format!("?tenant={t}")).unwrap_or_default();
+            let all: Vec<Forward> =
+                client.json("GET", &format!("/networks/{network}/forwards{query}"), None)?;
+            output(conn, &all, |f| forward_table(f))
+        }
+        ForwardCommand::Remove { network, node_port } => {
+            client.call(
+                "DELETE",
+                &format!("/networks/{network}/forwards/{node_port}"),
+                None,
+            )?;
+            Ok(format!("forward of node port {node_port} removed\n"))
+        }
+    }
+}
+
+fn forward_table(all: &[Forward]) -> String {
+    let mut out = format!(
+        "{:<12} {:<6} {:<10} {:<22} GUEST\n",
+        "TENANT", "PROTO", "NODE PORT", "TO"
+    );
+    for f in all {
+        let _ = writeln!(
+            out,
+            "{:<12} {:<6} {:<10} {:<22} {}",
+            f.tenant,
+            format!("{:?}", f.protocol).to_lowercase(),
+            f.node_port,
+            f.to,
+            f.ip.as_deref().unwrap_or("-")
+        );
+    }
+    out
 }
 
 fn spec_of(command: NetCommand) -> Result<NetworkSpec, String> {
