@@ -5,8 +5,7 @@
 //! every link and nft table in it) goes when the lab drops.
 #![allow(dead_code)]
 
-use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -245,10 +244,7 @@ pub fn udhcpc_script(dir: &std::path::Path) -> std::path::PathBuf {
 
 /// This thread only: into namespace `ns`.
 pub fn enter(ns: &str) {
-    let f = File::open(format!("/run/netns/{ns}")).unwrap();
-    // SAFETY: setns on an fd we own; it changes only this thread.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+    netlab::enter_netns(ns).unwrap_or_else(|e| panic!("setns {ns}: {e}"));
 }
 
 /// Counts the probe's frames (EtherType 0x88b5) that cross `ifname` in
@@ -266,7 +262,9 @@ impl FrameCounter {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             enter(&ns);
-            let sock = all_frames_socket(&ifname);
+            // ETH_P_ALL: the only kind of packet socket that also sees
+            // frames the node transmits on the link (towards a VM's tap).
+            let sock = netlab::packet_socket_for(&ifname, libc::ETH_P_ALL as u16).unwrap();
             ready_tx.send(()).unwrap();
             let mut buf = vec![0u8; 65536];
             let mut count = 0;
@@ -288,50 +286,6 @@ impl FrameCounter {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.join().unwrap()
     }
-}
-
-/// ETH_P_ALL: the only kind of packet socket that also sees frames the
-/// node transmits on the link (towards a VM's tap).
-fn all_frames_socket(ifname: &str) -> OwnedFd {
-    let proto = (libc::ETH_P_ALL as u16).to_be();
-    // SAFETY: plain socket creation.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-    // SAFETY: new fd, ours.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let name = std::ffi::CString::new(ifname).unwrap();
-    // SAFETY: NUL-terminated name.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    assert!(index != 0, "no interface {ifname}");
-    // SAFETY: zeroed sockaddr_ll is valid.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = proto;
-    addr.sll_ifindex = index as i32;
-    // SAFETY: a sockaddr_ll of the size given.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    assert_eq!(rc, 0, "bind {ifname}");
-    let tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 100_000,
-    };
-    // SAFETY: a timeval of the size given.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as u32,
-        )
-    };
-    fd
 }
 
 /// Waits until `pred` holds, or panics saying `what`.
