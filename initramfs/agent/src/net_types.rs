@@ -21,6 +21,9 @@ pub enum NetworkKind {
     Private,
     /// Guests directly on the uplink NIC through macvtap (no bridge).
     Macvtap,
+    /// One L2 segment across nodes: a bridge with a VXLAN port over the
+    /// uplink to the peer node (or a multicast group of nodes).
+    Overlay,
 }
 
 /// How macvtap links of a `macvtap` network talk to each other.
@@ -76,6 +79,16 @@ pub struct NetworkSpec {
     /// For `macvtap` networks.
     #[serde(default)]
     pub macvtap_mode: Option<MacvtapMode>,
+    /// Overlay: the VXLAN network identifier (1-16777215), the same on
+    /// every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// Overlay: the other node's address (one peer), or
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+    /// an IPv4 multicast group all nodes of the overlay join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// GET /networks/{name}: the definition and what the node has now.

@@ -695,3 +695,68 @@ fn forwarded_port_reaches_only_its_guest(
     );
     drop(again);
 }
+
+/// Two nodes (the lab's node namespace and its "internet" namespace playing
+/// a second node, 198.51.100.1 and .2), an agent on each, one overlay
+/// network (VXLAN 42): a stand-in guest on each node pings the other by IP,
+/// and a probe VM on node A exchanges 200 frames with the guest on node B
+/// through the tunnel. Without B's overlay, nothing crosses.
+#[test]
+fn overlay_joins_guests_on_two_nodes() {
+    let lab = Lab::new("no");
+    lab.enter_node();
+    let node_a = Node::new("net-ov-a");
+    let node_b = Node::new("net-ov-b");
+    let agent_a = node_a.agent(&[]);
+    let b_ns = lab.internet.name.clone();
+    // Agent B runs in the second node's namespace and is called from there.
+    let on_b = |f: &(dyn Fn() + Sync)| {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                net_common::enter_with_sysfs(&b_ns);
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    };
+    let agent_b = std::sync::Mutex::new(None);
+    on_b(&|| *agent_b.lock().unwrap() = Some(node_b.agent(&[])));
+    let agent_b = agent_b.into_inner().unwrap().unwrap();
+    let overlay = |uplink: &str, peer: &str| json!({"name": "ov", "kind": "overlay", "uplink": uplink, "vni": 42, "peers": [peer]});
+    agent_a.ok("POST", "/networks", Some(overlay("up0", INTERNET_IP)), 201);
+    on_b(&|| {
+        agent_b.ok(
+            "POST",
+            "/networks",
+            Some(overlay("inet0", NODE_UPLINK_IP)),
+            201,
+        );
+    });
+    let (got, body) = agent_a.call(
+        "POST",
+        "/networks",
+        Some(json!({"name": "ov2", "kind": "overlay", "uplink": "up0", "vni": 42, "peers": [INTERNET_IP]})),
+    );
+    assert_eq!(
+        (got, body["error"].as_str().unwrap().contains("vni 42")),
+        (400, true),
+        "{body}"
+    );
+    let ga = lab.stand_in_on(&lab.node, "ga", "vr-ov", false);
+    let gb = lab.stand_in_on(&lab.internet, "gb", "vr-ov", false);
+    ga.exec(&["ip", "addr", "add", "10.90.0.1/24", "dev", "g0"]);
+    gb.exec(&["ip", "addr", "add", "10.90.0.2/24", "dev", "g0"]);
+    assert_eq!(ga.ping("10.90.0.2", 10), 10, "guest on A → guest on B");
+    run_echo_vm(
+        (&agent_a, &node_a, &lab),
+        "p-ov",
+        ("ov", None),
+        (&gb.ns, "g0"),
+        200,
+    );
+    on_b(&|| {
+        agent_b.ok("DELETE", "/networks/ov", None, 204);
+    });
+    assert_eq!(ga.ping("10.90.0.2", 5), 0, "with B's overlay gone");
+}

@@ -17,6 +17,7 @@ pub enum Kind {
     Isolated,
     Private,
     Macvtap,
+    Overlay,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -58,6 +59,15 @@ pub enum NetCommand {
         /// macvtap mode.
         #[arg(long, value_enum)]
         mode: Option<Mode>,
+        /// Overlay: the VXLAN id, the same on every node.
+        #[arg(long)]
+        vni: Option<u32>,
+        /// Overlay: the other node's address.
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+        /// Overlay: a multicast group instead of a peer.
+        #[arg(long)]
+        group: Option<String>,
     },
     /// Delete a network (refused while a VM names it).
     Delete { name: String },
@@ -211,6 +221,9 @@ fn spec_of(command: NetCommand) -> Result<NetworkSpec, String> {
         no_dhcp,
         reservations,
         mode,
+        vni,
+        peers,
+        group,
     } = command
     else {
         unreachable!("spec_of is only called for create");
@@ -241,6 +254,7 @@ fn spec_of(command: NetCommand) -> Result<NetworkSpec, String> {
             Kind::Isolated => NetworkKind::Isolated,
             Kind::Private => NetworkKind::Private,
             Kind::Macvtap => NetworkKind::Macvtap,
+            Kind::Overlay => NetworkKind::Overlay,
         },
         uplink,
         vlan,
@@ -254,6 +268,9 @@ fn spec_of(command: NetCommand) -> Result<NetworkSpec, String> {
             Mode::Private => MacvtapMode::Private,
             Mode::Passthru => MacvtapMode::Passthru,
         }),
+        vni,
+        peers,
+        group,
     })
 }
 
@@ -355,6 +372,9 @@ mod tests {
             no_dhcp: false,
             reservations: vec!["02:00:00:00:00:01=10.8.0.5".into()],
             mode: None,
+            vni: None,
+            peers: Vec::new(),
+            group: None,
         };
         let spec = spec_of(cmd).unwrap();
         assert_eq!(spec.kind, NetworkKind::Nat);

@@ -111,6 +111,19 @@ async fn apply_steps(h: &Handle, spec: &NetworkSpec, done: &mut Vec<Undo>) -> Re
     }
     let br = link::create_bridge(h, &bridge).await?;
     done.push(Undo::DeleteLink(bridge.clone()));
+    if spec.kind == NetworkKind::Overlay {
+        let vxlan = format!("vx-{}", spec.name);
+        let peer = match (spec.peers.first(), &spec.group) {
+            (Some(p), _) => Ok(p.parse().map_err(|_| format!("peer '{p}'"))?),
+            (None, Some(g)) => Err(g.parse().map_err(|_| format!("group '{g}'"))?),
+            (None, None) => return Err("an overlay network needs a peer or a group".into()),
+        };
+        let parent = uplink.unwrap_or_default();
+        link::create_vxlan(h, &vxlan, &parent, spec.vni.unwrap_or_default(), peer).await?;
+        done.push(Undo::DeleteLink(vxlan.clone()));
+        link::set_master(h, &vxlan, Some(br)).await?;
+        return Ok(());
+    }
     if spec.kind == NetworkKind::Bridge {
         let port = uplink.unwrap_or_default();
         check_free_port(h, &port).await?;
@@ -181,7 +194,10 @@ async fn check_free_port(h: &Handle, port: &str) -> Result<(), String> {
 pub async fn remove(spec: &NetworkSpec) -> Result<(), String> {
     let h = link::connect()?;
     let mut errors = Vec::new();
-    if spec.kind != NetworkKind::Bridge && spec.kind != NetworkKind::Macvtap {
+    if matches!(
+        spec.kind,
+        NetworkKind::Nat | NetworkKind::Isolated | NetworkKind::Private
+    ) {
         if let Err(e) = firewall::run(firewall::remove_table("inet", &spec.name)).await {
             errors.push(e);
         }
@@ -195,6 +211,11 @@ pub async fn remove(spec: &NetworkSpec) -> Result<(), String> {
     let ours = format!("vr-{}", spec.name);
     if bridge_name(spec).as_deref() == Some(ours.as_str()) {
         if let Err(e) = link::delete(&h, &ours).await {
+            errors.push(e);
+        }
+    }
+    if spec.kind == NetworkKind::Overlay {
+        if let Err(e) = link::delete(&h, &format!("vx-{}", spec.name)).await {
             errors.push(e);
         }
     }

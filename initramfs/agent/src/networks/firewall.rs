@@ -107,7 +107,7 @@ pub fn network_rules(spec: &NetworkSpec, bridge: &str, forwards: &[Forward]) -> 
             postrouting = Some(masquerade);
         }
         NetworkKind::Isolated | NetworkKind::Private => {}
-        NetworkKind::Bridge | NetworkKind::Macvtap => return None,
+        NetworkKind::Bridge | NetworkKind::Macvtap | NetworkKind::Overlay => return None,
     }
     input.push([vec![from_guests], drop()].concat());
     forward.push([entering, drop()].concat());

@@ -14,6 +14,7 @@ use rtnetlink::packet_route::link::MacVtapMode as NlMacvtapMode;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkMacVtap, LinkMessageBuilder, LinkUnspec, LinkVlan,
+    LinkVxlan,
 };
 
 use crate::net_types::MacvtapMode;
@@ -89,6 +90,31 @@ pub async fn create_vlan(h: &Handle, name: &str, parent: &str, vid: u16) -> Resu
         .execute()
         .await
         .map_err(|e| format!("VLAN {vid} on {parent}: {e} (is the 8021q module loaded?)"))?;
+    must_index(h, name).await
+}
+
+/// A VXLAN link on `parent` (UDP 4789) to one peer or a multicast group.
+pub async fn create_vxlan(
+    h: &Handle,
+    name: &str,
+    parent: &str,
+    vni: u32,
+    peer: Result<Ipv4Addr, Ipv4Addr>,
+) -> Result<u32, String> {
+    let base = must_index(h, parent).await?;
+    let msg = LinkVxlan::new(name, vni)
+        .dev(base)
+        .port(4789)
+        .learning(true);
+    let msg = match peer {
+        Ok(remote) => msg.remote(remote),
+        Err(group) => msg.group(group),
+    };
+    h.link()
+        .add(msg.up().build())
+        .execute()
+        .await
+        .map_err(|e| format!("VXLAN {vni} on {parent}: {e}"))?;
     must_index(h, name).await
 }
 

@@ -132,6 +132,7 @@ pub fn validate(spec: &NetworkSpec, others: &[NetworkSpec]) -> Result<(), String
         return Err(format!("a network named '{}' exists already", spec.name));
     }
     validate_kind(spec)?;
+    validate_overlay(spec, others)?;
     validate_uplink(spec, others)?;
     if let Some(s) = &spec.subnet {
         let subnet = Subnet::parse(s)?;
@@ -149,16 +150,24 @@ pub fn validate(spec: &NetworkSpec, others: &[NetworkSpec]) -> Result<(), String
 }
 
 fn validate_kind(spec: &NetworkSpec) -> Result<(), String> {
-    let needs_uplink = matches!(spec.kind, NetworkKind::Bridge | NetworkKind::Macvtap);
+    let needs_uplink = matches!(
+        spec.kind,
+        NetworkKind::Bridge | NetworkKind::Macvtap | NetworkKind::Overlay
+    );
     if needs_uplink && spec.uplink.is_none() {
         return Err(format!("a {:?} network needs an uplink", spec.kind).to_lowercase());
     }
     if spec.kind == NetworkKind::Nat && spec.subnet.is_none() {
         return Err("a nat network needs a subnet (e.g. 10.10.0.0/24)".into());
     }
-    if matches!(spec.kind, NetworkKind::Bridge | NetworkKind::Macvtap) && spec.subnet.is_some() {
+    let lan_addresses = matches!(
+        spec.kind,
+        NetworkKind::Bridge | NetworkKind::Macvtap | NetworkKind::Overlay
+    );
+    if lan_addresses && spec.subnet.is_some() {
         return Err(
-            "bridge and macvtap networks take no subnet: guests use the LAN's own addresses".into(),
+            "bridge, macvtap and overlay networks take no subnet: guests bring their own addresses"
+                .into(),
         );
     }
     let private = matches!(spec.kind, NetworkKind::Isolated | NetworkKind::Private);
@@ -169,6 +178,41 @@ fn validate_kind(spec: &NetworkSpec) -> Result<(), String> {
         return Err("macvtap_mode is only for macvtap networks".into());
     }
     Ok(())
+}
+
+/// An overlay needs its VNI (unique on the node) and either one peer or a
+/// multicast group; other kinds none of these.
+fn validate_overlay(spec: &NetworkSpec, others: &[NetworkSpec]) -> Result<(), String> {
+    let has_any = spec.vni.is_some() || !spec.peers.is_empty() || spec.group.is_some();
+    if spec.kind != NetworkKind::Overlay {
+        return match has_any {
+            true => Err("vni, peers and group are only for overlay networks".into()),
+            false => Ok(()),
+        };
+    }
+    let vni = spec
+        .vni
+        .ok_or("an overlay network needs a vni (1-16777215)")?;
+    if !(1..=0xff_ffff).contains(&vni) {
+        return Err(format!("vni {vni}: must be 1-16777215"));
+    }
+    if let Some(o) = others.iter().find(|o| o.vni == Some(vni)) {
+        return Err(format!("vni {vni} is used by network '{}' already", o.name));
+    }
+    match (spec.peers.as_slice(), &spec.group) {
+        ([peer], None) => peer
+            .parse::<Ipv4Addr>()
+            .map(|_| ())
+            .map_err(|_| format!("peer '{peer}' is not an IPv4 address")),
+        ([], Some(g)) => match g.parse::<Ipv4Addr>() {
+            Ok(ip) if ip.is_multicast() => Ok(()),
+            _ => Err(format!("group '{g}' is not an IPv4 multicast address")),
+        },
+        _ => Err(
+            "an overlay network takes one peer (two nodes) or a multicast group (more nodes)"
+                .into(),
+        ),
+    }
 }
 
 fn validate_uplink(spec: &NetworkSpec, others: &[NetworkSpec]) -> Result<(), String> {
@@ -265,6 +309,9 @@ mod tests {
             dhcp: None,
             reservations: Vec::new(),
             macvtap_mode: None,
+            vni: None,
+            peers: Vec::new(),
+            group: None,
         }
     }
 

@@ -58,52 +58,32 @@ impl Lab {
     /// mount namespace of this thread's own): /sys/class/net shows the
     /// links of the namespace that mounted sysfs, and the agent reads it.
     pub fn enter_node(&self) {
-        enter(&self.node.name);
-        // SAFETY: unshare and mount calls on this thread's own namespaces,
-        // with NUL-terminated literals.
-        unsafe {
-            assert_eq!(
-                libc::unshare(libc::CLONE_NEWNS),
-                0,
-                "unshare: {}",
-                std::io::Error::last_os_error()
-            );
-            let none = std::ptr::null();
-            libc::mount(
-                none,
-                c"/".as_ptr(),
-                none,
-                libc::MS_REC | libc::MS_SLAVE,
-                std::ptr::null(),
-            );
-            libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH);
-            let rc = libc::mount(
-                c"sysfs".as_ptr(),
-                c"/sys".as_ptr(),
-                c"sysfs".as_ptr(),
-                0,
-                std::ptr::null(),
-            );
-            assert_eq!(rc, 0, "mount sysfs: {}", std::io::Error::last_os_error());
-        }
+        enter_with_sysfs(&self.node.name);
     }
+}
 
+impl Lab {
     /// A stand-in guest: namespace with `g0`, whose peer `PORT` (in the
     /// node) joins `bridge`. `isolated` sets the bridge port flag, as the
     /// agent does for a VM's port on a private network.
     pub fn stand_in(&self, name: &str, bridge: &str, isolated: bool) -> StandIn {
+        self.stand_in_on(&self.node, name, bridge, isolated)
+    }
+
+    /// A stand-in guest on a bridge of namespace `host` (the node, or the
+    /// internet namespace when it plays a second node).
+    pub fn stand_in_on(&self, host: &Netns, name: &str, bridge: &str, isolated: bool) -> StandIn {
         let ns = Netns::new(&format!("{}-{name}", self.tag));
         let port = format!("s{name}");
-        self.node.ip(&format!(
+        host.ip(&format!(
             "link add {port} type veth peer name g0 netns {}",
             ns.name
         ));
-        self.node.ip(&format!("link set {port} master {bridge}"));
+        host.ip(&format!("link set {port} master {bridge}"));
         if isolated {
-            self.node
-                .ip(&format!("link set {port} type bridge_slave isolated on"));
+            host.ip(&format!("link set {port} type bridge_slave isolated on"));
         }
-        self.node.ip(&format!("link set {port} up"));
+        host.ip(&format!("link set {port} up"));
         ns.ip("link set lo up");
         ns.ip("link set g0 up");
         let mac = ns.mac("g0");
@@ -240,6 +220,39 @@ pub fn udhcpc_script(dir: &std::path::Path) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
+}
+
+/// This thread into namespace `ns`, with a sysfs of its own (see
+/// `Lab::enter_node`).
+pub fn enter_with_sysfs(ns: &str) {
+    enter(ns);
+    // SAFETY: unshare and mount calls on this thread's own namespaces,
+    // with NUL-terminated literals.
+    unsafe {
+        assert_eq!(
+            libc::unshare(libc::CLONE_NEWNS),
+            0,
+            "unshare: {}",
+            std::io::Error::last_os_error()
+        );
+        let none = std::ptr::null();
+        libc::mount(
+            none,
+            c"/".as_ptr(),
+            none,
+            libc::MS_REC | libc::MS_SLAVE,
+            std::ptr::null(),
+        );
+        libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH);
+        let rc = libc::mount(
+            c"sysfs".as_ptr(),
+            c"/sys".as_ptr(),
+            c"sysfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        );
+        assert_eq!(rc, 0, "mount sysfs: {}", std::io::Error::last_os_error());
+    }
 }
 
 /// This thread only: into namespace `ns`.
