@@ -106,7 +106,8 @@ cluster-bins:
 # The agent's API tests too: POST /selftest/vmm boots the probe through it;
 # storage (volumes, snapshots, clones, transfers) and backups judge the
 # probe's disk writes; the CLI's tests drive a real agent; its VMs (lifecycle,
-# 50 VMs, re-adoption, autostart, boot from disk).
+# 50 VMs, re-adoption, autostart, boot from disk); networks in namespaces
+# (nat, isolated, private, macvtap modes, overlay, tenants; needs nft).
 test-probe: vmm vmm-seccomp-hook vmm-musl probe
 	$(CARGO) test -p vireo-tests
 	# The static musl build (what the rig and the appliance run) makes other
