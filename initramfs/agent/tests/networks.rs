@@ -372,7 +372,7 @@ fn isolated_guests_reach_each_other_but_not_outside_private_ones_not_even_each_o
     let lab = Lab::new("ni");
     lab.enter_node();
     let node = Node::new("net-iso");
-    let agent = node.agent(&[]);
+    let mut agent = node.agent(&[]);
     agent.ok(
         "POST",
         "/networks",
@@ -461,7 +461,18 @@ fn isolated_guests_reach_each_other_but_not_outside_private_ones_not_even_each_o
     guest.dhcp(&script).expect("lease on prv");
     let ip3 = g3.dhcp(&script).expect("lease on prv");
     assert_eq!(guest.ping(&ip3, 5), 0, "private guest → guest");
+    // An agent killed while the VM runs: the new one re-adopts the VM and
+    // still knows its port, which goes when the VM is destroyed.
+    agent.kill9();
+    let agent = node.agent(&[]);
+    agent.wait_vm("p-hold", BOOT, "re-adopted", |v| v["state"] == "running");
+    assert_eq!(port_of(&agent, "prv", "p-hold").0, tap);
     agent.ok("POST", "/vms/p-hold/destroy", None, 200);
+    wait_until(
+        Duration::from_secs(10),
+        "the re-adopted VM's tap removed",
+        || !lab.has_link(&tap),
+    );
 }
 
 /// Two tenants' VMs on one network: a probe VM of each tenant sends 1,000
