@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use vireo_agent::net_types::{
     Forward, Lease, MacvtapMode, NetworkInfo, NetworkKind, NetworkSpec, Protocol, Reservation,
 };
@@ -10,22 +10,10 @@ use vireo_agent::net_types::{
 use crate::http::Client;
 use crate::storage::Conn;
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Kind {
-    Bridge,
-    Nat,
-    Isolated,
-    Private,
-    Macvtap,
-    Overlay,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Mode {
-    Bridge,
-    Vepa,
-    Private,
-    Passthru,
+/// A kind or mode as the API spells it (`nat`, `vepa`), through serde so
+/// the CLI cannot drift from the agent's types.
+fn api_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.into())).map_err(|e| format!("'{s}': {e}"))
 }
 
 #[derive(Subcommand)]
@@ -35,11 +23,12 @@ pub enum NetCommand {
     /// One network, with its guest ports.
     Show { name: String },
     /// Create a network (bridge over --uplink; nat with --subnet; isolated;
-    /// private; macvtap on --uplink with --mode).
+    /// private; macvtap on --uplink with --mode; overlay with --vni and --peer).
     Create {
         name: String,
-        #[arg(long, value_enum)]
-        kind: Kind,
+        /// bridge, nat, isolated, private, macvtap or overlay.
+        #[arg(long, value_parser = api_enum::<NetworkKind>)]
+        kind: NetworkKind,
         #[arg(long)]
         uplink: Option<String>,
         #[arg(long)]
@@ -56,9 +45,9 @@ pub enum NetCommand {
         /// A static lease MAC=IP (repeatable).
         #[arg(long = "reserve")]
         reservations: Vec<String>,
-        /// macvtap mode.
-        #[arg(long, value_enum)]
-        mode: Option<Mode>,
+        /// macvtap mode: bridge, vepa, private or passthru.
+        #[arg(long, value_parser = api_enum::<MacvtapMode>)]
+        mode: Option<MacvtapMode>,
         /// Overlay: the VXLAN id, the same on every node.
         #[arg(long)]
         vni: Option<u32>,
@@ -248,26 +237,14 @@ fn spec_of(command: NetCommand) -> Result<NetworkSpec, String> {
         .collect::<Result<_, _>>()?;
     Ok(NetworkSpec {
         name,
-        kind: match kind {
-            Kind::Bridge => NetworkKind::Bridge,
-            Kind::Nat => NetworkKind::Nat,
-            Kind::Isolated => NetworkKind::Isolated,
-            Kind::Private => NetworkKind::Private,
-            Kind::Macvtap => NetworkKind::Macvtap,
-            Kind::Overlay => NetworkKind::Overlay,
-        },
+        kind,
         uplink,
         vlan,
         subnet,
         dhcp_range,
         dhcp: no_dhcp.then_some(false),
         reservations,
-        macvtap_mode: mode.map(|m| match m {
-            Mode::Bridge => MacvtapMode::Bridge,
-            Mode::Vepa => MacvtapMode::Vepa,
-            Mode::Private => MacvtapMode::Private,
-            Mode::Passthru => MacvtapMode::Passthru,
-        }),
+        macvtap_mode: mode,
         vni,
         peers,
         group,
@@ -364,7 +341,7 @@ mod tests {
     fn create_arguments_become_a_spec() {
         let cmd = NetCommand::Create {
             name: "lab".into(),
-            kind: Kind::Nat,
+            kind: NetworkKind::Nat,
             uplink: Some("eth0".into()),
             vlan: None,
             subnet: Some("10.8.0.0/24".into()),
@@ -384,5 +361,7 @@ mod tests {
         );
         assert_eq!(spec.reservations[0].ip, "10.8.0.5");
         assert_eq!(spec.dhcp, None);
+        assert_eq!(api_enum::<MacvtapMode>("vepa"), Ok(MacvtapMode::Vepa));
+        assert!(api_enum::<NetworkKind>("lan").is_err());
     }
 }
