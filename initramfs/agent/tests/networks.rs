@@ -151,6 +151,8 @@ fn bad_definitions_change_nothing_and_networks_come_back_after_a_reboot() {
         );
     }
 
+    bridge_networks_over_a_free_link_and_over_an_existing_bridge(&lab, &agent);
+
     // A VM naming a network that does not exist is refused at define.
     let (got, body) = agent.call(
         "POST",
@@ -770,4 +772,49 @@ fn overlay_joins_guests_on_two_nodes() {
         agent_b.ok("DELETE", "/networks/ov", None, 204);
     });
     assert_eq!(ga.ping("10.90.0.2", 5), 0, "with B's overlay gone");
+}
+
+/// A bridge network over a free link takes it as its port (and gives it
+/// back when deleted); over an existing bridge (vmbr0) it uses that bridge
+/// and leaves it in place when deleted.
+fn bridge_networks_over_a_free_link_and_over_an_existing_bridge(lab: &Lab, agent: &Agent) {
+    lab.node.ip("link add lan0 type veth peer name lan1");
+    let lan = agent.ok(
+        "POST",
+        "/networks",
+        Some(json!({"name": "lan", "kind": "bridge", "uplink": "lan0"})),
+        201,
+    );
+    assert_eq!(lan["bridge"], "vr-lan");
+    let master = |link: &str| lab.node_json(&format!("link show {link}"))[0]["master"].clone();
+    assert_eq!(master("lan0"), "vr-lan");
+    let (got, body) = agent.call(
+        "POST",
+        "/networks",
+        Some(json!({"name": "lan2", "kind": "bridge", "uplink": "lan0"})),
+    );
+    assert_eq!(got, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("port of network 'lan'"),
+        "{body}"
+    );
+    agent.ok("DELETE", "/networks/lan", None, 204);
+    assert_eq!(master("lan0"), serde_json::Value::Null);
+    assert!(!lab.has_link("vr-lan"));
+    lab.node.ip("link add vmbr0 type bridge");
+    let mgmt = agent.ok(
+        "POST",
+        "/networks",
+        Some(json!({"name": "mgmt", "kind": "bridge", "uplink": "vmbr0"})),
+        201,
+    );
+    assert_eq!(mgmt["bridge"], "vmbr0");
+    assert!(!lab.has_link("vr-mgmt"));
+    agent.ok("DELETE", "/networks/mgmt", None, 204);
+    assert!(lab.has_link("vmbr0"), "the node's own bridge stays");
+    lab.node.ip("link del vmbr0");
+    lab.node.ip("link del lan0");
 }
