@@ -10,40 +10,12 @@ mod vm_common;
 
 use std::time::Duration;
 
-use net_common::{udhcpc_script, wait_until, FrameCounter, Lab, INTERNET_IP, NODE_UPLINK_IP};
-use serde_json::{json, Value};
+use net_common::{
+    port_of, probe_vm, run_echo_vm, udhcpc_script, wait_until, FrameCounter, Lab, BOOT,
+    INTERNET_IP, NODE_UPLINK_IP,
+};
+use serde_json::json;
 use vm_common::{Agent, Node};
-
-const BOOT: Duration = Duration::from_secs(120);
-
-fn probe_vm(node: &Node, name: &str, cmdline: &str, network: &str, tenant: Option<&str>) -> Value {
-    let mut spec = json!({
-        "name": name,
-        "memory_mib": 64,
-        "boot": {"kind": "kernel", "kernel": node.probe, "cmdline": cmdline},
-        "nics": [{"network": network}],
-        "on_reboot": "stop",
-    });
-    if let Some(t) = tenant {
-        spec["tags"] = json!({ "tenant": t });
-    }
-    spec
-}
-
-/// The guest port of `vm` on `network`: (interface, MAC).
-fn port_of(agent: &Agent, network: &str, vm: &str) -> (String, String) {
-    let net = agent.ok("GET", &format!("/networks/{network}"), None, 200);
-    let port = net["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["vm"] == vm)
-        .unwrap_or_else(|| panic!("no port of {vm}: {net}"));
-    (
-        port["ifname"].as_str().unwrap().into(),
-        port["mac"].as_str().unwrap().into(),
-    )
-}
 
 #[test]
 fn bad_definitions_change_nothing_and_networks_come_back_after_a_reboot() {
@@ -326,49 +298,6 @@ fn exec_in(ns: &str, args: &[&str]) -> (bool, String) {
     )
 }
 
-/// A probe VM on `network` sends `frames` probe frames through its
-/// virtio-net and the agent's tap; the stand-in `echo` answers them.
-/// Returns the VM's console log once it stopped, and its port's MAC.
-fn run_echo_vm(
-    (agent, node, lab): (&Agent, &Node, &Lab),
-    vm: &str,
-    (network, tenant): (&str, Option<&str>),
-    echo: (&net_common::Netns, &str),
-    frames: usize,
-) -> (String, String) {
-    let cmdline = format!("probe.net=echo:{frames}");
-    agent.ok(
-        "POST",
-        "/vms",
-        Some(probe_vm(node, vm, &cmdline, network, tenant)),
-        201,
-    );
-    let echo = net_common::netlab::spawn_echo(echo.0, echo.1, frames, BOOT);
-    agent.ok("POST", &format!("/vms/{vm}/start"), None, 200);
-    let (tap, mac) = port_of(agent, network, vm);
-    assert!(lab.has_link(&tap), "no tap {tap}");
-    agent.wait_vm(vm, BOOT, "stopped", |v| v["state"] == "stopped");
-    let echoed = echo.finish();
-    let log = agent.log(vm);
-    assert!(
-        log.contains(&format!("PROBE net echo count={frames} ok")),
-        "{vm}: {log}\necho: {:?}",
-        echoed.error
-    );
-    assert_eq!(echoed.seqs.len(), frames, "frames the stand-in echoed");
-    // The VM stopped: its port goes from the node and from the network.
-    wait_until(Duration::from_secs(10), "the port removed", || {
-        let net = agent.ok("GET", &format!("/networks/{network}"), None, 200);
-        let listed = net["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["vm"] == vm);
-        !listed && !lab.has_link(&tap)
-    });
-    (log, mac)
-}
-
 #[test]
 fn isolated_guests_reach_each_other_but_not_outside_private_ones_not_even_each_other() {
     let lab = Lab::new("ni");
@@ -537,98 +466,6 @@ fn tenants_on_one_bridge_exchange_no_frame() {
     assert!(rules.contains("drop"), "{rules}");
 }
 
-/// macvtap networks on the uplink up0 (a veth whose peer is in the
-/// internet namespace). A probe VM sends 200 broadcast frames out through
-/// its macvtap, echoed from the internet side; a held VM's macvtap on the
-/// same uplink counts what reaches it inside the node: all in bridge mode,
-/// none in private mode, none in vepa mode until the peer hairpins them
-/// back (a bridge with `hairpin on` on the peer, as a VEPA switch would).
-/// passthru: one guest owns the NIC, a second cannot start.
-#[test]
-fn macvtap_modes_behave_as_the_kernel_documents() {
-    let lab = Lab::new("nm");
-    lab.enter_node();
-    let node = Node::new("net-mvt");
-    let agent = node.agent(&[]);
-    for (mode, want) in [
-        ("bridge", 200),
-        ("private", 0),
-        ("vepa", 0),
-        ("vepa-hairpin", 200),
-    ] {
-        let kernel_mode = mode.trim_end_matches("-hairpin");
-        let net = format!("mv-{}", &mode[..3]) + if mode.ends_with("hairpin") { "h" } else { "" };
-        agent.ok("POST", "/networks", Some(json!({"name": net, "kind": "macvtap", "uplink": "up0", "macvtap_mode": kernel_mode})), 201);
-        if mode == "vepa-hairpin" {
-            lab.internet.ip("link add hbr type bridge");
-            lab.internet.ip("link set inet0 master hbr");
-            lab.internet
-                .ip("link set inet0 type bridge_slave hairpin on");
-            lab.internet.ip("link set hbr up");
-        }
-        let held = format!("h-{net}");
-        agent.ok(
-            "POST",
-            "/vms",
-            Some(probe_vm(&node, &held, "probe.hold", &net, None)),
-            201,
-        );
-        agent.ok("POST", &format!("/vms/{held}/start"), None, 200);
-        let (link, _) = port_of(&agent, &net, &held);
-        let seen = FrameCounter::start(&lab.node.name, &link);
-        let echo_if = if mode == "vepa-hairpin" {
-            "hbr"
-        } else {
-            "inet0"
-        };
-        run_echo_vm(
-            (&agent, &node, &lab),
-            &format!("s-{net}"),
-            (&net, None),
-            (&lab.internet, echo_if),
-            200,
-        );
-        let got = seen.finish();
-        eprintln!("macvtap {mode}: the other guest's macvtap got {got} of 200 frames");
-        assert_eq!(got, want, "macvtap {mode}");
-        agent.ok("POST", &format!("/vms/{held}/destroy"), None, 200);
-        wait_until(
-            Duration::from_secs(10),
-            "the held VM's port removed",
-            || !lab.has_link(&link),
-        );
-    }
-    lab.internet.ip("link set inet0 nomaster");
-    agent.ok("POST", "/networks", Some(json!({"name": "mv-pt", "kind": "macvtap", "uplink": "up0", "macvtap_mode": "passthru"})), 201);
-    run_echo_vm(
-        (&agent, &node, &lab),
-        "s-pt",
-        ("mv-pt", None),
-        (&lab.internet, "inet0"),
-        200,
-    );
-    agent.ok(
-        "POST",
-        "/vms",
-        Some(probe_vm(&node, "pt1", "probe.hold", "mv-pt", None)),
-        201,
-    );
-    agent.ok(
-        "POST",
-        "/vms",
-        Some(probe_vm(&node, "pt2", "probe.hold", "mv-pt", None)),
-        201,
-    );
-    agent.ok("POST", "/vms/pt1/start", None, 200);
-    let (got, body) = agent.call("POST", "/vms/pt2/start", None);
-    assert_eq!(got, 503, "a second guest on a passthru NIC: {body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("macvtap on up0"),
-        "{body}"
-    );
-    agent.ok("POST", "/vms/pt1/destroy", None, 200);
-}
-
 /// Tenant t1 forwards the node's port 20022 to the guest's port 22: the
 /// internet reaches the guest there (its own address seen: DNAT, no
 /// masquerade), and nowhere once the forward is removed.
@@ -707,71 +544,6 @@ fn forwarded_port_reaches_only_its_guest(
         "reached after removal"
     );
     drop(again);
-}
-
-/// Two nodes (the lab's node namespace and its "internet" namespace playing
-/// a second node, 198.51.100.1 and .2), an agent on each, one overlay
-/// network (VXLAN 42): a stand-in guest on each node pings the other by IP,
-/// and a probe VM on node A exchanges 200 frames with the guest on node B
-/// through the tunnel. Without B's overlay, nothing crosses.
-#[test]
-fn overlay_joins_guests_on_two_nodes() {
-    let lab = Lab::new("no");
-    lab.enter_node();
-    let node_a = Node::new("net-ov-a");
-    let node_b = Node::new("net-ov-b");
-    let agent_a = node_a.agent(&[]);
-    let b_ns = lab.internet.name.clone();
-    // Agent B runs in the second node's namespace and is called from there.
-    let on_b = |f: &(dyn Fn() + Sync)| {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                net_common::enter_with_sysfs(&b_ns);
-                f()
-            })
-            .join()
-            .unwrap()
-        })
-    };
-    let agent_b = std::sync::Mutex::new(None);
-    on_b(&|| *agent_b.lock().unwrap() = Some(node_b.agent(&[])));
-    let agent_b = agent_b.into_inner().unwrap().unwrap();
-    let overlay = |uplink: &str, peer: &str| json!({"name": "ov", "kind": "overlay", "uplink": uplink, "vni": 42, "peers": [peer]});
-    agent_a.ok("POST", "/networks", Some(overlay("up0", INTERNET_IP)), 201);
-    on_b(&|| {
-        agent_b.ok(
-            "POST",
-            "/networks",
-            Some(overlay("inet0", NODE_UPLINK_IP)),
-            201,
-        );
-    });
-    let (got, body) = agent_a.call(
-        "POST",
-        "/networks",
-        Some(json!({"name": "ov2", "kind": "overlay", "uplink": "up0", "vni": 42, "peers": [INTERNET_IP]})),
-    );
-    assert_eq!(
-        (got, body["error"].as_str().unwrap().contains("vni 42")),
-        (400, true),
-        "{body}"
-    );
-    let ga = lab.stand_in_on(&lab.node, "ga", "vr-ov", false);
-    let gb = lab.stand_in_on(&lab.internet, "gb", "vr-ov", false);
-    ga.exec(&["ip", "addr", "add", "10.90.0.1/24", "dev", "g0"]);
-    gb.exec(&["ip", "addr", "add", "10.90.0.2/24", "dev", "g0"]);
-    assert_eq!(ga.ping("10.90.0.2", 10), 10, "guest on A → guest on B");
-    run_echo_vm(
-        (&agent_a, &node_a, &lab),
-        "p-ov",
-        ("ov", None),
-        (&gb.ns, "g0"),
-        200,
-    );
-    on_b(&|| {
-        agent_b.ok("DELETE", "/networks/ov", None, 204);
-    });
-    assert_eq!(ga.ping("10.90.0.2", 5), 0, "with B's overlay gone");
 }
 
 /// A bridge network over a free link takes it as its port (and gives it

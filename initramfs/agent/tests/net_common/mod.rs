@@ -17,6 +17,9 @@ pub mod netlab;
 
 pub use netlab::Netns;
 
+use crate::vm_common::{Agent, Node};
+use serde_json::{json, Value};
+
 /// The internet namespace's address, and the node's on the uplink.
 pub const INTERNET_IP: &str = "198.51.100.2";
 pub const NODE_UPLINK_IP: &str = "198.51.100.1";
@@ -350,4 +353,84 @@ pub fn tcp_send(ns: &str, ip: &str, port: u16, bytes: &[u8]) -> std::io::Result<
     })
     .join()
     .unwrap()
+}
+
+pub const BOOT: Duration = Duration::from_secs(120);
+
+pub fn probe_vm(
+    node: &Node,
+    name: &str,
+    cmdline: &str,
+    network: &str,
+    tenant: Option<&str>,
+) -> Value {
+    let mut spec = json!({
+        "name": name,
+        "memory_mib": 64,
+        "boot": {"kind": "kernel", "kernel": node.probe, "cmdline": cmdline},
+        "nics": [{"network": network}],
+        "on_reboot": "stop",
+    });
+    if let Some(t) = tenant {
+        spec["tags"] = json!({ "tenant": t });
+    }
+    spec
+}
+
+/// The guest port of `vm` on `network`: (interface, MAC).
+pub fn port_of(agent: &Agent, network: &str, vm: &str) -> (String, String) {
+    let net = agent.ok("GET", &format!("/networks/{network}"), None, 200);
+    let port = net["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["vm"] == vm)
+        .unwrap_or_else(|| panic!("no port of {vm}: {net}"));
+    (
+        port["ifname"].as_str().unwrap().into(),
+        port["mac"].as_str().unwrap().into(),
+    )
+}
+
+/// A probe VM on `network` sends `frames` probe frames through its
+/// virtio-net and the agent's tap; the stand-in `echo` answers them.
+/// Returns the VM's console log once it stopped, and its port's MAC.
+pub fn run_echo_vm(
+    (agent, node, lab): (&Agent, &Node, &Lab),
+    vm: &str,
+    (network, tenant): (&str, Option<&str>),
+    echo: (&Netns, &str),
+    frames: usize,
+) -> (String, String) {
+    let cmdline = format!("probe.net=echo:{frames}");
+    agent.ok(
+        "POST",
+        "/vms",
+        Some(probe_vm(node, vm, &cmdline, network, tenant)),
+        201,
+    );
+    let echo = netlab::spawn_echo(echo.0, echo.1, frames, BOOT);
+    agent.ok("POST", &format!("/vms/{vm}/start"), None, 200);
+    let (tap, mac) = port_of(agent, network, vm);
+    assert!(lab.has_link(&tap), "no tap {tap}");
+    agent.wait_vm(vm, BOOT, "stopped", |v| v["state"] == "stopped");
+    let echoed = echo.finish();
+    let log = agent.log(vm);
+    assert!(
+        log.contains(&format!("PROBE net echo count={frames} ok")),
+        "{vm}: {log}\necho: {:?}",
+        echoed.error
+    );
+    assert_eq!(echoed.seqs.len(), frames, "frames the stand-in echoed");
+    // The VM stopped: its port goes from the node and from the network.
+    wait_until(Duration::from_secs(10), "the port removed", || {
+        let net = agent.ok("GET", &format!("/networks/{network}"), None, 200);
+        let listed = net["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["vm"] == vm);
+        !listed && !lab.has_link(&tap)
+    });
+    (log, mac)
 }
