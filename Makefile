@@ -111,7 +111,8 @@ cluster-bins:
 # The agent's API tests too: POST /selftest/vmm boots the probe through it;
 # storage (volumes, snapshots, clones, transfers) and backups judge the
 # probe's disk writes; the CLI's tests drive a real agent; its VMs (lifecycle,
-# 50 VMs, re-adoption, autostart, boot from disk).
+# 50 VMs, re-adoption, autostart, boot from disk); networks in namespaces
+# (nat, isolated, private, macvtap modes, overlay, tenants; needs nft).
 test-probe: vmm vmm-seccomp-hook vmm-musl probe
 	$(CARGO) test -p vireo-tests
 	# The static musl build (what the rig and the appliance run) makes other
@@ -119,7 +120,7 @@ test-probe: vmm vmm-seccomp-hook vmm-musl probe
 	# snapshots and overlays once more with it.
 	VIREO_VMM=$(CURDIR)/$(VMM_MUSL) $(CARGO) test -p vireo-tests --test virtio_blk --test virtio_net \
 	  --test orderly_stop --test snapshot --test disk_layers
-	$(CARGO) test -p vireo-agent --test api --test openapi --test storage --test backup --test vm_lifecycle --test vm_scale --test vm_bootdisk
+	$(CARGO) test -p vireo-agent --test api --test openapi --test storage --test backup --test vm_lifecycle --test vm_scale --test vm_bootdisk --test networks --test networks_l2
 	$(CARGO) build -p vireo-agent --bin vireo-agent
 	$(CARGO) test -p vireo-cli
 

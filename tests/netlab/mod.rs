@@ -198,7 +198,7 @@ fn os_err(what: &str) -> String {
 }
 
 /// This thread only: enter namespace `ns`.
-fn enter_netns(ns: &str) -> Result<(), String> {
+pub fn enter_netns(ns: &str) -> Result<(), String> {
     let f = File::open(format!("/run/netns/{ns}")).map_err(|e| e.to_string())?;
     // SAFETY: setns on an fd we own; it changes only this thread's namespace.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -209,7 +209,14 @@ fn enter_netns(ns: &str) -> Result<(), String> {
 
 /// An AF_PACKET socket for the probe's EtherType, bound to `ifname`.
 fn packet_socket(ifname: &str) -> Result<OwnedFd, String> {
-    let proto = ETHERTYPE.to_be();
+    packet_socket_for(ifname, ETHERTYPE)
+}
+
+/// An AF_PACKET socket for `ethertype` (ETH_P_ALL: every frame, also the
+/// ones the host sends on the link), bound to `ifname`, 200 ms receive
+/// timeout.
+pub fn packet_socket_for(ifname: &str, ethertype: u16) -> Result<OwnedFd, String> {
+    let proto = ethertype.to_be();
     // SAFETY: plain socket creation.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
     if fd < 0 {

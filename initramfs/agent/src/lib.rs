@@ -2,6 +2,7 @@
 //! built, for the `vireo` CLI; the server behind the `server` feature.
 
 pub mod cluster_types;
+pub mod net_types;
 pub mod node;
 pub mod storage_api;
 pub mod types;
@@ -11,6 +12,8 @@ pub mod vm_types;
 pub mod cluster;
 #[cfg(feature = "server")]
 pub mod error;
+#[cfg(feature = "server")]
+pub mod networks;
 #[cfg(feature = "server")]
 pub mod selftest;
 #[cfg(feature = "server")]

@@ -85,13 +85,20 @@ async fn main() {
             eprintln!("vireo-agent: not joining the cluster's store: {e}");
             None
         });
-    // Serving starts at once; VMs are re-adopted and autostarted beside it
-    // (in a cluster, once the store said which VMs are still this node's).
-    let vms = state.vms.clone();
-    let rt = tokio::runtime::Handle::current();
+    // Serving starts at once; the VMs' bridges are restored and VMs are
+    // re-adopted and autostarted beside it (in a cluster, once the store said
+    // which VMs are still this node's).
+    let (vms, networks) = (state.vms.clone(), state.networks.clone());
+    let recover = async move {
+        networks.restore().await;
+        vms.recover().await
+    };
     match &state.cluster {
-        Some(c) => c.start(vms.clone(), move || rt.block_on(vms.recover())),
-        None => drop(tokio::spawn(async move { vms.recover().await })),
+        Some(c) => {
+            let rt = tokio::runtime::Handle::current();
+            c.start(state.vms.clone(), move || rt.block_on(recover))
+        }
+        None => drop(tokio::spawn(recover)),
     }
     if let Err(e) = vireo_agent::server::serve(listener, state, stop_signal()).await {
         eprintln!("vireo-agent: {e}");

@@ -9,6 +9,7 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 
 pub use crate::error::ApiError;
+use crate::networks::Networks;
 use crate::node;
 use crate::selftest::{self, SelftestConfig};
 use crate::storage::Storage;
@@ -31,6 +32,7 @@ pub struct AppState {
     pub vms: Vms,
     /// This node's cluster side, when it is in a cluster.
     pub cluster: Option<crate::cluster::Cluster>,
+    pub networks: Networks,
 }
 
 /// The VM manager's settings that the command line can change.
@@ -57,6 +59,7 @@ impl AppState {
     ) -> std::io::Result<Self> {
         let paths = Arc::new(paths);
         let storage = Storage::load(paths.clone())?;
+        let networks = Networks::load(paths.clone())?;
         let vms_config = VmsConfig {
             vmm: selftest.vmm.clone(),
             launcher: Arc::new(DirectLauncher),
@@ -64,6 +67,7 @@ impl AppState {
             shutdown_timeout: std::time::Duration::from_secs(
                 options.shutdown_timeout_s.unwrap_or(60),
             ),
+            networks: networks.clone(),
         };
         let vms = Vms::new(paths.clone(), storage.clone(), vms_config)?;
         Ok(AppState {
@@ -71,6 +75,7 @@ impl AppState {
             selftest_lock: Arc::default(),
             storage,
             vms,
+            networks,
             paths,
             tasks: Tasks::default(),
             cluster: None,
@@ -87,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::routes::routes())
         .merge(crate::storage::routes::routes())
         .merge(crate::vms::routes::routes())
+        .merge(crate::networks::routes::routes())
         .merge(crate::cluster::routes::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

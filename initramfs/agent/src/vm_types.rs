@@ -99,6 +99,10 @@ pub struct NicSpec {
     pub mac: Option<String>,
     #[serde(default)]
     pub mtu: Option<u16>,
+    /// A network of the node's (`vireo net`): the agent makes the tap (or
+    /// macvtap) when the VM starts and removes it when the VM stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

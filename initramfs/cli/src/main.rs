@@ -6,6 +6,7 @@ mod cluster_admin;
 mod cluster_nodes;
 mod format;
 mod http;
+mod net;
 mod progress;
 mod storage;
 mod vm;
@@ -68,6 +69,13 @@ enum Command {
         conn: storage::Conn,
         #[command(subcommand)]
         command: backup::TemplateCommand,
+    },
+    /// Networks: bridge, nat, isolated, private, macvtap; DHCP leases.
+    Net {
+        #[command(flatten)]
+        conn: storage::Conn,
+        #[command(subcommand)]
+        command: net::NetCommand,
     },
     /// Long operations on the node: follow or cancel them.
     Task {
@@ -177,6 +185,7 @@ fn main() -> ExitCode {
         Command::Template { conn, command } => backup::template(&conn, command),
         Command::Task { conn, command } => backup::tasks(&conn, command),
         Command::Vm(args) => vm::run(*args),
+        Command::Net { conn, command } => net::run(&conn, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -398,23 +398,25 @@ fn disk(s: &str) -> DiskSpec {
     }
 }
 
-/// `tap=NAME[,mac=..][,mtu=..]` or `macvtap=NAME[...]`.
+/// `network=NET[,mac=..][,mtu=..]`, `tap=NAME[...]` or `macvtap=NAME[...]`.
 fn nic(s: &str) -> Result<NicSpec, String> {
     let mut n = NicSpec {
         tap: None,
         macvtap: None,
         mac: None,
         mtu: None,
+        network: None,
     };
     for part in s.split(',') {
         match part.split_once('=') {
             Some(("tap", v)) => n.tap = Some(v.into()),
             Some(("macvtap", v)) => n.macvtap = Some(v.into()),
+            Some(("network", v)) => n.network = Some(v.into()),
             Some(("mac", v)) => n.mac = Some(v.into()),
             Some(("mtu", v)) => n.mtu = Some(v.parse().map_err(|_| format!("--nic {s}: bad mtu"))?),
             _ => {
                 return Err(format!(
-                    "--nic {s}: use tap=NAME or macvtap=NAME, then ,mac=..,mtu=.."
+                    "--nic {s}: use network=NET, tap=NAME or macvtap=NAME, then ,mac=..,mtu=.."
                 ))
             }
         }

@@ -140,10 +140,12 @@ fn validate_boot(boot: &Boot, disks: usize, storage: &Storage) -> Result<(), Str
 }
 
 fn validate_nic(nic: &mut NicSpec, index: usize) -> Result<(), String> {
-    let name = match (&nic.tap, &nic.macvtap) {
-        (Some(t), None) => t,
-        (None, Some(m)) => m,
-        _ => return Err("give exactly one of tap or macvtap".into()),
+    let name = match (&nic.tap, &nic.macvtap, &nic.network) {
+        (Some(t), None, None) => t,
+        (None, Some(m), None) => m,
+        // The agent names the port and derives the MAC when the VM starts.
+        (None, None, Some(_)) => return nic.mac.as_deref().map_or(Ok(()), check_mac),
+        _ => return Err("give exactly one of network, tap or macvtap".into()),
     };
     let iface_ok = !name.is_empty()
         && name.len() <= 15

@@ -47,6 +47,8 @@ pub struct VmsConfig {
     pub memory_limit_mib: Option<u64>,
     /// How long a graceful shutdown waits for the guest by default.
     pub shutdown_timeout: Duration,
+    /// The networks VM NICs attach to.
+    pub networks: crate::networks::Networks,
 }
 
 /// The VM manager: cheap to clone, shared by the routes.
@@ -236,6 +238,7 @@ impl Vms {
     /// node keeps its own).
     pub fn define_as(&self, mut spec: VmSpec, uuid: String) -> Result<VmInfo, ApiError> {
         def::validate(&mut spec, &self.inner.storage).map_err(ApiError::bad_request)?;
+        self.inner.config.networks.check_nics(&spec.nics)?;
         let mut slots = lock(&self.inner.slots);
         if slots.contains_key(&spec.name) {
             return Err(ApiError::conflict(format!(
@@ -267,6 +270,7 @@ impl Vms {
             )));
         }
         def::validate(&mut spec, &self.inner.storage).map_err(ApiError::bad_request)?;
+        self.inner.config.networks.check_nics(&spec.nics)?;
         let mut slots = lock(&self.inner.slots);
         if spec.name != name && slots.contains_key(&spec.name) {
             return Err(ApiError::conflict(format!(

@@ -111,11 +111,33 @@ impl Vms {
         Ok(())
     }
 
+    /// The VM's network ports are made first and go again if it fails.
     async fn launch(&self, slot: &Arc<Slot>, spec: &VmSpec) -> Result<Run, ApiError> {
         let plan = self.boot_plan(slot, spec).await?;
         let disks = self.resolve_disks(spec)?;
-        let args =
-            launch_args::vmm_args(slot, spec, &plan, &disks).map_err(ApiError::bad_request)?;
+        let networks = &self.inner.config.networks;
+        let owner = crate::networks::ports::Owner {
+            uuid: &slot.uuid,
+            name: &spec.name,
+            tenant: spec.tags.get("tenant").map(String::as_str),
+        };
+        let mut spec = spec.clone();
+        spec.nics = networks.attach(&owner, &spec.nics).await?;
+        let run = self.launch_vmm(slot, &spec, &plan, &disks).await;
+        if run.is_err() {
+            networks.detach(&slot.uuid).await;
+        }
+        run
+    }
+
+    async fn launch_vmm(
+        &self,
+        slot: &Arc<Slot>,
+        spec: &VmSpec,
+        plan: &BootPlan,
+        disks: &[launch_args::Disk],
+    ) -> Result<Run, ApiError> {
+        let args = launch_args::vmm_args(slot, spec, plan, disks).map_err(ApiError::bad_request)?;
         runtime::clear_run_files(&slot.dir);
         let log = slot.dir.join("vmm.log");
         let _ = std::fs::rename(&log, slot.dir.join("vmm.log.1"));
@@ -241,6 +263,7 @@ impl Vms {
         };
         runtime::clear_run_files(&slot.dir);
         runtime::save_last_exit(&slot.dir, &exit);
+        self.inner.config.networks.detach(&slot.uuid).await;
         slot.console.note(&describe(&exit));
         slot.exits.send_modify(|n| *n += 1);
         if then == Then::Restart {
@@ -350,6 +373,7 @@ impl Vms {
                 }
                 runtime::clear_run_files(&slot.dir);
                 runtime::save_last_exit(&slot.dir, &exit);
+                self.inner.config.networks.detach(&slot.uuid).await;
                 slot.console.note(&describe(&exit));
             }
         }
