@@ -8,6 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
+use crate::auth::Auth;
 pub use crate::error::ApiError;
 use crate::node;
 use crate::selftest::{self, SelftestConfig};
@@ -29,6 +30,8 @@ pub struct AppState {
     pub tasks: Tasks,
     pub storage: Storage,
     pub vms: Vms,
+    /// Users, tokens and sessions (`auth`).
+    pub auth: Auth,
 }
 
 /// The VM manager's settings that the command line can change.
@@ -64,7 +67,9 @@ impl AppState {
             ),
         };
         let vms = Vms::new(paths.clone(), storage.clone(), vms_config)?;
+        let auth = Auth::load(&paths.state)?;
         Ok(AppState {
+            auth,
             selftest: Arc::new(selftest),
             selftest_lock: Arc::default(),
             storage,
@@ -84,8 +89,14 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::routes::routes())
         .merge(crate::storage::routes::routes())
         .merge(crate::vms::routes::routes())
+        .merge(crate::auth::routes::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Last, so it guards every route above (docs/security.md).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::guard::guard,
+        ))
         .with_state(state)
 }
 
@@ -95,9 +106,13 @@ pub async fn serve(
     state: AppState,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop)
-        .await
+    crate::listen::serve(
+        listener,
+        router(state),
+        stop,
+        crate::listen::Transport::default(),
+    )
+    .await
 }
 
 async fn health() -> Json<Health> {
