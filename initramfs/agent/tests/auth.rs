@@ -97,15 +97,21 @@ fn names(list: &Value, key: &str) -> Vec<String> {
 #[test]
 fn no_token_is_401_and_a_login_gives_a_session() {
     let a = agent("login");
-    for path in ["/vms", "/node", "/auth/whoami", "/pools", "/no-such-route"] {
+    for path in ["/vms", "/auth/whoami", "/pools", "/tasks", "/no-such-route"] {
         let r = call(a.addr, None, "GET", path, &Value::Null);
         assert_eq!(r.status, 401, "{path}: {}", r.text());
         assert!(r.error().contains("Bearer"), "{}", r.text());
         let bad = call(a.addr, Some("not-a-token"), "GET", path, &Value::Null);
         assert_eq!(bad.status, 401, "{path}");
     }
-    // The UI's paths are public (no UI here: 404, not 401).
+    // The UI's paths are public (no UI here: 404, not 401), and so are
+    // the liveness and node facts.
     assert_eq!(call(a.addr, None, "GET", "/", &Value::Null).status, 404);
+    assert_eq!(
+        call(a.addr, None, "GET", "/health", &Value::Null).status,
+        200
+    );
+    assert_eq!(call(a.addr, None, "GET", "/node", &Value::Null).status, 200);
     assert_eq!(login(a.addr, "admin", "wrong-password").status, 401);
     assert_eq!(login(a.addr, "nobody", "admin-pw-123").status, 401);
     let ok = login(a.addr, "admin", "admin-pw-123");

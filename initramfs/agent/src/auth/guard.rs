@@ -18,9 +18,11 @@ use crate::server::AppState;
 /// bounded by the volume's size instead.
 pub const MAX_BODY: u64 = 1 << 20;
 
-/// Paths anyone may fetch: logging in, and the web UI's static files.
-fn public(path: &str) -> bool {
-    path == "/" || path == "/auth/login" || path == "/ui" || path.starts_with("/ui/")
+/// Paths anyone may fetch: logging in, the web UI's static files, and
+/// the liveness and node facts monitoring reads (no VM or tenant data).
+fn public(method: &Method, path: &str) -> bool {
+    let monitoring = method == Method::GET && (path == "/health" || path == "/node");
+    monitoring || path == "/" || path == "/auth/login" || path == "/ui" || path.starts_with("/ui/")
 }
 
 /// A volume's data upload: the one route whose body is large.
@@ -61,7 +63,7 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
         let why = format!("the body is larger than {MAX_BODY} bytes");
         return ApiError(StatusCode::PAYLOAD_TOO_LARGE, why).into_response();
     }
-    if public(&path) {
+    if public(req.method(), &path) {
         return next.run(req).await;
     }
     let Some(caller) = token_of(&req).and_then(|t| s.auth.authenticate(&t)) else {
@@ -105,12 +107,20 @@ mod tests {
 
     #[test]
     fn public_paths_are_the_login_and_the_ui_only() {
-        for p in ["/", "/auth/login", "/ui", "/ui/app.js"] {
-            assert!(public(p), "{p}");
+        for p in ["/", "/auth/login", "/ui", "/ui/app.js", "/health", "/node"] {
+            assert!(public(&Method::GET, p), "{p}");
         }
-        for p in ["/vms", "/uix", "/auth/whoami", "//", "/health"] {
-            assert!(!public(p), "{p}");
+        for p in [
+            "/vms",
+            "/uix",
+            "/auth/whoami",
+            "//",
+            "/nodes",
+            "/selftest/vmm",
+        ] {
+            assert!(!public(&Method::GET, p), "{p}");
         }
+        assert!(!public(&Method::POST, "/node"));
     }
 
     #[test]
