@@ -210,10 +210,13 @@ impl Auth {
                 let p = random_secret(12);
                 let file = state.join(INITIAL_PASSWORD_FILE);
                 write_private(&file, &format!("{p}\n"))?;
-                (
-                    p,
-                    format!("created user admin; its password is in {}", file.display()),
-                )
+                // As Jenkins does at its first start: the console (physical
+                // access) shows it once; the file keeps it for scripts.
+                let note = format!(
+                    "created user admin with password {p} (also in {}); `vireo login` with it",
+                    file.display()
+                );
+                (p, note)
             }
             None => {
                 return Ok(format!(
