@@ -214,7 +214,7 @@ assert r["exit_status"] == 0 and r["ok"] is True, json.dumps(r)[-2000:]
 ' || fail "the Linux guest selftest failed: ${selftest: -2000}"
   log "vireo-vmm booted a Linux guest inside the node (2 vCPUs, 256M) to /init and its reset: ${linux_s}s through the API"
   if [[ -x $cli ]]; then
-    "$cli" node selftest --host "127.0.0.1:$port" | tee "$work/selftest.txt" || fail "vireo node selftest failed"
+    VIREO_TOKEN=$API_TOKEN "$cli" node selftest --host "127.0.0.1:$port" | tee "$work/selftest.txt" || fail "vireo node selftest failed"
     grep -qE '^selftest: ok \(exit status 0, ' "$work/selftest.txt" || fail "vireo node selftest: no ok line"
   fi
 else
