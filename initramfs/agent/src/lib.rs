@@ -3,6 +3,7 @@
 
 pub mod cluster_types;
 pub mod net_types;
+pub mod auth_api;
 pub mod node;
 pub mod storage_api;
 pub mod types;
@@ -14,6 +15,10 @@ pub mod cluster;
 pub mod error;
 #[cfg(feature = "server")]
 pub mod networks;
+#[cfg(feature = "server")]
+pub mod auth;
+#[cfg(feature = "server")]
+pub mod listen;
 #[cfg(feature = "server")]
 pub mod selftest;
 #[cfg(feature = "server")]

@@ -36,6 +36,8 @@ struct Args {
     shutdown_timeout: u64,
     #[command(flatten)]
     cluster: vireo_agent::cluster::ClusterArgs,
+    #[command(flatten)]
+    security: vireo_agent::auth::startup::SecurityArgs,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -60,8 +62,20 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    let transport = match args.security.transport(&paths.state, addr) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("vireo-agent: TLS: {e}");
+            std::process::exit(1);
+        }
+    };
+    let scheme = if transport.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     eprintln!(
-        "vireo-agent: listening on http://{addr}, state in {}",
+        "vireo-agent: listening on {scheme}://{addr}, state in {}",
         paths.state.display()
     );
     let selftest = SelftestConfig {
@@ -80,6 +94,10 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    if let Err(e) = args.security.apply(&state.auth, &state.paths.state) {
+        eprintln!("vireo-agent: users and tokens: {e}");
+        std::process::exit(1);
+    }
     state.cluster =
         vireo_agent::cluster::Cluster::open(&args.cluster, addr.port()).unwrap_or_else(|e| {
             eprintln!("vireo-agent: not joining the cluster's store: {e}");
@@ -100,7 +118,8 @@ async fn main() {
         }
         None => drop(tokio::spawn(recover)),
     }
-    if let Err(e) = vireo_agent::server::serve(listener, state, stop_signal()).await {
+    let router = vireo_agent::server::router(state);
+    if let Err(e) = vireo_agent::listen::serve(listener, router, stop_signal(), transport).await {
         eprintln!("vireo-agent: {e}");
         std::process::exit(2);
     }

@@ -8,6 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
+use crate::auth::Auth;
 pub use crate::error::ApiError;
 use crate::networks::Networks;
 use crate::node;
@@ -33,6 +34,8 @@ pub struct AppState {
     /// This node's cluster side, when it is in a cluster.
     pub cluster: Option<crate::cluster::Cluster>,
     pub networks: Networks,
+    /// Users, tokens and sessions (`auth`).
+    pub auth: Auth,
 }
 
 /// The VM manager's settings that the command line can change.
@@ -70,7 +73,9 @@ impl AppState {
             networks: networks.clone(),
         };
         let vms = Vms::new(paths.clone(), storage.clone(), vms_config)?;
+        let auth = Auth::load(&paths.state)?;
         Ok(AppState {
+            auth,
             selftest: Arc::new(selftest),
             selftest_lock: Arc::default(),
             storage,
@@ -92,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::routes::routes())
         .merge(crate::storage::routes::routes())
         .merge(crate::vms::routes::routes())
+        .merge(crate::auth::routes::routes())
         .merge(crate::networks::routes::routes())
         .merge(crate::cluster::routes::routes())
         .layer(axum::middleware::from_fn_with_state(
@@ -100,6 +106,11 @@ pub fn router(state: AppState) -> Router {
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Last, so it guards every route above (docs/security.md).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::guard::guard,
+        ))
         .with_state(state)
 }
 
@@ -109,9 +120,13 @@ pub async fn serve(
     state: AppState,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop)
-        .await
+    crate::listen::serve(
+        listener,
+        router(state),
+        stop,
+        crate::listen::Transport::default(),
+    )
+    .await
 }
 
 async fn health() -> Json<Health> {

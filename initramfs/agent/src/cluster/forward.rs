@@ -81,20 +81,27 @@ fn vm_name(path: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
+/// Request headers a forwarded request keeps.
+const PASSED_HEADERS: [&str; 2] = ["content-type", "authorization"];
+
 async fn proxy(api: &str, me: u32, req: Request) -> Response {
     let method = req.method().as_str().to_string();
     let target = req
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().path().to_string(), |p| p.to_string());
-    let content_type = req.headers().get("content-type").cloned();
+    // The caller's own credentials go along: the owner checks them again.
+    let headers: Vec<(&'static str, HeaderValue)> = PASSED_HEADERS
+        .iter()
+        .filter_map(|&h| Some((h, req.headers().get(h)?.clone())))
+        .collect();
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
         Err(e) => return ApiError::bad_request(format!("request body: {e}")).into_response(),
     };
     let url = format!("http://{api}{target}");
     let sent =
-        tokio::task::spawn_blocking(move || send(&method, &url, content_type.as_ref(), body, me))
+        tokio::task::spawn_blocking(move || send(&method, &url, &headers, body, me))
             .await;
     match sent {
         Ok(Ok((status, ct, bytes))) => {
@@ -119,7 +126,7 @@ type Answer = (u16, Option<String>, Vec<u8>);
 fn send(
     method: &str,
     url: &str,
-    content_type: Option<&HeaderValue>,
+    headers: &[(&'static str, HeaderValue)],
     body: Bytes,
     me: u32,
 ) -> Result<Answer, String> {
@@ -132,8 +139,8 @@ fn send(
         .method(method)
         .uri(url)
         .header(FORWARDED, me.to_string());
-    if let Some(ct) = content_type.and_then(|c| c.to_str().ok()) {
-        builder = builder.header("content-type", ct);
+    for (name, value) in headers {
+        builder = builder.header(*name, value.as_bytes());
     }
     let request = builder.body(body.to_vec()).map_err(|e| e.to_string())?;
     let mut resp = agent.run(request).map_err(|e| e.to_string())?;
