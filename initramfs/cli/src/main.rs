@@ -10,6 +10,7 @@ mod progress;
 mod storage;
 mod vm;
 mod vm_console;
+mod vm_migrate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -114,9 +114,9 @@ async fn proxy(api: &str, me: u32, req: Request) -> Response {
     }
 }
 
-type Answer = (u16, Option<String>, Vec<u8>);
+pub(super) type Answer = (u16, Option<String>, Vec<u8>);
 
-fn send(
+pub(super) fn send(
     method: &str,
     url: &str,
     content_type: Option<&HeaderValue>,
