@@ -16,7 +16,7 @@ pub fn migrate(
     max_downtime_ms: Option<u64>,
     json: bool,
 ) -> Result<(), String> {
-    let c = Client::new(host);
+    let c = Client::new(&owner_agent(host, name)?);
     let mut body = json!({"node": node, "disks": disks});
     if let Some(ms) = max_downtime_ms {
         body["max_downtime_ms"] = ms.into();
@@ -40,4 +40,29 @@ pub fn migrate(
         ms("total_ms"),
         crate::format::bytes(result["bytes_sent"].as_u64().unwrap_or(0)),
     ))
+}
+
+/// The agent of the node that runs `name` (its migration task lives
+/// there), as the cluster's tables name it; `host` itself if it has the VM
+/// or is in no cluster.
+fn owner_agent(host: &str, name: &str) -> Result<String, String> {
+    let c = Client::new(host);
+    let Ok(vms) = c.json::<Value>("GET", "/cluster/vms", None) else {
+        return Ok(host.to_string());
+    };
+    let owner = vms
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == name)
+        .and_then(|v| v["node_id"].as_u64())
+        .ok_or_else(|| format!("no VM named '{name}' in the cluster"))?;
+    let nodes: Value = c.json("GET", "/cluster/nodes", None)?;
+    Ok(nodes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["id"].as_u64() == Some(owner))
+        .and_then(|n| n["api"].as_str())
+        .map_or_else(|| host.to_string(), str::to_string))
 }
