@@ -61,6 +61,11 @@ impl Vms {
     async fn start_incoming(&self, slot: &Arc<Slot>, url: &str) -> Result<(), ApiError> {
         let _op = slot.op.lock().await;
         let spec = slot.lock().def.spec.clone();
+        let running = self.running_memory(&slot.uuid);
+        self.inner
+            .capacity
+            .check(&spec.name, spec.memory_mib, &running)
+            .map_err(ApiError::unavailable)?;
         let disks = self.resolve_disks(&spec)?;
         let args =
             launch_args::incoming_args(slot, &spec, &disks, url).map_err(ApiError::bad_request)?;
