@@ -13,7 +13,9 @@
 //! failures first: an unknown node is a 404 with a clear message; a node
 //! that cannot take the VM (a VM of its own claims the disk) fails the
 //! task with its reason, and the VM runs on at the source, with nothing
-//! left on the refusing node.
+//! left on the refusing node; a destination told that its source gave up
+//! (`DELETE /cluster/incoming/NAME`) stops its waiting VMM and forgets the
+//! VM, and the owner refuses that for the VM it runs.
 //!
 //! Needs root, /dev/kvm, VIREO_VMM and VIREO_PROBE (`make test-cluster`).
 
@@ -113,6 +115,45 @@ fn a_running_vm_moves_to_another_node_and_its_guest_goes_on_then_a_drain_moves_i
     let mover = lab.agent(0).ok("GET", "/vms/mover", None, 200).unwrap();
     assert_eq!(mover["state"], "running", "{mover}");
     assert_eq!(vmm_copies(&namespaces, &uuid), vec![0]);
+
+    // A destination whose source gives up drops its half: node 3 asked to
+    // take the VM (as a source would ask) runs a waiting VMM for it, and
+    // after the abort has neither that VMM nor the definition.
+    let mut spec = lab.agent(0).ok("GET", "/vms/mover", None, 200).unwrap();
+    let fields = spec.as_object_mut().unwrap();
+    let uuid_field = fields.remove("uuid").unwrap();
+    for runtime in ["state", "pid", "started_at", "last_exit", "restarts"] {
+        fields.remove(runtime);
+    }
+    let incoming = json!({"uuid": uuid_field, "spec": spec}).to_string();
+    let port = lab
+        .agent(2)
+        .ok("POST", "/cluster/incoming", Some(&incoming), 201)
+        .unwrap();
+    assert!(port["port"].as_u64().is_some(), "{port}");
+    let mut copies = vmm_copies(&namespaces, &uuid);
+    copies.sort();
+    assert_eq!(copies, vec![0, 2], "a VMM waits on node 3");
+    let (status, text) = lab
+        .agent(2)
+        .call("DELETE", "/cluster/incoming/mover", None)
+        .unwrap();
+    assert_eq!(status, 204, "{text}");
+    wait_until(WAIT, "node 3's waiting VMM to go", || {
+        let copies = vmm_copies(&namespaces, &uuid);
+        (copies == vec![0])
+            .then_some(())
+            .ok_or(format!("{copies:?}"))
+    })
+    .unwrap();
+    let local = lab.agent(2).ok("GET", "/vms", None, 200).unwrap();
+    assert_eq!(local.as_array().map(Vec::len), Some(0), "{local}");
+    // The VM that runs on its owner is no incoming migration to abort.
+    let (status, _) = lab
+        .agent(0)
+        .call("DELETE", "/cluster/incoming/mover", None)
+        .unwrap();
+    assert_eq!(status, 409);
 
     // The move, by the CLI against node 3's agent.
     let before = std::fs::read_to_string(lab.agent(0).console_log(&uuid)).unwrap();
