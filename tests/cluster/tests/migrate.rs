@@ -13,7 +13,9 @@
 //! failures first: an unknown node is a 404 with a clear message; a node
 //! that cannot take the VM (a VM of its own claims the disk) fails the
 //! task with its reason, and the VM runs on at the source, with nothing
-//! left on the refusing node; a destination told that its source gave up
+//! left on the refusing node; a migration the VMMs fail (node 3's pool of
+//! that name holds a disk of another size) leaves the guest writing on at
+//! the source and nothing on node 3; a destination told that its source gave up
 //! (`DELETE /cluster/incoming/NAME`) stops its waiting VMM and forgets the
 //! VM, and the owner refuses that for the VM it runs.
 //!
@@ -154,6 +156,58 @@ fn a_running_vm_moves_to_another_node_and_its_guest_goes_on_then_a_drain_moves_i
         .call("DELETE", "/cluster/incoming/mover", None)
         .unwrap();
     assert_eq!(status, 409);
+
+    // The VMMs fail it: node 3's pool "shared" is another directory, whose
+    // mover.raw is of another size. The source runs on, node 3 keeps nothing.
+    let elsewhere = lab.c.root().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::File::create(elsewhere.join("mover.raw"))
+        .and_then(|f| f.set_len(8 << 20))
+        .unwrap();
+    let (status, text) = lab.agent(2).call("DELETE", "/pools/shared", None).unwrap();
+    assert!((200..300).contains(&status), "{status} {text}");
+    let pool = json!({"name": "shared", "kind": "dir", "path": elsewhere}).to_string();
+    lab.agent(2).ok("POST", "/pools", Some(&pool), 201).unwrap();
+    let task = lab
+        .agent(0)
+        .ok(
+            "POST",
+            "/vms/mover/migrate",
+            Some(r#"{"node": "node3"}"#),
+            202,
+        )
+        .unwrap();
+    let done = finished_task(&lab, 0, task["id"].as_str().unwrap());
+    eprintln!("failed migration: {}", done["error"]);
+    assert_eq!(done["state"], "failed", "{done}");
+    wait_until(WAIT, "node 3's half VM to go", || {
+        let copies = vmm_copies(&namespaces, &uuid);
+        let local = lab.agent(2).ok("GET", "/vms", None, 200)?;
+        (copies == vec![0] && local.as_array().map(Vec::len) == Some(0))
+            .then_some(())
+            .ok_or(format!("{copies:?} {local}"))
+    })
+    .unwrap();
+    let mover = lab.agent(0).ok("GET", "/vms/mover", None, 200).unwrap();
+    assert_eq!(mover["state"], "running", "{mover}");
+    let error = done["error"].as_str().unwrap_or_default();
+    assert!(error.contains("runs on here"), "{error}");
+    // Its guest writes on at the source.
+    let log = lab.agent(0).console_log(&uuid);
+    let seen = gens(&std::fs::read_to_string(&log).unwrap()).len();
+    wait_until(WAIT, "the guest to write on at node 1", || {
+        let now = gens(&std::fs::read_to_string(&log).unwrap_or_default()).len();
+        (now > seen + 1)
+            .then_some(())
+            .ok_or(format!("{now} generations"))
+    })
+    .unwrap();
+    let (status, text) = lab.agent(2).call("DELETE", "/pools/shared", None).unwrap();
+    assert!((200..300).contains(&status), "{status} {text}");
+    let pool = json!({"name": "shared", "kind": "dir", "path": lab.c.root().join("shared")});
+    lab.agent(2)
+        .ok("POST", "/pools", Some(&pool.to_string()), 201)
+        .unwrap();
 
     // The move, by the CLI against node 3's agent.
     let before = std::fs::read_to_string(lab.agent(0).console_log(&uuid)).unwrap();
