@@ -58,6 +58,16 @@ fn finished_task(lab: &Lab, i: usize, id: &str) -> Value {
     .0
 }
 
+/// Migrates `mover` from node 1 to node 3 through the API; the ended task.
+fn migrate_to_node3(lab: &Lab) -> Value {
+    let body = Some(r#"{"node": "node3"}"#);
+    let task = lab
+        .agent(0)
+        .ok("POST", "/vms/mover/migrate", body, 202)
+        .unwrap();
+    finished_task(lab, 0, task["id"].as_str().unwrap())
+}
+
 #[test]
 fn a_running_vm_moves_to_another_node_and_its_guest_goes_on_then_a_drain_moves_it_again() {
     let lab = Lab::start(FENCING);
@@ -95,16 +105,7 @@ fn a_running_vm_moves_to_another_node_and_its_guest_goes_on_then_a_drain_moves_i
     lab.agent(2)
         .ok("POST", "/vms", Some(&squatter.to_string()), 201)
         .unwrap();
-    let task = lab
-        .agent(0)
-        .ok(
-            "POST",
-            "/vms/mover/migrate",
-            Some(r#"{"node": "node3"}"#),
-            202,
-        )
-        .unwrap();
-    let done = finished_task(&lab, 0, task["id"].as_str().unwrap());
+    let done = migrate_to_node3(&lab);
     let error = done["error"].as_str().unwrap_or_default();
     assert!(
         done["state"] == "failed" && error.contains("node3") && error.contains("in use"),
@@ -168,16 +169,7 @@ fn a_running_vm_moves_to_another_node_and_its_guest_goes_on_then_a_drain_moves_i
     assert!((200..300).contains(&status), "{status} {text}");
     let pool = json!({"name": "shared", "kind": "dir", "path": elsewhere}).to_string();
     lab.agent(2).ok("POST", "/pools", Some(&pool), 201).unwrap();
-    let task = lab
-        .agent(0)
-        .ok(
-            "POST",
-            "/vms/mover/migrate",
-            Some(r#"{"node": "node3"}"#),
-            202,
-        )
-        .unwrap();
-    let done = finished_task(&lab, 0, task["id"].as_str().unwrap());
+    let done = migrate_to_node3(&lab);
     eprintln!("failed migration: {}", done["error"]);
     assert_eq!(done["state"], "failed", "{done}");
     wait_until(WAIT, "node 3's half VM to go", || {
