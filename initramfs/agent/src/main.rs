@@ -94,9 +94,13 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = args.security.apply(&state.auth, &state.paths.state) {
-        eprintln!("vireo-agent: users and tokens: {e}");
-        std::process::exit(1);
+    match args.security.apply(&state.auth, &state.paths.state) {
+        Ok(Some(token)) => vireo_agent::cluster::forward::set_node_credential(token),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("vireo-agent: users and tokens: {e}");
+            std::process::exit(1);
+        }
     }
     state.cluster =
         vireo_agent::cluster::Cluster::open(&args.cluster, addr.port()).unwrap_or_else(|e| {

@@ -6,13 +6,14 @@ mod cluster_admin;
 mod cluster_nodes;
 mod format;
 mod http;
-mod net;
 mod login;
+mod net;
 mod progress;
 mod storage;
 mod token;
 mod vm;
 mod vm_console;
+mod vm_migrate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -182,6 +183,21 @@ enum NodeCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Live-migrate every running VM of NODE away, each to the other online
+    /// node with the most free memory.
+    Drain {
+        /// The node to empty: its name or id.
+        node: String,
+        /// Any node's agent: HOST or HOST:PORT (port 8006 by default).
+        #[arg(long, env = "VIREO_HOST", default_value = "127.0.0.1")]
+        host: String,
+        /// shared: every node sees the disks; copy: they go along.
+        #[arg(long, default_value = "shared", value_parser = ["shared", "copy"])]
+        disks: String,
+        /// Print JSON (what moved where).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -194,6 +210,15 @@ fn main() -> ExitCode {
         Command::Node {
             command: NodeCommand::Selftest { host, json },
         } => node_selftest(&host, json),
+        Command::Node {
+            command:
+                NodeCommand::Drain {
+                    node,
+                    host,
+                    disks,
+                    json,
+                },
+        } => vm_migrate::drain(&host, &node, &disks, json),
         Command::Cluster {
             command: ClusterCommand::Status { socket, json },
         } => cluster::status_text(&socket, json).and_then(|text| print_out(&text)),

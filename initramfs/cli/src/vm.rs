@@ -81,6 +81,18 @@ pub enum VmCommand {
     },
     /// The serial console; Ctrl-] detaches.
     Console { name: String },
+    /// Move the running VM to another node of the cluster while it runs.
+    Migrate {
+        name: String,
+        /// The destination node's name (or id).
+        node: String,
+        /// shared: every node sees the disks; copy: they go along.
+        #[arg(long, default_value = "shared", value_parser = ["shared", "copy"])]
+        disks: String,
+        /// The pause the guest may see at the switch-over (the agent's default: 300).
+        #[arg(long)]
+        max_downtime_ms: Option<u64>,
+    },
     /// The console's last output.
     Log {
         name: String,
@@ -186,6 +198,12 @@ pub fn run(args: VmArgs) -> Result<(), String> {
             print_out(&format!("VM {name} undefined\n"))
         }
         VmCommand::Console { name } => crate::vm_console::attach(&base, &name),
+        VmCommand::Migrate {
+            name,
+            node,
+            disks,
+            max_downtime_ms,
+        } => crate::vm_migrate::migrate(&args.host, &name, &node, &disks, max_downtime_ms, json),
         VmCommand::Log { name, bytes } => {
             let body = request(
                 &base,

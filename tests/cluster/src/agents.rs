@@ -42,6 +42,11 @@ pub struct Agent {
     pub watchdog: WatchdogSupervisor,
 }
 
+/// The admin token every test agent accepts (`--admin-token-file`), the
+/// node-to-node credential of a cluster until mutual TLS, and what the tests'
+/// requests and `vireo` runs (`VIREO_TOKEN`) present.
+pub const ADMIN_TOKEN: &str = "vireo-cluster-test-admin-token";
+
 impl Agent {
     /// Starts node `index`'s agent: state and run directories under the
     /// node's directory, its cluster directory the node's, the file watchdog.
@@ -55,6 +60,8 @@ impl Agent {
             .append(true)
             .open(dir.join("agent.log"))
             .map_err(|e| e.to_string())?;
+        let token = dir.join("admin-token");
+        std::fs::write(&token, ADMIN_TOKEN).map_err(|e| e.to_string())?;
         let wd = dir.join("watchdog");
         let _ = std::fs::remove_file(&wd);
         let child = Command::new("ip")
@@ -64,6 +71,8 @@ impl Agent {
             .arg(vmm)
             .arg("--run-dir")
             .arg(dir.join("run"))
+            .arg("--admin-token-file")
+            .arg(&token)
             .arg(format!("--watchdog=file:{}", wd.display()))
             .arg(format!("--watchdog-timeout-ms={}", f.watchdog_timeout_ms))
             .arg(format!("--fence-margin-ms={}", f.margin_ms))
@@ -151,7 +160,7 @@ pub fn http_in_namespace(
 ) -> Result<(u16, String), String> {
     let ns = ns.to_string();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
         body.map_or(0, str::len),
         body.unwrap_or("")
     );

@@ -29,6 +29,7 @@ pub fn cli_env(node: &Node, args: &[&str], env: &[(&str, &str)]) -> Result<Strin
         .envs(env.iter().copied())
         .env("VIREO_CLUSTER_DIR", &node.dir)
         .env("VIREO_MEMBERSHIP_GROUP_SOCKET", node.group_socket_path())
+        .env("VIREO_TOKEN", crate::agents::ADMIN_TOKEN)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("vireo: {e}"))?;

@@ -50,7 +50,7 @@ fn first_line(path: &Path) -> std::io::Result<String> {
 
 impl SecurityArgs {
     /// The first admin and the bootstrap token.
-    pub fn apply(&self, auth: &Auth, state: &Path) -> std::io::Result<()> {
+    pub fn apply(&self, auth: &Auth, state: &Path) -> std::io::Result<Option<String>> {
         let password = self
             .admin_password_file
             .as_deref()
@@ -58,15 +58,17 @@ impl SecurityArgs {
             .transpose()?;
         let note = auth.ensure_admin(state, password.as_deref())?;
         eprintln!("vireo-agent: {note}");
-        if let Some(path) = &self.admin_token_file {
-            let caller = Caller {
-                user: "token:bootstrap".into(),
-                role: Role::Admin,
-                tenant: None,
-            };
-            auth.add_static_token(&first_line(path)?, caller);
-        }
-        Ok(())
+        let Some(path) = &self.admin_token_file else {
+            return Ok(None);
+        };
+        let caller = Caller {
+            user: "token:bootstrap".into(),
+            role: Role::Admin,
+            tenant: None,
+        };
+        let token = first_line(path)?;
+        auth.add_static_token(&token, caller);
+        Ok(Some(token))
     }
 
     /// How connections are served.

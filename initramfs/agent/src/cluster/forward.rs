@@ -81,6 +81,23 @@ fn vm_name(path: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
+/// What this node presents to other nodes' agents on its own behalf (a
+/// migration's destination): the admin token every node of the cluster is
+/// given (`--admin-token-file`, `vireo.admin_token=`), until node-to-node
+/// mutual TLS replaces it (docs/security.md).
+static NODE_CREDENTIAL: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
+
+pub fn set_node_credential(token: String) {
+    if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
+        let _ = NODE_CREDENTIAL.set(value);
+    }
+}
+
+/// The `authorization` header of this node's own calls, when it has one.
+pub(super) fn node_authorization() -> Option<(&'static str, HeaderValue)> {
+    NODE_CREDENTIAL.get().map(|v| ("authorization", v.clone()))
+}
+
 /// Request headers a forwarded request keeps.
 const PASSED_HEADERS: [&str; 2] = ["content-type", "authorization"];
 
@@ -100,9 +117,7 @@ async fn proxy(api: &str, me: u32, req: Request) -> Response {
         Err(e) => return ApiError::bad_request(format!("request body: {e}")).into_response(),
     };
     let url = format!("http://{api}{target}");
-    let sent =
-        tokio::task::spawn_blocking(move || send(&method, &url, &headers, body, me))
-            .await;
+    let sent = tokio::task::spawn_blocking(move || send(&method, &url, &headers, body, me)).await;
     match sent {
         Ok(Ok((status, ct, bytes))) => {
             let mut resp = Response::new(Body::from(bytes));
@@ -121,9 +136,9 @@ async fn proxy(api: &str, me: u32, req: Request) -> Response {
     }
 }
 
-type Answer = (u16, Option<String>, Vec<u8>);
+pub(super) type Answer = (u16, Option<String>, Vec<u8>);
 
-fn send(
+pub(super) fn send(
     method: &str,
     url: &str,
     headers: &[(&'static str, HeaderValue)],

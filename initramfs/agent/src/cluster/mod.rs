@@ -12,6 +12,7 @@
 
 pub mod forward;
 pub mod ha;
+mod migrate;
 mod publish;
 pub mod routes;
 mod stats;

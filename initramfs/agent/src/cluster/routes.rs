@@ -2,7 +2,7 @@
 //! every VM of the cluster.
 
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 
 use super::Cluster;
@@ -14,9 +14,12 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/cluster/nodes", get(nodes))
         .route("/cluster/vms", get(vms))
+        .route("/cluster/incoming", post(super::migrate::incoming))
+        .route("/cluster/incoming/{name}", delete(super::migrate::abort))
+        .route("/vms/{name}/migrate", post(super::migrate::migrate))
 }
 
-fn cluster(s: &AppState) -> Result<Cluster, ApiError> {
+pub(super) fn cluster(s: &AppState) -> Result<Cluster, ApiError> {
     s.cluster
         .clone()
         .ok_or_else(|| ApiError::not_found("this node is not in a cluster"))
@@ -34,7 +37,7 @@ async fn vms(State(s): State<AppState>) -> ApiResult<Json<Vec<ClusterVm>>> {
 
 /// The store's reads take its lock and the nodelist is a file: off the
 /// async workers.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)

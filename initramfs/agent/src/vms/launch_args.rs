@@ -98,6 +98,30 @@ pub fn vmm_args(
         spec.vcpus.to_string(),
         "--memory".into(),
         format!("{}M", spec.memory_mib),
+    ]);
+    args.extend(host_args(slot, spec, disks)?);
+    Ok(args)
+}
+
+/// A VMM that waits on `url` for the VM a source VMM migrates to it: the
+/// VM's description comes from the source, where things are on this host
+/// (run directory, disks, NICs) from here. It stays paused once it has the
+/// VM, like a fresh boot, until the agent has attached to its console.
+pub fn incoming_args(
+    slot: &Slot,
+    spec: &VmSpec,
+    disks: &[Disk],
+    url: &str,
+) -> Result<Vec<String>, String> {
+    let mut args = vec!["--incoming".to_string(), url.to_string()];
+    args.extend(host_args(slot, spec, disks)?);
+    Ok(args)
+}
+
+/// The run directory's sockets and exit file, `--paused`, disks and NICs.
+fn host_args(slot: &Slot, spec: &VmSpec, disks: &[Disk]) -> Result<Vec<String>, String> {
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let mut args = vec![
         "--serial".into(),
         format!("socket:{}", path(&slot.console_socket())),
         "--api-socket".into(),
@@ -105,7 +129,7 @@ pub fn vmm_args(
         "--exit-file".into(),
         path(&runtime::exit_file(&slot.dir)),
         "--paused".into(),
-    ]);
+    ];
     for (i, d) in disks.iter().enumerate() {
         args.extend(["--disk".into(), disk_arg(i, d)?]);
     }

@@ -14,6 +14,7 @@ pub mod console;
 pub mod def;
 mod launch_args;
 pub mod launcher;
+mod migrate;
 pub mod process;
 pub mod resources;
 pub mod routes;
@@ -35,6 +36,7 @@ use crate::vm_types::{ExitInfo, VmInfo, VmSpec, VmState};
 use console::ConsoleHub;
 use def::VmDef;
 use launcher::Launcher;
+pub use migrate::MigrationOut;
 use process::VmmProcess;
 use resources::Capacity;
 
@@ -307,14 +309,21 @@ impl Vms {
             true => self.volumes_to_delete(&spec, &slot.uuid)?,
             false => Vec::new(),
         };
+        self.forget_locked(&slot, name)?;
+        for v in doomed {
+            self.delete_volume(&v);
+        }
+        Ok(())
+    }
+
+    /// Removes a stopped VM's definition and run directory (not its
+    /// volumes); the caller holds its `op` lock.
+    fn forget_locked(&self, slot: &Slot, name: &str) -> Result<(), ApiError> {
         def::remove(&self.inner.paths.state, &slot.uuid)
             .map_err(|e| ApiError::internal(format!("cannot remove the VM's definition: {e}")))?;
         slot.lock().removed = true;
         lock(&self.inner.slots).remove(name);
         let _ = std::fs::remove_dir_all(&slot.dir);
-        for v in doomed {
-            self.delete_volume(&v);
-        }
         Ok(())
     }
 

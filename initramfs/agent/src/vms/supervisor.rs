@@ -138,11 +138,30 @@ impl Vms {
         disks: &[launch_args::Disk],
     ) -> Result<Run, ApiError> {
         let args = launch_args::vmm_args(slot, spec, plan, disks).map_err(ApiError::bad_request)?;
+        let run = self.spawn_vmm(slot, &spec.name, args)?;
+        if let Err(e) = self
+            .attach_and_resume(slot, &run.process, READY_TIMEOUT)
+            .await
+        {
+            kill_failed(slot, &run.process).await;
+            return Err(e);
+        }
+        Ok(run)
+    }
+
+    /// Starts a VMM with `args` in the VM's run directory and records its
+    /// pid; it is not watched yet.
+    pub(super) fn spawn_vmm(
+        &self,
+        slot: &Slot,
+        name: &str,
+        args: Vec<String>,
+    ) -> Result<Run, ApiError> {
         runtime::clear_run_files(&slot.dir);
         let log = slot.dir.join("vmm.log");
         let _ = std::fs::rename(&log, slot.dir.join("vmm.log.1"));
         let req = super::launcher::LaunchRequest {
-            name: spec.name.clone(),
+            name: name.to_string(),
             vmm: self.inner.config.vmm.clone(),
             args,
             log,
@@ -161,18 +180,11 @@ impl Vms {
             starttime: process.starttime,
             started_at,
         };
-        let ready = match runtime::write_pid(&slot.dir, &record) {
-            Ok(()) => self.attach_and_resume(slot, &process).await,
-            Err(e) => Err(ApiError::internal(format!(
-                "cannot write the pid file: {e}"
-            ))),
-        };
-        if let Err(e) = ready {
+        if let Err(e) = runtime::write_pid(&slot.dir, &record) {
             let _ = process.signal(libc::SIGKILL);
-            process.exited().await;
-            process.reap();
-            runtime::clear_run_files(&slot.dir);
-            return Err(e);
+            return Err(ApiError::internal(format!(
+                "cannot write the pid file: {e}"
+            )));
         }
         Ok(Run {
             id: NEXT_RUN.fetch_add(1, Ordering::Relaxed),
@@ -187,8 +199,13 @@ impl Vms {
     /// VMM's event loop runs; the console connection then reaches it (its
     /// listener wakes the loop at once) well before the resume request
     /// has crossed the API thread.
-    async fn attach_and_resume(&self, slot: &Slot, process: &VmmProcess) -> Result<(), ApiError> {
-        wait_ready(slot, process).await?;
+    pub(super) async fn attach_and_resume(
+        &self,
+        slot: &Slot,
+        process: &VmmProcess,
+        ready_within: Duration,
+    ) -> Result<(), ApiError> {
+        wait_ready(slot, process, ready_within).await?;
         slot.console
             .attach(&slot.console_socket())
             .await
@@ -215,7 +232,7 @@ impl Vms {
             .map_err(|e| ApiError::internal(format!("boot preparation failed: {e}")))?
     }
 
-    fn resolve_disks(&self, spec: &VmSpec) -> Result<Vec<launch_args::Disk>, ApiError> {
+    pub(super) fn resolve_disks(&self, spec: &VmSpec) -> Result<Vec<launch_args::Disk>, ApiError> {
         spec.disks
             .iter()
             .map(|d| {
@@ -229,7 +246,7 @@ impl Vms {
             .collect()
     }
 
-    fn watch(&self, slot: Arc<Slot>, run_id: u64, process: Arc<VmmProcess>) {
+    pub(super) fn watch(&self, slot: Arc<Slot>, run_id: u64, process: Arc<VmmProcess>) {
         let vms = self.clone();
         tokio::spawn(async move {
             process.exited().await;
@@ -417,9 +434,9 @@ impl Vms {
 
 /// Polls for the API socket until the VMM answers GET /vm; a VMM that
 /// exits first failed to build the VM, and its exit record says why.
-async fn wait_ready(slot: &Slot, process: &VmmProcess) -> Result<(), ApiError> {
+async fn wait_ready(slot: &Slot, process: &VmmProcess, within: Duration) -> Result<(), ApiError> {
     let socket = slot.api_socket();
-    let deadline = Instant::now() + READY_TIMEOUT;
+    let deadline = Instant::now() + within;
     loop {
         if process.has_exited() {
             return Err(start_failure(slot));
@@ -433,12 +450,20 @@ async fn wait_ready(slot: &Slot, process: &VmmProcess) -> Result<(), ApiError> {
         }
         if Instant::now() > deadline {
             return Err(ApiError::internal(format!(
-                "the VMM did not answer on {} within {READY_TIMEOUT:?}",
+                "the VMM did not answer on {} within {within:?}",
                 socket.display()
             )));
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// A VMM that did not get ready: killed, reaped, its run files gone.
+pub(super) async fn kill_failed(slot: &Slot, process: &VmmProcess) {
+    let _ = process.signal(libc::SIGKILL);
+    process.exited().await;
+    process.reap();
+    runtime::clear_run_files(&slot.dir);
 }
 
 /// Why a VMM ended before its API answered, as the answer to `start`.
@@ -519,7 +544,7 @@ async fn graceful_stop(
     Ok(serde_json::json!({"forced": true, "seconds": started.elapsed().as_secs_f64()}))
 }
 
-enum Waited {
+pub(super) enum Waited {
     Exited,
     TimedOut,
     Cancelled,
@@ -527,7 +552,7 @@ enum Waited {
 
 /// Waits until run `run_id` has ended and been recorded, reporting progress
 /// in seconds to `ctx` and stopping early if it is cancelled.
-async fn wait_for_exit(
+pub(super) async fn wait_for_exit(
     slot: &Slot,
     run_id: u64,
     timeout: Duration,

@@ -1,0 +1,263 @@
+//! Live migration of a VM to another node (docs/cluster.md, "Live
+//! migration"). The owner's agent asks the destination's agent for a VMM
+//! waiting with `--incoming` (`POST /cluster/incoming`), has its own VMM
+//! send the VM there, and on success moves the VM's owner in the store
+//! (one compare-and-set write) before letting go of it; on failure it asks
+//! the destination to drop its half VM (`DELETE /cluster/incoming/NAME`).
+
+use std::net::TcpListener;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::forward::send;
+use super::{Cluster, VmRecord};
+use crate::error::{ApiError, ApiResult};
+use crate::server::AppState;
+use crate::tasks::{TaskCtx, TaskInfo};
+use crate::vm_types::VmSpec;
+use crate::vms::{MigrationOut, Vms};
+
+/// The downtime the source's VMM aims for unless told otherwise.
+const DEFAULT_MAX_DOWNTIME_MS: u64 = 300;
+
+/// `POST /vms/{name}/migrate`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateArgs {
+    /// The destination: a node's name or id.
+    node: String,
+    /// `shared` (every node sees the disks) or `copy`.
+    #[serde(default = "shared")]
+    disks: String,
+    #[serde(default)]
+    max_downtime_ms: Option<u64>,
+}
+
+fn shared() -> String {
+    "shared".into()
+}
+
+/// `POST /cluster/incoming`: the VM a source is about to send.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncomingArgs {
+    uuid: String,
+    spec: VmSpec,
+}
+
+/// A node another one can migrate to.
+struct Destination {
+    id: u32,
+    name: String,
+    /// Its agent, `ADDR:PORT`.
+    api: String,
+}
+
+pub async fn migrate(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Json(args): Json<MigrateArgs>,
+) -> ApiResult<(StatusCode, Json<TaskInfo>)> {
+    let cluster = super::routes::cluster(&s)?;
+    let slot = s.vms.get(&name)?;
+    if !matches!(args.disks.as_str(), "shared" | "copy") {
+        return Err(ApiError::bad_request("disks: 'shared' or 'copy'"));
+    }
+    if slot.info().pid.is_none() {
+        return Err(ApiError::conflict(format!(
+            "VM '{name}' is not running; a stopped VM moves by defining it elsewhere"
+        )));
+    }
+    if s.tasks.running("vm-migrate", &name) {
+        return Err(ApiError::conflict(format!(
+            "VM '{name}' is already being migrated"
+        )));
+    }
+    let c = cluster.clone();
+    let node = args.node.clone();
+    let dest = super::routes::blocking(move || c.destination(&node)).await?;
+    let out = MigrationOut {
+        url: String::new(),
+        disks: args.disks,
+        max_downtime_ms: args.max_downtime_ms.unwrap_or(DEFAULT_MAX_DOWNTIME_MS),
+    };
+    let (vms, target) = (s.vms.clone(), name.clone());
+    let task = s
+        .tasks
+        .spawn("vm-migrate", &target, "bytes", move |ctx| async move {
+            run(cluster, vms, name, dest, out, ctx).await
+        });
+    Ok((StatusCode::ACCEPTED, Json(task)))
+}
+
+async fn run(
+    cluster: Cluster,
+    vms: Vms,
+    name: String,
+    dest: Destination,
+    mut out: MigrationOut,
+    ctx: TaskCtx,
+) -> Result<Value, String> {
+    let slot = vms.get(&name).map_err(|e| e.1)?;
+    let info = slot.info();
+    let asked = IncomingArgs {
+        uuid: info.uuid.clone(),
+        spec: info.spec.clone(),
+    };
+    let body = serde_json::to_vec(&asked).map_err(|e| e.to_string())?;
+    let answer = call(&cluster, "POST", &dest.api, "/cluster/incoming", body).await;
+    let port = answer
+        .and_then(|v| {
+            v["port"]
+                .as_u64()
+                .ok_or_else(|| "no port in the answer".into())
+        })
+        .map_err(|e| format!("node '{}' cannot take the VM: {e}", dest.name))?;
+    let host = dest.api.rsplit_once(':').map_or("", |(h, _)| h);
+    out.url = format!("tcp://{host}:{port}");
+    let record = VmRecord {
+        uuid: info.uuid,
+        spec: info.spec,
+    };
+    let (c, to) = (cluster.clone(), dest.id);
+    let handed_over = async move {
+        let vm = record.spec.name.clone();
+        let moved = tokio::task::spawn_blocking(move || c.move_owner(&record, to)).await;
+        if let Err(e) = moved.map_err(|e| e.to_string()).and_then(|r| r) {
+            // The destination runs the VM: it publishes it as its own once
+            // this node has let go of it (publish.rs), so this heals.
+            eprintln!("vireo-agent: '{vm}' moved, but the store says: {e}");
+        }
+    };
+    match vms.migrate_out(&slot, out, &ctx, handed_over).await {
+        Ok(status) => Ok(json!({
+            "node": dest.name,
+            "downtime_ms": status["downtime_ms"],
+            "total_ms": status["total_ms"],
+            "bytes_sent": status["bytes_sent"],
+            "passes": status["pass"],
+        })),
+        Err(e) => {
+            let path = format!("/cluster/incoming/{name}");
+            if let Err(d) = call(&cluster, "DELETE", &dest.api, &path, Vec::new()).await {
+                eprintln!("vireo-agent: dropping '{name}' on '{}': {d}", dest.name);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// `METHOD path` on another node's agent; its JSON answer, or its error.
+async fn call(
+    cluster: &Cluster,
+    method: &str,
+    api: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<Value, String> {
+    let (method, url, me) = (
+        method.to_string(),
+        format!("http://{api}{path}"),
+        cluster.me(),
+    );
+    let json = axum::http::HeaderValue::from_static("application/json");
+    let headers: Vec<_> = std::iter::once(("content-type", json))
+        .chain(super::forward::node_authorization())
+        .collect();
+    let sent =
+        tokio::task::spawn_blocking(move || send(&method, &url, &headers, Bytes::from(body), me))
+            .await
+            .map_err(|e| e.to_string())??;
+    let (status, _, bytes) = sent;
+    let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    match status {
+        200..=299 => Ok(value),
+        _ => Err(value["error"]
+            .as_str()
+            .map_or_else(|| format!("HTTP {status}"), str::to_string)),
+    }
+}
+
+/// `POST /cluster/incoming` (destination): defines the VM and starts a
+/// VMM waiting for it on a free port, which the answer names.
+pub async fn incoming(
+    State(s): State<AppState>,
+    Json(args): Json<IncomingArgs>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    super::routes::cluster(&s)?;
+    let port = free_port()?;
+    let url = format!("tcp://0.0.0.0:{port}");
+    let info = s.vms.incoming(args.spec, args.uuid, &url).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"port": port, "vm": info.spec.name})),
+    ))
+}
+
+/// `DELETE /cluster/incoming/{name}` (destination): the source gave up.
+pub async fn abort(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    super::routes::cluster(&s)?;
+    s.vms.abort_incoming(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A port nothing listens on now; the VMM binds it a moment later (a
+/// race with another process is possible and ends in a clear error).
+fn free_port() -> Result<u16, ApiError> {
+    TcpListener::bind("0.0.0.0:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| ApiError::internal(format!("no free port: {e}")))
+}
+
+impl Cluster {
+    /// The node `node` (its name or id) as a destination: another node,
+    /// online, with an agent.
+    fn destination(&self, node: &str) -> Result<Destination, ApiError> {
+        let records = self.records()?;
+        let (id, rec) = records
+            .into_iter()
+            .find(|(id, r)| r.name == node || id.to_string() == node)
+            .ok_or_else(|| ApiError::not_found(format!("no node named '{node}' in the cluster")))?;
+        if id == self.me() {
+            return Err(ApiError::bad_request(format!(
+                "the VM already runs on '{node}'"
+            )));
+        }
+        if !Cluster::view_nodes(&self.store().status()).contains(&id) {
+            return Err(ApiError::unavailable(format!("node '{node}' is offline")));
+        }
+        Ok(Destination {
+            id,
+            name: rec.name,
+            api: rec.api,
+        })
+    }
+
+    /// `vm/NAME` now names `to` as the owner: one compare-and-set write on
+    /// the version this node owns.
+    fn move_owner(&self, record: &VmRecord, to: u32) -> Result<(), String> {
+        let key = format!("vm/{}", record.spec.name);
+        let entry = self
+            .store()
+            .get(&key)
+            .map_err(|e| e.to_string())?
+            .ok_or("the VM has no record")?;
+        if entry.owner != Some(self.me()) {
+            return Err(format!(
+                "the record's owner is {:?}, not this node",
+                entry.owner
+            ));
+        }
+        let text = serde_json::to_string(record).map_err(|e| e.to_string())?;
+        self.store()
+            .put_if(&key, &text, Some(to), entry.version)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
