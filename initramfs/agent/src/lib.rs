@@ -9,6 +9,8 @@ pub mod vm_types;
 #[cfg(feature = "server")]
 pub mod error;
 #[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
 pub mod selftest;
 #[cfg(feature = "server")]
 pub mod server;
@@ -18,5 +20,7 @@ pub mod storage;
 pub mod store;
 #[cfg(feature = "server")]
 pub mod tasks;
+#[cfg(feature = "server")]
+pub mod ui;
 #[cfg(feature = "server")]
 pub mod vms;

@@ -34,6 +34,9 @@ struct Args {
     /// Seconds a graceful VM shutdown waits before stopping the VM hard.
     #[arg(long, default_value = "60")]
     shutdown_timeout: u64,
+    /// Seconds between samples of the CPU, memory, disk and network history.
+    #[arg(long, default_value = "10")]
+    metrics_interval: f64,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -70,6 +73,7 @@ async fn main() {
     let options = VmOptions {
         memory_limit_mib: args.vm_memory_mib,
         shutdown_timeout_s: Some(args.shutdown_timeout),
+        metrics_interval_s: Some(args.metrics_interval),
     };
     let state = match AppState::with_vm_options(selftest, paths, options) {
         Ok(s) => s,

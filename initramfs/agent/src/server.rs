@@ -29,6 +29,8 @@ pub struct AppState {
     pub tasks: Tasks,
     pub storage: Storage,
     pub vms: Vms,
+    /// CPU, memory, disk and network history (the UI's graphs, /metrics).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The VM manager's settings that the command line can change.
@@ -38,6 +40,8 @@ pub struct VmOptions {
     pub memory_limit_mib: Option<u64>,
     /// Seconds a graceful shutdown waits by default (60 if None).
     pub shutdown_timeout_s: Option<u64>,
+    /// Seconds between metrics samples (10 if None).
+    pub metrics_interval_s: Option<f64>,
 }
 
 impl AppState {
@@ -64,6 +68,8 @@ impl AppState {
             ),
         };
         let vms = Vms::new(paths.clone(), storage.clone(), vms_config)?;
+        // Backups, restores and templates ask the VM manager (storage's VmHost).
+        storage.set_vm_host(Arc::new(vms.clone()));
         Ok(AppState {
             selftest: Arc::new(selftest),
             selftest_lock: Arc::default(),
@@ -71,6 +77,9 @@ impl AppState {
             vms,
             paths,
             tasks: Tasks::default(),
+            metrics: crate::metrics::Metrics::new(std::time::Duration::from_secs_f64(
+                options.metrics_interval_s.unwrap_or(10.0),
+            )),
         })
     }
 }
@@ -84,6 +93,8 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::routes::routes())
         .merge(crate::storage::routes::routes())
         .merge(crate::vms::routes::routes())
+        .merge(crate::metrics::routes::routes())
+        .merge(crate::ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -95,6 +106,7 @@ pub async fn serve(
     state: AppState,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    state.metrics.spawn_sampler(state.vms.clone());
     axum::serve(listener, router(state))
         .with_graceful_shutdown(stop)
         .await
