@@ -39,6 +39,8 @@ demo="$cli vm define demo --host 127.0.0.1:$port --kernel /usr/lib/vireo/probe.e
 cat <<EOF2
 == Vireo node: $(basename "$iso") under QEMU $how
 == agent: $url/node   (vireo node info --host 127.0.0.1:$port)
+== log in first (user admin; the password is on the node's console at its first start):
+==   $cli login --host 127.0.0.1:$port
 == a VM on it, created, started and its console opened (Ctrl-] detaches), from another terminal:
 ==   $demo
 == console below; quit QEMU with Ctrl-A X; the ACPI power button: Ctrl-A C, then system_powerdown

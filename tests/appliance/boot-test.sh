@@ -87,7 +87,7 @@ boot() {
   local name=$1 append=$2
   shift 2
   start_qemu "$name" -kernel "$kernel" -initrd "$initrd" \
-    -append "console=$tty panic=-1 $append" -nic "$(user_nic)" "$@"
+    -append "console=$tty panic=-1 vireo.admin_token=$API_TOKEN $append" -nic "$(user_nic)" "$@"
   log "QEMU started (pid $qemu_pid): $(basename "$kernel") + $(basename "$initrd"), $append"
 }
 
@@ -96,7 +96,7 @@ boot 1 "vireo.hostname=node1 vireo.debug=shell"
 wait_node
 node_has '"name":"node1"' "\"arch\":\"$arch\"" "\"kind\":\"$kvm_kind\"" '"available":true'
 curl -sf "http://127.0.0.1:$port/health" | grep -qF '"status":"ok"' || fail "/health"
-status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/nope")
+status=$(api_curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/nope")
 [[ $status == 404 ]] || fail "GET /nope answered $status, not 404"
 grep -qE 'dhcp: lease 10\.0\.2\.15/24 gateway 10\.0\.2\.2' "$con" || fail "no DHCP lease line"
 grep -qE "modules loaded:.*$nic_module" "$con" || fail "$nic_module (QEMU's default NIC) was not loaded"
@@ -188,7 +188,7 @@ if [[ $arch == x86_64 ]]; then
   # /dev/kvm (kvm_amd under TCG's emulated AMD-V), asked through the agent.
   grep -qaE 'modules: kvm_amd loaded with vgif=0' "$con" || fail "kvm_amd was not loaded with vgif=0"
   t_self=$(now)
-  selftest=$(curl -s -X POST --max-time 150 "http://127.0.0.1:$port/selftest/vmm") || fail "POST /selftest/vmm: no answer"
+  selftest=$(api_curl -s -X POST --max-time 150 "http://127.0.0.1:$port/selftest/vmm") || fail "POST /selftest/vmm: no answer"
   selftest_s=$(elapsed "$t_self" "$(now)")
   echo "$selftest" | python3 -c '
 import json, sys
@@ -202,7 +202,7 @@ assert r["exit_status"] == 0 and r["ok"] is True, json.dumps(r)
   log "vireo-vmm booted the probe inside the node (2 vCPUs, 64M): ${selftest_s}s through the API"
   # A Linux guest too: the kernel boots under nested KVM, /init sees both vCPUs.
   t_self=$(now)
-  selftest=$(curl -s -X POST --max-time 200 "http://127.0.0.1:$port/selftest/vmm?guest=linux") ||
+  selftest=$(api_curl -s -X POST --max-time 200 "http://127.0.0.1:$port/selftest/vmm?guest=linux") ||
     fail "POST /selftest/vmm?guest=linux: no answer"
   linux_s=$(elapsed "$t_self" "$(now)")
   echo "$selftest" | python3 -c '
@@ -221,7 +221,7 @@ else
   # aarch64: no probe (an x86_64 program), so the default selftest is the
   # Linux guest: vireo-vmm inside the node, under kvm_arm64 at EL2.
   t_self=$(now)
-  selftest=$(curl -s -X POST --max-time 200 "http://127.0.0.1:$port/selftest/vmm") ||
+  selftest=$(api_curl -s -X POST --max-time 200 "http://127.0.0.1:$port/selftest/vmm") ||
     fail "POST /selftest/vmm: no answer"
   selftest_s=$(elapsed "$t_self" "$(now)")
   echo "$selftest" | python3 -c '

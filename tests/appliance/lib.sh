@@ -12,6 +12,10 @@
 # shellcheck disable=SC2154,SC2034,SC2054
 
 test_name=appliance-test
+# An admin token the node's agent accepts (vireo.admin_token= on the kernel
+# command line, where a test boots a kernel directly); api_curl sends it.
+API_TOKEN=vireo-appliance-test-$$-$RANDOM
+api_curl() { curl -H "Authorization: Bearer $API_TOKEN" "$@"; }
 qemu_pid=
 reader_pid=
 

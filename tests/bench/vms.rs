@@ -127,12 +127,19 @@ struct Agent {
     run: PathBuf,
 }
 
+/// The admin token the bench's agent accepts (`--admin-token-file`).
+const TOKEN: &str = "vireo-bench-token";
+
 impl Agent {
     fn start(bin: &Path, vmm: &Path, dir: &Path) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let log = dir.join("agent.log");
         let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let token = dir.join("admin-token");
+        std::fs::write(&token, format!("{TOKEN}\n")).map_err(|e| e.to_string())?;
         let child = Command::new(bin)
+            .arg("--admin-token-file")
+            .arg(&token)
             .args(["--listen", "127.0.0.1:0", "--vmm"])
             .arg(vmm)
             .arg("--run-dir")
@@ -167,7 +174,7 @@ impl Agent {
     fn call(&self, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
         let mut s = TcpStream::connect(&self.addr).map_err(|e| e.to_string())?;
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
         s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;

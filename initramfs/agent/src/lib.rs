@@ -1,13 +1,18 @@
 //! vireo-agent: the node agent's REST API. The types (`types`) are always
 //! built, for the `vireo` CLI; the server behind the `server` feature.
 
+pub mod auth_api;
 pub mod node;
 pub mod storage_api;
 pub mod types;
 pub mod vm_types;
 
 #[cfg(feature = "server")]
+pub mod auth;
+#[cfg(feature = "server")]
 pub mod error;
+#[cfg(feature = "server")]
+pub mod listen;
 #[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]

@@ -37,6 +37,8 @@ struct Args {
     /// Seconds between samples of the CPU, memory, disk and network history.
     #[arg(long, default_value = "10")]
     metrics_interval: f64,
+    #[command(flatten)]
+    security: vireo_agent::auth::startup::SecurityArgs,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -61,8 +63,20 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    let transport = match args.security.transport(&paths.state, addr) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("vireo-agent: TLS: {e}");
+            std::process::exit(1);
+        }
+    };
+    let scheme = if transport.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     eprintln!(
-        "vireo-agent: listening on http://{addr}, state in {}",
+        "vireo-agent: listening on {scheme}://{addr}, state in {}",
         paths.state.display()
     );
     let selftest = SelftestConfig {
@@ -82,10 +96,15 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    if let Err(e) = args.security.apply(&state.auth, &state.paths.state) {
+        eprintln!("vireo-agent: users and tokens: {e}");
+        std::process::exit(1);
+    }
     // Serving starts at once; VMs are re-adopted and autostarted beside it.
     let vms = state.vms.clone();
     tokio::spawn(async move { vms.recover().await });
-    if let Err(e) = vireo_agent::server::serve(listener, state, stop_signal()).await {
+    let router = vireo_agent::server::router(state);
+    if let Err(e) = vireo_agent::listen::serve(listener, router, stop_signal(), transport).await {
         eprintln!("vireo-agent: {e}");
         std::process::exit(2);
     }

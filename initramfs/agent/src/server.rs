@@ -8,6 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
+use crate::auth::Auth;
 pub use crate::error::ApiError;
 use crate::node;
 use crate::selftest::{self, SelftestConfig};
@@ -31,6 +32,8 @@ pub struct AppState {
     pub vms: Vms,
     /// CPU, memory, disk and network history (the UI's graphs, /metrics).
     pub metrics: crate::metrics::Metrics,
+    /// Users, tokens and sessions (`auth`).
+    pub auth: Auth,
 }
 
 /// The VM manager's settings that the command line can change.
@@ -70,7 +73,9 @@ impl AppState {
         let vms = Vms::new(paths.clone(), storage.clone(), vms_config)?;
         // Backups, restores and templates ask the VM manager (storage's VmHost).
         storage.set_vm_host(Arc::new(vms.clone()));
+        let auth = Auth::load(&paths.state)?;
         Ok(AppState {
+            auth,
             selftest: Arc::new(selftest),
             selftest_lock: Arc::default(),
             storage,
@@ -95,8 +100,14 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::vms::routes::routes())
         .merge(crate::metrics::routes::routes())
         .merge(crate::ui::routes())
+        .merge(crate::auth::routes::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Last, so it guards every route above (docs/security.md).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::guard::guard,
+        ))
         .with_state(state)
 }
 
@@ -107,9 +118,13 @@ pub async fn serve(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     state.metrics.spawn_sampler(state.vms.clone());
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop)
-        .await
+    crate::listen::serve(
+        listener,
+        router(state),
+        stop,
+        crate::listen::Transport::default(),
+    )
+    .await
 }
 
 async fn health() -> Json<Health> {

@@ -128,6 +128,9 @@ pub struct CreateVolume {
     pub format: VolumeFormat,
     /// Virtual size in bytes (a multiple of 512).
     pub size: u64,
+    /// The tenant that owns it (set to the caller's own for a tenant).
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 /// A volume's external snapshot.
@@ -154,6 +157,9 @@ pub struct VolumeInfo {
     pub linked_to: Option<String>,
     /// VMs using it (as the VM manager says).
     pub used_by: Vec<String>,
+    /// The tenant that owns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// `POST .../resize`.

@@ -34,6 +34,12 @@ async fn start_with(selftest: SelftestConfig) -> Server {
     ));
     let paths = vireo_agent::store::Paths::new(base.join("state"), base.join("run")).unwrap();
     let state = AppState::new(selftest, paths).unwrap();
+    let admin = vireo_agent::auth::Caller {
+        user: "test".into(),
+        role: vireo_agent::auth::Role::Admin,
+        tenant: None,
+    };
+    state.auth.add_static_token(TOKEN, admin);
     let task = tokio::spawn(vireo_agent::server::serve(listener, state, async {
         let _ = rx.await;
     }));
@@ -51,8 +57,11 @@ impl Server {
     }
 }
 
-/// Sends `raw` and returns (status, body) of the answer.
+const TOKEN: &str = "vireo-api-test-token";
+
+/// Sends `raw` (with the test's token) and returns (status, body) of the answer.
 async fn request(addr: SocketAddr, raw: &str) -> (u16, String) {
+    let raw = raw.replacen("\r\n", &format!("\r\nAuthorization: Bearer {TOKEN}\r\n"), 1);
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(raw.as_bytes()).await.unwrap();
     let mut out = String::new();

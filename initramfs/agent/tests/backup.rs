@@ -80,11 +80,20 @@ impl Vms {
     }
 }
 
+fn admin() -> vireo_agent::auth::Caller {
+    vireo_agent::auth::Caller {
+        user: "test".into(),
+        role: vireo_agent::auth::Role::Admin,
+        tenant: None,
+    }
+}
+
 /// The agent's server on a thread of its own, on `dir`.
 fn serve(dir: &Path, vms: Arc<Vms>) -> SocketAddr {
     let paths = Paths::new(dir.join("state"), dir.join("run")).unwrap();
     let state = AppState::new(SelftestConfig::default(), paths).unwrap();
     state.storage.set_vm_host(vms);
+    state.auth.add_static_token(TOKEN, admin());
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -373,6 +382,7 @@ fn the_overlay_of_a_backup_whose_vmm_died_is_committed_before_the_volume_is_used
         name: "v.qcow2".into(),
         format: vireo_agent::storage_api::VolumeFormat::Qcow2,
         size: DISK_MIB * MIB,
+        tenant: None,
     };
     state.storage.create_volume("local", req).unwrap();
     let img = local.join("v.qcow2");

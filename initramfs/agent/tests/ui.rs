@@ -19,6 +19,7 @@ use webdriver::Browser;
 
 const LONG: Duration = Duration::from_secs(60);
 const MIB: u64 = 1 << 20;
+const ADMIN_PASSWORD: &str = "correct horse battery";
 
 fn shots_dir() -> PathBuf {
     // CARGO_MANIFEST_DIR is initramfs/agent; the artifacts sit with the tiers' logs.
@@ -75,6 +76,29 @@ fn make_template(agent: &Agent, node: &Node) {
 }
 
 /// Waits for the page's status line to say `label...: done`; panics on a failure it reports.
+/// The agent with a known admin password (the browser logs in with it).
+fn agent_with_password(node: &Node, extra: &[&str]) -> Agent {
+    let file = node.dir.join("admin-password");
+    std::fs::write(&file, format!("{ADMIN_PASSWORD}\n")).unwrap();
+    let mut args = vec!["--admin-password-file", file.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    node.agent(&args)
+}
+
+/// Logs in through the login page; waits for the VM list.
+fn log_in(browser: &Browser, agent: &Agent, user: &str, password: &str) {
+    browser.goto(&format!("{}/ui/login", agent.base));
+    browser.js("localStorage.clear()", json!([]));
+    browser.type_into("input[name=user]", user);
+    browser.type_into("input[name=password]", password);
+    browser.click("form.login button[type=submit]");
+    browser.wait(
+        "the VM list after login",
+        "location.pathname === '/ui/vms' && document.querySelector('[data-testid=vm-table]')",
+        LONG,
+    );
+}
+
 fn action_done(browser: &Browser, label: &str) {
     let cond = format!(
         "(e => e && e.innerText.startsWith({label:?}) && (e.classList.contains('ok') || e.classList.contains('failed')) && e.className + ' ' + e.innerText)(document.querySelector('[data-testid=action-status]'))"
@@ -87,17 +111,20 @@ fn action_done(browser: &Browser, label: &str) {
 #[test]
 fn the_ui_drives_a_vm_through_its_life() {
     let node = Node::new("ui");
-    let agent = node.agent(&["--metrics-interval", "1"]);
+    let agent = agent_with_password(&node, &["--metrics-interval", "1"]);
     make_template(&agent, &node);
     let browser = Browser::start(1280, 800, &shots_dir());
     let ui = |path: &str| format!("{}{path}", agent.base);
 
-    // Any page sends a stranger to the login page.
+    // Any page sends a stranger to the login page; a wrong password is refused there.
     browser.goto(&ui("/ui/vms"));
     browser.find("form.login");
-    browser.screenshot("login-1280");
     browser.type_into("input[name=user]", "admin");
-    browser.type_into("input[name=password]", "admin");
+    browser.type_into("input[name=password]", "wrong");
+    browser.click("form.login button[type=submit]");
+    browser.wait("the refusal", "document.querySelector('form.login .error-text').textContent.includes('Wrong user name or password')", LONG);
+    browser.screenshot("login-1280");
+    browser.type_into("input[name=password]", ADMIN_PASSWORD);
     browser.click("form.login button[type=submit]");
     browser.wait(
         "the VM list",
@@ -105,6 +132,11 @@ fn the_ui_drives_a_vm_through_its_life() {
         LONG,
     );
     assert!(browser.text("tr[data-vm=tpl]").contains("template"));
+    assert_eq!(
+        browser.js("return location.pathname", json!([])),
+        "/ui/vms",
+        "back to the page asked for"
+    );
 
     // A VM from the template.
     browser.type_into("[data-testid=create-vm] input[name=name]", "web");
@@ -222,6 +254,60 @@ fn the_ui_drives_a_vm_through_its_life() {
         .contains("no VM named 'nobody'"));
 }
 
+/// A tenant's login lists only its VMs; another tenant's VM page is an
+/// error page; the admin sees every VM.
+#[test]
+fn a_tenant_sees_only_its_vms() {
+    let node = Node::new("ui-tenant");
+    let agent = agent_with_password(&node, &[]);
+    for (vm, tenant) in [
+        ("acme-web", "acme"),
+        ("acme-db", "acme"),
+        ("globex-web", "globex"),
+    ] {
+        agent.ok(
+            "POST",
+            "/vms",
+            Some(json!({
+                "name": vm, "memory_mib": 64, "tags": {"tenant": tenant},
+                "boot": {"kind": "kernel", "kernel": node.probe},
+            })),
+            201,
+        );
+    }
+    agent.ok("POST", "/auth/users", Some(json!({"name": "alice", "password": "alice's secret", "role": "tenant", "tenant": "acme"})), 201);
+    let browser = Browser::start(1280, 800, &shots_dir());
+    log_in(&browser, &agent, "alice", "alice's secret");
+    browser.wait(
+        "acme's VMs",
+        "document.querySelectorAll('tr[data-vm]').length === 2",
+        LONG,
+    );
+    let listed = browser.js(
+        "return [...document.querySelectorAll('tr[data-vm]')].map(r => r.dataset.vm).sort()",
+        json!([]),
+    );
+    assert_eq!(listed, json!(["acme-db", "acme-web"]));
+    assert!(browser.text("[data-testid=user]").contains("acme"));
+    browser.screenshot("tenant-vms-1280");
+    browser.goto(&format!("{}/ui/vms/globex-web", agent.base));
+    browser.find("[data-testid=error-page]");
+    let error = browser.text("[data-testid=error-page]");
+    assert!(
+        error.contains("Not allowed") && error.contains("HTTP 403"),
+        "{error}"
+    );
+    browser.screenshot("tenant-error-1280");
+    browser.goto(&format!("{}/ui/vms/acme-web", agent.base));
+    browser.find("[data-testid=console]");
+    log_in(&browser, &agent, "admin", ADMIN_PASSWORD);
+    browser.wait(
+        "every VM for the admin",
+        "document.querySelectorAll('tr[data-vm]').length === 3",
+        LONG,
+    );
+}
+
 /// Metrics: the Prometheus text and the history routes answer with the
 /// running VM's numbers.
 #[test]
@@ -264,7 +350,7 @@ fn metrics_and_history_follow_a_running_vm() {
 #[ignore = "a benchmark: make bench-ui"]
 fn vm_list_page_load() {
     let node = Node::new("ui-bench");
-    let agent = node.agent(&[]);
+    let agent = agent_with_password(&node, &[]);
     for i in 0..200 {
         let tenant = ["acme", "globex", "initech"][i % 3];
         agent.ok(
@@ -278,11 +364,7 @@ fn vm_list_page_load() {
         );
     }
     let browser = Browser::start(1280, 800, &shots_dir());
-    browser.goto(&format!("{}/ui/login", agent.base));
-    browser.type_into("input[name=user]", "admin");
-    browser.type_into("input[name=password]", "admin");
-    browser.click("form.login button[type=submit]");
-    browser.find("[data-testid=vm-table]");
+    log_in(&browser, &agent, "admin", ADMIN_PASSWORD);
     let mut times = Vec::new();
     for _ in 0..5 {
         browser.goto(&format!("{}/ui/vms", agent.base));

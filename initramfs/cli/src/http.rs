@@ -16,7 +16,8 @@ pub struct Client {
 impl Client {
     /// `host` as `vireo node info --host` takes it.
     pub fn new(host: &str) -> Self {
-        let config = ureq::Agent::config_builder()
+        let base = crate::base_url(host);
+        let config = crate::token::config_builder(&base)
             // Long operations are tasks: each request is short, except
             // uploads and downloads, which move data the whole time.
             .timeout_connect(Some(Duration::from_secs(10)))
@@ -24,7 +25,7 @@ impl Client {
             .http_status_as_error(false)
             .build();
         Self {
-            base: crate::base_url(host),
+            base,
             agent: ureq::Agent::new_with_config(config),
         }
     }

@@ -5,8 +5,10 @@ mod cluster;
 mod cluster_admin;
 mod format;
 mod http;
+mod login;
 mod progress;
 mod storage;
+mod token;
 mod vm;
 mod vm_console;
 
@@ -24,6 +26,8 @@ const DEFAULT_PORT: u16 = 8006;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    trust: token::Trust,
 }
 
 #[derive(Subcommand)]
@@ -35,6 +39,20 @@ enum Command {
     },
     /// The node's VMs: define, start, shutdown, console, ...
     Vm(Box<vm::VmArgs>),
+    /// Log in to the node's agent; the session token is kept for it.
+    Login {
+        #[command(flatten)]
+        conn: storage::Conn,
+        #[command(flatten)]
+        args: login::LoginArgs,
+    },
+    /// API tokens: create (the secret is shown once), list, delete.
+    Token {
+        #[command(flatten)]
+        conn: storage::Conn,
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
     /// The cluster this node is a member of.
     Cluster {
         #[command(subcommand)]
@@ -151,6 +169,7 @@ enum NodeCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    token::set_trust(cli.trust);
     let result = match cli.command {
         Command::Node {
             command: NodeCommand::Info { host, json },
@@ -168,6 +187,8 @@ fn main() -> ExitCode {
         Command::Template { conn, command } => backup::template(&conn, command),
         Command::Task { conn, command } => backup::tasks(&conn, command),
         Command::Vm(args) => vm::run(*args),
+        Command::Login { conn, args } => login::run(&conn, args),
+        Command::Token { conn, command } => token::run(&conn, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -253,7 +274,7 @@ pub fn request(
     body: Option<&str>,
     timeout: Duration,
 ) -> Result<String, String> {
-    let config = ureq::Agent::config_builder()
+    let config = token::config_builder(base)
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .build();
@@ -287,8 +308,12 @@ pub fn error_text(body: &str, status: u16) -> String {
     }
 }
 
-/// HOST, HOST:PORT, [V6] or [V6]:PORT → http://HOST:PORT.
+/// HOST, HOST:PORT, [V6] or [V6]:PORT → http://HOST:PORT; an
+/// `https://` prefix keeps HTTPS.
 pub fn base_url(host: &str) -> String {
+    if let Some(rest) = host.strip_prefix("https://") {
+        return base_url(rest).replacen("http://", "https://", 1);
+    }
     let host = host.trim_start_matches("http://").trim_end_matches('/');
     let has_port = match host.rsplit_once(':') {
         Some((h, p)) => p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']')),
@@ -321,6 +346,7 @@ mod tests {
         assert_eq!(base_url("::1"), "http://[::1]:8006");
         assert_eq!(base_url("[::1]"), "http://[::1]:8006");
         assert_eq!(base_url("[fe80::1]:8006"), "http://[fe80::1]:8006");
+        assert_eq!(base_url("https://node1"), "https://node1:8006");
     }
 
     #[test]

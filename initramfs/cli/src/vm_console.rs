@@ -14,10 +14,20 @@ use crate::{print_out, request};
 const DETACH: u8 = 0x1d;
 
 /// The terminal in raw mode until dropped (nothing when stdin is no tty).
-struct RawTerminal(Option<libc::termios>);
+pub struct RawTerminal(Option<libc::termios>);
+
+/// The terminal without echo until dropped (a password prompt).
+pub fn no_echo() -> RawTerminal {
+    RawTerminal::with(|t| t.c_lflag &= !libc::ECHO)
+}
 
 impl RawTerminal {
     fn enter() -> Self {
+        // SAFETY: cfmakeraw only edits the termios it is given.
+        Self::with(|t| unsafe { libc::cfmakeraw(t) })
+    }
+
+    fn with(change: impl FnOnce(&mut libc::termios)) -> Self {
         // SAFETY: termios calls on fd 0 with a termios we own.
         unsafe {
             if libc::isatty(0) != 1 {
@@ -27,9 +37,9 @@ impl RawTerminal {
             if libc::tcgetattr(0, &mut saved) != 0 {
                 return RawTerminal(None);
             }
-            let mut raw = saved;
-            libc::cfmakeraw(&mut raw);
-            libc::tcsetattr(0, libc::TCSANOW, &raw);
+            let mut changed = saved;
+            change(&mut changed);
+            libc::tcsetattr(0, libc::TCSANOW, &changed);
             RawTerminal(Some(saved))
         }
     }
@@ -46,8 +56,9 @@ impl Drop for RawTerminal {
 
 pub fn attach(base: &str, name: &str) -> Result<(), String> {
     let url = format!(
-        "{}/vms/{name}/console",
-        base.replacen("http://", "ws://", 1)
+        "{}/vms/{name}/console{}",
+        base.replacen("http://", "ws://", 1),
+        crate::token::token_for(base).map_or(String::new(), |t| format!("?token={t}"))
     );
     let (mut ws, _) = tungstenite::connect(url.as_str()).map_err(|e| match e {
         tungstenite::Error::Http(resp) => {

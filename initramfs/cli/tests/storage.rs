@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The admin token the test agent accepts (`--admin-token-file`).
+const TOKEN: &str = "vireo-cli-test-token";
+
 fn agent_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("VIREO_AGENT") {
         return p.into();
@@ -31,9 +34,13 @@ struct Agent {
 
 impl Agent {
     fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("vireo-cli-storage-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir =
+            std::env::temp_dir().join(format!("vireo-cli-storage-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("admin-token"), format!("{TOKEN}\n")).unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -46,6 +53,8 @@ impl Agent {
             .arg(dir.join("state"))
             .arg("--run-dir")
             .arg(dir.join("run"))
+            .arg("--admin-token-file")
+            .arg(dir.join("admin-token"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -62,9 +71,19 @@ impl Agent {
     }
 
     fn vireo(&self, args: &[&str]) -> Output {
+        self.vireo_as(args, Some(TOKEN), &[])
+    }
+
+    /// `vireo` with `token` in VIREO_TOKEN (or none), more variables, and
+    /// a HOME of the test's own.
+    fn vireo_as(&self, args: &[&str], token: Option<&str>, env: &[(&str, &str)]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_vireo"))
             .args(args)
             .env("VIREO_HOST", self.addr.to_string())
+            .env("VIREO_TOKEN", token.unwrap_or(""))
+            .env("HOME", &self.dir)
+            .env_remove("XDG_CONFIG_HOME")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
             .unwrap()
@@ -189,4 +208,47 @@ fn volumes_pools_and_transfers_through_the_cli() {
     let e = a.fails(&["pool", "remove", "local"]);
     assert!(e.contains("cannot be removed"), "{e}");
     a.ok(&["vol", "delete", "local/a.qcow2"]);
+}
+
+#[test]
+fn login_keeps_a_token_and_token_create_makes_a_tenant_one() {
+    let a = Agent::start();
+    let denied = a.vireo_as(&["vol", "list"], None, &[]);
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(!denied.status.success() && err.contains("(401)"), "{err}");
+    let password = std::fs::read_to_string(a.dir.join("state/initial-admin-password")).unwrap();
+    let login = a.vireo_as(&["login"], None, &[("VIREO_PASSWORD", password.trim())]);
+    let said = String::from_utf8_lossy(&login.stdout);
+    assert!(
+        login.status.success() && said.contains("as admin (admin)"),
+        "{said}"
+    );
+    let saved = a.dir.join(".config/vireo/credentials.json");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // The kept session works without VIREO_TOKEN.
+    let made = a.vireo_as(
+        &[
+            "token", "create", "--role", "tenant", "--tenant", "acme", "--json",
+        ],
+        None,
+        &[],
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let secret = json(&String::from_utf8_lossy(&made.stdout))["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let listed = a.vireo_as(&["vol", "list", "--json"], Some(&secret), &[]);
+    assert!(listed.status.success());
+    // A tenant may not make tokens.
+    let refused = a.vireo_as(&["token", "list"], Some(&secret), &[]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("(403)"));
+    let wrong = a.vireo_as(&["login"], None, &[("VIREO_PASSWORD", "nope")]);
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("(401)"));
 }

@@ -33,6 +33,9 @@ pub struct Cmdline {
     pub modules: Vec<String>,
     /// `vireo.agent.listen=ADDR:PORT` for the agent's REST API.
     pub agent_listen: Option<String>,
+    /// `vireo.admin_token=T`: an admin API token the agent accepts this
+    /// boot (tests and automated provisioning; docs/security.md).
+    pub admin_token: Option<String>,
     /// `vireo.cluster=ADDR[:PORT]` with `vireo.join_token=T`: join that
     /// member's cluster at boot unless this node is in a cluster already.
     pub cluster_join: Option<ClusterJoin>,
@@ -52,6 +55,7 @@ impl Default for Cmdline {
             net: NetConfig::Dhcp { iface: None },
             modules: Vec::new(),
             agent_listen: None,
+            admin_token: None,
             cluster_join: None,
         }
     }
@@ -105,6 +109,7 @@ pub fn parse(text: &str) -> (Cmdline, Vec<String>) {
                     .map(str::to_string),
             ),
             "vireo.agent.listen" => cmd.agent_listen = Some(value.to_string()),
+            "vireo.admin_token" => cmd.admin_token = Some(value.to_string()),
             "vireo.cluster" => member = Some(value.to_string()),
             "vireo.join_token" => token = Some(value.to_string()),
             "vireo.ip" => vireo_ip = Some(value.to_string()),
@@ -291,6 +296,8 @@ mod tests {
         assert!(c.debug_shell);
         assert_eq!(c.modules, vec!["tun", "8021q"]);
         assert_eq!(c.agent_listen.as_deref(), Some("0.0.0.0:9000"));
+        let (c, _) = parse("vireo.admin_token=s3cret");
+        assert_eq!(c.admin_token.as_deref(), Some("s3cret"));
     }
 
     #[test]

@@ -40,6 +40,8 @@ const INIT_PID_FILE: &str = "/run/vireo/init.pid";
 const RECHECK: Duration = Duration::from_secs(5);
 const BUSYBOX: &str = "/bin/busybox";
 const DEFAULT_LISTEN: &str = "0.0.0.0:8006";
+/// `vireo.admin_token=` handed to the agent (tmpfs, 0600).
+const ADMIN_TOKEN_FILE: &str = "/run/vireo/admin-token";
 const SIGNALS: [Signal; 6] = [
     Signal::SIGCHLD,
     Signal::SIGTERM,
@@ -116,12 +118,17 @@ fn block_signals() {
 
 fn start_services(cmd: &cmdline::Cmdline) -> Vec<Service> {
     let listen = cmd.agent_listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-    let agent = Service::new(
-        "vireo-agent",
-        vec![AGENT.into(), "--listen".into(), listen.into()],
-    )
-    .env("VIREO_STATE_DIR", mounts::STATE_DIR)
-    .env("PATH", "/usr/bin:/bin");
+    let mut agent_args = vec![AGENT.into(), "--listen".into(), listen.into()];
+    let _ = std::fs::create_dir_all("/run/vireo");
+    if let Some(token) = &cmd.admin_token {
+        match write_private(ADMIN_TOKEN_FILE, token) {
+            Ok(()) => agent_args.extend(["--admin-token-file".into(), ADMIN_TOKEN_FILE.into()]),
+            Err(e) => eprintln!("vireo-init: {ADMIN_TOKEN_FILE}: {e}"),
+        }
+    }
+    let agent = Service::new("vireo-agent", agent_args)
+        .env("VIREO_STATE_DIR", mounts::STATE_DIR)
+        .env("PATH", "/usr/bin:/bin");
     let mut services = vec![agent, membershipd()];
     if let Some(join) = cluster_join(cmd) {
         services.push(join);
@@ -132,6 +139,18 @@ fn start_services(cmd: &cmdline::Cmdline) -> Vec<Service> {
     let _ = std::fs::create_dir_all("/run/vireo");
     let _ = std::fs::write(INIT_PID_FILE, "1\n");
     services
+}
+
+fn write_private(path: &str, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(f, "{text}")
 }
 
 /// The membership daemon: its own process, so an agent restart is never a

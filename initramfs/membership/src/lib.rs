@@ -17,6 +17,7 @@
 mod codec;
 pub mod config;
 mod error;
+pub mod firewall;
 pub mod groups;
 pub mod join;
 pub mod node;

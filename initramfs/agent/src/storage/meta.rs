@@ -28,6 +28,9 @@ pub struct VolumeMeta {
     /// before its first snapshot; every later image is a qcow2 overlay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_format: Option<VolumeFormat>,
+    /// The tenant that owns it (docs/security.md); None: operators' only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 impl VolumeMeta {
@@ -37,6 +40,7 @@ impl VolumeMeta {
             template: false,
             snapshots: Vec::new(),
             base_format: None,
+            tenant: None,
         }
     }
 

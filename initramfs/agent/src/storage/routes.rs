@@ -13,6 +13,7 @@ use axum::{Json, Router};
 
 use super::backup::BackupEntry;
 use super::{blocking, Storage, VolumeFormat, VolumeRef};
+use crate::auth::{policy, Caller};
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::server::AppState;
 use crate::storage_api::{
@@ -150,16 +151,28 @@ async fn remove_pool(State(s): State<AppState>, Path(pool): Path<String>) -> Api
 async fn list_volumes(
     State(s): State<AppState>,
     Path(pool): Path<String>,
+    caller: Caller,
 ) -> ApiResult<Json<Vec<VolumeInfo>>> {
     let st = s.storage.clone();
-    blocking(move || st.list_volumes(&pool)).await.map(Json)
+    let mut all = blocking(move || st.list_volumes(&pool)).await?;
+    all.retain(|v| caller.may_see(v.tenant.as_deref()));
+    Ok(Json(all))
 }
 
 async fn create_volume(
     State(s): State<AppState>,
     Path(pool): Path<String>,
-    JsonBody(req): JsonBody<CreateVolume>,
+    caller: Caller,
+    JsonBody(mut req): JsonBody<CreateVolume>,
 ) -> ApiResult<(StatusCode, Json<VolumeInfo>)> {
+    if let Some(tenant) = caller.only_tenant() {
+        if req.tenant.get_or_insert_with(|| tenant.into()) != tenant {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!("tenant '{tenant}' creates volumes of its own only"),
+            ));
+        }
+    }
     let st = s.storage.clone();
     let info = blocking(move || st.create_volume(&pool, req)).await?;
     Ok((StatusCode::CREATED, Json(info)))
@@ -331,8 +344,13 @@ async fn delete_snapshot(
 
 async fn backup(
     State(s): State<AppState>,
+    caller: Caller,
     JsonBody(req): JsonBody<BackupRequest>,
 ) -> ApiResult<(StatusCode, Json<TaskInfo>)> {
+    if !caller.may_see(policy::vm_tenant(&s, &req.vm).as_deref()) {
+        let why = format!("VM '{}' is not this tenant's", req.vm);
+        return Err(ApiError(StatusCode::FORBIDDEN, why));
+    }
     let st = s.storage.clone();
     let target = req.vm.clone();
     let job = blocking(move || st.prepare_backup(req)).await?;
@@ -356,11 +374,18 @@ async fn list_backups(
     State(s): State<AppState>,
     Path(pool): Path<String>,
     RawQuery(query): RawQuery,
+    caller: Caller,
 ) -> ApiResult<Json<Vec<BackupEntry>>> {
     let (st, vm) = (s.storage.clone(), vm_query(query)?);
-    blocking(move || st.list_backups(&pool, vm.as_deref()))
-        .await
-        .map(Json)
+    let mut all = blocking(move || st.list_backups(&pool, vm.as_deref())).await?;
+    all.retain(|b| {
+        let tag = b
+            .manifest
+            .as_ref()
+            .map(|m| &m.definition["spec"]["tags"]["tenant"]);
+        caller.may_see(tag.and_then(|t| t.as_str()))
+    });
+    Ok(Json(all))
 }
 
 async fn show_backup(

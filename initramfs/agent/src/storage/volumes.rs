@@ -126,6 +126,7 @@ impl Storage {
             snapshots,
             linked_to: backing.filter(|b| valid_name(b)),
             used_by: self.users_of(v),
+            tenant: m.tenant,
         })
     }
 
@@ -144,8 +145,18 @@ impl Storage {
         };
         let _claim = self.claim(&v, "create")?;
         image::create_image(&dir.join(&v.name), req.format, req.size, None)?;
-        self.record(&dir, &v, req.format)?;
+        let meta = VolumeMeta {
+            tenant: req.tenant,
+            ..VolumeMeta::new(req.format)
+        };
+        self.record_meta(&dir, &v, &meta)?;
         self.info_in(&dir, &v)
+    }
+
+    /// The tenant a volume belongs to (from its record).
+    pub fn volume_tenant(&self, v: &VolumeRef) -> Result<Option<String>, ApiError> {
+        let dir = self.existing(v)?;
+        Ok(meta_of(&dir, &v.name)?.tenant)
     }
 
     /// Writes a new volume's record; on failure the file goes too.
@@ -155,7 +166,11 @@ impl Storage {
         v: &VolumeRef,
         format: VolumeFormat,
     ) -> Result<(), ApiError> {
-        meta::save(dir, &v.name, &VolumeMeta::new(format)).map_err(|e| {
+        self.record_meta(dir, v, &VolumeMeta::new(format))
+    }
+
+    fn record_meta(&self, dir: &Path, v: &VolumeRef, m: &VolumeMeta) -> Result<(), ApiError> {
+        meta::save(dir, &v.name, m).map_err(|e| {
             let _ = std::fs::remove_file(dir.join(&v.name));
             ApiError::internal(format!("recording '{v}': {e}"))
         })

@@ -16,6 +16,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::console::LOG_HALF;
 use super::Slot;
+use crate::auth::{policy, Caller};
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::server::AppState;
 use crate::tasks::TaskInfo;
@@ -46,14 +47,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryArgs<T> {
     }
 }
 
-async fn list(State(s): State<AppState>) -> Json<Vec<VmInfo>> {
-    Json(s.vms.list())
+async fn list(State(s): State<AppState>, caller: Caller) -> Json<Vec<VmInfo>> {
+    let mut vms = s.vms.list();
+    vms.retain(|vm| caller.may_see(vm.spec.tags.get("tenant").map(String::as_str)));
+    Json(vms)
 }
 
 async fn define(
     State(s): State<AppState>,
-    JsonBody(spec): JsonBody<VmSpec>,
+    caller: Caller,
+    JsonBody(mut spec): JsonBody<VmSpec>,
 ) -> ApiResult<(StatusCode, Json<VmInfo>)> {
+    policy::tenant_spec(&caller, &mut spec, &s)?;
     s.vms.define(spec).map(|i| (StatusCode::CREATED, Json(i)))
 }
 
@@ -64,8 +69,10 @@ async fn show(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<
 async fn edit(
     State(s): State<AppState>,
     Path(name): Path<String>,
-    JsonBody(spec): JsonBody<VmSpec>,
+    caller: Caller,
+    JsonBody(mut spec): JsonBody<VmSpec>,
 ) -> ApiResult<Json<VmInfo>> {
+    policy::tenant_spec(&caller, &mut spec, &s)?;
     s.vms.edit(&name, spec).await.map(Json)
 }
 

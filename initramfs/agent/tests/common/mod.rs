@@ -15,6 +15,17 @@ use serde_json::Value;
 pub use vireo_tests::qemu_img;
 pub use vireo_tests::{probe_command, scratch_dir};
 
+/// The admin token every test agent accepts (`--admin-token-file`).
+pub const TOKEN: &str = "vireo-test-admin-token";
+
+/// Writes `TOKEN` to `dir/admin-token` for `--admin-token-file`.
+pub fn token_file(dir: &Path) -> PathBuf {
+    let path = dir.join("admin-token");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    path
+}
+
 /// A response: status, headers (lower-case names), body.
 pub struct Answer {
     pub status: u16,
@@ -50,7 +61,7 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Answer {
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -66,7 +77,7 @@ pub fn upload(addr: SocketAddr, target: &str, path: &Path) -> Answer {
     s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
     write!(
         s,
-        "PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+        "PUT {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     std::io::copy(&mut file, &mut s).unwrap();
@@ -145,6 +156,11 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(name: &str) -> Self {
+        Self::start_with(name, &[])
+    }
+
+    /// With more command-line flags.
+    pub fn start_with(name: &str, extra: &[&str]) -> Self {
         let dir = scratch_dir(&format!("agent-{name}"));
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -158,6 +174,9 @@ impl Agent {
             .arg(dir.join("state"))
             .arg("--run-dir")
             .arg(dir.join("run"))
+            .arg("--admin-token-file")
+            .arg(token_file(&dir))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

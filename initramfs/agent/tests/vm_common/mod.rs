@@ -11,6 +11,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+/// The admin token every test agent accepts (`--admin-token-file`).
+pub const TOKEN: &str = "vireo-test-admin-token";
+
+/// Writes `TOKEN` to `dir/admin-token` for `--admin-token-file`.
+pub fn token_file(dir: &Path) -> PathBuf {
+    let path = dir.join("admin-token");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    path
+}
+
 /// The VMM and the probe, or a panic that says how to get them: a missing
 /// prerequisite fails the test, it never passes untested.
 pub fn vmm_and_probe() -> (PathBuf, PathBuf) {
@@ -107,6 +118,8 @@ impl Agent {
             .arg(&node.vmm)
             .arg("--run-dir")
             .arg(node.run())
+            .arg("--admin-token-file")
+            .arg(token_file(&node.dir))
             .args(extra)
             .env("VIREO_STATE_DIR", node.state())
             .stdin(Stdio::null())
@@ -138,18 +151,25 @@ impl Agent {
 
     pub fn call_raw(&self, method: &str, path: &str, body: Option<String>) -> (u16, String) {
         let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {TOKEN}");
         let sent = match (method, body) {
-            ("GET", _) => self.http.get(&url).call(),
-            ("DELETE", _) => self.http.delete(&url).call(),
+            ("GET", _) => self.http.get(&url).header("authorization", &auth).call(),
+            ("DELETE", _) => self.http.delete(&url).header("authorization", &auth).call(),
             ("POST", Some(b)) => self
                 .http
                 .post(&url)
+                .header("authorization", &auth)
                 .content_type("application/json")
                 .send(&b),
-            ("POST", None) => self.http.post(&url).send_empty(),
+            ("POST", None) => self
+                .http
+                .post(&url)
+                .header("authorization", &auth)
+                .send_empty(),
             ("PUT", Some(b)) => self
                 .http
                 .put(&url)
+                .header("authorization", &auth)
                 .content_type("application/json")
                 .send(&b),
             (m, _) => panic!("method {m}"),
@@ -238,7 +258,7 @@ impl Agent {
     /// The console WebSocket of `name`.
     pub fn console(&self, name: &str) -> Console {
         let url = format!(
-            "{}/vms/{name}/console",
+            "{}/vms/{name}/console?token={TOKEN}",
             self.base.replace("http://", "ws://")
         );
         let (ws, _) = tungstenite::connect(url.as_str()).unwrap_or_else(|e| panic!("{url}: {e}"));

@@ -44,7 +44,9 @@ export function errorPage(main, error) {
 function header() {
   const user = session.user;
   const here = location.pathname.replace(/\/$/, "") || "/ui";
-  fill(document.getElementById("nav"), user ? NAV.map(([href, label]) => {
+  // Pools are the operators' (a tenant's API answers 403 there).
+  const nav = user && user.role === "tenant" ? NAV.filter(([href]) => href !== "/ui/storage" && href !== "/ui/backups") : NAV;
+  fill(document.getElementById("nav"), user ? nav.map(([href, label]) => {
     const a = link(href, label);
     const current = href === "/ui/" ? here === "/ui" : here.startsWith(href);
     if (current) a.setAttribute("aria-current", "page");

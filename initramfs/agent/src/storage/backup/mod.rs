@@ -152,6 +152,13 @@ impl Storage {
         Ok(all)
     }
 
+    /// The tenant of a backup: its VM's `tenant` tag when it was taken.
+    pub fn backup_tenant(&self, pool: &str, id: &str) -> Result<Option<String>, ApiError> {
+        let manifest = read_manifest(&self.backup_dir(pool, id)?).map_err(ApiError::internal)?;
+        let tag = &manifest.definition["spec"]["tags"]["tenant"];
+        Ok(tag.as_str().map(str::to_string))
+    }
+
     pub fn delete_backup(&self, pool: &str, id: &str) -> Result<(), ApiError> {
         let dir = self.backup_dir(pool, id)?;
         std::fs::remove_dir_all(&dir)

@@ -10,20 +10,14 @@ export async function render(main) {
   const charts = h("section", { class: "card" });
 
   async function draw() {
-    const vms = await get("/vms");
-    let node;
-    try {
-      node = await get("/node");
-    } catch (e) {
-      // A tenant sees its own VMs, not the node.
-      if (e.status !== 403) throw e;
-      const running = vms.filter((v) => v.state === "running").length;
-      fill(nodes, h("h2", {}, "Your VMs"), h("p", {}, link("/ui/vms", `${running} running of ${vms.length}`)));
-      fill(charts, h("p", { class: "muted" }, "Per-VM graphs are on each VM's page."));
-      return;
-    }
+    const [node, vms] = await Promise.all([get("/node"), get("/vms")]);
     const running = vms.filter((v) => v.state === "running").length;
-    const last = (await get("/node/history").catch(() => ({ points: [] }))).points.at(-1);
+    // A tenant may not read the node's history (403): its graphs are per VM.
+    const history = await get("/node/history").catch((e) => {
+      if (e.status === 403) return null;
+      throw e;
+    });
+    const last = history && history.points.at(-1);
     fill(nodes, h("h2", {}, "Nodes"), h("div", { class: "scroll" }, h("table", { class: "list", "data-testid": "nodes" },
       h("thead", {}, h("tr", {}, ["Node", "State", "Uptime", "Load", "CPU", "Memory", "KVM", "VMs"].map((c) => h("th", {}, c)))),
       h("tbody", {}, h("tr", {},
@@ -35,7 +29,8 @@ export async function render(main) {
         h("td", { class: "num" }, `${last ? `${fmtBytes(last.mem_bytes)} of ` : ""}${fmtBytes(node.memory_bytes)}`),
         h("td", {}, node.kvm.available ? node.kvm.kind : "none"),
         h("td", { class: "num" }, link("/ui/vms", `${running} running / ${vms.length}`)))))));
-    fill(charts, h("h2", {}, `${node.name}: last hour`), historyCharts(await get("/node/history")));
+    fill(charts, history ? [h("h2", {}, `${node.name}: last hour`), historyCharts(history)]
+      : h("p", { class: "muted" }, "Each of your VMs has its graphs on its page."));
   }
 
   await draw();

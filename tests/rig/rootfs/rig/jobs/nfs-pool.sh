@@ -39,10 +39,14 @@ $IP netns exec srv sh -c '
 echo "RIG nfs server up: $($IP netns exec srv cat /proc/fs/nfsd/versions)"
 
 # --- the agent and the pool ---
+# An admin token for this run (docs/security.md); vireo reads VIREO_TOKEN.
+export VIREO_TOKEN=rig-nfs-$$-$(date +%s%N)
+echo "$VIREO_TOKEN" >/tmp/admin-token
 vireo-agent --listen 127.0.0.1:8006 --state-dir /tmp/state --run-dir /run/vireo \
-  --vmm /usr/bin/vireo-vmm >/tmp/agent.log 2>&1 &
+  --vmm /usr/bin/vireo-vmm --admin-token-file /tmp/admin-token >/tmp/agent.log 2>&1 &
 agent=$!
-for _ in $(seq 50); do wget -q -O /dev/null http://127.0.0.1:8006/health && break; sleep 0.2; done
+auth="Authorization: Bearer $VIREO_TOKEN"
+for _ in $(seq 50); do wget -q --header "$auth" -O /dev/null http://127.0.0.1:8006/health && break; sleep 0.2; done
 vireo pool add nfs1 --nfs 10.88.0.2:/ --options timeo=10,retrans=1 || fail "pool add: $(cat /tmp/agent.log)"
 vireo pool list
 vireo vol create nfs1/disk.qcow2 --size 32M || fail "vol create"
@@ -68,7 +72,7 @@ $IP link set vc down
 cut=$(rig_now_ms)
 echo "RIG link to the NFS server down"
 t0=$(rig_now_ms)
-wget -q -O /tmp/health http://127.0.0.1:8006/health || fail "the agent does not answer /health"
+wget -q --header "$auth" -O /tmp/health http://127.0.0.1:8006/health || fail "the agent does not answer /health"
 health_ms=$(( $(rig_now_ms) - t0 ))
 t0=$(rig_now_ms)
 timeout 30 vireo pool list --json >/tmp/pools.json || fail "vireo pool list failed or hung"

@@ -12,8 +12,11 @@ done
 ip link set lo up
 mkdir -p /var/lib/vireo/pools/local /run/vireo
 mv /guest/debian.qcow2 /var/lib/vireo/pools/local/debian.qcow2
+# An admin token for this run (docs/security.md); vireo reads VIREO_TOKEN.
+export VIREO_TOKEN=rig-debian-$$-$(date +%s%N)
+echo "$VIREO_TOKEN" >/tmp/admin-token
 VIREO_STATE_DIR=/var/lib/vireo vireo-agent --listen 127.0.0.1:8006 --vmm /usr/bin/vireo-vmm \
-  --run-dir /run/vireo >/tmp/agent.log 2>&1 &
+  --run-dir /run/vireo --admin-token-file /tmp/admin-token >/tmp/agent.log 2>&1 &
 export VIREO_HOST=127.0.0.1:8006
 i=0
 until vireo node info >/dev/null 2>&1; do

@@ -1,0 +1,135 @@
+//! The layer in front of every route: public paths pass, bodies over the
+//! limit are refused from their Content-Length (before a byte of them is
+//! read), the caller is authenticated from `Authorization: Bearer` (or
+//! `?token=` for WebSockets, which browsers cannot give headers), and the
+//! role policy decides. The caller then rides in the request's extensions.
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{policy, Caller};
+use crate::error::ApiError;
+use crate::server::AppState;
+
+/// The largest body a JSON route takes. Volume uploads stream and are
+/// bounded by the volume's size instead.
+pub const MAX_BODY: u64 = 1 << 20;
+
+/// Paths anyone may fetch: logging in, the web UI's static files, and
+/// the liveness and node facts monitoring reads (no VM or tenant data).
+fn public(method: &Method, path: &str) -> bool {
+    let monitoring = method == Method::GET && (path == "/health" || path == "/node");
+    monitoring || path == "/" || path == "/auth/login" || path == "/ui" || path.starts_with("/ui/")
+}
+
+/// A volume's data upload: the one route whose body is large.
+fn streamed_upload(method: &Method, path: &str) -> bool {
+    method == Method::PUT && path.starts_with("/pools/") && path.ends_with("/data")
+}
+
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The token: the Authorization header, else `token=` in the query.
+fn token_of(req: &Request) -> Option<String> {
+    if let Some(v) = req.headers().get(header::AUTHORIZATION) {
+        return v
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")
+            .map(|t| t.trim().to_string());
+    }
+    req.uri()
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .map(str::to_string)
+}
+
+/// The middleware (server.rs puts it in front of the whole router).
+pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    if declared_length(&req).is_some_and(|n| n > MAX_BODY) && !streamed_upload(req.method(), &path)
+    {
+        let why = format!("the body is larger than {MAX_BODY} bytes");
+        return ApiError(StatusCode::PAYLOAD_TOO_LARGE, why).into_response();
+    }
+    if public(req.method(), &path) {
+        return next.run(req).await;
+    }
+    let Some(caller) = token_of(&req).and_then(|t| s.auth.authenticate(&t)) else {
+        return unauthorized();
+    };
+    if let Err(e) = policy::check(&caller, req.method(), &path, &s) {
+        return e.into_response();
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+fn unauthorized() -> Response {
+    let mut r = ApiError(
+        StatusCode::UNAUTHORIZED,
+        "authentication needed: Authorization: Bearer TOKEN (POST /auth/login, or an API token)"
+            .into(),
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
+    r
+}
+
+/// The authenticated caller, in a handler's arguments.
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "not authenticated".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_paths_are_the_login_and_the_ui_only() {
+        for p in ["/", "/auth/login", "/ui", "/ui/app.js", "/health", "/node"] {
+            assert!(public(&Method::GET, p), "{p}");
+        }
+        for p in [
+            "/vms",
+            "/uix",
+            "/auth/whoami",
+            "//",
+            "/nodes",
+            "/selftest/vmm",
+        ] {
+            assert!(!public(&Method::GET, p), "{p}");
+        }
+        assert!(!public(&Method::POST, "/node"));
+    }
+
+    #[test]
+    fn only_volume_uploads_stream() {
+        assert!(streamed_upload(&Method::PUT, "/pools/local/volumes/a/data"));
+        assert!(!streamed_upload(
+            &Method::GET,
+            "/pools/local/volumes/a/data"
+        ));
+        assert!(!streamed_upload(&Method::PUT, "/vms/a"));
+    }
+}
