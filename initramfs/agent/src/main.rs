@@ -103,6 +103,8 @@ async fn main() {
     // Serving starts at once; VMs are re-adopted and autostarted beside it.
     let vms = state.vms.clone();
     tokio::spawn(async move { vms.recover().await });
+    // The history behind the UI's graphs and /metrics.
+    state.metrics.spawn_sampler(state.vms.clone());
     let router = vireo_agent::server::router(state);
     if let Err(e) = vireo_agent::listen::serve(listener, router, stop_signal(), transport).await {
         eprintln!("vireo-agent: {e}");
