@@ -212,6 +212,26 @@ fn the_ui_drives_a_vm_through_its_life() {
         "after restore:\n{run}"
     );
 
+    // Edit the stopped VM; clone it by copying its disk: the copy reads pattern 41.
+    browser.goto(&ui("/ui/vms/web"));
+    browser.type_into("[data-testid=edit-vm] input[aria-label='memory MiB']", "96");
+    browser.click("[data-testid=edit-vm] button");
+    action_done(&browser, "Edit");
+    assert_eq!(agent.vm("web")["memory_mib"], 96);
+    browser.type_into("input[aria-label='clone name']", "web2");
+    browser.click_text(".actions", "Clone");
+    browser.wait("the clone's page", "location.pathname === '/ui/vms/web2' && document.querySelector('[data-testid=vm-actions] button')", LONG);
+    let web2 = agent.vm("web2");
+    assert_eq!(
+        web2["disks"][0]["volume"], "local/web2-web-disk0.qcow2",
+        "{web2}"
+    );
+    let run = boot_once(&agent, "web2", "probe.blk=read:41:4");
+    assert!(
+        run.contains("blk read") && run.contains("PROBE done ok"),
+        "the clone:\n{run}"
+    );
+
     // The node's graphs have points; every page at both widths.
     browser.goto(&ui("/ui/"));
     let points = browser.wait("node graphs with points",

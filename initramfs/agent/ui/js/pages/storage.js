@@ -1,7 +1,7 @@
 // Storage: the pools with their space, each pool's volumes; create and
 // delete volumes, mark templates.
 
-import { del, get, post, api, volPath } from "../api.js";
+import { api, del, get, post, session, volPath } from "../api.js";
 import { act, dangerButton, statusLine } from "../actions.js";
 import { fill, fmtBytes, h } from "../dom.js";
 
@@ -38,7 +38,7 @@ export async function render(main) {
           h("td", {}, (v.snapshots || []).map((s) => s.name).join(", ")),
           h("td", {}, (v.used_by || []).join(", ")),
           h("td", { class: "row-actions" },
-            h("a", { href: `${volPath(v.volume)}/data?format=raw`, download: `${v.volume.split("/")[1]}.raw` }, "Download"),
+            h("button", { onclick: () => run(`Download ${v.volume}`, () => download(v)) }, "Download"),
             v.template ? null : h("button", { onclick: () => run(`Template ${v.volume}`, () => api("PUT", `${volPath(v.volume)}/template`)) }, "Make template"),
             dangerButton("Delete", () => run(`Delete ${v.volume}`, () => del(volPath(v.volume)))))))))),
       pool.available ? h("form", { class: "actions", onsubmit: (event) => {
@@ -50,4 +50,19 @@ export async function render(main) {
 
   await draw();
   fill(main, h("div", { class: "page-head" }, h("h1", {}, "Storage")), line, content);
+}
+
+/** The guest's view of a volume as a file: fetched with the token (a plain
+ *  link could not send it), then handed to the browser to save. */
+async function download(v) {
+  const response = await fetch(`${volPath(v.volume)}/data?format=raw`, {
+    headers: session.token ? { Authorization: `Bearer ${session.token}` } : {},
+  });
+  if (!response.ok) throw new Error(`${response.status} ${(await response.text()).slice(0, 200)}`);
+  const url = URL.createObjectURL(await response.blob());
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = `${v.volume.split("/")[1]}.raw`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
 }

@@ -78,6 +78,7 @@ function actionButtons(vm, run, navigate) {
   if (!running && !isTemplate(vm)) {
     out.push(h("button", { onclick: () => run("Make template", () => post("/templates", { vm: vm.name })) }, "Make template"));
     out.push(cloneForm(vm, run, navigate, false));
+    out.push(editForm(vm, run));
     out.push(dangerButton("Delete", () => run("Delete", () => del(path)).then((ok) => ok && navigate("/ui/vms"))));
   }
   return out;
@@ -103,6 +104,23 @@ function cloneForm(vm, run, navigate, fromTemplate) {
   } }, name, h("button", { type: "submit" }, "Clone"));
 }
 
+/** vCPUs and memory of a stopped VM (PUT /vms/{name} with the rest kept). */
+function editForm(vm, run) {
+  const vcpus = h("input", { type: "number", min: 1, max: 254, value: vm.vcpus, "aria-label": "vCPUs", size: 3 });
+  const memory = h("input", { type: "number", min: 16, value: vm.memory_mib, "aria-label": "memory MiB", size: 6 });
+  return h("form", { class: "inline", "data-testid": "edit-vm", onsubmit: (event) => {
+    event.preventDefault();
+    run("Edit", () => api("PUT", vmPath(vm.name), { ...specOf(vm), vcpus: Number(vcpus.value), memory_mib: Number(memory.value) }));
+  } }, vcpus, "vCPUs", memory, "MiB", h("button", { type: "submit" }, "Save"));
+}
+
+/** The definition part of a VM answer (what POST and PUT /vms take). */
+function specOf(vm) {
+  const spec = { ...vm };
+  for (const k of ["uuid", "state", "pid", "started_at", "restarts", "last_exit"]) delete spec[k];
+  return spec;
+}
+
 async function cloneByCopy(vm, target, progress) {
   const disks = [];
   for (const [i, d] of vm.disks.entries()) {
@@ -113,8 +131,7 @@ async function cloneByCopy(vm, target, progress) {
     if (answer && answer.state) await waitTask(answer);
     disks.push({ ...d, volume: `${pool}/${copy}` });
   }
-  const spec = { ...vm, name: target, disks };
-  for (const k of ["uuid", "state", "pid", "started_at", "restarts", "last_exit"]) delete spec[k];
+  const spec = { ...specOf(vm), name: target, disks };
   spec.nics = (spec.nics || []).map(({ mac: _mac, ...nic }) => nic);
   return api("POST", "/vms", spec);
 }
