@@ -84,9 +84,10 @@ impl Conn {
         if !starts_with_tls(&tcp, self.timeout).await {
             return refuse_plain(tcp).await;
         }
-        match tokio::time::timeout(self.timeout, acceptor.accept(tcp)).await {
-            Ok(Ok(stream)) => self.http(stream).await,
-            Ok(Err(_)) | Err(_) => {}
+        // A failed or too slow handshake just ends the connection.
+        let handshake = tokio::time::timeout(self.timeout, acceptor.accept(tcp)).await;
+        if let Ok(Ok(stream)) = handshake {
+            self.http(stream).await;
         }
     }
 

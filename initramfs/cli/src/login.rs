@@ -28,7 +28,7 @@ fn password() -> Result<String, String> {
         eprint!("password: ");
         let _ = std::io::stderr().flush();
     }
-    let echo = tty.then(|| crate::vm_console::no_echo());
+    let echo = tty.then(crate::vm_console::no_echo);
     let mut line = String::new();
     let read = stdin.lock().read_line(&mut line);
     drop(echo);

@@ -22,7 +22,8 @@ pub const MAX_BODY: u64 = 1 << 20;
 /// the liveness and node facts monitoring reads (no VM or tenant data).
 fn public(method: &Method, path: &str) -> bool {
     let monitoring = method == Method::GET && (path == "/health" || path == "/node");
-    monitoring || path == "/" || path == "/auth/login" || path == "/ui" || path.starts_with("/ui/")
+    // `/ui...` as the web UI's contract says (its files, whatever their names).
+    monitoring || path == "/" || path == "/auth/login" || path.starts_with("/ui")
 }
 
 /// A volume's data upload: the one route whose body is large.
@@ -107,12 +108,20 @@ mod tests {
 
     #[test]
     fn public_paths_are_the_login_and_the_ui_only() {
-        for p in ["/", "/auth/login", "/ui", "/ui/app.js", "/health", "/node"] {
+        for p in [
+            "/",
+            "/auth/login",
+            "/ui",
+            "/ui/app.js",
+            "/ui.css",
+            "/health",
+            "/node",
+        ] {
             assert!(public(&Method::GET, p), "{p}");
         }
         for p in [
             "/vms",
-            "/uix",
+            "/vms/ui",
             "/auth/whoami",
             "//",
             "/nodes",

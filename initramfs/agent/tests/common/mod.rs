@@ -15,16 +15,8 @@ use serde_json::Value;
 pub use vireo_tests::qemu_img;
 pub use vireo_tests::{probe_command, scratch_dir};
 
-/// The admin token every test agent accepts (`--admin-token-file`).
-pub const TOKEN: &str = "vireo-test-admin-token";
-
-/// Writes `TOKEN` to `dir/admin-token` for `--admin-token-file`.
-pub fn token_file(dir: &Path) -> PathBuf {
-    let path = dir.join("admin-token");
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
-    path
-}
+mod token;
+pub use token::{token_file, TOKEN};
 
 /// A response: status, headers (lower-case names), body.
 pub struct Answer {

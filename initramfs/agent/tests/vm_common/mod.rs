@@ -11,16 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// The admin token every test agent accepts (`--admin-token-file`).
-pub const TOKEN: &str = "vireo-test-admin-token";
-
-/// Writes `TOKEN` to `dir/admin-token` for `--admin-token-file`.
-pub fn token_file(dir: &Path) -> PathBuf {
-    let path = dir.join("admin-token");
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
-    path
-}
+#[path = "../common/token.rs"]
+mod token;
+pub use token::{token_file, TOKEN};
 
 /// The VMM and the probe, or a panic that says how to get them: a missing
 /// prerequisite fails the test, it never passes untested.
