@@ -58,6 +58,15 @@ fn boot_once(agent: &Agent, vm: &str, cmdline: &str) -> String {
     last_run(agent, vm)
 }
 
+/// Boots `vm` reading its disk back: it must hold the template's pattern 41.
+fn reads_pattern_41(agent: &Agent, vm: &str, when: &str) {
+    let run = boot_once(agent, vm, "probe.blk=read:41:4");
+    assert!(
+        run.contains("blk read") && run.contains("PROBE done ok"),
+        "{when}:\n{run}"
+    );
+}
+
 /// A template the UI clones: the probe writing pattern 41 on its disk, then
 /// ticking until Ctrl-Alt-Del; a reset stops it.
 fn make_template(agent: &Agent, node: &Node) {
@@ -183,11 +192,7 @@ fn the_ui_drives_a_vm_through_its_life() {
     browser.click_text(".actions", "Revert to newest snapshot");
     browser.click_text(".actions", "Really revert to newest snapshot?");
     action_done(&browser, "Revert");
-    let run = boot_once(&agent, "web", "probe.blk=read:41:4");
-    assert!(
-        run.contains("blk read") && run.contains("PROBE done ok"),
-        "after revert:\n{run}"
-    );
+    reads_pattern_41(&agent, "web", "after revert");
 
     // Back up, a later write, restore: pattern 41 again.
     browser.goto(&ui("/ui/vms/web"));
@@ -206,11 +211,7 @@ fn the_ui_drives_a_vm_through_its_life() {
     browser.click_text("[data-testid=vm-backups]", "Restore");
     browser.click_text("[data-testid=vm-backups]", "Really restore?");
     action_done(&browser, "Restore");
-    let run = boot_once(&agent, "web", "probe.blk=read:41:4");
-    assert!(
-        run.contains("blk read") && run.contains("PROBE done ok"),
-        "after restore:\n{run}"
-    );
+    reads_pattern_41(&agent, "web", "after restore");
 
     // Edit the stopped VM; clone it by copying its disk: the copy reads pattern 41.
     browser.goto(&ui("/ui/vms/web"));
@@ -226,11 +227,7 @@ fn the_ui_drives_a_vm_through_its_life() {
         web2["disks"][0]["volume"], "local/web2-web-disk0.qcow2",
         "{web2}"
     );
-    let run = boot_once(&agent, "web2", "probe.blk=read:41:4");
-    assert!(
-        run.contains("blk read") && run.contains("PROBE done ok"),
-        "the clone:\n{run}"
-    );
+    reads_pattern_41(&agent, "web2", "the clone");
 
     // The node's graphs have points; every page at both widths.
     browser.goto(&ui("/ui/"));
