@@ -3,7 +3,7 @@
 // consoles it shows are line-oriented serial output; control sequences are
 // dropped, carriage returns and backspaces honoured, keys sent as bytes.
 
-import { consoleUrl } from "./api.js";
+import { consoleUrl, session, vmPath } from "./api.js";
 import { h } from "./dom.js";
 
 const KEEP_CHARS = 200_000;
@@ -74,7 +74,18 @@ export function terminal(vmName) {
     event.preventDefault();
   });
 
-  connect();
+  // The console's recent past first (the WebSocket sends only what comes
+  // after it attaches); output between the two reads may be missed.
+  async function history() {
+    try {
+      const headers = session.token ? { Authorization: `Bearer ${session.token}` } : {};
+      const answer = await fetch(`${vmPath(vmName)}/log?bytes=65536`, { headers });
+      if (answer.ok) show(await answer.text());
+    } catch { /* the live console still attaches */ }
+    if (!closed) connect();
+  }
+
+  history();
   const el = h("div", { class: "console" }, h("div", { class: "console-bar" }, h("strong", {}, "Serial console "), status), screen);
   return { el, close() { closed = true; if (socket) socket.close(); } };
 }
