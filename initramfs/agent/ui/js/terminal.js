@@ -80,7 +80,10 @@ export function terminal(vmName) {
     try {
       const headers = session.token ? { Authorization: `Bearer ${session.token}` } : {};
       const answer = await fetch(`${vmPath(vmName)}/log?bytes=65536`, { headers });
-      if (answer.ok) show(await answer.text());
+      if (answer.ok) {
+        show(await answer.text());
+        requestAnimationFrame(() => { screen.scrollTop = screen.scrollHeight; });
+      }
     } catch { /* the live console still attaches */ }
     if (!closed) connect();
   }
