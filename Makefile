@@ -22,6 +22,7 @@ export VIREO_PROBE_LINUX64 := $(CURDIR)/$(PROBE_L64)
 
 .PHONY: all vmm vmm-seccomp-hook vmm-musl vmm-aarch64 probe run run-vm run-probe run-linux test test-unit test-membership \
         test-cluster test-cluster-ha test-chaos test-interop test-cluster-layer cluster-bins fuzz fuzz-smoke fuzz-selfcheck test-probe test-probe-qemu test-rig lint bench bench-vms bench-cluster \
+        test-ui bench-ui \
         membershipd-release clean
 
 all: vmm probe
@@ -124,6 +125,15 @@ test-probe: vmm vmm-seccomp-hook vmm-musl probe
 	$(CARGO) build -p vireo-agent --bin vireo-agent
 	$(CARGO) test -p vireo-cli
 
+# The web UI in headless Chromium (chromedriver) against an agent with probe
+# VMs; screenshots of every page in target/test-logs/ui/ (docs/ui.md).
+test-ui: vmm probe
+	$(CARGO) test -p vireo-agent --test ui -- --test-threads=1
+
+# The VM list's page load with 200 VMs (goal <= 500 ms), one bench row.
+bench-ui: vmm probe
+	$(CARGO) test --release -p vireo-agent --test ui vm_list_page_load -- --ignored --nocapture
+
 # The probe under QEMU microvm too (the benchmark compares VMMs on it).
 test-probe-qemu: probe
 	bash $(PROBE_DIR)/qemu/run-tests.sh
@@ -145,7 +155,7 @@ fuzz-selfcheck:
 
 # Every tier in turn, on after a failure; ends with "N passed, N failed"
 # counting the tests of every tier (tests/ci/run-tiers.sh).
-TEST_TIERS := lint test-unit fuzz-smoke test-membership test-cluster test-probe test-probe-qemu vmm-aarch64 test-rig rig-nfs-test test-rig-aarch64 \
+TEST_TIERS := lint test-unit fuzz-smoke test-membership test-cluster test-probe test-ui test-probe-qemu vmm-aarch64 test-rig rig-nfs-test test-rig-aarch64 \
               appliance-boot-test appliance-boot-test-aarch64 image-test image-test-aarch64 \
               kernel-config-check
 
@@ -187,6 +197,7 @@ bench: vmm probe
 	$(CARGO) build --release -p vireo-agent -p vireo-cli
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench
 	$(MAKE) bench-rig-aarch64
+	$(MAKE) bench-ui
 
 # Only the agent's VM rows: start -> first serial byte through the agent vs
 # vireo-vmm directly, 50 VMs at once, the agent's RSS with 50 VMs.

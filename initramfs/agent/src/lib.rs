@@ -20,6 +20,8 @@ pub mod listen;
 #[cfg(feature = "server")]
 pub mod networks;
 #[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
 pub mod selftest;
 #[cfg(feature = "server")]
 pub mod server;
@@ -29,5 +31,7 @@ pub mod storage;
 pub mod store;
 #[cfg(feature = "server")]
 pub mod tasks;
+#[cfg(feature = "server")]
+pub mod ui;
 #[cfg(feature = "server")]
 pub mod vms;

@@ -34,6 +34,9 @@ struct Args {
     /// Seconds a graceful VM shutdown waits before stopping the VM hard.
     #[arg(long, default_value = "60")]
     shutdown_timeout: u64,
+    /// Seconds between samples of the CPU, memory, disk and network history.
+    #[arg(long, default_value = "10")]
+    metrics_interval: f64,
     #[command(flatten)]
     cluster: vireo_agent::cluster::ClusterArgs,
     #[command(flatten)]
@@ -86,6 +89,7 @@ async fn main() {
     let options = VmOptions {
         memory_limit_mib: args.vm_memory_mib,
         shutdown_timeout_s: Some(args.shutdown_timeout),
+        metrics_interval_s: Some(args.metrics_interval),
     };
     let mut state = match AppState::with_vm_options(selftest, paths, options) {
         Ok(s) => s,
@@ -122,6 +126,8 @@ async fn main() {
         }
         None => drop(tokio::spawn(recover)),
     }
+    // The history behind the UI's graphs and /metrics.
+    state.metrics.spawn_sampler(state.vms.clone());
     let router = vireo_agent::server::router(state);
     if let Err(e) = vireo_agent::listen::serve(listener, router, stop_signal(), transport).await {
         eprintln!("vireo-agent: {e}");

@@ -34,6 +34,8 @@ pub struct AppState {
     /// This node's cluster side, when it is in a cluster.
     pub cluster: Option<crate::cluster::Cluster>,
     pub networks: Networks,
+    /// CPU, memory, disk and network history (the UI's graphs, /metrics).
+    pub metrics: crate::metrics::Metrics,
     /// Users, tokens and sessions (`auth`).
     pub auth: Auth,
 }
@@ -45,6 +47,8 @@ pub struct VmOptions {
     pub memory_limit_mib: Option<u64>,
     /// Seconds a graceful shutdown waits by default (60 if None).
     pub shutdown_timeout_s: Option<u64>,
+    /// Seconds between metrics samples (10 if None).
+    pub metrics_interval_s: Option<f64>,
 }
 
 impl AppState {
@@ -73,6 +77,8 @@ impl AppState {
             networks: networks.clone(),
         };
         let vms = Vms::new(paths.clone(), storage.clone(), vms_config)?;
+        // Backups, restores and templates ask the VM manager (storage's VmHost).
+        storage.set_vm_host(Arc::new(vms.clone()));
         let auth = Auth::load(&paths.state)?;
         Ok(AppState {
             auth,
@@ -84,6 +90,9 @@ impl AppState {
             paths,
             tasks: Tasks::default(),
             cluster: None,
+            metrics: crate::metrics::Metrics::new(std::time::Duration::from_secs_f64(
+                options.metrics_interval_s.unwrap_or(10.0),
+            )),
         })
     }
 }
@@ -97,6 +106,8 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::routes::routes())
         .merge(crate::storage::routes::routes())
         .merge(crate::vms::routes::routes())
+        .merge(crate::metrics::routes::routes())
+        .merge(crate::ui::routes())
         .merge(crate::auth::routes::routes())
         .merge(crate::networks::routes::routes())
         .merge(crate::cluster::routes::routes())
@@ -120,6 +131,7 @@ pub async fn serve(
     state: AppState,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    state.metrics.spawn_sampler(state.vms.clone());
     crate::listen::serve(
         listener,
         router(state),

@@ -56,6 +56,12 @@ impl Vms {
                 if s.removed {
                     return Err(ApiError::not_found("the VM was undefined"));
                 }
+                if super::host::is_template(&s.def.spec) {
+                    return Err(ApiError::conflict(format!(
+                        "VM '{}' is a template: clone it, then start the clone",
+                        s.def.spec.name
+                    )));
+                }
                 if s.run.is_some() {
                     return Err(ApiError::conflict(format!(
                         "VM '{}' is already running",

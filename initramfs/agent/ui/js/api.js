@@ -1,0 +1,95 @@
+// The agent's REST API (docs/api/agent.yaml), the same the CLI uses. The
+// token from POST /auth/login rides on every request as a Bearer header.
+
+const TOKEN_KEY = "vireo.token";
+const USER_KEY = "vireo.user";
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+export const session = {
+  get token() { return localStorage.getItem(TOKEN_KEY); },
+  get user() {
+    try { return JSON.parse(localStorage.getItem(USER_KEY)); } catch { return null; }
+  },
+  save(token, user) {
+    if (token) localStorage.setItem(TOKEN_KEY, token); else localStorage.removeItem(TOKEN_KEY);
+    localStorage.setItem(USER_KEY, JSON.stringify(user));
+  },
+  clear() {
+    localStorage.removeItem(TOKEN_KEY);
+    localStorage.removeItem(USER_KEY);
+  },
+};
+
+/** Called on a 401: the app sends the user to the login page. */
+let onUnauthorized = () => {};
+export function setUnauthorizedHandler(handler) { onUnauthorized = handler; }
+
+/** METHOD path [body] → the answer's JSON (null for 204); an ApiError otherwise. */
+export async function api(method, path, body) {
+  const headers = {};
+  if (session.token) headers.Authorization = `Bearer ${session.token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (e) {
+    throw new ApiError(0, `the agent does not answer: ${e.message}`);
+  }
+  const text = await response.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+  if (!response.ok) {
+    const message = (data && data.error) || `${response.status} ${response.statusText}`;
+    if (response.status === 401 && !path.startsWith("/auth/login")) onUnauthorized();
+    throw new ApiError(response.status, message);
+  }
+  return data;
+}
+
+export const get = (path) => api("GET", path);
+export const post = (path, body) => api("POST", path, body);
+export const del = (path) => api("DELETE", path);
+
+/** Logs in. An agent without authentication (404 on /auth/login) lets everyone in as admin. */
+export async function login(user, password) {
+  try {
+    const answer = await api("POST", "/auth/login", { user, password });
+    session.save(answer.token, { user: answer.user, role: answer.role, tenant: answer.tenant });
+  } catch (e) {
+    if (e.status !== 404) throw e;
+    session.save(null, { user: user || "admin", role: "admin", tenant: null, noAuth: true });
+  }
+  return session.user;
+}
+
+/** Polls a task until it ends; `progress(task)` sees each state. Throws if it failed. */
+export async function waitTask(task, progress = () => {}) {
+  for (;;) {
+    progress(task);
+    if (task.state !== "running") break;
+    await new Promise((r) => setTimeout(r, 400));
+    task = await get(`/tasks/${encodeURIComponent(task.id)}`);
+  }
+  if (task.state === "failed") throw new ApiError(500, `${task.kind} failed: ${task.error}`);
+  if (task.state === "cancelled") throw new ApiError(409, `${task.kind} was cancelled`);
+  return task;
+}
+
+/** The WebSocket URL of a VM's console (the token as a query parameter). */
+export function consoleUrl(vm) {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const token = session.token ? `?token=${encodeURIComponent(session.token)}` : "";
+  return `${scheme}://${location.host}/vms/${encodeURIComponent(vm)}/console${token}`;
+}
+
+export const vmPath = (name) => `/vms/${encodeURIComponent(name)}`;
+export const volPath = (ref) => {
+  const [pool, volume] = ref.split("/");
+  return `/pools/${encodeURIComponent(pool)}/volumes/${encodeURIComponent(volume)}`;
+};

@@ -1,0 +1,68 @@
+// Storage: the pools with their space, each pool's volumes; create and
+// delete volumes, mark templates.
+
+import { api, del, get, post, session, volPath } from "../api.js";
+import { act, dangerButton, statusLine } from "../actions.js";
+import { fill, fmtBytes, h } from "../dom.js";
+
+export async function render(main) {
+  const line = statusLine();
+  const content = h("div");
+
+  async function draw() {
+    const pools = await get("/pools");
+    const sections = await Promise.all(pools.map(async (p) => {
+      const volumes = p.available ? await get(`/pools/${encodeURIComponent(p.name)}/volumes`).catch(() => []) : [];
+      return poolSection(p, volumes);
+    }));
+    fill(content, h("section", { class: "card" }, h("h2", {}, "Pools"), h("div", { class: "scroll" }, h("table", { class: "list", "data-testid": "pools" },
+      h("thead", {}, h("tr", {}, ["Pool", "Kind", "Where", "State", "Free", "Total"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, pools.map((p) => h("tr", {},
+        h("td", {}, p.name), h("td", {}, p.kind), h("td", {}, p.path || `${p.server}:${p.export}`),
+        h("td", {}, p.available ? "available" : `unavailable: ${p.error}`),
+        h("td", { class: "num" }, fmtBytes(p.free_bytes)), h("td", { class: "num" }, fmtBytes(p.total_bytes)))))))), sections);
+  }
+
+  function poolSection(pool, volumes) {
+    const name = h("input", { "aria-label": "volume name", placeholder: "name", required: true, size: 14 });
+    const size = h("input", { "aria-label": "size in MiB", type: "number", min: 1, value: 64, size: 6 });
+    const format = h("select", { "aria-label": "format" }, h("option", {}, "qcow2"), h("option", {}, "raw"));
+    const run = (label, work) => act(line, label, work).then(draw);
+    return h("section", { class: "card" }, h("h2", {}, `Volumes in ${pool.name}`),
+      h("div", { class: "scroll" }, h("table", { class: "list", "data-testid": `volumes-${pool.name}` },
+        h("thead", {}, h("tr", {}, ["Volume", "Format", "Size", "On disk", "Snapshots", "Used by", ""].map((c) => h("th", {}, c)))),
+        h("tbody", {}, volumes.map((v) => h("tr", {},
+          h("td", {}, v.volume.split("/")[1], v.template ? h("span", { class: "tag" }, "template") : null,
+            v.linked_to ? h("div", { class: "muted" }, `linked to ${v.linked_to}`) : null),
+          h("td", {}, v.format), h("td", { class: "num" }, fmtBytes(v.virtual_size)), h("td", { class: "num" }, fmtBytes(v.real_size)),
+          h("td", {}, (v.snapshots || []).map((s) => s.name).join(", ")),
+          h("td", {}, (v.used_by || []).join(", ")),
+          h("td", { class: "row-actions" },
+            h("button", { onclick: () => run(`Download ${v.volume}`, () => download(v)) }, "Download"),
+            v.template ? null : h("button", { onclick: () => run(`Template ${v.volume}`, () => api("PUT", `${volPath(v.volume)}/template`)) }, "Make template"),
+            dangerButton("Delete", () => run(`Delete ${v.volume}`, () => del(volPath(v.volume)))))))))),
+      pool.available ? h("form", { class: "actions", onsubmit: (event) => {
+        event.preventDefault();
+        run(`Create ${name.value}`, () => post(`/pools/${encodeURIComponent(pool.name)}/volumes`,
+          { name: name.value, format: format.value, size: Number(size.value) * 1048576 }));
+      } }, name, size, "MiB", format, h("button", { type: "submit" }, "Create volume")) : null);
+  }
+
+  await draw();
+  fill(main, h("div", { class: "page-head" }, h("h1", {}, "Storage")), line, content);
+}
+
+/** The guest's view of a volume as a file: fetched with the token (a plain
+ *  link could not send it), then handed to the browser to save. */
+async function download(v) {
+  const response = await fetch(`${volPath(v.volume)}/data?format=raw`, {
+    headers: session.token ? { Authorization: `Bearer ${session.token}` } : {},
+  });
+  if (!response.ok) throw new Error(`${response.status} ${(await response.text()).slice(0, 200)}`);
+  const url = URL.createObjectURL(await response.blob());
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = `${v.volume.split("/")[1]}.raw`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+}
