@@ -21,10 +21,12 @@ use crate::devices::virtio::net::tap::{NetBackend, VNET_HDR_LEN};
 
 /// The taps fall quiet — nothing for the guest this long — once the
 /// bridges send its frames to the destination (pings every 10 ms stop
-/// arriving within a few).
-const QUIET: Duration = Duration::from_millis(100);
+/// arriving within a few). Generous: on a starved host the destination's
+/// RARP frames, and the peers' own frames, can come hundreds of
+/// milliseconds late, and a frame after the source has gone is lost.
+const QUIET: Duration = Duration::from_millis(500);
 /// Forwarding ends after this whatever arrives.
-const LONGEST: Duration = Duration::from_secs(2);
+const LONGEST: Duration = Duration::from_secs(5);
 /// The largest frame a tap hands over, with room to spot a longer one.
 const BUFFER: usize = 65535 + 64;
 
@@ -109,7 +111,7 @@ fn wait_readable(nics: &[SourceNic], timeout: Duration) {
 }
 
 /// How long the destination waits for the source's next forwarded frame.
-pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Destination, once the VM runs: puts the frames the source forwards into
 /// the NICs' inboxes until it says it is done, goes quiet or hangs up.
