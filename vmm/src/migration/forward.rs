@@ -86,7 +86,7 @@ fn send_one(ch: &mut dyn Channel, nic: usize, frame: &[u8]) -> io::Result<()> {
 /// The next frame on `nic`'s tap (its length in `buf`), if one is there.
 fn read_frame(nic: &SourceNic, buf: &mut [u8]) -> Option<usize> {
     loop {
-        match (&*nic.tap.file()).read(buf) {
+        match nic.tap.file().read(buf) {
             Ok(n) if n >= VNET_HDR_LEN + 14 && n < buf.len() => return Some(n),
             Ok(0) => return None,
             Ok(_) => continue,

@@ -30,6 +30,9 @@ use crate::vcpu::throttle::{Throttle, MAX_PERCENT};
 /// Passes after the first, at most; then the switch-over happens whatever
 /// the downtime (auto-converge should have made it fit long before).
 const MAX_PASSES: u32 = 30;
+/// Passes after what is left first fits the downtime budget, at most
+/// (`context::worth_another_pass`).
+const MAX_EXTRA_PASSES: u32 = 5;
 /// The switch-over's fixed cost besides the last pages: the state, the
 /// Ready/Commit/Running round trips, building the VM there.
 const SWITCHOVER_FIXED_MS: u64 = 30;
@@ -196,6 +199,7 @@ impl Source {
     fn precopy(&mut self, ch: &mut dyn Channel, mut meter: PassMeter) -> Result<f64, Fail> {
         let budget = self.req.max_downtime_ms;
         let mut last_sent = meter.sent();
+        let mut extra = 0;
         for pass in 1..=MAX_PASSES {
             let bandwidth = meter.rate();
             let elapsed = meter.elapsed();
@@ -212,12 +216,19 @@ impl Source {
                 s.expected_downtime_ms = expected;
             });
             let fits = expected <= budget;
-            if fits && !context::worth_another_pass(dirty_bytes, last_sent) {
+            // A throttled guest goes as soon as it fits: each pass more
+            // would keep it slowed.
+            let another = extra < MAX_EXTRA_PASSES
+                && self.throttle.percent() == 0
+                && context::worth_another_pass(dirty_bytes, last_sent);
+            if fits && !another {
                 // What is left goes in the switch-over.
                 self.leftover = dirty;
                 return Ok(bandwidth);
             }
-            if !fits {
+            if fits {
+                extra += 1;
+            } else {
                 self.converge(pass, dirty_bytes, last_sent);
             }
             meter = PassMeter::start();
