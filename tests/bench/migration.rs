@@ -24,8 +24,12 @@ use crate::{print_row, Failures};
 const RUNS: usize = 3;
 const DOWNTIME_LIMIT_MS: u64 = 300;
 
-/// One cell's figures: (downtime ms, total ms, QEMU's own downtime figure).
-type Figures = (f64, f64, f64);
+/// One cell's figures: (downtime ms, total ms, QEMU's own downtime figure
+/// or vireo-vmm's breakdown of its downtime).
+type Figures = (f64, f64, Vec<f64>);
+
+/// vireo-vmm's `downtime_breakdown_ms`, in order.
+const PHASES: [&str; 5] = ["capture", "last pages", "state", "destination", "commit"];
 
 struct Workload {
     name: &'static str,
@@ -67,9 +71,16 @@ pub fn bench_migration(failures: &mut Failures) {
                 (Ok(a), Ok(b)) => {
                     print_row(&format!("{row}: downtime"), "ms", a.0, b.0);
                     print_row(&format!("{row}: total"), "ms", a.1, b.1);
+                    let phases: Vec<String> = PHASES
+                        .iter()
+                        .zip(&a.2)
+                        .map(|(name, ms)| format!("{name} {ms:.2}"))
+                        .collect();
+                    println!("{:<36} vireo-vmm downtime, ms: {}", "", phases.join(", "));
                     println!(
                         "{:<36} {:>31.2} ms (QEMU's own figure: source side only)",
-                        "", b.2
+                        "",
+                        b.2.first().copied().unwrap_or(f64::NAN)
                     );
                 }
                 (a, b) => {
@@ -89,10 +100,13 @@ fn runs(mut once: impl FnMut() -> Result<Figures, String>) -> Result<Figures, St
     for _ in 0..RUNS {
         all.push(once()?);
     }
+    let parts = all.iter().map(|f| f.2.len()).min().unwrap_or(0);
     Ok((
         median(all.iter().map(|f| f.0).collect()),
         median(all.iter().map(|f| f.1).collect()),
-        median(all.iter().map(|f| f.2).collect()),
+        (0..parts)
+            .map(|i| median(all.iter().map(|f| f.2[i]).collect()))
+            .collect(),
     ))
 }
 
@@ -175,11 +189,15 @@ fn vireo_once(probe: &Path, dir: &Path, mib: u64, cmdline: &str) -> Result<Figur
         let st = api(&src, "GET", "/vm/migration", None)?;
         match st["phase"].as_str().unwrap_or("") {
             "completed" => {
-                let downtime = st["downtime_ms"].as_f64().unwrap_or(f64::NAN);
+                let parts = st["downtime_breakdown_ms"].as_array().cloned();
                 return Ok((
-                    downtime,
+                    st["downtime_ms"].as_f64().unwrap_or(f64::NAN),
                     st["total_ms"].as_f64().unwrap_or(f64::NAN),
-                    downtime,
+                    parts
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|v| v.as_f64().unwrap_or(f64::NAN))
+                        .collect(),
                 ));
             }
             "failed" | "cancelled" | "unknown" => return Err(format!("vireo-vmm: {st}")),
@@ -261,7 +279,7 @@ fn qemu_once(probe: &Path, dir: &Path, mib: u64, cmdline: &str) -> Result<Figure
                 return Ok((
                     (resume - stop) * 1e3,
                     st["total-time"].as_f64().unwrap_or(f64::NAN),
-                    st["downtime"].as_f64().unwrap_or(f64::NAN),
+                    vec![st["downtime"].as_f64().unwrap_or(f64::NAN)],
                 ));
             }
             "failed" | "cancelled" => return Err(format!("qemu: {st}")),

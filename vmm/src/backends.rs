@@ -47,14 +47,27 @@ pub enum BackendError {
 
 impl Backends {
     pub fn open(config: &VmConfig) -> Result<Self, BackendError> {
-        Self::open_with(config, Vec::new())
+        Self::open_with(config, Vec::new(), Self::open_nets(config)?)
+    }
+
+    /// Every `--net`'s backend, opened.
+    pub fn open_nets(config: &VmConfig) -> Result<Vec<NetPort>, BackendError> {
+        config
+            .nets
+            .iter()
+            .enumerate()
+            .map(|(n, c)| net::open(c, n).map_err(BackendError::Net))
+            .collect()
     }
 
     /// `open`, taking the disks already open in `opened` (by index; an
-    /// incoming migration that copies disks has been writing them).
+    /// incoming migration that copies disks has been writing them) and
+    /// the NICs' backends opened before (an incoming migration opens them
+    /// while memory streams in, not while the guest waits).
     pub fn open_with(
         config: &VmConfig,
         mut opened: Vec<Option<Box<dyn disk::DiskBackend>>>,
+        nets: Vec<NetPort>,
     ) -> Result<Self, BackendError> {
         opened.resize_with(config.disks.len(), || None);
         let disks = config
@@ -66,12 +79,6 @@ impl Backends {
                 Some(backend) => Ok(wrap_disk(d, n, backend)),
                 None => open_disk(d, n),
             })
-            .collect::<Result<_, _>>()?;
-        let nets = config
-            .nets
-            .iter()
-            .enumerate()
-            .map(|(n, c)| net::open(c, n).map_err(BackendError::Net))
             .collect::<Result<_, _>>()?;
         Ok(Self { disks, nets })
     }

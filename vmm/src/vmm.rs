@@ -23,7 +23,7 @@ use crate::migration::context::MigrationStatus;
 use crate::migration::outgoing::{self, Next, Outgoing};
 use crate::migration::receive::{self, Incoming};
 use crate::migration::transport::TlsFiles;
-use crate::migration::{protocol, MigrateRequest};
+use crate::migration::MigrateRequest;
 use crate::signals;
 use crate::snapshot;
 use crate::vcpu::{self, StopReason};
@@ -505,8 +505,8 @@ pub fn run_with(launch: Launch, tls: TlsFiles, start_paused: bool) -> Result<Out
                 overrides: resume.overrides,
                 tls: tls.clone(),
             };
-            let (built, ch) = receive::receive(incoming, &events, &stop_signal)?;
-            (built, Some(ch))
+            let (built, ch, times) = receive::receive(incoming, &events, &stop_signal)?;
+            (built, Some((ch, times)))
         }
         other => (builder::build(other, &events)?, None),
     };
@@ -523,17 +523,24 @@ pub fn run_with(launch: Launch, tls: TlsFiles, start_paused: bool) -> Result<Out
     // runs. vCPU threads spawned from here inherit this filter, which
     // therefore allows theirs too (seccomp/rules.rs).
     crate::seccomp::install(crate::seccomp::ThreadKind::Main);
-    if paused {
-        vm.start_paused()?;
-    } else {
-        vm.start()?;
-        // A restored VM's device workers wait parked for this.
-        vm.resume()?;
-    }
-    if let Some(mut ch) = confirm {
-        // Committed: the VM runs here whether or not the source hears it.
-        let _ = protocol::write_frame(&mut *ch, protocol::Kind::Running, &[]);
-        receive::announce(&backends);
+    match confirm {
+        // An incoming VM is made ready to the last step while the source
+        // waits, paused (its downtime): vCPU threads spawned and parked,
+        // then Ready, Commit, and only then does it run here.
+        Some((mut ch, mut times)) => {
+            vm.start_paused()?;
+            receive::commit(&mut *ch, &mut times)?;
+            if !paused {
+                vm.resume()?;
+            }
+            receive::confirm(ch, &backends, &times);
+        }
+        None if paused => vm.start_paused()?,
+        None => {
+            vm.start()?;
+            // A restored VM's device workers wait parked for this.
+            vm.resume()?;
+        }
     }
 
     let vmm = Arc::new(Mutex::new(Vmm {

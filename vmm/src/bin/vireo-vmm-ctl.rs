@@ -158,7 +158,7 @@ fn follow(args: &Args) -> Result<(), String> {
     call(args, "PUT", "/vm/shutdown", None)?;
     let parts = &last["downtime_breakdown_ms"];
     eprintln!(
-        "migrated: {} passes, {} bytes, downtime {} ms (capture {}, last pages and state {}, \
+        "migrated: {} passes, {} bytes, downtime {} ms (capture {}, last pages {}, state {}, \
          destination build {}, commit {}), total {} ms",
         last["pass"],
         last["bytes_sent"],
@@ -167,6 +167,7 @@ fn follow(args: &Args) -> Result<(), String> {
         parts[1],
         parts[2],
         parts[3],
+        parts[4],
         last["total_ms"]
     );
     Ok(())

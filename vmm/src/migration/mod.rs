@@ -64,6 +64,7 @@ pub enum DiskMode {
 
 pub mod context;
 mod copy;
+pub mod forward;
 pub mod outgoing;
 pub mod protocol;
 pub mod receive;

@@ -11,6 +11,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::context::{MigrationStatus, Phase};
 use super::copy::SourceDisk;
+use super::forward::SourceNic;
 use super::send::{Source, ToMain};
 use super::transport::TlsFiles;
 use super::MigrateRequest;
@@ -74,6 +75,14 @@ impl Outgoing {
             to_main,
             wake: wake.try_clone().map_err(|e| e.to_string())?,
             leftover: Vec::new(),
+            nics: backends
+                .nets
+                .iter()
+                .map(|port| SourceNic {
+                    tap: port.tap.clone(),
+                    mac: port.mac,
+                })
+                .collect(),
         };
         let thread = std::thread::Builder::new()
             .name("vireo-migrate".into())

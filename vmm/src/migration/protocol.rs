@@ -3,8 +3,10 @@
 //! batched (a frame is at most `MAX_FRAME` bytes, checked before reading).
 //!
 //! Source → destination: Hello, then Pages/Disk frames (pass after pass),
-//! State, Commit (or Cancel). Destination → source: Ack after Hello (or
-//! Error), Ready after State, Running once the VM runs there.
+//! State, Commit (or Cancel); after Running, the frames that reached the
+//! source's NICs meanwhile (`Forwarded`, one each) and `ForwardedEnd`.
+//! Destination → source: Ack after Hello (or Error), Ready after State,
+//! Running once the VM runs there.
 
 use std::io::{self, Read, Write};
 
@@ -33,13 +35,27 @@ pub enum Kind {
     Commit = 8,
     Running = 9,
     Cancel = 10,
+    /// `[nic u8][frame with its vnet header]`.
+    Forwarded = 11,
+    ForwardedEnd = 12,
 }
 
 impl Kind {
     fn from_byte(b: u8) -> Option<Self> {
         use Kind::*;
         [
-            Hello, Ack, Error, Pages, Disk, State, Ready, Commit, Running, Cancel,
+            Hello,
+            Ack,
+            Error,
+            Pages,
+            Disk,
+            State,
+            Ready,
+            Commit,
+            Running,
+            Cancel,
+            Forwarded,
+            ForwardedEnd,
         ]
         .into_iter()
         .find(|k| *k as u8 == b)

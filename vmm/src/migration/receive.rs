@@ -10,7 +10,7 @@ pub mod fuzz_harness;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vmm_sys_util::eventfd::EventFd;
 
@@ -20,6 +20,7 @@ use super::DiskMode;
 use crate::backends::{self, Backends};
 use crate::builder::{apply_overrides, BuildError, Built, Overrides};
 use crate::devices::virtio::block::disk::DiskBackend;
+use crate::devices::virtio::net::NetPort;
 use crate::memory::{pages, GuestRam};
 use crate::snapshot::{self, VmSnapshot};
 use crate::vm::{Vm, VmCore, VmEvents};
@@ -38,20 +39,22 @@ fn failed(why: impl std::fmt::Display) -> BuildError {
 }
 
 /// Waits for a source on `incoming.url` and receives the VM; returns it
-/// built and committed (not started), with the channel to confirm on.
+/// built with its state applied (not started, not yet Ready), with the
+/// channel for `commit`.
 pub fn receive(
     incoming: Incoming,
     events: &VmEvents,
     stop: &EventFd,
-) -> Result<(Built, Box<dyn Channel>), BuildError> {
+) -> Result<(Built, Box<dyn Channel>, SwitchTimes), BuildError> {
     let endpoint: Endpoint = incoming.url.parse().map_err(failed)?;
     let listener = Listener::bind(&endpoint).map_err(failed)?;
     eprintln!("vireo-vmm: waiting for a migration on {}", incoming.url);
     let mut ch = accept(&listener, &incoming.tls, stop)?;
     drop(listener);
     ch.set_timeout(LINK_TIMEOUT).map_err(failed)?;
-    match receive_on(&mut *ch, incoming.overrides, events) {
-        Ok(built) => Ok((built, ch)),
+    let mut times = SwitchTimes::new();
+    match receive_on(&mut *ch, incoming.overrides, events, &mut times) {
+        Ok(built) => Ok((built, ch, times)),
         Err(e) => {
             // The source learns why; it keeps (or resumes) the VM.
             let _ = protocol::write_frame(&mut *ch, Kind::Error, e.to_string().as_bytes());
@@ -73,17 +76,60 @@ fn accept(
     listener.accept(tls).map_err(failed)
 }
 
-/// The VM without its devices (built while memory streams in) and the
-/// copied disks, filled before the switch-over.
+/// Where this side's part of the downtime goes, from the State frame on
+/// (the source's figures end at Ready and Running; these say what is in
+/// between): printed once the VM runs.
+pub struct SwitchTimes {
+    state_at: Instant,
+    /// The state checked and decoded.
+    parsed: Duration,
+    /// The images opened and the devices built.
+    devices: Duration,
+    /// The vCPU, VM and device state applied.
+    applied: Duration,
+    /// Console, API socket, vCPU threads spawned (parked): Ready.
+    ready: Duration,
+}
+
+impl SwitchTimes {
+    fn new() -> Self {
+        Self {
+            state_at: Instant::now(),
+            parsed: Duration::ZERO,
+            devices: Duration::ZERO,
+            applied: Duration::ZERO,
+            ready: Duration::ZERO,
+        }
+    }
+
+    fn report(&self) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let running = self.state_at.elapsed();
+        eprintln!(
+            "vireo-vmm: incoming switch-over, ms from the state's arrival: decoded {:.2}, \
+             devices built {:.2}, state applied {:.2}, ready {:.2}, running {:.2}",
+            ms(self.parsed),
+            ms(self.devices),
+            ms(self.applied),
+            ms(self.ready),
+            ms(running)
+        );
+    }
+}
+
+/// The VM without its devices (built while memory streams in), the
+/// copied disks, filled before the switch-over, and the NICs' backends.
 struct Landing {
     core: VmCore,
     copies: Vec<Box<dyn DiskBackend>>,
+    nets: Vec<NetPort>,
 }
 
 fn receive_on(
     ch: &mut dyn Channel,
     overrides: Overrides,
     events: &VmEvents,
+    times: &mut SwitchTimes,
 ) -> Result<Built, BuildError> {
     let hello: Hello = serde_json::from_slice(&protocol::expect(ch, Kind::Hello).map_err(failed)?)
         .map_err(|e| failed(format!("bad hello: {e}")))?;
@@ -97,6 +143,7 @@ fn receive_on(
     let mut landing = Landing {
         core: VmCore::build(&config, Vm::new_memory(&config)?)?,
         copies: Vec::new(),
+        nets: Backends::open_nets(&config)?,
     };
     if hello.disks == DiskMode::Copy {
         for (disk, &size) in config.disks.iter().zip(&hello.disk_sizes) {
@@ -112,22 +159,32 @@ fn receive_on(
         )));
     }
     protocol::write_frame(ch, Kind::Ack, &[]).map_err(failed)?;
-    let snap = receive_passes(ch, landing.core.memory(), &mut landing.copies)?;
+    let snap = receive_passes(ch, landing.core.memory(), &mut landing.copies, times)?;
+    times.parsed = times.state_at.elapsed();
     // The copies are complete: durable before this side may take over.
     for copy in &mut landing.copies {
         copy.flush().map_err(failed)?;
     }
     let opened = landing.copies.into_iter().map(Some).collect();
-    let backends = Backends::open_with(&config, opened)?;
+    let backends = Backends::open_with(&config, opened, landing.nets)?;
     let vm = landing.core.attach(&backends, events)?;
+    times.devices = times.state_at.elapsed();
     snapshot::apply(&vm, &snap)?;
+    times.applied = times.state_at.elapsed();
+    Ok(Built {
+        config,
+        backends,
+        vm,
+    })
+}
+
+/// Says Ready (the VM is built, its vCPU threads spawned and parked) and
+/// waits for Commit: only then may the VM run here.
+pub fn commit(ch: &mut dyn Channel, times: &mut SwitchTimes) -> Result<(), BuildError> {
+    times.ready = times.state_at.elapsed();
     protocol::write_frame(ch, Kind::Ready, &[]).map_err(failed)?;
     match protocol::read_frame(ch) {
-        Ok((Kind::Commit, _)) => Ok(Built {
-            config,
-            backends,
-            vm,
-        }),
+        Ok((Kind::Commit, _)) => Ok(()),
         Ok((kind, _)) => Err(failed(format!(
             "the source sent {kind:?} instead of Commit"
         ))),
@@ -135,6 +192,25 @@ fn receive_on(
             "no Commit from the source ({e}); nothing runs here"
         ))),
     }
+}
+
+/// The VM runs here: tells the source, announces the NICs' new port, and
+/// takes the frames the source still got for the guest (forward.rs).
+pub fn confirm(mut ch: Box<dyn Channel>, backends: &Backends, times: &SwitchTimes) {
+    // Committed: the VM runs here whether or not the source hears it.
+    let _ = protocol::write_frame(&mut *ch, Kind::Running, &[]);
+    times.report();
+    announce(backends);
+    let taps: Vec<_> = backends.nets.iter().map(|n| n.tap.clone()).collect();
+    if taps.is_empty() || ch.set_timeout(super::forward::RECEIVE_TIMEOUT).is_err() {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("vireo-forwarded".into())
+        .spawn(move || {
+            crate::seccomp::install(crate::seccomp::ThreadKind::Announce);
+            super::forward::receive(ch, taps)
+        });
 }
 
 /// This side's description of the VM, or why it cannot take it.
@@ -165,6 +241,7 @@ fn receive_passes(
     ch: &mut dyn Channel,
     ram: &GuestRam,
     copies: &mut [Box<dyn DiskBackend>],
+    times: &mut SwitchTimes,
 ) -> Result<VmSnapshot, BuildError> {
     loop {
         let (kind, payload) = protocol::read_frame(ch).map_err(failed)?;
@@ -172,6 +249,7 @@ fn receive_passes(
             Kind::Pages => land_pages(ram, &payload).map_err(failed)?,
             Kind::Disk => land_blocks(copies, &payload).map_err(failed)?,
             Kind::State => {
+                times.state_at = Instant::now();
                 snapshot::check_header(std::path::Path::new("migration state"), &payload)?;
                 return serde_json::from_slice(&payload)
                     .map_err(|e| failed(format!("bad state: {e}")));

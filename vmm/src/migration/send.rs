@@ -21,7 +21,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::context::{self, MigrationStatus, PassMeter, Phase};
 use super::protocol::{self, Hello, Kind};
 use super::transport::{self, Channel, Endpoint, TlsFiles};
-use super::{copy, DiskMode, MigrateRequest};
+use super::{copy, forward, DiskMode, MigrateRequest};
 use crate::config::VmConfig;
 use crate::memory::{self, dirty, GuestRam};
 use crate::snapshot::VmSnapshot;
@@ -30,6 +30,9 @@ use crate::vcpu::throttle::{Throttle, MAX_PERCENT};
 /// Passes after the first, at most; then the switch-over happens whatever
 /// the downtime (auto-converge should have made it fit long before).
 const MAX_PASSES: u32 = 30;
+/// Passes after what is left first fits the downtime budget, at most
+/// (`context::worth_another_pass`).
+const MAX_EXTRA_PASSES: u32 = 5;
 /// The switch-over's fixed cost besides the last pages: the state, the
 /// Ready/Commit/Running round trips, building the VM there.
 const SWITCHOVER_FIXED_MS: u64 = 30;
@@ -63,6 +66,8 @@ pub struct Source {
     pub wake: EventFd,
     /// Pages collected when pre-copy decided to stop, sent at the switch-over.
     pub leftover: Vec<memory::pages::PageBitmap>,
+    /// The NICs, whose late frames go on to the destination (forward.rs).
+    pub nics: Vec<forward::SourceNic>,
 }
 
 /// How a migration ended badly.
@@ -99,7 +104,11 @@ impl Source {
         self.update(|s| {
             s.phase = phase;
             s.error = error;
-            s.total_ms = started.elapsed().as_millis() as u64;
+            // A completed migration's total ends at Running (switchover),
+            // not after forwarding the late frames.
+            if phase != Phase::Completed {
+                s.total_ms = started.elapsed().as_millis() as u64;
+            }
         });
         self.tell_main(message);
     }
@@ -157,7 +166,14 @@ impl Source {
             self.send_disks(&mut *ch, None, &mut meter)?;
         }
         let bandwidth = self.precopy(&mut *ch, meter)?;
-        self.switchover(&mut *ch, bandwidth, started)
+        self.switchover(&mut *ch, bandwidth, started)?;
+        // The VM runs there: nothing from here on can fail the migration.
+        match forward::send(&mut *ch, &self.nics) {
+            Ok(0) => {}
+            Ok(n) => eprintln!("vireo-vmm: {n} frames that reached this host after the pause went on to the destination"),
+            Err(e) => eprintln!("vireo-vmm: forwarding late frames to the destination: {e}"),
+        }
+        Ok(())
     }
 
     fn connect(&self) -> Result<Box<dyn Channel>, Fail> {
@@ -182,7 +198,8 @@ impl Source {
     /// Passes while the guest runs; returns the bandwidth measured last.
     fn precopy(&mut self, ch: &mut dyn Channel, mut meter: PassMeter) -> Result<f64, Fail> {
         let budget = self.req.max_downtime_ms;
-        let mut last_sent = 0u64;
+        let mut last_sent = meter.sent();
+        let mut extra = 0;
         for pass in 1..=MAX_PASSES {
             let bandwidth = meter.rate();
             let elapsed = meter.elapsed();
@@ -198,12 +215,22 @@ impl Source {
                     context::mbps(dirty_bytes as f64 / elapsed.as_secs_f64().max(1e-3));
                 s.expected_downtime_ms = expected;
             });
-            if expected <= budget {
+            let fits = expected <= budget;
+            // A throttled guest goes as soon as it fits: each pass more
+            // would keep it slowed.
+            let another = extra < MAX_EXTRA_PASSES
+                && self.throttle.percent() == 0
+                && context::worth_another_pass(dirty_bytes, last_sent);
+            if fits && !another {
                 // What is left goes in the switch-over.
                 self.leftover = dirty;
                 return Ok(bandwidth);
             }
-            self.converge(pass, dirty_bytes, last_sent);
+            if fits {
+                extra += 1;
+            } else {
+                self.converge(pass, dirty_bytes, last_sent);
+            }
             meter = PassMeter::start();
             self.send_pages(ch, &dirty, &mut meter, false)?;
             if self.req.disks == DiskMode::Copy {
@@ -262,6 +289,7 @@ impl Source {
                 disk.unlock().map_err(before)?;
             }
         }
+        let pages_sent = paused_at.elapsed();
         protocol::write_json(ch, Kind::State, &*snap).map_err(before)?;
         let sent = paused_at.elapsed();
         protocol::expect(ch, Kind::Ready).map_err(before)?;
@@ -270,15 +298,15 @@ impl Source {
         protocol::expect(ch, Kind::Running)
             .map_err(|e| Fail::After(format!("no confirmation from the destination: {e}")))?;
         let running = paused_at.elapsed();
-        let ms = |d: Duration| d.as_millis() as u64;
         let breakdown = [
-            ms(captured),
-            ms(sent - captured),
-            ms(ready - sent),
-            ms(running - ready),
+            context::hundredths_ms(captured),
+            context::hundredths_ms(pages_sent - captured),
+            context::hundredths_ms(sent - pages_sent),
+            context::hundredths_ms(ready - sent),
+            context::hundredths_ms(running - ready),
         ];
         self.update(|s| {
-            s.downtime_ms = Some((running.as_micros() / 10) as f64 / 100.0);
+            s.downtime_ms = Some(context::hundredths_ms(running));
             s.downtime_breakdown_ms = Some(breakdown);
             s.bytes_remaining = 0;
             s.bandwidth_mbps = context::mbps(bandwidth);

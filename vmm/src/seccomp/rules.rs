@@ -31,7 +31,8 @@ pub enum ThreadKind {
     Migrate,
     /// `vireo-throttle`: auto-converge kicks of the vCPUs.
     Throttle,
-    /// `vireo-announce`: RARP frames after a migration.
+    /// `vireo-announce`: RARP frames after a migration; `vireo-forwarded`:
+    /// the frames the source forwards then.
     Announce,
     /// `vireo-spawn`: starts device workers for the vCPUs.
     Spawner,
@@ -405,4 +406,10 @@ fn throttle(l: &mut List) {
     l.allow(&[SYS_tgkill, SYS_tkill]);
 }
 
-fn announce(_: &mut List) {}
+/// RARP frames (write), and the frames the source forwards: the migration
+/// channel read (TCP, Unix, TLS), each NIC's inbox signalled (write).
+fn announce(l: &mut List) {
+    l.allow(&[SYS_read, SYS_readv, SYS_recvfrom, SYS_recvmsg, SYS_ppoll]);
+    #[cfg(target_arch = "x86_64")]
+    l.allow(&[SYS_poll]);
+}

@@ -59,5 +59,5 @@ pub fn stream(data: &[u8]) {
     let mut copies = disk::open(std::path::Path::new(&path), opts)
         .map(|d| vec![d])
         .unwrap_or_default();
-    let _ = receive_passes(&mut ch, &ram, &mut copies);
+    let _ = receive_passes(&mut ch, &ram, &mut copies, &mut super::SwitchTimes::new());
 }

@@ -2,12 +2,14 @@
 # on a qcow2 disk and a NIC on a bridge (vireo.ticks + vireo.tickdisk: a line
 # written and synced every second) moves from one vireo-vmm to another
 # (--incoming on a Unix socket; the image is shared, its lock handed over)
-# while the rig host pings it every 10 ms. Passes when no ping is lost
-# outside the downtime (a request that reaches the source's tap while the
-# guest is paused for the switch-over has no one to answer it: at most
-# downtime / 10 ms + 2 may go; the count is printed, the goal is 0), the
-# ticks go on without a gap or a repeat, the guest did not boot again, both
-# VMMs exit 0 and e2fsck finds the filesystem clean at the end.
+# while the rig host pings it every 10 ms. Passes when at most 2 pings are
+# lost, whatever the downtime (the requests that reach the source's tap
+# while the guest is paused, and until the bridge learns the new port, are
+# forwarded to the destination in the migration stream and answered late,
+# not dropped: migration/forward.rs; measured on a starved host with
+# downtimes of 0.6-1.8 s: 0, 2, 0, 1 lost of 1000; the goal is 0), the ticks go on without a gap or a repeat, the
+# guest did not boot again, both VMMs exit 0 and e2fsck finds the
+# filesystem clean at the end.
 . /rig/lib.sh
 ctl=/usr/bin/vireo-vmm-ctl
 disk=/tmp/mig.qcow2
@@ -62,7 +64,6 @@ grep -q "VIREO-TICKDISK lines=$ticks fsck=clean" /tmp/dst.out ||
   { echo "RIG check=fail filesystem: $(grep VIREO-TICKDISK /tmp/dst.out || echo no VIREO-TICKDISK line)"; exit 1; }
 lost=$((${sent:-0} - ${got:-0}))
 down=$(sed -n 's/.* downtime \([0-9]*\)[.0-9]* ms.*/\1/p' /tmp/migrated.out)
-allowed=$((${down:-0} / 10 + 2))
-[ -n "$sent" ] && [ -n "$down" ] && [ "$lost" -le "$allowed" ] ||
-  { echo "RIG check=fail $lost of ${sent:-?} pings lost, downtime ${down:-?} ms (at most $allowed may be)"; exit 1; }
+[ -n "$sent" ] && [ -n "$down" ] && [ "$lost" -le 2 ] ||
+  { echo "RIG check=fail $lost of ${sent:-?} pings lost, downtime ${down:-?} ms (at most 2 may be)"; exit 1; }
 echo "RIG check=ok migrated after tick $(rig_last_tick /tmp/src.out), downtime $down ms; pings every 10 ms: $sent sent, $lost lost; ticks 1..$ticks continuous, fsck clean, both vmm exit 0"

@@ -4,6 +4,7 @@
 
 #[cfg(feature = "fuzz")]
 pub mod fuzz_harness;
+pub mod inbox;
 mod open;
 pub mod tap;
 mod worker;

@@ -9,6 +9,8 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use super::inbox::Inbox;
+
 /// Length of the vnet header both sides use (virtio 1.x `virtio_net_hdr`
 /// with `num_buffers`, which is what a VERSION_1 driver always sends).
 pub const VNET_HDR_LEN: usize = 12;
@@ -38,11 +40,16 @@ pub trait NetBackend: Send + Sync {
     fn file(&self) -> &File;
     /// Which offloads the kernel may use in frames it hands us (TUN_F_*).
     fn set_offload(&self, flags: u32) -> io::Result<()>;
+    /// Frames the VMM hands the guest besides the file's (see inbox.rs).
+    fn inbox(&self) -> Option<&Inbox> {
+        None
+    }
 }
 
 /// A tap or macvtap file descriptor set up for 12-byte vnet headers.
 pub struct Tap {
     file: File,
+    inbox: Inbox,
 }
 
 impl NetBackend for Tap {
@@ -60,6 +67,10 @@ impl NetBackend for Tap {
             )
         };
         check(rc)
+    }
+
+    fn inbox(&self) -> Option<&Inbox> {
+        Some(&self.inbox)
     }
 }
 
@@ -159,7 +170,10 @@ impl Tap {
         let size: libc::c_int = VNET_HDR_LEN as libc::c_int;
         // SAFETY: TUNSETVNETHDRSZ reads an int we own.
         check(unsafe { libc::ioctl(file.as_raw_fd(), TUNSETVNETHDRSZ, &size) })?;
-        let tap = Self { file };
+        let tap = Self {
+            file,
+            inbox: Inbox::new()?,
+        };
         tap.set_offload(0)?;
         Ok(tap)
     }

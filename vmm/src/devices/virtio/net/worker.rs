@@ -21,6 +21,7 @@ use vm_memory::{Bytes, GuestMemory, Permissions};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::features as f;
+use super::inbox::Inbox;
 use super::tap::{NetBackend, VNET_HDR_LEN};
 use crate::devices::virtio::worker::QueueWorker;
 use crate::devices::virtio::{Interrupt, INT_VRING};
@@ -103,11 +104,16 @@ impl QueueWorker for Worker {
             } else {
                 0
             };
+            let inbox_fd = match self.tap.inbox() {
+                Some(inbox) if self.rx_len.is_none() => inbox.fd(),
+                _ => -1,
+            };
             let mut fds = [
                 pollfd(stop.as_raw_fd(), libc::POLLIN),
                 pollfd(self.wake.rx.as_raw_fd(), libc::POLLIN),
                 pollfd(self.wake.tx.as_raw_fd(), libc::POLLIN),
                 pollfd(self.tap.file().as_raw_fd(), tap_events),
+                pollfd(inbox_fd, libc::POLLIN),
             ];
             if self.tap_gone {
                 fds[3].fd = -1;
@@ -133,7 +139,10 @@ impl QueueWorker for Worker {
             if fds[1].revents != 0 {
                 let _ = self.wake.rx.read();
             }
-            if fds[1].revents != 0 || fds[3].revents & libc::POLLIN != 0 {
+            if fds[4].revents != 0 {
+                self.tap.inbox().map(Inbox::clear);
+            }
+            if fds[1].revents != 0 || (fds[3].revents | fds[4].revents) & libc::POLLIN != 0 {
                 self.process_rx();
             }
         }
@@ -251,19 +260,21 @@ impl Worker {
         }
     }
 
-    /// Reads the next packet from the tap into `rx_buf`; false when none is there.
+    /// Takes the next packet into `rx_buf` — one the VMM queued in the
+    /// inbox (older: they reached the VM's previous host first), else one
+    /// from the tap; false when none is there.
     fn read_tap(&mut self) -> bool {
+        if let Some(frame) = self.tap.inbox().and_then(Inbox::pop) {
+            let n = frame.len().min(MAX_PACKET);
+            self.rx_buf[..n].copy_from_slice(&frame[..n]);
+            return self.take_packet(n);
+        }
         if self.tap_gone {
             return false;
         }
         loop {
             match self.tap.file().read(&mut self.rx_buf) {
-                Ok(n) if n >= MIN_TX_PACKET => {
-                    // No mergeable buffers: every packet fills exactly one chain.
-                    self.rx_buf[10..12].copy_from_slice(&1u16.to_le_bytes());
-                    self.rx_len = Some(n);
-                    return true;
-                }
+                Ok(n) if n >= MIN_TX_PACKET => return self.take_packet(n),
                 Ok(0) => {
                     self.tap_gone = true;
                     return false;
@@ -277,6 +288,14 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// The `n` bytes in `rx_buf` are the pending packet.
+    fn take_packet(&mut self, n: usize) -> bool {
+        // No mergeable buffers: every packet fills exactly one chain.
+        self.rx_buf[10..12].copy_from_slice(&1u16.to_le_bytes());
+        self.rx_len = Some(n);
+        true
     }
 
     /// Writes the pending packet into an RX chain; returns the used length,
