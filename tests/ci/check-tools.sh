@@ -13,7 +13,7 @@ tools=(
   grub-mkimage:grub-common grub-mknetdir:grub-common xorriso:xorriso
   mformat:mtools mcopy:mtools mmd:mtools mkfs.vfat:dosfstools mkfs.ext4:e2fsprogs
   busybox:busybox-static cpio:cpio zstd:zstd gzip:gzip xz:xz-utils readelf:binutils
-  dpkg-deb:dpkg apt-get:apt ldd:libc-bin ip:iproute2 bridge:iproute2 unshare:util-linux curl:curl nft:nftables
+  dpkg-deb:dpkg apt-get:apt ldd:libc-bin ip:iproute2 bridge:iproute2 unshare:util-linux curl:curl
   dtc:device-tree-compiler modinfo:kmod debootstrap:debootstrap python3:python3
   chromium:chromium chromedriver:chromium-driver
   g++:g++ gcc:gcc make:make bc:bc flex:flex bison:bison aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu

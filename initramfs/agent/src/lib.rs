@@ -18,9 +18,9 @@ pub mod error;
 #[cfg(feature = "server")]
 pub mod listen;
 #[cfg(feature = "server")]
-pub mod networks;
-#[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "server")]
+pub mod networks;
 #[cfg(feature = "server")]
 pub mod selftest;
 #[cfg(feature = "server")]

@@ -57,7 +57,8 @@ impl Watchdog for DeviceWatchdog {
         let mut secs: libc::c_int = timeout.as_secs().max(1) as libc::c_int;
         // SAFETY: the fd is open for the call's duration and `secs` is a
         // valid int the driver reads and overwrites with what it set.
-        let rc = unsafe { libc::ioctl(file.as_raw_fd(), WDIOC_SETTIMEOUT, &mut secs) };
+        // `as _`: the request is a c_ulong with glibc, a c_int with musl.
+        let rc = unsafe { libc::ioctl(file.as_raw_fd(), WDIOC_SETTIMEOUT as _, &mut secs) };
         let wanted = timeout.as_secs().max(1) as libc::c_int;
         if rc != 0 || secs > wanted {
             // Survivors wait for the configured timeout: a longer one

@@ -10,6 +10,7 @@
 //! 0x0009_fc00  EBDA: MP table
 //! 0x000a_0000  legacy VGA/ROM window (not RAM)
 //! 0x000e_0000  ACPI: RSDP, then DSDT, FADT, MADT, XSDT (BIOS area, reserved)
+//! 0x000f_fff0  reset vector: a stub that resets through the i8042
 //! 0x0010_0000  kernel (high memory starts here)
 //! ...          RAM up to 3 GiB, initrd at the top of low RAM
 //! 0xc000_0000  32-bit MMIO hole: virtio-mmio devices, IOAPIC, LAPIC
@@ -40,6 +41,9 @@ pub const EBDA_START: u64 = 0x9fc00;
 /// it up to the end of the BIOS area.
 pub const RSDP_ADDR: u64 = 0xe_0000;
 pub const ACPI_TABLES_END: u64 = 0x10_0000;
+/// Where a real-mode CPU starts after a reset (F000:FFF0), and where Linux
+/// jumps when it reboots "through the BIOS".
+pub const RESET_VECTOR: u64 = 0xf_fff0;
 /// First byte past the legacy low-memory window.
 pub const HIGH_MEMORY_START: u64 = 0x10_0000;
 

@@ -34,6 +34,8 @@ pub enum Error {
     Regs(#[from] regs::RegsError),
     #[error("{0} bytes of guest memory cannot be placed in the guest address space")]
     MemoryLayout(u64),
+    #[error("the reset-vector stub cannot be written to guest memory")]
+    ResetStub,
     #[error("{0} vCPUs do not fit the x86_64 boot tables (at most 254)")]
     VcpuCount(usize),
 }
@@ -124,12 +126,31 @@ pub fn load_guest(
     }
     mptable::write(mem, layout::EBDA_START, vcpu_count)?;
     acpi::write(mem, vcpu_count, devices)?;
+    write_reset_stub(mem)?;
     Ok(boot::load(
         mem,
         &sources.kernel,
         sources.initrd.as_ref(),
         &cmdline,
     )?)
+}
+
+/// There is no BIOS behind the reset vector, yet Linux jumps there to reboot
+/// when its other ways failed or were skipped: on a hardware-reduced ACPI
+/// platform it picks the EFI reboot first (none here), then the BIOS one,
+/// and the vCPU would run zeros forever. The stub does what a BIOS's POST
+/// would lead to: it pulses the reset line through the i8042 (command 0xFE
+/// on port 0x64), which ends the VM as a guest reset.
+fn write_reset_stub(mem: &GuestRam) -> Result<(), Error> {
+    const STUB: [u8; 7] = [
+        0xb0, 0xfe, // mov al, 0xfe
+        0xe6, 0x64, // out 0x64, al
+        0xf4, // hlt
+        0xeb, 0xfd, // jmp to the hlt
+    ];
+    use vm_memory::Bytes;
+    mem.write_slice(&STUB, GuestAddress(layout::RESET_VECTOR))
+        .map_err(|_| Error::ResetStub)
 }
 
 /// CPUID, MSRs, FPU and LAPIC for every vCPU; registers for the boot vCPU.
