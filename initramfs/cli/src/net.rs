@@ -199,6 +199,13 @@ fn forward_table(all: &[Forward]) -> String {
     out
 }
 
+/// `A<sep>B` given to `flag`, or an error that shows the expected form.
+fn pair(text: &str, sep: char, flag: &str, form: &str) -> Result<(String, String), String> {
+    text.split_once(sep)
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .ok_or_else(|| format!("{flag} {text}: write it as {form}"))
+}
+
 fn spec_of(command: NetCommand) -> Result<NetworkSpec, String> {
     let NetCommand::Create {
         name,
@@ -218,22 +225,11 @@ fn spec_of(command: NetCommand) -> Result<NetworkSpec, String> {
         unreachable!("spec_of is only called for create");
     };
     let dhcp_range = dhcp_range
-        .map(|r| {
-            r.split_once('-')
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .ok_or_else(|| format!("--dhcp-range {r}: write it as FIRST-LAST"))
-        })
+        .map(|r| pair(&r, '-', "--dhcp-range", "FIRST-LAST"))
         .transpose()?;
     let reservations = reservations
         .iter()
-        .map(|r| {
-            r.split_once('=')
-                .map(|(mac, ip)| Reservation {
-                    mac: mac.into(),
-                    ip: ip.into(),
-                })
-                .ok_or_else(|| format!("--reserve {r}: write it as MAC=IP"))
-        })
+        .map(|r| pair(r, '=', "--reserve", "MAC=IP").map(|(mac, ip)| Reservation { mac, ip }))
         .collect::<Result<_, _>>()?;
     Ok(NetworkSpec {
         name,
