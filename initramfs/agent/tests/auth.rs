@@ -104,9 +104,10 @@ fn no_token_is_401_and_a_login_gives_a_session() {
         let bad = call(a.addr, Some("not-a-token"), "GET", path, &Value::Null);
         assert_eq!(bad.status, 401, "{path}");
     }
-    // The UI's paths are public (no UI here: 404, not 401), and so are
-    // the liveness and node facts.
-    assert_eq!(call(a.addr, None, "GET", "/", &Value::Null).status, 404);
+    // The UI's paths are public (`/` sends the browser on to the UI, which
+    // then logs in), and so are the liveness and node facts.
+    assert_eq!(call(a.addr, None, "GET", "/", &Value::Null).status, 303);
+    assert_eq!(call(a.addr, None, "GET", "/ui/", &Value::Null).status, 200);
     assert_eq!(
         call(a.addr, None, "GET", "/health", &Value::Null).status,
         200

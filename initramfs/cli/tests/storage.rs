@@ -199,7 +199,7 @@ fn volumes_pools_and_transfers_through_the_cli() {
     let e = a.fails(&["vol", "resize", "local/a.qcow2", "--size", "1M"]);
     assert!(e.contains("only growing"), "{e}");
     let e = a.fails(&["backup", "vm1", "--storage", "local"]);
-    assert!(e.contains("no VM manager"), "{e}");
+    assert!(e.contains("no VM named 'vm1'"), "{e}");
     let e = a.fails(&["vol", "download", "local/up.raw", down.to_str().unwrap()]);
     assert!(
         e.contains("exists"),
