@@ -208,7 +208,13 @@ fn the_jail_confines_the_vmm() {
         );
     }
     assert_eq!(Jailed::status_field(pid, "NoNewPrivs"), "1");
-    assert_eq!(Jailed::status_field(pid, "Seccomp"), "2");
+    // The API socket can exist a moment before the main thread installs its
+    // filter (it does so before the guest runs, not before the socket).
+    wait_for(
+        "seccomp on the main thread",
+        Duration::from_secs(20),
+        || Jailed::status_field(pid, "Seccomp") == "2",
+    );
     // PID 1 of its own namespace, whose /proc shows nothing else.
     let nspid = Jailed::status_field(pid, "NSpid");
     assert_eq!(nspid, format!("{pid} 1"));
