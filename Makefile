@@ -155,7 +155,7 @@ fuzz-selfcheck:
 
 # Every tier in turn, on after a failure; ends with "N passed, N failed"
 # counting the tests of every tier (tests/ci/run-tiers.sh).
-TEST_TIERS := lint test-unit fuzz-smoke test-membership test-cluster test-probe test-ui test-probe-qemu vmm-aarch64 test-rig rig-nfs-test test-rig-aarch64 \
+TEST_TIERS := lint test-unit fuzz-smoke test-membership test-cluster test-probe test-ui test-probe-qemu vmm-aarch64 test-rig test-rig-aarch64 \
               appliance-boot-test appliance-boot-test-aarch64 image-test image-test-aarch64 \
               kernel-config-check
 
@@ -170,8 +170,8 @@ clean:
 # (VIREO_VMM is exported above for the Rust tests; the rig takes RIG_VMM, the
 # static build, by default.)
 test-rig: probe
-	$(MAKE) rig-test RIG_VMM=$(VMM_MUSL) PROBE_ELF=$(CURDIR)/$(PROBE_ELF) \
-	  RIG_TEST_JOBS="kvm-check probe linux-min-1 linux-min-4 linux-min-bzimage linux-debian linux-disk-net linux-snapshot linux-migrate"
+	$(MAKE) rig-test RIG_VMM=$(VMM_MUSL) PROBE_ELF=$(CURDIR)/$(PROBE_ELF) RIG_WITH_NFS=1 \
+	  RIG_TEST_JOBS="kvm-check probe linux-min-1 linux-min-4 linux-min-bzimage linux-debian linux-disk-net linux-snapshot linux-migrate nfs-pool"
 
 # A Linux guest: on hardware KVM directly, else (PVM, no KVM) inside the rig.
 run-linux: vmm guest-kernel guest-initramfs

@@ -34,7 +34,7 @@ RIG_JOB ?= kvm-check
 RIG_ARGS ?=
 RIG_TEST_JOBS ?= kvm-check linux-min-1 linux-min-4 linux-debian
 
-.PHONY: rig-deps guest-kernel guest-initramfs guest-direct-test rig-vmm rig-nfs-test \
+.PHONY: rig-deps guest-kernel guest-initramfs guest-direct-test rig-vmm rig-nfs-test rig-nfs-extra \
         rig-initramfs rig-bench-initramfs rig-run rig-test rig-selftest rig-bench rig-profile
 
 rig-deps:
@@ -68,8 +68,15 @@ endif
 # Cheap (a few seconds), so rebuilt every time rather than tracking inputs.
 # The probe goes in when it is built (the top-level Makefile names where; the
 # `probe` job needs it, the Linux jobs do not).
-rig-initramfs: guest-kernel guest-initramfs rig-vmm
+# RIG_WITH_NFS=1 (make test-rig) adds the nfs-pool job's tools and modules,
+# so that job shares the Linux jobs' boot instead of booting a rig of its own.
+RIG_BASE_MODULES := kvm-amd tun bridge
+RIG_NFS_MODULES := nfsd nfsv4 veth
+RIG_NFS_EXTRA := $(RIG_OUT)/nfs-extra
+rig-initramfs: guest-kernel guest-initramfs rig-vmm $(if $(RIG_WITH_NFS),rig-nfs-extra)
 	VIREO_VMM=$(RIG_VMM) GUEST_DIR=$(RIG_GUEST_DIR) PROBE_ELF=$(wildcard $(PROBE_ELF)) \
+	  RIG_MODULES="$(RIG_BASE_MODULES) $(if $(RIG_WITH_NFS),$(RIG_NFS_MODULES))" \
+	  RIG_EXTRA_DIR=$(if $(RIG_WITH_NFS),$(RIG_NFS_EXTRA)) \
 	  $(RIG_SRC)/build-rig-initramfs.sh $(RIG_OUT)/rig-initramfs.cpio.gz
 
 # The same plus QEMU as the reference VMM, for the jobs that compare them.
@@ -112,13 +119,18 @@ rig-selftest: guest-kernel guest-initramfs
 # Storage on NFS (docs/storage.md): a rig of its own with the NFS client and
 # server modules, nfs-utils' server programs and the static agent and CLI;
 # no Linux guests (the probe writes the disk). See jobs/nfs-pool.sh.
+# make test-rig runs the same job in its shared boot (RIG_WITH_NFS=1); this
+# target is the job alone, for working on it.
 RIG_NFS_OUT := $(RIG_OUT)/rig-nfs.cpio.gz
-rig-nfs-test: probe
-	$(CARGO) build --release --target x86_64-unknown-linux-musl -p vireo-vmm -p vireo-agent -p vireo-cli
-	$(RIG_SRC)/build-nfs-extra.sh $(RIG_OUT)/nfs-extra \
+rig-nfs-extra:
+	$(CARGO) build --release --target x86_64-unknown-linux-musl -p vireo-agent -p vireo-cli
+	$(RIG_SRC)/build-nfs-extra.sh $(RIG_NFS_EXTRA) \
 	  target/x86_64-unknown-linux-musl/release/vireo-agent target/x86_64-unknown-linux-musl/release/vireo
-	VIREO_VMM=$(RIG_VMM_MUSL) GUEST_DIR=none PROBE_ELF=$(PROBE_ELF) RIG_EXTRA_DIR=$(RIG_OUT)/nfs-extra \
-	  RIG_MODULES="kvm-amd nfsd nfsv4 veth" $(RIG_SRC)/build-rig-initramfs.sh $(RIG_NFS_OUT)
+
+rig-nfs-test: probe rig-nfs-extra
+	$(CARGO) build --release --target x86_64-unknown-linux-musl -p vireo-vmm
+	VIREO_VMM=$(RIG_VMM_MUSL) GUEST_DIR=none PROBE_ELF=$(PROBE_ELF) RIG_EXTRA_DIR=$(RIG_NFS_EXTRA) \
+	  RIG_MODULES="kvm-amd $(RIG_NFS_MODULES)" $(RIG_SRC)/build-rig-initramfs.sh $(RIG_NFS_OUT)
 	BUILD=$(BUILD) RIG_INITRAMFS=$(RIG_NFS_OUT) $(RIG_SRC)/run-rig.sh nfs-pool
 
 # The agent boots a Debian system disk from its own disk inside the rig, to
