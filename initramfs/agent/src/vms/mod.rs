@@ -11,8 +11,10 @@
 
 pub mod bootdisk;
 pub mod console;
+mod confine;
 pub mod def;
 pub mod host;
+pub mod jailed;
 mod launch_args;
 pub mod launcher;
 mod migrate;
@@ -168,11 +170,11 @@ impl Slot {
     }
 
     pub fn api_socket(&self) -> PathBuf {
-        self.dir.join("api.sock")
+        runtime::vmm_dir(&self.dir).join("api.sock")
     }
 
     pub fn console_socket(&self) -> PathBuf {
-        self.dir.join("console.sock")
+        runtime::vmm_dir(&self.dir).join("console.sock")
     }
 }
 

@@ -1,0 +1,163 @@
+//! VMs the agent starts jailed (`--jail on`, vireo-jailer beside the VMM),
+//! checked from the host: each VMM runs as its own uid, sees only its own
+//! PID namespace and only its jail's files, cannot write outside it, and
+//! its cgroup's memory limit stops a guest that allocates past it; the
+//! console, the API socket, stops and re-adoption by a new agent work.
+
+#[path = "vm_common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::Node;
+use serde_json::{json, Value};
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn status_field(pid: u32, key: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The VMM: the jailer's (the VM's `pid`) only child.
+fn vmm_pid(vm: &Value) -> u32 {
+    let jailer = vm["pid"].as_u64().unwrap();
+    let children = format!("/proc/{jailer}/task/{jailer}/children");
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let text = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(pid) = text.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            return pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no VMM under {vm}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `PUT path` with a JSON body on the VMM's own API socket.
+fn vmm_put(socket: &Path, path: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    write!(
+        s,
+        "PUT {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+fn run_dir(node: &Node, vm: &Value) -> PathBuf {
+    node.run().join("vms").join(vm["uuid"].as_str().unwrap())
+}
+
+#[test]
+fn jailed_vms_are_confined_and_still_managed() {
+    let node = Node::new("jail");
+    let mut agent = node.agent(&["--jail", "on"]);
+    assert!(agent.agent_log().contains("VMMs run jailed"));
+    agent.define_probe(&node, "ja", "probe.hold", 64);
+    agent.define_probe(&node, "jb", "probe.hold", 64);
+    let a = agent.ok("POST", "/vms/ja/start", None, 200);
+    let b = agent.ok("POST", "/vms/jb/start", None, 200);
+    // The console reaches the agent through the jail's socket.
+    agent.wait_log("ja", "PROBE done ok", LONG);
+    agent.wait_log("jb", "PROBE done ok", LONG);
+    let (pa, pb) = (vmm_pid(&a), vmm_pid(&b));
+
+    // Each its own uid and gid, none of them root's, no capabilities.
+    let uid_a = status_field(pa, "Uid");
+    let uid_b = status_field(pb, "Uid");
+    let first = |s: &str| s.split(' ').next().unwrap().parse::<u32>().unwrap();
+    assert!(first(&uid_a) >= 1_000_000, "{uid_a}");
+    assert_ne!(first(&uid_a), first(&uid_b));
+    assert_eq!(status_field(pa, "Gid"), uid_a);
+    assert_eq!(status_field(pa, "CapEff"), "0000000000000000");
+    assert_eq!(status_field(pa, "NoNewPrivs"), "1");
+
+    // PID 1 of its own namespace: the other VM's VMM is not to be seen.
+    assert_eq!(status_field(pa, "NSpid"), format!("{pa} 1"));
+    let root = PathBuf::from(format!("/proc/{pa}/root"));
+    assert_eq!(names(&root.join("proc")).iter().filter(|n| n.parse::<u32>().is_ok()).count(), 1);
+    assert!(!root.join(format!("proc/{pb}")).exists());
+
+    // Its root is the jail: the VMM, its kernel, its run files, no host files.
+    assert!(!root.join("etc").exists());
+    assert!(names(&root.join("vm")).contains(&"vmm".to_string()));
+    // Asked through its API to write a snapshot to a host directory, it cannot.
+    let outside = node.dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let socket = run_dir(&node, &a).join("vmm/api.sock");
+    assert_eq!(vmm_put(&socket, "/vm/pause", ""), 204);
+    let body = json!({"dir": outside.join("snap")}).to_string();
+    assert!(vmm_put(&socket, "/vm/snapshot", &body) >= 400);
+    assert!(!outside.join("snap").exists());
+    assert_eq!(vmm_put(&socket, "/vm/resume", ""), 204);
+
+    // A new agent re-adopts the jailed VMs and stops them.
+    agent.kill9();
+    let agent = node.agent(&["--jail", "on"]);
+    let a2 = agent.wait_vm("ja", LONG, "re-adopted", |v| v["state"] == "running");
+    assert_eq!(a2["pid"], a["pid"]);
+    let vm = agent.ok("POST", "/vms/ja/destroy", None, 200);
+    assert_eq!(vm["state"], "stopped", "{vm}");
+    assert!(!Path::new(&format!("/proc/{pa}")).exists());
+    agent.ok("POST", "/vms/jb/destroy", None, 200);
+    // The jailer removed the jails and the cgroups.
+    assert!(names(&node.run().join("jail")).is_empty());
+}
+
+#[test]
+fn the_cgroup_memory_limit_stops_a_jailed_vm() {
+    let node = Node::new("jail-oom");
+    let agent = node.agent(&["--jail", "on"]);
+    let spec = json!({
+        "name": "big",
+        "memory_mib": 256,
+        "boot": {"kind": "kernel", "kernel": node.probe, "cmdline": "probe.dirty=200"},
+        "limits": {"memory_max_mib": 96},
+    });
+    let vm = agent.ok("POST", "/vms", Some(spec), 201);
+    assert_eq!(vm["limits"]["memory_max_mib"], 96);
+    agent.ok("POST", "/vms/big/start", None, 200);
+    let vm = agent.wait_vm("big", LONG, "crashed", |v| v["state"] == "crashed");
+    assert_eq!(vm["last_exit"]["exit_code"], 128 + 9, "{vm}");
+    let log = std::fs::read_to_string(run_dir(&node, &vm).join("vmm.log")).unwrap();
+    assert!(
+        log.contains("the VMM was stopped by its cgroup's memory limit"),
+        "{log}"
+    );
+    // The same guest under the default limit (guest memory + 128 MiB)
+    // dirties all of its 200 MiB.
+    let spec = json!({
+        "name": "big",
+        "memory_mib": 256,
+        "boot": {"kind": "kernel", "kernel": node.probe, "cmdline": "probe.dirty=200"},
+    });
+    agent.ok("PUT", "/vms/big", Some(spec), 200);
+    agent.ok("POST", "/vms/big/start", None, 200);
+    agent.wait_log("big", "PROBE dirty gen=1 ok", LONG);
+    agent.ok("POST", "/vms/big/destroy", None, 200);
+}
