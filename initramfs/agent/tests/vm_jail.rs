@@ -100,7 +100,13 @@ fn jailed_vms_are_confined_and_still_managed() {
     // PID 1 of its own namespace: the other VM's VMM is not to be seen.
     assert_eq!(status_field(pa, "NSpid"), format!("{pa} 1"));
     let root = PathBuf::from(format!("/proc/{pa}/root"));
-    assert_eq!(names(&root.join("proc")).iter().filter(|n| n.parse::<u32>().is_ok()).count(), 1);
+    assert_eq!(
+        names(&root.join("proc"))
+            .iter()
+            .filter(|n| n.parse::<u32>().is_ok())
+            .count(),
+        1
+    );
     assert!(!root.join(format!("proc/{pb}")).exists());
 
     // Its root is the jail: the VMM, its kernel, its run files, no host files.
@@ -158,6 +164,6 @@ fn the_cgroup_memory_limit_stops_a_jailed_vm() {
     });
     agent.ok("PUT", "/vms/big", Some(spec), 200);
     agent.ok("POST", "/vms/big/start", None, 200);
-    agent.wait_log("big", "PROBE dirty gen=1 ok", LONG);
+    agent.wait_log("big", "PROBE dirty gen=1 ok", 2 * LONG);
     agent.ok("POST", "/vms/big/destroy", None, 200);
 }

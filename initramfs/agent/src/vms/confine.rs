@@ -51,10 +51,9 @@ pub fn confinement(
         }
     }
     let l = &spec.limits;
-    let cpu = l.cpu_percent.map_or(
-        u64::from(spec.vcpus) * 100 + VMM_CPU_PERCENT,
-        u64::from,
-    );
+    let cpu = l
+        .cpu_percent
+        .map_or(u64::from(spec.vcpus) * 100 + VMM_CPU_PERCENT, u64::from);
     c.cpu_max = Some(format!("{} {CPU_PERIOD_US}", cpu * CPU_PERIOD_US / 100));
     let mib = l.memory_max_mib.unwrap_or(spec.memory_mib + VMM_MEMORY_MIB);
     c.memory_max = Some(mib << 20);
@@ -101,5 +100,10 @@ fn whole_disk(path: &Path) -> Option<String> {
         true => sys.parent()?.to_path_buf(),
         false => sys,
     };
-    Some(std::fs::read_to_string(disk.join("dev")).ok()?.trim().to_string())
+    Some(
+        std::fs::read_to_string(disk.join("dev"))
+            .ok()?
+            .trim()
+            .to_string(),
+    )
 }

@@ -221,7 +221,9 @@ fn uids_in_use() -> Vec<u32> {
 }
 
 fn fnv1a(s: &str) -> u32 {
-    s.bytes().fold(0x811c_9dc5, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    s.bytes().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// A dynamically linked VMM (a development build; the appliance's is

@@ -10,8 +10,8 @@
 //! waiting for a VMM to exit holds no lock at all (`exits` is a watch).
 
 pub mod bootdisk;
-pub mod console;
 mod confine;
+pub mod console;
 pub mod def;
 pub mod host;
 pub mod jailed;

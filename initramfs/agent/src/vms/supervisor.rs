@@ -167,9 +167,8 @@ impl Vms {
     ) -> Result<Run, ApiError> {
         runtime::clear_run_files(&slot.dir);
         let vmm_dir = runtime::vmm_dir(&slot.dir);
-        std::fs::create_dir_all(&vmm_dir).map_err(|e| {
-            ApiError::internal(format!("cannot make {}: {e}", vmm_dir.display()))
-        })?;
+        std::fs::create_dir_all(&vmm_dir)
+            .map_err(|e| ApiError::internal(format!("cannot make {}: {e}", vmm_dir.display())))?;
         let log = slot.dir.join("vmm.log");
         let _ = std::fs::rename(&log, slot.dir.join("vmm.log.1"));
         let req = super::launcher::LaunchRequest {
