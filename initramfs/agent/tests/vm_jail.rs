@@ -12,33 +12,13 @@ use std::time::Duration;
 
 use common::Node;
 use serde_json::{json, Value};
+use vireo_tests::{api_call_with, first_child, proc_status_field};
 
 const LONG: Duration = Duration::from_secs(60);
 
-fn status_field(pid: u32, key: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")))
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// The VMM: the jailer's (the VM's `pid`) only child.
 fn vmm_pid(vm: &Value) -> u32 {
-    let jailer = vm["pid"].as_u64().unwrap();
-    let children = format!("/proc/{jailer}/task/{jailer}/children");
-    let deadline = std::time::Instant::now() + LONG;
-    loop {
-        let text = std::fs::read_to_string(&children).unwrap_or_default();
-        if let Some(pid) = text.split_whitespace().next().and_then(|p| p.parse().ok()) {
-            return pid;
-        }
-        assert!(std::time::Instant::now() < deadline, "no VMM under {vm}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    first_child(vm["pid"].as_u64().unwrap() as u32, LONG)
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -50,23 +30,9 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
-/// `PUT path` with a JSON body on the VMM's own API socket.
+/// `PUT path` on the VMM's own API socket: the status code.
 fn vmm_put(socket: &Path, path: &str, body: &str) -> u16 {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
-    write!(
-        s,
-        "PUT {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    api_call_with(socket, "PUT", path, body).0
 }
 
 fn run_dir(node: &Node, vm: &Value) -> PathBuf {
@@ -88,17 +54,17 @@ fn jailed_vms_are_confined_and_still_managed() {
     let (pa, pb) = (vmm_pid(&a), vmm_pid(&b));
 
     // Each its own uid and gid, none of them root's, no capabilities.
-    let uid_a = status_field(pa, "Uid");
-    let uid_b = status_field(pb, "Uid");
+    let uid_a = proc_status_field(pa, "Uid");
+    let uid_b = proc_status_field(pb, "Uid");
     let first = |s: &str| s.split(' ').next().unwrap().parse::<u32>().unwrap();
     assert!(first(&uid_a) >= 1_000_000, "{uid_a}");
     assert_ne!(first(&uid_a), first(&uid_b));
-    assert_eq!(status_field(pa, "Gid"), uid_a);
-    assert_eq!(status_field(pa, "CapEff"), "0000000000000000");
-    assert_eq!(status_field(pa, "NoNewPrivs"), "1");
+    assert_eq!(proc_status_field(pa, "Gid"), uid_a);
+    assert_eq!(proc_status_field(pa, "CapEff"), "0000000000000000");
+    assert_eq!(proc_status_field(pa, "NoNewPrivs"), "1");
 
     // PID 1 of its own namespace: the other VM's VMM is not to be seen.
-    assert_eq!(status_field(pa, "NSpid"), format!("{pa} 1"));
+    assert_eq!(proc_status_field(pa, "NSpid"), format!("{pa} 1"));
     let root = PathBuf::from(format!("/proc/{pa}/root"));
     assert_eq!(
         names(&root.join("proc"))
