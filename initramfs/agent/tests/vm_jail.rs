@@ -47,13 +47,24 @@ fn jailed_vms_are_confined_and_still_managed() {
     let mut agent = node.agent(&["--jail", "on"]);
     assert!(agent.agent_log().contains("VMMs run jailed"));
     agent.define_probe(&node, "ja", "probe.hold", 64);
-    agent.define_probe(&node, "jb", "probe.hold", 64);
+    // jb's NIC: a tap the agent opens and hands to the jailed VMM as an fd.
+    let tap = format!("vjt{}", std::process::id() % 100_000);
+    let spec = json!({"name": "jb", "memory_mib": 64, "nics": [{"tap": tap}],
+        "boot": {"kind": "kernel", "kernel": node.probe, "cmdline": "probe.hold"}});
+    agent.ok("POST", "/vms", Some(spec), 201);
     let a = agent.ok("POST", "/vms/ja/start", None, 200);
     let b = agent.ok("POST", "/vms/jb/start", None, 200);
     // The console reaches the agent through the jail's socket.
     agent.wait_log("ja", "PROBE done ok", LONG);
     agent.wait_log("jb", "PROBE done ok", LONG);
     let (pa, pb) = (vmm_pid(&a), vmm_pid(&b));
+    // The tap lives while the VMM holds the descriptor the agent passed it.
+    assert!(Path::new(&format!("/sys/class/net/{tap}")).exists());
+    let fds = std::fs::read_dir(format!("/proc/{pb}/fd")).unwrap();
+    let tun = fds
+        .filter_map(|f| std::fs::read_link(f.ok()?.path()).ok())
+        .any(|l| l == Path::new("/dev/net/tun"));
+    assert!(tun, "jb's VMM holds no tap");
 
     // Each its own uid and gid, none of them root's, no capabilities.
     let uid_a = proc_status_field(pa, "Uid");
@@ -99,6 +110,7 @@ fn jailed_vms_are_confined_and_still_managed() {
     assert_eq!(vm["state"], "stopped", "{vm}");
     assert!(!Path::new(&format!("/proc/{pa}")).exists());
     agent.ok("POST", "/vms/jb/destroy", None, 200);
+    assert!(!Path::new(&format!("/sys/class/net/{tap}")).exists());
     // The jailer removed the jails and the cgroups.
     assert!(names(&node.run().join("jail")).is_empty());
 }
