@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use netlab::{bridge_with_tap, open_tap, spawn_echo};
 use vireo_tests::{
-    probe_elf, repo_root, run_captured, scratch_dir, vmm_binary, wait_for, wait_with_deadline,
-    ProbeReport,
+    first_child, probe_elf, proc_status_field, repo_root, run_captured, scratch_dir, vmm_binary,
+    wait_for, wait_with_deadline, ProbeReport,
 };
 
 const UID: u32 = 4242;
@@ -142,26 +142,7 @@ impl Jailed {
 
     /// The VMM's pid on the host.
     fn vmm_pid(&self) -> u32 {
-        let pid = self.jailer.id();
-        let children = format!("/proc/{pid}/task/{pid}/children");
-        let mut found = None;
-        wait_for("the VMM process", Duration::from_secs(20), || {
-            let text = std::fs::read_to_string(&children).unwrap_or_default();
-            found = text.split_whitespace().next().and_then(|p| p.parse().ok());
-            found.is_some()
-        });
-        found.unwrap()
-    }
-
-    fn status_field(pid: u32, key: &str) -> String {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}:")))
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
+        first_child(self.jailer.id(), Duration::from_secs(20))
     }
 }
 
@@ -197,26 +178,22 @@ fn the_jail_confines_the_vmm() {
     });
     // Its own uid and gid, no groups, no capabilities, no_new_privs, seccomp.
     let ids = format!("{UID} {UID} {UID} {UID}");
-    assert_eq!(Jailed::status_field(pid, "Uid"), ids);
-    assert_eq!(Jailed::status_field(pid, "Gid"), ids);
-    assert_eq!(Jailed::status_field(pid, "Groups"), "");
+    assert_eq!(proc_status_field(pid, "Uid"), ids);
+    assert_eq!(proc_status_field(pid, "Gid"), ids);
+    assert_eq!(proc_status_field(pid, "Groups"), "");
     for caps in ["CapPrm", "CapEff", "CapBnd", "CapAmb"] {
-        assert_eq!(
-            Jailed::status_field(pid, caps),
-            "0000000000000000",
-            "{caps}"
-        );
+        assert_eq!(proc_status_field(pid, caps), "0000000000000000", "{caps}");
     }
-    assert_eq!(Jailed::status_field(pid, "NoNewPrivs"), "1");
+    assert_eq!(proc_status_field(pid, "NoNewPrivs"), "1");
     // The API socket can exist a moment before the main thread installs its
     // filter (it does so before the guest runs, not before the socket).
     wait_for(
         "seccomp on the main thread",
         Duration::from_secs(20),
-        || Jailed::status_field(pid, "Seccomp") == "2",
+        || proc_status_field(pid, "Seccomp") == "2",
     );
     // PID 1 of its own namespace, whose /proc shows nothing else.
-    let nspid = Jailed::status_field(pid, "NSpid");
+    let nspid = proc_status_field(pid, "NSpid");
     assert_eq!(nspid, format!("{pid} 1"));
     let root = PathBuf::from(format!("/proc/{pid}/root"));
     let mut pids: Vec<String> = std::fs::read_dir(root.join("proc"))
@@ -239,30 +216,11 @@ fn the_jail_confines_the_vmm() {
     let (code, _) = vireo_tests::api_call(&socket, "PUT", "/vm/pause");
     assert_eq!(code, 204);
     let body = format!(r#"{{"dir":"{}"}}"#, target.display());
-    let (code, reply) = put_json(&socket, "/vm/snapshot", &body);
+    let (code, reply) = vireo_tests::api_call_with(&socket, "PUT", "/vm/snapshot", &body);
     assert!(code >= 400, "{code} {reply}");
     assert!(!target.exists());
     drop(vm);
     let _ = std::fs::remove_dir_all(&outside);
-}
-
-fn put_json(socket: &Path, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
-    write!(
-        s,
-        "PUT {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    let code = reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, reply)
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! guest's first serial byte through the agent (POST /vms/NAME/start; the
 //! byte is seen when the agent's console log for the VM grows), against
 //! vireo-vmm spawned directly (first byte on its stdout pipe); then 50 VMs
-//! at once both ways, and the agent's RSS with the 50 running.
+//! at once both ways, and the agent's RSS with the 50 running. Then the
+//! same single start through an agent that jails its VMMs (`--jail on`)
+//! against this unjailed one, alternating.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -39,8 +41,13 @@ fn run() -> Result<(), String> {
     let vmm = vireo_tests::vmm_binary();
     let dir = std::env::temp_dir().join(format!("vireo-bench-vms-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let agent = Agent::start(&agent_bin, &vmm, &dir)?;
-    let result = measure(&agent, &vmm, &probe);
+    let agent = Agent::start(&agent_bin, &vmm, &dir, "off")?;
+    let result = measure(&agent, &vmm, &probe).and_then(|()| {
+        let jailed = Agent::start(&agent_bin, &vmm, &dir.join("jailed"), "on")?;
+        let result = jailed_start(&agent, &jailed, &probe);
+        jailed.destroy_all();
+        result
+    });
     agent.destroy_all();
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
@@ -82,6 +89,26 @@ fn measure(agent: &Agent, vmm: &Path, probe: &Path) -> Result<(), String> {
         (many_agent - many_direct) / MANY as f64,
         rss as f64 / 1024.0
     );
+    Ok(())
+}
+
+/// One VM's start through a jailing agent against an unjailed one.
+fn jailed_start(unjailed: &Agent, jailed: &Agent, probe: &Path) -> Result<(), String> {
+    let vm = [("b00".to_string(), jailed.define("b00", probe)?)];
+    let uuid = unjailed.uuid_of_vm("b00")?;
+    let plain = [("b00".to_string(), uuid)];
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        with.push(jailed.first_byte_ms(&vm)?);
+        without.push(unjailed.first_byte_ms(&plain)?);
+    }
+    println!(
+        "\n{:<36} {:>15} {:>15} {:>8}",
+        "VM start through the agent", "jailed", "unjailed", "ratio"
+    );
+    let (j, u) = (median(with), median(without));
+    print_row("request -> first serial byte, 1 VM", "ms", j, u);
+    println!("jail cost: {:.2} ms per start (goal: a few ms)", j - u);
     Ok(())
 }
 
@@ -131,7 +158,8 @@ struct Agent {
 const TOKEN: &str = "vireo-bench-token";
 
 impl Agent {
-    fn start(bin: &Path, vmm: &Path, dir: &Path) -> Result<Self, String> {
+    /// An agent on `dir`; `jail` is its `--jail` (on, off).
+    fn start(bin: &Path, vmm: &Path, dir: &Path, jail: &str) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let log = dir.join("agent.log");
         let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
@@ -144,6 +172,7 @@ impl Agent {
             .arg(vmm)
             .arg("--run-dir")
             .arg(dir.join("run"))
+            .args(["--jail", jail])
             .env("VIREO_STATE_DIR", dir.join("state"))
             .stdout(out.try_clone().map_err(|e| e.to_string())?)
             .stderr(out)
@@ -193,6 +222,13 @@ impl Agent {
                 .map_or("", |(_, b)| b)
                 .to_string(),
         ))
+    }
+
+    fn uuid_of_vm(&self, name: &str) -> Result<String, String> {
+        match self.call("GET", &format!("/vms/{name}"), "")? {
+            (200, b) => Ok(uuid_of(&b)),
+            (s, b) => Err(format!("GET /vms/{name}: {s} {b}")),
+        }
     }
 
     /// Defines a probe VM; returns its UUID.

@@ -124,12 +124,18 @@ pub fn complete_lines(r: impl Read) -> impl Iterator<Item = String> {
 /// One request to a VMM's API socket; returns (status code, body). Panics
 /// if no answer comes within 30 s.
 pub fn api_call(socket: &Path, method: &str, path: &str) -> (u16, String) {
+    api_call_with(socket, method, path, "")
+}
+
+/// `api_call` with a (JSON) body.
+pub fn api_call_with(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::Write;
     let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect to the API socket");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut reply = String::new();
@@ -141,6 +147,31 @@ pub fn api_call(socket: &Path, method: &str, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A field of /proc/PID/status, its words joined by single spaces ("" if
+/// the process or the field is gone).
+pub fn proc_status_field(pid: u32, key: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The first child of `pid` (a jailer's VMM), waiting up to `timeout`.
+pub fn first_child(pid: u32, timeout: Duration) -> u32 {
+    let children = format!("/proc/{pid}/task/{pid}/children");
+    let mut found = None;
+    wait_for("a child process", timeout, || {
+        let text = std::fs::read_to_string(&children).unwrap_or_default();
+        found = text.split_whitespace().next().and_then(|p| p.parse().ok());
+        found.is_some()
+    });
+    found.unwrap()
 }
 
 /// Polls `ok` every 20 ms until it holds; panics after `timeout`.

@@ -8,6 +8,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use vireo_agent::selftest::SelftestConfig;
 use vireo_agent::server::{AppState, VmOptions};
 use vireo_agent::store::Paths;
+use vireo_agent::vms::jailed::{JailMode, JailSettings};
 
 #[derive(Parser)]
 #[command(name = "vireo-agent", version, about = "Vireo node agent (REST API)")]
@@ -37,6 +38,13 @@ struct Args {
     /// Seconds between samples of the CPU, memory, disk and network history.
     #[arg(long, default_value = "10")]
     metrics_interval: f64,
+    /// Run each VM's VMM through vireo-jailer (own uid, namespaces, a
+    /// cgroup with the VM's limits): auto = when root and the jailer exists.
+    #[arg(long, env = "VIREO_JAIL", value_enum, default_value = "auto")]
+    jail: JailMode,
+    /// The jailer (default: vireo-jailer beside --vmm).
+    #[arg(long)]
+    jailer: Option<PathBuf>,
     #[command(flatten)]
     cluster: vireo_agent::cluster::ClusterArgs,
     #[command(flatten)]
@@ -81,6 +89,16 @@ async fn main() {
         "vireo-agent: listening on {scheme}://{addr}, state in {}",
         paths.state.display()
     );
+    let jail = match JailSettings::choose(args.jail, args.jailer, &args.vmm, &paths.run) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("vireo-agent: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Some(j) = &jail {
+        eprintln!("vireo-agent: VMMs run jailed ({})", j.jailer.display());
+    }
     let selftest = SelftestConfig {
         vmm: args.vmm,
         probe: args.probe,
@@ -90,6 +108,7 @@ async fn main() {
         memory_limit_mib: args.vm_memory_mib,
         shutdown_timeout_s: Some(args.shutdown_timeout),
         metrics_interval_s: Some(args.metrics_interval),
+        jail,
     };
     let mut state = match AppState::with_vm_options(selftest, paths, options) {
         Ok(s) => s,

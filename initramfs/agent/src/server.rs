@@ -17,6 +17,7 @@ use crate::storage::Storage;
 use crate::store::Paths;
 use crate::tasks::{self, Tasks};
 use crate::types::{Health, NodeInfo};
+use crate::vms::jailed::JailedLauncher;
 use crate::vms::launcher::DirectLauncher;
 use crate::vms::{Vms, VmsConfig};
 
@@ -49,6 +50,8 @@ pub struct VmOptions {
     pub shutdown_timeout_s: Option<u64>,
     /// Seconds between metrics samples (10 if None).
     pub metrics_interval_s: Option<f64>,
+    /// Run every VMM through vireo-jailer (None: directly).
+    pub jail: Option<crate::vms::jailed::JailSettings>,
 }
 
 impl AppState {
@@ -69,7 +72,10 @@ impl AppState {
         let networks = Networks::load(paths.clone())?;
         let vms_config = VmsConfig {
             vmm: selftest.vmm.clone(),
-            launcher: Arc::new(DirectLauncher),
+            launcher: match options.jail {
+                Some(j) => Arc::new(JailedLauncher::new(j)),
+                None => Arc::new(DirectLauncher),
+            },
             memory_limit_mib: options.memory_limit_mib,
             shutdown_timeout: std::time::Duration::from_secs(
                 options.shutdown_timeout_s.unwrap_or(60),

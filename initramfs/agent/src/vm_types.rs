@@ -41,6 +41,41 @@ pub struct VmSpec {
     /// Free-form labels, e.g. `{"tenant": "acme"}`.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// What the VM's cgroup allows when the agent runs VMMs jailed
+    /// (docs/security.md#jailed-vms); ignored unjailed.
+    #[serde(default, skip_serializing_if = "VmLimits::is_default")]
+    pub limits: VmLimits,
+}
+
+/// A jailed VM's cgroup limits. Unset fields take the defaults below.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmLimits {
+    /// CPU time in percent of one host CPU (cgroup `cpu.max`); default
+    /// 100 per vCPU plus 50 for the VMM's device threads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<u32>,
+    /// The VMM's memory ceiling in MiB (`memory.max`: guest RAM, device
+    /// buffers, the VMM itself); default guest memory + 128. The VMM is
+    /// killed when it would pass it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max_mib: Option<u64>,
+    /// Disk throughput caps (`io.max`) on the block device under each of
+    /// the VM's disks, bytes or operations per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_bps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_bps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_iops: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_iops: Option<u64>,
+}
+
+impl VmLimits {
+    pub fn is_default(&self) -> bool {
+        *self == VmLimits::default()
+    }
 }
 
 fn default_vcpus() -> u8 {

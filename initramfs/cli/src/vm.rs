@@ -297,6 +297,7 @@ fn define(
             on_crash: OnCrash::Stay,
             on_reboot: OnReboot::Restart,
             tags: BTreeMap::new(),
+            limits: Default::default(),
         },
     };
     spec.name = name.to_string();

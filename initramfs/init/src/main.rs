@@ -175,6 +175,8 @@ fn membershipd() -> Service {
         ],
     )
     .env("VIREO_MEMBERSHIP_STATE_DIR", CLUSTER_DIR)
+    // udpu has no crypto: the totem port only for the nodelist's addresses.
+    .env("VIREO_MEMBERSHIP_FIREWALL", "on")
     .only_while(CLUSTER_CONF)
 }
 

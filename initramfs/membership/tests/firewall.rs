@@ -76,3 +76,62 @@ fn only_nodelist_addresses_reach_the_totem_port() {
     .join()
     .unwrap();
 }
+
+/// `nft list set` of the daemon's members, or "" without the table.
+fn members_set() -> String {
+    let out = Command::new("nft")
+        .args(["list", "set", "inet", firewall::TABLE, "members"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !ok() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_daemon_keeps_the_rules_in_step_with_its_nodelist() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root");
+    let dir = std::env::temp_dir().join(format!("vireo-fw-daemon-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("corosync.conf");
+    std::fs::write(&conf, CONF).unwrap();
+    let dir2 = dir.clone();
+    std::thread::spawn(move || {
+        // SAFETY: unshare on the calling thread only (see above).
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+        run(&["ip", "link", "set", "lo", "up"]);
+        run(&["ip", "addr", "add", "10.77.0.1/8", "dev", "lo"]);
+        let mut daemon = Command::new(env!("CARGO_BIN_EXE_vireo-membershipd"))
+            .args(["-f", "-c"])
+            .arg(&conf)
+            .env("VIREO_MEMBERSHIP_FIREWALL", "on")
+            .env("VIREO_MEMBERSHIP_SOCKET", dir2.join("status.sock"))
+            .env("VIREO_MEMBERSHIP_GROUP_SOCKET", dir2.join("groups.sock"))
+            .env("VIREO_MEMBERSHIP_STATE_DIR", &dir2)
+            .env("VIREO_MEMBERSHIP_JOIN_PORT", "0")
+            .spawn()
+            .unwrap();
+        wait_until("the rules at start", || members_set().contains("10.77.0.2"));
+        // The nodelist changes (10.77.0.2 out, 10.77.0.3 in) and is re-read.
+        std::fs::write(&conf, CONF.replace("10.77.0.2", "10.77.0.3")).unwrap();
+        run(&["kill", "-HUP", &daemon.id().to_string()]);
+        wait_until("the rules after the reload", || {
+            let set = members_set();
+            set.contains("10.77.0.3") && !set.contains("10.77.0.2")
+        });
+        // Stopped: the table goes with it.
+        run(&["kill", "-TERM", &daemon.id().to_string()]);
+        daemon.wait().unwrap();
+        assert_eq!(members_set(), "", "rules left behind");
+    })
+    .join()
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -80,6 +80,8 @@ impl Agent {
             .env("VIREO_CLUSTER_DIR", &node.dir)
             .env("VIREO_MEMBERSHIP_GROUP_SOCKET", node.group_socket_path())
             .env("VIREO_VM_MEMORY_MIB", "2048")
+            // Unjailed: jailed VMs are tested on one node (agent's vm_jail.rs).
+            .env("VIREO_JAIL", "off")
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)

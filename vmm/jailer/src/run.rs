@@ -177,6 +177,13 @@ fn prepare(spec: &JailSpec, maps: &[Mapping], go: i32) -> Result<Vec<CString>, J
         return Err(JailError::Invalid("the jailer's parent went away".into()));
     }
     privs::drop_to(spec.uid, spec.gid)?;
+    // The VMM dies with the jailer: a SIGKILL to the jailer (the agent's
+    // hard stop) must not leave the VM running unwatched. Set after the
+    // uid change, which clears it; exec of a plain binary keeps it.
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+        return Err(JailError::last("set the parent-death signal"));
+    }
     let mut argv = vec![CString::new(VMM_IN_JAIL).expect("no NUL")];
     for a in rewrite_args(&spec.vmm_args, maps) {
         argv.push(CString::new(a).map_err(|_| JailError::Invalid("NUL in an argument".into()))?);

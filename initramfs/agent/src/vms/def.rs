@@ -82,7 +82,24 @@ pub fn validate(spec: &mut VmSpec, storage: &Storage) -> Result<(), String> {
     for (i, nic) in spec.nics.iter_mut().enumerate() {
         validate_nic(nic, i).map_err(|e| format!("nics[{i}]: {e}"))?;
     }
+    validate_limits(&spec.limits)?;
     validate_tags(spec)
+}
+
+/// A zero limit would stop the VM outright: refused, not applied.
+fn validate_limits(l: &crate::vm_types::VmLimits) -> Result<(), String> {
+    let fields = [
+        ("cpu_percent", l.cpu_percent.map(u64::from)),
+        ("memory_max_mib", l.memory_max_mib),
+        ("read_bps", l.read_bps),
+        ("write_bps", l.write_bps),
+        ("read_iops", l.read_iops),
+        ("write_iops", l.write_iops),
+    ];
+    match fields.iter().find(|(_, v)| *v == Some(0)) {
+        Some((name, _)) => Err(format!("limits.{name}: must be at least 1")),
+        None => Ok(()),
+    }
 }
 
 fn validate_disks(spec: &VmSpec, storage: &Storage) -> Result<(), String> {

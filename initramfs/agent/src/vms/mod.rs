@@ -10,9 +10,11 @@
 //! waiting for a VMM to exit holds no lock at all (`exits` is a watch).
 
 pub mod bootdisk;
+mod confine;
 pub mod console;
 pub mod def;
 pub mod host;
+pub mod jailed;
 mod launch_args;
 pub mod launcher;
 mod migrate;
@@ -168,11 +170,11 @@ impl Slot {
     }
 
     pub fn api_socket(&self) -> PathBuf {
-        self.dir.join("api.sock")
+        runtime::vmm_dir(&self.dir).join("api.sock")
     }
 
     pub fn console_socket(&self) -> PathBuf {
-        self.dir.join("console.sock")
+        runtime::vmm_dir(&self.dir).join("console.sock")
     }
 }
 

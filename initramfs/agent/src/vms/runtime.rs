@@ -65,8 +65,15 @@ pub struct ExitRecord {
     pub message: Option<String>,
 }
 
+/// The part of the run directory the VMM writes: its sockets and exit
+/// record. A jailed VMM owns it and nothing else of the run directory, so
+/// it cannot touch the pid file a restarted agent trusts.
+pub fn vmm_dir(dir: &Path) -> std::path::PathBuf {
+    dir.join("vmm")
+}
+
 pub fn exit_file(dir: &Path) -> std::path::PathBuf {
-    dir.join(EXIT_FILE)
+    vmm_dir(dir).join(EXIT_FILE)
 }
 
 pub fn read_exit(dir: &Path) -> Option<ExitRecord> {
@@ -76,8 +83,11 @@ pub fn read_exit(dir: &Path) -> Option<ExitRecord> {
 /// Removes what belonged to the run that ended (its sockets are the VMM's
 /// to remove, but a killed VMM leaves them).
 pub fn clear_run_files(dir: &Path) {
-    for f in [PID_FILE, EXIT_FILE, STOPPING, "api.sock", "console.sock"] {
+    for f in [PID_FILE, STOPPING] {
         let _ = std::fs::remove_file(dir.join(f));
+    }
+    for f in [EXIT_FILE, "api.sock", "console.sock"] {
+        let _ = std::fs::remove_file(vmm_dir(dir).join(f));
     }
 }
 

@@ -144,7 +144,8 @@ impl Vms {
         disks: &[launch_args::Disk],
     ) -> Result<Run, ApiError> {
         let args = launch_args::vmm_args(slot, spec, plan, disks).map_err(ApiError::bad_request)?;
-        let run = self.spawn_vmm(slot, &spec.name, args)?;
+        let confine = super::confine::confinement(slot, spec, Some(plan), disks);
+        let run = self.spawn_vmm(slot, &spec.name, args, confine)?;
         if let Err(e) = self
             .attach_and_resume(slot, &run.process, READY_TIMEOUT)
             .await
@@ -162,8 +163,12 @@ impl Vms {
         slot: &Slot,
         name: &str,
         args: Vec<String>,
+        confine: super::launcher::Confinement,
     ) -> Result<Run, ApiError> {
         runtime::clear_run_files(&slot.dir);
+        let vmm_dir = runtime::vmm_dir(&slot.dir);
+        std::fs::create_dir_all(&vmm_dir)
+            .map_err(|e| ApiError::internal(format!("cannot make {}: {e}", vmm_dir.display())))?;
         let log = slot.dir.join("vmm.log");
         let _ = std::fs::rename(&log, slot.dir.join("vmm.log.1"));
         let req = super::launcher::LaunchRequest {
@@ -171,6 +176,7 @@ impl Vms {
             vmm: self.inner.config.vmm.clone(),
             args,
             log,
+            confine,
         };
         let child =
             self.inner.config.launcher.launch(&req).map_err(|e| {

@@ -114,6 +114,9 @@ impl Agent {
             .arg("--admin-token-file")
             .arg(token_file(&node.dir))
             .args(extra)
+            // Jailed VMs have their own test (vm_jail.rs, `--jail on`); the
+            // others run the VMM directly whether or not a jailer is beside it.
+            .env("VIREO_JAIL", "off")
             .env("VIREO_STATE_DIR", node.state())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())

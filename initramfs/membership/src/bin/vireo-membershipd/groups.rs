@@ -210,6 +210,9 @@ impl Daemon {
 
     fn use_config(&mut self, cfg: &config::CorosyncConfig) -> Result<(), String> {
         self.transport.reconfigure(cfg);
+        if self.firewall {
+            crate::guard_totem_port(cfg);
+        }
         if let Ok(mut name) = self.cluster_name.lock() {
             *name = cfg.totem.cluster_name.clone().unwrap_or_default();
         }

@@ -19,7 +19,11 @@
 //! corosync), VIREO_MEMBERSHIP_GROUP_SOCKET (the group messaging socket,
 //! default /run/vireo/groups.sock), VIREO_MEMBERSHIP_JOIN_PORT (TCP port of
 //! the join service, default 5406; 0 turns it off), VIREO_CLUSTER_TOKEN_FILE
-//! (the join token; default join.key beside the config).
+//! (the join token; default join.key beside the config),
+//! VIREO_MEMBERSHIP_FIREWALL (`on`: accept the totem port only from the
+//! nodelist's addresses, nftables table `vireo_totem`, kept in step with
+//! every reload and removed at exit; docs/security.md; the appliance's init
+//! turns it on).
 //!
 //! SIGHUP (or a `corosync-cfgtool -R` anywhere in the ring) re-reads the
 //! config: the nodelist and votes change without a restart.
@@ -161,6 +165,10 @@ fn run() -> Result<(), String> {
         .and_then(|v| v.parse::<u32>().ok())
         .unwrap_or(1)
         .clamp(1, 10_000);
+    let firewall = std::env::var("VIREO_MEMBERSHIP_FIREWALL").is_ok_and(|v| v == "on");
+    if firewall {
+        guard_totem_port(&cfg);
+    }
     install_signal_handlers();
     eprintln!("vireo-membershipd: node {my_id} up");
     let mut node = node;
@@ -192,8 +200,24 @@ fn run() -> Result<(), String> {
         next_send: Instant::now(),
         sent: 0,
         last_send_error: None,
+        firewall,
     };
     d.run()
+}
+
+/// Loads the totem port's rules for `cfg`'s nodelist. A failure leaves
+/// the port open, so it is said loudly, but the node stays in the cluster.
+pub(crate) fn guard_totem_port(cfg: &config::CorosyncConfig) {
+    match vireo_membership::firewall::apply(cfg) {
+        Ok(()) => eprintln!(
+            "vireo-membershipd: totem port {} accepted from {} nodelist addresses only",
+            cfg.totem.port,
+            cfg.nodes.len()
+        ),
+        Err(e) => {
+            eprintln!("vireo-membershipd: warning: the totem port is open to every address: {e}")
+        }
+    }
 }
 
 /// The join service on our ring0 address (VIREO_MEMBERSHIP_JOIN_PORT, 0 = off).
@@ -290,6 +314,8 @@ pub(crate) struct Daemon {
     next_send: Instant,
     sent: u64,
     last_send_error: Option<io::ErrorKind>,
+    /// VIREO_MEMBERSHIP_FIREWALL=on: the totem port's rules follow the nodelist.
+    firewall: bool,
 }
 
 impl Daemon {
@@ -339,6 +365,11 @@ impl Daemon {
         let actions = self.node.leave();
         self.apply(actions)?;
         eprintln!("vireo-membershipd: left the ring");
+        if self.firewall {
+            if let Err(e) = vireo_membership::firewall::remove() {
+                eprintln!("vireo-membershipd: removing the totem port's rules: {e}");
+            }
+        }
         Ok(())
     }
 

@@ -110,15 +110,27 @@ fn open_rw(path: &Path) -> io::Result<File> {
 impl Tap {
     /// Attaches to (or creates) the tap interface `name`.
     pub fn open_named(name: &str) -> io::Result<Self> {
-        let mut req = ifreq(name, IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)?;
-        let file = open_rw(Path::new("/dev/net/tun"))?;
-        // SAFETY: TUNSETIFF reads and updates an ifreq we own.
-        check(unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) })?;
-        Self::configure(file)
+        Self::configure(Self::open_named_file(name)?)
     }
 
     /// The /dev/tapN character device of the macvtap link `name`.
     pub fn open_macvtap(name: &str) -> io::Result<Self> {
+        Self::configure(Self::open_macvtap_file(name)?)
+    }
+
+    /// The tap `name` opened as `from_fd` expects it, not yet taken over:
+    /// a management process (the agent) opens it for a jailed VMM, which
+    /// has neither the interface's ownership nor CAP_NET_ADMIN.
+    pub fn open_named_file(name: &str) -> io::Result<File> {
+        let mut req = ifreq(name, IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)?;
+        let file = open_rw(Path::new("/dev/net/tun"))?;
+        // SAFETY: TUNSETIFF reads and updates an ifreq we own.
+        check(unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) })?;
+        Ok(file)
+    }
+
+    /// The macvtap link `name`'s character device, as `open_named_file`.
+    pub fn open_macvtap_file(name: &str) -> io::Result<File> {
         ifreq(name, 0)?;
         let index = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
             .map_err(|e| io::Error::new(e.kind(), format!("no interface '{name}': {e}")))?;
@@ -136,9 +148,9 @@ impl Tap {
         let file = open_rw(Path::new(&format!("/dev/tap{index}")))?;
         // A macvtap fd is a tap already; this only turns the vnet header on.
         let mut req = ifreq(name, IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)?;
-        // SAFETY: as in `open_named`.
+        // SAFETY: as in `open_named_file`.
         check(unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) })?;
-        Self::configure(file)
+        Ok(file)
     }
 
     /// Takes over `fd`, a tap the caller opened with IFF_TAP, IFF_NO_PI and IFF_VNET_HDR.

@@ -1,0 +1,281 @@
+//! The jailed launch: every VMM through `vireo-jailer` (docs/security.md,
+//! "Jailed VMs"), as a uid of its own, in its own mount and PID namespaces,
+//! seeing only its kernel, disks and run files, in a cgroup with the VM's
+//! limits. The agent opens the VM's taps and macvtaps and passes the
+//! descriptors, since the VMM may not (no CAP_NET_ADMIN, no /dev/tapN).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::Mutex;
+
+use vireo_jailer::JailSpec;
+use vireo_vmm::devices::virtio::net::tap::Tap;
+
+use super::launcher::{spawn_detached, LaunchRequest, Launcher};
+
+/// VM uids and gids are taken from [UID_BASE, UID_BASE + UID_COUNT): above
+/// the ranges distributions and container runtimes hand out.
+const UID_BASE: u32 = 1_000_000;
+const UID_COUNT: u32 = 65_536;
+
+/// Where a jailed VMM is confined and with what.
+#[derive(Clone, Debug)]
+pub struct JailSettings {
+    pub jailer: PathBuf,
+    /// Where jails are made (`BASE/UUID/root`).
+    pub base: PathBuf,
+}
+
+/// `--jail`: whether VMMs run through the jailer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum JailMode {
+    /// Jailed when the agent is root and the jailer is there.
+    Auto,
+    /// Always jailed; the agent refuses to start if it cannot.
+    On,
+    /// Never (development: VMMs run as the agent's user).
+    Off,
+}
+
+impl JailSettings {
+    /// The settings `mode` asks for: None runs VMMs directly. `jailer`
+    /// defaults to `vireo-jailer` beside the VMM; jails go in `RUN/jail`.
+    pub fn choose(
+        mode: JailMode,
+        jailer: Option<PathBuf>,
+        vmm: &Path,
+        run: &Path,
+    ) -> Result<Option<Self>, String> {
+        if mode == JailMode::Off {
+            return Ok(None);
+        }
+        let jailer = jailer.unwrap_or_else(|| vmm.with_file_name("vireo-jailer"));
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let why_not = match (root, jailer.is_file()) {
+            (true, true) => {
+                return Ok(Some(JailSettings {
+                    jailer,
+                    base: run.join("jail"),
+                }))
+            }
+            (false, _) => "the agent does not run as root".to_string(),
+            (true, false) => format!("{} is missing", jailer.display()),
+        };
+        match mode {
+            JailMode::On => Err(format!("--jail on: {why_not}")),
+            _ => {
+                eprintln!("vireo-agent: VMMs run unjailed: {why_not}");
+                Ok(None)
+            }
+        }
+    }
+}
+
+pub struct JailedLauncher {
+    settings: JailSettings,
+    /// Which VM got which uid in this agent's life.
+    uids: Mutex<HashMap<String, u32>>,
+}
+
+impl JailedLauncher {
+    pub fn new(settings: JailSettings) -> Self {
+        Self {
+            settings,
+            uids: Mutex::default(),
+        }
+    }
+
+    /// The VM's uid: the same one every start while the agent runs, its
+    /// first choice from a hash of the uuid (so usually the same across
+    /// agent restarts too), never one a running process has, so two VMs
+    /// never share one (re-adopted VMMs are seen in /proc).
+    fn uid_for(&self, id: &str) -> io::Result<u32> {
+        let mut uids = self.uids.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&uid) = uids.get(id) {
+            return Ok(uid);
+        }
+        let busy = uids_in_use();
+        let first = fnv1a(id) % UID_COUNT;
+        let free = (0..UID_COUNT)
+            .map(|k| UID_BASE + (first + k) % UID_COUNT)
+            .find(|u| !busy.contains(u) && !uids.values().any(|v| v == u))
+            .ok_or_else(|| io::Error::other("no free VM uid"))?;
+        uids.insert(id.to_string(), free);
+        Ok(free)
+    }
+
+    fn spec(&self, req: &LaunchRequest, uid: u32, args: Vec<String>, fds: &[RawFd]) -> JailSpec {
+        let c = &req.confine;
+        let mut spec = JailSpec::new(&c.id, uid, uid, &req.vmm);
+        spec.base = self.settings.base.clone();
+        spec.files = c.read_files.clone();
+        spec.rw_files = c.write_files.clone();
+        spec.dirs = c.read_dirs.clone();
+        spec.rw_dirs = vec![c.vmm_dir.clone()];
+        spec.ro_paths = library_dirs(&req.vmm);
+        spec.cpu_max = c.cpu_max.clone();
+        spec.memory_max = c.memory_max;
+        spec.io_max = c.io_max.clone();
+        spec.keep_fds = fds.to_vec();
+        spec.vmm_args = args;
+        spec
+    }
+}
+
+impl Launcher for JailedLauncher {
+    fn launch(&self, req: &LaunchRequest) -> io::Result<Child> {
+        let c = &req.confine;
+        let uid = self.uid_for(&c.id)?;
+        // What the VMM writes must be its own; the agent (root) keeps access.
+        for path in std::iter::once(&c.vmm_dir).chain(&c.write_files) {
+            std::os::unix::fs::chown(path, Some(uid), Some(uid))
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        }
+        let (args, taps) = pass_nics(&req.args)?;
+        let fds: Vec<RawFd> = taps.iter().map(|f| f.as_raw_fd()).collect();
+        let spec = self.spec(req, uid, args, &fds);
+        spec.validate().map_err(io::Error::other)?;
+        // The taps stay open here until the jailer has its copies.
+        spawn_detached(spec.command(&self.settings.jailer), &req.log, &fds)
+    }
+}
+
+/// `--net tap=NAME` and `--net macvtap=NAME` become `--net fd=N` on a
+/// descriptor the agent opened, with the MAC the VMM would have chosen
+/// for the name (the guest keeps its address whichever way it runs).
+fn pass_nics(args: &[String]) -> io::Result<(Vec<String>, Vec<File>)> {
+    use vireo_vmm::config::NetBackendConfig;
+    use vireo_vmm::devices::virtio::net::stable_local_mac;
+    let mut out = Vec::with_capacity(args.len());
+    let mut files = Vec::new();
+    let mut index = 0;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        out.push(a.clone());
+        if a != "--net" {
+            continue;
+        }
+        let value = it.next().cloned().unwrap_or_default();
+        let (backend, rest) = value.split_once(',').unwrap_or((&value, ""));
+        let mut opts: Vec<String> = rest
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .map(String::from)
+            .collect();
+        let has_mac = opts.iter().any(|o| o.starts_with("mac="));
+        let (file, mac) = match backend.split_once('=') {
+            Some(("tap", name)) => {
+                let mac = stable_local_mac(&NetBackendConfig::Tap(name.into()), index);
+                (Tap::open_named_file(name), mac)
+            }
+            Some(("macvtap", name)) => (Tap::open_macvtap_file(name), link_mac(name)?),
+            _ => {
+                out.push(value);
+                index += 1;
+                continue;
+            }
+        };
+        let file = file.map_err(|e| io::Error::new(e.kind(), format!("{backend}: {e}")))?;
+        if !has_mac {
+            let hex: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+            opts.insert(0, format!("mac={}", hex.join(":")));
+        }
+        opts.insert(0, format!("fd={}", file.as_raw_fd()));
+        out.push(opts.join(","));
+        files.push(file);
+        index += 1;
+    }
+    Ok((out, files))
+}
+
+/// A macvtap passes up only frames for its own address.
+fn link_mac(name: &str) -> io::Result<[u8; 6]> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))?;
+    let bytes: Vec<u8> = text
+        .trim()
+        .split(':')
+        .filter_map(|p| u8::from_str_radix(p, 16).ok())
+        .collect();
+    bytes
+        .try_into()
+        .map_err(|_| io::Error::other(format!("unreadable address of '{name}': {text}")))
+}
+
+/// The uids processes run as now (the owner of /proc/PID).
+fn uids_in_use() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        e.file_name().to_str()?.parse::<u32>().ok()?;
+        Some(e.metadata().ok()?.uid())
+    })
+    .collect()
+}
+
+fn fnv1a(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// A dynamically linked VMM (a development build; the appliance's is
+/// static) needs the host's library directories, read-only.
+fn library_dirs(vmm: &Path) -> Vec<PathBuf> {
+    let mut head = vec![0u8; 4096];
+    let n = File::open(vmm)
+        .and_then(|mut f| io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    let head = &head[..n];
+    let dynamic = [&b"ld-linux"[..], b"ld-musl"]
+        .iter()
+        .any(|needle| head.windows(needle.len()).any(|w| w == *needle));
+    if !dynamic {
+        return Vec::new();
+    }
+    // Where the loader and libc live (also behind merged-/usr symlinks).
+    let dirs: &[&str] = if cfg!(target_arch = "x86_64") {
+        &["/lib/x86_64-linux-gnu", "/lib64"]
+    } else {
+        &["/lib"]
+    };
+    dirs.iter()
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_nics_and_arguments_pass_unchanged() {
+        let args: Vec<String> = ["--kernel", "/k", "--net", "fd=5,mac=02:00:00:00:00:01"]
+            .map(String::from)
+            .to_vec();
+        let (out, files) = pass_nics(&args).unwrap();
+        assert_eq!(out, args);
+        assert!(files.is_empty());
+    }
+
+    #[test]
+    fn uids_are_distinct_and_stable() {
+        let l = JailedLauncher::new(JailSettings {
+            jailer: "/x".into(),
+            base: "/y".into(),
+        });
+        let a = l.uid_for("a").unwrap();
+        let b = l.uid_for("b").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(l.uid_for("a").unwrap(), a);
+        assert!((UID_BASE..UID_BASE + UID_COUNT).contains(&a));
+    }
+}
