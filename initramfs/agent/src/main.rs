@@ -40,7 +40,9 @@ struct Args {
     metrics_interval: f64,
     /// Run each VM's VMM through vireo-jailer (own uid, namespaces, a
     /// cgroup with the VM's limits): auto = when root and the jailer exists.
-    #[arg(long, env = "VIREO_JAIL", value_enum, default_value = "auto")]
+    /// Off by default until live backups, snapshots into host directories
+    /// and TLS migration work from inside a jail (docs/security.md).
+    #[arg(long, env = "VIREO_JAIL", value_enum, default_value = "off")]
     jail: JailMode,
     /// The jailer (default: vireo-jailer beside --vmm).
     #[arg(long)]
