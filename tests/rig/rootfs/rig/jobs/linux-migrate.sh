@@ -40,21 +40,37 @@ if ! rig_wait_for /tmp/src.out 'VIREO-TICK 3 ' "$RIG_TIMEOUT"; then
   echo "RIG check=fail the guest never reached tick 3"; exit 1
 fi
 # 1000 echo requests, one each 10 ms; the migration starts half a second in.
-ping -c 1000 -i 0.01 -q 10.0.2.15 >/tmp/ping.out 2>&1 &
+# Each reply's line is kept (not -q): the sequence numbers that never came
+# back say when in the migration a ping was lost.
+ping_start=$(rig_now_ms)
+ping -c 1000 -i 0.01 10.0.2.15 >/tmp/ping.out 2>&1 &
 pinger=$!
+# What ping's own socket dropped (its receive queue full: busybox ping asks
+# for a 7 KiB buffer), sampled while it runs: /proc/net/raw's last column.
+(while kill -0 "$pinger" 2>/dev/null; do
+  sed -n '2,$s/.* \([0-9]*\) *$/\1/p' /proc/net/raw >/tmp/raw-drops.new && mv /tmp/raw-drops.new /tmp/raw-drops
+  sleep 0.5
+done) &
 sleep 0.5
+mig_start=$(rig_now_ms)
 "$ctl" --api-socket /tmp/src.sock migrate unix:/tmp/mig.sock </dev/null 2>&1 |
   tr '\r' '\n' | tail -n 2 | tee /tmp/migrated.out
+mig_end=$(rig_now_ms)
 wait "$pinger"
 rig_reap "$src"
 src_rc=$RIG_REAP_RC
 rig_reap "$dst"
 dst_rc=$RIG_REAP_RC
-cat /tmp/src.out /tmp/dst.out /tmp/ping.out
+cat /tmp/src.out /tmp/dst.out
+grep -v ' bytes from ' /tmp/ping.out
 cleanup
 sent=$(sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p' /tmp/ping.out)
 got=$(sed -n 's/.* \([0-9]*\) packets received.*/\1/p' /tmp/ping.out)
-echo "RIG pings sent=${sent:-?} received=${got:-?} lost=$((${sent:-0} - ${got:-0}))"
+missing=$(sed -n 's/.* seq=\([0-9]*\) .*/\1/p' /tmp/ping.out | sort -n -u |
+  awk -v n="${sent:-0}" '{ seen[$1] = 1 } END { for (i = 0; i < n; i++) if (!(i in seen)) printf "%d ", i }')
+echo "RIG pings sent=${sent:-?} received=${got:-?} lost=$((${sent:-0} - ${got:-0})) missing seq: ${missing:-none}" \
+  "(migration from $((mig_start - ping_start)) to $((mig_end - ping_start)) ms after the first ping;" \
+  "dropped by ping's own socket: $(cat /tmp/raw-drops 2>/dev/null | tr '\n' ' '))"
 [ "$src_rc" = 0 ] || { echo "RIG check=fail source exit=$src_rc"; exit 1; }
 [ "$dst_rc" = 0 ] || { echo "RIG check=fail destination exit=$dst_rc"; exit 1; }
 grep -q VIREO-GUEST-INIT /tmp/dst.out && { echo "RIG check=fail the guest booted again on the destination"; exit 1; }
