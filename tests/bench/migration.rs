@@ -62,7 +62,7 @@ pub fn bench_migration(failures: &mut Failures) {
         "{:<36} {:>15} {:>15} {:>8}",
         "", "vireo-vmm", "qemu microvm", "ratio"
     );
-    for mib in [256u64, 1024, 4096] {
+    for mib in guest_sizes() {
         for w in &WORKLOADS {
             let row = format!("{} MiB, {}", mib, w.name);
             let ours = runs(|| vireo_once(&probe, &dir, mib, w.cmdline));
@@ -93,6 +93,18 @@ pub fn bench_migration(failures: &mut Failures) {
     }
     println!("goals: downtime <= 0.5x QEMU's at the same limit, total <= 1.0x");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Guest sizes in MiB: all three, or those `VIREO_BENCH_MIGRATION_MIB`
+/// lists (comma-separated), to measure one row quickly.
+fn guest_sizes() -> Vec<u64> {
+    match std::env::var("VIREO_BENCH_MIGRATION_MIB") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|m| m.trim().parse().ok())
+            .collect(),
+        Err(_) => vec![256, 1024, 4096],
+    }
 }
 
 fn runs(mut once: impl FnMut() -> Result<Figures, String>) -> Result<Figures, String> {

@@ -22,7 +22,7 @@ use crate::disk_layers::{DiskLayers, LayerError};
 use crate::migration::context::MigrationStatus;
 use crate::migration::outgoing::{self, Next, Outgoing};
 use crate::migration::receive::{self, Incoming};
-use crate::migration::transport::TlsFiles;
+use crate::migration::transport::{Channel, TlsFiles};
 use crate::migration::MigrateRequest;
 use crate::signals;
 use crate::snapshot;
@@ -515,8 +515,22 @@ pub fn run_with(launch: Launch, tls: TlsFiles, start_paused: bool) -> Result<Out
         backends,
         mut vm,
     } = built;
-    let console = Console::open(&config.serial)?;
-    let (api, api_server) = start_api(&config)?;
+    let mut confirm = confirm;
+    // An incoming VM's state is applied: Ready goes now, and what is left
+    // to do here (console, API socket, vCPU threads, parked) overlaps the
+    // source's Commit on its way; the source waits paused (its downtime).
+    // A failure from here to Commit is said to the source, which resumes.
+    if let Some((ch, times)) = &mut confirm {
+        receive::ready(&mut **ch, times)?;
+    }
+    let refuse = |e: VmmError, confirm: &mut Option<(Box<dyn Channel>, _)>| {
+        if let Some((ch, _)) = confirm {
+            receive::refuse(&mut **ch, &e.to_string());
+        }
+        e
+    };
+    let console = Console::open(&config.serial).map_err(|e| refuse(e.into(), &mut confirm))?;
+    let (api, api_server) = start_api(&config).map_err(|e| refuse(e, &mut confirm))?;
     vm.set_console_output(console.output());
     // Everything that reads files the guest never sees (images, snapshot,
     // migration stream) is done: confine this thread before the guest
@@ -524,12 +538,13 @@ pub fn run_with(launch: Launch, tls: TlsFiles, start_paused: bool) -> Result<Out
     // therefore allows theirs too (seccomp/rules.rs).
     crate::seccomp::install(crate::seccomp::ThreadKind::Main);
     match confirm {
-        // An incoming VM is made ready to the last step while the source
-        // waits, paused (its downtime): vCPU threads spawned and parked,
-        // then Ready, Commit, and only then does it run here.
-        Some((mut ch, mut times)) => {
-            vm.start_paused()?;
-            receive::commit(&mut *ch, &mut times)?;
+        // Only on Commit does an incoming VM run here.
+        Some((mut ch, times)) => {
+            if let Err(e) = vm.start_paused() {
+                receive::refuse(&mut *ch, &e.to_string());
+                return Err(e.into());
+            }
+            receive::await_commit(&mut *ch)?;
             if !paused {
                 vm.resume()?;
             }

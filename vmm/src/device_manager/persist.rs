@@ -16,9 +16,9 @@ pub struct DevicesState {
     pub serial: SerialSnapshot,
     /// x86_64's keyboard controller and clock (absent in older states:
     /// those devices then start from their power-on state).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub i8042: Option<crate::devices::legacy::i8042::I8042State>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub cmos: Option<crate::devices::legacy::cmos::CmosState>,
     pub virtio: Vec<VirtioSlotState>,
 }

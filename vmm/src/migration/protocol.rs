@@ -1,5 +1,6 @@
 //! The migration wire protocol: frames of `[kind u8][length u32 LE][payload]`.
-//! Control messages carry JSON; memory pages and disk blocks are binary,
+//! Control messages carry JSON, the VM state bincode (`snapshot::binary`);
+//! memory pages and disk blocks are binary,
 //! batched (a frame is at most `MAX_FRAME` bytes, checked before reading).
 //!
 //! Source → destination: Hello, then Pages/Disk frames (pass after pass),
@@ -16,7 +17,8 @@ use super::DiskMode;
 use crate::config::VmConfig;
 
 /// Bumped when a frame's meaning changes; both sides must agree.
-pub const VERSION: u32 = 1;
+/// 2: the State frame is bincode, not JSON.
+pub const VERSION: u32 = 2;
 /// Largest payload accepted: a batch of pages or blocks (~1 MiB), or the
 /// state of a VM with many vCPUs.
 pub const MAX_FRAME: usize = 16 << 20;

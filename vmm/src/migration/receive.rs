@@ -87,7 +87,8 @@ pub struct SwitchTimes {
     devices: Duration,
     /// The vCPU, VM and device state applied.
     applied: Duration,
-    /// Console, API socket, vCPU threads spawned (parked): Ready.
+    /// Ready said (the console, API socket and parked vCPU threads follow,
+    /// while Commit is on its way).
     ready: Duration,
 }
 
@@ -178,11 +179,15 @@ fn receive_on(
     })
 }
 
-/// Says Ready (the VM is built, its vCPU threads spawned and parked) and
-/// waits for Commit: only then may the VM run here.
-pub fn commit(ch: &mut dyn Channel, times: &mut SwitchTimes) -> Result<(), BuildError> {
+/// Says Ready: the VM is built and its state applied; it runs here on
+/// Commit (`await_commit`), or never.
+pub fn ready(ch: &mut dyn Channel, times: &mut SwitchTimes) -> Result<(), BuildError> {
     times.ready = times.state_at.elapsed();
-    protocol::write_frame(ch, Kind::Ready, &[]).map_err(failed)?;
+    protocol::write_frame(ch, Kind::Ready, &[]).map_err(failed)
+}
+
+/// Waits for Commit: only then may the VM run here.
+pub fn await_commit(ch: &mut dyn Channel) -> Result<(), BuildError> {
     match protocol::read_frame(ch) {
         Ok((Kind::Commit, _)) => Ok(()),
         Ok((kind, _)) => Err(failed(format!(
@@ -192,6 +197,13 @@ pub fn commit(ch: &mut dyn Channel, times: &mut SwitchTimes) -> Result<(), Build
             "no Commit from the source ({e}); nothing runs here"
         ))),
     }
+}
+
+/// After Ready, this side cannot run the VM after all (`why`): it tells
+/// the source, which resumes it, and runs nothing.
+pub fn refuse(ch: &mut dyn Channel, why: &str) {
+    let why = format!("the destination cannot run the VM: {why}");
+    let _ = protocol::write_frame(ch, Kind::Error, why.as_bytes());
 }
 
 /// The VM runs here: tells the source, announces the NICs' new port, and
@@ -250,9 +262,8 @@ fn receive_passes(
             Kind::Disk => land_blocks(copies, &payload).map_err(failed)?,
             Kind::State => {
                 times.state_at = Instant::now();
-                snapshot::check_header(std::path::Path::new("migration state"), &payload)?;
-                return serde_json::from_slice(&payload)
-                    .map_err(|e| failed(format!("bad state: {e}")));
+                let source = std::path::Path::new("migration state");
+                return Ok(snapshot::binary::decode(source, &payload)?);
             }
             Kind::Cancel => return Err(failed("the source cancelled the migration")),
             other => return Err(failed(format!("unexpected {other:?} frame"))),

@@ -290,13 +290,13 @@ impl Source {
             }
         }
         let pages_sent = paused_at.elapsed();
-        protocol::write_json(ch, Kind::State, &*snap).map_err(before)?;
+        let state = crate::snapshot::binary::encode(&snap).map_err(before)?;
+        protocol::write_frame(ch, Kind::State, &state).map_err(before)?;
         let sent = paused_at.elapsed();
         protocol::expect(ch, Kind::Ready).map_err(before)?;
         let ready = paused_at.elapsed();
         protocol::write_frame(ch, Kind::Commit, &[]).map_err(before)?;
-        protocol::expect(ch, Kind::Running)
-            .map_err(|e| Fail::After(format!("no confirmation from the destination: {e}")))?;
+        confirmed(ch)?;
         let running = paused_at.elapsed();
         let breakdown = [
             context::hundredths_ms(captured),
@@ -415,6 +415,22 @@ impl Source {
             copy::send_blocks(self, ch, n as u8, disk, &ranges, meter)?;
         }
         Ok(())
+    }
+}
+
+/// After Commit: Running, or an Error frame, which the destination sends
+/// only when it will not run the VM (it failed after Ready, before it got
+/// Commit): the VM is still this side's. Anything else leaves it unknown.
+fn confirmed(ch: &mut dyn Channel) -> Result<(), Fail> {
+    match protocol::read_frame(ch) {
+        Ok((Kind::Running, _)) => Ok(()),
+        Ok((Kind::Error, why)) => Err(Fail::Before(String::from_utf8_lossy(&why).into_owned())),
+        Ok((kind, _)) => Err(Fail::After(format!(
+            "the destination sent {kind:?} instead of Running"
+        ))),
+        Err(e) => Err(Fail::After(format!(
+            "no confirmation from the destination: {e}"
+        ))),
     }
 }
 

@@ -22,6 +22,7 @@ use crate::device_manager::persist::{DevicesError, DevicesState};
 use crate::memory::pages;
 use crate::vm::Vm;
 
+pub mod binary;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]
@@ -50,6 +51,7 @@ pub struct VmSnapshot {
     /// The vireo-vmm that wrote it (for people; not checked).
     pub written_by: String,
     /// The VM's description, with each NIC's MAC made explicit.
+    #[serde(with = "binary::config_text")]
     pub config: VmConfig,
     /// (guest address, length) of each RAM region.
     pub memory: Vec<(u64, u64)>,
@@ -187,22 +189,32 @@ pub fn check_header(path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
         version: u32,
         arch: String,
     }
-    let not_ours = |why: String| SnapshotError::NotASnapshot {
-        path: path.to_path_buf(),
-        why,
-    };
-    let header: Header = serde_json::from_slice(bytes).map_err(|e| not_ours(e.to_string()))?;
-    if header.format != FORMAT {
-        return Err(not_ours(format!("format '{}'", header.format)));
-    }
-    if header.version != VERSION {
-        return Err(SnapshotError::Version {
+    let header: Header =
+        serde_json::from_slice(bytes).map_err(|e| SnapshotError::NotASnapshot {
             path: path.to_path_buf(),
-            found: header.version,
+            why: e.to_string(),
+        })?;
+    check_fields(path, &header.format, header.version, &header.arch)
+}
+
+/// Refuses a state of another format, version or architecture.
+fn check_fields(path: &Path, format: &str, version: u32, arch: &str) -> Result<(), SnapshotError> {
+    if format != FORMAT {
+        return Err(SnapshotError::NotASnapshot {
+            path: path.to_path_buf(),
+            why: format!("format '{format}'"),
         });
     }
-    if header.arch != std::env::consts::ARCH {
-        return Err(SnapshotError::WrongArch { found: header.arch });
+    if version != VERSION {
+        return Err(SnapshotError::Version {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    if arch != std::env::consts::ARCH {
+        return Err(SnapshotError::WrongArch {
+            found: arch.to_string(),
+        });
     }
     Ok(())
 }

@@ -282,12 +282,13 @@ pub struct VcpuThreads {
 impl VcpuThreads {
     /// Starts one thread per vCPU, named `vireo-vcpu-N`.
     /// `start`, but every thread parks before its first KVM_RUN: the VM
-    /// is paused from the start (a restore or migration with `--paused`).
+    /// is paused from the start (a restore, a migration's destination).
+    /// Returns without waiting for the threads to get there (on a busy
+    /// host, each one's first turn on a core can take milliseconds: an
+    /// incoming migration's downtime): `all_parked` waits for them.
     pub fn start_paused(vcpus: Vec<Vcpu>, control: Arc<VcpuControl>) -> std::io::Result<Self> {
         control.wanted.store(WANT_PAUSE, Ordering::Release);
-        let threads = Self::start(vcpus, control)?;
-        threads.pause();
-        Ok(threads)
+        Self::start(vcpus, control)
     }
 
     pub fn start(vcpus: Vec<Vcpu>, control: Arc<VcpuControl>) -> std::io::Result<Self> {
@@ -314,10 +315,26 @@ impl VcpuThreads {
         throttle::Throttle::new(self.control.clone(), threads)
     }
 
-    /// Whether every vCPU thread is parked (the VM is paused).
+    /// Whether every vCPU thread is parked (the VM is paused); threads
+    /// just started paused are waited for (`PARKED_WORK_TIMEOUT` at most).
     pub fn all_parked(&self) -> bool {
-        self.control.wanted.load(Ordering::Acquire) == WANT_PAUSE
-            && *lock(&self.control.paused) == self.threads.len()
+        if self.control.wanted.load(Ordering::Acquire) != WANT_PAUSE {
+            return false;
+        }
+        let deadline = std::time::Instant::now() + PARKED_WORK_TIMEOUT;
+        let mut paused = lock(&self.control.paused);
+        while *paused < self.threads.len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || self.threads.iter().any(|t| t.is_finished()) {
+                return false;
+            }
+            (paused, _) = self
+                .control
+                .changed
+                .wait_timeout(paused, left.min(Duration::from_millis(5)))
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        true
     }
 
     /// How many vCPU threads there are.

@@ -222,15 +222,23 @@ pub fn spi_level_words(nr_irqs: u32) -> impl Iterator<Item = u32> {
 
 /// Register values as lowercase hex of their bytes (a u128 FP register or
 /// an odd-sized one reads back exactly, and the file stays readable).
+/// Hex text in `state.json`; plain bytes in the binary encoding of the
+/// migration's State frame (snapshot/binary.rs).
 mod hex_bytes {
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+    use serde::{de::Error, Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            return bytes.serialize(s);
+        }
         let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         s.serialize_str(&text)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        if !d.is_human_readable() {
+            return Vec::<u8>::deserialize(d);
+        }
         let text = String::deserialize(d)?;
         if text.len() % 2 != 0 {
             return Err(D::Error::custom("odd number of hex digits"));

@@ -34,6 +34,19 @@ fn vcpu_state_round_trips_through_json() {
     assert_eq!(back, saved);
 }
 
+/// The migration's State frame encodes the same types with bincode: the
+/// registers' values go as plain bytes, and come back exactly.
+#[test]
+fn vcpu_state_round_trips_through_the_binary_encoding() {
+    let saved = vcpu();
+    let cfg = bincode::config::standard();
+    let bytes = bincode::serde::encode_to_vec(&saved, cfg).unwrap();
+    let json = serde_json::to_string(&saved).unwrap();
+    assert!(bytes.len() * 2 < json.len(), "{} bytes", bytes.len());
+    let (back, used): (VcpuState, usize) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
+    assert_eq!((back, used), (saved, bytes.len()));
+}
+
 #[test]
 fn bad_register_hex_is_an_error() {
     for value in ["\"abc\"", "\"zz\"", "\"0x\"", "12"] {

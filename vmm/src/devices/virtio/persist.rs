@@ -46,7 +46,7 @@ impl QueueSnapshot {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActiveState {
     pub queues: Vec<QueueSnapshot>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub pending_rx: Option<Vec<u8>>,
 }
 
