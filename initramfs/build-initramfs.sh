@@ -48,11 +48,13 @@ esac
 # What a hypervisor node needs: NICs, storage, KVM, guest networking (tap,
 # macvtap, bridge, VLAN, bonding), NAT (nf_tables), the power button, ext4
 # for the state disk and the crc32c implementations its softdeps ask for;
-# the cluster's fencing watchdog (softdog, or QEMU's i6300esb; docs/cluster.md).
+# the cluster's fencing watchdog (softdog, or QEMU's i6300esb; docs/cluster.md);
+# the NFS client for NFS storage pools (the agent mounts them with mount(2),
+# which asks for fs-nfs4 / fs-nfs: docs/storage.md).
 modules_common="virtio_pci virtio_net virtio_blk virtio_scsi igb ixgbe
   ahci nvme sd_mod tun macvtap bridge 8021q bonding
   nf_tables nf_nat nft_chain_nat nft_masq nft_nat nft_ct
-  button evdev ext4 crc32c_generic kvm softdog"
+  button evdev ext4 crc32c_generic kvm softdog nfsv4 nfsv3"
 modules_x86_64="e1000 e1000e kvm_amd kvm_intel crc32c-intel i6300esb"
 # arm64: KVM is built into Debian's kernel (no module). virtio-mmio for
 # device-tree machines; gpio_keys is QEMU virt's power button under a device

@@ -7,6 +7,7 @@
 #                                           into $(BUILD)/debian-arm64
 #   make appliance-boot-test                boot the x86_64 one under QEMU TCG
 #   make appliance-boot-test-aarch64        boot the aarch64 one (qemu virt)
+#   make appliance-cluster-test             three x86_64 nodes in one cluster
 
 BUILD ?= target/build
 APPLIANCE_ARCH ?= x86_64
@@ -14,7 +15,7 @@ APPLIANCE_OUT ?= $(BUILD)/appliance/initramfs-$(APPLIANCE_ARCH).cpio.zst
 # Where Debian's packages for a foreign architecture are unpacked.
 APPLIANCE_ARM64_ROOT ?= $(BUILD)/debian-arm64
 
-.PHONY: initramfs appliance-boot-test appliance-boot-test-aarch64 appliance-arm64-debs
+.PHONY: initramfs appliance-boot-test appliance-boot-test-aarch64 appliance-cluster-test appliance-arm64-debs
 
 # The probe guest goes in for the agent's VMM selftest (x86_64 only: the
 # probe is an x86_64 program).
@@ -44,3 +45,8 @@ appliance-boot-test: initramfs guest-kernel guest-initramfs
 appliance-boot-test-aarch64: guest-kernel-arm64 guest-initramfs-arm64
 	$(MAKE) initramfs APPLIANCE_ARCH=aarch64
 	tests/appliance/boot-test.sh $(BUILD)/appliance/initramfs-aarch64.cpio.zst
+
+# Three x86_64 nodes on one bridge with i6300esb watchdogs and an NFS pool:
+# zero-touch join, live migration, watchdog fencing, failover (docs/cluster.md).
+appliance-cluster-test: initramfs
+	tests/appliance/cluster-test.sh $(APPLIANCE_OUT)

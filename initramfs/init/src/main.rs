@@ -136,7 +136,8 @@ fn start_services(cmd: &cmdline::Cmdline) -> Vec<Service> {
     }
     let agent = Service::new("vireo-agent", agent_args)
         .env("VIREO_STATE_DIR", mounts::STATE_DIR)
-        .env("PATH", "/usr/bin:/bin");
+        .env("PATH", "/usr/bin:/bin")
+        .restart_when_created(CLUSTER_CONF);
     let mut services = vec![agent, membershipd()];
     if let Some(join) = cluster_join(cmd) {
         services.push(join);

@@ -43,6 +43,10 @@ pub struct Service {
     condition: Option<PathBuf>,
     /// Done once it exits 0.
     oneshot: bool,
+    /// Restarted once this file appears (it was not there at its start).
+    restart_when_created: Option<PathBuf>,
+    /// Whether that file existed when it last started.
+    started_with_file: bool,
 }
 
 impl Service {
@@ -58,7 +62,23 @@ impl Service {
             restart_at: Some(Instant::now()),
             condition: None,
             oneshot: false,
+            restart_when_created: None,
+            started_with_file: false,
         }
+    }
+
+    /// Restarted when `path` appears while it runs (the agent opens the
+    /// cluster's store only at its start, and a join writes corosync.conf
+    /// after it started).
+    pub fn restart_when_created(mut self, path: &str) -> Service {
+        self.restart_when_created = Some(path.into());
+        self
+    }
+
+    fn watched_file_exists(&self) -> bool {
+        self.restart_when_created
+            .as_ref()
+            .is_some_and(|p| p.exists())
     }
 
     /// Runs only while `path` exists: not started before, not restarted after.
@@ -80,6 +100,16 @@ impl Service {
     /// A conditional service that is not running: whether it should now
     /// (its file appeared). Called on SIGHUP and every few seconds.
     pub fn recheck(&mut self, now: Instant) {
+        if let Some(pid) = self.pid {
+            if !self.started_with_file && self.watched_file_exists() {
+                let path = self.restart_when_created.as_ref();
+                let path = path.map(|p| p.display().to_string()).unwrap_or_default();
+                log!("{}: {path} appeared; restarting it", self.name);
+                // Its exit is reaped as any other's: restarted at once.
+                self.started_with_file = true;
+                let _ = kill(pid, self.stop_signal);
+            }
+        }
         if self.pid.is_none()
             && self.restart_at.is_none()
             && self.condition.is_some()
@@ -128,6 +158,7 @@ impl Service {
 
     fn start(&mut self) {
         self.restart_at = None;
+        self.started_with_file = self.watched_file_exists();
         let new_session = self.new_session;
         let mut cmd = Command::new(&self.argv[0]);
         cmd.args(&self.argv[1..]).envs(self.env.iter().cloned());
@@ -239,6 +270,34 @@ mod tests {
         let st = waitpid(s.pid().expect("started"), None).unwrap();
         assert!(s.on_exit(&st));
         st
+    }
+
+    #[test]
+    fn restarted_once_its_file_appears() {
+        let dir = std::env::temp_dir().join(format!("vireo-init-watch-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let flag = dir.join("corosync.conf");
+        let _ = std::fs::remove_file(&flag);
+        let argv = vec!["/bin/sleep".into(), "30".into()];
+        let mut s = Service::new("w", argv).restart_when_created(flag.to_str().unwrap());
+        s.poll(Instant::now());
+        s.recheck(Instant::now());
+        let first = s.pid().expect("started");
+        std::fs::write(&flag, "x").unwrap();
+        s.recheck(Instant::now());
+        let st = waitpid(first, None).unwrap();
+        assert!(
+            matches!(st, WaitStatus::Signaled(_, Signal::SIGTERM, _)),
+            "{st:?}"
+        );
+        assert!(s.on_exit(&st));
+        s.poll(Instant::now() + Duration::from_secs(1));
+        let second = s.pid().expect("restarted");
+        s.recheck(Instant::now());
+        assert_eq!(s.pid(), Some(second), "restarted a second time");
+        s.stop();
+        let _ = waitpid(second, None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
