@@ -42,8 +42,9 @@ boot_timeout=${BOOT_TIMEOUT:-600}
 for f in "$initrd" "$kernel" "$cli"; do
   [[ -r $f ]] || { echo "cluster-test: missing $f (make initramfs)" >&2; exit 2; }
 done
-command -v ganesha.nfsd >/dev/null ||
-  { echo "cluster-test: no ganesha.nfsd (apt-get install nfs-ganesha nfs-ganesha-vfs)" >&2; exit 2; }
+# Not in .ci/run's package list: this test is not in make test's tiers yet.
+command -v ganesha.nfsd >/dev/null || apt-get install -y -q nfs-ganesha nfs-ganesha-vfs >/dev/null ||
+  { echo "cluster-test: no ganesha.nfsd (apt-get install nfs-ganesha nfs-ganesha-vfs failed)" >&2; exit 2; }
 
 # shellcheck source=tests/appliance/lib.sh
 . "$here/lib.sh" # now, elapsed, the x86_64 QEMU command

@@ -9,7 +9,7 @@ set -uo pipefail
 tools=(
   qemu-system-x86_64:qemu-system-x86 qemu-system-aarch64:qemu-system-arm
   qemu-img:qemu-utils qemu-io:qemu-utils
-  corosync:corosync corosync-quorumtool:corosync corosync-cmapctl:corosync nft:nftables ganesha.nfsd:nfs-ganesha
+  corosync:corosync corosync-quorumtool:corosync corosync-cmapctl:corosync nft:nftables
   grub-mkimage:grub-common grub-mknetdir:grub-common xorriso:xorriso
   mformat:mtools mcopy:mtools mmd:mtools mkfs.vfat:dosfstools mkfs.ext4:e2fsprogs
   busybox:busybox-static cpio:cpio zstd:zstd gzip:gzip xz:xz-utils readelf:binutils
