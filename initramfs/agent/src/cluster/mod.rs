@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use vireo_cluster::store::{Store, StoreOptions, StoreStatus};
-use vireo_cluster::ClusterDir;
+use vireo_cluster::{ClusterDir, Membership};
 use vireo_membership::config::NodeConfig;
 
 use crate::cluster_types::{ClusterNode, ClusterVm, NodeStats};
@@ -94,7 +94,7 @@ impl Cluster {
     /// holds a corosync.conf that lists one of its addresses).
     pub fn open(args: &ClusterArgs, api_port: u16) -> Result<Option<Cluster>, String> {
         let dir = ClusterDir::new(&args.cluster_dir);
-        let Some(membership) = dir.membership()? else {
+        let Some(membership) = Self::membership_with_address(&dir)? else {
             return Ok(None);
         };
         let me = membership
@@ -118,6 +118,29 @@ impl Cluster {
                 missing: Mutex::default(),
             }),
         }))
+    }
+
+    /// corosync.conf's view of this node, waiting up to ADDRESS_WAIT for one
+    /// of the nodelist's addresses to appear on an interface: at boot, init
+    /// may start the agent before the network is configured, and an agent that
+    /// gave up then would run as a lone node until restarted.
+    fn membership_with_address(dir: &ClusterDir) -> Result<Option<Membership>, String> {
+        const ADDRESS_WAIT: Duration = Duration::from_secs(30);
+        let start = Instant::now();
+        let mut said = false;
+        loop {
+            let membership = dir.membership()?;
+            match &membership {
+                Some(m) if m.nodeid.is_none() && start.elapsed() < ADDRESS_WAIT => {
+                    if !said {
+                        eprintln!("vireo-agent: waiting for one of corosync.conf's addresses");
+                        said = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                _ => return Ok(membership),
+            }
+        }
     }
 
     pub fn me(&self) -> u32 {
