@@ -295,6 +295,9 @@ fn the_ui_drives_a_vm_through_its_life() {
     );
     browser.click_text("[data-testid=upload-local]", "Upload");
     action_done(&browser, "Upload up.raw");
+    let bar = browser.js("const b = document.querySelector('[data-testid=upload-progress]'); b.scrollIntoView(); return [b.hidden, b.value]", json!([]));
+    assert_eq!(bar, json!([false, 100]), "the progress bar at the end");
+    browser.screenshot("storage-upload-1280");
     assert_eq!(
         std::fs::read(node.local_pool().join("up.raw")).unwrap(),
         image

@@ -23,6 +23,13 @@ export async function render(main) {
         h("td", { class: "num" }, fmtBytes(p.free_bytes)), h("td", { class: "num" }, fmtBytes(p.total_bytes)))))))), sections);
   }
 
+  // Each pool's upload form is kept across redraws: its progress bar stays.
+  const uploads = new Map();
+  const upload = (pool, run) => {
+    if (!uploads.has(pool.name)) uploads.set(pool.name, uploadForm(pool, run));
+    return uploads.get(pool.name);
+  };
+
   function poolSection(pool, volumes) {
     const name = h("input", { "aria-label": "volume name", placeholder: "name", required: true, size: 14 });
     const size = h("input", { "aria-label": "size in MiB", type: "number", min: 1, value: 64, size: 6 });
@@ -46,7 +53,7 @@ export async function render(main) {
         run(`Create ${name.value}`, () => post(`/pools/${encodeURIComponent(pool.name)}/volumes`,
           { name: name.value, format: format.value, size: Number(size.value) * 1048576 }));
       } }, name, size, "MiB", format, h("button", { type: "submit" }, "Create volume")) : null,
-      pool.available ? uploadForm(pool, run) : null);
+      pool.available ? upload(pool, run) : null);
   }
 
   await draw();
