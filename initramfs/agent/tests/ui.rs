@@ -110,6 +110,24 @@ fn log_in(browser: &Browser, agent: &Agent, user: &str, password: &str) {
     );
 }
 
+/// Types each (field label, text) into the form `data-testid=FORM`.
+fn fill_in(browser: &Browser, form: &str, fields: &[(&str, &str)]) {
+    for (label, text) in fields {
+        browser.type_into(
+            &format!("[data-testid={form}] input[aria-label='{label}']"),
+            text,
+        );
+    }
+}
+
+/// The VMs listed (rows with `data-vm`) under `scope`, sorted.
+fn vm_rows(browser: &Browser, scope: &str) -> Value {
+    browser.js(
+        "return [...document.querySelectorAll(arguments[0] + ' tr[data-vm]')].map(r => r.dataset.vm).sort()",
+        json!([scope]),
+    )
+}
+
 /// Keeps the next blob the page saves (a download) and counts its bytes.
 const CATCH_DOWNLOADS: &str = "window.caught = null; const orig = URL.createObjectURL; \
     URL.createObjectURL = (blob) => { blob.arrayBuffer().then(b => { const a = new Uint8Array(b); \
@@ -324,8 +342,10 @@ fn the_ui_drives_a_vm_through_its_life() {
     );
     browser.click("[data-testid=nodes] tr[data-node] a");
     browser.wait("the node's page", "location.pathname.startsWith('/ui/nodes/') && document.querySelector('[data-testid=node-vms] tr[data-vm=web2]')", LONG);
-    let node_vms = browser.js("return [...document.querySelectorAll('[data-testid=node-vms] tr[data-vm]')].map(r => r.dataset.vm).sort()", json!([]));
-    assert_eq!(node_vms, json!(["tpl", "web", "web2"]));
+    assert_eq!(
+        vm_rows(&browser, "[data-testid=node-vms]"),
+        json!(["tpl", "web", "web2"])
+    );
     assert_eq!(
         browser.js(
             "return document.querySelector('[data-testid=node-actions] button').disabled",
@@ -409,11 +429,7 @@ fn a_tenant_sees_only_its_vms() {
         "document.querySelectorAll('tr[data-vm]').length === 2",
         LONG,
     );
-    let listed = browser.js(
-        "return [...document.querySelectorAll('tr[data-vm]')].map(r => r.dataset.vm).sort()",
-        json!([]),
-    );
-    assert_eq!(listed, json!(["acme-db", "acme-web"]));
+    assert_eq!(vm_rows(&browser, "main"), json!(["acme-db", "acme-web"]));
     assert!(browser.text("[data-testid=user]").contains("acme"));
     browser.screenshot("tenant-vms-1280");
     browser.goto(&format!("{}/ui/vms/globex-web", agent.base));
@@ -437,11 +453,10 @@ fn a_tenant_sees_only_its_vms() {
         "document.querySelectorAll('[data-testid=node-vms] tr[data-vm]').length === 2",
         LONG,
     );
-    let listed = browser.js(
-        "return [...document.querySelectorAll('[data-testid=node-vms] tr[data-vm]')].map(r => r.dataset.vm).sort()",
-        json!([]),
+    assert_eq!(
+        vm_rows(&browser, "[data-testid=node-vms]"),
+        json!(["acme-db", "acme-web"])
     );
-    assert_eq!(listed, json!(["acme-db", "acme-web"]));
     browser.screenshot("tenant-node-1280");
     log_in(&browser, &agent, "admin", ADMIN_PASSWORD);
     browser.wait(
@@ -464,17 +479,14 @@ fn networks_page_and_a_tenants_forwards() {
     let browser = Browser::start(1280, 800, &shots_dir());
     log_in(&browser, &agent, "admin", ADMIN_PASSWORD);
     browser.goto(&format!("{}/ui/networks", agent.base));
-    browser.type_into(
-        "[data-testid=create-network] input[aria-label='network name']",
-        "lab",
-    );
-    browser.type_into(
-        "[data-testid=create-network] input[aria-label=subnet]",
-        "10.78.0.0/24",
-    );
-    browser.type_into(
-        "[data-testid=create-network] input[aria-label=uplink]",
-        "up0",
+    fill_in(
+        &browser,
+        "create-network",
+        &[
+            ("network name", "lab"),
+            ("subnet", "10.78.0.0/24"),
+            ("uplink", "up0"),
+        ],
     );
     browser.click_text("[data-testid=create-network]", "Create");
     action_done(&browser, "Create lab");
@@ -482,17 +494,14 @@ fn networks_page_and_a_tenants_forwards() {
     assert_eq!(lab_net["active"], true, "{lab_net}");
     assert_eq!(lab_net["spec"]["kind"], "nat", "{lab_net}");
 
-    browser.type_into(
-        "[data-testid=add-forward-lab] input[aria-label='node port']",
-        "18080",
-    );
-    browser.type_into(
-        "[data-testid=add-forward-lab] input[aria-label='forward to']",
-        "10.78.0.50:80",
-    );
-    browser.type_into(
-        "[data-testid=add-forward-lab] input[aria-label='forward tenant']",
-        "acme",
+    fill_in(
+        &browser,
+        "add-forward-lab",
+        &[
+            ("node port", "18080"),
+            ("forward to", "10.78.0.50:80"),
+            ("forward tenant", "acme"),
+        ],
     );
     browser.click_text("[data-testid=add-forward-lab]", "Add forward");
     action_done(&browser, "Forward 18080");
