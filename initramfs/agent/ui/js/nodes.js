@@ -28,7 +28,7 @@ export async function nodeTable() {
 export async function vmsOf(node) {
   if (node.here) {
     const vms = await get("/vms");
-    return vms.map((v) => ({ name: v.name, state: v.state, running: Boolean(v.pid) }));
+    return vms.map((v) => ({ name: v.name, state: v.state, running: Boolean(v.pid), memory_mib: v.memory_mib }));
   }
   const all = await get("/cluster/vms");
   return all.filter((v) => v.node === node.name).map((v) => ({ ...v, running: v.state === "running" }));

@@ -1,7 +1,7 @@
 // A node's page: its row of the node table, its VMs, its graphs (this
 // node's; another node's are on its own agent) and the drain button, which
-// live-migrates each of its running VMs to the least loaded other online
-// node through POST /vms/{name}/migrate, one after the other.
+// live-migrates each of its running VMs, one after the other, to the other
+// online node with the most free memory (POST /vms/{name}/migrate).
 
 import { ApiError, get, post, vmPath, waitTask } from "../api.js";
 import { act, dangerButton, statusLine } from "../actions.js";
@@ -40,17 +40,22 @@ export async function render(main, [name]) {
     fill(charts, history ? [h("h2", {}, "Last hour"), historyCharts(history)] : h("p", { class: "muted" }, "Each of your VMs has its graphs on its page."));
   }
 
-  /** Moves every running VM off the node, each to the least loaded other online node. */
+  /** Moves every running VM off the node, each to the other online node
+   *  with the most free memory, counting what this drain already sent
+   *  there (as `vireo node drain` does). */
   async function drain(progress) {
     const { vms } = await draw();
     const running = vms.filter((v) => v.running);
+    const free = new Map(table.filter((n) => n.name !== name && n.state === "online" && n.stats)
+      .map((n) => [n.name, n.stats.memory_total - n.stats.memory_used]));
     for (const [i, vm] of running.entries()) {
-      const target = pickTarget(table, name);
-      if (!target) throw new Error("no other online node to take the VMs");
+      const target = [...free.entries()].sort((a, b) => b[1] - a[1]).map(([n]) => n)[0];
+      if (!target) throw new Error(`no other online node to take ${vm.name}`);
       const step = `${vm.name} to ${target} (${i + 1} of ${running.length})`;
       progress(step);
       const task = await post(`${vmPath(vm.name)}/migrate`, { node: target });
       await waitTask(task, (t) => progress(`${step}${t.total ? ` ${Math.round((100 * t.done) / t.total)} %` : ""}`));
+      free.set(target, free.get(target) - (vm.memory_mib || 0) * 1048576);
     }
     return true;
   }
@@ -64,11 +69,4 @@ export async function render(main, [name]) {
     buttons, line, summary, vmList, charts);
   const timer = setInterval(() => draw().then(({ node: n }) => drawCharts(n)).catch(() => {}), 5000);
   return () => clearInterval(timer);
-}
-
-/** The online node other than `from` with the lowest CPU share, then fewest VMs. */
-export function pickTarget(table, from) {
-  const others = table.filter((n) => n.name !== from && n.state === "online" && n.stats);
-  others.sort((a, b) => (a.stats.cpu_percent - b.stats.cpu_percent) || (a.stats.vms_running - b.stats.vms_running));
-  return others.length ? others[0].name : null;
 }
