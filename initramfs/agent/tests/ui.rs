@@ -7,12 +7,14 @@
 //! target/test-logs/ui/. `vm_list_page_load` (ignored; `make bench-ui`)
 //! times the VM list with 200 VMs.
 
+mod net_common;
 mod vm_common;
 mod webdriver;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use net_common::Lab;
 use serde_json::{json, Value};
 use vm_common::{Agent, Node};
 use webdriver::Browser;
@@ -108,6 +110,29 @@ fn log_in(browser: &Browser, agent: &Agent, user: &str, password: &str) {
     );
 }
 
+/// Types each (field label, text) into the form `data-testid=FORM`.
+fn fill_in(browser: &Browser, form: &str, fields: &[(&str, &str)]) {
+    for (label, text) in fields {
+        browser.type_into(
+            &format!("[data-testid={form}] input[aria-label='{label}']"),
+            text,
+        );
+    }
+}
+
+/// The VMs listed (rows with `data-vm`) under `scope`, sorted.
+fn vm_rows(browser: &Browser, scope: &str) -> Value {
+    browser.js(
+        "return [...document.querySelectorAll(arguments[0] + ' tr[data-vm]')].map(r => r.dataset.vm).sort()",
+        json!([scope]),
+    )
+}
+
+/// Keeps the next blob the page saves (a download) and counts its bytes.
+const CATCH_DOWNLOADS: &str = "window.caught = null; const orig = URL.createObjectURL; \
+    URL.createObjectURL = (blob) => { blob.arrayBuffer().then(b => { const a = new Uint8Array(b); \
+    window.caught = { size: a.length, nonzero: a.reduce((n, x) => n + (x !== 0), 0) }; }); return orig(blob); };";
+
 fn action_done(browser: &Browser, label: &str) {
     let cond = format!(
         "(e => e && e.innerText.startsWith({label:?}) && (e.classList.contains('ok') || e.classList.contains('failed')) && e.className + ' ' + e.innerText)(document.querySelector('[data-testid=action-status]'))"
@@ -122,6 +147,12 @@ fn the_ui_drives_a_vm_through_its_life() {
     let node = Node::new("ui");
     let agent = agent_with_password(&node, &["--metrics-interval", "1"]);
     make_template(&agent, &node);
+    agent.ok(
+        "POST",
+        "/pools/local/volumes",
+        Some(json!({"name": "extra.qcow2", "format": "qcow2", "size": MIB})),
+        201,
+    );
     let browser = Browser::start(1280, 800, &shots_dir());
     let ui = |path: &str| format!("{}{path}", agent.base);
 
@@ -165,6 +196,16 @@ fn the_ui_drives_a_vm_through_its_life() {
         "{console}"
     );
     assert_eq!(agent.vm("web")["state"], "running");
+    // A fresh page replays the log and attaches in one step: the boot's
+    // lines are there once, and the ticks keep coming after them.
+    browser.goto(&ui("/ui/vms/web"));
+    let replayed = browser.wait("the replayed console",
+        "(t => t.includes('blk write') && t)(document.querySelector('[data-testid=console]').textContent)", LONG);
+    let replayed = replayed.as_str().unwrap();
+    assert_eq!(replayed.matches("PROBE start").count(), 1, "{replayed}");
+    let ticks = replayed.matches("PROBE tick").count();
+    browser.wait("live ticks after the replay",
+        &format!("document.querySelector('[data-testid=console]').textContent.split('PROBE tick').length - 1 > {ticks}"), LONG);
     browser.wait("a VM graph with points", "document.querySelector('figure.chart[data-points]') && +document.querySelector('figure.chart').dataset.points >= 2", LONG);
     browser.screenshot("vm-running-1280");
 
@@ -216,9 +257,39 @@ fn the_ui_drives_a_vm_through_its_life() {
     // Edit the stopped VM; clone it by copying its disk: the copy reads pattern 41.
     browser.goto(&ui("/ui/vms/web"));
     browser.type_into("[data-testid=edit-vm] input[aria-label='memory MiB']", "96");
-    browser.click("[data-testid=edit-vm] button");
+    browser.click_text("[data-testid=edit-vm]", "Add disk");
+    browser.type_into(
+        "[data-testid=edit-disks] > div:nth-child(2) input[aria-label='disk volume']",
+        "local/extra.qcow2",
+    );
+    browser.click("[data-testid=save-vm]");
     action_done(&browser, "Edit");
-    assert_eq!(agent.vm("web")["memory_mib"], 96);
+    let edited = agent.vm("web");
+    assert_eq!(edited["memory_mib"], 96);
+    assert_eq!(
+        edited["disks"][1]["volume"], "local/extra.qcow2",
+        "{edited}"
+    );
+    browser.goto(&ui("/ui/vms/web"));
+    browser.find("[data-testid=edit-disks] > div:nth-child(2) button.danger");
+    browser.screenshot("vm-edit-1280");
+    browser.click("[data-testid=edit-disks] > div:nth-child(2) button.danger");
+    browser.click("[data-testid=save-vm]");
+    action_done(&browser, "Edit");
+    assert_eq!(agent.vm("web")["disks"].as_array().unwrap().len(), 1);
+
+    // Its disk downloaded from the page: the guest's view, 8 MiB, with the
+    // template's pattern in it (not all zeros).
+    browser.js(CATCH_DOWNLOADS, json!([]));
+    browser.click_text("[data-testid=disks]", "Download");
+    action_done(&browser, "Download");
+    let got = browser.wait(
+        "the downloaded bytes",
+        "window.caught && window.caught.nonzero !== undefined && window.caught",
+        LONG,
+    );
+    assert_eq!(got["size"], 8 * MIB, "{got}");
+    assert!(got["nonzero"].as_u64().unwrap() > 0, "{got}");
     browser.type_into("input[aria-label='clone name']", "web2");
     browser.click_text(".actions", "Clone");
     browser.wait("the clone's page", "location.pathname === '/ui/vms/web2' && document.querySelector('[data-testid=vm-actions] button')", LONG);
@@ -228,6 +299,62 @@ fn the_ui_drives_a_vm_through_its_life() {
         "{web2}"
     );
     reads_pattern_41(&agent, "web2", "the clone");
+
+    // An image uploaded from the storage page, its progress shown: the
+    // pool holds the very bytes.
+    let image: Vec<u8> = (0..3 * MIB as usize).map(|i| (i * 7 % 251) as u8).collect();
+    let image_path = node.dir.join("upload.img");
+    std::fs::write(&image_path, &image).unwrap();
+    browser.goto(&ui("/ui/storage"));
+    browser.choose_file("[data-testid=upload-local] input[type=file]", &image_path);
+    browser.type_into(
+        "[data-testid=upload-local] input[aria-label='upload as']",
+        "up.raw",
+    );
+    browser.click_text("[data-testid=upload-local]", "Upload");
+    action_done(&browser, "Upload up.raw");
+    let bar = browser.js("const b = document.querySelector('[data-testid=upload-progress]'); b.scrollIntoView(); return [b.hidden, b.value]", json!([]));
+    assert_eq!(bar, json!([false, 100]), "the progress bar at the end");
+    browser.screenshot("storage-upload-1280");
+    assert_eq!(
+        std::fs::read(node.local_pool().join("up.raw")).unwrap(),
+        image
+    );
+    let up = agent.ok("GET", "/pools/local/volumes/up.raw", None, 200);
+    assert_eq!(up["virtual_size"], 3 * MIB, "{up}");
+    browser.find("[data-testid=volumes-local] tr td");
+    assert!(browser
+        .text("[data-testid=volumes-local]")
+        .contains("up.raw"));
+
+    // The overview's node table: this node alone, with its disk and VMs;
+    // its page lists its VMs, and draining needs another node.
+    browser.goto(&ui("/ui/"));
+    browser.wait(
+        "one node",
+        "document.querySelectorAll('[data-testid=nodes] tr[data-node]').length === 1",
+        LONG,
+    );
+    let row = browser.text("[data-testid=nodes] tr[data-node]");
+    assert!(
+        row.contains("online") && row.contains("running /") && row.matches(" of ").count() >= 2,
+        "{row}"
+    );
+    browser.click("[data-testid=nodes] tr[data-node] a");
+    browser.wait("the node's page", "location.pathname.startsWith('/ui/nodes/') && document.querySelector('[data-testid=node-vms] tr[data-vm=web2]')", LONG);
+    assert_eq!(
+        vm_rows(&browser, "[data-testid=node-vms]"),
+        json!(["tpl", "web", "web2"])
+    );
+    assert_eq!(
+        browser.js(
+            "return document.querySelector('[data-testid=node-actions] button').disabled",
+            json!([])
+        ),
+        json!(true)
+    );
+    let node_page = browser.js("return location.pathname", json!([]));
+    let node_page = node_page.as_str().unwrap().to_string();
 
     // The node's graphs have points; every page at both widths.
     browser.goto(&ui("/ui/"));
@@ -243,7 +370,9 @@ fn the_ui_drives_a_vm_through_its_life() {
         ("overview", "/ui/", "[data-testid=nodes]"),
         ("vms", "/ui/vms", "[data-testid=vm-table]"),
         ("vm", "/ui/vms/web", "[data-testid=console]"),
+        ("node", node_page.as_str(), "[data-testid=node-vms]"),
         ("storage", "/ui/storage", "[data-testid=pools]"),
+        ("networks", "/ui/networks", "[data-testid=networks]"),
         ("backups", "/ui/backups", "[data-testid=backups] tr"),
         ("tasks", "/ui/tasks", "[data-testid=tasks]"),
     ];
@@ -300,11 +429,7 @@ fn a_tenant_sees_only_its_vms() {
         "document.querySelectorAll('tr[data-vm]').length === 2",
         LONG,
     );
-    let listed = browser.js(
-        "return [...document.querySelectorAll('tr[data-vm]')].map(r => r.dataset.vm).sort()",
-        json!([]),
-    );
-    assert_eq!(listed, json!(["acme-db", "acme-web"]));
+    assert_eq!(vm_rows(&browser, "main"), json!(["acme-db", "acme-web"]));
     assert!(browser.text("[data-testid=user]").contains("acme"));
     browser.screenshot("tenant-vms-1280");
     browser.goto(&format!("{}/ui/vms/globex-web", agent.base));
@@ -317,12 +442,123 @@ fn a_tenant_sees_only_its_vms() {
     browser.screenshot("tenant-error-1280");
     browser.goto(&format!("{}/ui/vms/acme-web", agent.base));
     browser.find("[data-testid=console]");
+    // The overview and the node's page count and list her VMs only.
+    browser.goto(&format!("{}/ui/", agent.base));
+    browser.find("[data-testid=nodes] tr[data-node]");
+    let row = browser.text("[data-testid=nodes] tr[data-node]");
+    assert!(row.contains("0 running / 2"), "{row}");
+    browser.click("[data-testid=nodes] tr[data-node] a");
+    browser.wait(
+        "her VMs on the node's page",
+        "document.querySelectorAll('[data-testid=node-vms] tr[data-vm]').length === 2",
+        LONG,
+    );
+    assert_eq!(
+        vm_rows(&browser, "[data-testid=node-vms]"),
+        json!(["acme-db", "acme-web"])
+    );
+    browser.screenshot("tenant-node-1280");
     log_in(&browser, &agent, "admin", ADMIN_PASSWORD);
     browser.wait(
         "every VM for the admin",
         "document.querySelectorAll('tr[data-vm]').length === 3",
         LONG,
     );
+}
+
+/// The networks page in a node namespace of its own: a nat network made
+/// in the page, a port forward added there; a tenant's login lists its own
+/// forward only and changes nothing; the forward and the network deleted.
+#[test]
+fn networks_page_and_a_tenants_forwards() {
+    let lab = Lab::new("uin");
+    lab.enter_node();
+    let node = Node::new("ui-net");
+    let agent = agent_with_password(&node, &[]);
+    agent.ok("POST", "/auth/users", Some(json!({"name": "alice", "password": "alice's secret", "role": "tenant", "tenant": "acme"})), 201);
+    let browser = Browser::start(1280, 800, &shots_dir());
+    log_in(&browser, &agent, "admin", ADMIN_PASSWORD);
+    browser.goto(&format!("{}/ui/networks", agent.base));
+    fill_in(
+        &browser,
+        "create-network",
+        &[
+            ("network name", "lab"),
+            ("subnet", "10.78.0.0/24"),
+            ("uplink", "up0"),
+        ],
+    );
+    browser.click_text("[data-testid=create-network]", "Create");
+    action_done(&browser, "Create lab");
+    let lab_net = agent.ok("GET", "/networks/lab", None, 200);
+    assert_eq!(lab_net["active"], true, "{lab_net}");
+    assert_eq!(lab_net["spec"]["kind"], "nat", "{lab_net}");
+
+    fill_in(
+        &browser,
+        "add-forward-lab",
+        &[
+            ("node port", "18080"),
+            ("forward to", "10.78.0.50:80"),
+            ("forward tenant", "acme"),
+        ],
+    );
+    browser.click_text("[data-testid=add-forward-lab]", "Add forward");
+    action_done(&browser, "Forward 18080");
+    agent.ok(
+        "POST",
+        "/networks/lab/forwards",
+        Some(json!({"tenant": "globex", "node_port": 18081, "to": "10.78.0.51:80"})),
+        201,
+    );
+    let forwards = agent.ok("GET", "/networks/lab/forwards?tenant=acme", None, 200);
+    assert_eq!(forwards[0]["to"], "10.78.0.50:80", "{forwards}");
+    browser.goto(&format!("{}/ui/networks", agent.base));
+    browser.wait(
+        "both forwards",
+        "document.querySelectorAll('[data-testid=forwards-lab] tr[data-forward]').length === 2",
+        LONG,
+    );
+    browser.screenshot("networks-lab-1280");
+
+    log_in(&browser, &agent, "alice", "alice's secret");
+    browser.goto(&format!("{}/ui/networks", agent.base));
+    browser.wait(
+        "acme's forward only",
+        "document.querySelectorAll('[data-testid=forwards-lab] tr[data-forward]').length === 1",
+        LONG,
+    );
+    let seen = browser.js("return [...document.querySelectorAll('[data-testid=forwards-lab] tr[data-forward]')].map(r => r.dataset.forward)", json!([]));
+    assert_eq!(seen, json!(["18080"]));
+    let page = browser.js("return document.querySelector('main').innerText", json!([]));
+    let page = page.as_str().unwrap();
+    for hidden in ["18081", "Delete", "New network", "DHCP leases"] {
+        assert!(!page.contains(hidden), "{hidden}: {page}");
+    }
+    browser.screenshot("tenant-networks-1280");
+
+    log_in(&browser, &agent, "admin", ADMIN_PASSWORD);
+    browser.goto(&format!("{}/ui/networks", agent.base));
+    browser.click_text(
+        "[data-testid=forwards-lab] tr[data-forward=\"18080\"]",
+        "Delete",
+    );
+    browser.click_text(
+        "[data-testid=forwards-lab] tr[data-forward=\"18080\"]",
+        "Really delete?",
+    );
+    action_done(&browser, "Delete forward 18080");
+    let left = agent.ok("GET", "/networks/lab/forwards", None, 200);
+    assert_eq!(left.as_array().unwrap().len(), 1, "{left}");
+    agent.ok("DELETE", "/networks/lab/forwards/18081", None, 204);
+    browser.goto(&format!("{}/ui/networks", agent.base));
+    browser.click_text("[data-testid=networks] tr[data-network=lab]", "Delete");
+    browser.click_text(
+        "[data-testid=networks] tr[data-network=lab]",
+        "Really delete?",
+    );
+    action_done(&browser, "Delete lab");
+    assert_eq!(agent.call("GET", "/networks/lab", None).0, 404);
 }
 
 /// Metrics: the Prometheus text and the history routes answer with the

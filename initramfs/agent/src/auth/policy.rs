@@ -3,7 +3,8 @@
 //! and the selftest. Tenant: deny by default; allowed are the VM, volume,
 //! backup and task routes on objects tagged with its tenant (a VM's
 //! `tags.tenant`, a volume's `tenant`, a backup's VM definition), and the
-//! lists, which the handlers filter. New routes are thus closed to tenants
+//! lists, which the handlers filter (also the networks' and their port
+//! forwards', read only). New routes are thus closed to tenants
 //! until a rule here opens them.
 
 use axum::http::{Method, StatusCode};
@@ -67,6 +68,9 @@ fn tenant_may(tenant: &str, method: &Method, path: &str, s: &AppState) -> bool {
             allowed && owned(backup_tenant(s, pool, id))
         }
         ["tasks", id] => owned(task_tenant(s, id)),
+        // The networks' names and the tenant's own ports and forwards (the
+        // handlers filter); leases and changes are the operators'.
+        ["networks"] | ["networks", _, "forwards"] => *method == Method::GET,
         _ => false,
     }
 }

@@ -25,9 +25,37 @@ pub(super) fn cluster(s: &AppState) -> Result<Cluster, ApiError> {
         .ok_or_else(|| ApiError::not_found("this node is not in a cluster"))
 }
 
+/// The node table; a node not in a cluster answers itself alone (the web
+/// UI's overview reads one table either way).
 async fn nodes(State(s): State<AppState>) -> ApiResult<Json<Vec<ClusterNode>>> {
-    let c = cluster(&s)?;
+    let Some(c) = s.cluster.clone() else {
+        return blocking(move || Ok(vec![standalone(&s)])).await.map(Json);
+    };
     blocking(move || c.nodes()).await.map(Json)
+}
+
+/// This node as a one-node table: its statistics now, the CPU share from
+/// the metrics history's newest sample.
+fn standalone(s: &AppState) -> ClusterNode {
+    let vms = s.vms.list();
+    let running = vms.iter().filter(|v| v.pid.is_some()).count() as u32;
+    let mut stats =
+        super::stats::Sampler::default().sample(&s.paths.state, vms.len() as u32, running);
+    if let Some(last) = s.metrics.node_history().points.last() {
+        stats.cpu_percent = (last.cpu_pct * 10.0).round() / 10.0;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    ClusterNode {
+        id: 0,
+        name: crate::node::collect().name,
+        address: String::new(),
+        state: "online".into(),
+        api: None,
+        stats: Some(stats),
+        updated: Some(now),
+    }
 }
 
 async fn vms(State(s): State<AppState>) -> ApiResult<Json<Vec<ClusterVm>>> {

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::routing::{self, get};
 use axum::{Json, Router};
 
+use crate::auth::Caller;
 use crate::error::{ApiResult, JsonBody};
 use crate::net_types::{Forward, Lease, NetworkInfo, NetworkSpec};
 use crate::server::AppState;
@@ -22,8 +23,13 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-async fn list(State(s): State<AppState>) -> Json<Vec<NetworkInfo>> {
-    Json(s.networks.list())
+/// Every network; a tenant sees only its own VMs' ports on them.
+async fn list(State(s): State<AppState>, caller: Caller) -> Json<Vec<NetworkInfo>> {
+    let mut nets = s.networks.list();
+    for net in &mut nets {
+        net.ports.retain(|p| caller.may_see(p.tenant.as_deref()));
+    }
+    Json(nets)
 }
 
 async fn create(
@@ -68,12 +74,15 @@ struct TenantFilter {
     tenant: Option<String>,
 }
 
+/// The forwards, of one tenant with `?tenant=`; a tenant's are its own only.
 async fn forwards(
     State(s): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     QueryArgs(q): QueryArgs<TenantFilter>,
 ) -> ApiResult<Json<Vec<Forward>>> {
-    s.networks.forwards(&name, q.tenant.as_deref()).map(Json)
+    let tenant = caller.only_tenant().or(q.tenant.as_deref());
+    s.networks.forwards(&name, tenant).map(Json)
 }
 
 async fn add_forward(

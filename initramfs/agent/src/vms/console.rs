@@ -71,8 +71,11 @@ impl ConsoleHub {
     }
 
     fn publish(&self, bytes: Bytes) {
-        lock(&self.log).append(&bytes);
-        // No subscriber is fine: the log has it.
+        let mut log = lock(&self.log);
+        log.append(&bytes);
+        // Sent under the log's lock, so `replay_and_subscribe` finds each
+        // chunk either in the log or in its subscription, never both or
+        // neither. No subscriber is fine: the log has it.
         let _ = self.output.send(bytes);
     }
 
@@ -83,6 +86,19 @@ impl ConsoleHub {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Bytes> {
         self.output.subscribe()
+    }
+
+    /// The last `max` bytes of output and a subscription to what follows
+    /// them, taken together: a console that shows its recent past first
+    /// neither loses nor repeats the bytes written in between. Blocking
+    /// (reads the log files).
+    pub fn replay_and_subscribe(
+        &self,
+        max: u64,
+    ) -> io::Result<(Vec<u8>, broadcast::Receiver<Bytes>)> {
+        let log = lock(&self.log);
+        let past = log.tail(max)?;
+        Ok((past, self.output.subscribe()))
     }
 
     /// Sends keystrokes to the guest; false when no VMM is attached.
@@ -189,5 +205,48 @@ mod tests {
             .collect();
         assert_eq!(tail, expected);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Output keeps coming while a client replays the log and attaches:
+    /// the replay followed by the live chunks is the whole stream, once.
+    #[test]
+    fn replay_then_live_output_has_no_gap_and_no_repeat() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        const CHUNKS: usize = 200; // fewer than FANOUT_DEPTH: the client never lags
+        for round in 0..50 {
+            let dir = std::env::temp_dir().join(format!(
+                "vireo-console-replay-{}-{round}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let hub = ConsoleHub::new(&dir);
+            // A long log makes the replay's read slow: the writer waits
+            // on it, then races the attach.
+            hub.publish(Bytes::from(vec![b'.'; 3 * LOG_HALF as usize / 2]));
+            let sent = Arc::new(AtomicUsize::new(0));
+            let writer = {
+                let (hub, sent) = (hub.clone(), sent.clone());
+                std::thread::spawn(move || {
+                    for i in 0..CHUNKS {
+                        hub.publish(Bytes::from(format!("line {i}\n")));
+                        sent.store(i + 1, Ordering::SeqCst);
+                    }
+                })
+            };
+            while sent.load(Ordering::SeqCst) < 1 {
+                std::hint::spin_loop();
+            }
+            let (past, mut live) = hub.replay_and_subscribe(2 * LOG_HALF).unwrap();
+            writer.join().unwrap();
+            let mut seen = past;
+            while let Ok(chunk) = live.try_recv() {
+                seen.extend_from_slice(&chunk);
+            }
+            let whole: String = (0..CHUNKS).map(|i| format!("line {i}\n")).collect();
+            let seen = String::from_utf8(seen).unwrap();
+            let seen = seen.trim_start_matches('.');
+            assert_eq!(seen, whole, "round {round}");
+            std::fs::remove_dir_all(dir).unwrap();
+        }
     }
 }

@@ -165,21 +165,49 @@ async fn log(
 
 /// The serial console as a WebSocket: binary messages out (the guest's
 /// output), binary or text messages in (keystrokes).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsoleArgs {
+    /// Send the last this many bytes of the log first (at most 2 × LOG_HALF).
+    #[serde(default)]
+    replay: Option<u64>,
+    /// The guard reads it (a browser's WebSocket cannot set headers).
+    #[serde(default)]
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
 async fn console(
     State(s): State<AppState>,
     Path(name): Path<String>,
+    QueryArgs(args): QueryArgs<ConsoleArgs>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let slot = s.vms.get(&name)?;
     let ws = ws.map_err(|e| {
         ApiError::bad_request(format!("the console is a WebSocket: {}", e.body_text()))
     })?;
-    Ok(ws.on_upgrade(move |socket| relay(socket, slot)))
+    // The replay and the subscription are taken together (no byte lost or
+    // repeated between them), before the upgrade so nothing is missed.
+    let hub = slot.console.clone();
+    let replay = args.replay.unwrap_or(0).min(2 * LOG_HALF);
+    let (past, output) = tokio::task::spawn_blocking(move || hub.replay_and_subscribe(replay))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(format!("cannot read the console log: {e}")))?;
+    Ok(ws.on_upgrade(move |socket| relay(socket, slot, past, output)))
 }
 
-async fn relay(socket: WebSocket, slot: std::sync::Arc<Slot>) {
-    let mut output = slot.console.subscribe();
+async fn relay(
+    socket: WebSocket,
+    slot: std::sync::Arc<Slot>,
+    past: Vec<u8>,
+    mut output: tokio::sync::broadcast::Receiver<bytes::Bytes>,
+) {
     let (mut tx, mut rx) = socket.split();
+    if !past.is_empty() && tx.send(Message::Binary(past.into())).await.is_err() {
+        return;
+    }
     loop {
         tokio::select! {
             out = output.recv() => {

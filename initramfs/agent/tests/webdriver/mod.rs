@@ -235,6 +235,16 @@ impl Browser {
         );
     }
 
+    /// Chooses the host file `path` in the file input `css`.
+    pub fn choose_file(&self, css: &str, path: &Path) {
+        let id = self.find(css);
+        self.session_command(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": path.to_str().unwrap() })),
+        );
+    }
+
     pub fn text(&self, css: &str) -> String {
         self.js(
             "const e = document.querySelector(arguments[0]); return e ? e.innerText : ''",

@@ -81,11 +81,12 @@ export async function waitTask(task, progress = () => {}) {
   return task;
 }
 
-/** The WebSocket URL of a VM's console (the token as a query parameter). */
-export function consoleUrl(vm) {
+/** The WebSocket URL of a VM's console: its first message replays the last
+ *  `replay` bytes of the log (the token as a query parameter). */
+export function consoleUrl(vm, replay) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const token = session.token ? `?token=${encodeURIComponent(session.token)}` : "";
-  return `${scheme}://${location.host}/vms/${encodeURIComponent(vm)}/console${token}`;
+  const token = session.token ? `&token=${encodeURIComponent(session.token)}` : "";
+  return `${scheme}://${location.host}/vms/${encodeURIComponent(vm)}/console?replay=${replay}${token}`;
 }
 
 export const vmPath = (name) => `/vms/${encodeURIComponent(name)}`;

@@ -5,6 +5,8 @@ import { ApiError, session, setUnauthorizedHandler } from "./api.js";
 import { fill, h, link } from "./dom.js";
 import * as backups from "./pages/backups.js";
 import * as login from "./pages/login.js";
+import * as networks from "./pages/networks.js";
+import * as node from "./pages/node.js";
 import * as overview from "./pages/overview.js";
 import * as storage from "./pages/storage.js";
 import * as tasks from "./pages/tasks.js";
@@ -16,12 +18,14 @@ const routes = [
   [/^\/ui\/login$/, login, "Log in"],
   [/^\/ui\/vms$/, vms, "VMs"],
   [/^\/ui\/vms\/([^/]+)$/, vm, "VM"],
+  [/^\/ui\/nodes\/([^/]+)$/, node, "Node"],
   [/^\/ui\/storage$/, storage, "Storage"],
+  [/^\/ui\/networks$/, networks, "Networks"],
   [/^\/ui\/backups$/, backups, "Backups"],
   [/^\/ui\/tasks$/, tasks, "Tasks"],
 ];
 
-const NAV = [["/ui/", "Overview"], ["/ui/vms", "VMs"], ["/ui/storage", "Storage"], ["/ui/backups", "Backups"], ["/ui/tasks", "Tasks"]];
+const NAV = [["/ui/", "Overview"], ["/ui/vms", "VMs"], ["/ui/storage", "Storage"], ["/ui/networks", "Networks"], ["/ui/backups", "Backups"], ["/ui/tasks", "Tasks"]];
 
 let cleanup = null;
 

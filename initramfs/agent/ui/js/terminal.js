@@ -3,10 +3,12 @@
 // consoles it shows are line-oriented serial output; control sequences are
 // dropped, carriage returns and backspaces honoured, keys sent as bytes.
 
-import { consoleUrl, session, vmPath } from "./api.js";
+import { consoleUrl } from "./api.js";
 import { h } from "./dom.js";
 
 const KEEP_CHARS = 200_000;
+/** Bytes of the console's past the agent replays on each (re)connect. */
+const REPLAY_BYTES = 65536;
 const KEYS = {
   Enter: "\r", Backspace: "\x7f", Tab: "\t", Escape: "\x1b",
   ArrowUp: "\x1b[A", ArrowDown: "\x1b[B", ArrowRight: "\x1b[C", ArrowLeft: "\x1b[D",
@@ -38,7 +40,6 @@ export function terminal(vmName) {
   let text = "";
   let socket = null;
   let closed = false;
-  const decoder = new TextDecoder();
 
   function show(chunk) {
     const atBottom = screen.scrollTop + screen.clientHeight >= screen.scrollHeight - 4;
@@ -48,9 +49,18 @@ export function terminal(vmName) {
   }
 
   function connect() {
-    socket = new WebSocket(consoleUrl(vmName));
+    const decoder = new TextDecoder();
+    socket = new WebSocket(consoleUrl(vmName, REPLAY_BYTES));
     socket.binaryType = "arraybuffer";
-    socket.onopen = () => { status.textContent = "connected"; };
+    // The first message replays the recent past, taken by the agent together
+    // with the live subscription: the screen starts afresh on each connect,
+    // nothing missed or shown twice in between.
+    socket.onopen = () => {
+      status.textContent = "connected";
+      text = "";
+      screen.textContent = "";
+      screen.scrollTop = screen.scrollHeight;
+    };
     socket.onmessage = (m) => show(typeof m.data === "string" ? m.data : decoder.decode(m.data, { stream: true }));
     socket.onclose = () => {
       status.textContent = "disconnected";
@@ -74,21 +84,7 @@ export function terminal(vmName) {
     event.preventDefault();
   });
 
-  // The console's recent past first (the WebSocket sends only what comes
-  // after it attaches); output between the two reads may be missed.
-  async function history() {
-    try {
-      const headers = session.token ? { Authorization: `Bearer ${session.token}` } : {};
-      const answer = await fetch(`${vmPath(vmName)}/log?bytes=65536`, { headers });
-      if (answer.ok) {
-        show(await answer.text());
-        requestAnimationFrame(() => { screen.scrollTop = screen.scrollHeight; });
-      }
-    } catch { /* the live console still attaches */ }
-    if (!closed) connect();
-  }
-
-  history();
+  connect();
   const el = h("div", { class: "console" }, h("div", { class: "console-bar" }, h("strong", {}, "Serial console "), status), screen);
   return { el, close() { closed = true; if (socket) socket.close(); } };
 }

@@ -1,5 +1,5 @@
-// Storage: the pools with their space, each pool's volumes; create and
-// delete volumes, mark templates.
+// Storage: the pools with their space, each pool's volumes; create,
+// upload (with its progress), download and delete volumes, mark templates.
 
 import { api, del, get, post, session, volPath } from "../api.js";
 import { act, dangerButton, statusLine } from "../actions.js";
@@ -23,6 +23,13 @@ export async function render(main) {
         h("td", { class: "num" }, fmtBytes(p.free_bytes)), h("td", { class: "num" }, fmtBytes(p.total_bytes)))))))), sections);
   }
 
+  // Each pool's upload form is kept across redraws: its progress bar stays.
+  const uploads = new Map();
+  const upload = (pool, run) => {
+    if (!uploads.has(pool.name)) uploads.set(pool.name, uploadForm(pool, run));
+    return uploads.get(pool.name);
+  };
+
   function poolSection(pool, volumes) {
     const name = h("input", { "aria-label": "volume name", placeholder: "name", required: true, size: 14 });
     const size = h("input", { "aria-label": "size in MiB", type: "number", min: 1, value: 64, size: 6 });
@@ -38,31 +45,72 @@ export async function render(main) {
           h("td", {}, (v.snapshots || []).map((s) => s.name).join(", ")),
           h("td", {}, (v.used_by || []).join(", ")),
           h("td", { class: "row-actions" },
-            h("button", { onclick: () => run(`Download ${v.volume}`, () => download(v)) }, "Download"),
+            h("button", { onclick: () => run(`Download ${v.volume}`, () => downloadVolume(v.volume)) }, "Download"),
             v.template ? null : h("button", { onclick: () => run(`Template ${v.volume}`, () => api("PUT", `${volPath(v.volume)}/template`)) }, "Make template"),
             dangerButton("Delete", () => run(`Delete ${v.volume}`, () => del(volPath(v.volume)))))))))),
       pool.available ? h("form", { class: "actions", onsubmit: (event) => {
         event.preventDefault();
         run(`Create ${name.value}`, () => post(`/pools/${encodeURIComponent(pool.name)}/volumes`,
           { name: name.value, format: format.value, size: Number(size.value) * 1048576 }));
-      } }, name, size, "MiB", format, h("button", { type: "submit" }, "Create volume")) : null);
+      } }, name, size, "MiB", format, h("button", { type: "submit" }, "Create volume")) : null,
+      pool.available ? upload(pool, run) : null);
   }
 
   await draw();
   fill(main, h("div", { class: "page-head" }, h("h1", {}, "Storage")), line, content);
 }
 
+/** Upload an image file as a new volume: streamed with PUT …/data, its
+ *  progress from the browser's upload events. */
+function uploadForm(pool, run) {
+  const file = h("input", { type: "file", "aria-label": "image file", required: true });
+  const name = h("input", { "aria-label": "upload as", placeholder: "volume name (default: the file's)", size: 22 });
+  const format = h("select", { "aria-label": "upload format" }, h("option", { value: "" }, "detect format"),
+    h("option", {}, "raw"), h("option", {}, "qcow2"));
+  const bar = h("progress", { max: 100, value: 0, "data-testid": "upload-progress", hidden: true });
+  return h("form", { class: "actions", "data-testid": `upload-${pool.name}`, onsubmit: (event) => {
+    event.preventDefault();
+    const chosen = file.files[0];
+    const target = name.value || chosen.name;
+    const path = `/pools/${encodeURIComponent(pool.name)}/volumes/${encodeURIComponent(target)}/data${format.value ? `?format=${format.value}` : ""}`;
+    bar.hidden = false;
+    run(`Upload ${target}`, (progress) => uploadFile(path, chosen, (sent, total) => {
+      const pct = total ? Math.round((100 * sent) / total) : 0;
+      bar.value = pct;
+      progress(`${pct} % (${fmtBytes(sent)} of ${fmtBytes(total)})`);
+    }));
+  } }, file, name, format, h("button", { type: "submit" }, "Upload"), bar);
+}
+
+/** PUT `path` with the file as the body; `onProgress(sent, total)` as it goes. */
+function uploadFile(path, file, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("PUT", path);
+    if (session.token) xhr.setRequestHeader("Authorization", `Bearer ${session.token}`);
+    xhr.upload.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : file.size);
+    xhr.onload = () => {
+      let answer = null;
+      try { answer = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
+      if (xhr.status >= 200 && xhr.status < 300) resolve(answer);
+      else reject(new Error((answer && answer.error) || `${xhr.status} ${xhr.statusText}`));
+    };
+    xhr.onerror = () => reject(new Error("the upload broke off"));
+    xhr.send(file);
+  });
+}
+
 /** The guest's view of a volume as a file: fetched with the token (a plain
  *  link could not send it), then handed to the browser to save. */
-async function download(v) {
-  const response = await fetch(`${volPath(v.volume)}/data?format=raw`, {
+export async function downloadVolume(ref) {
+  const response = await fetch(`${volPath(ref)}/data?format=raw`, {
     headers: session.token ? { Authorization: `Bearer ${session.token}` } : {},
   });
   if (!response.ok) throw new Error(`${response.status} ${(await response.text()).slice(0, 200)}`);
   const url = URL.createObjectURL(await response.blob());
   const a = document.createElement("a");
   a.href = url;
-  a.download = `${v.volume.split("/")[1]}.raw`;
+  a.download = `${ref.split("/")[1]}.raw`;
   a.click();
   setTimeout(() => URL.revokeObjectURL(url), 60000);
 }

@@ -1,18 +1,27 @@
-// A VM's page: its state and definition, the lifecycle buttons, snapshots,
-// backups, clone and template, its serial console and its graphs.
+// A VM's page: its state and definition, the lifecycle buttons, migrate
+// (in a cluster), snapshots, backups, clone and template, edit when stopped
+// (vCPUs, memory, disks, NICs), its disks' downloads, its serial console and
+// its graphs.
 
 import { api, del, get, post, vmPath, volPath, waitTask } from "../api.js";
 import { act, dangerButton, statusLine } from "../actions.js";
 import { historyCharts } from "../chart.js";
 import { badge, fill, fmtBytes, fmtTime, h } from "../dom.js";
 import { terminal } from "../terminal.js";
+import { downloadVolume } from "./storage.js";
 import { isTemplate } from "./vms.js";
 
 export async function render(main, [name], { navigate }) {
   let vm = await get(vmPath(name));
+  // Other online nodes this VM could live-migrate to (none outside a
+  // cluster; a tenant may not read the node table).
+  const here = (await get("/node")).name;
+  const targets = (await get("/cluster/nodes").catch(() => []))
+    .filter((n) => n.state === "online" && n.name !== here).map((n) => n.name);
   const line = statusLine();
   const head = h("div", { class: "page-head" });
   const buttons = h("div", { class: "actions", "data-testid": "vm-actions" });
+  const edit = h("div");
   const details = h("dl", { class: "details" });
   const disks = h("section", { class: "card" });
   const backups = h("section", { class: "card" });
@@ -35,7 +44,9 @@ export async function render(main, [name], { navigate }) {
     if (key !== shown || all) {
       shown = key;
       fill(head, h("h1", {}, vm.name), badge(vm.state), isTemplate(vm) ? h("span", { class: "tag" }, "template") : null);
-      fill(buttons, actionButtons(vm, run, navigate));
+      fill(buttons, actionButtons(vm, run, navigate, targets));
+      const stopped = vm.state === "stopped" || vm.state === "crashed";
+      fill(edit, stopped && !isTemplate(vm) ? editForm(vm, run) : null);
     }
     fill(details, describe(vm));
     if (all) await Promise.all([drawDisks(disks, vm, run), drawBackups(backups, vm, run)]);
@@ -52,7 +63,7 @@ export async function render(main, [name], { navigate }) {
     h("div", { class: "columns" },
       h("section", { class: "card" }, h("h2", {}, "Definition"), details),
       term.el),
-    disks, backups, charts);
+    edit, disks, backups, charts);
 
   const timers = [
     setInterval(() => refresh().catch(() => {}), 2000),
@@ -61,7 +72,7 @@ export async function render(main, [name], { navigate }) {
   return () => { timers.forEach(clearInterval); term.close(); };
 }
 
-function actionButtons(vm, run, navigate) {
+function actionButtons(vm, run, navigate, targets) {
   const path = vmPath(vm.name);
   const running = vm.state !== "stopped" && vm.state !== "crashed";
   const out = [];
@@ -73,12 +84,12 @@ function actionButtons(vm, run, navigate) {
     out.push(h("button", { onclick: () => run("Shutdown", () => post(`${path}/shutdown`)) }, "Shut down"));
     out.push(h("button", { onclick: () => run("Reboot", () => post(`${path}/reboot`)) }, "Reboot"));
     out.push(dangerButton("Destroy", () => run("Destroy", () => post(`${path}/destroy`))));
+    if (vm.pid && targets.length) out.push(migrateForm(vm, run, targets));
   }
   out.push(h("button", { onclick: () => backup(vm, run) }, "Back up"));
   if (!running && !isTemplate(vm)) {
     out.push(h("button", { onclick: () => run("Make template", () => post("/templates", { vm: vm.name })) }, "Make template"));
     out.push(cloneForm(vm, run, navigate, false));
-    out.push(editForm(vm, run));
     out.push(dangerButton("Delete", () => run("Delete", () => del(path)).then((ok) => ok && navigate("/ui/vms"))));
   }
   return out;
@@ -104,14 +115,56 @@ function cloneForm(vm, run, navigate, fromTemplate) {
   } }, name, h("button", { type: "submit" }, "Clone"));
 }
 
-/** vCPUs and memory of a stopped VM (PUT /vms/{name} with the rest kept). */
+/** Live migration to another node (POST /vms/{name}/migrate, a task). */
+function migrateForm(vm, run, targets) {
+  const node = h("select", { "aria-label": "target node" }, targets.map((t) => h("option", { value: t }, t)));
+  const disks = h("select", { "aria-label": "disks" }, h("option", { value: "shared" }, "shared disks"), h("option", { value: "copy" }, "copy disks"));
+  return h("form", { class: "inline", "data-testid": "migrate-vm", onsubmit: (event) => {
+    event.preventDefault();
+    run(`Migrate to ${node.value}`, () => post(`${vmPath(vm.name)}/migrate`, { node: node.value, disks: disks.value }));
+  } }, node, disks, h("button", { type: "submit" }, "Migrate"));
+}
+
+/** A stopped VM's vCPUs, memory, disks and NICs (PUT /vms/{name}, the rest kept). */
 function editForm(vm, run) {
   const vcpus = h("input", { type: "number", min: 1, max: 254, value: vm.vcpus, "aria-label": "vCPUs", size: 3 });
   const memory = h("input", { type: "number", min: 16, value: vm.memory_mib, "aria-label": "memory MiB", size: 6 });
-  return h("form", { class: "inline", "data-testid": "edit-vm", onsubmit: (event) => {
+  const disks = h("div", { class: "edit-list", "data-testid": "edit-disks" });
+  const nics = h("div", { class: "edit-list", "data-testid": "edit-nics" });
+  const row = (list, fields, data) => {
+    const el = h("div", { class: "row-actions" }, fields,
+      h("button", { type: "button", class: "danger", onclick: () => el.remove() }, "Remove"));
+    el.data = data;
+    list.append(el);
+  };
+  const addDisk = (d = { volume: "", readonly: false }) => {
+    const volume = h("input", { value: d.volume, placeholder: "pool/volume", "aria-label": "disk volume", required: true, size: 22 });
+    const readonly = h("input", { type: "checkbox", checked: d.readonly, "aria-label": "read-only" });
+    row(disks, [volume, h("label", { class: "check" }, readonly, "read-only")], () => ({ volume: volume.value, readonly: readonly.checked }));
+  };
+  // A NIC on a node network is edited by its network; any other kind is kept as it is.
+  const addNic = (n = { network: "" }) => {
+    if (!("network" in n) || n.network === undefined) {
+      row(nics, [h("span", {}, `${n.tap ? `tap ${n.tap}` : `macvtap ${n.macvtap}`} ${n.mac || ""}`)], () => n);
+      return;
+    }
+    const network = h("input", { value: n.network, placeholder: "network", "aria-label": "NIC network", required: true, size: 12 });
+    row(nics, [network, h("span", { class: "muted" }, n.mac || "new MAC")], () => ({ ...n, network: network.value }));
+  };
+  vm.disks.forEach((d) => addDisk(d));
+  (vm.nics || []).forEach((n) => addNic(n));
+  return h("form", { class: "card edit", "data-testid": "edit-vm", onsubmit: (event) => {
     event.preventDefault();
-    run("Edit", () => api("PUT", vmPath(vm.name), { ...specOf(vm), vcpus: Number(vcpus.value), memory_mib: Number(memory.value) }));
-  } }, vcpus, "vCPUs", memory, "MiB", h("button", { type: "submit" }, "Save"));
+    const spec = {
+      ...specOf(vm), vcpus: Number(vcpus.value), memory_mib: Number(memory.value),
+      disks: [...disks.children].map((el) => el.data()), nics: [...nics.children].map((el) => el.data()),
+    };
+    run("Edit", () => api("PUT", vmPath(vm.name), spec));
+  } }, h("h2", {}, "Edit (stopped)"),
+  h("div", { class: "row-actions" }, vcpus, "vCPUs", memory, "MiB"),
+  h("h3", {}, "Disks"), disks, h("button", { type: "button", onclick: () => addDisk() }, "Add disk"),
+  h("h3", {}, "NICs"), nics, h("button", { type: "button", onclick: () => addNic() }, "Add NIC"),
+  h("div", { class: "actions" }, h("button", { type: "submit", "data-testid": "save-vm" }, "Save")));
 }
 
 /** The definition part of a VM answer (what POST and PUT /vms take). */
@@ -166,11 +219,12 @@ async function drawDisks(section, vm, run) {
   const anySnapshot = volumes.some((v) => (v.snapshots || []).length);
   fill(section, h("h2", {}, "Disks and snapshots"),
     h("table", { class: "list", "data-testid": "disks" },
-      h("thead", {}, h("tr", {}, ["Volume", "Format", "Size", "On disk", "Snapshots"].map((c) => h("th", {}, c)))),
+      h("thead", {}, h("tr", {}, ["Volume", "Format", "Size", "On disk", "Snapshots", ""].map((c) => h("th", {}, c)))),
       h("tbody", {}, volumes.map((v) => h("tr", {},
         h("td", {}, v.volume), h("td", {}, v.format || "–"), h("td", { class: "num" }, fmtBytes(v.virtual_size)),
         h("td", { class: "num" }, fmtBytes(v.real_size)),
-        h("td", { "data-testid": "snapshots" }, v.error || (v.snapshots || []).map((s) => s.name).join(", ") || "none"))))),
+        h("td", { "data-testid": "snapshots" }, v.error || (v.snapshots || []).map((s) => s.name).join(", ") || "none"),
+        h("td", {}, v.error ? null : h("button", { onclick: () => run(`Download ${v.volume}`, () => downloadVolume(v.volume)) }, "Download")))))),
     vm.disks.length ? h("div", { class: "actions" }, snapName,
       h("button", { onclick: take }, "Take snapshot"),
       anySnapshot ? dangerButton("Revert to newest snapshot", revert) : null) : null);
