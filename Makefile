@@ -169,9 +169,10 @@ clean:
 # Real Linux guests (and the probe) under vireo-vmm inside the QEMU rig.
 # (VIREO_VMM is exported above for the Rust tests; the rig takes RIG_VMM, the
 # static build, by default.)
-test-rig: probe
+test-rig: probe rig-net-extra
 	$(MAKE) rig-test RIG_VMM=$(VMM_MUSL) PROBE_ELF=$(CURDIR)/$(PROBE_ELF) \
-	  RIG_TEST_JOBS="kvm-check probe linux-min-1 linux-min-4 linux-min-bzimage linux-debian linux-disk-net linux-snapshot linux-migrate"
+	  RIG_EXTRA=$(CURDIR)/$(RIG_NET_EXTRA) RIG_MODULES="$(RIG_NET_MODULES)" \
+	  RIG_TEST_JOBS="kvm-check probe linux-min-1 linux-min-4 linux-min-bzimage linux-debian linux-disk-net linux-snapshot linux-migrate net-vlan net-bond"
 
 # A Linux guest: on hardware KVM directly, else (PVM, no KVM) inside the rig.
 run-linux: vmm guest-kernel guest-initramfs

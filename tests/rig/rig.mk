@@ -32,6 +32,8 @@ PROBE_ELF ?=
 
 RIG_JOB ?= kvm-check
 RIG_ARGS ?=
+RIG_EXTRA ?=
+RIG_MODULES ?=
 RIG_TEST_JOBS ?= kvm-check linux-min-1 linux-min-4 linux-debian
 
 .PHONY: rig-deps guest-kernel guest-initramfs guest-direct-test rig-vmm rig-nfs-test \
@@ -68,9 +70,21 @@ endif
 # Cheap (a few seconds), so rebuilt every time rather than tracking inputs.
 # The probe goes in when it is built (the top-level Makefile names where; the
 # `probe` job needs it, the Linux jobs do not).
+# RIG_EXTRA / RIG_MODULES: a tree merged into the root and the modules to
+# load (make test-rig gives the network jobs' ones, see rig-net-extra).
 rig-initramfs: guest-kernel guest-initramfs rig-vmm
 	VIREO_VMM=$(RIG_VMM) GUEST_DIR=$(RIG_GUEST_DIR) PROBE_ELF=$(wildcard $(PROBE_ELF)) \
+	  RIG_EXTRA_DIR=$(RIG_EXTRA) RIG_MODULES="$(RIG_MODULES)" \
 	  $(RIG_SRC)/build-rig-initramfs.sh $(RIG_OUT)/rig-initramfs.cpio.gz
+
+# The network jobs (net-vlan, net-bond): iproute2's ip and the static
+# agent, CLI and init; 8021q, bonding and veth besides the usual modules.
+RIG_NET_EXTRA := $(RIG_OUT)/net-extra
+RIG_NET_MODULES := kvm-amd tun bridge veth 8021q bonding
+.PHONY: rig-net-extra
+rig-net-extra:
+	$(CARGO) build --release --target x86_64-unknown-linux-musl -p vireo-agent -p vireo-cli -p vireo-init
+	$(RIG_SRC)/build-net-extra.sh $(RIG_NET_EXTRA) target/x86_64-unknown-linux-musl/release
 
 # The same plus QEMU as the reference VMM, for the jobs that compare them.
 RIG_BENCH_INITRAMFS := $(RIG_OUT)/rig-initramfs-bench.cpio.gz
