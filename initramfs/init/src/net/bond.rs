@@ -85,8 +85,8 @@ pub fn parse(value: &str) -> Result<BondSpec, String> {
 }
 
 /// Makes the bond (or takes the one there), enslaves its links (each
-/// brought down first: the kernel enslaves only links that are down) and
-/// brings it up. A link that is missing or refused is logged and skipped;
+/// brought down first: the kernel enslaves only links that are down, and
+/// opens them itself) and brings it up. A link that is missing or refused is logged and skipped;
 /// a bond left without links is an error.
 pub async fn create(h: &Handle, bond: &BondSpec) -> Result<(), String> {
     let settings = || {
@@ -132,7 +132,9 @@ async fn enslave(h: &Handle, nic: &str, bond: u32) -> Result<(), String> {
         .execute()
         .await
         .map_err(|e| format!("{nic}: {e}"))?;
-    let join = LinkUnspec::new_with_name(nic).controller(bond).up().build();
+    // No `up` in this message: the kernel applies flags before the master,
+    // and refuses to enslave a link that is up; the bond opens it itself.
+    let join = LinkUnspec::new_with_name(nic).controller(bond).build();
     h.link()
         .set(join)
         .execute()
