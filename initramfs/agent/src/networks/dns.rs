@@ -141,13 +141,18 @@ mod tests {
             Some("192.0.2.53:53".parse().unwrap())
         );
         assert_eq!(first_nameserver("search lan\n"), None);
-        assert_eq!(parse_server("10.0.0.1"), Some("10.0.0.1:53".parse().unwrap()));
+        assert_eq!(
+            parse_server("10.0.0.1"),
+            Some("10.0.0.1:53".parse().unwrap())
+        );
         assert_eq!(
             parse_server("10.0.0.1:5353"),
             Some("10.0.0.1:5353".parse().unwrap())
         );
         // id 0xabcd, RD set, one question.
-        let query = [0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'f', b'o', b'o'];
+        let query = [
+            0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'f', b'o', b'o',
+        ];
         let fail = servfail(&query);
         assert_eq!(fail, [0xab, 0xcd, 0x81, 0x82, 0, 0, 0, 0, 0, 0, 0, 0]);
     }

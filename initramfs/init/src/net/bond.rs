@@ -29,6 +29,15 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// As written in `vireo.bond=`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::ActiveBackup => "active-backup",
+            Mode::BalanceRr => "balance-rr",
+            Mode::Lacp => "802.3ad",
+        }
+    }
+
     fn netlink(self) -> BondMode {
         match self {
             Mode::ActiveBackup => BondMode::ActiveBackup,
@@ -57,16 +66,11 @@ pub fn parse(value: &str) -> Result<BondSpec, String> {
     if !valid_ifname(name) {
         return Err(format!("'{name}' is not an interface name"));
     }
-    let mode = match mode {
-        "active-backup" => Mode::ActiveBackup,
-        "balance-rr" => Mode::BalanceRr,
-        "802.3ad" => Mode::Lacp,
-        other => {
-            return Err(format!(
-                "mode '{other}': use active-backup, balance-rr or 802.3ad"
-            ))
-        }
-    };
+    let modes = [Mode::ActiveBackup, Mode::BalanceRr, Mode::Lacp];
+    let mode = modes
+        .into_iter()
+        .find(|m| m.name() == mode)
+        .ok_or_else(|| format!("mode '{mode}': use active-backup, balance-rr or 802.3ad"))?;
     let nics: Vec<String> = nics.split(',').map(str::to_string).collect();
     if let Some(bad) = nics.iter().find(|n| !valid_ifname(n) || *n == name) {
         return Err(format!("'{bad}' cannot be a link of bond {name}"));
@@ -154,7 +158,9 @@ mod tests {
         assert_eq!(b.nics, ["eno1", "eno2"]);
         assert_eq!(parse("b1:802.3ad:a,b,c").unwrap().mode, Mode::Lacp);
         assert_eq!(parse("b1:balance-rr:a").unwrap().mode, Mode::BalanceRr);
-        assert!(parse("bond0:active-backup").unwrap_err().contains("NAME:MODE"));
+        assert!(parse("bond0:active-backup")
+            .unwrap_err()
+            .contains("NAME:MODE"));
         assert!(parse("bond0:xor:a,b").unwrap_err().contains("mode 'xor'"));
         assert!(parse("bond0:balance-rr:a,a").unwrap_err().contains("twice"));
         assert!(parse("bond0:balance-rr:a,,b").is_err());

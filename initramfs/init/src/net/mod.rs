@@ -116,7 +116,8 @@ async fn make_bonds(h: &Handle, bonds: &[bond::BondSpec], loader: &Loader) -> Ve
     for b in bonds {
         match bond::create(h, b).await {
             Ok(()) => {
-                log!("network: bond {} ({:?}) over {}", b.name, b.mode, b.nics.join(","));
+                let (mode, nics) = (b.mode.name(), b.nics.join(","));
+                log!("network: bond {} ({mode}) over {nics}", b.name);
                 made.push(b.name.clone());
             }
             Err(e) => log!("network: {e}"),
