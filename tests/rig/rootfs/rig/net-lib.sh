@@ -41,6 +41,14 @@ net_guest() {
 net_rx() { $IP netns exec "$1" cat "/sys/class/net/$2/statistics/rx_packets"; }
 net_tx() { $IP netns exec "$1" cat "/sys/class/net/$2/statistics/tx_packets"; }
 
+# net_echos NS: ICMP echo requests the namespace's IP layer has received
+# (Icmp InEchos of /proc/net/snmp): only the frames a check sends, unlike
+# an interface's counter, which also moves with ARP probes of earlier
+# traffic.
+net_echos() {
+  $IP netns exec "$1" awk '/^Icmp:/ { if (!c) { for (i = 1; i <= NF; i++) if ($i == "InEchos") c = i } else print $c }' /proc/net/snmp
+}
+
 # net_mac NS IFACE
 net_mac() { $IP netns exec "$1" cat "/sys/class/net/$2/address"; }
 

@@ -5,8 +5,8 @@
 # address in the same subnet 10.9.0.0/24, so only the 802.1Q tag keeps them
 # apart. Counted: frames sent within a VLAN all arrive; unicast frames sent
 # straight to the MAC of a host on the other VLAN (a permanent neighbour
-# entry, so no ARP is needed) arrive nowhere: the receiver's rx counter
-# does not move.
+# entry, so no ARP is needed) arrive nowhere: the receiver's count of
+# echo requests received does not move.
 . /rig/lib.sh
 . /rig/net-lib.sh
 N=100
@@ -53,19 +53,19 @@ done
 leak() {
   $IP -n "$1" neigh replace "$5" lladdr "$(net_mac "$3" "$4")" dev "$2" nud permanent
   local tx0 rx0 tx1 rx1
-  tx0=$(net_tx "$1" "$2"); rx0=$(net_rx "$3" "$4")
+  tx0=$(net_tx "$1" "$2"); rx0=$(net_echos "$3")
   $IP netns exec "$1" busybox ping -q -c $N -i 0.01 -W 1 "$5" >/dev/null 2>&1
   sleep 0.5
-  tx1=$(net_tx "$1" "$2"); rx1=$(net_rx "$3" "$4")
+  tx1=$(net_tx "$1" "$2"); rx1=$(net_echos "$3")
   echo "RIG $1 -> $3 ($5): sent=$((tx1 - tx0)) arrived=$((rx1 - rx0))"
   [ $((tx1 - tx0)) -ge $N ] || fail "$1 did not send its $N frames"
   [ $((rx1 - rx0)) = 0 ] || fail "$((rx1 - rx0)) frames crossed from $1 to $3"
 }
 # The control: the same method within a VLAN delivers every frame.
 $IP -n g10 neigh replace 10.9.0.21 lladdr "$(net_mac far10 trp.10)" dev g10e nud permanent
-rx0=$(net_rx far10 trp.10)
+rx0=$(net_echos far10)
 $IP netns exec g10 busybox ping -q -c $N -i 0.01 -W 1 10.9.0.21 >/dev/null 2>&1
-got=$(( $(net_rx far10 trp.10) - rx0 ))
+got=$(( $(net_echos far10) - rx0 ))
 echo "RIG g10 -> far10 (same VLAN, unicast to its MAC): arrived=$got of $N"
 [ "$got" -ge $N ] || fail "only $got/$N frames arrived within VLAN 10"
 leak g10 g10e far20 trp.20 10.9.0.22
