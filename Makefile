@@ -121,7 +121,7 @@ test-probe: vmm vmm-seccomp-hook vmm-musl probe
 	# snapshots and overlays once more with it.
 	VIREO_VMM=$(CURDIR)/$(VMM_MUSL) $(CARGO) test -p vireo-tests --test virtio_blk --test virtio_net \
 	  --test orderly_stop --test snapshot --test disk_layers
-	$(CARGO) test -p vireo-agent --test api --test auth --test openapi --test storage --test backup --test vm_lifecycle --test vm_scale --test vm_bootdisk --test vm_jail --test networks --test networks_l2
+	$(CARGO) test -p vireo-agent --test api --test auth --test openapi --test storage --test backup --test vm_lifecycle --test vm_scale --test vm_bootdisk --test networks --test networks_l2
 	$(CARGO) build -p vireo-agent --bin vireo-agent
 	$(CARGO) test -p vireo-cli
 
@@ -169,9 +169,10 @@ clean:
 # Real Linux guests (and the probe) under vireo-vmm inside the QEMU rig.
 # (VIREO_VMM is exported above for the Rust tests; the rig takes RIG_VMM, the
 # static build, by default.)
-test-rig: probe
-	$(MAKE) rig-test RIG_VMM=$(VMM_MUSL) PROBE_ELF=$(CURDIR)/$(PROBE_ELF) RIG_WITH_NFS=1 \
-	  RIG_TEST_JOBS="kvm-check probe linux-min-1 linux-min-4 linux-min-bzimage linux-debian linux-disk-net linux-snapshot linux-migrate nfs-pool"
+test-rig: probe rig-test-extra
+	$(MAKE) rig-test RIG_VMM=$(VMM_MUSL) PROBE_ELF=$(CURDIR)/$(PROBE_ELF) \
+	  RIG_EXTRA=$(CURDIR)/$(RIG_TEST_EXTRA) RIG_MODULES="$(RIG_TEST_MODULES)" \
+	  RIG_TEST_JOBS="kvm-check probe linux-min-1 linux-min-4 linux-min-bzimage linux-debian linux-disk-net linux-snapshot linux-migrate net-vlan net-bond nfs-pool"
 
 # A Linux guest: on hardware KVM directly, else (PVM, no KVM) inside the rig.
 run-linux: vmm guest-kernel guest-initramfs

@@ -47,3 +47,15 @@ rig_stage_qemu_ref() {
   cp "$here/qemu-ref-vmm.sh" "$dir/usr/bin/qemu-ref-vmm"
   chmod 755 "$dir/usr/bin/qemu-ref-vmm"
 }
+
+# rig_stage_prog DIR PROG DEST: a dynamically linked program at DEST under
+# DIR, with every library ldd names and the loader at the paths it loads
+# them from.
+rig_stage_prog() {
+  local dir=$1 prog=$2 dest=$3 lib
+  install -D -m 755 "$prog" "$dir$dest"
+  ldd "$prog" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' |
+    while read -r lib; do
+      [[ -e $dir$lib ]] || install -D -m 755 "$(readlink -f "$lib")" "$dir$lib"
+    done
+}

@@ -32,9 +32,11 @@ PROBE_ELF ?=
 
 RIG_JOB ?= kvm-check
 RIG_ARGS ?=
+RIG_EXTRA ?=
+RIG_MODULES ?=
 RIG_TEST_JOBS ?= kvm-check linux-min-1 linux-min-4 linux-debian
 
-.PHONY: rig-deps guest-kernel guest-initramfs guest-direct-test rig-vmm rig-nfs-test rig-nfs-extra \
+.PHONY: rig-deps guest-kernel guest-initramfs guest-direct-test rig-vmm rig-nfs-test rig-nfs-extra rig-test-extra \
         rig-initramfs rig-bench-initramfs rig-run rig-test rig-selftest rig-bench rig-profile
 
 rig-deps:
@@ -68,16 +70,29 @@ endif
 # Cheap (a few seconds), so rebuilt every time rather than tracking inputs.
 # The probe goes in when it is built (the top-level Makefile names where; the
 # `probe` job needs it, the Linux jobs do not).
-# RIG_WITH_NFS=1 (make test-rig) adds the nfs-pool job's tools and modules,
-# so that job shares the Linux jobs' boot instead of booting a rig of its own.
-RIG_BASE_MODULES := kvm-amd tun bridge
-RIG_NFS_MODULES := nfsd nfsv4 veth
-RIG_NFS_EXTRA := $(RIG_OUT)/nfs-extra
-rig-initramfs: guest-kernel guest-initramfs rig-vmm $(if $(RIG_WITH_NFS),rig-nfs-extra)
+# RIG_EXTRA / RIG_MODULES: a tree merged into the root and the modules to
+# load (make test-rig gives the network jobs' ones, see rig-net-extra).
+rig-initramfs: guest-kernel guest-initramfs rig-vmm
 	VIREO_VMM=$(RIG_VMM) GUEST_DIR=$(RIG_GUEST_DIR) PROBE_ELF=$(wildcard $(PROBE_ELF)) \
-	  RIG_MODULES="$(RIG_BASE_MODULES) $(if $(RIG_WITH_NFS),$(RIG_NFS_MODULES))" \
-	  RIG_EXTRA_DIR=$(if $(RIG_WITH_NFS),$(RIG_NFS_EXTRA)) \
+	  RIG_EXTRA_DIR=$(RIG_EXTRA) RIG_MODULES="$(RIG_MODULES)" \
 	  $(RIG_SRC)/build-rig-initramfs.sh $(RIG_OUT)/rig-initramfs.cpio.gz
+
+# The network jobs (net-vlan, net-bond): iproute2's ip and the static
+# agent, CLI and init; 8021q, bonding and veth besides the usual modules.
+RIG_NET_EXTRA := $(RIG_OUT)/net-extra
+RIG_NET_MODULES := kvm-amd tun bridge veth 8021q bonding
+.PHONY: rig-net-extra
+rig-net-extra:
+	$(CARGO) build --release --target x86_64-unknown-linux-musl -p vireo-agent -p vireo-cli -p vireo-init
+	$(RIG_SRC)/build-net-extra.sh $(RIG_NET_EXTRA) target/x86_64-unknown-linux-musl/release
+
+# make test-rig's one boot carries both the network jobs' tree and the
+# nfs-pool job's (nfs-utils' server side; see rig-nfs-test below).
+RIG_TEST_EXTRA := $(RIG_OUT)/test-extra
+RIG_TEST_MODULES := $(RIG_NET_MODULES) nfsd nfsv4
+rig-test-extra: rig-net-extra rig-nfs-extra
+	rm -rf $(RIG_TEST_EXTRA) && mkdir -p $(RIG_TEST_EXTRA)
+	cp -a $(RIG_NET_EXTRA)/. $(RIG_NFS_EXTRA)/. $(RIG_TEST_EXTRA)/
 
 # The same plus QEMU as the reference VMM, for the jobs that compare them.
 RIG_BENCH_INITRAMFS := $(RIG_OUT)/rig-initramfs-bench.cpio.gz
@@ -119,9 +134,10 @@ rig-selftest: guest-kernel guest-initramfs
 # Storage on NFS (docs/storage.md): a rig of its own with the NFS client and
 # server modules, nfs-utils' server programs and the static agent and CLI;
 # no Linux guests (the probe writes the disk). See jobs/nfs-pool.sh.
-# make test-rig runs the same job in its shared boot (RIG_WITH_NFS=1); this
-# target is the job alone, for working on it.
+# make test-rig runs the same job in its shared boot; this target is the job
+# alone, for working on it.
 RIG_NFS_OUT := $(RIG_OUT)/rig-nfs.cpio.gz
+RIG_NFS_EXTRA := $(RIG_OUT)/nfs-extra
 rig-nfs-extra:
 	$(CARGO) build --release --target x86_64-unknown-linux-musl -p vireo-agent -p vireo-cli
 	$(RIG_SRC)/build-nfs-extra.sh $(RIG_NFS_EXTRA) \
@@ -130,7 +146,7 @@ rig-nfs-extra:
 rig-nfs-test: probe rig-nfs-extra
 	$(CARGO) build --release --target x86_64-unknown-linux-musl -p vireo-vmm
 	VIREO_VMM=$(RIG_VMM_MUSL) GUEST_DIR=none PROBE_ELF=$(PROBE_ELF) RIG_EXTRA_DIR=$(RIG_NFS_EXTRA) \
-	  RIG_MODULES="kvm-amd $(RIG_NFS_MODULES)" $(RIG_SRC)/build-rig-initramfs.sh $(RIG_NFS_OUT)
+	  RIG_MODULES="kvm-amd nfsd nfsv4 veth" $(RIG_SRC)/build-rig-initramfs.sh $(RIG_NFS_OUT)
 	BUILD=$(BUILD) RIG_INITRAMFS=$(RIG_NFS_OUT) $(RIG_SRC)/run-rig.sh nfs-pool
 
 # The agent boots a Debian system disk from its own disk inside the rig, to

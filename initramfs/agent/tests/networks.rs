@@ -177,6 +177,9 @@ fn nat_guests_get_leases_reach_the_internet_masqueraded_and_keep_their_address()
     let lab = Lab::new("nn");
     lab.enter_node();
     let node = Node::new("net-nat");
+    // The node's resolver, for the agent's DNS forwarder: the internet
+    // namespace (the agents this test starts inherit it).
+    std::env::set_var("VIREO_DNS_UPSTREAM", INTERNET_IP);
     let mut agent = node.agent(&[]);
     agent.ok(
         "POST",
@@ -207,6 +210,9 @@ fn nat_guests_get_leases_reach_the_internet_masqueraded_and_keep_their_address()
         })
         .collect();
     assert!(leased.contains(&(g1.mac.clone(), ip1.clone())), "{leases}");
+    let dns = std::fs::read_to_string(node.dir.join("udhcpc.dns")).unwrap_or_default();
+    assert_eq!(dns.trim(), "10.77.0.1", "the DNS server in the lease");
+    names_resolve_through_the_gateway(&lab, &g1);
 
     // Out to the internet namespace, which has no route back to 10.77.0.0/24:
     // the answers come only because the node masquerades.
@@ -589,4 +595,75 @@ fn bridge_networks_over_a_free_link_and_over_an_existing_bridge(lab: &Lab, agent
     assert!(lab.has_link("vmbr0"), "the node's own bridge stays");
     lab.node.ip("link del vmbr0");
     lab.node.ip("link del lan0");
+}
+
+/// What the internet's resolver answers to every A query.
+const DNS_ANSWER: [u8; 4] = [192, 0, 2, 80];
+
+/// A guest's name lookup through the forwarder on the gateway: the query
+/// reaches the internet's resolver from the node's uplink address, and the
+/// answer comes back to the guest.
+fn names_resolve_through_the_gateway(lab: &Lab, guest: &net_common::StandIn) {
+    let resolver = dns_server(&lab.internet.name);
+    let (ok, out) = guest.exec(&["busybox", "nslookup", "host.vireo.test", "10.77.0.1"]);
+    let sources = resolver.join().unwrap();
+    let answer = std::net::Ipv4Addr::from(DNS_ANSWER).to_string();
+    assert!(ok && out.contains(&answer), "nslookup: {out}");
+    assert!(
+        !sources.is_empty() && sources.iter().all(|s| s == NODE_UPLINK_IP),
+        "the resolver saw queries from {sources:?}"
+    );
+}
+
+/// A DNS server on the internet namespace's port 53: every A query gets
+/// DNS_ANSWER, other types an empty answer; it stops a second after its
+/// first A answer (or after 8 s). The sources of the queries it saw.
+fn dns_server(ns: &str) -> std::thread::JoinHandle<Vec<String>> {
+    let ns = ns.to_string();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        net_common::enter(&ns);
+        let sock = std::net::UdpSocket::bind((INTERNET_IP, 53)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        ready_tx.send(()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(8);
+        let (mut sources, mut answered) = (Vec::new(), false);
+        let mut buf = [0u8; 512];
+        while std::time::Instant::now() < deadline {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                if answered {
+                    break;
+                }
+                continue;
+            };
+            sources.push(from.ip().to_string());
+            if let Some((reply, is_a)) = dns_reply(&buf[..n]) {
+                sock.send_to(&reply, from).unwrap();
+                answered |= is_a;
+            }
+        }
+        sources
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    thread
+}
+
+/// The answer to a one-question query, and whether it was for an A record.
+fn dns_reply(query: &[u8]) -> Option<(Vec<u8>, bool)> {
+    let mut at = 12;
+    while *query.get(at)? != 0 {
+        at += 1 + usize::from(query[at]);
+    }
+    let question_end = at + 5;
+    let qtype = u16::from_be_bytes([*query.get(at + 1)?, *query.get(at + 2)?]);
+    let is_a = qtype == 1;
+    let mut reply = query[..2].to_vec();
+    reply.extend([0x81, 0x80, 0, 1, 0, u8::from(is_a), 0, 0, 0, 0]);
+    reply.extend(query.get(12..question_end)?);
+    if is_a {
+        // A pointer to the question's name, A, IN, TTL 60, 4 bytes.
+        reply.extend([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        reply.extend(DNS_ANSWER);
+    }
+    Some((reply, is_a))
 }

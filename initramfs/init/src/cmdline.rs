@@ -4,6 +4,8 @@
 
 use std::net::Ipv4Addr;
 
+use crate::net::bond::{self, BondSpec};
+
 /// How the uplink gets its IPv4 address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetConfig {
@@ -39,6 +41,9 @@ pub struct Cmdline {
     /// `vireo.cluster=ADDR[:PORT]` with `vireo.join_token=T`: join that
     /// member's cluster at boot unless this node is in a cluster already.
     pub cluster_join: Option<ClusterJoin>,
+    /// `vireo.bond=NAME:MODE:NIC1,NIC2` (once per bond): made before vmbr0,
+    /// the first one is the uplink unless `vireo.ip=` names another.
+    pub bonds: Vec<BondSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +62,7 @@ impl Default for Cmdline {
             agent_listen: None,
             admin_token: None,
             cluster_join: None,
+            bonds: Vec::new(),
         }
     }
 }
@@ -113,6 +119,10 @@ pub fn parse(text: &str) -> (Cmdline, Vec<String>) {
             "vireo.cluster" => member = Some(value.to_string()),
             "vireo.join_token" => token = Some(value.to_string()),
             "vireo.ip" => vireo_ip = Some(value.to_string()),
+            "vireo.bond" => match bond::parse(value) {
+                Ok(b) => cmd.bonds.push(b),
+                Err(e) => warnings.push(format!("ignoring vireo.bond={value:?}: {e}")),
+            },
             "ip" => kernel_ip = Some(value.to_string()),
             k if k.starts_with("vireo.") => warnings.push(format!("unknown option {word:?}")),
             _ => {}
@@ -134,6 +144,14 @@ pub fn parse(text: &str) -> (Cmdline, Vec<String>) {
             }
             Err(e) => warnings.push(format!("ip={v:?}: {e}; using DHCP")),
         }
+    }
+    if let (Some(first), NetConfig::Dhcp { iface: None }) = (cmd.bonds.first(), &cmd.net) {
+        cmd.net = NetConfig::Dhcp {
+            iface: Some(first.name.clone()),
+        };
+    }
+    if let (Some(first), NetConfig::Static(s)) = (cmd.bonds.first(), &mut cmd.net) {
+        s.iface.get_or_insert_with(|| first.name.clone());
     }
     (cmd, warnings)
 }
@@ -360,6 +378,29 @@ mod tests {
         let (c, _) = parse("ip=10.0.0.5::::kname:: vireo.ip=dhcp vireo.hostname=vname");
         assert_eq!(c.net, NetConfig::Dhcp { iface: None });
         assert_eq!(c.hostname.as_deref(), Some("vname"));
+    }
+
+    #[test]
+    fn bonds_become_the_uplink() {
+        let (c, w) = parse("vireo.bond=bond0:active-backup:eno1,eno2 vireo.bond=b1:xor:a");
+        assert_eq!(c.bonds.len(), 1);
+        assert!(w[0].contains("mode 'xor'"), "{w:?}");
+        assert_eq!(
+            c.net,
+            NetConfig::Dhcp {
+                iface: Some("bond0".into())
+            }
+        );
+        let (c, _) = parse("vireo.bond=bond0:balance-rr:a,b vireo.ip=10.0.0.2/24");
+        let NetConfig::Static(s) = c.net else {
+            panic!("static expected")
+        };
+        assert_eq!(s.iface.as_deref(), Some("bond0"));
+        let (c, _) = parse("vireo.bond=bond0:balance-rr:a,b vireo.ip=10.0.0.2/24,,eth9");
+        let NetConfig::Static(s) = c.net else {
+            panic!("static expected")
+        };
+        assert_eq!(s.iface.as_deref(), Some("eth9"));
     }
 
     #[test]

@@ -56,6 +56,9 @@ fn main() {
     if args.first().is_some_and(|a| a.ends_with("modprobe")) {
         std::process::exit(modules::modprobe_main(&args[1..]));
     }
+    if args.get(1).map(String::as_str) == Some("--net-only") {
+        std::process::exit(net::run_foreground(&args[2..].join(" ")));
+    }
     if std::process::id() != 1 {
         eprintln!("vireo-init: must run as PID 1 (the appliance's /init)");
         std::process::exit(1);
@@ -90,7 +93,7 @@ fn main() {
         }
     }
     power::watch_power_button(loader.clone());
-    net::spawn(cmd.net.clone(), loader.clone());
+    net::spawn(&cmd, loader.clone());
     mounts.state(&loader);
 
     let mut services = start_services(&cmd);

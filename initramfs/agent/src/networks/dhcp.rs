@@ -284,8 +284,11 @@ impl Pool {
         if kind != MessageType::Nak {
             opts.insert(DhcpOption::SubnetMask(Ipv4Addr::from(self.subnet.mask())));
             opts.insert(DhcpOption::AddressLeaseTime(LEASE_SECS));
+            // On nat networks the node is the guests' router and resolver
+            // (the DNS forwarder, `dns.rs`).
             if self.router {
                 opts.insert(DhcpOption::Router(vec![gw]));
+                opts.insert(DhcpOption::DomainNameServer(vec![gw]));
             }
         }
         let mut buf = Vec::with_capacity(300);

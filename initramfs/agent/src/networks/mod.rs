@@ -1,7 +1,8 @@
 //! The node's networks: definitions (`spec`), one JSON file each in
 //! `STATE/networks/NAME.json`; how they are made on the node (`apply`,
 //! `link`, `firewall`); the guest ports VMs attach to them (`ports`); the
-//! DHCP server of nat, isolated and private networks (`dhcp`); the REST
+//! DHCP server of nat, isolated and private networks (`dhcp`) and the DNS
+//! forwarder of nat ones (`dns`); the REST
 //! routes (`routes`).
 //!
 //! Locking: `op` (an async mutex) serialises every change to the node's
@@ -10,6 +11,7 @@
 
 pub mod apply;
 pub mod dhcp;
+pub mod dns;
 pub mod firewall;
 pub mod forwards;
 pub mod link;
@@ -38,6 +40,7 @@ struct Inner {
     defs: Mutex<BTreeMap<String, NetworkSpec>>,
     ports: Mutex<Vec<ports::PortRecord>>,
     dhcp: Mutex<BTreeMap<String, dhcp::Server>>,
+    dns: Mutex<BTreeMap<String, dns::Forwarder>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -76,6 +79,7 @@ impl Networks {
                 defs: Mutex::new(defs),
                 ports: Mutex::new(ports),
                 dhcp: Mutex::new(BTreeMap::new()),
+                dns: Mutex::new(BTreeMap::new()),
             }),
         })
     }
@@ -95,6 +99,7 @@ impl Networks {
                 eprintln!("vireo-agent: network '{}': port forwards: {e}", spec.name);
             }
             self.start_dhcp(&spec);
+            self.start_dns(&spec);
         }
         for network in self.specs().iter().map(|s| s.name.clone()) {
             if let Err(e) = self.refresh_tenant_rules(&network).await {
@@ -160,6 +165,7 @@ impl Networks {
         }
         lock(&self.inner.defs).insert(spec.name.clone(), spec.clone());
         self.start_dhcp(&spec);
+        self.start_dns(&spec);
         Ok(self.info(spec))
     }
 
@@ -182,6 +188,7 @@ impl Networks {
         if let Some(server) = lock(&self.inner.dhcp).remove(name) {
             server.stop();
         }
+        lock(&self.inner.dns).remove(name);
         let removed = apply::remove(&spec).await;
         let state = &self.inner.paths.state;
         std::fs::remove_file(dir(state).join(format!("{name}.json")))
@@ -202,6 +209,24 @@ impl Networks {
             )));
         }
         Ok(dhcp::read_leases(&self.inner.paths.state, name))
+    }
+
+    /// The DNS forwarder of a nat network, on its gateway address.
+    fn start_dns(&self, spec: &NetworkSpec) {
+        let Some(subnet) = spec::subnet_of(spec) else {
+            return;
+        };
+        if spec.kind != crate::net_types::NetworkKind::Nat
+            || lock(&self.inner.dns).contains_key(&spec.name)
+        {
+            return;
+        }
+        match dns::Forwarder::start(subnet.gateway()) {
+            Ok(f) => {
+                lock(&self.inner.dns).insert(spec.name.clone(), f);
+            }
+            Err(e) => eprintln!("vireo-agent: network '{}': {e}", spec.name),
+        }
     }
 
     fn start_dhcp(&self, spec: &NetworkSpec) {

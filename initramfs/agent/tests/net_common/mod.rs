@@ -210,14 +210,16 @@ pub fn ping_in(ns: &str, ip: &str, count: u32) -> u32 {
         .unwrap_or_else(|| panic!("no ping summary: {text}"))
 }
 
-/// The udhcpc script: address (with mask) and default route on the link.
+/// The udhcpc script: address (with mask) and default route on the link;
+/// the lease's DNS servers written to `udhcpc.dns` beside it.
 pub fn udhcpc_script(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("udhcpc.sh");
     std::fs::write(
         &path,
         "#!/bin/sh\ncase \"$1\" in\n bound|renew)\n  ip addr flush dev \"$interface\"\n  \
          ip addr add \"$ip/$mask\" dev \"$interface\"\n  \
-         [ -n \"$router\" ] && ip route replace default via \"$router\" dev \"$interface\"\n  ;;\nesac\nexit 0\n",
+         [ -n \"$router\" ] && ip route replace default via \"$router\" dev \"$interface\"\n  \
+         echo \"$dns\" >\"${0%.sh}.dns\"\n  ;;\nesac\nexit 0\n",
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;

@@ -3,6 +3,7 @@
 //! thread with a current-thread tokio runtime (rtnetlink is async), so PID 1's
 //! main loop never waits on the network.
 
+pub mod bond;
 pub mod dhcp;
 pub mod link;
 
@@ -15,7 +16,7 @@ use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, Sockadd
 use rtnetlink::Handle;
 use tokio::net::UdpSocket;
 
-use crate::cmdline::{NetConfig, StaticIp};
+use crate::cmdline::{Cmdline, NetConfig, StaticIp};
 use crate::log;
 use crate::modules::Loader;
 
@@ -24,7 +25,8 @@ pub const BRIDGE: &str = "vmbr0";
 /// How long to wait for a link with carrier before taking the first one.
 const CARRIER_WAIT: Duration = Duration::from_secs(10);
 
-pub fn spawn(cfg: NetConfig, loader: Arc<Loader>) {
+pub fn spawn(cmd: &Cmdline, loader: Arc<Loader>) {
+    let (cfg, bonds) = (cmd.net.clone(), cmd.bonds.clone());
     let spawned = std::thread::Builder::new()
         .name("vireo-net".into())
         .spawn(move || {
@@ -35,7 +37,7 @@ pub fn spawn(cfg: NetConfig, loader: Arc<Loader>) {
                 Ok(rt) => rt,
                 Err(e) => return log!("network: no runtime: {e}"),
             };
-            if let Err(e) = rt.block_on(run(cfg, loader)) {
+            if let Err(e) = rt.block_on(run(cfg, &bonds, loader)) {
                 log!("network: {e}");
             }
         });
@@ -44,7 +46,36 @@ pub fn spawn(cfg: NetConfig, loader: Arc<Loader>) {
     }
 }
 
-async fn run(cfg: NetConfig, loader: Arc<Loader>) -> Result<(), String> {
+/// `vireo-init --net-only 'WORDS'`: only the network bring-up of the
+/// command line WORDS, in the foreground (static addresses: returns once
+/// applied; DHCP: keeps the lease renewed). For the QEMU rig's bond job and
+/// for trying a network option on a running node's namespace.
+pub fn run_foreground(words: &str) -> i32 {
+    let (cmd, warnings) = crate::cmdline::parse(words);
+    for w in &warnings {
+        log!("cmdline: {w}");
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log!("network: no runtime: {e}");
+            return 1;
+        }
+    };
+    let loader = Arc::new(Loader::open(true));
+    match rt.block_on(run(cmd.net, &cmd.bonds, loader)) {
+        Ok(()) => 0,
+        Err(e) => {
+            log!("network: {e}");
+            1
+        }
+    }
+}
+
+async fn run(cfg: NetConfig, bonds: &[bond::BondSpec], loader: Arc<Loader>) -> Result<(), String> {
     let (conn, h, _) = rtnetlink::new_connection().map_err(|e| format!("netlink: {e}"))?;
     tokio::spawn(conn);
     link::set_up(&h, "lo").await?;
@@ -57,7 +88,13 @@ async fn run(cfg: NetConfig, loader: Arc<Loader>) -> Result<(), String> {
         NetConfig::Static(s) => s.iface.clone(),
         NetConfig::Off => None,
     };
-    let uplink = find_uplink(&h, wanted.as_deref()).await?;
+    let made = make_bonds(&h, bonds, &loader).await;
+    let uplink = match wanted {
+        Some(w) if made.contains(&w) => w,
+        // Its bond could not be made: any NIC rather than no network.
+        Some(w) if bonds.iter().any(|b| b.name == w) => find_uplink(&h, None).await?,
+        w => find_uplink(&h, w.as_deref()).await?,
+    };
     let mac = link::mac_of(&uplink).ok_or(format!("{uplink}: no MAC address"))?;
     loader.load_logged("bridge");
     let br = link::bridge_over(&h, BRIDGE, &uplink, mac).await?;
@@ -66,6 +103,27 @@ async fn run(cfg: NetConfig, loader: Arc<Loader>) -> Result<(), String> {
         NetConfig::Static(s) => apply_static(&h, br, &s).await,
         _ => dhcp_forever(&h, br, mac).await,
     }
+}
+
+/// Makes every bond (before any NIC is brought up: links join a bond while
+/// down); returns the names of those made. A bond that fails is logged and
+/// left out, and the uplink is then chosen among the NICs as without it.
+async fn make_bonds(h: &Handle, bonds: &[bond::BondSpec], loader: &Loader) -> Vec<String> {
+    if !bonds.is_empty() {
+        loader.load_logged("bonding");
+    }
+    let mut made = Vec::new();
+    for b in bonds {
+        match bond::create(h, b).await {
+            Ok(()) => {
+                let (mode, nics) = (b.mode.name(), b.nics.join(","));
+                log!("network: bond {} ({mode}) over {nics}", b.name);
+                made.push(b.name.clone());
+            }
+            Err(e) => log!("network: {e}"),
+        }
+    }
+    made
 }
 
 /// Brings every physical NIC up (carrier is only reported on an up link),

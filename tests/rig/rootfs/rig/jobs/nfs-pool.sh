@@ -5,7 +5,7 @@
 # rewrites its disk in flushed generations, the link to the server goes
 # down: the guest must get an I/O error (the soft mount's timeouts), and the
 # agent must keep answering (its pool list within 10 s, /health at once).
-# Needs the rig built with RIG_WITH_NFS=1 (make test-rig) or `make rig-nfs-test` (nfsd, nfsv4 and veth
+# Needs the rig built by make test-rig (RIG_TEST_EXTRA) or `make rig-nfs-test` (nfsd, nfsv4 and veth
 # modules; rpc.nfsd, rpc.mountd, exportfs, ip, vireo-agent and vireo).
 . /rig/lib.sh
 IP=/usr/sbin/ip

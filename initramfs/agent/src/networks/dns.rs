@@ -1,0 +1,159 @@
+//! DNS for nat guests: a forwarder on the network's gateway address (UDP
+//! port 53), which the DHCP server hands out as the guests' resolver. Each
+//! query goes from a socket of its own to the node's resolver, and the
+//! answer whose id matches is relayed back; a query that gets no answer
+//! within 3 s, or arrives when no resolver is known, is answered SERVFAIL.
+//! The resolver: `VIREO_DNS_UPSTREAM` (ADDR or ADDR:PORT) if set, else the
+//! first IPv4 `nameserver` of /etc/resolv.conf (which vireo-init writes
+//! from its DHCP lease), read at every query so a new lease counts at once.
+//! Why not dnsmasq: it is not in the image, its DHCP side would clash with
+//! the agent's own server, and forwarding is a few dozen lines on tokio.
+//! Not done: DNS over TCP (a truncated answer makes the guest retry over
+//! TCP, which is not forwarded).
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
+
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
+/// Queries forwarded at once; more are dropped (the guest retries).
+const MAX_IN_FLIGHT: usize = 64;
+/// Room for EDNS answers.
+const MAX_MESSAGE: usize = 4096;
+/// The DNS header: id, flags, four counts.
+const HEADER: usize = 12;
+
+/// A running forwarder; dropping it stops it.
+pub struct Forwarder {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Forwarder {
+    pub fn start(gateway: Ipv4Addr) -> Result<Forwarder, String> {
+        let sock = std::net::UdpSocket::bind(SocketAddrV4::new(gateway, 53))
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .and_then(UdpSocket::from_std)
+            .map_err(|e| format!("DNS on {gateway}:53: {e}"))?;
+        let task = tokio::spawn(serve(Arc::new(sock), gateway));
+        Ok(Forwarder { task })
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(sock: Arc<UdpSocket>, gateway: Ipv4Addr) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        let Ok((n, client)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        if n < HEADER {
+            continue;
+        }
+        let query = buf[..n].to_vec();
+        let sock = sock.clone();
+        tokio::spawn(async move {
+            let answer = match upstream(gateway) {
+                Some(server) => ask(server, &query).await,
+                None => None,
+            };
+            let answer = answer.unwrap_or_else(|| servfail(&query));
+            let _ = sock.send_to(&answer, client).await;
+            drop(slot);
+        });
+    }
+}
+
+/// The resolver queries go to; never the forwarder itself.
+fn upstream(gateway: Ipv4Addr) -> Option<SocketAddr> {
+    let configured = std::env::var("VIREO_DNS_UPSTREAM").ok();
+    let server = match configured {
+        Some(v) => parse_server(&v),
+        None => first_nameserver(&std::fs::read_to_string("/etc/resolv.conf").ok()?),
+    }?;
+    (server.ip() != std::net::IpAddr::V4(gateway)).then_some(server)
+}
+
+fn parse_server(s: &str) -> Option<SocketAddr> {
+    s.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| Some(SocketAddr::new(s.parse().ok()?, 53)))
+}
+
+/// The first IPv4 `nameserver` line of a resolv.conf.
+fn first_nameserver(text: &str) -> Option<SocketAddr> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|v| v.trim().parse::<Ipv4Addr>().ok())
+        .map(|ip| SocketAddr::new(ip.into(), 53))
+        .next()
+}
+
+/// Sends the query from a fresh socket; the first answer with its id.
+async fn ask(server: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.ok()?;
+    sock.connect(server).await.ok()?;
+    sock.send(query).await.ok()?;
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    tokio::time::timeout(UPSTREAM_TIMEOUT, async {
+        loop {
+            let n = sock.recv(&mut buf).await.ok()?;
+            if n >= HEADER && buf[..2] == query[..2] {
+                return Some(buf[..n].to_vec());
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// A header-only answer: the query's id and opcode, QR and RA set, RD
+/// copied, RCODE 2 (server failure).
+fn servfail(query: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; HEADER];
+    out[..2].copy_from_slice(&query[..2]);
+    out[2] = 0x80 | (query[2] & 0x79);
+    out[3] = 0x80 | 2;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolvers_and_failures() {
+        let conf = "# generated\nsearch lan\nnameserver fe80::1\nnameserver 192.0.2.53\nnameserver 192.0.2.54\n";
+        assert_eq!(
+            first_nameserver(conf),
+            Some("192.0.2.53:53".parse().unwrap())
+        );
+        assert_eq!(first_nameserver("search lan\n"), None);
+        assert_eq!(
+            parse_server("10.0.0.1"),
+            Some("10.0.0.1:53".parse().unwrap())
+        );
+        assert_eq!(
+            parse_server("10.0.0.1:5353"),
+            Some("10.0.0.1:5353".parse().unwrap())
+        );
+        // id 0xabcd, RD set, one question.
+        let query = [
+            0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'f', b'o', b'o',
+        ];
+        let fail = servfail(&query);
+        assert_eq!(fail, [0xab, 0xcd, 0x81, 0x82, 0, 0, 0, 0, 0, 0, 0, 0]);
+    }
+}
