@@ -83,7 +83,8 @@ test-membership:
 # nodes under seeded chaos, and the cluster layer (issue 16): create/join/
 # leave with a real node (join.rs), group messaging (groups.rs), the store
 # (store.rs) and 16 nodes joined one by one (scale.rs); the agents' HA
-# with probe guests through /dev/kvm (ha.rs: needs the VMM and the probe).
+# with probe guests through /dev/kvm (ha.rs, migrate.rs, placement.rs: need the
+# VMM and the probe).
 test-cluster: cluster-bins vmm probe
 	$(CARGO) test -p vireo-cluster-tests --no-fail-fast
 

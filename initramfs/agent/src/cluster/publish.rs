@@ -8,13 +8,17 @@ use std::time::{Duration, Instant};
 
 use super::stats::Sampler;
 use super::{Cluster, NodeRecord, VmRecord};
+use crate::networks::Networks;
+use crate::storage::Storage;
 use crate::vm_types::VmState;
 use crate::vms::{now, Vms};
 
 const PUBLISH_EVERY: Duration = Duration::from_secs(2);
 
-#[derive(Default)]
 pub struct Publisher {
+    /// This node's pools and networks, published for placement.
+    storage: Storage,
+    networks: Networks,
     sampler: Sampler,
     last: Option<Instant>,
     /// Names already reported as defined on another node too.
@@ -24,6 +28,17 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    pub fn new((storage, networks): (Storage, Networks)) -> Publisher {
+        Publisher {
+            storage,
+            networks,
+            sampler: Sampler::default(),
+            last: None,
+            conflicts: BTreeSet::new(),
+            published: BTreeMap::new(),
+        }
+    }
+
     /// One step: only on the quorate side (elsewhere writes are refused).
     pub fn step(&mut self, cluster: &Cluster, vms: &Vms) {
         if !Cluster::quorate(&cluster.store().status()) {
@@ -52,6 +67,15 @@ impl Publisher {
                 .sample(&cluster.inner.dir.0, list.len() as u32, running),
             vms: vm_states(vms),
             updated: now(),
+            pools: Some(self.usable_pools()),
+            networks: Some(
+                self.networks
+                    .list()
+                    .into_iter()
+                    .map(|n| n.spec.name)
+                    .collect(),
+            ),
+            watchdog_error: cluster.watchdog_state().error,
         };
         self.published = record.vms.clone();
         let text = serde_json::to_string(&record).map_err(|e| e.to_string())?;
@@ -61,6 +85,15 @@ impl Publisher {
             .put(&key, &text, Some(cluster.me()))
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    fn usable_pools(&self) -> Vec<String> {
+        let pools = self.storage.pools().into_iter();
+        pools
+            .map(|p| self.storage.pool_info(p))
+            .filter(|p| p.available)
+            .map(|p| p.def.name)
+            .collect()
     }
 
     /// Local definitions → `vm/NAME` entries owned by this node; entries
@@ -116,8 +149,9 @@ fn vm_states(vms: &Vms) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// HA VMs that another node took over while this one was away (same VM:
-/// same identity, another owner) leave this node's definitions, stopped
+/// VMs that another node took over while this one was away (same VM:
+/// same identity, another owner: an HA takeover, or a migration whose
+/// hand-over this agent missed) leave this node's definitions, stopped
 /// first if a VMM still runs them, so nothing here starts them again.
 pub async fn drop_moved_away(cluster: &Cluster, vms: &Vms) {
     let Ok(stored) = cluster.vm_records() else {
@@ -127,7 +161,7 @@ pub async fn drop_moved_away(cluster: &Cluster, vms: &Vms) {
         let Some((owner, _, rec)) = stored.get(&info.spec.name) else {
             continue;
         };
-        if *owner == cluster.me() || rec.uuid != info.uuid || !info.spec.ha {
+        if *owner == cluster.me() || rec.uuid != info.uuid {
             continue;
         }
         eprintln!(
