@@ -254,7 +254,7 @@ fn pools_drains_watchdogs_and_migrations_that_do_not_end_well() {
     }
     let spec = json!({
         "name": "slow", "memory_mib": 64,
-        "boot": {"kind": "kernel", "kernel": probe, "cmdline": "probe.dirty=16:1"},
+        "boot": {"kind": "kernel", "kernel": probe, "cmdline": "probe.dirty=16:16"},
         "disks": [{"volume": "solo/slow.raw"}],
         "nics": [{"network": "lan"}],
     });
