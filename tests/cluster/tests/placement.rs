@@ -2,7 +2,8 @@
 //! migrations that do not end well:
 //!
 //! - a pool defined with `cluster: true` on node 1 shows up on nodes 2 and
-//!   3; removed on node 2, it goes from every node;
+//!   3; removed on node 2, it goes from every node; so does a network
+//!   (each node makes its bridge);
 //! - `vireo node drain node3`: every node's table says drained, node 3
 //!   refuses new VMs (define) and a migration to it; `vireo node undrain`
 //!   and it takes them again;
@@ -156,6 +157,67 @@ fn cluster_pools(lab: &Lab) {
     .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
 }
 
+fn networks_of(lab: &Lab, i: usize) -> Vec<String> {
+    let list = lab.agent(i).ok("GET", "/networks", None, 200).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["spec"]["name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// A network defined with `cluster: true` on node 1: every node makes its
+/// bridge; deleted on node 3, it goes from every node.
+fn cluster_networks(lab: &Lab) {
+    let net = json!({"name": "everywhere", "kind": "isolated", "cluster": true});
+    lab.agent(0)
+        .ok("POST", "/networks", Some(&net.to_string()), 201)
+        .unwrap();
+    let bridge = |i: usize| {
+        let ns = &lab.c.nodes[i].namespace;
+        let out = Command::new("ip")
+            .args(["-n", ns, "link", "show", "vr-everywhere"])
+            .output()
+            .unwrap();
+        out.status.success()
+    };
+    wait_until(WAIT, "the cluster network on every node", || {
+        let have: Vec<(bool, bool)> = (0..3)
+            .map(|i| {
+                (
+                    networks_of(lab, i).contains(&"everywhere".into()),
+                    bridge(i),
+                )
+            })
+            .collect();
+        have.iter()
+            .all(|h| h.0 && h.1)
+            .then_some(())
+            .ok_or(format!("{have:?}"))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    let (status, text) = lab
+        .agent(2)
+        .call("DELETE", "/networks/everywhere", None)
+        .unwrap();
+    assert!((200..300).contains(&status), "{status} {text}");
+    wait_until(WAIT, "the cluster network gone from every node", || {
+        let have: Vec<(bool, bool)> = (0..3)
+            .map(|i| {
+                (
+                    networks_of(lab, i).contains(&"everywhere".into()),
+                    bridge(i),
+                )
+            })
+            .collect();
+        have.iter()
+            .all(|h| !h.0 && !h.1)
+            .then_some(())
+            .ok_or(format!("{have:?}"))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+}
+
 fn drain_and_undrain(lab: &Lab, probe: &str) {
     let host = lab.agent(0).addr.to_string();
     let out = cli(
@@ -235,6 +297,7 @@ fn pools_drains_watchdogs_and_migrations_that_do_not_end_well() {
     let namespaces = lab.namespaces();
     let probe = std::env::var("VIREO_PROBE").unwrap();
     cluster_pools(&lab);
+    cluster_networks(&lab);
     drain_and_undrain(&lab, &probe);
     ha_needs_a_watchdog(&lab, &probe);
 

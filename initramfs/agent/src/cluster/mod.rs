@@ -16,7 +16,7 @@ mod migrate;
 pub mod placement;
 mod publish;
 pub mod routes;
-mod shared_pools;
+mod shared_defs;
 mod stats;
 pub mod watchdog;
 
@@ -286,15 +286,15 @@ impl Cluster {
     /// local definitions of HA VMs another node took over while this one
     /// was away (before anything autostarts), then publishes and runs HA.
     /// `ready` is called once that first step is done. Cluster-wide pools
-    /// are kept in step by a thread of their own (an NFS mount may take
-    /// long; HA must not wait for it).
+    /// and networks are kept in step by a thread of their own (an NFS mount
+    /// may take long; HA must not wait for it).
     pub fn start(
         &self,
         vms: Vms,
         local: (Storage, Networks),
         ready: impl FnOnce() + Send + 'static,
     ) {
-        self.sync_pools(local.0.clone());
+        self.sync_definitions(&vms, &local);
         let cluster = self.clone();
         let rt = tokio::runtime::Handle::current();
         let spawned = std::thread::Builder::new()
@@ -319,21 +319,26 @@ impl Cluster {
         }
     }
 
-    fn sync_pools(&self, storage: Storage) {
+    /// Keeps the cluster-wide pools and networks in step (shared_defs.rs).
+    fn sync_definitions(&self, vms: &Vms, (storage, networks): &(Storage, Networks)) {
         let cluster = self.clone();
+        let mut pools = shared_defs::DefSync::new(storage.clone());
+        let mut nets = shared_defs::DefSync::new(shared_defs::LocalNetworks {
+            networks: networks.clone(),
+            vms: vms.clone(),
+            rt: tokio::runtime::Handle::current(),
+        });
         let spawned = std::thread::Builder::new()
-            .name("vireo-pools".into())
-            .spawn(move || {
-                let mut sync = shared_pools::PoolSync::default();
-                loop {
-                    std::thread::sleep(STEP);
-                    if Cluster::quorate(&cluster.store().status()) {
-                        sync.step(&cluster, &storage);
-                    }
+            .name("vireo-shared".into())
+            .spawn(move || loop {
+                std::thread::sleep(STEP);
+                if Cluster::quorate(&cluster.store().status()) {
+                    pools.step(&cluster);
+                    nets.step(&cluster);
                 }
             });
         if let Err(e) = spawned {
-            eprintln!("vireo-agent: cannot start the cluster pools' thread: {e}");
+            eprintln!("vireo-agent: cannot start the shared definitions' thread: {e}");
         }
     }
 
