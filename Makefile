@@ -207,7 +207,8 @@ bench-vms: vmm probe
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench -- vms
 
 # Only the cluster rows: failover time corosync vs Vireo, broadcast throughput,
-# the store's latency, HA failover with the agents' default fencing.
+# the store's latency, HA failover with the agents' default fencing, and 3 and
+# 16 nodes with agents and 4 HA probe VMs each (joins, convergence, failover).
 bench-cluster: membershipd-release vmm probe
 	$(CARGO) build -p vireo-cli -p vireo-agent --bins
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench -- cluster
