@@ -119,6 +119,18 @@ impl Drop for Watch {
     }
 }
 
+/// The numbers that follow each `marker` in a console log, in order (the
+/// probe's generation counters: `blk stress gen=`, `dirty gen=`).
+pub fn counters(log: &str, marker: &str) -> Vec<u64> {
+    log.split(marker)
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
 pub fn stress_gens(log: &Path) -> usize {
     std::fs::read_to_string(log)
         .unwrap_or_default()

@@ -10,8 +10,8 @@
 //! - node 3's watchdog cannot be armed: an HA VM's start there is refused
 //!   with that reason and no VMM runs;
 //! - a VM whose disk is in pool `solo` (nodes 1 and 2) and whose NIC is on
-//!   network `lan` (nodes 1 and 2): a migration to node 3 is refused, first
-//!   for the pool, then, pool added, for the network;
+//!   network `lan` (nodes 1 and 2): a migration to node 3 fails, first for
+//!   the pool, then, pool added, for the network, node 3 keeping nothing;
 //! - a migration to node 2 capped at 1 Mbit/s shows progress and is
 //!   cancelled by `vireo vm migrate NAME --cancel`: the guest (the probe
 //!   dirtying memory and checking every page it wrote) goes on at node 1,
@@ -41,13 +41,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// The generations `PROBE dirty gen=N ok` a console log shows.
 fn dirty_gens(log: &str) -> Vec<u64> {
-    log.split("dirty gen=")
-        .skip(1)
-        .filter_map(|rest| {
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse().ok()
-        })
-        .collect()
+    vireo_cluster_tests::ha_lab::counters(log, "dirty gen=")
 }
 
 /// The ports on node `i`'s bridge of network `net`.
@@ -101,6 +95,18 @@ fn start_migration(lab: &Lab, from: usize, vm: &str, body: Value) -> String {
         )
         .unwrap();
     task["id"].as_str().unwrap().to_string()
+}
+
+/// Waits until task `id` on node `i` ends; the task.
+fn finished(lab: &Lab, i: usize, id: &str) -> Value {
+    wait_until(WAIT, "the task to end", || {
+        let t = lab.agent(i).ok("GET", &format!("/tasks/{id}"), None, 200)?;
+        (t["state"] != "running")
+            .then_some(t.clone())
+            .ok_or(format!("{t}"))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()))
+    .0
 }
 
 /// Waits until task `id` on node `i` has sent some bytes and still runs.
@@ -181,41 +187,31 @@ fn cluster_networks(lab: &Lab) {
             .unwrap();
         out.status.success()
     };
-    wait_until(WAIT, "the cluster network on every node", || {
-        let have: Vec<(bool, bool)> = (0..3)
-            .map(|i| {
-                (
-                    networks_of(lab, i).contains(&"everywhere".into()),
-                    bridge(i),
-                )
-            })
-            .collect();
-        have.iter()
-            .all(|h| h.0 && h.1)
-            .then_some(())
-            .ok_or(format!("{have:?}"))
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    // Until every node has it (name and bridge) or none does.
+    let everywhere = |want: bool, what: &str| {
+        wait_until(WAIT, what, || {
+            let have: Vec<(bool, bool)> = (0..3)
+                .map(|i| {
+                    (
+                        networks_of(lab, i).contains(&"everywhere".into()),
+                        bridge(i),
+                    )
+                })
+                .collect();
+            have.iter()
+                .all(|h| h.0 == want && h.1 == want)
+                .then_some(())
+                .ok_or(format!("{have:?}"))
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    };
+    everywhere(true, "the cluster network on every node");
     let (status, text) = lab
         .agent(2)
         .call("DELETE", "/networks/everywhere", None)
         .unwrap();
     assert!((200..300).contains(&status), "{status} {text}");
-    wait_until(WAIT, "the cluster network gone from every node", || {
-        let have: Vec<(bool, bool)> = (0..3)
-            .map(|i| {
-                (
-                    networks_of(lab, i).contains(&"everywhere".into()),
-                    bridge(i),
-                )
-            })
-            .collect();
-        have.iter()
-            .all(|h| !h.0 && !h.1)
-            .then_some(())
-            .ok_or(format!("{have:?}"))
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    everywhere(false, "the cluster network gone from every node");
 }
 
 fn drain_and_undrain(lab: &Lab, probe: &str) {
@@ -335,27 +331,21 @@ fn pools_drains_watchdogs_and_migrations_that_do_not_end_well() {
         (n >= 1).then_some(()).ok_or(format!("{n} generations"))
     })
     .unwrap();
-    wait_until(WAIT, "node 1 publishes its pools", || {
-        let body = json!({"node": "node3"}).to_string();
-        let (status, text) = lab
-            .agent(0)
-            .call("POST", "/vms/slow/migrate", Some(&body))?;
-        (status == 409 && text.contains("node 'node3' has no pool 'solo'"))
-            .then_some(())
-            .ok_or(format!("{status} {text}"))
-    })
-    .unwrap();
+    // Node 3 has neither the pool nor the network: it refuses the VM (the
+    // task fails with its reason), and keeps nothing of it.
+    let refused_by_node3 = |want: &str| {
+        let id = start_migration(&lab, 0, "slow", json!({"node": "node3"}));
+        let done = finished(&lab, 0, &id);
+        let error = done["error"].as_str().unwrap_or_default();
+        assert!(
+            done["state"] == "failed" && error.contains("node3") && error.contains(want),
+            "{done}"
+        );
+        assert!(local_vms(&lab, 2).is_empty());
+    };
+    refused_by_node3("'solo'");
     lab.agent(2).ok("POST", "/pools", Some(&pool), 201).unwrap();
-    wait_until(WAIT, "node 3 publishes its new pool", || {
-        let body = json!({"node": "node3"}).to_string();
-        let (status, text) = lab
-            .agent(0)
-            .call("POST", "/vms/slow/migrate", Some(&body))?;
-        (status == 409 && text.contains("node 'node3' has no network 'lan'"))
-            .then_some(())
-            .ok_or(format!("{status} {text}"))
-    })
-    .unwrap();
+    refused_by_node3("'lan'");
     assert!(local_vms(&lab, 2).is_empty());
 
     // Capped at 1 Mbit/s, the 16 MiB take minutes: cancelled midway.

@@ -289,7 +289,12 @@ impl Cluster {
         if !Cluster::view_nodes(&self.store().status()).contains(&id) {
             return Err(ApiError::unavailable(format!("node '{node}' is offline")));
         }
-        if let Some(why) = self.unfit(id, &rec, spec, &self.drained()?) {
+        // Its pools and networks are checked by the destination itself
+        // when asked to take the VM (what it last published may lag a
+        // definition made a moment ago).
+        let mut known = rec.clone();
+        (known.pools, known.networks) = (None, None);
+        if let Some(why) = self.unfit(id, &known, spec, &self.drained()?) {
             return Err(ApiError::conflict(format!("cannot migrate there: {why}")));
         }
         Ok(Destination {

@@ -25,6 +25,8 @@ pub struct Publisher {
     conflicts: BTreeSet<String>,
     /// The VM states last published: a change is published at once.
     published: BTreeMap<String, String>,
+    /// The pools and networks last published: so is a change of those.
+    places: (Vec<String>, Vec<String>),
 }
 
 impl Publisher {
@@ -36,6 +38,7 @@ impl Publisher {
             last: None,
             conflicts: BTreeSet::new(),
             published: BTreeMap::new(),
+            places: Default::default(),
         }
     }
 
@@ -45,7 +48,12 @@ impl Publisher {
             return;
         }
         let states = vm_states(vms);
-        if self.last.is_none_or(|t| t.elapsed() >= PUBLISH_EVERY) || states != self.published {
+        let places = (self.usable_pools(), self.network_names());
+        if self.last.is_none_or(|t| t.elapsed() >= PUBLISH_EVERY)
+            || states != self.published
+            || places != self.places
+        {
+            self.places = places;
             self.last = Some(Instant::now());
             if let Err(e) = self.publish_node(cluster, vms) {
                 eprintln!("vireo-agent: publishing this node's record: {e}");
@@ -67,14 +75,8 @@ impl Publisher {
                 .sample(&cluster.inner.dir.0, list.len() as u32, running),
             vms: vm_states(vms),
             updated: now(),
-            pools: Some(self.usable_pools()),
-            networks: Some(
-                self.networks
-                    .list()
-                    .into_iter()
-                    .map(|n| n.spec.name)
-                    .collect(),
-            ),
+            pools: Some(self.places.0.clone()),
+            networks: Some(self.places.1.clone()),
             watchdog_error: cluster.watchdog_state().error,
         };
         self.published = record.vms.clone();
@@ -85,6 +87,14 @@ impl Publisher {
             .put(&key, &text, Some(cluster.me()))
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    fn network_names(&self) -> Vec<String> {
+        self.networks
+            .list()
+            .into_iter()
+            .map(|n| n.spec.name)
+            .collect()
     }
 
     fn usable_pools(&self) -> Vec<String> {

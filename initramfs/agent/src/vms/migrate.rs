@@ -70,21 +70,14 @@ impl Vms {
             .map_err(ApiError::unavailable)?;
         let disks = self.resolve_disks(&spec)?;
         // The VM's NICs join its networks here before the VMM opens them.
-        let networks = &self.inner.config.networks;
-        let owner = crate::networks::ports::Owner {
-            uuid: &slot.uuid,
-            name: &spec.name,
-            tenant: spec.tags.get("tenant").map(String::as_str),
-        };
-        let mut spec = spec.clone();
-        spec.nics = networks.attach(&owner, &spec.nics).await?;
+        let spec = self.attach_nics(slot, &spec).await?;
         let spawned = launch_args::incoming_args(slot, &spec, &disks, url)
             .map_err(ApiError::bad_request)
             .and_then(|args| self.spawn_vmm(slot, &spec.name, args));
         let mut run = match spawned {
             Ok(run) => run,
             Err(e) => {
-                networks.detach(&slot.uuid).await;
+                self.inner.config.networks.detach(&slot.uuid).await;
                 return Err(e);
             }
         };
