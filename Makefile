@@ -83,7 +83,8 @@ test-membership:
 # nodes under seeded chaos, and the cluster layer (issue 16): create/join/
 # leave with a real node (join.rs), group messaging (groups.rs), the store
 # (store.rs) and 16 nodes joined one by one (scale.rs); the agents' HA
-# with probe guests through /dev/kvm (ha.rs: needs the VMM and the probe).
+# with probe guests through /dev/kvm (ha.rs, migrate.rs, placement.rs: need the
+# VMM and the probe).
 test-cluster: cluster-bins vmm probe
 	$(CARGO) test -p vireo-cluster-tests --no-fail-fast
 
@@ -207,7 +208,8 @@ bench-vms: vmm probe
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench -- vms
 
 # Only the cluster rows: failover time corosync vs Vireo, broadcast throughput,
-# the store's latency, HA failover with the agents' default fencing.
+# the store's latency, HA failover with the agents' default fencing, and 3 and
+# 16 nodes with agents and 4 HA probe VMs each (joins, convergence, failover).
 bench-cluster: membershipd-release vmm probe
 	$(CARGO) build -p vireo-cli -p vireo-agent --bins
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench -- cluster

@@ -174,6 +174,7 @@ pub fn bench_cluster(failures: &mut Failures) {
     bench_broadcast(failures);
     bench_store(failures);
     crate::ha::bench_ha(failures);
+    crate::scale::bench_scale(failures);
 }
 
 /// Writes per store row.

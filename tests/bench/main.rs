@@ -14,6 +14,7 @@ mod measure;
 mod migration;
 mod net;
 mod rig;
+mod scale;
 mod security;
 mod vms;
 
@@ -108,7 +109,7 @@ pub(crate) fn compare_probe(contenders: [Vmm; 2]) {
 
 fn main() -> ExitCode {
     let mut failures = Failures::default();
-    // `vireo-bench cluster|block|net|broadcast|store|ha`: only those rows (make bench-cluster).
+    // `vireo-bench cluster|block|net|broadcast|store|ha|scale`: only those rows (make bench-cluster).
     match std::env::args().nth(1).as_deref() {
         Some("cluster") => cluster::bench_cluster(&mut failures),
         Some("block") => bench_block(),
@@ -116,6 +117,7 @@ fn main() -> ExitCode {
         Some("broadcast") => cluster::bench_broadcast(&mut failures),
         Some("store") => cluster::bench_store(&mut failures),
         Some("ha") => ha::bench_ha(&mut failures),
+        Some("scale") => scale::bench_scale(&mut failures),
         Some("migration") => migration::bench_migration(&mut failures),
         Some("security") => security::bench_security(&mut failures),
         Some("vms") => vms::bench_vms(&mut failures),

@@ -20,6 +20,9 @@ pub struct ClusterNode {
     pub stats: Option<NodeStats>,
     /// Seconds since the epoch of its last publication.
     pub updated: Option<u64>,
+    /// In maintenance (`vireo node drain`): it takes no new VMs.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 /// What each agent publishes about its node every few seconds.

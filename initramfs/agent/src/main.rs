@@ -143,7 +143,8 @@ async fn main() {
     match &state.cluster {
         Some(c) => {
             let rt = tokio::runtime::Handle::current();
-            c.start(state.vms.clone(), move || rt.block_on(recover))
+            let local = (state.storage.clone(), state.networks.clone());
+            c.start(state.vms.clone(), local, move || rt.block_on(recover))
         }
         None => drop(tokio::spawn(recover)),
     }

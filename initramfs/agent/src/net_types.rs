@@ -89,6 +89,10 @@ pub struct NetworkSpec {
     /// an IPv4 multicast group all nodes of the overlay join.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Defined on every node of the cluster (docs/cluster.md, "Shared
+    /// definitions"): each node makes its own bridge (NAT, DHCP) of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster: bool,
 }
 
 /// GET /networks/{name}: the definition and what the node has now.

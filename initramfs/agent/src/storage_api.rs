@@ -104,6 +104,10 @@ pub struct PoolDef {
     pub name: String,
     #[serde(flatten)]
     pub kind: PoolKind,
+    /// Defined on every node of the cluster (docs/cluster.md, "Shared
+    /// definitions"): a directory every node sees, or an NFS export.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster: bool,
 }
 
 /// `GET /pools`, `GET /pools/{pool}`.

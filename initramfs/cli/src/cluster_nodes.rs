@@ -42,7 +42,13 @@ pub fn nodes_table(nodes: &[ClusterNode]) -> String {
         let _ = write!(
             out,
             "{:>3}  {:<12}  {:<15}  {:<8}",
-            n.id, n.name, n.address, n.state
+            n.id,
+            n.name,
+            n.address,
+            match (n.drained, n.state.as_str()) {
+                (true, "online") => "drained",
+                (_, state) => state,
+            }
         );
         let _ = match &n.stats {
             Some(s) => writeln!(
@@ -92,6 +98,7 @@ mod tests {
             api: None,
             stats,
             updated: None,
+            drained: false,
         }
     }
 

@@ -183,8 +183,9 @@ enum NodeCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Live-migrate every running VM of NODE away, each to the other online
-    /// node with the most free memory.
+    /// Maintenance: NODE takes no new VMs, and every running VM of it is
+    /// live-migrated away, each to the other online node with the most
+    /// free memory.
     Drain {
         /// The node to empty: its name or id.
         node: String,
@@ -197,6 +198,14 @@ enum NodeCommand {
         /// Print JSON (what moved where).
         #[arg(long)]
         json: bool,
+    },
+    /// End maintenance: NODE takes new VMs again.
+    Undrain {
+        /// The node: its name or id.
+        node: String,
+        /// Any node's agent: HOST or HOST:PORT (port 8006 by default).
+        #[arg(long, env = "VIREO_HOST", default_value = "127.0.0.1")]
+        host: String,
     },
 }
 
@@ -219,6 +228,9 @@ fn main() -> ExitCode {
                     json,
                 },
         } => vm_migrate::drain(&host, &node, &disks, json),
+        Command::Node {
+            command: NodeCommand::Undrain { node, host },
+        } => vm_migrate::undrain(&host, &node),
         Command::Cluster {
             command: ClusterCommand::Status { socket, json },
         } => cluster::status_text(&socket, json).and_then(|text| print_out(&text)),

@@ -57,6 +57,9 @@ pub enum NetCommand {
         /// Overlay: a multicast group instead of a peer.
         #[arg(long)]
         group: Option<String>,
+        /// Define it on every node of the cluster (each makes its own).
+        #[arg(long)]
+        cluster: bool,
     },
     /// Delete a network (refused while a VM names it).
     Delete { name: String },
@@ -220,6 +223,7 @@ fn spec_of(command: NetCommand) -> Result<NetworkSpec, String> {
         vni,
         peers,
         group,
+        cluster,
     } = command
     else {
         unreachable!("spec_of is only called for create");
@@ -244,6 +248,7 @@ fn spec_of(command: NetCommand) -> Result<NetworkSpec, String> {
         vni,
         peers,
         group,
+        cluster,
     })
 }
 
@@ -348,6 +353,7 @@ mod tests {
             vni: None,
             peers: Vec::new(),
             group: None,
+            cluster: false,
         };
         let spec = spec_of(cmd).unwrap();
         assert_eq!(spec.kind, NetworkKind::Nat);

@@ -41,6 +41,10 @@ pub enum PoolCommand {
         /// More NFS mount options (e.g. timeo=100,retrans=3).
         #[arg(long, requires = "nfs")]
         options: Option<String>,
+        /// Define it on every node of the cluster (a directory all nodes
+        /// see, or the NFS export).
+        #[arg(long)]
+        cluster: bool,
     },
     /// Remove a pool's definition (its files stay; an NFS export is unmounted).
     Remove { name: String },
@@ -206,8 +210,9 @@ pub fn pool(conn: &Conn, command: PoolCommand) -> Result<(), String> {
             nfs,
             nfs_version,
             options,
+            cluster,
         } => {
-            let body = match (dir, nfs) {
+            let mut body = match (dir, nfs) {
                 (Some(path), _) => json!({"name": name, "kind": "dir", "path": path}),
                 (None, Some(spec)) => {
                     let (server, export) = spec
@@ -218,6 +223,7 @@ pub fn pool(conn: &Conn, command: PoolCommand) -> Result<(), String> {
                 }
                 (None, None) => return Err("give --dir PATH or --nfs SERVER:/EXPORT".into()),
             };
+            body["cluster"] = cluster.into();
             let v: Value = c.json("POST", "/pools", Some(&body))?;
             show(conn, &v, |v| pools_table(&json!([v])))
         }

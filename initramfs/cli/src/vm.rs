@@ -85,13 +85,20 @@ pub enum VmCommand {
     Migrate {
         name: String,
         /// The destination node's name (or id).
-        node: String,
+        #[arg(required_unless_present = "cancel")]
+        node: Option<String>,
         /// shared: every node sees the disks; copy: they go along.
         #[arg(long, default_value = "shared", value_parser = ["shared", "copy"])]
         disks: String,
         /// The pause the guest may see at the switch-over (the agent's default: 300).
         #[arg(long)]
         max_downtime_ms: Option<u64>,
+        /// A cap on the transfer rate, Mbit/s (default: none).
+        #[arg(long)]
+        bandwidth_mbps: Option<u64>,
+        /// Cancel the VM's migration under way: it runs on where it was.
+        #[arg(long, conflicts_with = "node")]
+        cancel: bool,
     },
     /// The console's last output.
     Log {
@@ -200,10 +207,20 @@ pub fn run(args: VmArgs) -> Result<(), String> {
         VmCommand::Console { name } => crate::vm_console::attach(&base, &name),
         VmCommand::Migrate {
             name,
-            node,
+            node: Some(node),
             disks,
             max_downtime_ms,
-        } => crate::vm_migrate::migrate(&args.host, &name, &node, &disks, max_downtime_ms, json),
+            bandwidth_mbps,
+            cancel: false,
+        } => {
+            let opts = crate::vm_migrate::Options {
+                disks,
+                max_downtime_ms,
+                bandwidth_mbps,
+            };
+            crate::vm_migrate::migrate(&args.host, &name, &node, &opts, json)
+        }
+        VmCommand::Migrate { name, .. } => crate::vm_migrate::cancel(&args.host, &name, json),
         VmCommand::Log { name, bytes } => {
             let body = request(
                 &base,

@@ -10,15 +10,23 @@ use vireo_agent::types::TaskInfo;
 use crate::http::Client;
 use crate::print_out;
 
+/// How a migration goes (`vireo vm migrate`'s options).
+#[derive(Default)]
+pub struct Options {
+    /// `shared` or `copy`.
+    pub disks: String,
+    pub max_downtime_ms: Option<u64>,
+    pub bandwidth_mbps: Option<u64>,
+}
+
 pub fn migrate(
     host: &str,
     name: &str,
     node: &str,
-    disks: &str,
-    max_downtime_ms: Option<u64>,
+    opts: &Options,
     json: bool,
 ) -> Result<(), String> {
-    let result = migrate_vm(host, name, node, disks, max_downtime_ms, json)?;
+    let result = migrate_vm(host, name, node, opts, json)?;
     if json {
         return crate::vm::print_json(&result);
     }
@@ -42,19 +50,43 @@ fn migrate_vm(
     host: &str,
     name: &str,
     node: &str,
-    disks: &str,
-    max_downtime_ms: Option<u64>,
+    opts: &Options,
     quiet: bool,
 ) -> Result<Value, String> {
     let c = Client::new(&owner_agent(host, name)?);
-    let mut body = json!({"node": node, "disks": disks});
-    if let Some(ms) = max_downtime_ms {
+    let mut body = json!({"node": node, "disks": opts.disks});
+    if let Some(ms) = opts.max_downtime_ms {
         body["max_downtime_ms"] = ms.into();
+    }
+    if let Some(mbps) = opts.bandwidth_mbps {
+        body["bandwidth_mbps"] = mbps.into();
     }
     let task: TaskInfo = c.json("POST", &format!("/vms/{name}/migrate"), Some(&body))?;
     let what = format!("migrating {name} to {node}");
     let done = crate::progress::follow(&c, task, &what, quiet)?;
     Ok(done.result.unwrap_or(Value::Null))
+}
+
+/// `vireo vm migrate NAME --cancel`: the VM's migration task (on its
+/// owner) is cancelled and followed until it ends.
+pub fn cancel(host: &str, name: &str, json: bool) -> Result<(), String> {
+    let c = Client::new(&owner_agent(host, name)?);
+    let tasks: Vec<TaskInfo> = c.json("GET", "/tasks", None)?;
+    let task = tasks
+        .into_iter()
+        .find(|t| t.kind == "vm-migrate" && t.target == name && t.finished.is_none())
+        .ok_or_else(|| format!("VM '{name}' is not being migrated"))?;
+    c.call("DELETE", &format!("/tasks/{}", task.id), None)?;
+    let what = format!("the migration of {name}");
+    let done = crate::progress::follow(&c, task, &what, true);
+    match (done, json) {
+        (Ok(t), _) => Err(format!(
+            "too late: the migration had completed ({})",
+            t.result.unwrap_or(Value::Null)
+        )),
+        (Err(e), true) => crate::vm::print_json(&json!({"vm": name, "cancelled": e})),
+        (Err(e), false) => print_out(&format!("{e}\n")),
+    }
 }
 
 /// The agent of the node that runs `name` (its migration task lives
@@ -82,11 +114,13 @@ fn owner_agent(host: &str, name: &str) -> Result<String, String> {
         .map_or_else(|| host.to_string(), str::to_string))
 }
 
-/// `vireo node drain NODE`: every running VM of `node` live-migrated, one
-/// after another, each to the other online node with the most free memory
-/// at that moment (counting the VMs this drain already sent there).
+/// `vireo node drain NODE`: `node` marked as taking no new VMs, then every
+/// running VM of it live-migrated, one after another, each to the other
+/// online node with the most free memory at that moment (counting the VMs
+/// this drain already sent there).
 pub fn drain(host: &str, node: &str, disks: &str, json: bool) -> Result<(), String> {
     let c = Client::new(host);
+    c.call("PUT", &format!("/cluster/nodes/{node}/drain"), None)?;
     let nodes: Vec<ClusterNode> = c.json("GET", "/cluster/nodes", None)?;
     let from = nodes
         .iter()
@@ -95,7 +129,7 @@ pub fn drain(host: &str, node: &str, disks: &str, json: bool) -> Result<(), Stri
     let vms: Vec<ClusterVm> = c.json("GET", "/cluster/vms", None)?;
     let mut free: Vec<(String, i64)> = nodes
         .iter()
-        .filter(|n| n.id != from.id && n.state == "online")
+        .filter(|n| n.id != from.id && n.state == "online" && !n.drained)
         .filter_map(|n| {
             let s = n.stats.as_ref()?;
             Some((n.name.clone(), s.memory_total as i64 - s.memory_used as i64))
@@ -112,7 +146,11 @@ pub fn drain(host: &str, node: &str, disks: &str, json: bool) -> Result<(), Stri
         let spec: Value = c.json("GET", &format!("/vms/{}", vm.name), None)?;
         to.1 -= spec["spec"]["memory_mib"].as_i64().unwrap_or(0) << 20;
         let target = to.0.clone();
-        let result = migrate_vm(host, &vm.name, &target, disks, None, json)?;
+        let opts = Options {
+            disks: disks.to_string(),
+            ..Options::default()
+        };
+        let result = migrate_vm(host, &vm.name, &target, &opts, json)?;
         moved.push(json!({"vm": vm.name, "node": target, "downtime_ms": result["downtime_ms"]}));
         if !json {
             print_out(&format!("VM {} now runs on {target}\n", vm.name))?;
@@ -122,4 +160,11 @@ pub fn drain(host: &str, node: &str, disks: &str, json: bool) -> Result<(), Stri
         true => crate::vm::print_json(&moved),
         false => print_out(&format!("node {} runs no VM now\n", from.name)),
     }
+}
+
+/// `vireo node undrain NODE`: the node takes new VMs again.
+pub fn undrain(host: &str, node: &str) -> Result<(), String> {
+    let c = Client::new(host);
+    c.call("DELETE", &format!("/cluster/nodes/{node}/drain"), None)?;
+    print_out(&format!("node {node} takes new VMs again\n"))
 }

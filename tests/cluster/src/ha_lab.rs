@@ -16,7 +16,7 @@ use crate::agents::{vmm_copies, Agent, Fencing};
 use crate::expect::wait_for_view;
 use crate::{wait_until, Cluster, ClusterSpec, Kind};
 
-const FORM: Duration = Duration::from_secs(30);
+const FORM: Duration = Duration::from_secs(60);
 const LONG: Duration = Duration::from_secs(60);
 /// Nodes 1–3 run agents (a fourth, if any, is a real corosync node).
 pub const AGENTS: usize = 3;
@@ -38,17 +38,22 @@ pub fn vmm_and_probe() -> (PathBuf, PathBuf) {
 
 /// `vireo cluster create` on node 1, joins of the others through it, each
 /// waited for (a real corosync node joins like the others; it comes last,
-/// so no later nodelist change needs its `corosync-cfgtool -R`).
-pub fn form(c: &mut Cluster) {
+/// so no later nodelist change needs its `corosync-cfgtool -R`). How long
+/// each join took, from its command until every member's view has it.
+pub fn form(c: &mut Cluster) -> Vec<Duration> {
     let token = c.create_on(0).unwrap();
     c.restart(0).unwrap();
     wait_for_view(c, &[0], &[0], true, FORM).unwrap();
+    let mut joins = Vec::new();
     for i in 1..c.nodes.len() {
+        let start = Instant::now();
         c.join_on(i, 0, &token).unwrap();
         c.restart(i).unwrap();
         let all: Vec<usize> = (0..=i).collect();
         wait_for_view(c, &all, &all, true, FORM).unwrap();
+        joins.push(start.elapsed());
     }
+    joins
 }
 
 /// Which nodes run a VMM of each VM, sampled every 50 ms: the history of
@@ -114,6 +119,18 @@ impl Drop for Watch {
     }
 }
 
+/// The numbers that follow each `marker` in a console log, in order (the
+/// probe's generation counters: `blk stress gen=`, `dirty gen=`).
+pub fn counters(log: &str, marker: &str) -> Vec<u64> {
+    log.split(marker)
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
 pub fn stress_gens(log: &Path) -> usize {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -132,6 +149,8 @@ pub struct Lab {
     pub c: Cluster,
     pub agents: Vec<Option<Agent>>,
     pub fencing: Fencing,
+    /// How long each join took while forming (`form`).
+    pub joins: Vec<Duration>,
     vmm: PathBuf,
     probe: PathBuf,
     shared: PathBuf,
@@ -152,22 +171,32 @@ impl Lab {
         Lab::start_spec(ClusterSpec::new(&kinds), fencing)
     }
 
+    /// `n` Vireo nodes, an agent on each (the bench's scale rows).
+    pub fn start_n(n: usize, fencing: Fencing) -> Lab {
+        Lab::start_agents(ClusterSpec::vireo(n), n, fencing)
+    }
+
     fn start_spec(spec: ClusterSpec, fencing: Fencing) -> Lab {
+        Lab::start_agents(spec, AGENTS, fencing)
+    }
+
+    fn start_agents(spec: ClusterSpec, agents: usize, fencing: Fencing) -> Lab {
         let (vmm, probe) = vmm_and_probe();
         let mut c = Cluster::new(spec).unwrap();
-        form(&mut c);
+        let joins = form(&mut c);
         let shared = c.root().join("shared");
         std::fs::create_dir_all(&shared).unwrap();
         let mut lab = Lab {
             c,
-            agents: (0..AGENTS).map(|_| None).collect(),
+            agents: (0..agents).map(|_| None).collect(),
             fencing,
+            joins,
             vmm,
             probe,
             shared,
             vms: Arc::default(),
         };
-        for i in 0..AGENTS {
+        for i in 0..agents {
             lab.start_agent(i);
         }
         lab
@@ -202,13 +231,18 @@ impl Lab {
     }
 
     pub fn define(&self, i: usize, name: &str, ha: bool) -> String {
+        self.define_with(i, name, ha, "probe.blk=stress:7:4")
+    }
+
+    /// `define` with another probe command line.
+    pub fn define_with(&self, i: usize, name: &str, ha: bool, cmdline: &str) -> String {
         let disk = self.shared.join(format!("{name}.raw"));
         std::fs::File::create(&disk)
             .and_then(|f| f.set_len(4 << 20))
             .unwrap();
         let spec = json!({
             "name": name, "memory_mib": 32, "ha": ha,
-            "boot": {"kind": "kernel", "kernel": self.probe, "cmdline": "probe.blk=stress:7:4"},
+            "boot": {"kind": "kernel", "kernel": self.probe, "cmdline": cmdline},
             "disks": [{"volume": format!("shared/{name}.raw")}],
         });
         let info = self

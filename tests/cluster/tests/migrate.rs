@@ -37,13 +37,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// The generations `blk stress gen=N` a console log shows, in order.
 fn gens(log: &str) -> Vec<u64> {
-    log.split("blk stress gen=")
-        .skip(1)
-        .filter_map(|rest| {
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse().ok()
-        })
-        .collect()
+    vireo_cluster_tests::ha_lab::counters(log, "blk stress gen=")
 }
 
 /// Polls task `id` on node `i`'s agent until it ends.

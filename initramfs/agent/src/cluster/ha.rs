@@ -199,11 +199,25 @@ impl Ha {
             return;
         };
         let was_running = last_states(cluster);
-        let survivors: Vec<u32> = view.iter().copied().collect();
+        let (Ok(records), Ok(drained)) = (cluster.records(), cluster.drained()) else {
+            return;
+        };
         for (name, (owner, version, rec)) in stored {
             let Some(gone) = fenced.get(&owner) else {
                 continue;
             };
+            // The survivors that can run it: not drained, with its pools
+            // and networks and an armable watchdog, as each last published.
+            let survivors: Vec<u32> = view
+                .iter()
+                .copied()
+                .filter(|id| {
+                    let fit = records
+                        .get(id)
+                        .map(|r| cluster.unfit(*id, r, &rec.spec, &drained));
+                    fit.is_some_and(|why| why.is_none())
+                })
+                .collect();
             if !rec.spec.ha || chosen(&name, &survivors) != Some(cluster.me()) {
                 continue;
             }
@@ -248,6 +262,10 @@ fn feed_while_quorate(cluster: &Cluster, wanted: &AtomicBool) {
             (false, true) => watchdog.disarm(),
             (false, false) => Ok(()),
         };
+        cluster.set_watchdog_state(super::placement::WatchdogState {
+            armed: result.is_ok() && want,
+            error: result.as_ref().err().map(ToString::to_string),
+        });
         match result {
             Ok(()) => {
                 armed = want;

@@ -6,6 +6,7 @@
 //! the destination to drop its half VM (`DELETE /cluster/incoming/NAME`).
 
 use std::net::TcpListener;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -19,7 +20,7 @@ use super::{Cluster, VmRecord};
 use crate::error::{ApiError, ApiResult};
 use crate::server::AppState;
 use crate::tasks::{TaskCtx, TaskInfo};
-use crate::vm_types::VmSpec;
+use crate::vm_types::{VmSpec, VmState};
 use crate::vms::{MigrationOut, Vms};
 
 /// The downtime the source's VMM aims for unless told otherwise.
@@ -36,6 +37,9 @@ pub struct MigrateArgs {
     disks: String,
     #[serde(default)]
     max_downtime_ms: Option<u64>,
+    /// A cap on the transfer rate in Mbit/s (none by default).
+    #[serde(default)]
+    bandwidth_mbps: Option<u64>,
 }
 
 fn shared() -> String {
@@ -48,6 +52,10 @@ fn shared() -> String {
 pub struct IncomingArgs {
     uuid: String,
     spec: VmSpec,
+    /// The source node: should it leave the view before the VM arrives,
+    /// the waiting VMM and the definition go.
+    #[serde(default)]
+    source: Option<u32>,
 }
 
 /// A node another one can migrate to.
@@ -78,13 +86,14 @@ pub async fn migrate(
             "VM '{name}' is already being migrated"
         )));
     }
-    let c = cluster.clone();
+    let (c, spec) = (cluster.clone(), slot.info().spec);
     let node = args.node.clone();
-    let dest = super::routes::blocking(move || c.destination(&node)).await?;
+    let dest = super::routes::blocking(move || c.destination(&node, &spec)).await?;
     let out = MigrationOut {
         url: String::new(),
         disks: args.disks,
         max_downtime_ms: args.max_downtime_ms.unwrap_or(DEFAULT_MAX_DOWNTIME_MS),
+        bandwidth_mbps: args.bandwidth_mbps.unwrap_or(0),
     };
     let (vms, target) = (s.vms.clone(), name.clone());
     let task = s
@@ -108,6 +117,7 @@ async fn run(
     let asked = IncomingArgs {
         uuid: info.uuid.clone(),
         spec: info.spec.clone(),
+        source: Some(cluster.me()),
     };
     let body = serde_json::to_vec(&asked).map_err(|e| e.to_string())?;
     let answer = call(&cluster, "POST", &dest.api, "/cluster/incoming", body).await;
@@ -189,14 +199,61 @@ pub async fn incoming(
     State(s): State<AppState>,
     Json(args): Json<IncomingArgs>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    super::routes::cluster(&s)?;
+    let cluster = super::routes::cluster(&s)?;
+    super::placement::admit_define(&s).await?;
     let port = free_port()?;
     let url = format!("tcp://0.0.0.0:{port}");
-    let info = s.vms.incoming(args.spec, args.uuid, &url).await?;
+    let info = s.vms.incoming(args.spec, args.uuid.clone(), &url).await?;
+    let (vms, name) = (s.vms.clone(), info.spec.name.clone());
+    tokio::spawn(watch_incoming(cluster, vms, name, args.uuid, args.source));
     Ok((
         StatusCode::CREATED,
         Json(json!({"port": port, "vm": info.spec.name})),
     ))
+}
+
+/// Destination: until the VM runs here, a source that leaves the view
+/// (its node died) means the VM will not come: the half VM goes. Once it
+/// runs here, this node writes itself as the owner if the source could not
+/// (it died at the hand-over): the same compare-and-set as the source's,
+/// so one of the two goes through and no survivor restarts the VM.
+async fn watch_incoming(
+    cluster: Cluster,
+    vms: Vms,
+    name: String,
+    uuid: String,
+    source: Option<u32>,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Ok(slot) = vms.get(&name) else { return };
+        let info = slot.info();
+        if info.uuid != uuid {
+            return;
+        }
+        if info.state == VmState::Running {
+            let record = VmRecord {
+                uuid: info.uuid,
+                spec: info.spec,
+            };
+            let c = cluster.clone();
+            let claimed =
+                tokio::task::spawn_blocking(move || c.claim_landed(&record, source)).await;
+            if let Ok(Err(e)) = claimed {
+                eprintln!("vireo-agent: '{name}' migrated here, but the store says: {e}");
+            }
+            return;
+        }
+        let Some(source) = source else { continue };
+        let status = cluster.store().status();
+        if Cluster::quorate(&status) && !Cluster::view_nodes(&status).contains(&source) {
+            eprintln!("vireo-agent: '{name}': its source node {source} left; dropping it here");
+            if let Err(e) = vms.abort_incoming(&name).await {
+                eprintln!("vireo-agent: dropping '{name}': {}", e.1);
+            }
+            return;
+        }
+    }
 }
 
 /// `DELETE /cluster/incoming/{name}` (destination): the source gave up.
@@ -217,8 +274,8 @@ fn free_port() -> Result<u16, ApiError> {
 
 impl Cluster {
     /// The node `node` (its name or id) as a destination: another node,
-    /// online, with an agent.
-    fn destination(&self, node: &str) -> Result<Destination, ApiError> {
+    /// online, with an agent, that can take the VM (placement.rs).
+    fn destination(&self, node: &str, spec: &VmSpec) -> Result<Destination, ApiError> {
         let records = self.records()?;
         let (id, rec) = records
             .into_iter()
@@ -232,11 +289,45 @@ impl Cluster {
         if !Cluster::view_nodes(&self.store().status()).contains(&id) {
             return Err(ApiError::unavailable(format!("node '{node}' is offline")));
         }
+        // Its pools and networks are checked by the destination itself
+        // when asked to take the VM (what it last published may lag a
+        // definition made a moment ago).
+        let mut known = rec.clone();
+        (known.pools, known.networks) = (None, None);
+        if let Some(why) = self.unfit(id, &known, spec, &self.drained()?) {
+            return Err(ApiError::conflict(format!("cannot migrate there: {why}")));
+        }
         Ok(Destination {
             id,
             name: rec.name,
             api: rec.api,
         })
+    }
+
+    /// The VM landed here: `vm/NAME` names this node unless it does
+    /// already (the source wrote it) or names another node than `source`.
+    fn claim_landed(&self, record: &VmRecord, source: Option<u32>) -> Result<(), String> {
+        let key = format!("vm/{}", record.spec.name);
+        let Some(entry) = self.store().get(&key).map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let stored: Option<VmRecord> = serde_json::from_str(&entry.value).ok();
+        if entry.owner == Some(self.me())
+            || source.is_some_and(|s| entry.owner != Some(s))
+            || stored.is_none_or(|r| r.uuid != record.uuid)
+        {
+            return Ok(());
+        }
+        let text = serde_json::to_string(record).map_err(|e| e.to_string())?;
+        match self
+            .store()
+            .put_if(&key, &text, Some(self.me()), entry.version)
+        {
+            Ok(_) => Ok(()),
+            // The source's own write came first.
+            Err(_) if self.other_owner(&record.spec.name).is_none() => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// `vm/NAME` now names `to` as the owner: one compare-and-set write on

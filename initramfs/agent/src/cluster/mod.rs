@@ -13,8 +13,10 @@
 pub mod forward;
 pub mod ha;
 mod migrate;
+pub mod placement;
 mod publish;
 pub mod routes;
+mod shared_defs;
 mod stats;
 pub mod watchdog;
 
@@ -30,9 +32,12 @@ use vireo_membership::config::NodeConfig;
 
 use crate::cluster_types::{ClusterNode, ClusterVm, NodeStats};
 use crate::error::ApiError;
+use crate::networks::Networks;
+use crate::storage::Storage;
 use crate::vm_types::VmSpec;
 use crate::vms::Vms;
 use ha::HaSettings;
+use placement::WatchdogState;
 
 /// The store group the agents share.
 pub const GROUP: &str = "vireo-agent";
@@ -62,6 +67,15 @@ pub struct NodeRecord {
     /// Its VMs and their states.
     pub vms: BTreeMap<String, String>,
     pub updated: u64,
+    /// The pools usable there and its networks (placement.rs); `None`
+    /// from an agent that does not publish them.
+    #[serde(default)]
+    pub pools: Option<Vec<String>>,
+    #[serde(default)]
+    pub networks: Option<Vec<String>>,
+    /// Why its watchdog cannot be armed, if it tried and failed.
+    #[serde(default)]
+    pub watchdog_error: Option<String>,
 }
 
 /// What `vm/NAME` holds: the owner's definition.
@@ -87,6 +101,7 @@ struct Inner {
     settings: HaSettings,
     /// Nodes missing from the view, since when (this node's observation).
     missing: Mutex<BTreeMap<u32, Instant>>,
+    watchdog: Mutex<WatchdogState>,
 }
 
 impl Cluster {
@@ -116,6 +131,7 @@ impl Cluster {
                 api: format!("{addr}:{api_port}"),
                 settings: args.ha.clone(),
                 missing: Mutex::default(),
+                watchdog: Mutex::default(),
             }),
         }))
     }
@@ -222,6 +238,7 @@ impl Cluster {
             .map(|m| m.clone())
             .unwrap_or_default();
         let bound = self.fence_bound();
+        let drained = self.drained()?;
         Ok(self
             .nodelist()
             .into_iter()
@@ -241,6 +258,7 @@ impl Cluster {
                     state: state.into(),
                     api: rec.as_ref().map(|r| r.api.clone()),
                     updated: rec.as_ref().map(|r| r.updated),
+                    drained: drained.contains(&n.nodeid),
                     stats: rec.map(|r| r.stats),
                 }
             })
@@ -290,8 +308,16 @@ impl Cluster {
     /// Runs the cluster thread: waits for the store's state, drops the
     /// local definitions of HA VMs another node took over while this one
     /// was away (before anything autostarts), then publishes and runs HA.
-    /// `ready` is called once that first step is done.
-    pub fn start(&self, vms: Vms, ready: impl FnOnce() + Send + 'static) {
+    /// `ready` is called once that first step is done. Cluster-wide pools
+    /// and networks are kept in step by a thread of their own (an NFS mount
+    /// may take long; HA must not wait for it).
+    pub fn start(
+        &self,
+        vms: Vms,
+        local: (Storage, Networks),
+        ready: impl FnOnce() + Send + 'static,
+    ) {
+        self.sync_definitions(&vms, &local);
         let cluster = self.clone();
         let rt = tokio::runtime::Handle::current();
         let spawned = std::thread::Builder::new()
@@ -304,7 +330,7 @@ impl Cluster {
                 ready();
                 let mut ha = ha::Ha::new(&cluster);
                 ha.resume_after_restart(&cluster, &vms);
-                let mut publisher = publish::Publisher::default();
+                let mut publisher = publish::Publisher::new(local);
                 loop {
                     publisher.step(&cluster, &vms);
                     rt.block_on(ha.step(&cluster, &vms));
@@ -313,6 +339,29 @@ impl Cluster {
             });
         if let Err(e) = spawned {
             eprintln!("vireo-agent: cannot start the cluster thread: {e}");
+        }
+    }
+
+    /// Keeps the cluster-wide pools and networks in step (shared_defs.rs).
+    fn sync_definitions(&self, vms: &Vms, (storage, networks): &(Storage, Networks)) {
+        let cluster = self.clone();
+        let mut pools = shared_defs::DefSync::new(storage.clone());
+        let mut nets = shared_defs::DefSync::new(shared_defs::LocalNetworks {
+            networks: networks.clone(),
+            vms: vms.clone(),
+            rt: tokio::runtime::Handle::current(),
+        });
+        let spawned = std::thread::Builder::new()
+            .name("vireo-shared".into())
+            .spawn(move || loop {
+                std::thread::sleep(STEP);
+                if Cluster::quorate(&cluster.store().status()) {
+                    pools.step(&cluster);
+                    nets.step(&cluster);
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!("vireo-agent: cannot start the shared definitions' thread: {e}");
         }
     }
 

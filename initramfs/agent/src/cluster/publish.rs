@@ -8,29 +8,52 @@ use std::time::{Duration, Instant};
 
 use super::stats::Sampler;
 use super::{Cluster, NodeRecord, VmRecord};
+use crate::networks::Networks;
+use crate::storage::Storage;
 use crate::vm_types::VmState;
 use crate::vms::{now, Vms};
 
 const PUBLISH_EVERY: Duration = Duration::from_secs(2);
 
-#[derive(Default)]
 pub struct Publisher {
+    /// This node's pools and networks, published for placement.
+    storage: Storage,
+    networks: Networks,
     sampler: Sampler,
     last: Option<Instant>,
     /// Names already reported as defined on another node too.
     conflicts: BTreeSet<String>,
     /// The VM states last published: a change is published at once.
     published: BTreeMap<String, String>,
+    /// The pools and networks last published: so is a change of those.
+    places: (Vec<String>, Vec<String>),
 }
 
 impl Publisher {
+    pub fn new((storage, networks): (Storage, Networks)) -> Publisher {
+        Publisher {
+            storage,
+            networks,
+            sampler: Sampler::default(),
+            last: None,
+            conflicts: BTreeSet::new(),
+            published: BTreeMap::new(),
+            places: Default::default(),
+        }
+    }
+
     /// One step: only on the quorate side (elsewhere writes are refused).
     pub fn step(&mut self, cluster: &Cluster, vms: &Vms) {
         if !Cluster::quorate(&cluster.store().status()) {
             return;
         }
         let states = vm_states(vms);
-        if self.last.is_none_or(|t| t.elapsed() >= PUBLISH_EVERY) || states != self.published {
+        let places = (self.usable_pools(), self.network_names());
+        if self.last.is_none_or(|t| t.elapsed() >= PUBLISH_EVERY)
+            || states != self.published
+            || places != self.places
+        {
+            self.places = places;
             self.last = Some(Instant::now());
             if let Err(e) = self.publish_node(cluster, vms) {
                 eprintln!("vireo-agent: publishing this node's record: {e}");
@@ -52,6 +75,9 @@ impl Publisher {
                 .sample(&cluster.inner.dir.0, list.len() as u32, running),
             vms: vm_states(vms),
             updated: now(),
+            pools: Some(self.places.0.clone()),
+            networks: Some(self.places.1.clone()),
+            watchdog_error: cluster.watchdog_state().error,
         };
         self.published = record.vms.clone();
         let text = serde_json::to_string(&record).map_err(|e| e.to_string())?;
@@ -61,6 +87,23 @@ impl Publisher {
             .put(&key, &text, Some(cluster.me()))
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    fn network_names(&self) -> Vec<String> {
+        self.networks
+            .list()
+            .into_iter()
+            .map(|n| n.spec.name)
+            .collect()
+    }
+
+    fn usable_pools(&self) -> Vec<String> {
+        let pools = self.storage.pools().into_iter();
+        pools
+            .map(|p| self.storage.pool_info(p))
+            .filter(|p| p.available)
+            .map(|p| p.def.name)
+            .collect()
     }
 
     /// Local definitions → `vm/NAME` entries owned by this node; entries
@@ -116,8 +159,9 @@ fn vm_states(vms: &Vms) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// HA VMs that another node took over while this one was away (same VM:
-/// same identity, another owner) leave this node's definitions, stopped
+/// VMs that another node took over while this one was away (same VM:
+/// same identity, another owner: an HA takeover, or a migration whose
+/// hand-over this agent missed) leave this node's definitions, stopped
 /// first if a VMM still runs them, so nothing here starts them again.
 pub async fn drop_moved_away(cluster: &Cluster, vms: &Vms) {
     let Ok(stored) = cluster.vm_records() else {
@@ -127,7 +171,7 @@ pub async fn drop_moved_away(cluster: &Cluster, vms: &Vms) {
         let Some((owner, _, rec)) = stored.get(&info.spec.name) else {
             continue;
         };
-        if *owner == cluster.me() || rec.uuid != info.uuid || !info.spec.ha {
+        if *owner == cluster.me() || rec.uuid != info.uuid {
             continue;
         }
         eprintln!(

@@ -2,7 +2,7 @@
 //! every VM of the cluster.
 
 use axum::extract::State;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 
 use super::Cluster;
@@ -14,6 +14,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/cluster/nodes", get(nodes))
         .route("/cluster/vms", get(vms))
+        .route(
+            "/cluster/nodes/{node}/drain",
+            put(super::placement::drain).delete(super::placement::undrain),
+        )
         .route("/cluster/incoming", post(super::migrate::incoming))
         .route("/cluster/incoming/{name}", delete(super::migrate::abort))
         .route("/vms/{name}/migrate", post(super::migrate::migrate))
@@ -55,6 +59,7 @@ fn standalone(s: &AppState) -> ClusterNode {
         api: None,
         stats: Some(stats),
         updated: Some(now),
+        drained: false,
     }
 }
 

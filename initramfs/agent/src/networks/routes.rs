@@ -44,20 +44,22 @@ async fn show(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<
     Ok(Json(s.networks.info(s.networks.spec(&name)?)))
 }
 
-async fn remove(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
-    // The VMs whose definitions name the network.
-    let users: Vec<String> = s
-        .vms
-        .list()
+/// The VMs whose definitions name network `name`.
+pub fn users(vms: &crate::vms::Vms, name: &str) -> Vec<String> {
+    vms.list()
         .into_iter()
         .filter(|vm| {
             vm.spec
                 .nics
                 .iter()
-                .any(|n| n.network.as_deref() == Some(&name))
+                .any(|n| n.network.as_deref() == Some(name))
         })
         .map(|vm| vm.spec.name)
-        .collect();
+        .collect()
+}
+
+async fn remove(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    let users = users(&s.vms, &name);
     s.networks.delete(&name, users).await?;
     Ok(StatusCode::NO_CONTENT)
 }

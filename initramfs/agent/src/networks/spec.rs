@@ -312,6 +312,7 @@ mod tests {
             vni: None,
             peers: Vec::new(),
             group: None,
+            cluster: false,
         }
     }
 

@@ -171,6 +171,7 @@ impl Storage {
             kind: PoolKind::Dir {
                 path: local_dir(&self.paths),
             },
+            cluster: false,
         }];
         all.extend(read(&self.pools).iter().cloned());
         all

@@ -33,6 +33,8 @@ pub struct MigrationOut {
     /// `shared` or `copy`.
     pub disks: String,
     pub max_downtime_ms: u64,
+    /// A cap on the transfer rate in Mbit/s (0: none).
+    pub bandwidth_mbps: u64,
 }
 
 impl Vms {
@@ -67,10 +69,21 @@ impl Vms {
             .check(&spec.name, spec.memory_mib, &running)
             .map_err(ApiError::unavailable)?;
         let disks = self.resolve_disks(&spec)?;
-        let args =
-            launch_args::incoming_args(slot, &spec, &disks, url).map_err(ApiError::bad_request)?;
-        let confine = super::confine::confinement(slot, &spec, None, &disks);
-        let mut run = self.spawn_vmm(slot, &spec.name, args, confine)?;
+        // The VM's NICs join its networks here before the VMM opens them.
+        let spec = self.attach_nics(slot, &spec).await?;
+        let spawned = launch_args::incoming_args(slot, &spec, &disks, url)
+            .map_err(ApiError::bad_request)
+            .and_then(|args| {
+                let confine = super::confine::confinement(slot, &spec, None, &disks);
+                self.spawn_vmm(slot, &spec.name, args, confine)
+            });
+        let mut run = match spawned {
+            Ok(run) => run,
+            Err(e) => {
+                self.inner.config.networks.detach(&slot.uuid).await;
+                return Err(e);
+            }
+        };
         run.stopping = Some(StopKind::Hard);
         let (id, process) = (run.id, run.process.clone());
         {
@@ -115,9 +128,15 @@ impl Vms {
                 slot.console.note("migrated here");
             }
             Err(e) => {
+                // The VM never arrived (the source gave up, or died): no
+                // half VM stays here.
                 slot.console
                     .note(&format!("incoming migration failed: {}", e.1));
                 let _ = process.signal(libc::SIGKILL);
+                let _ = wait_for_exit(slot, run_id, LEAVE_GRACE, None).await;
+                if let Err(e) = self.undefine(&slot.name(), false).await {
+                    eprintln!("vireo-agent: dropping '{}': {}", slot.name(), e.1);
+                }
             }
         }
     }
@@ -134,7 +153,11 @@ impl Vms {
         if slot.is_running() {
             let _ = self.destroy(&slot).await;
         }
-        self.undefine(name, false).await
+        match self.undefine(name, false).await {
+            // The VMM's end already took the VM away (`land`).
+            Err(e) if e.0 == axum::http::StatusCode::NOT_FOUND => Ok(()),
+            done => done,
+        }
     }
 
     /// Source: the VM goes to `out.url`, progress in bytes to `ctx`. Once
@@ -161,6 +184,7 @@ impl Vms {
             "url": out.url,
             "disks": out.disks,
             "max_downtime_ms": out.max_downtime_ms,
+            "bandwidth_mbps": out.bandwidth_mbps,
             // Stays to report the final figures; stopped below.
             "exit_when_done": false,
         });
@@ -215,10 +239,21 @@ async fn wait_listening(slot: &Slot, process: &VmmProcess) -> Result<(), ApiErro
 }
 
 /// Reads `GET /vm/migration` until the migration ends: its final status
-/// once the destination runs the VM, or why it did not.
+/// once the destination runs the VM, or why it did not. A cancelled task
+/// asks the VMM to cancel (the VM runs on here unless the switch-over
+/// came first).
 async fn follow(slot: &Slot, ctx: &TaskCtx) -> Result<Value, String> {
+    let mut cancel_asked = false;
     loop {
         tokio::time::sleep(POLL).await;
+        if ctx.cancelled() && !cancel_asked {
+            cancel_asked = true;
+            let socket = slot.api_socket();
+            let asked = vmm_api::call(&socket, "PUT", "/vm/migration/cancel", None, API_TIMEOUT);
+            if let Err(e) = asked.await {
+                eprintln!("vireo-agent: cancelling '{}': {e}", slot.name());
+            }
+        }
         let answer = vmm_api::call(
             &slot.api_socket(),
             "GET",
@@ -236,7 +271,8 @@ async fn follow(slot: &Slot, ctx: &TaskCtx) -> Result<Value, String> {
         let error = status["error"].as_str().unwrap_or("no reason given");
         match status["phase"].as_str().unwrap_or("") {
             "completed" => return Ok(status),
-            "failed" | "cancelled" => {
+            "cancelled" => return Err("cancelled; the VM runs on here".into()),
+            "failed" => {
                 return Err(format!(
                     "the migration failed: {error}; the VM runs on here"
                 ))

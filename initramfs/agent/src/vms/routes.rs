@@ -59,6 +59,7 @@ async fn define(
     JsonBody(mut spec): JsonBody<VmSpec>,
 ) -> ApiResult<(StatusCode, Json<VmInfo>)> {
     policy::tenant_spec(&caller, &mut spec, &s)?;
+    crate::cluster::placement::admit_define(&s).await?;
     s.vms.define(spec).map(|i| (StatusCode::CREATED, Json(i)))
 }
 
@@ -103,6 +104,7 @@ async fn undefine(
 
 async fn start(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<VmInfo>> {
     let slot = s.vms.get(&name)?;
+    crate::cluster::placement::admit_start(&s, &slot.info().spec).await?;
     s.vms.start(&slot).await.map(Json)
 }
 

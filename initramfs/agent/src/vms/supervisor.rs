@@ -121,19 +121,30 @@ impl Vms {
     async fn launch(&self, slot: &Arc<Slot>, spec: &VmSpec) -> Result<Run, ApiError> {
         let plan = self.boot_plan(slot, spec).await?;
         let disks = self.resolve_disks(spec)?;
-        let networks = &self.inner.config.networks;
+        let spec = self.attach_nics(slot, spec).await?;
+        let run = self.launch_vmm(slot, &spec, &plan, &disks).await;
+        if run.is_err() {
+            self.inner.config.networks.detach(&slot.uuid).await;
+        }
+        run
+    }
+
+    /// `spec` with its NICs' ports made on their networks (tap or macvtap
+    /// names filled in); they go with `networks.detach`.
+    pub(super) async fn attach_nics(&self, slot: &Slot, spec: &VmSpec) -> Result<VmSpec, ApiError> {
         let owner = crate::networks::ports::Owner {
             uuid: &slot.uuid,
             name: &spec.name,
             tenant: spec.tags.get("tenant").map(String::as_str),
         };
         let mut spec = spec.clone();
-        spec.nics = networks.attach(&owner, &spec.nics).await?;
-        let run = self.launch_vmm(slot, &spec, &plan, &disks).await;
-        if run.is_err() {
-            networks.detach(&slot.uuid).await;
-        }
-        run
+        spec.nics = self
+            .inner
+            .config
+            .networks
+            .attach(&owner, &spec.nics)
+            .await?;
+        Ok(spec)
     }
 
     async fn launch_vmm(
