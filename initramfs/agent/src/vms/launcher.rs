@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -17,6 +18,9 @@ pub struct LaunchRequest {
     pub args: Vec<String>,
     /// Where the VMM's own messages (stdout and stderr) go.
     pub log: PathBuf,
+    /// Descriptors the VMM inherits under their own numbers (close-on-exec
+    /// in the agent, so no other child gets them).
+    pub inherit: Vec<RawFd>,
 }
 
 pub trait Launcher: Send + Sync {
@@ -36,14 +40,22 @@ impl Launcher for DirectLauncher {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // SAFETY: setsid is async-signal-safe and touches only the child. A
-        // session of its own keeps the VMM out of the agent's process group:
-        // a signal to the agent's group (a terminal's Ctrl-C, init's stop of
-        // the agent) does not reach the VMs.
+        let inherit = req.inherit.clone();
+        // SAFETY: setsid and fcntl are async-signal-safe and touch only the
+        // child. A session of its own keeps the VMM out of the agent's
+        // process group: a signal to the agent's group (a terminal's Ctrl-C,
+        // init's stop of the agent) does not reach the VMs.
         unsafe {
-            cmd.pre_exec(|| match libc::setsid() {
-                -1 => Err(io::Error::last_os_error()),
-                _ => Ok(()),
+            cmd.pre_exec(move || {
+                if libc::setsid() == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                for &fd in &inherit {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
             });
         }
         cmd.spawn()

@@ -69,7 +69,7 @@ impl Vms {
         let disks = self.resolve_disks(&spec)?;
         let args =
             launch_args::incoming_args(slot, &spec, &disks, url).map_err(ApiError::bad_request)?;
-        let mut run = self.spawn_vmm(slot, &spec.name, args)?;
+        let mut run = self.spawn_vmm(slot, &spec.name, args, Vec::new())?;
         run.stopping = Some(StopKind::Hard);
         let (id, process) = (run.id, run.process.clone());
         {

@@ -12,6 +12,7 @@
 pub mod bootdisk;
 pub mod console;
 pub mod def;
+mod handoff;
 pub mod host;
 mod launch_args;
 pub mod launcher;
