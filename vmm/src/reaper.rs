@@ -67,6 +67,11 @@ fn reap(sock: RawFd) -> ! {
     // allocates or takes a lock.
     unsafe {
         libc::prctl(libc::PR_SET_NAME, c"vireo-reaper".as_ptr());
+        // A terminal's Ctrl-C or a signal to the whole process group is for
+        // the VMM, which stops in order; the reaper goes when the VMM has.
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
         let sock = sock as libc::c_uint;
         if sock > 0 {
             libc::syscall(libc::SYS_close_range, 0, sock - 1, 0);
