@@ -80,15 +80,8 @@ fn reap(sock: RawFd) -> ! {
         let mut byte = 0u8;
         let mut space = [0u64; 8];
         loop {
-            let mut iov = libc::iovec {
-                iov_base: (&mut byte as *mut u8).cast(),
-                iov_len: 1,
-            };
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = space.as_mut_ptr().cast();
-            msg.msg_controllen = std::mem::size_of_val(&space) as _;
+            let mut iov = one_byte(&mut byte);
+            let mut msg = message(&mut iov, &mut space);
             // Received descriptors stay open until this process exits.
             let n = libc::recvmsg(sock as RawFd, &mut msg, libc::MSG_CMSG_CLOEXEC);
             if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
@@ -111,14 +104,8 @@ pub fn hand_over(fd: RawFd) -> bool {
     // SAFETY: the message and its control buffer live on this stack and
     // are sized for one descriptor (CMSG_SPACE of one int fits in 32 bytes).
     unsafe {
-        let mut iov = libc::iovec {
-            iov_base: (&mut byte as *mut u8).cast(),
-            iov_len: 1,
-        };
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = space.as_mut_ptr().cast();
+        let mut iov = one_byte(&mut byte);
+        let mut msg = message(&mut iov, &mut space);
         msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
@@ -127,4 +114,23 @@ pub fn hand_over(fd: RawFd) -> bool {
         std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
         libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) == 1
     }
+}
+
+fn one_byte(byte: &mut u8) -> libc::iovec {
+    libc::iovec {
+        iov_base: (byte as *mut u8).cast(),
+        iov_len: 1,
+    }
+}
+
+/// A message of `iov` with `control` as its control buffer; both must
+/// outlive it. (No allocation: the reaper calls it after the fork.)
+fn message(iov: &mut libc::iovec, control: &mut [u64]) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; all-zero is a valid empty message.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(control) as _;
+    msg
 }
