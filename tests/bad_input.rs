@@ -170,3 +170,15 @@ fn no_dev_kvm() {
     assert!(!Path::new(&api).exists());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn handed_over_descriptors_that_are_not_open() {
+    let p = probe();
+    for flag in ["--ready-fd", "--serial-client-fd"] {
+        let run = run_vmm(
+            &["--kernel", &p, "--serial", "none", flag, "57"],
+            Duration::from_secs(30),
+        );
+        check_failure(&run, "not an open inherited descriptor");
+    }
+}

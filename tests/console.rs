@@ -143,3 +143,61 @@ fn a_console_client_that_never_reads_cannot_stall_the_vm() {
     assert_eq!(status.code(), Some(0));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `--serial-client-fd` and `--ready-fd`, as the agent starts a VM: the
+/// console connection exists before the VMM does, so the guest runs at
+/// once (no --paused) and not a byte is lost; "ready" arrives on the pipe;
+/// the socket still takes later clients.
+#[test]
+fn a_console_client_handed_over_at_spawn_sees_the_first_byte() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    let dir = scratch_dir("console-handoff");
+    let socket = dir.join("console.sock");
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    let (mut ready, vmm_ready) = UnixStream::pair().unwrap();
+    let fds = [theirs.as_raw_fd(), vmm_ready.as_raw_fd()];
+    let mut cmd = Command::new(vmm_binary());
+    cmd.arg("--kernel")
+        .arg(probe_elf())
+        .args(["--memory", "64M", "--cmdline", "probe.tick"])
+        .arg("--serial")
+        .arg(format!("socket:{}", socket.display()))
+        .args(["--serial-client-fd", &fds[0].to_string()])
+        .args(["--ready-fd", &fds[1].to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    // SAFETY: fcntl is async-signal-safe; it clears close-on-exec on two
+    // descriptors the child is to inherit.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in fds {
+                libc::fcntl(fd, libc::F_SETFD, 0);
+            }
+            Ok(())
+        });
+    }
+    let mut vmm = cmd.spawn().unwrap();
+    drop((theirs, vmm_ready));
+    let mut line = String::new();
+    ready
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    ready.read_to_string(&mut line).unwrap_or_default();
+    assert_eq!(
+        line, "ready\n",
+        "the VMM says it is up, then closes the pipe"
+    );
+    let seen = read_until(&mut ours, "PROBE tick", Duration::from_secs(30));
+    assert!(
+        seen.starts_with("PROBE start"),
+        "the first byte reached the handed-over client: {seen:?}"
+    );
+    // A later client replaces it, as for any socket console.
+    let mut later = connect(&socket, Duration::from_secs(5));
+    read_until(&mut later, "PROBE tick", Duration::from_secs(30));
+    let _ = vmm.kill();
+    let _ = vmm.wait();
+    let _ = std::fs::remove_dir_all(dir);
+}

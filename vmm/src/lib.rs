@@ -16,6 +16,7 @@ pub mod disk_layers;
 pub mod fuzz;
 pub mod memory;
 pub mod migration;
+pub mod reaper;
 pub mod seccomp;
 pub mod signals;
 pub mod snapshot;

@@ -60,6 +60,15 @@ struct Args {
     /// Serial console: stdio (the default), file:PATH, socket:PATH or none.
     #[arg(long, value_name = "SPEC")]
     serial: Option<SerialOutput>,
+    /// An inherited, connected Unix socket that is the --serial socket's
+    /// first client from the start (a supervisor's: no output is lost, so
+    /// the VM need not start --paused).
+    #[arg(long, value_name = "FD")]
+    serial_client_fd: Option<i32>,
+    /// An inherited pipe or socket that gets "ready" once the VM runs and
+    /// the API answers; closed unwritten if the VMM fails first.
+    #[arg(long, value_name = "FD")]
+    ready_fd: Option<i32>,
     /// Unix socket for the REST API (JSON over HTTP/1.1).
     #[arg(long, value_name = "PATH")]
     api_socket: Option<PathBuf>,
@@ -142,14 +151,26 @@ fn main() -> ExitCode {
         }
     };
     let tls = args.tls();
+    // Before anything of the VM's is open (see reaper.rs); without one the
+    // VM is only destroyed before the exit instead of after it.
+    if let Err(e) = vireo_vmm::reaper::start() {
+        eprintln!("vireo-vmm: warning: no reaper process, the exit waits for KVM: {e}");
+    }
     if let Err(e) = seccomp::init(args.seccomp) {
         eprintln!("vireo-vmm: error: {e}");
         return ExitCode::from(1);
     }
     let exit_file = args.exit_file.clone();
+    let handoff = match handoff::take(args.serial_client_fd, args.ready_fd) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("vireo-vmm: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
     // A fresh boot takes --paused here; restore and incoming carry it in `Resume`.
     let paused_boot = args.paused && args.kernel.is_some();
-    let (code, record) = match vmm::run_with(args.launch(), tls, paused_boot) {
+    let (code, record) = match vmm::run_handed(args.launch(), tls, paused_boot, handoff) {
         Ok(Outcome::Failed(reason)) => {
             eprintln!("vireo-vmm: the VM failed: {reason}");
             (2, exit_record::failed(2, "failed", &reason))
@@ -167,6 +188,48 @@ fn main() -> ExitCode {
         exit_record::write(&path, &record);
     }
     ExitCode::from(code as u8)
+}
+
+/// `--serial-client-fd` and `--ready-fd`: inherited fds, checked and owned.
+mod handoff {
+    use std::fs::File;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::net::UnixStream;
+
+    use vireo_vmm::vmm::Handoff;
+
+    pub fn take(serial_client: Option<i32>, ready: Option<i32>) -> Result<Handoff, String> {
+        if serial_client.is_some() && serial_client == ready {
+            return Err("--serial-client-fd and --ready-fd must differ".into());
+        }
+        let serial_client = serial_client
+            .map(|fd| owned(fd, "--serial-client-fd"))
+            .transpose()?
+            .map(UnixStream::from);
+        if let Some(s) = &serial_client {
+            if s.peer_addr().is_err() || s.set_nonblocking(false).is_err() {
+                return Err("--serial-client-fd is not a connected Unix socket".into());
+            }
+        }
+        let ready = ready.map(|fd| owned(fd, "--ready-fd")).transpose()?;
+        Ok(Handoff {
+            serial_client,
+            ready: ready.map(File::from),
+        })
+    }
+
+    /// Takes `fd` if it is open and not stdin/stdout/stderr; marks it
+    /// close-on-exec (the VMM starts nothing that should inherit it).
+    fn owned(fd: i32, flag: &str) -> Result<OwnedFd, String> {
+        // SAFETY: F_GETFD/F_SETFD only read and set the descriptor's flags.
+        let open = fd > 2 && unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == 0;
+        if !open {
+            return Err(format!("{flag} {fd}: not an open inherited descriptor"));
+        }
+        // SAFETY: the fd is open (checked above), was inherited for us
+        // alone, and nothing else in this process owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
 }
 
 /// `--exit-file`: how this VMM ended, for a supervisor that re-adopted it

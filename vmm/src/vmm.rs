@@ -2,7 +2,10 @@
 //! `builder.rs`), then runs the event loop that serves the console, the
 //! control API and the vCPUs' stop requests.
 
+use std::fs::File;
+use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -488,6 +491,28 @@ pub fn run(launch: Launch, tls: TlsFiles) -> Result<Outcome, VmmError> {
 /// console socket before the guest prints its first byte, and start it with
 /// `PUT /vm/resume`.
 pub fn run_with(launch: Launch, tls: TlsFiles, start_paused: bool) -> Result<Outcome, VmmError> {
+    run_handed(launch, tls, start_paused, Handoff::default())
+}
+
+/// What a supervisor hands the VMM at spawn so that it need not wait for
+/// the API socket, nor start the VM paused to attach to the console.
+#[derive(Default)]
+pub struct Handoff {
+    /// `--serial-client-fd`: the socket console's first client, connected
+    /// before the VMM ran (no byte of the guest's is lost).
+    pub serial_client: Option<UnixStream>,
+    /// `--ready-fd`: gets one line once the VM runs (or is parked, when
+    /// paused) and the API answers; closed unwritten if the VMM fails first.
+    pub ready: Option<File>,
+}
+
+/// `run_with`, with what the supervisor handed over.
+pub fn run_handed(
+    launch: Launch,
+    tls: TlsFiles,
+    start_paused: bool,
+    handoff: Handoff,
+) -> Result<Outcome, VmmError> {
     vcpu::install_kick_handler().map_err(|e| VmmError::Setup(e.into()))?;
     // Before the main thread confines itself: see seccomp/spawner.rs.
     crate::seccomp::spawner::start().map_err(VmmError::Setup)?;
@@ -529,7 +554,8 @@ pub fn run_with(launch: Launch, tls: TlsFiles, start_paused: bool) -> Result<Out
         }
         e
     };
-    let console = Console::open(&config.serial).map_err(|e| refuse(e.into(), &mut confirm))?;
+    let console = Console::open_with_client(&config.serial, handoff.serial_client)
+        .map_err(|e| refuse(e.into(), &mut confirm))?;
     let (api, api_server) = start_api(&config).map_err(|e| refuse(e, &mut confirm))?;
     vm.set_console_output(console.output());
     // Everything that reads files the guest never sees (images, snapshot,
@@ -579,11 +605,19 @@ pub fn run_with(launch: Launch, tls: TlsFiles, start_paused: bool) -> Result<Out
         },
         outcome: None,
     }));
+    if let Some(mut ready) = handoff.ready {
+        // A supervisor that has gone away is no reason to stop the VM.
+        let _ = ready.write_all(b"ready\n");
+    }
     let outcome = run_event_loop(&vmm)?;
     // Stopped and flushed before the API answers a shutdown request, so a
     // client that sees the answer may open the images at once.
     let flushed = {
         let mut vmm = lock(&vmm);
+        // KVM destroys the VM after this process has exited (reaper.rs).
+        if let Some(vm) = &vmm.vm {
+            crate::reaper::hand_over(vm.vm_fd().as_raw_fd());
+        }
         let flushed = vmm.teardown();
         let response = match &flushed {
             Ok(()) => ApiResponse::Done,

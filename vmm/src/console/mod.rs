@@ -32,6 +32,8 @@ pub enum ConsoleError {
     Socket { path: String, source: io::Error },
     #[error("'{0}' already exists and is not a stale socket; refusing to replace it")]
     PathInUse(String),
+    #[error("--serial-client-fd needs --serial socket:PATH")]
+    ClientWithoutSocket,
     #[error("cannot start the console writer: {0}")]
     Writer(io::Error),
 }
@@ -72,7 +74,24 @@ pub struct Console {
 
 impl Console {
     pub fn open(spec: &SerialOutput) -> Result<Self, ConsoleError> {
+        Self::open_with_client(spec, None)
+    }
+
+    /// `open`, with `first` already attached as the socket console's
+    /// client (`--serial-client-fd`): a supervisor that made the connection
+    /// before spawning the VMM reads every byte from the first one, so the
+    /// VM need not start paused. Later clients replace it as usual.
+    pub fn open_with_client(
+        spec: &SerialOutput,
+        first: Option<UnixStream>,
+    ) -> Result<Self, ConsoleError> {
         let client: SocketClient = Arc::new(Mutex::new(None));
+        if let Some(stream) = first {
+            if !matches!(spec, SerialOutput::Socket(_)) {
+                return Err(ConsoleError::ClientWithoutSocket);
+            }
+            *lock(&client) = Some(Client { id: 0, stream });
+        }
         let mut input = Input::None;
         let sink = match spec {
             SerialOutput::Stdio => Sink::Stdout,
@@ -100,11 +119,12 @@ impl Console {
             let raw = is_tty && io::stdin().lock().set_raw_mode().is_ok();
             input = Input::Stdin { raw };
         }
+        let attached = u64::from(lock(&client).is_some());
         Ok(Console {
             writer,
             input,
             client,
-            clients_accepted: AtomicU64::new(0),
+            clients_accepted: AtomicU64::new(attached),
         })
     }
 
@@ -122,7 +142,10 @@ impl Console {
     pub fn watched_fds(&self) -> Vec<RawFd> {
         match &self.input {
             Input::Stdin { .. } => vec![libc::STDIN_FILENO],
-            Input::Socket { listener, .. } => vec![listener.as_raw_fd()],
+            Input::Socket { listener, .. } => {
+                let first = lock(&self.client).as_ref().map(|c| c.stream.as_raw_fd());
+                std::iter::once(listener.as_raw_fd()).chain(first).collect()
+            }
             Input::None => Vec::new(),
         }
     }

@@ -142,9 +142,25 @@ fn kick_signal() -> i32 {
     SIGRTMIN()
 }
 
-extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+thread_local! {
+    /// This vCPU thread's `kvm_run.immediate_exit`, or null on other threads.
+    static IMMEDIATE_EXIT: std::cell::Cell<*mut u8> = const { std::cell::Cell::new(std::ptr::null_mut()) };
+}
 
-/// Installs the (empty) kick handler; its only effect is interrupting KVM_RUN.
+/// Interrupts KVM_RUN, and makes the next one return at once: a kick that
+/// lands just before the thread enters KVM_RUN is then not lost (it would
+/// otherwise wait for the next kick, a millisecond or a scheduler tick
+/// later), as Firecracker does.
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let flag = IMMEDIATE_EXIT.with(std::cell::Cell::get);
+    if !flag.is_null() {
+        // SAFETY: set by this thread's `Vcpu::run` to its own kvm_run page,
+        // which stays mapped until `run` clears the pointer again.
+        unsafe { std::ptr::write_volatile(flag, 1) };
+    }
+}
+
+/// Installs the kick handler; it interrupts KVM_RUN (see `on_kick`).
 pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
     register_signal_handler(kick_signal(), on_kick)
 }
@@ -161,14 +177,21 @@ pub struct Vcpu {
 impl Vcpu {
     /// Runs the vCPU until the VMM stops it or the guest stops the VM.
     fn run(mut self) {
+        let flag: *mut u8 = &mut self.fd.get_kvm_run().immediate_exit;
+        IMMEDIATE_EXIT.with(|f| f.set(flag));
+        self.run_loop();
+        IMMEDIATE_EXIT.with(|f| f.set(std::ptr::null_mut()));
+    }
+
+    fn run_loop(&mut self) {
         let control = self.control.clone();
         let mut throttle = throttle::ThrottleClock::new();
-        while control.keep_running(&self) {
+        while control.keep_running(self) {
             throttle.maybe_sleep(&control);
             if let Some(reason) = self.run_once() {
                 control.report_stop(reason);
                 // Wait, parked or not, for the VMM to stop every vCPU.
-                while control.keep_running(&self) {
+                while control.keep_running(self) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 return;
@@ -210,7 +233,12 @@ impl Vcpu {
                 "vCPU {} stopped on an unexpected exit: {other:?}",
                 self.index
             ))),
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                // Kicked: the next KVM_RUN enters the guest again (unless
+                // kicked again before it).
+                self.fd.set_kvm_immediate_exit(0);
+                None
+            }
             Err(e) => Some(StopReason::Error(format!(
                 "KVM_RUN failed on vCPU {}: {e}",
                 self.index

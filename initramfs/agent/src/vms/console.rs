@@ -49,6 +49,13 @@ impl ConsoleHub {
     /// log and the subscribers until the VMM closes it.
     pub async fn attach(self: &Arc<Self>, socket: &Path) -> io::Result<()> {
         let stream = UnixStream::connect(socket).await?;
+        self.attach_stream(stream);
+        Ok(())
+    }
+
+    /// Becomes the reader and writer of `stream`, a connection to the
+    /// VMM's console (the one handed to it at spawn, or one made later).
+    pub fn attach_stream(self: &Arc<Self>, stream: UnixStream) {
         let (mut reader, mut writer) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Bytes>(64);
         *lock(&self.input) = Some(tx);
@@ -67,7 +74,6 @@ impl ConsoleHub {
             }
             *lock(&hub.input) = None;
         });
-        Ok(())
     }
 
     fn publish(&self, bytes: Bytes) {

@@ -138,7 +138,11 @@ impl Launcher for JailedLauncher {
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         }
         let (args, taps) = pass_nics(&req.args)?;
-        let fds: Vec<RawFd> = taps.iter().map(|f| f.as_raw_fd()).collect();
+        let fds: Vec<RawFd> = taps
+            .iter()
+            .map(|f| f.as_raw_fd())
+            .chain(req.inherit.iter().copied())
+            .collect();
         let spec = self.spec(req, uid, args, &fds);
         spec.validate().map_err(io::Error::other)?;
         // The taps stay open here until the jailer has its copies.

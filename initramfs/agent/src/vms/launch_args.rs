@@ -78,13 +78,15 @@ pub fn boot_plan(storage: &Storage, spec: &VmSpec, dir: &Path) -> Result<BootPla
     }
 }
 
-/// The VMM's arguments. It starts paused (`--paused`): the agent attaches
-/// to the console first, then resumes it.
+/// The VMM's arguments. It runs the guest at once: its console's first
+/// client and its readiness pipe are handed over at spawn (`handed`,
+/// from [`handoff_args`]), so nothing the guest prints is lost.
 pub fn vmm_args(
     slot: &Slot,
     spec: &VmSpec,
     plan: &BootPlan,
     disks: &[Disk],
+    handed: Vec<String>,
 ) -> Result<Vec<String>, String> {
     let path = |p: &Path| p.to_string_lossy().into_owned();
     let mut args = vec!["--kernel".to_string(), path(&plan.kernel)];
@@ -100,7 +102,19 @@ pub fn vmm_args(
         format!("{}M", spec.memory_mib),
     ]);
     args.extend(host_args(slot, spec, disks)?);
+    args.extend(handed);
     Ok(args)
+}
+
+/// The inherited fds: the agent's console connection (the VMM's end) and
+/// the pipe on which the VMM says it is up.
+pub fn handoff_args(serial_client_fd: i32, ready_fd: i32) -> Vec<String> {
+    vec![
+        "--serial-client-fd".into(),
+        serial_client_fd.to_string(),
+        "--ready-fd".into(),
+        ready_fd.to_string(),
+    ]
 }
 
 /// A VMM that waits on `url` for the VM a source VMM migrates to it: the
@@ -113,12 +127,16 @@ pub fn incoming_args(
     disks: &[Disk],
     url: &str,
 ) -> Result<Vec<String>, String> {
-    let mut args = vec!["--incoming".to_string(), url.to_string()];
+    let mut args = vec![
+        "--incoming".to_string(),
+        url.to_string(),
+        "--paused".to_string(),
+    ];
     args.extend(host_args(slot, spec, disks)?);
     Ok(args)
 }
 
-/// The run directory's sockets and exit file, `--paused`, disks and NICs.
+/// The run directory's sockets and exit file, disks and NICs.
 fn host_args(slot: &Slot, spec: &VmSpec, disks: &[Disk]) -> Result<Vec<String>, String> {
     let path = |p: &Path| p.to_string_lossy().into_owned();
     let mut args = vec![
@@ -128,7 +146,6 @@ fn host_args(slot: &Slot, spec: &VmSpec, disks: &[Disk]) -> Result<Vec<String>, 
         path(&slot.api_socket()),
         "--exit-file".into(),
         path(&runtime::exit_file(&slot.dir)),
-        "--paused".into(),
     ];
     for (i, d) in disks.iter().enumerate() {
         args.extend(["--disk".into(), disk_arg(i, d)?]);

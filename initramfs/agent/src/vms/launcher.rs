@@ -20,6 +20,9 @@ pub struct LaunchRequest {
     pub log: PathBuf,
     /// What a jailed VMM may see and use; a direct launch ignores it.
     pub confine: Confinement,
+    /// Descriptors the VMM inherits under their own numbers (close-on-exec
+    /// in the agent, so no other child gets them).
+    pub inherit: Vec<RawFd>,
 }
 
 /// The host files one VMM needs and the limits its cgroup gets. Every
@@ -57,7 +60,7 @@ impl Launcher for DirectLauncher {
     fn launch(&self, req: &LaunchRequest) -> io::Result<Child> {
         let mut cmd = Command::new(&req.vmm);
         cmd.args(&req.args);
-        spawn_detached(cmd, &req.log, &[])
+        spawn_detached(cmd, &req.log, &req.inherit)
     }
 }
 

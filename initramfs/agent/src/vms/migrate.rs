@@ -75,7 +75,7 @@ impl Vms {
             .map_err(ApiError::bad_request)
             .and_then(|args| {
                 let confine = super::confine::confinement(slot, &spec, None, &disks);
-                self.spawn_vmm(slot, &spec.name, args, confine)
+                self.spawn_vmm(slot, &spec.name, args, confine, Vec::new())
             });
         let mut run = match spawned {
             Ok(run) => run,

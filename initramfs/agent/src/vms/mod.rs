@@ -13,6 +13,7 @@ pub mod bootdisk;
 mod confine;
 pub mod console;
 pub mod def;
+mod handoff;
 pub mod host;
 pub mod jailed;
 mod launch_args;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 
+use super::handoff::{wait_started, Handoff};
 use super::launch_args::{self, BootPlan};
 use super::process::{PidRecord, VmmProcess};
 use super::runtime::{self, ExitRecord};
@@ -154,13 +155,23 @@ impl Vms {
         plan: &BootPlan,
         disks: &[launch_args::Disk],
     ) -> Result<Run, ApiError> {
-        let args = launch_args::vmm_args(slot, spec, plan, disks).map_err(ApiError::bad_request)?;
+        let handoff = Handoff::new().map_err(|e| {
+            ApiError::internal(format!("cannot make the console's connection: {e}"))
+        })?;
+        let args = launch_args::vmm_args(slot, spec, plan, disks, handoff.args())
+            .map_err(ApiError::bad_request)?;
         let confine = super::confine::confinement(slot, spec, Some(plan), disks);
-        let run = self.spawn_vmm(slot, &spec.name, args, confine)?;
-        if let Err(e) = self
-            .attach_and_resume(slot, &run.process, READY_TIMEOUT)
-            .await
-        {
+        let run = self.spawn_vmm(slot, &spec.name, args, confine, handoff.vmm_fds())?;
+        let started = match handoff.into_agent_ends() {
+            Ok(ours) => {
+                slot.console.attach_stream(ours.console);
+                wait_started(slot, &run.process, ours.ready, READY_TIMEOUT).await
+            }
+            Err(e) => Err(ApiError::internal(format!(
+                "cannot watch the VMM's start: {e}"
+            ))),
+        };
+        if let Err(e) = started {
             kill_failed(slot, &run.process).await;
             return Err(e);
         }
@@ -175,6 +186,7 @@ impl Vms {
         name: &str,
         args: Vec<String>,
         confine: super::launcher::Confinement,
+        inherit: Vec<std::os::fd::RawFd>,
     ) -> Result<Run, ApiError> {
         runtime::clear_run_files(&slot.dir);
         let vmm_dir = runtime::vmm_dir(&slot.dir);
@@ -188,6 +200,7 @@ impl Vms {
             args,
             log,
             confine,
+            inherit,
         };
         let child =
             self.inner.config.launcher.launch(&req).map_err(|e| {
@@ -217,7 +230,7 @@ impl Vms {
         })
     }
 
-    /// The VMM starts paused: the console is attached before the guest
+    /// A VMM started paused (an incoming migration): the console is attached before the guest
     /// prints its first byte, then the VM runs. GET /vm answering means the
     /// VMM's event loop runs; the console connection then reaches it (its
     /// listener wakes the loop at once) well before the resume request
@@ -490,7 +503,7 @@ pub(super) async fn kill_failed(slot: &Slot, process: &VmmProcess) {
 }
 
 /// Why a VMM ended before its API answered, as the answer to `start`.
-fn start_failure(slot: &Slot) -> ApiError {
+pub(super) fn start_failure(slot: &Slot) -> ApiError {
     let message = runtime::read_exit(&slot.dir)
         .and_then(|r| r.message)
         .or_else(|| runtime::vmm_log_tail(&slot.dir))
