@@ -122,7 +122,7 @@ test-probe: vmm vmm-seccomp-hook vmm-musl probe
 	# snapshots and overlays once more with it.
 	VIREO_VMM=$(CURDIR)/$(VMM_MUSL) $(CARGO) test -p vireo-tests --test virtio_blk --test virtio_net \
 	  --test orderly_stop --test snapshot --test disk_layers
-	$(CARGO) test -p vireo-agent --test api --test auth --test openapi --test storage --test backup --test vm_lifecycle --test vm_scale --test vm_bootdisk --test networks --test networks_l2
+	$(CARGO) test -p vireo-agent --test api --test auth --test openapi --test storage --test backup --test vm_lifecycle --test vm_scale --test vm_bootdisk --test vm_jail --test networks --test networks_l2
 	$(CARGO) build -p vireo-agent --bin vireo-agent
 	$(CARGO) test -p vireo-cli
 
