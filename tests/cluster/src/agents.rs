@@ -303,7 +303,7 @@ pub fn vmm_copies(namespaces: &[String], uuid: &str) -> Vec<usize> {
         };
         let cmdline = String::from_utf8_lossy(&cmdline);
         let argv0 = cmdline.split('\0').next().unwrap_or("");
-        if !argv0.ends_with("vireo-vmm") || !cmdline.contains(uuid) {
+        if !argv0.ends_with("vireo-vmm") || !cmdline.contains(uuid) || is_reaper(&path) {
             continue;
         }
         let Ok(ns) = std::fs::metadata(path.join("ns/net")) else {
@@ -314,6 +314,13 @@ pub fn vmm_copies(namespaces: &[String], uuid: &str) -> Vec<usize> {
         }
     }
     found
+}
+
+/// A VMM's reaper (vmm/src/reaper.rs) is a fork of it, with its command
+/// line, that runs no guest: it only holds the VM's KVM file while the VMM
+/// exits. It is told apart by the name it gives itself.
+fn is_reaper(proc_dir: &std::path::Path) -> bool {
+    std::fs::read_to_string(proc_dir.join("comm")).is_ok_and(|c| c.trim() == "vireo-reaper")
 }
 
 #[cfg(test)]
