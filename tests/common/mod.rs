@@ -162,6 +162,24 @@ pub fn proc_status_field(pid: u32, key: &str) -> String {
         .join(" ")
 }
 
+/// The processes a /proc mount shows (a jailed VMM's own PID namespace
+/// seen through /proc/PID/root/proc), as (pid, command name), by pid.
+pub fn processes_in(proc_dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = std::fs::read_dir(proc_dir)
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                .map(|pid| {
+                    let comm = std::fs::read_to_string(proc_dir.join(&pid).join("comm"));
+                    (pid, comm.unwrap_or_default().trim().to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort_by_key(|(pid, _)| pid.parse::<u32>().unwrap_or(u32::MAX));
+    found
+}
+
 /// The first child of `pid` (a jailer's VMM), waiting up to `timeout`.
 pub fn first_child(pid: u32, timeout: Duration) -> u32 {
     let children = format!("/proc/{pid}/task/{pid}/children");

@@ -26,6 +26,13 @@ static REAPER: Mutex<Option<OwnedFd>> = Mutex::new(None);
 /// Forks the reaper. Call early, from the VMM's binary only (a library
 /// user's process is not to be forked), before seccomp confines it.
 pub fn start() -> io::Result<()> {
+    // As PID 1 of its own PID namespace (vireo-jailer's), the VMM is that
+    // namespace's init: the kernel makes init's exit wait until every
+    // other process of the namespace has gone, so a reaper would only
+    // keep the jail (and its cleanup) alive for as long as KVM takes.
+    if std::process::id() == 1 {
+        return Ok(());
+    }
     let mut fds = [0; 2];
     // SAFETY: socketpair writes two descriptors into `fds`.
     let rc = unsafe {
