@@ -263,8 +263,12 @@ pub fn save(state: &Path, def: &VmDef) -> std::io::Result<()> {
     store::write_json(&dir(state).join(format!("{}.json", def.uuid)), def)
 }
 
+/// Removes a VM's definition; one already gone counts as removed.
 pub fn remove(state: &Path, uuid: &str) -> std::io::Result<()> {
-    std::fs::remove_file(dir(state).join(format!("{uuid}.json")))?;
+    match std::fs::remove_file(dir(state).join(format!("{uuid}.json"))) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     std::fs::File::open(dir(state))?.sync_all()
 }
 

@@ -323,6 +323,12 @@ impl Vms {
     /// Removes a stopped VM's definition and run directory (not its
     /// volumes); the caller holds its `op` lock.
     fn forget_locked(&self, slot: &Slot, name: &str) -> Result<(), ApiError> {
+        // Another path (an incoming VM's VMM ending without the VM) may have
+        // forgotten it while this one waited for the lock: done already,
+        // and the name may belong to a new VM by now.
+        if slot.lock().removed {
+            return Ok(());
+        }
         def::remove(&self.inner.paths.state, &slot.uuid)
             .map_err(|e| ApiError::internal(format!("cannot remove the VM's definition: {e}")))?;
         slot.lock().removed = true;
