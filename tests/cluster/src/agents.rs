@@ -318,14 +318,43 @@ pub fn vmm_copies(namespaces: &[String], uuid: &str) -> Vec<usize> {
 
 /// A VMM's reaper (vmm/src/reaper.rs) is a fork of it, with its command
 /// line, that runs no guest: it only holds the VM's KVM file while the VMM
-/// exits. It is told apart by the name it gives itself.
+/// exits. It is told apart by the name it gives itself, or, before it has
+/// run far enough to name itself (a loaded host may not schedule it for
+/// a while), by its parent: a process with its own command line.
 fn is_reaper(proc_dir: &std::path::Path) -> bool {
-    std::fs::read_to_string(proc_dir.join("comm")).is_ok_and(|c| c.trim() == "vireo-reaper")
+    if std::fs::read_to_string(proc_dir.join("comm")).is_ok_and(|c| c.trim() == "vireo-reaper") {
+        return true;
+    }
+    let parent = std::fs::read_to_string(proc_dir.join("stat"))
+        .ok()
+        .and_then(|stat| parent_pid(&stat));
+    let cmdline = |dir: &std::path::Path| std::fs::read(dir.join("cmdline")).ok();
+    match parent {
+        Some(ppid) => {
+            let parent_dir = std::path::Path::new("/proc").join(ppid.to_string());
+            cmdline(proc_dir).is_some() && cmdline(proc_dir) == cmdline(&parent_dir)
+        }
+        None => false,
+    }
+}
+
+/// The parent's PID from /proc/PID/stat (the field after the command
+/// name, which is in parentheses and may itself hold spaces).
+fn parent_pid(stat: &str) -> Option<u32> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parent_pid_skips_a_name_with_spaces_and_parentheses() {
+        let stat = "4242 (vireo vmm) (x)) S 17 4242 4242 0 -1";
+        assert_eq!(parent_pid(stat), Some(17));
+        assert_eq!(parent_pid("garbage"), None);
+    }
 
     #[test]
     fn responses_plain_and_chunked() {

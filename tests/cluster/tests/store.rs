@@ -242,5 +242,15 @@ fn the_store_runs_through_a_ring_with_a_real_node() {
     c.restart(1).unwrap();
     wait_for_view(&mut c, &[0, 1, 2], &[0, 1, 2], true, FORM).unwrap();
     b.put("after", "return", None).unwrap();
-    assert_eq!(a.get("after").unwrap().unwrap().value, "return");
+    // A write returns once its own node applied it; the other replica
+    // applies it in the same order, a moment later.
+    wait_until(FORM, "node 1's replica to apply node 3's write", || match a
+        .get("after")
+        .unwrap()
+        .map(|e| e.value)
+    {
+        Some(v) if v == "return" => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .unwrap();
 }
