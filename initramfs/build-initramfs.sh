@@ -6,7 +6,8 @@
 # Contents: vireo-init as /init (and /sbin/modprobe, the kernel's module
 # helper), vireo-agent, vireo, vireo-vmm, vireo-membershipd (static musl
 # builds), busybox (for
-# the vireo.debug=shell shell only), and a subset of the kernel's modules
+# the vireo.debug=shell shell only), Debian's nft with its libraries
+# (ship-dynamic.sh), and a subset of the kernel's modules
 # with modules.dep/alias/softdep regenerated for that subset by depmod.
 #
 # Environment:
@@ -15,6 +16,9 @@
 #   MODULES_ROOT   root holding lib/modules/$KVER (default /; for another
 #                  architecture, a `dpkg-deb -x` of its linux-image package)
 #   BUSYBOX        static busybox for ARCH (default /bin/busybox)
+#   DYNAMIC_ROOT   root holding usr/sbin/nft and its libraries for ARCH
+#                  (default /; for another architecture, the same unpacked
+#                  packages as MODULES_ROOT)
 #   BIN_DIR        directory with prebuilt vireo-init, vireo-agent, vireo,
 #                  vireo-vmm, vireo-membershipd (default: build them with cargo)
 #   EXTRA_MODULES  more module names to ship
@@ -40,8 +44,8 @@ die() { echo "build-initramfs: ERROR: $*" >&2; exit 1; }
 warn() { echo "build-initramfs: warning: $*" >&2; }
 
 case $arch in
-  x86_64) target=x86_64-unknown-linux-musl ;;
-  aarch64) target=aarch64-unknown-linux-musl ;;
+  x86_64) target=x86_64-unknown-linux-musl triplet=x86_64-linux-gnu ;;
+  aarch64) target=aarch64-unknown-linux-musl triplet=aarch64-linux-gnu ;;
   *) die "unknown ARCH $arch (x86_64 or aarch64)" ;;
 esac
 
@@ -93,6 +97,7 @@ ln -s ../init "$stage/sbin/modprobe"
 install -m 755 "$bindir/vireo-agent" "$bindir/vireo" "$bindir/vireo-vmm" "$bindir/vireo-membershipd" "$stage/usr/bin/"
 install -m 755 "$busybox" "$stage/bin/busybox"
 ln -s busybox "$stage/bin/sh"
+"$here/ship-dynamic.sh" "${DYNAMIC_ROOT:-/}" "$stage" "$triplet" usr/sbin/nft
 if [[ -n ${PROBE_ELF:-} ]]; then
   [[ -s $PROBE_ELF ]] || die "PROBE_ELF=$PROBE_ELF: no such file (make probe)"
   install -D -m 644 "$PROBE_ELF" "$stage/usr/lib/vireo/probe.elf"

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Unpack Debian's kernel (with its modules) and static busybox for a foreign
+# Unpack Debian's kernel (with its modules), static busybox and nft (with its
+# libraries) for a foreign
 # architecture into a directory, without installing them: the appliance of
 # that architecture is built from them on this x86_64 host.
 #
 #   initramfs/fetch-debian-arch.sh DEB_ARCH ROOT     (DEB_ARCH: arm64)
 #
-# Afterwards ROOT holds boot/vmlinuz-KVER, lib/modules/KVER and bin/busybox,
+# Afterwards ROOT holds boot/vmlinuz-KVER, lib/modules/KVER, bin/busybox and
+# usr/sbin/nft,
 # and ROOT/kver names KVER. The kernel is whatever Debian's linux-image-ARCH
 # meta-package points to now, as for the host's x86_64 kernel. A second run
 # with the same version only checks the stamp. Needs root the first time:
@@ -39,17 +41,28 @@ fi
 kver=${image_pkg#linux-image-}
 image_ver=$(apt-cache policy "$image_pkg:$deb_arch" | awk '/Candidate:/ { print $2 }')
 busybox_ver=$(apt-cache policy "busybox-static:$deb_arch" | awk '/Candidate:/ { print $2 }')
-want="$image_pkg $image_ver busybox-static $busybox_ver"
+# nft and the libraries it is linked with (initramfs/ship-dynamic.sh checks
+# the closure and names anything missing from this list).
+nft_pkgs="nftables libnftables1 libedit2 libc6 libmnl0 libnftnl11 libxtables12 libjansson4 libgmp10 libtinfo6 libbsd0 libmd0"
+nft_versions=""
+for pkg in $nft_pkgs; do
+  ver=$(apt-cache policy "$pkg:$deb_arch" | awk '/Candidate:/ { print $2 }')
+  [[ -n $ver && $ver != "(none)" ]] || die "apt knows no $pkg:$deb_arch"
+  nft_versions+=" $pkg=$ver"
+done
+want="$image_pkg $image_ver busybox-static $busybox_ver$nft_versions"
 
 if [[ -f $root/.stamp && $(cat "$root/.stamp") == "$want" ]]; then
   log "up to date: $want"
   exit 0
 fi
 
-log "downloading $image_pkg $image_ver and busybox-static $busybox_ver (about 70 MB)"
+log "downloading $image_pkg $image_ver, busybox-static $busybox_ver and nftables (about 75 MB)"
 rm -rf "$root"
 mkdir -p "$root/debs"
-(cd "$root/debs" && apt-get download -q "$image_pkg:$deb_arch=$image_ver" "busybox-static:$deb_arch=$busybox_ver")
+# shellcheck disable=SC2086 # one word per package
+(cd "$root/debs" && apt-get download -q "$image_pkg:$deb_arch=$image_ver" "busybox-static:$deb_arch=$busybox_ver" \
+  $(for pv in $nft_versions; do echo "${pv%%=*}:$deb_arch=${pv#*=}"; done))
 for deb in "$root"/debs/*.deb; do
   log "unpacking $(basename "$deb")"
   dpkg-deb -x "$deb" "$root"
@@ -57,6 +70,7 @@ done
 [[ -f $root/boot/vmlinuz-$kver ]] || die "no boot/vmlinuz-$kver in $image_pkg"
 [[ -d $root/lib/modules/$kver ]] || die "no lib/modules/$kver in $image_pkg"
 [[ -x $root/bin/busybox ]] || die "no bin/busybox in busybox-static"
+[[ -e $root/usr/sbin/nft ]] || die "no usr/sbin/nft in nftables"
 # The package ships no modules.dep: depmod normally runs at install time.
 depmod -b "$root" "$kver"
 rm -rf "$root/debs"

@@ -26,7 +26,7 @@ endif
 ifeq ($(APPLIANCE_ARCH),aarch64)
 initramfs: appliance-arm64-debs
 	MODULES_ROOT=$(APPLIANCE_ARM64_ROOT) KVER=$$(cat $(APPLIANCE_ARM64_ROOT)/kver) \
-	  BUSYBOX=$(APPLIANCE_ARM64_ROOT)/bin/busybox \
+	  BUSYBOX=$(APPLIANCE_ARM64_ROOT)/bin/busybox DYNAMIC_ROOT=$(APPLIANCE_ARM64_ROOT) \
 	  initramfs/build-initramfs.sh $(APPLIANCE_OUT) $(APPLIANCE_ARCH)
 else
 initramfs:

@@ -126,6 +126,16 @@ wait_console '^MODPROBE-42' 30
 type_line 'ip link add vbond1 type bond && grep -q "^bonding " /proc/modules && echo AUTOLOAD-$((40+2))'
 wait_console '^AUTOLOAD-42' 30
 log "modprobe: by hand and through request_module()"
+# A NAT network: the agent makes its bridge and its nftables rules with the
+# node's own nft (a glibc program shipped with its libraries), and the
+# ruleset the kernel holds then masquerades the network's subnet.
+nat=$(api_curl -s --max-time 30 -w ' %{http_code}' -H 'Content-Type: application/json' \
+  -d '{"name":"natlab","kind":"nat","subnet":"10.88.0.0/24"}' "http://127.0.0.1:$port/networks") ||
+  fail "POST /networks (nat): no answer"
+[[ ${nat##* } == 201 ]] || fail "POST /networks (nat) answered: $nat"
+type_line 'nft list ruleset | grep -q "10.88.0.0/24.*masquerade" && echo NFT-$((40+2))'
+wait_console '^NFT-42' 30 || fail "no masquerade rule for the NAT network in the node's ruleset"
+log "NAT network: bridge and masquerade rule made through the node's nft"
 type_line 'kill -9 $(pidof vireo-agent)'
 t_kill=$(now)
 wait_console 'vireo-agent exited \(signal SIGKILL\)' 30

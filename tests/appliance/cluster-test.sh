@@ -88,12 +88,14 @@ trap "exit 1" INT TERM
 
 nsx() { ip netns exec "$ns" "$@"; }
 addr() { echo "$net.1$1"; }
-# api NODE METHOD PATH [BODY]: the body of node NODE's answer (fails on HTTP errors).
+# api NODE METHOD PATH [BODY]: the body of node NODE's answer (fails on HTTP
+# errors, still printing the body: the agent's reason). API_MAX_TIME: seconds
+# for a slow call (default 8).
 api() {
   local body=()
   [[ $# -ge 4 ]] && body=(-H 'Content-Type: application/json' -d "$4")
-  nsx curl -sf --connect-timeout 2 --max-time 8 -X "$2" -H "Authorization: Bearer $token_admin" \
-    "${body[@]}" "http://$(addr "$1"):8006$3"
+  nsx curl -s --fail-with-body --connect-timeout 2 --max-time "${API_MAX_TIME:-8}" -X "$2" \
+    -H "Authorization: Bearer $token_admin" "${body[@]}" "http://$(addr "$1"):8006$3"
 }
 vireo() { nsx env VIREO_TOKEN="$token_admin" "$cli" "$@"; }
 # wait_for SECONDS WHAT COMMAND...: until COMMAND succeeds.
@@ -263,9 +265,10 @@ else
 fi
 
 # --- 2. the NFS pool and two HA VMs ---
+# Mounting the export takes a TCG node a while: a longer wait than other calls.
 for n in 1 2 3; do
-  api "$n" POST /pools "{\"name\":\"shared\",\"kind\":\"nfs\",\"server\":\"$net.1\",\"export\":\"/\",\"options\":\"timeo=20,retrans=2\"}" >/dev/null ||
-    fail nfs-pool "node $n could not add the NFS pool: $(nsx curl -s -X GET -H "Authorization: Bearer $token_admin" "http://$(addr "$n"):8006/pools")"
+  answer=$(API_MAX_TIME=90 api "$n" POST /pools "{\"name\":\"shared\",\"kind\":\"nfs\",\"server\":\"$net.1\",\"export\":\"/\",\"options\":\"timeo=20,retrans=2\"}") ||
+    fail nfs-pool "node $n could not add the NFS pool: ${answer:-no answer}; its pools: $(api "$n" GET /pools)"
 done
 pass nfs-pool
 define_vm() {

@@ -51,6 +51,9 @@ const SIGNALS: [Signal; 6] = [
     Signal::SIGHUP,
 ];
 
+/// The services' PATH: the node's programs, busybox's applets, nft.
+const SERVICE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.first().is_some_and(|a| a.ends_with("modprobe")) {
@@ -63,6 +66,10 @@ fn main() {
         eprintln!("vireo-init: must run as PID 1 (the appliance's /init)");
         std::process::exit(1);
     }
+    // The kernel starts init with no PATH; every service inherits this one
+    // (nft, which the agent and the membership daemon run, is in /usr/sbin).
+    // (Set before any thread exists to read the environment.)
+    std::env::set_var("PATH", SERVICE_PATH);
     // Before any thread exists, so every thread inherits the blocked mask and
     // the signals queue for the main loop's sigtimedwait.
     block_signals();
@@ -139,7 +146,7 @@ fn start_services(cmd: &cmdline::Cmdline) -> Vec<Service> {
     }
     let agent = Service::new("vireo-agent", agent_args)
         .env("VIREO_STATE_DIR", mounts::STATE_DIR)
-        .env("PATH", "/usr/bin:/bin")
+        .env("PATH", SERVICE_PATH)
         .restart_when_created(CLUSTER_CONF);
     let mut services = vec![agent, membershipd()];
     if let Some(join) = cluster_join(cmd) {
@@ -218,7 +225,7 @@ fn debug_shell() -> Service {
     }
     let argv = [BUSYBOX, "cttyhack", "/bin/sh"].map(String::from).to_vec();
     Service::new("debug-shell", argv)
-        .env("PATH", "/bin:/usr/bin")
+        .env("PATH", SERVICE_PATH)
         .env("HOME", "/")
         .env("TERM", "vt100")
         .session()

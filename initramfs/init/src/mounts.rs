@@ -17,6 +17,25 @@ pub const STATE_DIR: &str = "/var/lib/vireo";
 pub const STATE_LABEL: &str = "VIREO-DATA";
 
 /// What init mounted, in order, so shutdown unmounts in reverse.
+/// The links into /proc/self/fd that udev makes on other systems and
+/// devtmpfs does not: programs open /dev/stdin by name (the agent hands its
+/// nftables rules to `nft -f /dev/stdin`).
+fn dev_fd_links() {
+    let links = [
+        ("/proc/self/fd", "/dev/fd"),
+        ("/proc/self/fd/0", "/dev/stdin"),
+        ("/proc/self/fd/1", "/dev/stdout"),
+        ("/proc/self/fd/2", "/dev/stderr"),
+    ];
+    for (target, link) in links {
+        match std::os::unix::fs::symlink(target, link) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => log!("{link}: {e}"),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Mounts {
     targets: Vec<PathBuf>,
@@ -53,6 +72,7 @@ impl Mounts {
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
             Some("gid=5,mode=620,ptmxmode=666"),
         );
+        dev_fd_links();
         let tmp = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
         self.mount("tmpfs", "/run", "tmpfs", tmp, Some("mode=0755"));
         self.mount("tmpfs", "/tmp", "tmpfs", tmp, Some("mode=1777"));
