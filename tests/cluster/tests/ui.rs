@@ -101,15 +101,6 @@ fn mark(lab: &Lab, vm: &'static str, on: usize) -> Mark {
     }
 }
 
-fn local_vms(lab: &Lab, i: usize) -> Vec<String> {
-    let list = lab.agent(i).ok("GET", "/vms", None, 200).unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["name"].as_str().unwrap_or("?").to_string())
-        .collect()
-}
-
 /// Node `name`'s row of node 1's node table.
 fn node_row(lab: &Lab, name: &str) -> Value {
     let nodes = lab.agent(0).ok("GET", "/cluster/nodes", None, 200).unwrap();
@@ -139,7 +130,7 @@ fn runs_only_on(lab: &Lab, w: &Watch, m: &Mark, nodes: &[usize]) -> usize {
     };
     for i in 0..3 {
         assert_eq!(
-            local_vms(lab, i).contains(&vm.to_string()),
+            lab.local_vms(i).contains(&vm.to_string()),
             i == on,
             "{vm} defined on node {}",
             i + 1
@@ -247,7 +238,7 @@ fn migrate_cancel_and_drain_in_the_browser() {
     assert_eq!(ended["state"], "cancelled", "{ended}");
     runs_only_on(&lab, &w, &before, &[0]);
     assert!(
-        local_vms(&lab, 1) == ["sitter"],
+        lab.local_vms(1) == ["sitter"],
         "node 2 keeps a half of roamer"
     );
 
@@ -284,7 +275,7 @@ fn migrate_cancel_and_drain_in_the_browser() {
     assert_eq!(node_row(&lab, "node2")["drained"], true);
     runs_only_on(&lab, &w, &roamer, &[0, 2]);
     runs_only_on(&lab, &w, &sitter, &[0, 2]);
-    assert!(local_vms(&lab, 1).is_empty(), "node 2 keeps VMs");
+    assert!(lab.local_vms(1).is_empty(), "node 2 keeps VMs");
     browser.wait(
         "the page says drained, no VMs",
         "document.querySelector('[data-testid=drained]') && !document.querySelector('[data-testid=node-vms]')",
