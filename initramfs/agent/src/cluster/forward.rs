@@ -219,7 +219,26 @@ pub(super) fn send(
 
 #[cfg(test)]
 mod tests {
-    use super::vm_name;
+    use super::{asked_node, vm_name, FORWARDED, NODE};
+    use axum::body::Body;
+    use axum::extract::Request;
+
+    #[test]
+    fn the_node_a_request_names_unless_forwarded_already() {
+        let req = |headers: &[(&str, &str)]| {
+            let mut b = Request::builder().uri("/tasks/task-3");
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(Body::empty()).unwrap()
+        };
+        assert_eq!(
+            asked_node(&req(&[(NODE, "node2")])).as_deref(),
+            Some("node2")
+        );
+        assert_eq!(asked_node(&req(&[])), None);
+        assert_eq!(asked_node(&req(&[(NODE, "2"), (FORWARDED, "1")])), None);
+    }
 
     #[test]
     fn vm_names_of_paths() {
