@@ -84,7 +84,8 @@ test-membership:
 # leave with a real node (join.rs), group messaging (groups.rs), the store
 # (store.rs) and 16 nodes joined one by one (scale.rs); the agents' HA
 # with probe guests through /dev/kvm (ha.rs, migrate.rs, placement.rs: need the
-# VMM and the probe).
+# VMM and the probe); the web UI in headless Chromium against the three agents
+# (ui.rs: migrate, a capped migration cancelled, drain and undrain).
 test-cluster: cluster-bins vmm probe
 	$(CARGO) test -p vireo-cluster-tests --no-fail-fast
 

@@ -86,7 +86,6 @@ fn make_template(agent: &Agent, node: &Node) {
     agent.ok("POST", "/templates", Some(json!({"vm": "tpl"})), 200);
 }
 
-/// Waits for the page's status line to say `label...: done`; panics on a failure it reports.
 /// The agent with a known admin password (the browser logs in with it).
 fn agent_with_password(node: &Node, extra: &[&str]) -> Agent {
     let file = node.dir.join("admin-password");
@@ -134,12 +133,7 @@ const CATCH_DOWNLOADS: &str = "window.caught = null; const orig = URL.createObje
     window.caught = { size: a.length, nonzero: a.reduce((n, x) => n + (x !== 0), 0) }; }); return orig(blob); };";
 
 fn action_done(browser: &Browser, label: &str) {
-    let cond = format!(
-        "(e => e && e.innerText.startsWith({label:?}) && (e.classList.contains('ok') || e.classList.contains('failed')) && e.className + ' ' + e.innerText)(document.querySelector('[data-testid=action-status]'))"
-    );
-    let seen = browser.wait(&format!("{label} done"), &cond, LONG);
-    let seen = seen.as_str().unwrap_or("");
-    assert!(seen.contains(" ok "), "{label}: {seen}");
+    browser.action_done(label, LONG);
 }
 
 #[test]
@@ -493,6 +487,8 @@ fn networks_page_and_a_tenants_forwards() {
     let lab_net = agent.ok("GET", "/networks/lab", None, 200);
     assert_eq!(lab_net["active"], true, "{lab_net}");
     assert_eq!(lab_net["spec"]["kind"], "nat", "{lab_net}");
+    nic_added_and_removed_in_the_edit_form(&browser, &agent, &node);
+    browser.goto(&format!("{}/ui/networks", agent.base));
 
     fill_in(
         &browser,
@@ -559,6 +555,110 @@ fn networks_page_and_a_tenants_forwards() {
     );
     action_done(&browser, "Delete lab");
     assert_eq!(agent.call("GET", "/networks/lab", None).0, 404);
+}
+
+/// A stopped VM's edit form: a NIC on network `lab` added (the definition
+/// then has it; the agent derives its MAC when the VM starts), then removed.
+fn nic_added_and_removed_in_the_edit_form(browser: &Browser, agent: &Agent, node: &Node) {
+    agent.define_probe(node, "wired", "probe.tick", 64);
+    browser.goto(&format!("{}/ui/vms/wired", agent.base));
+    browser.click_text("[data-testid=edit-vm]", "Add NIC");
+    browser.type_into(
+        "[data-testid=edit-nics] input[aria-label='NIC network']",
+        "lab",
+    );
+    browser.click("[data-testid=save-vm]");
+    action_done(browser, "Edit");
+    let nics = agent.vm("wired")["nics"].clone();
+    assert_eq!(nics.as_array().map(Vec::len), Some(1), "{nics}");
+    assert_eq!(nics[0]["network"], "lab", "{nics}");
+    browser.goto(&format!("{}/ui/vms/wired", agent.base));
+    browser.wait(
+        "the NIC in the form",
+        "document.querySelector('[data-testid=edit-nics] input[aria-label=\"NIC network\"]').value === 'lab'",
+        LONG,
+    );
+    browser.screenshot("vm-edit-nic-1280");
+    browser.click("[data-testid=edit-nics] > div button.danger");
+    browser.click("[data-testid=save-vm]");
+    action_done(browser, "Edit");
+    let nics = agent.vm("wired")["nics"].clone();
+    assert!(nics.as_array().is_none_or(Vec::is_empty), "{nics}");
+    agent.ok("DELETE", "/vms/wired", None, 204);
+}
+
+/// A backup of a VM with a large (sparse) disk, cancelled from the task
+/// list while it copies: the task ends `cancelled`, the pool keeps no
+/// backup and no half-written one, and the disk is free for the next job.
+#[test]
+fn a_long_backup_cancelled_from_the_task_list() {
+    let node = Node::new("ui-cancel");
+    let agent = agent_with_password(&node, &[]);
+    agent.ok(
+        "POST",
+        "/pools/local/volumes",
+        Some(json!({"name": "big.raw", "format": "raw", "size": 256u64 << 30})),
+        201,
+    );
+    agent.ok(
+        "POST",
+        "/vms",
+        Some(json!({
+            "name": "big", "memory_mib": 64,
+            "boot": {"kind": "kernel", "kernel": node.probe},
+            "disks": [{"volume": "local/big.raw"}],
+        })),
+        201,
+    );
+    let browser = Browser::start(1280, 800, &shots_dir());
+    log_in(&browser, &agent, "admin", ADMIN_PASSWORD);
+    browser.goto(&format!("{}/ui/vms/big", agent.base));
+    browser.click_text("[data-testid=vm-actions]", "Back up");
+    let deadline = Instant::now() + LONG;
+    let id = loop {
+        let tasks = agent.ok("GET", "/tasks", None, 200);
+        let copying = tasks.as_array().unwrap().iter().find(|t| {
+            t["kind"] == "backup" && t["state"] == "running" && t["done"].as_u64() > Some(0)
+        });
+        if let Some(t) = copying {
+            break t["id"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "no backup copying: {tasks}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    browser.goto(&format!("{}/ui/tasks", agent.base));
+    let row = format!("[data-testid=tasks] tr[data-task={id:?}]");
+    browser.find(&format!("{row} progress"));
+    browser.screenshot("tasks-running-1280");
+    browser.click_text(&row, "Cancel");
+    browser.wait(
+        "the task cancelled in the list",
+        &format!("document.querySelector('{row} .badge').textContent === 'cancelled'"),
+        LONG,
+    );
+    browser.screenshot("tasks-cancelled-1280");
+    let task = agent.ok("GET", &format!("/tasks/{id}"), None, 200);
+    assert_eq!(task["state"], "cancelled", "{task}");
+    assert!(task["done"].as_u64() < Some(256 << 30), "{task}");
+    let backups = agent.ok("GET", "/pools/local/backups?vm=big", None, 200);
+    assert_eq!(backups, json!([]));
+    let left: Vec<_> = std::fs::read_dir(node.local_pool().join(".backups"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in the backups directory: {left:?}");
+    // The disk is not held by the cancelled job: the next backup may start.
+    let next = agent.ok(
+        "POST",
+        "/backups",
+        Some(json!({"vm": "big", "storage": "local"})),
+        202,
+    );
+    agent.ok(
+        "DELETE",
+        &format!("/tasks/{}", next["id"].as_str().unwrap()),
+        None,
+        202,
+    );
 }
 
 /// Metrics: the Prometheus text and the history routes answer with the

@@ -1,12 +1,13 @@
 //! vireo-agent on cluster nodes: one agent per node namespace beside its
 //! vireo-membershipd, on the node's address; HTTP to it from the test
-//! process (a thread that enters the namespace); the test watchdog's
+//! process (a thread that enters the namespace), and a relay that lets a
+//! browser on this host reach an agent in its namespace; the test watchdog's
 //! supervisor, which kills every process of a node whose agent stopped
 //! feeding it; and the scan that finds which node runs a VMM for a VM.
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -180,6 +181,48 @@ pub fn http_in_namespace(
     })
     .join()
     .map_err(|_| "the HTTP thread panicked".to_string())?
+}
+
+/// A TCP relay from `127.0.0.1:PORT` on this host to `to` inside namespace
+/// `ns`, for a program that runs outside the lab (a browser): each
+/// connection is made by a thread that entered the namespace (a socket stays
+/// in the namespace it was made in), then copied both ways. It serves until
+/// the test process ends.
+pub fn relay(ns: &str, to: SocketAddr) -> Result<SocketAddr, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let at = listener.local_addr().map_err(|e| e.to_string())?;
+    let ns = ns.to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let ns = ns.clone();
+            std::thread::spawn(move || {
+                let upstream = enter_namespace(&ns).and_then(|()| {
+                    TcpStream::connect_timeout(&to, Duration::from_secs(5))
+                        .map_err(|e| format!("{to}: {e}"))
+                });
+                match upstream {
+                    Ok(upstream) => pipe(client, upstream),
+                    Err(e) => eprintln!("relay to {to} in {ns}: {e}"),
+                }
+            });
+        }
+    });
+    Ok(at)
+}
+
+/// Copies `a` to `b` and `b` to `a` until both ends have closed.
+fn pipe(a: TcpStream, b: TcpStream) {
+    let (Ok(mut a_in), Ok(mut b_out)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    let there = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut a_in, &mut b_out);
+        let _ = b_out.shutdown(Shutdown::Write);
+    });
+    let (mut b_in, mut a_out) = (b, a);
+    let _ = std::io::copy(&mut b_in, &mut a_out);
+    let _ = a_out.shutdown(Shutdown::Write);
+    let _ = there.join();
 }
 
 fn enter_namespace(ns: &str) -> Result<(), String> {

@@ -254,6 +254,16 @@ impl Lab {
         uuid
     }
 
+    /// The names of the VMs defined on node `i` (its own `/vms`).
+    pub fn local_vms(&self, i: usize) -> Vec<String> {
+        let list = self.agent(i).ok("GET", "/vms", None, 200).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap_or("?").to_string())
+            .collect()
+    }
+
     /// The cluster's VM table as node `i` answers it.
     pub fn cluster_vms(&self, i: usize) -> Result<BTreeMap<String, Value>, String> {
         let list = self.agent(i).ok("GET", "/cluster/vms", None, 200)?;

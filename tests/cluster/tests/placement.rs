@@ -65,15 +65,6 @@ fn bridge_ports(lab: &Lab, i: usize, net: &str) -> Vec<String> {
         .collect()
 }
 
-fn local_vms(lab: &Lab, i: usize) -> Vec<String> {
-    let list = lab.agent(i).ok("GET", "/vms", None, 200).unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["name"].as_str().unwrap_or("?").to_string())
-        .collect()
-}
-
 fn refused(lab: &Lab, i: usize, method: &str, path: &str, body: &str, want: &[&str]) {
     let (status, text) = lab.agent(i).call(method, path, Some(body)).unwrap();
     assert!(
@@ -247,7 +238,7 @@ fn drain_and_undrain(lab: &Lab, probe: &str) {
                       "boot": {"kind": "kernel", "kernel": probe}})
     .to_string();
     refused(lab, 2, "POST", "/vms", &spec, &["drained", "node3"]);
-    assert!(local_vms(lab, 2).is_empty());
+    assert!(lab.local_vms(2).is_empty());
     let out = cli(
         &lab.c.nodes[2],
         &["node", "undrain", "node3", "--host", &host],
@@ -341,12 +332,12 @@ fn pools_drains_watchdogs_and_migrations_that_do_not_end_well() {
             done["state"] == "failed" && error.contains("node3") && error.contains(want),
             "{done}"
         );
-        assert!(local_vms(&lab, 2).is_empty());
+        assert!(lab.local_vms(2).is_empty());
     };
     refused_by_node3("'solo'");
     lab.agent(2).ok("POST", "/pools", Some(&pool), 201).unwrap();
     refused_by_node3("'lan'");
-    assert!(local_vms(&lab, 2).is_empty());
+    assert!(lab.local_vms(2).is_empty());
 
     // Capped at 1 Mbit/s, the 16 MiB take minutes: cancelled midway.
     let id = start_migration(
@@ -372,7 +363,7 @@ fn pools_drains_watchdogs_and_migrations_that_do_not_end_well() {
     wait_until(WAIT, "nothing of slow left on node 2", || {
         let left = (
             vmm_copies(&namespaces, &uuid),
-            local_vms(&lab, 1),
+            lab.local_vms(1),
             bridge_ports(&lab, 1, "lan"),
         );
         (left.0 == vec![0] && left.1.is_empty() && left.2.is_empty())
@@ -438,12 +429,12 @@ fn pools_drains_watchdogs_and_migrations_that_do_not_end_well() {
     .unwrap()
     .0;
     wait_progress(&lab, 1, &id);
-    assert_eq!(local_vms(&lab, 2), vec!["slow".to_string()]);
+    assert_eq!(lab.local_vms(2), vec!["slow".to_string()]);
     kill_processes_in(&namespaces[1]);
     wait_until(WAIT, "nothing of slow left on node 3", || {
         let left = (
             vmm_copies(&namespaces, &uuid),
-            local_vms(&lab, 2),
+            lab.local_vms(2),
             bridge_ports(&lab, 2, "lan"),
         );
         (left.0.is_empty() && left.1.is_empty() && left.2.is_empty())

@@ -3,7 +3,10 @@
 //! to that node's agent and its answer returned as it is. A forwarded
 //! request carries `x-vireo-forwarded`, and one that does is never
 //! forwarded again (no loops while the store changes owner). A VM defined
-//! here may not take a name another node's VM has.
+//! here may not take a name another node's VM has. A request for another
+//! node's own things (its tasks: a migration forwarded to a VM's owner runs
+//! there) names that node in `x-vireo-node` and is sent on to it; every
+//! forwarded answer names the node that gave it in the same header.
 
 use std::time::Duration;
 
@@ -18,6 +21,8 @@ use crate::error::ApiError;
 use crate::server::AppState;
 
 pub const FORWARDED: &str = "x-vireo-forwarded";
+/// The node (name or id) a request is for; the node (id) an answer is from.
+pub const NODE: &str = "x-vireo-node";
 /// Largest request body forwarded (VM definitions, not uploads).
 const MAX_BODY: usize = 1 << 20;
 /// A forwarded shutdown waits for the guest; give it as long as a local one.
@@ -27,6 +32,9 @@ pub async fn forward(State(s): State<AppState>, req: Request, next: Next) -> Res
     let Some(cluster) = s.cluster.clone() else {
         return next.run(req).await;
     };
+    if let Some(node) = asked_node(&req) {
+        return to_node(cluster, node, req, next).await;
+    }
     if req.method() == axum::http::Method::POST && req.uri().path() == "/vms" {
         return define_once(cluster, req, next).await;
     }
@@ -39,8 +47,42 @@ pub async fn forward(State(s): State<AppState>, req: Request, next: Next) -> Res
     let me = cluster.me();
     let owner = tokio::task::spawn_blocking(move || cluster.owner_api(&name)).await;
     match owner {
-        Ok(Some(api)) => proxy(&api, me, req).await,
+        Ok(Some((owner, api))) => proxy(&api, me, owner, req).await,
         _ => next.run(req).await,
+    }
+}
+
+/// The node a request names in `x-vireo-node`, unless it was forwarded already.
+fn asked_node(req: &Request) -> Option<String> {
+    if req.headers().contains_key(FORWARDED) {
+        return None;
+    }
+    req.headers().get(NODE)?.to_str().ok().map(str::to_string)
+}
+
+/// A request for node `node`'s agent: sent on to it, or answered here when
+/// it names this node.
+async fn to_node(cluster: Cluster, node: String, req: Request, next: Next) -> Response {
+    let me = cluster.me();
+    let found = tokio::task::spawn_blocking(move || -> Result<Option<(u32, String)>, ApiError> {
+        let id = cluster.node_id(&node)?;
+        if id == me {
+            return Ok(None);
+        }
+        let api = cluster.api_of(id).ok_or_else(|| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("node '{node}' has no agent that published its address"),
+            )
+        })?;
+        Ok(Some((id, api)))
+    })
+    .await;
+    match found {
+        Ok(Ok(None)) => next.run(req).await,
+        Ok(Ok(Some((id, api)))) => proxy(&api, me, id, req).await,
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => ApiError::internal(e.to_string()).into_response(),
     }
 }
 
@@ -101,7 +143,8 @@ pub(super) fn node_authorization() -> Option<(&'static str, HeaderValue)> {
 /// Request headers a forwarded request keeps.
 const PASSED_HEADERS: [&str; 2] = ["content-type", "authorization"];
 
-async fn proxy(api: &str, me: u32, req: Request) -> Response {
+/// Sends `req` to node `node`'s agent at `api`; its answer, marked as `node`'s.
+async fn proxy(api: &str, me: u32, node: u32, req: Request) -> Response {
     let method = req.method().as_str().to_string();
     let target = req
         .uri()
@@ -125,6 +168,7 @@ async fn proxy(api: &str, me: u32, req: Request) -> Response {
             if let Some(ct) = ct.and_then(|c| HeaderValue::from_str(&c).ok()) {
                 resp.headers_mut().insert("content-type", ct);
             }
+            resp.headers_mut().insert(NODE, HeaderValue::from(node));
             resp
         }
         Ok(Err(e)) => ApiError(
@@ -175,7 +219,26 @@ pub(super) fn send(
 
 #[cfg(test)]
 mod tests {
-    use super::vm_name;
+    use super::{asked_node, vm_name, FORWARDED, NODE};
+    use axum::body::Body;
+    use axum::extract::Request;
+
+    #[test]
+    fn the_node_a_request_names_unless_forwarded_already() {
+        let req = |headers: &[(&str, &str)]| {
+            let mut b = Request::builder().uri("/tasks/task-3");
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(Body::empty()).unwrap()
+        };
+        assert_eq!(
+            asked_node(&req(&[(NODE, "node2")])).as_deref(),
+            Some("node2")
+        );
+        assert_eq!(asked_node(&req(&[])), None);
+        assert_eq!(asked_node(&req(&[(NODE, "2"), (FORWARDED, "1")])), None);
+    }
 
     #[test]
     fn vm_names_of_paths() {

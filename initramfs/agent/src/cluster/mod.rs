@@ -295,11 +295,16 @@ impl Cluster {
         (owner != self.inner.me).then_some(owner)
     }
 
-    /// The agent (`ADDR:PORT`) of the node that owns VM `name`, when that is
-    /// another node.
-    pub fn owner_api(&self, name: &str) -> Option<String> {
+    /// The node that owns VM `name` and its agent (`ADDR:PORT`), when that
+    /// is another node.
+    pub fn owner_api(&self, name: &str) -> Option<(u32, String)> {
         let owner = self.other_owner(name)?;
-        let rec = self.inner.store.get(&format!("node/{owner}")).ok()??;
+        Some((owner, self.api_of(owner)?))
+    }
+
+    /// The agent (`ADDR:PORT`) node `id` last published.
+    pub fn api_of(&self, id: u32) -> Option<String> {
+        let rec = self.inner.store.get(&format!("node/{id}")).ok()??;
         serde_json::from_str::<NodeRecord>(&rec.value)
             .ok()
             .map(|r| r.api)

@@ -255,6 +255,17 @@ impl Browser {
         .to_string()
     }
 
+    /// Waits for the page's status line to say `label…: done`; panics on a
+    /// failure it reports.
+    pub fn action_done(&self, label: &str, limit: Duration) {
+        let cond = format!(
+            "(e => e && e.innerText.startsWith({label:?}) && (e.classList.contains('ok') || e.classList.contains('failed')) && e.className + ' ' + e.innerText)(document.querySelector('[data-testid=action-status]'))"
+        );
+        let seen = self.wait(&format!("{label} done"), &cond, limit);
+        let seen = seen.as_str().unwrap_or("");
+        assert!(seen.contains(" ok "), "{label}: {seen}");
+    }
+
     /// Saves a PNG of the window as `name`.png in the screenshot directory.
     pub fn screenshot(&self, name: &str) -> PathBuf {
         let b64 = self.session_command("GET", "/screenshot", None);

@@ -30,11 +30,21 @@ export const session = {
 let onUnauthorized = () => {};
 export function setUnauthorizedHandler(handler) { onUnauthorized = handler; }
 
-/** METHOD path [body] → the answer's JSON (null for 204); an ApiError otherwise. */
-export async function api(method, path, body) {
+/** The header naming the node a request is for, and the node an answer
+ *  came from (a request about another node's VM is answered by its owner). */
+const NODE_HEADER = "X-Vireo-Node";
+
+/**
+ * METHOD path [body] → the answer's JSON (null for 204); an ApiError
+ * otherwise. `node` sends the request on to that node's agent (its tasks).
+ * A task another node answered with (a VM's owner) carries that node as
+ * `task.node`, so that following it asks the node that runs it.
+ */
+export async function api(method, path, body, node) {
   const headers = {};
   if (session.token) headers.Authorization = `Bearer ${session.token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (node !== undefined && node !== null) headers[NODE_HEADER] = String(node);
   let response;
   try {
     response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -49,11 +59,14 @@ export async function api(method, path, body) {
     if (response.status === 401 && !path.startsWith("/auth/login")) onUnauthorized();
     throw new ApiError(response.status, message);
   }
+  const from = response.headers.get(NODE_HEADER);
+  if (from && data && data.kind && data.id && data.state) data.node = from;
   return data;
 }
 
 export const get = (path) => api("GET", path);
 export const post = (path, body) => api("POST", path, body);
+export const put = (path, body) => api("PUT", path, body);
 export const del = (path) => api("DELETE", path);
 
 /** Logs in. An agent without authentication (404 on /auth/login) lets everyone in as admin. */
@@ -68,13 +81,27 @@ export async function login(user, password) {
   return session.user;
 }
 
-/** Polls a task until it ends; `progress(task)` sees each state. Throws if it failed. */
+/** Logs in with an API token (`vireo` tokens, a node's admin token): who it is comes from /auth/whoami. */
+export async function loginWithToken(token) {
+  let response;
+  try {
+    response = await fetch("/auth/whoami", { headers: { Authorization: `Bearer ${token}` } });
+  } catch (e) {
+    throw new ApiError(0, `the agent does not answer: ${e.message}`);
+  }
+  if (!response.ok) throw new ApiError(response.status, response.status === 401 ? "That token is not valid." : `${response.status} ${response.statusText}`);
+  const who = await response.json();
+  session.save(token, { user: who.user, role: who.role, tenant: who.tenant });
+  return session.user;
+}
+
+/** Polls a task (on its node) until it ends; `progress(task)` sees each state. Throws if it failed. */
 export async function waitTask(task, progress = () => {}) {
   for (;;) {
     progress(task);
     if (task.state !== "running") break;
     await new Promise((r) => setTimeout(r, 400));
-    task = await get(`/tasks/${encodeURIComponent(task.id)}`);
+    task = await api("GET", `/tasks/${encodeURIComponent(task.id)}`, undefined, task.node);
   }
   if (task.state === "failed") throw new ApiError(500, `${task.kind} failed: ${task.error}`);
   if (task.state === "cancelled") throw new ApiError(409, `${task.kind} was cancelled`);

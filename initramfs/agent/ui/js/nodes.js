@@ -5,7 +5,7 @@
 import { get } from "./api.js";
 import { fmtBytes, fmtDuration, h, link } from "./dom.js";
 
-/** [{name, state, here, stats}], `stats` as /cluster/nodes has them. */
+/** [{name, state, here, drained, stats}], as /cluster/nodes has them. */
 export async function nodeTable() {
   try {
     const [nodes, me] = await Promise.all([get("/cluster/nodes"), get("/node")]);
@@ -43,7 +43,7 @@ export function nodesTable(nodes) {
     h("tbody", {}, nodes.map((n) => {
       const st = n.stats;
       const row = (...cells) => h("tr", { "data-node": n.name }, h("td", {}, link(`/ui/nodes/${encodeURIComponent(n.name)}`, n.name),
-        n.here ? h("span", { class: "tag" }, "this node") : null), h("td", {}, nodeBadge(n.state)), ...cells);
+        n.here ? h("span", { class: "tag" }, "this node") : null), h("td", {}, nodeBadge(n.state), drainedTag(n)), ...cells);
       if (!st) return row(h("td", { colspan: 6, class: "muted" }, "no statistics published yet"));
       return row(
         h("td", {}, fmtDuration(st.uptime_s)),
@@ -53,6 +53,11 @@ export function nodesTable(nodes) {
         h("td", { class: "num" }, st.disk_total === null ? "–" : used(st.disk_used, st.disk_total)),
         h("td", { class: "num" }, `${st.vms_running} running / ${st.vms}`));
     }))));
+}
+
+/** In maintenance (PUT /cluster/nodes/{node}/drain): it takes no new VMs. */
+export function drainedTag(node) {
+  return node.drained ? h("span", { class: "badge state-paused", "data-testid": "drained", title: "takes no new VMs" }, "drained") : null;
 }
 
 /** A node's state as a badge: online green, offline grey, fenced red. */

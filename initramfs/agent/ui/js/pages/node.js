@@ -1,13 +1,16 @@
 // A node's page: its row of the node table, its VMs, its graphs (this
-// node's; another node's are on its own agent) and the drain button, which
-// live-migrates each of its running VMs, one after the other, to the other
-// online node with the most free memory (POST /vms/{name}/migrate).
+// node's; another node's are on its own agent), and maintenance: Drain
+// marks the node drained (PUT /cluster/nodes/{node}/drain: it takes no new
+// VMs), then live-migrates each of its running VMs, one after the other, to
+// the other online node with the most free memory (POST
+// /vms/{name}/migrate, as `vireo node drain`); Undrain (DELETE …/drain)
+// lets it take VMs again.
 
-import { ApiError, get, post, vmPath, waitTask } from "../api.js";
+import { ApiError, del, get, post, put, vmPath, waitTask } from "../api.js";
 import { act, dangerButton, statusLine } from "../actions.js";
 import { historyCharts } from "../chart.js";
 import { badge, fill, h, link } from "../dom.js";
-import { nodeBadge, nodesTable, nodeTable, vmsOf } from "../nodes.js";
+import { drainedTag, nodeBadge, nodesTable, nodeTable, vmsOf } from "../nodes.js";
 
 export async function render(main, [name]) {
   const line = statusLine();
@@ -22,6 +25,7 @@ export async function render(main, [name]) {
     const node = table.find((n) => n.name === name);
     if (!node) throw new ApiError(404, `no node named '${name}'`);
     const vms = await vmsOf(node);
+    drawButtons(node);
     fill(summary, nodesTable([node]));
     fill(vmList, h("h2", {}, `VMs on ${name}`), vms.length ? h("div", { class: "scroll" }, h("table", { class: "list", "data-testid": "node-vms" },
       h("thead", {}, h("tr", {}, ["VM", "State"].map((c) => h("th", {}, c)))),
@@ -40,13 +44,19 @@ export async function render(main, [name]) {
     fill(charts, history ? [h("h2", {}, "Last hour"), historyCharts(history)] : h("p", { class: "muted" }, "Each of your VMs has its graphs on its page."));
   }
 
-  /** Moves every running VM off the node, each to the other online node
-   *  with the most free memory, counting what this drain already sent
-   *  there (as `vireo node drain` does). */
+  const nodePath = `/cluster/nodes/${encodeURIComponent(name)}/drain`;
+  /** The nodes that may take this node's VMs: online, not drained. */
+  const takers = () => table.filter((n) => n.name !== name && n.state === "online" && !n.drained);
+
+  /** Marks the node drained, then moves every running VM off it, each to
+   *  the other online node with the most free memory, counting what this
+   *  drain already sent there (as `vireo node drain` does). A VM on
+   *  another node is moved by its owner: its task is followed there. */
   async function drain(progress) {
+    await put(nodePath);
     const { vms } = await draw();
     const running = vms.filter((v) => v.running);
-    const free = new Map(table.filter((n) => n.name !== name && n.state === "online" && n.stats)
+    const free = new Map(takers().filter((n) => n.stats)
       .map((n) => [n.name, n.stats.memory_total - n.stats.memory_used]));
     for (const [i, vm] of running.entries()) {
       const target = [...free.entries()].sort((a, b) => b[1] - a[1]).map(([n]) => n)[0];
@@ -60,13 +70,26 @@ export async function render(main, [name]) {
     return true;
   }
 
+  // Redrawn only when what they offer changes (never under the pointer).
+  let shown = null;
+  function drawButtons(node) {
+    if (node.tenantView) return;
+    const canDrain = takers().length > 0;
+    const key = `${node.state} ${node.drained} ${canDrain}`;
+    if (key === shown) return;
+    shown = key;
+    fill(head, h("h1", {}, name), nodeBadge(node.state), drainedTag(node));
+    fill(buttons,
+      canDrain ? dangerButton("Drain", () => act(line, `Drain ${name}`, drain).then(draw))
+        : h("button", { disabled: true, title: "no other online node to take its VMs" }, "Drain"),
+      node.drained ? h("button", { onclick: () => act(line, `Undrain ${name}`, () => del(nodePath)).then(draw) }, "Undrain") : null);
+  }
+
+  const head = h("div", { class: "page-head" });
   const { node } = await draw();
-  const canDrain = table.filter((n) => n.state === "online").length > 1 && !node.tenantView;
-  fill(buttons, canDrain ? dangerButton("Drain", () => act(line, `Drain ${name}`, drain).then(draw))
-    : h("button", { disabled: true, title: "no other online node to take its VMs" }, "Drain"));
+  if (node.tenantView) fill(head, h("h1", {}, name), nodeBadge(node.state));
   await drawCharts(node).catch(() => {});
-  fill(main, h("div", { class: "page-head" }, h("h1", {}, name), nodeBadge(node.state)),
-    buttons, line, summary, vmList, charts);
+  fill(main, head, buttons, line, summary, vmList, charts);
   const timer = setInterval(() => draw().then(({ node: n }) => drawCharts(n)).catch(() => {}), 5000);
   return () => clearInterval(timer);
 }

@@ -3,7 +3,7 @@
 
 import { del, get } from "../api.js";
 import { act, statusLine } from "../actions.js";
-import { fill, fmtTime, h } from "../dom.js";
+import { fill, fmtBytes, fmtTime, h } from "../dom.js";
 
 export async function render(main) {
   const body = h("tbody");
@@ -33,5 +33,6 @@ export async function render(main) {
 function progress(t) {
   if (!t.total) return t.done ? `${t.done} ${t.unit || ""}` : "";
   const pct = Math.min(100, Math.round((100 * t.done) / t.total));
-  return h("span", { class: "progress" }, h("progress", { max: 100, value: pct }), ` ${pct} %`);
+  const amount = t.unit === "bytes" ? ` (${fmtBytes(t.done)} of ${fmtBytes(t.total)})` : "";
+  return h("span", { class: "progress" }, h("progress", { max: 100, value: pct }), ` ${pct} %${amount}`);
 }

@@ -13,11 +13,7 @@ import { isTemplate } from "./vms.js";
 
 export async function render(main, [name], { navigate }) {
   let vm = await get(vmPath(name));
-  // Other online nodes this VM could live-migrate to (none outside a
-  // cluster; a tenant may not read the node table).
-  const here = (await get("/node")).name;
-  const targets = (await get("/cluster/nodes").catch(() => []))
-    .filter((n) => n.state === "online" && n.name !== here).map((n) => n.name);
+  let targets = [];
   const line = statusLine();
   const head = h("div", { class: "page-head" });
   const buttons = h("div", { class: "actions", "data-testid": "vm-actions" });
@@ -40,7 +36,8 @@ export async function render(main, [name], { navigate }) {
   let shown = "";
   async function refresh(all = false) {
     vm = await get(vmPath(name));
-    const key = `${vm.state} ${isTemplate(vm)}`;
+    targets = vm.pid ? await migrationTargets(name) : [];
+    const key = `${vm.state} ${isTemplate(vm)} ${targets.join()}`;
     if (key !== shown || all) {
       shown = key;
       fill(head, h("h1", {}, vm.name), badge(vm.state), isTemplate(vm) ? h("span", { class: "tag" }, "template") : null);
@@ -115,14 +112,28 @@ function cloneForm(vm, run, navigate, fromTemplate) {
   } }, name, h("button", { type: "submit" }, "Clone"));
 }
 
-/** Live migration to another node (POST /vms/{name}/migrate, a task). */
+/** The nodes a VM could live-migrate to: online, not drained, not the
+ *  node it runs on (none outside a cluster; a tenant may not read the
+ *  node table). */
+async function migrationTargets(name) {
+  const [nodes, vms, me] = await Promise.all([get("/cluster/nodes").catch(() => []),
+    get("/cluster/vms").catch(() => []), get("/node")]);
+  const on = (vms.find((v) => v.name === name) || {}).node || me.name;
+  return nodes.filter((n) => n.state === "online" && !n.drained && n.name !== on).map((n) => n.name);
+}
+
+/** Live migration to another node (POST /vms/{name}/migrate, a task that
+ *  runs on the VM's node), its transfer rate capped if asked. */
 function migrateForm(vm, run, targets) {
   const node = h("select", { "aria-label": "target node" }, targets.map((t) => h("option", { value: t }, t)));
   const disks = h("select", { "aria-label": "disks" }, h("option", { value: "shared" }, "shared disks"), h("option", { value: "copy" }, "copy disks"));
+  const cap = h("input", { type: "number", min: 1, placeholder: "no cap", "aria-label": "bandwidth Mbit/s", size: 7 });
   return h("form", { class: "inline", "data-testid": "migrate-vm", onsubmit: (event) => {
     event.preventDefault();
-    run(`Migrate to ${node.value}`, () => post(`${vmPath(vm.name)}/migrate`, { node: node.value, disks: disks.value }));
-  } }, node, disks, h("button", { type: "submit" }, "Migrate"));
+    const args = { node: node.value, disks: disks.value };
+    if (cap.value) args.bandwidth_mbps = Number(cap.value);
+    run(`Migrate to ${node.value}`, () => post(`${vmPath(vm.name)}/migrate`, args));
+  } }, node, disks, cap, "Mbit/s", h("button", { type: "submit" }, "Migrate"));
 }
 
 /** A stopped VM's vCPUs, memory, disks and NICs (PUT /vms/{name}, the rest kept). */
