@@ -1,7 +1,8 @@
 //! Credentials for the agent: the token sent with every request (from
 //! VIREO_TOKEN, else what `vireo login` saved for that agent in
-//! ~/.config/vireo/credentials.json, mode 0600), TLS trust (--ca FILE, or
-//! --insecure for a node's self-signed certificate), and `vireo token`.
+//! ~/.config/vireo/credentials.json, mode 0600), TLS trust (--ca FILE, on a
+//! cluster node its cluster's CA, or --insecure for a node's self-signed
+//! certificate), and `vireo token`.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -73,7 +74,10 @@ pub fn token_for(base: &str) -> Option<String> {
 fn tls_config() -> ureq::tls::TlsConfig {
     let trust = TRUST.get().cloned().unwrap_or_default();
     let mut tls = ureq::tls::TlsConfig::builder().disable_verification(trust.insecure);
-    let ca = trust.ca.and_then(|path| std::fs::read(path).ok());
+    let ca = trust
+        .ca
+        .or_else(cluster_ca)
+        .and_then(|path| std::fs::read(path).ok());
     let certs: Vec<_> = ca
         .iter()
         .flat_map(|pem| ureq::tls::parse_pem(pem))
@@ -86,6 +90,15 @@ fn tls_config() -> ureq::tls::TlsConfig {
         tls = tls.root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)));
     }
     tls.build()
+}
+
+/// On a cluster node, its cluster's CA: trusted when no --ca is given
+/// (every agent of the cluster serves a certificate it signed).
+fn cluster_ca() -> Option<PathBuf> {
+    let dir = std::env::var_os("VIREO_CLUSTER_DIR")
+        .map_or_else(|| PathBuf::from(vireo_cluster::DEFAULT_DIR), PathBuf::from);
+    let ca = vireo_cluster::ClusterDir::new(dir).tls().ca_cert();
+    ca.exists().then_some(ca)
 }
 
 /// A ureq configuration for the agent at `base`: its token on every

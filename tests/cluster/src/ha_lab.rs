@@ -156,6 +156,8 @@ pub struct Lab {
     shared: PathBuf,
     /// VM name → uuid, for the watch.
     pub vms: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Agents serve their cluster certificates (mutual TLS between nodes).
+    tls: bool,
 }
 
 impl Lab {
@@ -173,14 +175,20 @@ impl Lab {
 
     /// `n` Vireo nodes, an agent on each (the bench's scale rows).
     pub fn start_n(n: usize, fencing: Fencing) -> Lab {
-        Lab::start_agents(ClusterSpec::vireo(n), n, fencing)
+        Lab::start_agents(ClusterSpec::vireo(n), n, fencing, false)
+    }
+
+    /// Three nodes whose agents serve TLS with their cluster certificates,
+    /// as nodes do by default (the other labs' agents run `--plain-http`).
+    pub fn start_tls(fencing: Fencing) -> Lab {
+        Lab::start_agents(ClusterSpec::vireo(3), AGENTS, fencing, true)
     }
 
     fn start_spec(spec: ClusterSpec, fencing: Fencing) -> Lab {
-        Lab::start_agents(spec, AGENTS, fencing)
+        Lab::start_agents(spec, AGENTS, fencing, false)
     }
 
-    fn start_agents(spec: ClusterSpec, agents: usize, fencing: Fencing) -> Lab {
+    fn start_agents(spec: ClusterSpec, agents: usize, fencing: Fencing, tls: bool) -> Lab {
         let (vmm, probe) = vmm_and_probe();
         let mut c = Cluster::new(spec).unwrap();
         let joins = form(&mut c);
@@ -195,6 +203,7 @@ impl Lab {
             probe,
             shared,
             vms: Arc::default(),
+            tls,
         };
         for i in 0..agents {
             lab.start_agent(i);
@@ -216,7 +225,8 @@ impl Lab {
     }
 
     pub fn start_agent(&mut self, i: usize) {
-        let a = Agent::start(i, &self.c.nodes[i], &self.vmm, self.fencing).unwrap();
+        let node = &self.c.nodes[i];
+        let a = Agent::start_with(i, node, &self.vmm, self.fencing, self.tls).unwrap();
         let body = json!({"name": "shared", "kind": "dir", "path": self.shared}).to_string();
         wait_until(FORM, "agent answers", || {
             a.call("GET", "/health", None).map(|_| ())
