@@ -275,6 +275,24 @@ impl Lab {
             .collect())
     }
 
+    /// Defines `name` (not HA) on node `i` and starts it; once it runs there
+    /// and node `seen_by`'s cluster table lists it, its uuid.
+    pub fn start_seen_by(&self, w: &Watch, i: usize, name: &str, seen_by: usize) -> String {
+        let uuid = self.define(i, name, false);
+        let start = format!("/vms/{name}/start");
+        self.agent(i).ok("POST", &start, None, 200).unwrap();
+        let what = format!("{name} runs on node {}", i + 1);
+        self.wait_running_on(w, &[name], &[i], &what);
+        wait_until(LONG, "the VM in the other node's table", || {
+            let vms = self.cluster_vms(seen_by)?;
+            vms.contains_key(name)
+                .then_some(())
+                .ok_or(format!("{vms:?}"))
+        })
+        .unwrap();
+        uuid
+    }
+
     /// Waits until every VM in `vms` runs on one of `nodes` and its guest
     /// there wrote its disk (stress generations on its console).
     pub fn wait_running_on(

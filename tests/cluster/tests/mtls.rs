@@ -20,18 +20,13 @@ use vireo_cluster_tests::agents::{
     client_config, exchange, parse_response, request_text, vmm_copies, Fencing,
 };
 use vireo_cluster_tests::formation::cli;
-use vireo_cluster_tests::ha_lab::Lab;
+use vireo_cluster_tests::ha_lab::{counters, Lab};
 use vireo_cluster_tests::wait_until;
 
-const FENCING: Fencing = Fencing {
-    watchdog_timeout_ms: 4000,
-    margin_ms: 1500,
-};
 const WAIT: Duration = Duration::from_secs(60);
 
-fn gens(log: &str) -> Vec<u64> {
-    vireo_cluster_tests::ha_lab::counters(log, "blk stress gen=")
-}
+/// What the probe's disk-writing counter prints.
+const GEN: &str = "blk stress gen=";
 
 /// The command lines of the VMM processes of `uuid` (any node).
 fn vmm_command_lines(uuid: &str) -> Vec<String> {
@@ -46,7 +41,10 @@ fn vmm_command_lines(uuid: &str) -> Vec<String> {
 
 #[test]
 fn nodes_call_each_other_over_mutual_tls_and_other_clients_are_refused_there() {
-    let lab = Lab::start_tls(FENCING);
+    let lab = Lab::start_tls(Fencing {
+        watchdog_timeout_ms: 4000,
+        margin_ms: 1500,
+    });
     for (i, node) in lab.c.nodes.iter().enumerate() {
         let tls = node.dir.join("tls");
         assert!(tls.join("node.crt").exists() && tls.join("ca.crt").exists());
@@ -54,18 +52,7 @@ fn nodes_call_each_other_over_mutual_tls_and_other_clients_are_refused_there() {
     }
     let namespaces = lab.namespaces();
     let w = lab.watch();
-    let uuid = lab.define(0, "mover", false);
-    lab.agent(0)
-        .ok("POST", "/vms/mover/start", None, 200)
-        .unwrap();
-    lab.wait_running_on(&w, &["mover"], &[0], "mover runs on node 1");
-    wait_until(WAIT, "mover in node 3's table", || {
-        let vms = lab.cluster_vms(2)?;
-        vms.contains_key("mover")
-            .then_some(())
-            .ok_or(format!("{vms:?}"))
-    })
-    .unwrap();
+    let uuid = lab.start_seen_by(&w, 0, "mover", 2);
 
     // Forwarded: node 3 asks node 1, over mutual TLS.
     let vm = lab.agent(2).ok("GET", "/vms/mover", None, 200).unwrap();
@@ -118,7 +105,9 @@ fn nodes_call_each_other_over_mutual_tls_and_other_clients_are_refused_there() {
 
     // The migration, by the CLI on node 3 (it trusts the cluster CA there).
     let before = std::fs::read_to_string(owner.console_log(&uuid)).unwrap();
-    let last_before = *gens(&before).last().expect("generations on node 1");
+    let last_before = *counters(&before, GEN)
+        .last()
+        .expect("generations on node 1");
     let host = format!("https://{}", lab.agent(2).addr);
     let out = cli(
         &lab.c.nodes[2],
@@ -137,7 +126,7 @@ fn nodes_call_each_other_over_mutual_tls_and_other_clients_are_refused_there() {
     assert!(!lines.is_empty() && lines.iter().all(tls), "{lines:?}");
     let log = lab.agent(2).console_log(&uuid);
     let there = wait_until(WAIT, "the guest to write on at node 3", || {
-        let g = gens(&std::fs::read_to_string(&log).unwrap_or_default());
+        let g = counters(&std::fs::read_to_string(&log).unwrap_or_default(), GEN);
         (g.len() > 1).then_some(g.clone()).ok_or(format!("{g:?}"))
     })
     .unwrap()
