@@ -71,11 +71,36 @@ pub fn token_for(base: &str) -> Option<String> {
         .or_else(|| saved().remove(base))
 }
 
-fn tls_config() -> ureq::tls::TlsConfig {
+/// Where `vireo login` keeps the CA it trusted for the agent at `base`.
+fn ca_file(base: &str) -> Option<PathBuf> {
+    let name: String = base
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    Some(credentials_file()?.parent()?.join("ca").join(name + ".pem"))
+}
+
+/// Keeps the CA this run trusts (--ca, or the node's cluster CA) for the
+/// agent at `base`, so later commands trust it without --ca; where.
+pub fn save_ca(base: &str) -> Result<Option<PathBuf>, String> {
+    let given = TRUST.get().and_then(|t| t.ca.clone());
+    let (Some(ca), Some(file)) = (given.or_else(cluster_ca), ca_file(base)) else {
+        return Ok(None);
+    };
+    let dir = file.parent().unwrap_or(&file).to_path_buf();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::copy(&ca, &file).map_err(|e| format!("{} → {}: {e}", ca.display(), file.display()))?;
+    Ok(Some(file))
+}
+
+/// TLS trust for the agent at `base`: --ca, else the CA `vireo login`
+/// kept for it, else on a cluster node its cluster's CA.
+fn tls_config(base: &str) -> ureq::tls::TlsConfig {
     let trust = TRUST.get().cloned().unwrap_or_default();
     let mut tls = ureq::tls::TlsConfig::builder().disable_verification(trust.insecure);
     let ca = trust
         .ca
+        .or_else(|| ca_file(base).filter(|f| f.exists()))
         .or_else(cluster_ca)
         .and_then(|path| std::fs::read(path).ok());
     let certs: Vec<_> = ca
@@ -106,7 +131,7 @@ fn cluster_ca() -> Option<PathBuf> {
 pub fn config_builder(base: &str) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
     let token = token_for(base);
     ureq::Agent::config_builder()
-        .tls_config(tls_config())
+        .tls_config(tls_config(base))
         .middleware(
             move |mut req: ureq::http::Request<ureq::SendBody>,
                   next: ureq::middleware::MiddlewareNext| {
