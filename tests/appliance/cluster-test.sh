@@ -94,10 +94,10 @@ addr() { echo "$net.1$1"; }
 api() {
   local body=()
   [[ $# -ge 4 ]] && body=(-H 'Content-Type: application/json' -d "$4")
-  nsx curl -s --fail-with-body --connect-timeout 2 --max-time "${API_MAX_TIME:-8}" -X "$2" \
-    -H "Authorization: Bearer $token_admin" "${body[@]}" "http://$(addr "$1"):8006$3"
+  nsx curl -s --fail-with-body --cacert "$ca" --connect-timeout 2 --max-time "${API_MAX_TIME:-8}" -X "$2" \
+    -H "Authorization: Bearer $token_admin" "${body[@]}" "https://$(addr "$1"):8006$3"
 }
-vireo() { nsx env VIREO_TOKEN="$token_admin" "$cli" "$@"; }
+vireo() { nsx env VIREO_TOKEN="$token_admin" VIREO_CA="$ca" "$cli" "$@"; }
 # wait_for SECONDS WHAT COMMAND...: until COMMAND succeeds.
 wait_for() {
   local deadline=$((SECONDS + $1)) what=$2
@@ -142,6 +142,8 @@ created=$(VIREO_CLUSTER_DIR=$work/seed1/cluster "$cli" cluster create capp \
   --name node1 --addr "$(addr 1)" --token-ms 1000) || fail create "vireo cluster create failed"
 join_token=$(sed -nE 's/.*--token (vireo1-[0-9a-f]+).*/\1/p' <<<"$created")
 [[ -n $join_token ]] || fail create "no token in: $created"
+# The agents of a cluster serve HTTPS with certificates from its CA (made by create).
+ca=$work/seed1/cluster/tls/ca.crt
 for n in 1 2 3; do
   truncate -s 32M "$work/data$n.img"
   seed=()
@@ -210,7 +212,7 @@ for n in 2 3; do
 done
 join_s=$(elapsed "$t_boot" "$t_joined")
 log "3 nodes online ${join_s}s after the QEMUs started (boot + join); vireo cluster nodes:"
-vireo cluster nodes --host "$(addr 1)" | sed 's/^/  | /'
+vireo cluster nodes --host "https://$(addr 1)" | sed 's/^/  | /'
 for n in 1 2 3; do
   grep -aE 'modules loaded:' "$work/console-$n.log" | grep -q i6300esb || fail watchdog "node $n did not load i6300esb"
 done
@@ -346,7 +348,7 @@ echo $! >"$work/poller.pid"
 sleep 3
 before=$(gen a)
 t_mig=$(now)
-mig_out=$(vireo vm migrate a node2 --host "$(addr 1)" 2>&1) || fail migrate "vireo vm migrate failed: $mig_out"
+mig_out=$(vireo vm migrate a node2 --host "https://$(addr 1)" 2>&1) || fail migrate "vireo vm migrate failed: $mig_out"
 mig_s=$(elapsed "$t_mig" "$(now)")
 echo "$mig_out" | tail -n 2 | sed 's/^/  | /'
 wait_for 60 "a writes on node 2" gen_over a $((before + 2)) 2 || fail migrate "a does not go on writing at node 2"

@@ -15,6 +15,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tower::Layer;
+
+use crate::auth::tls::PeerNode;
 
 /// How connections are served.
 #[derive(Clone)]
@@ -87,11 +90,21 @@ impl Conn {
         // A failed or too slow handshake just ends the connection.
         let handshake = tokio::time::timeout(self.timeout, acceptor.accept(tcp)).await;
         if let Ok(Ok(stream)) = handshake {
-            self.http(stream).await;
+            // rustls accepted only a certificate the cluster CA signed.
+            let peer = stream.get_ref().1.peer_certificates().is_some();
+            self.http_from(stream, peer.then_some(PeerNode)).await;
         }
     }
 
     async fn http<S>(self, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        self.http_from(stream, None).await
+    }
+
+    /// Serves HTTP on `stream`; every request from a peer node says so.
+    async fn http_from<S>(self, stream: S, peer: Option<PeerNode>)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -100,7 +113,18 @@ impl Conn {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.timeout);
-        let service = TowerToHyperService::new(self.router);
+        let router = self.router;
+        let service = TowerToHyperService::new(
+            tower::util::MapRequestLayer::new(
+                move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    if let Some(p) = peer {
+                        req.extensions_mut().insert(p);
+                    }
+                    req
+                },
+            )
+            .layer(router),
+        );
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         // Errors are the client's (gone, too slow, malformed): nothing to do.
         let _ = self.watcher.watch(conn).await;

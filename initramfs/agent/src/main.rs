@@ -75,7 +75,11 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let transport = match args.security.transport(&paths.state, addr) {
+    let cluster_tls = vireo_cluster::ClusterDir::new(&args.cluster.cluster_dir).tls();
+    let transport = match args
+        .security
+        .transport(&paths.state, addr, Some(&cluster_tls))
+    {
         Ok(t) => t,
         Err(e) => {
             eprintln!("vireo-agent: TLS: {e}");
@@ -100,6 +104,9 @@ async fn main() {
     };
     if let Some(j) = &jail {
         eprintln!("vireo-agent: VMMs run jailed ({})", j.jailer.display());
+    }
+    if jail.is_none() && vireo_agent::cluster::forward::node_tls_on() {
+        vireo_agent::cluster::forward::set_migration_tls(cluster_tls);
     }
     let selftest = SelftestConfig {
         vmm: args.vmm,

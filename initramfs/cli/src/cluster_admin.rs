@@ -69,8 +69,13 @@ pub fn join(w: &Where, id: &Identity, member: &str, token: &str) -> Result<Strin
     let name = node_name(id)?;
     let joined = vireo_cluster::join(&ClusterDir::new(&w.dir), member, &token, &name, addr)?;
     tell_init();
+    let cert = match joined.issued {
+        Some(_) => "with a node certificate from the cluster CA",
+        // Its agent then serves plain HTTP and cannot call its peers.
+        None => "WITHOUT a node certificate: the member does not hold the cluster CA (join through the node that created the cluster)",
+    };
     Ok(format!(
-        "joined cluster {} as node {} ({name} at {addr})\n",
+        "joined cluster {} as node {} ({name} at {addr}), {cert}\n",
         joined.cluster, joined.nodeid
     ))
 }

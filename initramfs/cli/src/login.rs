@@ -1,5 +1,6 @@
 //! `vireo login`: a session token from the agent's user name and password,
-//! kept for that agent in ~/.config/vireo/credentials.json (0600).
+//! kept for that agent in ~/.config/vireo/credentials.json (0600), and the
+//! CA trusted for it (--ca, or a node's cluster CA) in ~/.config/vireo/ca/.
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -53,11 +54,13 @@ pub fn run(conn: &Conn, args: LoginArgs) -> Result<(), String> {
     let answer: LoginAnswer =
         serde_json::from_str(&text).map_err(|e| format!("unexpected answer: {e}"))?;
     let file = crate::token::save(&base, &answer.token)?;
+    let ca = crate::token::save_ca(&base)?
+        .map_or(String::new(), |f| format!("; CA kept in {}", f.display()));
     let tenant = answer
         .tenant
         .map_or(String::new(), |t| format!(", tenant {t}"));
     crate::print_out(&format!(
-        "logged in to {base} as {} ({}{tenant}); token kept in {}\n",
+        "logged in to {base} as {} ({}{tenant}); token kept in {}{ca}\n",
         answer.user,
         answer.role,
         file.display()

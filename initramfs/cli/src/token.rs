@@ -1,7 +1,8 @@
 //! Credentials for the agent: the token sent with every request (from
 //! VIREO_TOKEN, else what `vireo login` saved for that agent in
-//! ~/.config/vireo/credentials.json, mode 0600), TLS trust (--ca FILE, or
-//! --insecure for a node's self-signed certificate), and `vireo token`.
+//! ~/.config/vireo/credentials.json, mode 0600), TLS trust (--ca FILE, on a
+//! cluster node its cluster's CA, or --insecure for a node's self-signed
+//! certificate), and `vireo token`.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -70,10 +71,38 @@ pub fn token_for(base: &str) -> Option<String> {
         .or_else(|| saved().remove(base))
 }
 
-fn tls_config() -> ureq::tls::TlsConfig {
+/// Where `vireo login` keeps the CA it trusted for the agent at `base`.
+fn ca_file(base: &str) -> Option<PathBuf> {
+    let name: String = base
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    Some(credentials_file()?.parent()?.join("ca").join(name + ".pem"))
+}
+
+/// Keeps the CA this run trusts (--ca, or the node's cluster CA) for the
+/// agent at `base`, so later commands trust it without --ca; where.
+pub fn save_ca(base: &str) -> Result<Option<PathBuf>, String> {
+    let given = TRUST.get().and_then(|t| t.ca.clone());
+    let (Some(ca), Some(file)) = (given.or_else(cluster_ca), ca_file(base)) else {
+        return Ok(None);
+    };
+    let dir = file.parent().unwrap_or(&file).to_path_buf();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::copy(&ca, &file).map_err(|e| format!("{} → {}: {e}", ca.display(), file.display()))?;
+    Ok(Some(file))
+}
+
+/// TLS trust for the agent at `base`: --ca, else the CA `vireo login`
+/// kept for it, else on a cluster node its cluster's CA.
+fn tls_config(base: &str) -> ureq::tls::TlsConfig {
     let trust = TRUST.get().cloned().unwrap_or_default();
     let mut tls = ureq::tls::TlsConfig::builder().disable_verification(trust.insecure);
-    let ca = trust.ca.and_then(|path| std::fs::read(path).ok());
+    let ca = trust
+        .ca
+        .or_else(|| ca_file(base).filter(|f| f.exists()))
+        .or_else(cluster_ca)
+        .and_then(|path| std::fs::read(path).ok());
     let certs: Vec<_> = ca
         .iter()
         .flat_map(|pem| ureq::tls::parse_pem(pem))
@@ -88,12 +117,21 @@ fn tls_config() -> ureq::tls::TlsConfig {
     tls.build()
 }
 
+/// On a cluster node, its cluster's CA: trusted when no --ca is given
+/// (every agent of the cluster serves a certificate it signed).
+fn cluster_ca() -> Option<PathBuf> {
+    let dir = std::env::var_os("VIREO_CLUSTER_DIR")
+        .map_or_else(|| PathBuf::from(vireo_cluster::DEFAULT_DIR), PathBuf::from);
+    let ca = vireo_cluster::ClusterDir::new(dir).tls().ca_cert();
+    ca.exists().then_some(ca)
+}
+
 /// A ureq configuration for the agent at `base`: its token on every
 /// request, TLS trust as the flags say.
 pub fn config_builder(base: &str) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
     let token = token_for(base);
     ureq::Agent::config_builder()
-        .tls_config(tls_config())
+        .tls_config(tls_config(base))
         .middleware(
             move |mut req: ureq::http::Request<ureq::SendBody>,
                   next: ureq::middleware::MiddlewareNext| {

@@ -111,7 +111,15 @@ fn owner_agent(host: &str, name: &str) -> Result<String, String> {
         .flatten()
         .find(|n| n["id"].as_u64() == Some(owner))
         .and_then(|n| n["api"].as_str())
-        .map_or_else(|| host.to_string(), str::to_string))
+        // The owner speaks what the node asked does (a cluster's agents
+        // all serve TLS, or none).
+        .map_or_else(
+            || host.to_string(),
+            |api| match crate::base_url(host).starts_with("https://") {
+                true => format!("https://{api}"),
+                false => api.to_string(),
+            },
+        ))
 }
 
 /// `vireo node drain NODE`: `node` marked as taking no new VMs, then every

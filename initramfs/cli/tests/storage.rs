@@ -34,6 +34,10 @@ struct Agent {
 
 impl Agent {
     fn start() -> Self {
+        Agent::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Self {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dir =
@@ -55,6 +59,7 @@ impl Agent {
             .arg(dir.join("run"))
             .arg("--admin-token-file")
             .arg(dir.join("admin-token"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -251,4 +256,47 @@ fn login_keeps_a_token_and_token_create_makes_a_tenant_one() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("(403)"));
     let wrong = a.vireo_as(&["login"], None, &[("VIREO_PASSWORD", "nope")]);
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("(401)"));
+}
+
+#[test]
+fn login_keeps_the_ca_it_trusted_for_later_commands() {
+    let a = Agent::start_with(&["--tls"]);
+    let host = format!("https://{}", a.addr);
+    // The port is bound before the agent has made its certificate and first password.
+    let first = a.dir.join("state/initial-admin-password");
+    let up = Instant::now();
+    let password = loop {
+        match std::fs::read_to_string(&first) {
+            Ok(p) if !p.trim().is_empty() => break p,
+            _ => assert!(up.elapsed() < Duration::from_secs(20), "no first password"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let ca = a.dir.join("state/tls/node.crt");
+    let https = [("VIREO_HOST", host.as_str())];
+    // Without a CA the node's certificate is not trusted.
+    let untrusted = a.vireo_as(&["vol", "list"], Some(TOKEN), &https);
+    assert!(!untrusted.status.success());
+    let login = a.vireo_as(
+        &["login"],
+        None,
+        &[
+            https[0],
+            ("VIREO_PASSWORD", password.trim()),
+            ("VIREO_CA", ca.to_str().unwrap()),
+        ],
+    );
+    let said = String::from_utf8_lossy(&login.stdout);
+    assert!(
+        login.status.success() && said.contains("CA kept in"),
+        "{said}{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    // Later commands trust it (and use the session) with neither --ca nor a token.
+    let listed = a.vireo_as(&["vol", "list", "--json"], None, &https);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
 }

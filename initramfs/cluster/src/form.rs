@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use vireo_membership::config::{self, edit, CorosyncConfig};
 use vireo_membership::groups::NodelistOp;
+use vireo_membership::join::pki::{self, TlsDir};
 use vireo_membership::join::{self, Token, JOIN_PORT};
 
 use crate::client::GroupClient;
@@ -26,6 +27,10 @@ impl ClusterDir {
     }
     pub fn token_file(&self) -> PathBuf {
         self.0.join("join.key")
+    }
+    /// The cluster CA and this node's certificate (`pki`).
+    pub fn tls(&self) -> TlsDir {
+        TlsDir::of_cluster(&self.0)
     }
     /// Where the store keeps its state.
     pub fn store_dir(&self) -> PathBuf {
@@ -80,7 +85,8 @@ pub struct CreateOptions {
     pub token_ms: Option<u32>,
 }
 
-/// Writes a one-node cluster's corosync.conf and a fresh join token.
+/// Writes a one-node cluster's corosync.conf, a fresh join token, the
+/// cluster CA and this node's certificate.
 pub fn create(dir: &ClusterDir, o: &CreateOptions) -> Result<Token, String> {
     dir.refuse_if_member()?;
     check_word("cluster name", &o.cluster)?;
@@ -91,6 +97,7 @@ pub fn create(dir: &ClusterDir, o: &CreateOptions) -> Result<Token, String> {
     config::parse(&text).map_err(|e| format!("generated config: {e}"))?;
     std::fs::create_dir_all(&dir.0).map_err(|e| format!("{}: {e}", dir.0.display()))?;
     token.store(&dir.token_file())?;
+    pki::create(&dir.tls(), &o.cluster, &o.name, o.addr)?;
     edit::write_atomic(&dir.conf(), &text).map_err(|e| format!("{}: {e}", dir.conf().display()))?;
     Ok(token)
 }
@@ -131,7 +138,8 @@ fn check_word(what: &str, s: &str) -> Result<(), String> {
 }
 
 /// Joins the cluster `member` belongs to: the member orders us into every
-/// node's nodelist and sends its corosync.conf, which we keep with the token.
+/// node's nodelist and sends its corosync.conf, which we keep with the token
+/// and, when the member signs, our node certificate (`joined.issued`).
 pub fn join(
     dir: &ClusterDir,
     member: &str,
@@ -142,7 +150,8 @@ pub fn join(
     dir.refuse_if_member()?;
     check_word("node name", name)?;
     let at = member_addr(member)?;
-    let joined = join::request(at, token, name, addr)?;
+    let key = pki::node_key()?;
+    let joined = join::request(at, token, name, addr, Some(key.public_key_raw()))?;
     let cfg = config::parse(&joined.conf).map_err(|e| format!("the member's config: {e}"))?;
     let listed = cfg
         .nodes
@@ -156,6 +165,9 @@ pub fn join(
     }
     std::fs::create_dir_all(&dir.0).map_err(|e| format!("{}: {e}", dir.0.display()))?;
     token.store(&dir.token_file())?;
+    if let Some(issued) = &joined.issued {
+        pki::store(&dir.tls(), &key, issued)?;
+    }
     edit::write_atomic(&dir.conf(), &joined.conf)
         .map_err(|e| format!("{}: {e}", dir.conf().display()))?;
     Ok(joined)

@@ -41,6 +41,9 @@ pub struct Agent {
     pub addr: SocketAddr,
     child: Option<Child>,
     pub watchdog: WatchdogSupervisor,
+    /// HTTPS, trusting the cluster CA (a user's client: no certificate),
+    /// when the agent serves its cluster certificate.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The admin token every test agent accepts (`--admin-token-file`), the
@@ -49,9 +52,23 @@ pub struct Agent {
 pub const ADMIN_TOKEN: &str = "vireo-cluster-test-admin-token";
 
 impl Agent {
-    /// Starts node `index`'s agent: state and run directories under the
-    /// node's directory, its cluster directory the node's, the file watchdog.
+    /// Starts node `index`'s agent, plain HTTP (`--plain-http`) though its
+    /// node has a cluster certificate: see [`Agent::start_with`].
     pub fn start(index: usize, node: &Node, vmm: &Path, f: Fencing) -> Result<Agent, String> {
+        Agent::start_with(index, node, vmm, f, false)
+    }
+
+    /// Starts node `index`'s agent: state and run directories under the
+    /// node's directory, its cluster directory the node's, the file
+    /// watchdog; with `tls`, serving (mutual) TLS with the node's cluster
+    /// certificate, as a node in a cluster does by default.
+    pub fn start_with(
+        index: usize,
+        node: &Node,
+        vmm: &Path,
+        f: Fencing,
+        tls: bool,
+    ) -> Result<Agent, String> {
         let dir = node.dir.join("agent");
         std::fs::create_dir_all(dir.join("state")).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(dir.join("run")).map_err(|e| e.to_string())?;
@@ -65,9 +82,14 @@ impl Agent {
         std::fs::write(&token, ADMIN_TOKEN).map_err(|e| e.to_string())?;
         let wd = dir.join("watchdog");
         let _ = std::fs::remove_file(&wd);
+        let client = match tls {
+            true => Some(client_config(&node.dir.join("tls/ca.crt"), None)?),
+            false => None,
+        };
         let child = Command::new("ip")
             .args(["netns", "exec", &node.namespace])
             .arg(agent_binary()?)
+            .args((!tls).then_some("--plain-http"))
             .args(["--listen", &addr.to_string(), "--vmm"])
             .arg(vmm)
             .arg("--run-dir")
@@ -96,6 +118,7 @@ impl Agent {
             addr,
             child: Some(child),
             watchdog,
+            tls: client,
         })
     }
 
@@ -106,7 +129,9 @@ impl Agent {
         path: &str,
         body: Option<&str>,
     ) -> Result<(u16, String), String> {
-        http_in_namespace(&self.namespace, self.addr, method, path, body)
+        let request = request_text(self.addr, method, path, body, &[]);
+        let raw = exchange(&self.namespace, self.addr, request, self.tls.clone())?;
+        parse_response(&raw)
     }
 
     /// The answer's JSON when the status is `want`.
@@ -153,31 +178,57 @@ impl Drop for Agent {
     }
 }
 
-/// HTTP/1.1 over a TCP connection made from inside network namespace `ns`.
-pub fn http_in_namespace(
-    ns: &str,
+/// An HTTP/1.1 request with the admin token and `extra` headers.
+pub fn request_text(
     addr: SocketAddr,
     method: &str,
     path: &str,
     body: Option<&str>,
-) -> Result<(u16, String), String> {
-    let ns = ns.to_string();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+    extra: &[(&str, &str)],
+) -> String {
+    let extra: String = extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
         body.map_or(0, str::len),
         body.unwrap_or("")
-    );
-    std::thread::spawn(move || -> Result<(u16, String), String> {
+    )
+}
+
+/// `request` sent over a TCP connection made from inside network namespace
+/// `ns` (TLS over it with `tls`); everything answered until the close.
+pub fn exchange(
+    ns: &str,
+    addr: SocketAddr,
+    request: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Vec<u8>, String> {
+    let ns = ns.to_string();
+    std::thread::spawn(move || -> Result<Vec<u8>, String> {
         enter_namespace(&ns)?;
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
             .map_err(|e| format!("{addr}: {e}"))?;
         s.set_read_timeout(Some(Duration::from_secs(120)))
             .map_err(|e| e.to_string())?;
-        s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
         let mut raw = Vec::new();
-        s.read_to_end(&mut raw)
-            .map_err(|e| format!("{addr}: {e}"))?;
-        parse_response(&raw)
+        let read = match tls {
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::from(addr.ip());
+                let conn =
+                    rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+                let mut stream = rustls::StreamOwned::new(conn, s);
+                stream
+                    .write_all(request.as_bytes())
+                    .map_err(|e| e.to_string())?;
+                stream.read_to_end(&mut raw)
+            }
+            None => {
+                let mut s = s;
+                s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+                s.read_to_end(&mut raw)
+            }
+        };
+        read.map_err(|e| format!("{addr}: {e}"))?;
+        Ok(raw)
     })
     .join()
     .map_err(|_| "the HTTP thread panicked".to_string())?
@@ -225,6 +276,38 @@ fn pipe(a: TcpStream, b: TcpStream) {
     let _ = there.join();
 }
 
+/// A TLS client trusting only the CA in `ca_file`, presenting `client`
+/// (certificate chain and key) when given.
+pub fn client_config(
+    ca_file: &Path,
+    client: Option<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let pem = std::fs::read(ca_file).map_err(|e| format!("{}: {e}", ca_file.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    // ring, as the agent: aws-lc-rs needs cmake and a C build.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| e.to_string())?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
 fn enter_namespace(ns: &str) -> Result<(), String> {
     let f = File::open(format!("/run/netns/{ns}")).map_err(|e| format!("{ns}: {e}"))?;
     // SAFETY: setns on an open namespace fd; it changes only this thread.
@@ -236,7 +319,7 @@ fn enter_namespace(ns: &str) -> Result<(), String> {
 }
 
 /// Status and body of a `Connection: close` answer (chunked bodies joined).
-fn parse_response(raw: &[u8]) -> Result<(u16, String), String> {
+pub fn parse_response(raw: &[u8]) -> Result<(u16, String), String> {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP head")?;
     let status = head

@@ -156,6 +156,8 @@ pub struct Lab {
     shared: PathBuf,
     /// VM name → uuid, for the watch.
     pub vms: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Agents serve their cluster certificates (mutual TLS between nodes).
+    tls: bool,
 }
 
 impl Lab {
@@ -173,14 +175,20 @@ impl Lab {
 
     /// `n` Vireo nodes, an agent on each (the bench's scale rows).
     pub fn start_n(n: usize, fencing: Fencing) -> Lab {
-        Lab::start_agents(ClusterSpec::vireo(n), n, fencing)
+        Lab::start_agents(ClusterSpec::vireo(n), n, fencing, false)
+    }
+
+    /// Three nodes whose agents serve TLS with their cluster certificates,
+    /// as nodes do by default (the other labs' agents run `--plain-http`).
+    pub fn start_tls(fencing: Fencing) -> Lab {
+        Lab::start_agents(ClusterSpec::vireo(3), AGENTS, fencing, true)
     }
 
     fn start_spec(spec: ClusterSpec, fencing: Fencing) -> Lab {
-        Lab::start_agents(spec, AGENTS, fencing)
+        Lab::start_agents(spec, AGENTS, fencing, false)
     }
 
-    fn start_agents(spec: ClusterSpec, agents: usize, fencing: Fencing) -> Lab {
+    fn start_agents(spec: ClusterSpec, agents: usize, fencing: Fencing, tls: bool) -> Lab {
         let (vmm, probe) = vmm_and_probe();
         let mut c = Cluster::new(spec).unwrap();
         let joins = form(&mut c);
@@ -195,6 +203,7 @@ impl Lab {
             probe,
             shared,
             vms: Arc::default(),
+            tls,
         };
         for i in 0..agents {
             lab.start_agent(i);
@@ -216,7 +225,8 @@ impl Lab {
     }
 
     pub fn start_agent(&mut self, i: usize) {
-        let a = Agent::start(i, &self.c.nodes[i], &self.vmm, self.fencing).unwrap();
+        let node = &self.c.nodes[i];
+        let a = Agent::start_with(i, node, &self.vmm, self.fencing, self.tls).unwrap();
         let body = json!({"name": "shared", "kind": "dir", "path": self.shared}).to_string();
         wait_until(FORM, "agent answers", || {
             a.call("GET", "/health", None).map(|_| ())
@@ -273,6 +283,24 @@ impl Lab {
             .iter()
             .map(|v| (v["name"].as_str().unwrap_or("").to_string(), v.clone()))
             .collect())
+    }
+
+    /// Defines `name` (not HA) on node `i` and starts it; once it runs there
+    /// and node `seen_by`'s cluster table lists it, its uuid.
+    pub fn start_seen_by(&self, w: &Watch, i: usize, name: &str, seen_by: usize) -> String {
+        let uuid = self.define(i, name, false);
+        let start = format!("/vms/{name}/start");
+        self.agent(i).ok("POST", &start, None, 200).unwrap();
+        let what = format!("{name} runs on node {}", i + 1);
+        self.wait_running_on(w, &[name], &[i], &what);
+        wait_until(LONG, "the VM in the other node's table", || {
+            let vms = self.cluster_vms(seen_by)?;
+            vms.contains_key(name)
+                .then_some(())
+                .ok_or(format!("{vms:?}"))
+        })
+        .unwrap();
+        uuid
     }
 
     /// Waits until every VM in `vms` runs on one of `nodes` and its guest

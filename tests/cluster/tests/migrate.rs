@@ -67,18 +67,7 @@ fn a_running_vm_moves_to_another_node_and_its_guest_goes_on_then_a_drain_moves_i
     let lab = Lab::start(FENCING);
     let namespaces = lab.namespaces();
     let w = lab.watch();
-    let uuid = lab.define(0, "mover", false);
-    lab.agent(0)
-        .ok("POST", "/vms/mover/start", None, 200)
-        .unwrap();
-    lab.wait_running_on(&w, &["mover"], &[0], "mover runs on node 1");
-    wait_until(WAIT, "mover in node 3's table", || {
-        let vms = lab.cluster_vms(2)?;
-        vms.contains_key("mover")
-            .then_some(())
-            .ok_or(format!("{vms:?}"))
-    })
-    .unwrap();
+    let uuid = lab.start_seen_by(&w, 0, "mover", 2);
 
     // An unknown node: refused at once, through node 3 (forwarded).
     let (status, text) = lab

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::{tls, Auth, Caller, Role};
 use crate::listen::Transport;
+use vireo_membership::join::pki::TlsDir;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SecurityArgs {
@@ -30,6 +31,11 @@ pub struct SecurityArgs {
     /// PEM private key for HTTPS (implies --tls).
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP though this node has a certificate from its
+    /// cluster's CA (which turns TLS on, mutual between nodes): for
+    /// development and tests only; the node's peers must be plain too.
+    #[arg(long, conflicts_with_all = ["tls", "tls_cert"])]
+    pub plain_http: bool,
     /// Seconds a client has for a TLS handshake and each request head.
     #[arg(long, default_value = "10")]
     pub header_timeout: u64,
@@ -71,12 +77,25 @@ impl SecurityArgs {
         Ok(Some(token))
     }
 
-    /// How connections are served.
-    pub fn transport(&self, state: &Path, listen: SocketAddr) -> std::io::Result<Transport> {
+    /// How connections are served: the certificate given, else the
+    /// cluster's node certificate (`cluster`, when this node has one), else
+    /// with --tls a self-signed one, else plain HTTP.
+    pub fn transport(
+        &self,
+        state: &Path,
+        listen: SocketAddr,
+        cluster: Option<&TlsDir>,
+    ) -> std::io::Result<Transport> {
         let mut transport = Transport {
             header_timeout: Duration::from_secs(self.header_timeout.max(1)),
             tls: None,
         };
+        let cluster = cluster.filter(|d| d.has_node_cert() && !self.plain_http);
+        if let (Some(dir), None) = (cluster, &self.tls_cert) {
+            transport.tls = Some(tls::cluster_server_config(dir)?);
+            crate::cluster::forward::set_node_tls(tls::node_client_config(dir)?);
+            return Ok(transport);
+        }
         if !self.tls && self.tls_cert.is_none() {
             return Ok(transport);
         }

@@ -7,6 +7,10 @@
 //! node's own things (its tasks: a migration forwarded to a VM's owner runs
 //! there) names that node in `x-vireo-node` and is sent on to it; every
 //! forwarded answer names the node that gave it in the same header.
+//! When the node serves with its cluster certificate, node-to-node calls
+//! are mutual TLS: a forwarded request or a migration's `/cluster/incoming`
+//! without a peer node's certificate is refused (403), and this node's
+//! calls present its own and trust only the cluster CA.
 
 use std::time::Duration;
 
@@ -17,6 +21,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::Cluster;
+use vireo_membership::join::pki::TlsDir;
+
+use crate::auth::tls::PeerNode;
 use crate::error::ApiError;
 use crate::server::AppState;
 
@@ -29,6 +36,9 @@ const MAX_BODY: usize = 1 << 20;
 const TIMEOUT: Duration = Duration::from_secs(600);
 
 pub async fn forward(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(refused) = refuse_non_node(&req) {
+        return refused;
+    }
     let Some(cluster) = s.cluster.clone() else {
         return next.run(req).await;
     };
@@ -112,6 +122,21 @@ async fn define_once(cluster: Cluster, req: Request, next: Next) -> Response {
         .await
 }
 
+/// A node-to-node request from a client without a peer node's
+/// certificate, when this node serves mutual TLS: its refusal.
+fn refuse_non_node(req: &Request) -> Option<Response> {
+    let node_route =
+        req.headers().contains_key(FORWARDED) || req.uri().path().starts_with("/cluster/incoming");
+    let from_peer = req.extensions().get::<PeerNode>().is_some();
+    (NODE_TLS.get().is_some() && node_route && !from_peer).then(|| {
+        ApiError(
+            StatusCode::FORBIDDEN,
+            "a node-to-node route: it needs a client certificate from the cluster CA".into(),
+        )
+        .into_response()
+    })
+}
+
 /// `NAME` of `/vms/NAME` and `/vms/NAME/...`.
 fn vm_name(path: &str) -> Option<String> {
     let rest = path.strip_prefix("/vms/")?;
@@ -140,6 +165,64 @@ pub(super) fn node_authorization() -> Option<(&'static str, HeaderValue)> {
     NODE_CREDENTIAL.get().map(|v| ("authorization", v.clone()))
 }
 
+/// This node's TLS towards its peers, when it serves its cluster
+/// certificate (auth/startup.rs).
+static NODE_TLS: std::sync::OnceLock<ureq::tls::TlsConfig> = std::sync::OnceLock::new();
+
+pub fn set_node_tls(config: ureq::tls::TlsConfig) {
+    let _ = NODE_TLS.set(config);
+}
+
+/// The node's TLS files, for its VMMs' migration channels (`tls://`,
+/// mutual with the cluster CA); unset: migrations go over plain TCP.
+static MIGRATION_TLS: std::sync::OnceLock<TlsDir> = std::sync::OnceLock::new();
+
+/// Migrations over TLS with `dir`'s files: set when the agent serves its
+/// cluster certificate and its VMMs are unjailed (a jailed VMM does not
+/// see the node's TLS files; docs/security.md).
+pub fn set_migration_tls(dir: TlsDir) {
+    let _ = MIGRATION_TLS.set(dir);
+}
+
+/// `SCHEME://host:port` of a migration channel.
+pub fn migration_url(hostport: &str) -> String {
+    match MIGRATION_TLS.get() {
+        Some(_) => format!("tls://{hostport}"),
+        None => format!("tcp://{hostport}"),
+    }
+}
+
+/// The VMM flags of the node's migration TLS files, if any.
+pub fn migration_tls_args() -> Vec<String> {
+    let Some(dir) = MIGRATION_TLS.get() else {
+        return Vec::new();
+    };
+    let path = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
+    vec![
+        "--tls-cert".into(),
+        path(dir.node_cert()),
+        "--tls-key".into(),
+        path(dir.node_key()),
+        "--tls-ca".into(),
+        path(dir.ca_cert()),
+    ]
+}
+
+/// Whether this node's calls to its peers are mutual TLS.
+pub fn node_tls_on() -> bool {
+    NODE_TLS.get().is_some()
+}
+
+/// The URL of `path` on the agent at `api` (`ADDR:PORT`).
+pub(super) fn node_url(api: &str, path: &str) -> String {
+    let scheme = if NODE_TLS.get().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{api}{path}")
+}
+
 /// Request headers a forwarded request keeps.
 const PASSED_HEADERS: [&str; 2] = ["content-type", "authorization"];
 
@@ -159,7 +242,7 @@ async fn proxy(api: &str, me: u32, node: u32, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return ApiError::bad_request(format!("request body: {e}")).into_response(),
     };
-    let url = format!("http://{api}{target}");
+    let url = node_url(api, &target);
     let sent = tokio::task::spawn_blocking(move || send(&method, &url, &headers, body, me)).await;
     match sent {
         Ok(Ok((status, ct, bytes))) => {
@@ -189,11 +272,13 @@ pub(super) fn send(
     body: Bytes,
     me: u32,
 ) -> Result<Answer, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let mut config = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(TIMEOUT))
-        .build()
-        .into();
+        .timeout_global(Some(TIMEOUT));
+    if let Some(tls) = NODE_TLS.get() {
+        config = config.tls_config(tls.clone());
+    }
+    let agent: ureq::Agent = config.build().into();
     let mut builder = ureq::http::Request::builder()
         .method(method)
         .uri(url)

@@ -129,7 +129,7 @@ async fn run(
         })
         .map_err(|e| format!("node '{}' cannot take the VM: {e}", dest.name))?;
     let host = dest.api.rsplit_once(':').map_or("", |(h, _)| h);
-    out.url = format!("tcp://{host}:{port}");
+    out.url = super::forward::migration_url(&format!("{host}:{port}"));
     let record = VmRecord {
         uuid: info.uuid,
         spec: info.spec,
@@ -172,7 +172,7 @@ async fn call(
 ) -> Result<Value, String> {
     let (method, url, me) = (
         method.to_string(),
-        format!("http://{api}{path}"),
+        super::forward::node_url(api, path),
         cluster.me(),
     );
     let json = axum::http::HeaderValue::from_static("application/json");
@@ -202,7 +202,7 @@ pub async fn incoming(
     let cluster = super::routes::cluster(&s)?;
     super::placement::admit_define(&s).await?;
     let port = free_port()?;
-    let url = format!("tcp://0.0.0.0:{port}");
+    let url = super::forward::migration_url(&format!("0.0.0.0:{port}"));
     let info = s.vms.incoming(args.spec, args.uuid.clone(), &url).await?;
     let (vms, name) = (s.vms.clone(), info.spec.name.clone());
     tokio::spawn(watch_incoming(cluster, vms, name, args.uuid, args.source));

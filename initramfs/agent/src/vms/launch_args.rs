@@ -147,6 +147,8 @@ fn host_args(slot: &Slot, spec: &VmSpec, disks: &[Disk]) -> Result<Vec<String>, 
         "--exit-file".into(),
         path(&runtime::exit_file(&slot.dir)),
     ];
+    // A VM may migrate: its channels use the node's cluster certificate.
+    args.extend(crate::cluster::forward::migration_tls_args());
     for (i, d) in disks.iter().enumerate() {
         args.extend(["--disk".into(), disk_arg(i, d)?]);
     }

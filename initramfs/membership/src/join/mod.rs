@@ -4,10 +4,12 @@
 //!
 //! 1. joiner → member `hello {version, nonce_j}` (32 random bytes);
 //! 2. member → joiner `challenge {nonce_s, cluster}` (32 random bytes);
-//! 3. joiner → member `request {name, addr, mac}` where
-//!    `mac = HMAC(K, "request", nonce_j, nonce_s, name, addr)`;
-//! 4. member → joiner `accepted {nodeid, conf, mac}` with
-//!    `mac = HMAC(K, "accepted", nonce_j, nonce_s, nodeid, conf)`, or
+//! 3. joiner → member `request {name, addr, key?, mac}` where
+//!    `mac = HMAC(K, "request", nonce_j, nonce_s, name, addr[, key])`;
+//!    `key` is the joiner's public key for a node certificate ([`pki`]);
+//! 4. member → joiner `accepted {nodeid, conf, cert?, ca?, mac}` with
+//!    `mac = HMAC(K, "accepted", nonce_j, nonce_s, nodeid, conf[, cert, ca])`
+//!    (the certificate when the member holds the cluster CA), or
 //!    `refused {error}`.
 //!
 //! K is derived from the token ([`Token::join_key`]); the token never
@@ -17,6 +19,7 @@
 //! (ordered through the ring, see [`crate::groups`]). docs/membership.md
 //! ("Joining") lists what an attacker on the network can and cannot do.
 
+pub mod pki;
 pub mod token;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -50,16 +53,28 @@ pub enum Message {
     Request {
         name: String,
         addr: Ipv4Addr,
+        /// Hex of the joiner's public key (an uncompressed P-256 point).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
         mac: String,
     },
     Accepted {
         nodeid: u32,
         conf: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        issued: Option<Certs>,
         mac: String,
     },
     Refused {
         error: String,
     },
+}
+
+/// A node certificate and the CA's, PEM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Certs {
+    pub cert: String,
+    pub ca: String,
 }
 
 /// What a successful join brings back.
@@ -69,6 +84,8 @@ pub struct Joined {
     /// The member's corosync.conf, the new node already in its nodelist.
     pub conf: String,
     pub cluster: String,
+    /// This node's certificate, when it sent a key and the member signs.
+    pub issued: Option<Certs>,
 }
 
 fn nonce() -> Result<[u8; 32], String> {
@@ -79,14 +96,32 @@ fn nonce() -> Result<[u8; 32], String> {
     Ok(b)
 }
 
-fn request_mac(key: &[u8], nj: &[u8], ns: &[u8], name: &str, addr: Ipv4Addr) -> [u8; 32] {
+fn request_mac(
+    key: &[u8],
+    nonces: (&[u8], &[u8]),
+    name: &str,
+    addr: Ipv4Addr,
+    public_key: Option<&[u8]>,
+) -> [u8; 32] {
     let a = addr.octets();
-    mac(key, &[b"request", nj, ns, name.as_bytes(), &a])
+    let mut parts: Vec<&[u8]> = vec![b"request", nonces.0, nonces.1, name.as_bytes(), &a];
+    parts.extend(public_key);
+    mac(key, &parts)
 }
 
-fn accepted_mac(key: &[u8], nj: &[u8], ns: &[u8], nodeid: u32, conf: &str) -> [u8; 32] {
+fn accepted_mac(
+    key: &[u8],
+    nonces: (&[u8], &[u8]),
+    nodeid: u32,
+    conf: &str,
+    issued: Option<&Certs>,
+) -> [u8; 32] {
     let id = nodeid.to_le_bytes();
-    mac(key, &[b"accepted", nj, ns, &id, conf.as_bytes()])
+    let mut parts: Vec<&[u8]> = vec![b"accepted", nonces.0, nonces.1, &id, conf.as_bytes()];
+    if let Some(c) = issued {
+        parts.extend([c.cert.as_bytes(), c.ca.as_bytes()]);
+    }
+    mac(key, &parts)
 }
 
 /// One line-oriented JSON connection with bounded lines.
@@ -132,12 +167,14 @@ impl Conn {
     }
 }
 
-/// The joiner's side: asks `member` to add (`name`, `addr`) to its cluster.
+/// The joiner's side: asks `member` to add (`name`, `addr`) to its cluster,
+/// and to sign `public_key` (raw P-256) into a node certificate.
 pub fn request(
     member: SocketAddr,
     token: &Token,
     name: &str,
     addr: Ipv4Addr,
+    public_key: Option<&[u8]>,
 ) -> Result<Joined, String> {
     let stream = TcpStream::connect_timeout(&member, IO_TIMEOUT)
         .map_err(|e| format!("cannot reach the join service at {member}: {e}"))?;
@@ -158,15 +195,21 @@ pub fn request(
         Message::Refused { error } => return Err(format!("{member} refused: {error}")),
         other => return Err(format!("unexpected answer from {member}: {other:?}")),
     };
-    let m = request_mac(&key, &nj, &ns, name, addr);
+    let m = request_mac(&key, (&nj, &ns), name, addr, public_key);
     c.send(&Message::Request {
         name: name.into(),
         addr,
+        key: public_key.map(hex),
         mac: hex(&m),
     })?;
     match c.recv()? {
-        Message::Accepted { nodeid, conf, mac } => {
-            let want = accepted_mac(&key, &nj, &ns, nodeid, &conf);
+        Message::Accepted {
+            nodeid,
+            conf,
+            issued,
+            mac,
+        } => {
+            let want = accepted_mac(&key, (&nj, &ns), nodeid, &conf, issued.as_ref());
             if !unhex(&mac).is_some_and(|m| same_mac(&m, &want)) {
                 return Err(format!(
                     "{member} answered without proof of the token: not a member of this cluster"
@@ -176,6 +219,7 @@ pub fn request(
                 nodeid,
                 conf,
                 cluster,
+                issued,
             })
         }
         Message::Refused { error } => Err(format!("{member} refused the join: {error}")),
@@ -191,6 +235,15 @@ pub trait Admit {
     fn token(&self) -> Result<Token, String>;
     /// Puts the node in every member's nodelist; its id and our conf after.
     fn add(&self, name: &str, addr: Ipv4Addr) -> Result<(u32, String), String>;
+    /// A node certificate for `public_key`, if this member signs them.
+    fn issue(
+        &self,
+        _name: &str,
+        _addr: Ipv4Addr,
+        _public_key: &[u8],
+    ) -> Result<Option<Certs>, String> {
+        Ok(None)
+    }
 }
 
 /// Pause before refusing a wrong token: online guessing stays slow (the
@@ -230,20 +283,48 @@ pub fn serve(stream: TcpStream, admit: &dyn Admit) -> Result<String, String> {
         Ok(m) => m,
         Err(e) => return refuse(&mut c, e),
     };
-    let (name, addr, m) = match second {
-        Message::Request { name, addr, mac } => (name, addr, mac),
+    let (name, addr, public_key, m) = match second {
+        Message::Request {
+            name,
+            addr,
+            key,
+            mac,
+        } => (name, addr, key, mac),
         other => return refuse(&mut c, format!("expected request, got {other:?}")),
     };
+    let public_key = match public_key.map(|k| unhex(&k)) {
+        Some(None) => return refuse(&mut c, "malformed public key".into()),
+        Some(Some(k)) => Some(k),
+        None => None,
+    };
     let key = admit.token()?.join_key();
-    let want = request_mac(&key, &nj, &ns, &name, addr);
+    let want = request_mac(&key, (&nj, &ns), &name, addr, public_key.as_deref());
     if !unhex(&m).is_some_and(|m| same_mac(&m, &want)) {
         std::thread::sleep(REFUSE_DELAY);
         return refuse(&mut c, "wrong join token".into());
     }
+    // Signed before the nodelist changes: a key it cannot sign refuses
+    // the join and changes nothing.
+    let issued = match public_key.map(|k| admit.issue(&name, addr, &k)) {
+        Some(Err(e)) => return refuse(&mut c, format!("node certificate: {e}")),
+        Some(Ok(issued)) => issued,
+        None => None,
+    };
     match admit.add(&name, addr) {
         Ok((nodeid, conf)) => {
-            let mac = hex(&accepted_mac(&key, &nj, &ns, nodeid, &conf));
-            c.send(&Message::Accepted { nodeid, conf, mac })?;
+            let mac = hex(&accepted_mac(
+                &key,
+                (&nj, &ns),
+                nodeid,
+                &conf,
+                issued.as_ref(),
+            ));
+            c.send(&Message::Accepted {
+                nodeid,
+                conf,
+                issued,
+                mac,
+            })?;
             Ok(format!("admitted {name} ({addr}) as node {nodeid}"))
         }
         Err(e) => refuse(&mut c, e),

@@ -22,6 +22,15 @@ impl Admit for Fake {
         self.added.lock().unwrap().push(name.into());
         Ok((7, format!("conf for {name}")))
     }
+    fn issue(&self, name: &str, _: Ipv4Addr, key: &[u8]) -> Result<Option<Certs>, String> {
+        if key.is_empty() {
+            return Err("empty key".into());
+        }
+        Ok(Some(Certs {
+            cert: format!("cert of {name} for {}", hex(key)),
+            ca: "ca".into(),
+        }))
+    }
 }
 
 /// One server thread answering `n` connections.
@@ -51,21 +60,40 @@ fn the_right_token_joins_and_a_wrong_one_does_not() {
     let t = Token::generate().unwrap();
     let (at, h) = server(t.clone(), 3);
     let addr = Ipv4Addr::new(10, 0, 0, 9);
-    let ok = request(at, &t, "n9", addr).unwrap();
+    let ok = request(at, &t, "n9", addr, None).unwrap();
     assert_eq!(
         (ok.nodeid, ok.conf.as_str(), ok.cluster.as_str()),
         (7, "conf for n9", "lab")
     );
     let wrong = Token::generate().unwrap();
-    let e = request(at, &wrong, "n9", addr).unwrap_err();
+    let e = request(at, &wrong, "n9", addr, None).unwrap_err();
     assert!(e.contains("wrong join token"), "{e}");
-    let e = request(at, &t, "taken", addr).unwrap_err();
+    let e = request(at, &t, "taken", addr, None).unwrap_err();
     assert!(e.contains("already node 1"), "{e}");
     let log = h.join().unwrap();
     assert!(
         log[0].is_ok() && log[1].is_err() && log[2].is_err(),
         "{log:?}"
     );
+}
+
+#[test]
+fn a_joiner_key_comes_back_signed_under_the_mac() {
+    let t = Token::generate().unwrap();
+    let (at, h) = server(t.clone(), 3);
+    let addr = Ipv4Addr::new(10, 0, 0, 9);
+    let ok = request(at, &t, "n9", addr, Some(&[0xab, 0xcd])).unwrap();
+    let issued = ok.issued.unwrap();
+    assert_eq!(
+        (issued.cert.as_str(), issued.ca.as_str()),
+        ("cert of n9 for abcd", "ca")
+    );
+    assert_eq!(request(at, &t, "n9", addr, None).unwrap().issued, None);
+    // A key the member cannot sign refuses the join before it is added.
+    let e = request(at, &t, "n8", addr, Some(&[])).unwrap_err();
+    assert!(e.contains("node certificate: empty key"), "{e}");
+    let log = h.join().unwrap();
+    assert!(log[2].is_err(), "{log:?}");
 }
 
 #[test]
@@ -88,7 +116,7 @@ fn a_server_without_the_token_is_not_believed() {
     // The impostor knows another token: its accepted MAC cannot match.
     let (at, h) = server(Token::generate().unwrap(), 1);
     let mine = Token::generate().unwrap();
-    let e = request(at, &mine, "n9", Ipv4Addr::new(10, 0, 0, 9)).unwrap_err();
+    let e = request(at, &mine, "n9", Ipv4Addr::new(10, 0, 0, 9), None).unwrap_err();
     // It refuses our MAC first; either way nothing is accepted.
     assert!(
         e.contains("wrong join token") || e.contains("without proof"),

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vireo_membership::groups::{Answer, Event, Frame, NodelistOp, Request};
-use vireo_membership::join::{self, Admit, Token};
+use vireo_membership::join::pki::{self, TlsDir};
+use vireo_membership::join::{self, Admit, Certs, Token};
 
 use crate::clients::{Inbox, Input};
 
@@ -41,6 +42,15 @@ impl Admit for JoinService {
             addr,
         };
         nodelist_change(&self.inbox, change)
+    }
+
+    /// Signed when this node holds the cluster CA (the one that created it).
+    fn issue(&self, name: &str, addr: Ipv4Addr, key: &[u8]) -> Result<Option<Certs>, String> {
+        let dir = self
+            .token_file
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
+        pki::issue(&TlsDir::of_cluster(dir), &self.cluster(), name, addr, key)
     }
 }
 
