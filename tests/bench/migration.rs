@@ -28,8 +28,17 @@ const DOWNTIME_LIMIT_MS: u64 = 300;
 /// or vireo-vmm's breakdown of its downtime).
 type Figures = (f64, f64, Vec<f64>);
 
-/// vireo-vmm's `downtime_breakdown_ms`, in order.
-const PHASES: [&str; 5] = ["capture", "last pages", "state", "destination", "commit"];
+/// vireo-vmm's `downtime_breakdown_ms`, in order, then `downtime_ms`
+/// (to the source's receiving Running; the downtime shown is what the guest
+/// saw, `guest_downtime_ms`, when the destination says when it resumed).
+const PHASES: [&str; 6] = [
+    "capture",
+    "last pages",
+    "state",
+    "destination",
+    "commit",
+    "to Running",
+];
 
 struct Workload {
     name: &'static str,
@@ -201,15 +210,19 @@ fn vireo_once(probe: &Path, dir: &Path, mib: u64, cmdline: &str) -> Result<Figur
         let st = api(&src, "GET", "/vm/migration", None)?;
         match st["phase"].as_str().unwrap_or("") {
             "completed" => {
-                let parts = st["downtime_breakdown_ms"].as_array().cloned();
+                let to_running = st["downtime_ms"].as_f64().unwrap_or(f64::NAN);
+                let mut parts: Vec<f64> = st["downtime_breakdown_ms"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap_or(f64::NAN))
+                    .collect();
+                parts.push(to_running);
                 return Ok((
-                    st["downtime_ms"].as_f64().unwrap_or(f64::NAN),
+                    st["guest_downtime_ms"].as_f64().unwrap_or(to_running),
                     st["total_ms"].as_f64().unwrap_or(f64::NAN),
-                    parts
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|v| v.as_f64().unwrap_or(f64::NAN))
-                        .collect(),
+                    parts,
                 ));
             }
             "failed" | "cancelled" | "unknown" => return Err(format!("vireo-vmm: {st}")),

@@ -232,6 +232,21 @@ impl Vm {
         self.devices.pause();
     }
 
+    /// `pause`, with `work` run by each vCPU thread as it parks
+    /// (`VcpuThreads::pause_with`); the device workers park after it,
+    /// whatever its outcome.
+    pub fn pause_with<T: Send + 'static>(
+        &self,
+        work: impl Fn(&crate::vcpu::Vcpu) -> T + Send + Sync + 'static,
+    ) -> Result<Vec<T>, String> {
+        let results = match &self.threads {
+            Some(t) => t.pause_with(work),
+            None => Err("the VM has not started".into()),
+        };
+        self.devices.pause();
+        results
+    }
+
     /// Device workers first, so the vCPUs find their devices serving.
     pub fn resume(&self) -> Result<(), VmError> {
         self.devices.resume().map_err(VmError::Threads)?;

@@ -312,20 +312,23 @@ impl Vmm {
         self.state = VmState::Migrated;
     }
 
+    /// Pauses the VM (if the API has not already) and captures it; its
+    /// disks are flushed for a destination that reopens them.
     fn pause_for_switchover(&mut self) -> Result<Box<snapshot::VmSnapshot>, String> {
         let vm = self.vm.as_ref().ok_or("the VM is being rebuilt")?;
-        if self.state == VmState::Running {
-            vm.pause();
+        let macs: Vec<[u8; 6]> = self.backends.nets.iter().map(|n| n.mac).collect();
+        let snap = if self.state == VmState::Running {
             self.state = VmState::Paused;
             if let Some(m) = &mut self.migration {
                 m.paused_here = true;
             }
-        }
+            snapshot::pause_and_capture(vm, &self.config, &macs)
+        } else {
+            snapshot::capture(vm, &self.config, &macs)
+        };
+        let snap = snap.map_err(|e| e.to_string())?;
         self.backends.flush_disks()?;
-        let macs: Vec<[u8; 6]> = self.backends.nets.iter().map(|n| n.mac).collect();
-        snapshot::capture(vm, &self.config, &macs)
-            .map(Box::new)
-            .map_err(|e| e.to_string())
+        Ok(Box::new(snap))
     }
 
     fn resume_after_migration(&mut self) {
@@ -574,7 +577,8 @@ pub fn run_handed(
             if !paused {
                 vm.resume()?;
             }
-            receive::confirm(ch, &backends, &times);
+            let resumed = (!paused).then(std::time::SystemTime::now);
+            receive::confirm(ch, &backends, &times, resumed);
         }
         None if paused => vm.start_paused()?,
         None => {

@@ -51,6 +51,11 @@ pub struct MigrationStatus {
     /// sent; the state encoded and sent; the destination applying it
     /// (State to Ready); Commit to Running.
     pub downtime_breakdown_ms: Option<[f64; 5]>,
+    /// What the guest saw: from its pause here to its resume there, by
+    /// the two hosts' wall clocks (meaningful when they agree, as on one
+    /// host); `downtime_ms` also counts the Running frame's way back.
+    /// None when the destination did not say when it resumed.
+    pub guest_downtime_ms: Option<f64>,
     pub total_ms: u64,
     pub error: Option<String>,
 }

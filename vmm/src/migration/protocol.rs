@@ -7,9 +7,11 @@
 //! State, Commit (or Cancel); after Running, the frames that reached the
 //! source's NICs meanwhile (`Forwarded`, one each) and `ForwardedEnd`.
 //! Destination → source: Ack after Hello (or Error), Ready after State,
-//! Running once the VM runs there.
+//! Running once the VM runs there (its payload: when it resumed, in
+//! nanoseconds since the Unix epoch, u64 LE; empty from older VMMs).
 
 use std::io::{self, Read, Write};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -127,6 +129,18 @@ pub fn expect(r: &mut (impl Read + ?Sized), want: Kind) -> io::Result<Vec<u8>> {
     }
 }
 
+/// A Running frame's payload: the wall-clock time the guest resumed.
+pub fn encode_wall_time(at: SystemTime) -> [u8; 8] {
+    let nanos = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+    u64::try_from(nanos).unwrap_or(u64::MAX).to_le_bytes()
+}
+
+/// The time in a Running frame's payload, if it holds one.
+pub fn decode_wall_time(payload: &[u8]) -> Option<SystemTime> {
+    let nanos = u64::from_le_bytes(payload.try_into().ok()?);
+    UNIX_EPOCH.checked_add(Duration::from_nanos(nanos))
+}
+
 /// One page in a Pages frame: `[region u8][page u64][kind u8][4096 bytes if data]`.
 pub enum PageData<'a> {
     Zero,
@@ -219,6 +233,14 @@ pub fn for_each_block(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_running_frame_carries_the_resume_time_or_nothing() {
+        let at = UNIX_EPOCH + Duration::from_nanos(1_764_950_400_123_456_789);
+        assert_eq!(decode_wall_time(&encode_wall_time(at)), Some(at));
+        assert_eq!(decode_wall_time(&[]), None);
+        assert_eq!(decode_wall_time(&[1, 2, 3]), None);
+    }
 
     #[test]
     fn frames_and_records_round_trip() {

@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
@@ -269,6 +269,7 @@ impl Source {
         self.check_cancel()?;
         self.update(|s| s.phase = Phase::Switchover);
         let paused_at = Instant::now();
+        let paused_wall = SystemTime::now();
         let (tx, rx) = mpsc::channel();
         self.tell_main(ToMain::Switchover(tx));
         let snap = rx
@@ -296,7 +297,7 @@ impl Source {
         protocol::expect(ch, Kind::Ready).map_err(before)?;
         let ready = paused_at.elapsed();
         protocol::write_frame(ch, Kind::Commit, &[]).map_err(before)?;
-        confirmed(ch)?;
+        let resumed_wall = confirmed(ch)?;
         let running = paused_at.elapsed();
         let breakdown = [
             context::hundredths_ms(captured),
@@ -308,6 +309,9 @@ impl Source {
         self.update(|s| {
             s.downtime_ms = Some(context::hundredths_ms(running));
             s.downtime_breakdown_ms = Some(breakdown);
+            s.guest_downtime_ms = resumed_wall
+                .and_then(|at| at.duration_since(paused_wall).ok())
+                .map(|seen| context::hundredths_ms(seen.min(running)));
             s.bytes_remaining = 0;
             s.bandwidth_mbps = context::mbps(bandwidth);
             s.total_ms = started.elapsed().as_millis() as u64;
@@ -421,9 +425,10 @@ impl Source {
 /// After Commit: Running, or an Error frame, which the destination sends
 /// only when it will not run the VM (it failed after Ready, before it got
 /// Commit): the VM is still this side's. Anything else leaves it unknown.
-fn confirmed(ch: &mut dyn Channel) -> Result<(), Fail> {
+/// Returns when the destination resumed the guest, if it said.
+fn confirmed(ch: &mut dyn Channel) -> Result<Option<SystemTime>, Fail> {
     match protocol::read_frame(ch) {
-        Ok((Kind::Running, _)) => Ok(()),
+        Ok((Kind::Running, at)) => Ok(protocol::decode_wall_time(&at)),
         Ok((Kind::Error, why)) => Err(Fail::Before(String::from_utf8_lossy(&why).into_owned())),
         Ok((kind, _)) => Err(Fail::After(format!(
             "the destination sent {kind:?} instead of Running"

@@ -5,7 +5,7 @@
 //! (`arch::aarch64::persist`).
 
 use crate::arch::aarch64::persist;
-use crate::vcpu::VcpuThreads;
+use crate::vcpu::Vcpu;
 use crate::vm::Vm;
 
 use super::SnapshotError;
@@ -16,28 +16,25 @@ fn arch_err(e: impl std::fmt::Display) -> SnapshotError {
     SnapshotError::Arch(e.to_string())
 }
 
-/// vCPU and GIC state; the vCPU threads are parked.
-pub fn capture(
+/// What each vCPU thread runs, parked, to read its own vCPU's registers
+/// (`VcpuThreads::on_each_parked` or `pause_with`).
+pub fn vcpu_saver(
     vm: &Vm,
-    threads: &VcpuThreads,
-) -> Result<(ArchState, Vec<VcpuState>), SnapshotError> {
+) -> Result<impl Fn(&Vcpu) -> Result<VcpuState, String> + Send + Sync + 'static, SnapshotError> {
     let mpidrs = vm.arch_vm.mpidrs.clone();
-    let vcpus = threads
-        .on_each_parked(move |vcpu| {
-            let mpidr = mpidrs
-                .get(usize::from(vcpu.index))
-                .copied()
-                .unwrap_or_default();
-            persist::save_vcpu(&vcpu.fd, mpidr)
-        })
-        .map_err(SnapshotError::Arch)?
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(arch_err)?;
-    // After the vCPU work: the vGIC takes every vCPU's lock for its
-    // redistributor and CPU interface registers.
-    let gic = persist::save_gic(&vm.arch_vm.gic, &vm.arch_vm.mpidrs).map_err(arch_err)?;
-    Ok((gic, vcpus))
+    Ok(move |vcpu: &Vcpu| {
+        let mpidr = mpidrs
+            .get(usize::from(vcpu.index))
+            .copied()
+            .unwrap_or_default();
+        persist::save_vcpu(&vcpu.fd, mpidr).map_err(|e| e.to_string())
+    })
+}
+
+/// The GIC's state, after the vCPUs' (the vGIC takes every vCPU's lock
+/// for its redistributor and CPU interface registers).
+pub fn save_vm(vm: &Vm) -> Result<ArchState, SnapshotError> {
+    persist::save_gic(&vm.arch_vm.gic, &vm.arch_vm.mpidrs).map_err(arch_err)
 }
 
 /// vCPU registers and run states, then the GIC, into a VM that has not run.

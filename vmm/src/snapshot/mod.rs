@@ -110,7 +110,32 @@ pub fn capture(vm: &Vm, config: &VmConfig, macs: &[[u8; 6]]) -> Result<VmSnapsho
     if !threads.all_parked() {
         return Err(SnapshotError::NotPaused);
     }
-    let (vm_state, vcpus) = arch::capture(vm, threads)?;
+    let vcpus = threads.on_each_parked(arch::vcpu_saver(vm)?);
+    assemble(vm, config, macs, vcpus)
+}
+
+/// Pauses the running VM and captures it (a migration's switch-over):
+/// each vCPU thread reads its own state as it parks (`Vm::pause_with`).
+/// On an error the VM is left paused.
+pub fn pause_and_capture(
+    vm: &Vm,
+    config: &VmConfig,
+    macs: &[[u8; 6]],
+) -> Result<VmSnapshot, SnapshotError> {
+    let vcpus = vm.pause_with(arch::vcpu_saver(vm)?);
+    assemble(vm, config, macs, vcpus)
+}
+
+/// The snapshot of a paused VM whose vCPUs' states are `vcpus`.
+fn assemble(
+    vm: &Vm,
+    config: &VmConfig,
+    macs: &[[u8; 6]],
+    vcpus: Result<Vec<Result<arch::VcpuState, String>>, String>,
+) -> Result<VmSnapshot, SnapshotError> {
+    let vcpus = vcpus
+        .and_then(|all| all.into_iter().collect::<Result<Vec<_>, _>>())
+        .map_err(SnapshotError::Arch)?;
     let mut config = config.clone();
     for (net, mac) in config.nets.iter_mut().zip(macs) {
         net.mac = Some(crate::config::net::MacAddr(*mac));
@@ -122,7 +147,7 @@ pub fn capture(vm: &Vm, config: &VmConfig, macs: &[[u8; 6]]) -> Result<VmSnapsho
         written_by: format!("vireo-vmm {}", env!("CARGO_PKG_VERSION")),
         config,
         memory: layout(vm),
-        vm: vm_state,
+        vm: arch::save_vm(vm)?,
         vcpus,
         devices: vm.devices.save()?,
     })

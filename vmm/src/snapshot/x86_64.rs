@@ -2,7 +2,7 @@
 //! and the check that this host's CPU can run the saved vCPUs.
 
 use crate::arch::x86_64::vm_state;
-use crate::vcpu::{state, VcpuThreads};
+use crate::vcpu::{state, Vcpu};
 use crate::vm::Vm;
 
 use super::SnapshotError;
@@ -14,27 +14,26 @@ fn arch_err(e: impl std::fmt::Display) -> SnapshotError {
     SnapshotError::Arch(e.to_string())
 }
 
-/// VM and vCPU state; the vCPU threads are parked.
-pub fn capture(
+/// What each vCPU thread runs, parked, to read its own vCPU's state
+/// (`VcpuThreads::on_each_parked` or `pause_with`).
+pub fn vcpu_saver(
     vm: &Vm,
-    threads: &VcpuThreads,
-) -> Result<(ArchState, Vec<VcpuState>), SnapshotError> {
-    let vm_state = vm_state::save(vm.vm_fd()).map_err(arch_err)?;
+) -> Result<impl Fn(&Vcpu) -> Result<VcpuState, String> + Send + Sync + 'static, SnapshotError> {
     let msrs = state::saved_msr_indices(vm.kvm()).map_err(arch_err)?;
     let given = crate::devices::bus::lock(&vm.cpuid).clone();
-    let vcpus = threads
-        .on_each_parked(move |vcpu| {
-            let cpuid = given
-                .get(usize::from(vcpu.index))
-                .cloned()
-                .unwrap_or_default();
-            state::save(&vcpu.fd, &msrs, cpuid)
-        })
-        .map_err(SnapshotError::Arch)?
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(arch_err)?;
-    Ok((vm_state, vcpus))
+    Ok(move |vcpu: &Vcpu| {
+        let cpuid = given
+            .get(usize::from(vcpu.index))
+            .cloned()
+            .unwrap_or_default();
+        state::save(&vcpu.fd, &msrs, cpuid).map_err(|e| e.to_string())
+    })
+}
+
+/// The VM-wide state (PIC, IOAPIC, PIT, clock), once every vCPU is
+/// parked and the device workers are.
+pub fn save_vm(vm: &Vm) -> Result<ArchState, SnapshotError> {
+    vm_state::save(vm.vm_fd()).map_err(arch_err)
 }
 
 /// Refuses vCPUs this host cannot run, then sets the VM's and the vCPUs'

@@ -12,6 +12,7 @@
 //! snapshot or a migration), and collects the results.
 
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -36,6 +37,9 @@ pub enum StopReason {
 /// How long a parked vCPU thread may take to run its work (saving a vCPU's
 /// state takes well under a millisecond).
 const PARKED_WORK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a pause waits for the vCPU threads before kicking again.
+const KICK_AGAIN: Duration = Duration::from_millis(5);
 
 const WANT_RUN: u8 = 0;
 const WANT_PAUSE: u8 = 1;
@@ -390,7 +394,7 @@ impl VcpuThreads {
             (paused, _) = self
                 .control
                 .changed
-                .wait_timeout(paused, Duration::from_millis(5))
+                .wait_timeout(paused, KICK_AGAIN)
                 .unwrap_or_else(|e| e.into_inner());
         }
     }
@@ -402,29 +406,64 @@ impl VcpuThreads {
         &self,
         work: impl Fn(&Vcpu) -> T + Send + Sync + 'static,
     ) -> Result<Vec<T>, String> {
-        let work = Arc::new(work);
-        let (tx, rx) = std::sync::mpsc::channel();
-        {
-            let mut slots = lock(&self.control.work);
-            slots.resize_with(self.threads.len(), || None);
-            for slot in slots.iter_mut() {
-                let (work, tx) = (work.clone(), tx.clone());
-                *slot = Some(Box::new(move |vcpu: &Vcpu| {
-                    let _ = tx.send((vcpu.index, work(vcpu)));
-                }));
-            }
-        }
+        let rx = self.hand_out(work);
         {
             let _guard = lock(&self.control.paused);
             self.control.changed.notify_all();
         }
-        drop(tx);
+        self.collect(&rx, false)
+    }
+
+    /// Pauses the vCPUs with `work` waiting for each: a thread runs it as
+    /// soon as it parks, so pausing and reading a running vCPU cost one
+    /// round trip to its thread, not two (a migration's switch-over, whose
+    /// downtime each wake-up of a thread on a busy host adds to). Returns
+    /// once every vCPU is parked and has run `work`, results in vCPU order.
+    pub fn pause_with<T: Send + 'static>(
+        &self,
+        work: impl Fn(&Vcpu) -> T + Send + Sync + 'static,
+    ) -> Result<Vec<T>, String> {
+        let rx = self.hand_out(work);
+        self.control.wanted.store(WANT_PAUSE, Ordering::Release);
+        {
+            // Wakes throttled threads from their sleep (`sleep_while_running`).
+            let _guard = lock(&self.control.paused);
+            self.control.changed.notify_all();
+        }
+        self.kick_all();
+        self.collect(&rx, true)
+    }
+
+    /// Puts `work` in every vCPU's slot; each thread sends back its result.
+    fn hand_out<T: Send + 'static>(
+        &self,
+        work: impl Fn(&Vcpu) -> T + Send + Sync + 'static,
+    ) -> Receiver<(u8, T)> {
+        let work = Arc::new(work);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut slots = lock(&self.control.work);
+        slots.resize_with(self.threads.len(), || None);
+        for slot in slots.iter_mut() {
+            let (work, tx) = (work.clone(), tx.clone());
+            *slot = Some(Box::new(move |vcpu: &Vcpu| {
+                let _ = tx.send((vcpu.index, work(vcpu)));
+            }));
+        }
+        rx
+    }
+
+    /// Every thread's result, in vCPU order; with `kicking`, the threads
+    /// not yet answered are kicked every few milliseconds (a kick can be
+    /// lost just before KVM_RUN).
+    fn collect<T>(&self, rx: &Receiver<(u8, T)>, kicking: bool) -> Result<Vec<T>, String> {
         let deadline = std::time::Instant::now() + PARKED_WORK_TIMEOUT;
         let mut results: Vec<(u8, T)> = Vec::with_capacity(self.threads.len());
         while results.len() < self.threads.len() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
+            let wait = if kicking { left.min(KICK_AGAIN) } else { left };
+            match rx.recv_timeout(wait) {
                 Ok(result) => results.push(result),
+                Err(RecvTimeoutError::Timeout) if kicking && !left.is_zero() => self.kick_all(),
                 Err(_) => {
                     lock(&self.control.work).iter_mut().for_each(|w| *w = None);
                     return Err(format!(
