@@ -99,6 +99,41 @@ rig_flight_recorder_print() {
   done
 }
 
+# rig.irqtrace=1: a second recorder, for a guest that hangs waiting for an
+# event: KVM's interrupt events (IPIs sent and accepted, IOAPIC and PIC lines,
+# EOIs, interrupts injected, halted vCPUs woken, hypercalls, async page
+# faults) in a trace instance of their own, which rig_dump_vmm prints. Off by
+# default: it costs every guest interrupt a few tracepoints.
+RIG_IRQ_TRACE=$RIG_TRACE/instances/irq
+rig_irq_recorder_start() {
+  local e
+  [ "${RIG_IRQTRACE:-0}" = 1 ] && [ -d $RIG_TRACE/events/kvm ] || return 0
+  mkdir -p $RIG_IRQ_TRACE && echo 4096 >$RIG_IRQ_TRACE/buffer_size_kb || return 0
+  for e in kvm_apic_ipi kvm_apic_accept_irq kvm_ioapic_set_irq kvm_pic_set_irq kvm_eoi kvm_pv_eoi \
+    kvm_inj_virq kvm_vcpu_wakeup kvm_hypercall kvm_async_pf_not_present kvm_async_pf_ready \
+    kvm_async_pf_completed kvm_async_pf_doublefault kvm_try_async_get_page; do
+    [ -d $RIG_IRQ_TRACE/events/kvm/$e ] && echo 1 >$RIG_IRQ_TRACE/events/kvm/$e/enable
+  done
+  echo "RIG irqtrace: on"
+}
+
+# The interrupt recorder's record (rig.irqtrace=1), frozen: its last events,
+# then the last ones other than the LAPIC timer's (vector 236), which a hung
+# guest keeps taking after the event it waits for was lost.
+rig_dump_irq_trace() {
+  local rec=/tmp/rig-irq-trace.$$
+  [ -r $RIG_IRQ_TRACE/trace ] || return 0
+  echo 0 >$RIG_IRQ_TRACE/tracing_on
+  grep -v '^#' $RIG_IRQ_TRACE/trace >$rec
+  echo "RIG dump: irqtrace: $(wc -l <$rec) events; the last 40:"
+  tail -n 40 $rec | sed 's/^ */RIG dump: irq /'
+  echo "RIG dump: irqtrace: the last 250 not of vector 236 (the LAPIC timer):"
+  grep -v -E '(vec|vector|irq) 236([^0-9]|$)|kvm_vcpu_wakeup' $rec | tail -n 250 | sed 's/^ */RIG dump: irq /'
+  rm -f $rec
+  echo >$RIG_IRQ_TRACE/trace
+  echo 1 >$RIG_IRQ_TRACE/tracing_on
+}
+
 # rig_read_vmm_output START RESULT_FILE: the reader side of rig_vmm_run.
 rig_read_vmm_output() {
   local start=$1 res=$2 t reset_t='' init_t='' fired=''
@@ -172,6 +207,7 @@ rig_dump_vmm() {
   done
   rig_dump_kvm_counters "$pid"
   rig_dump_guest_exits
+  rig_dump_irq_trace
   if [ -S "$api" ] && command -v vireo-vmm-ctl >/dev/null; then
     echo "RIG dump: GET /vm: $(vireo-vmm-ctl --api-socket "$api" info 2>&1 | tr -s ' \n' ' ')"
   fi
