@@ -31,6 +31,10 @@ RIG_CR=$(printf '\r')
 #   RIG_TEARDOWN_MS ms from the guest kernel's "reboot: Restarting system"
 #                   (printed just before it resets the machine) to the
 #                   VMM's exit ("" if the guest never said it)
+#   RIG_RESET_EXIT_MS  with rig.irqtrace=1: ms from the guest's reset (its
+#                   write of 0xFE to the i8042, or a triple fault) to the
+#                   VMM's exit, both on the rig kernel's trace clock: the
+#                   VMM's own share of RIG_TEARDOWN_MS ("" if not traced)
 #   RIG_HUNG        1 if the watchdog had to kill the VMM
 #   RIG_CAD_MS      ms from launch to the guest's VIREO-GUEST-CAD line
 # Optional: RIG_ON_LINE=PATTERN and RIG_ON_LINE_DO=COMMAND run COMMAND (eval)
@@ -45,11 +49,13 @@ rig_vmm_run() {
   case "$VMM $*" in *vireo-vmm*--api-socket*) ;; *vireo-vmm*) set -- "$@" --api-socket "$api" ;; esac
   echo "RIG vmm: $VMM $*"
   [ ! -w $RIG_TRACE/trace ] || : >$RIG_TRACE/trace
+  [ ! -w $RIG_RESET_TRACE/trace ] || : >$RIG_RESET_TRACE/trace
   start=$(rig_now_ms)
   # The pipeline's reader runs in a subshell, so results go through a file.
   {
     "$VMM" "$@" </dev/null 2>&1 &
     pid=$!
+    echo "$pid" >"$res.pid"
     rig_watchdog "$pid" "$RIG_TIMEOUT" "$dump" "$api" </dev/null >/dev/null 2>&1 &
     wd=$!
     wait "$pid"
@@ -63,7 +69,8 @@ rig_vmm_run() {
   RIG_ON_LINE='' RIG_ON_LINE_DO=''
   # shellcheck source=/dev/null
   [ -f "$res" ] && . "$res"
-  rm -f "$res"
+  RIG_RESET_EXIT_MS=$(rig_reset_exit_ms "$(cat "$res.pid" 2>/dev/null)")
+  rm -f "$res" "$res.pid"
   if [ -e "$dump" ] || [ -e "$dump.part" ]; then
     RIG_HUNG=1
     echo "RIG launch hung: still running after ${RIG_TIMEOUT}s; the VMM's state then:"
@@ -114,7 +121,34 @@ rig_irq_recorder_start() {
     kvm_async_pf_completed kvm_async_pf_doublefault kvm_try_async_get_page; do
     [ -d $RIG_IRQ_TRACE/events/kvm/$e ] && echo 1 >$RIG_IRQ_TRACE/events/kvm/$e/enable
   done
+  rig_reset_recorder_start
   echo "RIG irqtrace: on"
+}
+
+# With rig.irqtrace=1 also a recorder of each launch's end, read by
+# rig_reset_exit_ms: the guest's reset (i8042 command 0xFE, or a vCPU shut
+# down by a triple fault, as QEMU's guest resets) and process exits.
+RIG_RESET_TRACE=$RIG_TRACE/instances/reset
+rig_reset_recorder_start() {
+  local ev=$RIG_RESET_TRACE/events
+  mkdir -p $RIG_RESET_TRACE || return 0
+  # One clock for all CPUs: the reset and the exit may be seen on different ones.
+  echo global >$RIG_RESET_TRACE/trace_clock
+  echo 'port == 0x64 && rw == 1' >$ev/kvm/kvm_pio/filter
+  echo 'exit_reason == 127' >$ev/kvm/kvm_exit/filter
+  echo 1 >$ev/kvm/kvm_pio/enable
+  echo 1 >$ev/kvm/kvm_exit/enable
+  echo 1 >$ev/sched/sched_process_exit/enable
+}
+
+# rig_reset_exit_ms PID: ms from the first guest reset of this launch to the
+# exit of process PID, on the trace clock; nothing when either is missing.
+rig_reset_exit_ms() {
+  [ -n "$1" ] && [ -r $RIG_RESET_TRACE/trace ] || return 0
+  awk -v pid="$1" 'function ts(  i) { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+\.[0-9]+:$/) return $i + 0 }
+    (/kvm_pio: pio_write at 0x64 .* val 0xfe/ || /kvm_exit:/) && reset == "" { reset = ts() }
+    /sched_process_exit:/ && index($0, " pid=" pid " ") { gone = ts() }
+    END { if (reset != "" && gone != "") printf "%d\n", (gone - reset) * 1000 + 0.5 }' $RIG_RESET_TRACE/trace
 }
 
 # The interrupt recorder's record (rig.irqtrace=1), frozen: its last events,
