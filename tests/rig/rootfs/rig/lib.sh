@@ -33,8 +33,10 @@ RIG_CR=$(printf '\r')
 #                   VMM's exit ("" if the guest never said it)
 #   RIG_RESET_EXIT_MS  with rig.irqtrace=1: ms from the guest's reset (its
 #                   write of 0xFE to the i8042, or a triple fault) to the
-#                   VMM's exit, both on the rig kernel's trace clock: the
-#                   VMM's own share of RIG_TEARDOWN_MS ("" if not traced)
+#                   VMM's main thread entering the kernel's exit
+#                   (sched_process_exit: its own work done, before its files
+#                   are closed and the process's memory torn down), both on
+#                   the rig kernel's trace clock ("" if not traced)
 #   RIG_HUNG        1 if the watchdog had to kill the VMM
 #   RIG_CAD_MS      ms from launch to the guest's VIREO-GUEST-CAD line
 # Optional: RIG_ON_LINE=PATTERN and RIG_ON_LINE_DO=COMMAND run COMMAND (eval)
@@ -141,8 +143,9 @@ rig_reset_recorder_start() {
   echo 1 >$ev/sched/sched_process_exit/enable
 }
 
-# rig_reset_exit_ms PID: ms from the first guest reset of this launch to the
-# exit of process PID, on the trace clock; nothing when either is missing.
+# rig_reset_exit_ms PID: ms from the first guest reset of this launch to
+# thread PID's sched_process_exit, on the trace clock; nothing when either
+# is missing.
 rig_reset_exit_ms() {
   [ -n "$1" ] && [ -r $RIG_RESET_TRACE/trace ] || return 0
   awk -v pid="$1" 'function ts(  i) { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+\.[0-9]+:$/) return $i + 0 }

@@ -19,8 +19,9 @@
 #   RIG teardown vmm=vireo cpus=1 runs=10 median=... min=... max=...
 #   RIG exit vmm=vireo cpus=1 runs=10 median=... min=... max=...
 #   RIG reset-exit vmm=vireo cpus=1 runs=10 ...   (rig.irqtrace=1: from the
-#     guest's reset, i8042 0xFE or triple fault, to the VMM's exit, on the
-#     rig kernel's trace clock: the VMM's own share of the teardown)
+#     guest's reset, i8042 0xFE or triple fault, to the VMM's main thread
+#     entering the kernel's exit, on the rig kernel's trace clock: the VMM's
+#     own share of the teardown, without the kernel's process teardown)
 # ms_to_init is from launching the VMM to the guest's /init line;
 # teardown_ms from the guest's "reboot: Restarting system" (its kernel's last
 # line before the reset) to the VMM's exit; exit_ms from the /init line (the
