@@ -31,6 +31,12 @@ RIG_CR=$(printf '\r')
 #   RIG_TEARDOWN_MS ms from the guest kernel's "reboot: Restarting system"
 #                   (printed just before it resets the machine) to the
 #                   VMM's exit ("" if the guest never said it)
+#   RIG_RESET_EXIT_MS  with rig.irqtrace=1: ms from the guest's reset (its
+#                   write of 0xFE to the i8042, or a triple fault) to the
+#                   VMM's main thread entering the kernel's exit
+#                   (sched_process_exit: its own work done, before its files
+#                   are closed and the process's memory torn down), both on
+#                   the rig kernel's trace clock ("" if not traced)
 #   RIG_HUNG        1 if the watchdog had to kill the VMM
 #   RIG_CAD_MS      ms from launch to the guest's VIREO-GUEST-CAD line
 # Optional: RIG_ON_LINE=PATTERN and RIG_ON_LINE_DO=COMMAND run COMMAND (eval)
@@ -45,11 +51,13 @@ rig_vmm_run() {
   case "$VMM $*" in *vireo-vmm*--api-socket*) ;; *vireo-vmm*) set -- "$@" --api-socket "$api" ;; esac
   echo "RIG vmm: $VMM $*"
   [ ! -w $RIG_TRACE/trace ] || : >$RIG_TRACE/trace
+  [ ! -w $RIG_RESET_TRACE/trace ] || : >$RIG_RESET_TRACE/trace
   start=$(rig_now_ms)
   # The pipeline's reader runs in a subshell, so results go through a file.
   {
     "$VMM" "$@" </dev/null 2>&1 &
     pid=$!
+    echo "$pid" >"$res.pid"
     rig_watchdog "$pid" "$RIG_TIMEOUT" "$dump" "$api" </dev/null >/dev/null 2>&1 &
     wd=$!
     wait "$pid"
@@ -63,7 +71,8 @@ rig_vmm_run() {
   RIG_ON_LINE='' RIG_ON_LINE_DO=''
   # shellcheck source=/dev/null
   [ -f "$res" ] && . "$res"
-  rm -f "$res"
+  RIG_RESET_EXIT_MS=$(rig_reset_exit_ms "$(cat "$res.pid" 2>/dev/null)")
+  rm -f "$res" "$res.pid"
   if [ -e "$dump" ] || [ -e "$dump.part" ]; then
     RIG_HUNG=1
     echo "RIG launch hung: still running after ${RIG_TIMEOUT}s; the VMM's state then:"
@@ -97,6 +106,69 @@ rig_flight_recorder_print() {
     rip=$(echo "$line" | grep -o 'rip 0x[0-9a-f]*' | cut -d' ' -f2)
     echo "RIG flight: ${line#"${line%%[! ]*}"} ${rip:+$(rig_guest_symbol "$rip")}"
   done
+}
+
+# rig.irqtrace=1: a second recorder, for a guest that hangs waiting for an
+# event: KVM's interrupt events (IPIs sent and accepted, IOAPIC and PIC lines,
+# EOIs, interrupts injected, halted vCPUs woken, hypercalls, async page
+# faults) in a trace instance of their own, which rig_dump_vmm prints. Off by
+# default: it costs every guest interrupt a few tracepoints.
+RIG_IRQ_TRACE=$RIG_TRACE/instances/irq
+rig_irq_recorder_start() {
+  local e
+  [ "${RIG_IRQTRACE:-0}" = 1 ] && [ -d $RIG_TRACE/events/kvm ] || return 0
+  mkdir -p $RIG_IRQ_TRACE && echo 4096 >$RIG_IRQ_TRACE/buffer_size_kb || return 0
+  for e in kvm_apic_ipi kvm_apic_accept_irq kvm_ioapic_set_irq kvm_pic_set_irq kvm_eoi kvm_pv_eoi \
+    kvm_inj_virq kvm_vcpu_wakeup kvm_hypercall kvm_async_pf_not_present kvm_async_pf_ready \
+    kvm_async_pf_completed kvm_async_pf_doublefault kvm_try_async_get_page; do
+    [ -d $RIG_IRQ_TRACE/events/kvm/$e ] && echo 1 >$RIG_IRQ_TRACE/events/kvm/$e/enable
+  done
+  rig_reset_recorder_start
+  echo "RIG irqtrace: on"
+}
+
+# With rig.irqtrace=1 also a recorder of each launch's end, read by
+# rig_reset_exit_ms: the guest's reset (i8042 command 0xFE, or a vCPU shut
+# down by a triple fault, as QEMU's guest resets) and process exits.
+RIG_RESET_TRACE=$RIG_TRACE/instances/reset
+rig_reset_recorder_start() {
+  local ev=$RIG_RESET_TRACE/events
+  mkdir -p $RIG_RESET_TRACE || return 0
+  # One clock for all CPUs: the reset and the exit may be seen on different ones.
+  echo global >$RIG_RESET_TRACE/trace_clock
+  echo 'port == 0x64 && rw == 1' >$ev/kvm/kvm_pio/filter
+  echo 'exit_reason == 127' >$ev/kvm/kvm_exit/filter
+  echo 1 >$ev/kvm/kvm_pio/enable
+  echo 1 >$ev/kvm/kvm_exit/enable
+  echo 1 >$ev/sched/sched_process_exit/enable
+}
+
+# rig_reset_exit_ms PID: ms from the first guest reset of this launch to
+# thread PID's sched_process_exit, on the trace clock; nothing when either
+# is missing.
+rig_reset_exit_ms() {
+  [ -n "$1" ] && [ -r $RIG_RESET_TRACE/trace ] || return 0
+  awk -v pid="$1" 'function ts(  i) { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+\.[0-9]+:$/) return $i + 0 }
+    (/kvm_pio: pio_write at 0x64 .* val 0xfe/ || /kvm_exit:/) && reset == "" { reset = ts() }
+    /sched_process_exit:/ && index($0, " pid=" pid " ") { gone = ts() }
+    END { if (reset != "" && gone != "") printf "%d\n", (gone - reset) * 1000 + 0.5 }' $RIG_RESET_TRACE/trace
+}
+
+# The interrupt recorder's record (rig.irqtrace=1), frozen: its last events,
+# then the last ones other than the LAPIC timer's (vector 236), which a hung
+# guest keeps taking after the event it waits for was lost.
+rig_dump_irq_trace() {
+  local rec=/tmp/rig-irq-trace.$$
+  [ -r $RIG_IRQ_TRACE/trace ] || return 0
+  echo 0 >$RIG_IRQ_TRACE/tracing_on
+  grep -v '^#' $RIG_IRQ_TRACE/trace >$rec
+  echo "RIG dump: irqtrace: $(wc -l <$rec) events; the last 40:"
+  tail -n 40 $rec | sed 's/^ */RIG dump: irq /'
+  echo "RIG dump: irqtrace: the last 250 not of vector 236 (the LAPIC timer):"
+  grep -v -E '(vec|vector|irq) 236([^0-9]|$)|kvm_vcpu_wakeup' $rec | tail -n 250 | sed 's/^ */RIG dump: irq /'
+  rm -f $rec
+  echo >$RIG_IRQ_TRACE/trace
+  echo 1 >$RIG_IRQ_TRACE/tracing_on
 }
 
 # rig_read_vmm_output START RESULT_FILE: the reader side of rig_vmm_run.
@@ -172,6 +244,7 @@ rig_dump_vmm() {
   done
   rig_dump_kvm_counters "$pid"
   rig_dump_guest_exits
+  rig_dump_irq_trace
   if [ -S "$api" ] && command -v vireo-vmm-ctl >/dev/null; then
     echo "RIG dump: GET /vm: $(vireo-vmm-ctl --api-socket "$api" info 2>&1 | tr -s ' \n' ' ')"
   fi

@@ -16,6 +16,8 @@ const LEAF_AMD_SIZE_IDS: u32 = 0x8000_0008;
 const LEAF_AMD_EXT_APIC_ID: u32 = 0x8000_001e;
 
 const ECX_TSC_DEADLINE: u32 = 1 << 24;
+/// Leaf 6 EAX: the LAPIC timer keeps running in every idle state.
+const EAX_ARAT: u32 = 1 << 2;
 const ECX_HYPERVISOR: u32 = 1 << 31;
 const EDX_HTT: u32 = 1 << 28;
 /// Level types in leaf 0xB/0x1F ECX[15:8].
@@ -51,8 +53,14 @@ fn normalize_entry(e: &mut kvm_cpuid_entry2, index: u8, count: u8) {
             set_bits(&mut e.eax, 14, 12, 0);
         }
         LEAF_POWER_MGMT => {
-            // No thermal or power-management MSRs are emulated.
-            e.eax = 0;
+            // No thermal or power-management MSRs are emulated. ARAT stays
+            // as KVM reports it (its LAPIC timer is an hrtimer, never
+            // stopped by an idle state), as Firecracker, Cloud Hypervisor
+            // and QEMU leave it: without it Linux marks every LAPIC timer
+            // as stopping in deep idle, keeps the PIT running as the tick
+            // broadcast device and tests the timer interrupt through it at
+            // boot (`apic_needs_pit`, `check_timer`).
+            e.eax &= EAX_ARAT;
             e.ecx &= !1;
         }
         LEAF_EXT_TOPOLOGY | LEAF_V2_EXT_TOPOLOGY => topology_level(e, apic_id, count),
@@ -165,6 +173,21 @@ mod tests {
         add_kvm_emulated(&mut cpuid, KvmEmulated { tsc_deadline: true });
         assert_ne!(cpuid.as_slice()[0].ecx & ECX_TSC_DEADLINE, 0);
         assert_eq!(cpuid.as_slice()[1].ecx, 0, "other leaves untouched");
+    }
+
+    #[test]
+    fn power_leaf_keeps_only_arat() {
+        let mut e = kvm_cpuid_entry2 {
+            function: LEAF_POWER_MGMT,
+            eax: EAX_ARAT | 0b11,
+            ecx: 0b1001,
+            ..Default::default()
+        };
+        normalize_entry(&mut e, 0, 1);
+        assert_eq!((e.eax, e.ecx), (EAX_ARAT, 0b1000));
+        e.eax = 0b11;
+        normalize_entry(&mut e, 0, 1);
+        assert_eq!(e.eax, 0, "ARAT is not invented when KVM does not report it");
     }
 
     #[test]

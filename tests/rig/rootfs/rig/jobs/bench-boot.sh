@@ -18,6 +18,10 @@
 #   RIG result vmm=vireo cpus=1 failed=0 runs=10 median=... min=... max=...
 #   RIG teardown vmm=vireo cpus=1 runs=10 median=... min=... max=...
 #   RIG exit vmm=vireo cpus=1 runs=10 median=... min=... max=...
+#   RIG reset-exit vmm=vireo cpus=1 runs=10 ...   (rig.irqtrace=1: from the
+#     guest's reset, i8042 0xFE or triple fault, to the VMM's main thread
+#     entering the kernel's exit, on the rig kernel's trace clock: the VMM's
+#     own share of the teardown, without the kernel's process teardown)
 # ms_to_init is from launching the VMM to the guest's /init line;
 # teardown_ms from the guest's "reboot: Restarting system" (its kernel's last
 # line before the reset) to the VMM's exit; exit_ms from the /init line (the
@@ -41,8 +45,8 @@ bench_launch() {
   rig_vmm_run --kernel "$kernel" --initrd /guest/initramfs.cpio.gz \
     --cmdline "$RIG_GUEST_CMDLINE$(rig_vmm_args "$name")" --cpus "$cpus" --memory 512M --serial stdio >$out
   if why=$(rig_expect_guest "$cpus" 512); then
-    echo "RIG launch vmm=$name cpus=$cpus i=$i ms_to_init=$RIG_INIT_MS teardown_ms=${RIG_TEARDOWN_MS:--1} exit_ms=${RIG_EXIT_MS:--1}"
-    echo "$name $cpus $RIG_INIT_MS ${RIG_TEARDOWN_MS:--1} ${RIG_EXIT_MS:--1}" >>$results
+    echo "RIG launch vmm=$name cpus=$cpus i=$i ms_to_init=$RIG_INIT_MS teardown_ms=${RIG_TEARDOWN_MS:--1} exit_ms=${RIG_EXIT_MS:--1}${RIG_RESET_EXIT_MS:+ reset_exit_ms=$RIG_RESET_EXIT_MS}"
+    echo "$name $cpus $RIG_INIT_MS ${RIG_TEARDOWN_MS:--1} ${RIG_EXIT_MS:--1} ${RIG_RESET_EXIT_MS:--1}" >>$results
     return 0
   fi
   echo "RIG launch vmm=$name cpus=$cpus i=$i failed: $why; its output:"
@@ -71,6 +75,8 @@ for cpus in $cpus_list; do
     echo "RIG result vmm=$v cpus=$cpus failed=$f $(awk -v v="$v" -v c="$cpus" '$1 == v && $2 == c && $3 != "fail" { print $3 }' $results | rig_stats)"
     echo "RIG teardown vmm=$v cpus=$cpus $(awk -v v="$v" -v c="$cpus" '$1 == v && $2 == c && $3 != "fail" && $4 >= 0 { print $4 }' $results | rig_stats)"
     echo "RIG exit vmm=$v cpus=$cpus $(awk -v v="$v" -v c="$cpus" '$1 == v && $2 == c && $3 != "fail" && $5 >= 0 { print $5 }' $results | rig_stats)"
+    [ "$RIG_IRQTRACE" != 1 ] ||
+      echo "RIG reset-exit vmm=$v cpus=$cpus $(awk -v v="$v" -v c="$cpus" '$1 == v && $2 == c && $3 != "fail" && $6 >= 0 { print $6 }' $results | rig_stats)"
   done
 done
 [ "$fails" = 0 ]
