@@ -6,7 +6,8 @@
 //! here may not take a name another node's VM has. A request for another
 //! node's own things (its tasks: a migration forwarded to a VM's owner runs
 //! there) names that node in `x-vireo-node` and is sent on to it; every
-//! forwarded answer names the node that gave it in the same header.
+//! forwarded answer names the node that gave it in the same header. A VM's
+//! console WebSocket is piped through to its owner (`console`).
 
 use std::time::Duration;
 
@@ -47,7 +48,7 @@ pub async fn forward(State(s): State<AppState>, req: Request, next: Next) -> Res
     let me = cluster.me();
     let owner = tokio::task::spawn_blocking(move || cluster.owner_api(&name)).await;
     match owner {
-        Ok(Some((owner, api))) => proxy(&api, me, owner, req).await,
+        Ok(Some((owner, api))) => send_on(&api, me, owner, req).await,
         _ => next.run(req).await,
     }
 }
@@ -80,7 +81,7 @@ async fn to_node(cluster: Cluster, node: String, req: Request, next: Next) -> Re
     .await;
     match found {
         Ok(Ok(None)) => next.run(req).await,
-        Ok(Ok(Some((id, api)))) => proxy(&api, me, id, req).await,
+        Ok(Ok(Some((id, api)))) => send_on(&api, me, id, req).await,
         Ok(Err(e)) => e.into_response(),
         Err(e) => ApiError::internal(e.to_string()).into_response(),
     }
@@ -115,10 +116,6 @@ async fn define_once(cluster: Cluster, req: Request, next: Next) -> Response {
 /// `NAME` of `/vms/NAME` and `/vms/NAME/...`.
 fn vm_name(path: &str) -> Option<String> {
     let rest = path.strip_prefix("/vms/")?;
-    if rest.ends_with("/console") {
-        // A WebSocket: not forwarded (yet); `vireo vm console` on the owner.
-        return None;
-    }
     let name = rest.split('/').next()?;
     (!name.is_empty()).then(|| name.to_string())
 }
@@ -138,6 +135,16 @@ pub fn set_node_credential(token: String) {
 /// The `authorization` header of this node's own calls, when it has one.
 pub(super) fn node_authorization() -> Option<(&'static str, HeaderValue)> {
     NODE_CREDENTIAL.get().map(|v| ("authorization", v.clone()))
+}
+
+/// Sends `req` on to node `node`'s agent at `api`: a console WebSocket is
+/// piped through, any other request proxied.
+async fn send_on(api: &str, me: u32, node: u32, req: Request) -> Response {
+    let path = req.uri().path();
+    if path.starts_with("/vms/") && path.ends_with("/console") {
+        return super::console::forward(api, me, node, req).await;
+    }
+    proxy(api, me, node, req).await
 }
 
 /// Request headers a forwarded request keeps.
@@ -247,6 +254,6 @@ mod tests {
         assert_eq!(vm_name("/vms"), None);
         assert_eq!(vm_name("/vms/"), None);
         assert_eq!(vm_name("/pools/x"), None);
-        assert_eq!(vm_name("/vms/web/console"), None);
+        assert_eq!(vm_name("/vms/web/console").as_deref(), Some("web"));
     }
 }
