@@ -6,7 +6,7 @@
 //! real corosync 3.1.7 (no agent) whose view must be right after each step.
 //! Checked: the node table and
 //! the cluster-wide VM list (API and CLI), a request for another node's VM
-//! forwarded to its owner; kill -9 of a whole node → its HA VMs run on the
+//! forwarded to its owner, its console WebSocket too; kill -9 of a whole node → its HA VMs run on the
 //! survivors, each exactly once, only after the fencing bound; the node
 //! comes back and does not run them; node 1 reset and back within the
 //! bound → its HA VM runs again exactly once; partition 1|2 → the single
@@ -20,7 +20,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use vireo_cluster_tests::agents::Fencing;
+use vireo_cluster_tests::agents::{relay, Fencing, ADMIN_TOKEN};
 use vireo_cluster_tests::expect::wait_for_view;
 use vireo_cluster_tests::formation::cli;
 use vireo_cluster_tests::ha_lab::{last_write, Lab};
@@ -90,6 +90,7 @@ fn ha_vms_survive_a_node_kill_and_a_partition_exactly_once() {
     let plain = lab.agent(0).ok("GET", "/vms/plain", None, 200).unwrap();
     assert_eq!(plain["state"], "running", "{plain}");
     lab.wait_running_on(&w, &["plain"], &[1], "plain runs on node 2");
+    console_through_another_node(&lab, 0, 1, "plain");
     lab.wait_running_on(&w, &["ha-a", "ha-b"], &[2], "HA VMs on node 3");
     lab.wait_running_on(&w, &["ha-c"], &[0], "HA VM on node 1");
     let host = lab.agent(0).addr.to_string();
@@ -268,4 +269,54 @@ fn ha_vms_survive_a_node_kill_and_a_partition_exactly_once() {
     );
     let doubles = w.doubles.lock().unwrap().clone();
     assert!(doubles.is_empty(), "two copies seen: {doubles:?}");
+}
+
+/// Node `via`'s console WebSocket of `vm`, which node `owner` runs, as the
+/// web UI opens it (`?token=`): the answer comes from the owner, the replay
+/// and then live lines arrive, and they are the owner's console log's.
+fn console_through_another_node(lab: &Lab, via: usize, owner: usize, vm: &str) {
+    let agent = lab.agent(via);
+    let at = relay(&agent.namespace, agent.addr).unwrap();
+    let url = format!("ws://{at}/vms/{vm}/console?replay=2048&token={ADMIN_TOKEN}");
+    let (mut ws, answer) =
+        tungstenite::connect(url.as_str()).unwrap_or_else(|e| panic!("{url}: {e}"));
+    let from = answer
+        .headers()
+        .get("x-vireo-node")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(from, Some((owner + 1).to_string()), "the answering node");
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    }
+    let started = Instant::now();
+    let (mut messages, mut seen) = (0, String::new());
+    while messages < 3 && started.elapsed() < Duration::from_secs(30) {
+        match ws.read() {
+            Ok(tungstenite::Message::Binary(b)) => {
+                messages += 1;
+                seen.push_str(&String::from_utf8_lossy(&b));
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("the console closed: {e} after {seen:?}"),
+        }
+    }
+    assert!(messages >= 3, "{messages} messages in 30 s: {seen:?}");
+    // A whole line of what arrived last is in the owner's own log.
+    let line = seen.lines().rev().nth(1).unwrap_or_default().trim();
+    assert!(line.starts_with("PROBE blk stress gen="), "{seen:?}");
+    let uuid = lab.vms.lock().unwrap()[vm].clone();
+    let log = std::fs::read_to_string(lab.agent(owner).console_log(&uuid)).unwrap();
+    assert!(
+        log.contains(line),
+        "{line:?} not in node {}'s log",
+        owner + 1
+    );
+    eprintln!(
+        "console of {vm} (node {}) through node {}: {messages} messages in {:.1} s, last line {line:?}",
+        owner + 1,
+        via + 1,
+        started.elapsed().as_secs_f64()
+    );
+    ws.close(None).unwrap();
 }

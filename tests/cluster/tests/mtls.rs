@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use vireo_cluster_tests::agents::{
-    client_config, exchange, parse_response, request_text, vmm_copies, Fencing,
+    client_config, exchange, parse_response, relay, request_text, vmm_copies, Fencing, ADMIN_TOKEN,
 };
 use vireo_cluster_tests::formation::cli;
 use vireo_cluster_tests::ha_lab::{counters, Lab};
@@ -60,6 +60,10 @@ fn nodes_call_each_other_over_mutual_tls_and_other_clients_are_refused_there() {
         (vm["state"].as_str(), vm["uuid"].as_str()),
         (Some("running"), Some(uuid.as_str()))
     );
+
+    // The console WebSocket of node 1's VM, opened on node 3 (whose agent
+    // opens it on node 1's with its own certificate).
+    console_over_tls(&lab, 2, "mover");
 
     // Clients without a cluster certificate, on node 1's node-to-node routes.
     let owner = lab.agent(0);
@@ -132,4 +136,42 @@ fn nodes_call_each_other_over_mutual_tls_and_other_clients_are_refused_there() {
     .unwrap()
     .0;
     assert!(there[0] >= last_before, "{there:?} after {last_before}");
+}
+
+/// Node `via`'s console WebSocket of `vm` (another node's), over TLS as a
+/// user's browser opens it: the answer names the owner, and the probe's
+/// counter lines arrive through the two nodes' mutual TLS.
+fn console_over_tls(lab: &Lab, via: usize, vm: &str) {
+    let agent = lab.agent(via);
+    let config = agent.tls.clone().expect("a TLS lab");
+    let at = relay(&agent.namespace, agent.addr).unwrap();
+    let tcp = std::net::TcpStream::connect(at).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let name = rustls::pki_types::ServerName::from(agent.addr.ip());
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let stream = rustls::StreamOwned::new(conn, tcp);
+    let url = format!(
+        "wss://{}/vms/{vm}/console?replay=2048&token={ADMIN_TOKEN}",
+        agent.addr
+    );
+    let (mut ws, answer) =
+        tungstenite::client(url.as_str(), stream).unwrap_or_else(|e| panic!("{url}: {e}"));
+    let from = answer
+        .headers()
+        .get("x-vireo-node")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(from.as_deref(), Some("1"), "the answering node");
+    let mut seen = String::new();
+    while !seen.contains(GEN) {
+        match ws.read() {
+            Ok(tungstenite::Message::Binary(b)) => seen.push_str(&String::from_utf8_lossy(&b)),
+            Ok(_) => {}
+            Err(e) => panic!("the console closed: {e} after {seen:?}"),
+        }
+    }
+    eprintln!(
+        "console of {vm} through node {} over mutual TLS: {} bytes",
+        via + 1,
+        seen.len()
+    );
 }

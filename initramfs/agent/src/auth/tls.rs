@@ -137,3 +137,20 @@ pub fn node_client_config(dir: &TlsDir) -> io::Result<ureq::tls::TlsConfig> {
         .client_cert(Some(ClientCert::new_with_certs(&[cert], key)))
         .build())
 }
+
+/// The same as [`node_client_config`] as a rustls configuration, for the
+/// WebSockets (consoles) this node opens on its peers.
+pub fn node_websocket_config(dir: &TlsDir) -> io::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    for ca in certs(&dir.ca_cert())? {
+        roots.add(ca).map_err(|e| bad(&dir.ca_cert(), &e))?;
+    }
+    let key = PrivateKeyDer::from_pem_file(dir.node_key()).map_err(|e| bad(&dir.node_key(), &e))?;
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs(&dir.node_cert())?, key)
+        .map_err(|e| bad(&dir.node_cert(), &e))?;
+    Ok(Arc::new(config))
+}

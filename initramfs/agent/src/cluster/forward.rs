@@ -6,7 +6,8 @@
 //! here may not take a name another node's VM has. A request for another
 //! node's own things (its tasks: a migration forwarded to a VM's owner runs
 //! there) names that node in `x-vireo-node` and is sent on to it; every
-//! forwarded answer names the node that gave it in the same header.
+//! forwarded answer names the node that gave it in the same header. A VM's
+//! console WebSocket is piped through to its owner (`console`).
 //! When the node serves with its cluster certificate, node-to-node calls
 //! are mutual TLS: a forwarded request or a migration's `/cluster/incoming`
 //! without a peer node's certificate is refused (403), and this node's
@@ -57,7 +58,7 @@ pub async fn forward(State(s): State<AppState>, req: Request, next: Next) -> Res
     let me = cluster.me();
     let owner = tokio::task::spawn_blocking(move || cluster.owner_api(&name)).await;
     match owner {
-        Ok(Some((owner, api))) => proxy(&api, me, owner, req).await,
+        Ok(Some((owner, api))) => send_on(&api, me, owner, req).await,
         _ => next.run(req).await,
     }
 }
@@ -90,7 +91,7 @@ async fn to_node(cluster: Cluster, node: String, req: Request, next: Next) -> Re
     .await;
     match found {
         Ok(Ok(None)) => next.run(req).await,
-        Ok(Ok(Some((id, api)))) => proxy(&api, me, id, req).await,
+        Ok(Ok(Some((id, api)))) => send_on(&api, me, id, req).await,
         Ok(Err(e)) => e.into_response(),
         Err(e) => ApiError::internal(e.to_string()).into_response(),
     }
@@ -140,10 +141,6 @@ fn refuse_non_node(req: &Request) -> Option<Response> {
 /// `NAME` of `/vms/NAME` and `/vms/NAME/...`.
 fn vm_name(path: &str) -> Option<String> {
     let rest = path.strip_prefix("/vms/")?;
-    if rest.ends_with("/console") {
-        // A WebSocket: not forwarded (yet); `vireo vm console` on the owner.
-        return None;
-    }
     let name = rest.split('/').next()?;
     (!name.is_empty()).then(|| name.to_string())
 }
@@ -169,8 +166,22 @@ pub(super) fn node_authorization() -> Option<(&'static str, HeaderValue)> {
 /// certificate (auth/startup.rs).
 static NODE_TLS: std::sync::OnceLock<ureq::tls::TlsConfig> = std::sync::OnceLock::new();
 
-pub fn set_node_tls(config: ureq::tls::TlsConfig) {
+/// The same for WebSockets (consoles), as a rustls configuration.
+static NODE_WS_TLS: std::sync::OnceLock<std::sync::Arc<tokio_rustls::rustls::ClientConfig>> =
+    std::sync::OnceLock::new();
+
+pub fn set_node_tls(
+    config: ureq::tls::TlsConfig,
+    websockets: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+) {
     let _ = NODE_TLS.set(config);
+    let _ = NODE_WS_TLS.set(websockets);
+}
+
+/// The rustls configuration of this node's WebSockets to its peers, when
+/// node-to-node calls are mutual TLS.
+pub(super) fn node_ws_tls() -> Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>> {
+    NODE_WS_TLS.get().cloned()
 }
 
 /// The node's TLS files, for its VMMs' migration channels (`tls://`,
@@ -221,6 +232,16 @@ pub(super) fn node_url(api: &str, path: &str) -> String {
         "http"
     };
     format!("{scheme}://{api}{path}")
+}
+
+/// Sends `req` on to node `node`'s agent at `api`: a console WebSocket is
+/// piped through, any other request proxied.
+async fn send_on(api: &str, me: u32, node: u32, req: Request) -> Response {
+    let path = req.uri().path();
+    if path.starts_with("/vms/") && path.ends_with("/console") {
+        return super::console::forward(api, me, node, req).await;
+    }
+    proxy(api, me, node, req).await
 }
 
 /// Request headers a forwarded request keeps.
@@ -332,6 +353,6 @@ mod tests {
         assert_eq!(vm_name("/vms"), None);
         assert_eq!(vm_name("/vms/"), None);
         assert_eq!(vm_name("/pools/x"), None);
-        assert_eq!(vm_name("/vms/web/console"), None);
+        assert_eq!(vm_name("/vms/web/console").as_deref(), Some("web"));
     }
 }

@@ -10,6 +10,7 @@
 //! race on one VM. Requests for a VM another node owns are forwarded to
 //! that node's agent (`forward`).
 
+mod console;
 pub mod forward;
 pub mod ha;
 mod migrate;
