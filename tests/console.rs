@@ -201,3 +201,72 @@ fn a_console_client_handed_over_at_spawn_sees_the_first_byte() {
     let _ = vmm.wait();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The handed-over client's supervisor dies while another process (the
+/// jailer did) still holds a copy of the VMM's end, and the next client's
+/// socket gets the same fd number in the VMM. epoll watches open file
+/// descriptions, so the first connection's end of input stayed reported
+/// under that number and the event loop blocked reading the new client:
+/// the API then answered 503. It must go on answering, and the new client
+/// must get the console.
+#[test]
+fn a_handed_over_client_that_leaves_does_not_stall_the_event_loop() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    let dir = scratch_dir("console-handoff-leaves");
+    let socket = dir.join("console.sock");
+    let api = dir.join("api.sock");
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let (mut ready, vmm_ready) = UnixStream::pair().unwrap();
+    let (client_fd, ready_fd) = (theirs.as_raw_fd(), vmm_ready.as_raw_fd());
+    // The client as fd 3, the VMM's lowest free number once it closes it:
+    // the next client accepted gets 3 again.
+    let mut cmd = Command::new(vmm_binary());
+    cmd.arg("--kernel")
+        .arg(probe_elf())
+        .args(["--memory", "64M", "--cmdline", "probe.tick"])
+        .arg("--serial")
+        .arg(format!("socket:{}", socket.display()))
+        .arg("--api-socket")
+        .arg(&api)
+        .args(["--serial-client-fd", "3", "--ready-fd", "4"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    // SAFETY: dup2 and fcntl are async-signal-safe; they place the two
+    // descriptors the child inherits at 3 and 4, without close-on-exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Copies above 10 first (closed at exec), so neither dup2 can
+            // overwrite the other's source or be a no-op keeping CLOEXEC.
+            let client = libc::fcntl(client_fd, libc::F_DUPFD_CLOEXEC, 10);
+            let ready = libc::fcntl(ready_fd, libc::F_DUPFD_CLOEXEC, 10);
+            if client < 0 || ready < 0 || libc::dup2(client, 3) != 3 || libc::dup2(ready, 4) != 4 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut vmm = cmd.spawn().unwrap();
+    drop(vmm_ready);
+    let mut line = String::new();
+    ready
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    ready.read_to_string(&mut line).unwrap_or_default();
+    assert_eq!(line, "ready\n");
+    // `theirs` stays open here, as the jailer's copy did.
+    drop(ours);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut later = connect(&socket, Duration::from_secs(5));
+    read_until(&mut later, "PROBE tick", Duration::from_secs(30));
+    for _ in 0..3 {
+        let (status, body) = api_call(&api, "GET", "/vm");
+        assert_eq!(status, 200, "the event loop stopped answering: {body}");
+    }
+    read_until(&mut later, "PROBE tick", Duration::from_secs(30));
+    drop(theirs);
+    let _ = vmm.kill();
+    let _ = vmm.wait();
+    let _ = std::fs::remove_dir_all(dir);
+}
