@@ -41,6 +41,30 @@ fn connect(path: &std::path::Path, timeout: Duration) -> UnixStream {
     }
 }
 
+/// The probe ticking on a socket console at `socket`, as the agent starts
+/// VMs (handed fds are added by the caller).
+fn ticking_probe(socket: &std::path::Path) -> Command {
+    let mut cmd = Command::new(vmm_binary());
+    cmd.arg("--kernel")
+        .arg(probe_elf())
+        .args(["--memory", "64M", "--cmdline", "probe.tick"])
+        .arg("--serial")
+        .arg(format!("socket:{}", socket.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    cmd
+}
+
+/// What the VMM writes on its readiness pipe before closing it.
+fn read_ready(ready: &mut UnixStream) -> String {
+    let mut line = String::new();
+    ready
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    ready.read_to_string(&mut line).unwrap_or_default();
+    line
+}
+
 #[test]
 fn socket_console_serves_successive_clients_and_sigterm_cleans_up() {
     let dir = scratch_dir("console-socket");
@@ -158,16 +182,9 @@ fn a_console_client_handed_over_at_spawn_sees_the_first_byte() {
     let (mut ours, theirs) = UnixStream::pair().unwrap();
     let (mut ready, vmm_ready) = UnixStream::pair().unwrap();
     let fds = [theirs.as_raw_fd(), vmm_ready.as_raw_fd()];
-    let mut cmd = Command::new(vmm_binary());
-    cmd.arg("--kernel")
-        .arg(probe_elf())
-        .args(["--memory", "64M", "--cmdline", "probe.tick"])
-        .arg("--serial")
-        .arg(format!("socket:{}", socket.display()))
-        .args(["--serial-client-fd", &fds[0].to_string()])
-        .args(["--ready-fd", &fds[1].to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
+    let mut cmd = ticking_probe(&socket);
+    cmd.args(["--serial-client-fd", &fds[0].to_string()])
+        .args(["--ready-fd", &fds[1].to_string()]);
     // SAFETY: fcntl is async-signal-safe; it clears close-on-exec on two
     // descriptors the child is to inherit.
     unsafe {
@@ -180,13 +197,9 @@ fn a_console_client_handed_over_at_spawn_sees_the_first_byte() {
     }
     let mut vmm = cmd.spawn().unwrap();
     drop((theirs, vmm_ready));
-    let mut line = String::new();
-    ready
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    ready.read_to_string(&mut line).unwrap_or_default();
     assert_eq!(
-        line, "ready\n",
+        read_ready(&mut ready),
+        "ready\n",
         "the VMM says it is up, then closes the pipe"
     );
     let seen = read_until(&mut ours, "PROBE tick", Duration::from_secs(30));
@@ -222,17 +235,10 @@ fn a_handed_over_client_that_leaves_does_not_stall_the_event_loop() {
     let (client_fd, ready_fd) = (theirs.as_raw_fd(), vmm_ready.as_raw_fd());
     // The client as fd 3, the VMM's lowest free number once it closes it:
     // the next client accepted gets 3 again.
-    let mut cmd = Command::new(vmm_binary());
-    cmd.arg("--kernel")
-        .arg(probe_elf())
-        .args(["--memory", "64M", "--cmdline", "probe.tick"])
-        .arg("--serial")
-        .arg(format!("socket:{}", socket.display()))
-        .arg("--api-socket")
+    let mut cmd = ticking_probe(&socket);
+    cmd.arg("--api-socket")
         .arg(&api)
-        .args(["--serial-client-fd", "3", "--ready-fd", "4"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
+        .args(["--serial-client-fd", "3", "--ready-fd", "4"]);
     // SAFETY: dup2 and fcntl are async-signal-safe; they place the two
     // descriptors the child inherits at 3 and 4, without close-on-exec.
     unsafe {
@@ -249,12 +255,7 @@ fn a_handed_over_client_that_leaves_does_not_stall_the_event_loop() {
     }
     let mut vmm = cmd.spawn().unwrap();
     drop(vmm_ready);
-    let mut line = String::new();
-    ready
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    ready.read_to_string(&mut line).unwrap_or_default();
-    assert_eq!(line, "ready\n");
+    assert_eq!(read_ready(&mut ready), "ready\n");
     // `theirs` stays open here, as the jailer's copy did.
     drop(ours);
     std::thread::sleep(Duration::from_millis(300));
