@@ -41,6 +41,30 @@ fn connect(path: &std::path::Path, timeout: Duration) -> UnixStream {
     }
 }
 
+/// The probe ticking on a socket console at `socket`, as the agent starts
+/// VMs (handed fds are added by the caller).
+fn ticking_probe(socket: &std::path::Path) -> Command {
+    let mut cmd = Command::new(vmm_binary());
+    cmd.arg("--kernel")
+        .arg(probe_elf())
+        .args(["--memory", "64M", "--cmdline", "probe.tick"])
+        .arg("--serial")
+        .arg(format!("socket:{}", socket.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    cmd
+}
+
+/// What the VMM writes on its readiness pipe before closing it.
+fn read_ready(ready: &mut UnixStream) -> String {
+    let mut line = String::new();
+    ready
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    ready.read_to_string(&mut line).unwrap_or_default();
+    line
+}
+
 #[test]
 fn socket_console_serves_successive_clients_and_sigterm_cleans_up() {
     let dir = scratch_dir("console-socket");
@@ -158,16 +182,9 @@ fn a_console_client_handed_over_at_spawn_sees_the_first_byte() {
     let (mut ours, theirs) = UnixStream::pair().unwrap();
     let (mut ready, vmm_ready) = UnixStream::pair().unwrap();
     let fds = [theirs.as_raw_fd(), vmm_ready.as_raw_fd()];
-    let mut cmd = Command::new(vmm_binary());
-    cmd.arg("--kernel")
-        .arg(probe_elf())
-        .args(["--memory", "64M", "--cmdline", "probe.tick"])
-        .arg("--serial")
-        .arg(format!("socket:{}", socket.display()))
-        .args(["--serial-client-fd", &fds[0].to_string()])
-        .args(["--ready-fd", &fds[1].to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
+    let mut cmd = ticking_probe(&socket);
+    cmd.args(["--serial-client-fd", &fds[0].to_string()])
+        .args(["--ready-fd", &fds[1].to_string()]);
     // SAFETY: fcntl is async-signal-safe; it clears close-on-exec on two
     // descriptors the child is to inherit.
     unsafe {
@@ -180,13 +197,9 @@ fn a_console_client_handed_over_at_spawn_sees_the_first_byte() {
     }
     let mut vmm = cmd.spawn().unwrap();
     drop((theirs, vmm_ready));
-    let mut line = String::new();
-    ready
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    ready.read_to_string(&mut line).unwrap_or_default();
     assert_eq!(
-        line, "ready\n",
+        read_ready(&mut ready),
+        "ready\n",
         "the VMM says it is up, then closes the pipe"
     );
     let seen = read_until(&mut ours, "PROBE tick", Duration::from_secs(30));
@@ -197,6 +210,63 @@ fn a_console_client_handed_over_at_spawn_sees_the_first_byte() {
     // A later client replaces it, as for any socket console.
     let mut later = connect(&socket, Duration::from_secs(5));
     read_until(&mut later, "PROBE tick", Duration::from_secs(30));
+    let _ = vmm.kill();
+    let _ = vmm.wait();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The handed-over client's supervisor dies while another process (the
+/// jailer did) still holds a copy of the VMM's end, and the next client's
+/// socket gets the same fd number in the VMM. epoll watches open file
+/// descriptions, so the first connection's end of input stayed reported
+/// under that number and the event loop blocked reading the new client:
+/// the API then answered 503. It must go on answering, and the new client
+/// must get the console.
+#[test]
+fn a_handed_over_client_that_leaves_does_not_stall_the_event_loop() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    let dir = scratch_dir("console-handoff-leaves");
+    let socket = dir.join("console.sock");
+    let api = dir.join("api.sock");
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let (mut ready, vmm_ready) = UnixStream::pair().unwrap();
+    let (client_fd, ready_fd) = (theirs.as_raw_fd(), vmm_ready.as_raw_fd());
+    // The client as fd 3, the VMM's lowest free number once it closes it:
+    // the next client accepted gets 3 again.
+    let mut cmd = ticking_probe(&socket);
+    cmd.arg("--api-socket")
+        .arg(&api)
+        .args(["--serial-client-fd", "3", "--ready-fd", "4"]);
+    // SAFETY: dup2 and fcntl are async-signal-safe; they place the two
+    // descriptors the child inherits at 3 and 4, without close-on-exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Copies above 10 first (closed at exec), so neither dup2 can
+            // overwrite the other's source or be a no-op keeping CLOEXEC.
+            let client = libc::fcntl(client_fd, libc::F_DUPFD_CLOEXEC, 10);
+            let ready = libc::fcntl(ready_fd, libc::F_DUPFD_CLOEXEC, 10);
+            if client < 0 || ready < 0 || libc::dup2(client, 3) != 3 || libc::dup2(ready, 4) != 4 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut vmm = cmd.spawn().unwrap();
+    drop(vmm_ready);
+    assert_eq!(read_ready(&mut ready), "ready\n");
+    // `theirs` stays open here, as the jailer's copy did.
+    drop(ours);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut later = connect(&socket, Duration::from_secs(5));
+    read_until(&mut later, "PROBE tick", Duration::from_secs(30));
+    for _ in 0..3 {
+        let (status, body) = api_call(&api, "GET", "/vm");
+        assert_eq!(status, 200, "the event loop stopped answering: {body}");
+    }
+    read_until(&mut later, "PROBE tick", Duration::from_secs(30));
+    drop(theirs);
     let _ = vmm.kill();
     let _ = vmm.wait();
     let _ = std::fs::remove_dir_all(dir);

@@ -19,7 +19,7 @@ use crate::api::{
 use crate::backends::Backends;
 use crate::builder::{self, BuildError, Built, Launch};
 use crate::config::VmConfig;
-use crate::console::{Console, ConsoleError};
+use crate::console::{Console, ConsoleError, ConsoleInput};
 use crate::devices::bus::lock;
 use crate::disk_layers::{DiskLayers, LayerError};
 use crate::migration::context::MigrationStatus;
@@ -405,16 +405,29 @@ impl Vmm {
 
     fn on_console_input(&mut self, fd: i32, ops: &mut EventOps) {
         match self.console.read_input(fd) {
-            Ok(bytes) if !bytes.is_empty() => {
+            ConsoleInput::Bytes(bytes) => {
                 self.with_vm(|vm| {
                     lock(&vm.devices.serial).enqueue_input(&bytes);
                 });
             }
-            // End of input (or a broken client): stop watching it.
-            _ => {
+            ConsoleInput::Nothing => {}
+            // End of input (or a broken client): stop watching it, and
+            // only then close it (see `Console::watched`).
+            ConsoleInput::Ended => {
                 let _ = ops.remove(Events::empty_raw(fd));
+                self.console.unwatch(fd);
             }
         }
+    }
+
+    fn on_console_client(&mut self, ops: &mut EventOps) {
+        let Some(accepted) = self.console.accept() else {
+            return;
+        };
+        if let Some(old) = accepted.replaced {
+            let _ = ops.remove(Events::empty_raw(old.as_raw_fd()));
+        }
+        let _ = ops.add(Events::new_raw(accepted.fd, EventSet::IN));
     }
 }
 
@@ -449,9 +462,7 @@ impl MutEventSubscriber for Vmm {
         } else if self.api.as_ref().is_some_and(|a| a.wake.as_raw_fd() == fd) {
             self.handle_api();
         } else if self.console.is_listener(fd) {
-            if let Some(client) = self.console.accept() {
-                let _ = ops.add(Events::new_raw(client, EventSet::IN));
-            }
+            self.on_console_client(ops);
         } else {
             self.on_console_input(fd, ops);
         }

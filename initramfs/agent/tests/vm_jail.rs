@@ -111,14 +111,14 @@ fn jailed_vms_are_confined_and_still_managed() {
     assert!(names(&node.run().join("jail")).is_empty());
 }
 
-/// A restarted agent re-adopts a jailed VM and stops it in order. Known to
-/// fail since the VMM gets its console's first client and its readiness
-/// pipe at spawn: after the first agent's kill -9, the jailed VMM's API
-/// answers "the VMM did not answer in time" (its event loop no longer
-/// answers), so the stop falls back to SIGKILL and the jail is left behind.
-/// The same sequence unjailed passes (vm_lifecycle.rs); docs/security.md.
+/// A restarted agent re-adopts a jailed VM and stops it in order. The
+/// first agent's kill -9 ends the console connection it handed the VMM at
+/// spawn; the new agent's console client then got that connection's fd
+/// number. This once hung the VMM's event loop in a read (the jailer kept a
+/// copy of the old connection, so epoll kept reporting it), the API
+/// answered "the VMM did not answer in time" and the stop fell back to
+/// SIGKILL, leaving the jail behind.
 #[test]
-#[ignore = "known bug: a jailed VMM stops answering after its agent is killed (docs/security.md)"]
 fn a_restarted_agent_stops_a_jailed_vm_in_order() {
     let node = Node::new("jail-adopt");
     let mut agent = node.agent(&["--jail", "on"]);

@@ -113,6 +113,7 @@ fn fork_and_wait(spec: &JailSpec, maps: &[Mapping], cgroup: &Cgroup) -> Result<i
         unsafe { libc::_exit(1) };
     }
     CHILD.store(pid, Ordering::Relaxed);
+    close_handed_fds(spec);
     // SAFETY: closing the read end here; handlers are plain functions.
     unsafe {
         libc::close(go[0]);
@@ -128,6 +129,20 @@ fn fork_and_wait(spec: &JailSpec, maps: &[Mapping], cgroup: &Cgroup) -> Result<i
     unsafe { libc::close(go[1]) };
     let status = wait(pid)?;
     joined.map(|()| status)
+}
+
+/// The parent's copies of the `--keep-fd`s are the VMM's alone once the
+/// child has its own. Kept here, they would outlive whoever else holds
+/// them: a console client's socket whose VMM end the VMM closed would stay
+/// open (and registered in the VMM's epoll set, which watches open file
+/// descriptions, not numbers), a readiness pipe would not report the
+/// VMM's death, a tap would outlive its VMM's close.
+fn close_handed_fds(spec: &JailSpec) {
+    for &fd in &spec.keep_fds {
+        // SAFETY: closing descriptors handed to the child; nothing in the
+        // parent uses them.
+        unsafe { libc::close(fd) };
+    }
 }
 
 fn wait(pid: i32) -> Result<i32, JailError> {

@@ -69,7 +69,30 @@ pub struct Console {
     writer: ConsoleWriter,
     input: Input,
     client: SocketClient,
+    /// The event loop's own handle on the client it watches for input (a
+    /// dup of the client's socket). epoll keeps watching an open file
+    /// description until every descriptor of it is closed, not just the
+    /// one registered: so the client's socket, which writers may drop on a
+    /// failed write, is never the registered one. Only the event loop
+    /// closes this handle, after unregistering it ([`Console::unwatch`]).
+    watched: Option<(u64, UnixStream)>,
     clients_accepted: AtomicU64,
+}
+
+/// What a read of console input found.
+pub enum ConsoleInput {
+    Bytes(Vec<u8>),
+    /// Nothing to read right now (a wakeup without data).
+    Nothing,
+    /// The input ended or broke: unregister the fd, then [`Console::unwatch`] it.
+    Ended,
+}
+
+/// A client [`Console::accept`] took: `fd` to watch, and the previous
+/// client's handle, to unregister before it is dropped.
+pub struct Accepted {
+    pub fd: RawFd,
+    pub replaced: Option<UnixStream>,
 }
 
 impl Console {
@@ -86,10 +109,12 @@ impl Console {
         first: Option<UnixStream>,
     ) -> Result<Self, ConsoleError> {
         let client: SocketClient = Arc::new(Mutex::new(None));
+        let mut watched = None;
         if let Some(stream) = first {
             if !matches!(spec, SerialOutput::Socket(_)) {
                 return Err(ConsoleError::ClientWithoutSocket);
             }
+            watched = Some((0, stream.try_clone().map_err(ConsoleError::Writer)?));
             *lock(&client) = Some(Client { id: 0, stream });
         }
         let mut input = Input::None;
@@ -124,6 +149,7 @@ impl Console {
             writer,
             input,
             client,
+            watched,
             clients_accepted: AtomicU64::new(attached),
         })
     }
@@ -143,51 +169,82 @@ impl Console {
         match &self.input {
             Input::Stdin { .. } => vec![libc::STDIN_FILENO],
             Input::Socket { listener, .. } => {
-                let first = lock(&self.client).as_ref().map(|c| c.stream.as_raw_fd());
+                let first = self.watched.as_ref().map(|(_, s)| s.as_raw_fd());
                 std::iter::once(listener.as_raw_fd()).chain(first).collect()
             }
             Input::None => Vec::new(),
         }
     }
 
-    /// Accepts a waiting socket client, replacing any previous one. Returns
-    /// the new client's fd for the event loop to watch.
-    pub fn accept(&self) -> Option<RawFd> {
+    /// Accepts a waiting socket client, replacing any previous one.
+    pub fn accept(&mut self) -> Option<Accepted> {
         let Input::Socket { listener, .. } = &self.input else {
             return None;
         };
         let (stream, _) = listener.accept().ok()?;
-        let fd = stream.as_raw_fd();
+        let watch = stream.try_clone().ok()?;
+        let fd = watch.as_raw_fd();
         let id = self.clients_accepted.fetch_add(1, Ordering::Relaxed);
         *lock(&self.client) = Some(Client { id, stream });
-        Some(fd)
+        let replaced = self.watched.replace((id, watch)).map(|(_, s)| s);
+        Some(Accepted { fd, replaced })
     }
 
     pub fn is_listener(&self, fd: RawFd) -> bool {
         matches!(&self.input, Input::Socket { listener, .. } if listener.as_raw_fd() == fd)
     }
 
-    /// Reads what is available on `fd` (stdin or the socket client).
-    /// `Ok(empty)` means end of input: stop watching the fd.
-    pub fn read_input(&self, fd: RawFd) -> io::Result<Vec<u8>> {
+    /// Reads what is available on `fd` (stdin or the socket client) without
+    /// ever blocking the event loop.
+    pub fn read_input(&self, fd: RawFd) -> ConsoleInput {
         let mut buf = [0u8; 64];
-        let n = if fd == libc::STDIN_FILENO {
-            io::stdin().lock().read(&mut buf)?
+        let read = if fd == libc::STDIN_FILENO {
+            io::stdin().lock().read(&mut buf)
         } else {
-            let mut guard = lock(&self.client);
-            match guard.as_mut() {
-                Some(Client { stream, .. }) if stream.as_raw_fd() == fd => {
-                    let n = stream.read(&mut buf)?;
-                    if n == 0 {
-                        *guard = None;
-                    }
-                    n
-                }
-                _ => 0,
+            match &self.watched {
+                Some((_, s)) if s.as_raw_fd() == fd => recv_now(s, &mut buf),
+                _ => return ConsoleInput::Ended,
             }
         };
-        Ok(buf[..n].to_vec())
+        match read {
+            Ok(0) => ConsoleInput::Ended,
+            Ok(n) => ConsoleInput::Bytes(buf[..n].to_vec()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ConsoleInput::Nothing,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => ConsoleInput::Nothing,
+            Err(_) => ConsoleInput::Ended,
+        }
     }
+
+    /// Forgets the socket client watched on `fd` once the event loop has
+    /// unregistered it: closes the loop's handle and detaches the client
+    /// (its input ended, so it is gone).
+    pub fn unwatch(&mut self, fd: RawFd) {
+        if !matches!(&self.watched, Some((_, s)) if s.as_raw_fd() == fd) {
+            return;
+        }
+        if let Some((id, _)) = self.watched.take() {
+            let mut client = lock(&self.client);
+            if client.as_ref().is_some_and(|c| c.id == id) {
+                *client = None;
+            }
+        }
+    }
+}
+
+/// One non-blocking read: the client's socket stays blocking for the
+/// console's writer thread, and a wakeup without data must not hang the
+/// event loop in a read.
+fn recv_now(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: receives into a buffer we own, on a socket we own.
+    let rc = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(rc).map_err(|_| io::Error::last_os_error())
 }
 
 fn create_output_file(path: &Path) -> Result<File, ConsoleError> {
