@@ -317,6 +317,7 @@ impl Cluster {
         local: (Storage, Networks),
         ready: impl FnOnce() + Send + 'static,
     ) {
+        vms.set_node_name(&self.inner.name);
         self.sync_definitions(&vms, &local);
         let cluster = self.clone();
         let rt = tokio::runtime::Handle::current();
@@ -333,6 +334,7 @@ impl Cluster {
                 let mut publisher = publish::Publisher::new(local);
                 loop {
                     publisher.step(&cluster, &vms);
+                    rt.block_on(publish::drop_migrated_away(&cluster, &vms));
                     rt.block_on(ha.step(&cluster, &vms));
                     std::thread::sleep(STEP);
                 }
