@@ -47,6 +47,11 @@ pub struct HaSettings {
     /// whose reset takes long or for flapping links.
     #[arg(long, default_value = "0")]
     pub fence_delay_ms: u64,
+    /// Opt-in load balancing (balance.rs): every this many seconds this
+    /// node moves a running VM to a less loaded node when that evens out
+    /// the memory of their running VMs (0: never).
+    #[arg(long, env = "VIREO_BALANCE_EVERY_S", default_value = "0")]
+    pub balance_every_s: u64,
 }
 
 impl HaSettings {
@@ -348,6 +353,7 @@ mod tests {
             watchdog_timeout_ms: 8_000,
             fence_margin_ms: 1_000,
             fence_delay_ms: 500,
+            balance_every_s: 0,
         };
         // token 1650 (3 nodes), join 50: 8000 + 1650 + 200 + 250 + 1000 + 500.
         assert_eq!(s.fence_bound(1650, 50), Duration::from_millis(11_600));

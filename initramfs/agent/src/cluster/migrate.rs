@@ -162,8 +162,8 @@ async fn run(
     }
 }
 
-/// `METHOD path` on another node's agent; its JSON answer, or its error.
-async fn call(
+/// `METHOD path` on a node's agent; its JSON answer, or its error.
+pub(super) async fn call(
     cluster: &Cluster,
     method: &str,
     api: &str,

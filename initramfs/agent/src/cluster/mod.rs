@@ -10,6 +10,7 @@
 //! race on one VM. Requests for a VM another node owns are forwarded to
 //! that node's agent (`forward`).
 
+mod balance;
 pub mod forward;
 pub mod ha;
 mod migrate;
@@ -332,10 +333,12 @@ impl Cluster {
                 let mut ha = ha::Ha::new(&cluster);
                 ha.resume_after_restart(&cluster, &vms);
                 let mut publisher = publish::Publisher::new(local);
+                let mut balancer = balance::Balancer::new(&cluster);
                 loop {
                     publisher.step(&cluster, &vms);
                     rt.block_on(publish::drop_migrated_away(&cluster, &vms));
                     rt.block_on(ha.step(&cluster, &vms));
+                    rt.block_on(balancer.step(&cluster, &vms));
                     std::thread::sleep(STEP);
                 }
             });
