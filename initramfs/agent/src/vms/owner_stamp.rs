@@ -113,13 +113,19 @@ fn held(image: &Path, writer: bool) -> bool {
     bytes.iter().any(|&b| locked(&file, b))
 }
 
-fn locked(file: &File, byte: i64) -> bool {
+/// A lock of `kind` on the single byte `byte`.
+fn byte_lock(kind: i32, byte: i64) -> libc::flock {
     // SAFETY: an all-zero flock is valid; the fields that matter are set below.
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_type = kind as libc::c_short;
     lock.l_whence = libc::SEEK_SET as libc::c_short;
     lock.l_start = byte;
     lock.l_len = 1;
+    lock
+}
+
+fn locked(file: &File, byte: i64) -> bool {
+    let mut lock = byte_lock(libc::F_WRLCK, byte);
     // SAFETY: F_OFD_GETLK reads and fills the flock we own.
     let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
     rc == 0 && i32::from(lock.l_type) != libc::F_UNLCK
@@ -143,12 +149,8 @@ mod tests {
         std::fs::write(&image, [0u8; 512]).unwrap();
         assert!(!held(&image, true));
         let holder = File::options().read(true).write(true).open(&image).unwrap();
-        // SAFETY: as in `locked`, F_OFD_SETLK on a flock we own.
-        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-        lock.l_type = libc::F_RDLCK as libc::c_short;
-        lock.l_whence = libc::SEEK_SET as libc::c_short;
-        lock.l_start = PERM_WRITE;
-        lock.l_len = 1;
+        let mut lock = byte_lock(libc::F_RDLCK, PERM_WRITE);
+        // SAFETY: F_OFD_SETLK reads the flock we own.
         let rc = unsafe { libc::fcntl(holder.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) };
         assert_eq!(rc, 0);
         assert!(held(&image, true) && held(&image, false));
