@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vireo_cluster::store::StoreError;
+use vireo_cluster::store::{StoreError, StoreStatus};
 
 use super::watchdog::{self, Watchdog};
 use super::{Cluster, VmRecord};
@@ -83,6 +83,8 @@ pub struct Ha {
     missing: BTreeMap<u32, Instant>,
     /// HA VMs this node stopped because it lost quorum.
     fenced_here: BTreeSet<String>,
+    /// Since when the store has been re-syncing in a quorate view.
+    syncing_since: Option<Instant>,
 }
 
 impl Ha {
@@ -101,6 +103,7 @@ impl Ha {
             wanted,
             missing: BTreeMap::new(),
             fenced_here: BTreeSet::new(),
+            syncing_since: None,
         }
     }
 
@@ -124,16 +127,35 @@ impl Ha {
         let status = cluster.store().status();
         let local = vms.list();
         if !Cluster::quorate(&status) {
+            if self.syncing(cluster, &status) {
+                return;
+            }
             // The feeder stopped feeding: the watchdog fences this node.
             self.stop_ha_vms(vms, &local).await;
             return;
         }
+        self.syncing_since = None;
         self.wanted
             .store(local.iter().any(|v| v.spec.ha), Ordering::Relaxed);
         let view = Cluster::view_nodes(&status);
         self.track_missing(cluster, &view);
         self.claim_back(cluster, vms).await;
         self.take_over(cluster, vms, &view).await;
+    }
+
+    /// A state transfer in a view that is still quorate (a node joined
+    /// or came back) is no loss of quorum: for up to half the watchdog
+    /// timeout this step waits instead of stopping the HA VMs. The feeder
+    /// does not feed meanwhile, so the fencing bound holds whatever
+    /// happens; a real loss of quorum (the view not quorate) stops them
+    /// at once.
+    fn syncing(&mut self, cluster: &Cluster, status: &StoreStatus) -> bool {
+        if !status.quorate || status.view.is_none() {
+            self.syncing_since = None;
+            return false;
+        }
+        let since = *self.syncing_since.get_or_insert_with(Instant::now);
+        since.elapsed() < cluster.settings().watchdog_timeout() / 2
     }
 
     async fn stop_ha_vms(&mut self, vms: &Vms, local: &[VmInfo]) {
