@@ -288,6 +288,7 @@ impl Vmm {
                 }
                 Next::Resume => self.resume_after_migration(),
                 Next::Leave => self.leave(),
+                Next::Exit => self.finish(Outcome::MigratedAway),
                 Next::StayPaused => {
                     eprintln!(
                         "vireo-vmm: the migration's destination did not confirm; the VM stays paused here"

@@ -240,6 +240,18 @@ impl Lab {
         self.agents[i] = Some(a);
     }
 
+    /// `kill -9` of node `i`'s agent alone: its membershipd and VMMs go on
+    /// (as after an agent crash, which init answers by starting it again:
+    /// `start_agent`). Its watchdog supervisor stops watching meanwhile.
+    pub fn kill_agent(&mut self, i: usize) {
+        if let Some(mut a) = self.agents[i].take() {
+            a.watchdog.stop();
+            a.reap();
+            // Its Drop would end every process of the node.
+            std::mem::forget(a);
+        }
+    }
+
     pub fn define(&self, i: usize, name: &str, ha: bool) -> String {
         self.define_with(i, name, ha, "probe.blk=stress:7:4")
     }

@@ -98,9 +98,14 @@ impl Node {
             .append(true)
             .open(self.dir.join("output.log"))
             .map_err(|e| format!("{}: {e}", self.dir.display()))?;
-        let script = "mount -t tmpfs none /run && exec \"$0\" -f -c \"$1\"";
+        // A vireo-membershipd offering a flood of test traffic runs without
+        // real-time priority (`-p`, which corosync 3 does not take): at
+        // real-time priority the flood would take the host's CPUs.
+        let flood = self.send_every_ms.is_some() && self.kind == Kind::Vireo;
+        let flags = if flood { "-f -p" } else { "-f" };
+        let script = format!("mount -t tmpfs none /run && exec \"$0\" {flags} -c \"$1\"");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.namespace, "sh", "-c", script])
+        cmd.args(["netns", "exec", &self.namespace, "sh", "-c", &script])
             .arg(&program)
             .arg(self.conf_path())
             .env("VIREO_MEMBERSHIP_SOCKET", self.socket_path())

@@ -26,7 +26,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use vireo_cluster_tests::agents::{vmm_copies, Fencing};
 use vireo_cluster_tests::formation::cli;
-use vireo_cluster_tests::ha_lab::Lab;
+use vireo_cluster_tests::ha_lab::{Lab, Watch};
 use vireo_cluster_tests::wait_until;
 
 const FENCING: Fencing = Fencing {
@@ -38,6 +38,13 @@ const WAIT: Duration = Duration::from_secs(60);
 /// The generations `blk stress gen=N` a console log shows, in order.
 fn gens(log: &str) -> Vec<u64> {
     vireo_cluster_tests::ha_lab::counters(log, "blk stress gen=")
+}
+
+/// The owner stamp beside mover's image.
+fn stamp(lab: &Lab) -> Value {
+    let path = lab.c.root().join("shared/.vireo/mover.raw.owner");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_json::from_str(&text).unwrap()
 }
 
 /// Polls task `id` on node `i`'s agent until it ends.
@@ -64,7 +71,7 @@ fn migrate_to_node3(lab: &Lab) -> Value {
 
 #[test]
 fn a_running_vm_moves_to_another_node_and_its_guest_goes_on_then_a_drain_moves_it_again() {
-    let lab = Lab::start(FENCING);
+    let mut lab = Lab::start(FENCING);
     let namespaces = lab.namespaces();
     let w = lab.watch();
     let uuid = lab.start_seen_by(&w, 0, "mover", 2);
@@ -88,6 +95,18 @@ fn a_running_vm_moves_to_another_node_and_its_guest_goes_on_then_a_drain_moves_i
     lab.agent(2)
         .ok("POST", "/vms", Some(&squatter.to_string()), 201)
         .unwrap();
+    // Owner stamps: node 3 may not start it while node 1 runs that disk,
+    // whatever the store says (it knows nothing of disks): refused, node 1's
+    // VM named from the stamp beside the image.
+    let (status, text) = lab
+        .agent(2)
+        .call("POST", "/vms/squatter/start", None)
+        .unwrap();
+    assert!(
+        status == 409 && text.contains("in use by VM 'mover' on node 'node1'"),
+        "{status} {text}"
+    );
+    assert_eq!(stamp(&lab)["node"], "node1");
     let done = migrate_to_node3(&lab);
     let error = done["error"].as_str().unwrap_or_default();
     assert!(
@@ -255,4 +274,108 @@ fn a_running_vm_moves_to_another_node_and_its_guest_goes_on_then_a_drain_moves_i
         "after the drain: {after}"
     );
     assert_eq!(vmm_copies(&namespaces, &uuid), vec![to]);
+
+    source_agent_killed_mid_migration(&mut lab, &w, &uuid, to);
+}
+
+/// The source's agent is killed (`kill -9`, its node and VMM go on) while
+/// a bandwidth-capped migration runs from node `from` to the other
+/// undrained node: the VMMs finish it on their own, the destination names
+/// itself the owner, the source's VMM exits by itself once the VM runs
+/// there, and the source's restarted agent forgets the VM. Exactly one
+/// copy at the end; the guest goes on from where it was.
+fn source_agent_killed_mid_migration(lab: &mut Lab, w: &Watch, uuid: &str, from: usize) {
+    let namespaces = lab.namespaces();
+    let dest = 2 - from;
+    let body = json!({"node": format!("node{}", dest + 1), "bandwidth_mbps": 1}).to_string();
+    let task = lab
+        .agent(from)
+        .ok("POST", "/vms/mover/migrate", Some(&body), 202)
+        .unwrap();
+    let path = format!("/tasks/{}", task["id"].as_str().unwrap());
+    let progress = wait_until(WAIT, "the migration to send its first bytes", || {
+        let t = lab.agent(from).ok("GET", &path, None, 200)?;
+        (t["state"] == "running" && t["done"].as_u64() > Some(0))
+            .then_some(t.clone())
+            .ok_or(format!("{t}"))
+    })
+    .unwrap()
+    .0;
+    eprintln!("killing node {}'s agent at {progress}", from + 1);
+    let before = std::fs::read_to_string(lab.agent(from).console_log(uuid)).unwrap();
+    lab.kill_agent(from);
+    let last_before = *gens(&before).last().expect("generations at the source");
+    // The VM lands; the source's VMM, VM-less, exits by itself: one copy.
+    lab.wait_running_on(
+        w,
+        &["mover"],
+        &[dest],
+        "mover runs at the destination alone",
+    );
+    let after = std::fs::read_to_string(lab.agent(dest).console_log(uuid)).unwrap();
+    assert!(
+        gens(&after).first().is_some_and(|&g| g > last_before),
+        "the destination's console starts at {:?}, the source's was at {last_before}",
+        gens(&after).first()
+    );
+    let vmm_log = lab.c.nodes[from]
+        .dir
+        .join("agent/run/vms")
+        .join(uuid)
+        .join("vmm.log");
+    let said = std::fs::read_to_string(&vmm_log).unwrap_or_default();
+    assert!(
+        said.contains("nobody stopped this VMM"),
+        "the source's VMM did not leave by itself: {said}"
+    );
+    for i in [1, dest] {
+        wait_until(WAIT, "the store to name the destination", || {
+            let vms = lab.cluster_vms(i)?;
+            let node = vms.get("mover").map(|v| v["node"].clone());
+            (node == Some(json!(format!("node{}", dest + 1))))
+                .then_some(())
+                .ok_or(format!("{vms:?}"))
+        })
+        .unwrap();
+    }
+    // The source's agent comes back and adopts the outcome: the VM is not
+    // its own any more.
+    lab.start_agent(from);
+    wait_until(WAIT, "the restarted agent to forget mover", || {
+        let local = lab.agent(from).ok("GET", "/vms", None, 200)?;
+        (local.as_array().map(Vec::len) == Some(0))
+            .then_some(())
+            .ok_or(format!("{local}"))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(vmm_copies(&namespaces, uuid), vec![dest]);
+    let vms = lab.cluster_vms(from).unwrap();
+    assert_eq!(vms["mover"]["node"], format!("node{}", dest + 1), "{vms:?}");
+    assert_eq!(vms["mover"]["state"], "running", "{vms:?}");
+    assert_eq!(stamp(lab)["node"], format!("node{}", dest + 1));
+
+    // A stamp whose VMM is gone holds nothing: mover destroyed there, a VM
+    // of node `from` on the same disk starts, and the stamp names it.
+    let (status, text) = lab
+        .agent(dest)
+        .call("POST", "/vms/mover/destroy", None)
+        .unwrap();
+    assert_eq!(status, 200, "{text}");
+    let twin = json!({
+        "name": "twin", "memory_mib": 32,
+        "boot": {"kind": "kernel", "kernel": std::env::var("VIREO_PROBE").unwrap()},
+        "disks": [{"volume": "shared/mover.raw"}],
+    });
+    lab.agent(from)
+        .ok("POST", "/vms", Some(&twin.to_string()), 201)
+        .unwrap();
+    lab.agent(from)
+        .ok("POST", "/vms/twin/start", None, 200)
+        .unwrap();
+    let now = stamp(lab);
+    assert!(
+        now["node"] == format!("node{}", from + 1) && now["vm"] == "twin",
+        "{now}"
+    );
 }

@@ -40,6 +40,18 @@ pub struct MigrateRequest {
     /// figures from GET /vm/migration, and exits on PUT /vm/shutdown.
     #[serde(default = "yes")]
     pub exit_when_done: bool,
+    /// With `exit_when_done` false: the longest this VMM stays VM-less
+    /// before it exits by itself (0: until PUT /vm/shutdown), so a client
+    /// that died meanwhile (an agent killed mid-migration) leaves no VMM.
+    #[serde(default)]
+    pub linger_ms: u64,
+}
+
+impl MigrateRequest {
+    /// Whether the VMM stays VM-less for a bounded time after the hand-over.
+    pub fn lingers(&self) -> bool {
+        !self.exit_when_done && self.linger_ms > 0
+    }
 }
 
 fn default_link_timeout_ms() -> u64 {

@@ -28,6 +28,9 @@ pub struct Outgoing {
     pub paused_here: bool,
     /// Exit once the destination runs the VM (else stay, VM-less).
     pub exit_when_done: bool,
+    /// After Completed the thread goes on to time the VM-less stay
+    /// (`linger_ms`): it is joined on LingerOver or at teardown.
+    lingers: bool,
 }
 
 /// What the event loop must do after a message from the thread.
@@ -42,6 +45,8 @@ pub enum Next {
     Leave,
     /// Handed over, unconfirmed: stay paused.
     StayPaused,
+    /// VM-less for `linger_ms` with nobody stopping this VMM: exit.
+    Exit,
 }
 
 impl Outgoing {
@@ -62,6 +67,7 @@ impl Outgoing {
         let (to_main, from_thread) = mpsc::channel();
         let cancel = Arc::new(AtomicBool::new(false));
         let exit_when_done = req.exit_when_done;
+        let lingers = req.lingers();
         let source = Source {
             req,
             tls,
@@ -97,6 +103,7 @@ impl Outgoing {
             cancel,
             paused_here: false,
             exit_when_done,
+            lingers,
         })
     }
 
@@ -113,8 +120,14 @@ impl Outgoing {
                 Next::Resume
             }
             Ok(ToMain::Completed) => {
-                self.join();
+                if !self.lingers {
+                    self.join();
+                }
                 Next::Leave
+            }
+            Ok(ToMain::LingerOver) => {
+                self.join();
+                Next::Exit
             }
             Ok(ToMain::Unknown) => {
                 self.join();

@@ -48,6 +48,36 @@ pub enum ToMain {
     Completed,
     /// Handed over but not confirmed: stay paused.
     Unknown,
+    /// After Completed, `linger_ms` went by without PUT /vm/shutdown.
+    LingerOver,
+}
+
+/// The source VMM's VM-less stay after the hand-over (`linger_ms`).
+struct Linger {
+    ms: u64,
+    cancel: Arc<AtomicBool>,
+    to_main: Sender<ToMain>,
+    wake: EventFd,
+}
+
+impl Linger {
+    /// Waits `ms`, then tells the event loop to exit, unless the VMM is
+    /// stopping anyway (its teardown sets cancel).
+    fn wait(self) {
+        let until = Instant::now() + Duration::from_millis(self.ms);
+        while Instant::now() < until {
+            if self.cancel.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!(
+            "vireo-vmm: nobody stopped this VMM within {} ms of the hand-over; exiting",
+            self.ms
+        );
+        let _ = self.to_main.send(ToMain::LingerOver);
+        let _ = self.wake.write(1);
+    }
 }
 
 /// Everything the migration thread needs, handed over by the event loop.
@@ -110,7 +140,22 @@ impl Source {
                 s.total_ms = started.elapsed().as_millis() as u64;
             }
         });
+        let completed = matches!(message, ToMain::Completed);
         self.tell_main(message);
+        if completed && self.req.lingers() {
+            self.into_linger().wait();
+        }
+    }
+
+    /// What timing the VM-less stay needs; the rest (the VM's memory and
+    /// handles) is let go here.
+    fn into_linger(self) -> Linger {
+        Linger {
+            ms: self.req.linger_ms,
+            cancel: self.cancel,
+            to_main: self.to_main,
+            wake: self.wake,
+        }
     }
 
     fn tell_main(&self, message: ToMain) {

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vireo_cluster::store::StoreError;
+use vireo_cluster::store::{StoreError, StoreStatus};
 
 use super::watchdog::{self, Watchdog};
 use super::{Cluster, VmRecord};
@@ -47,6 +47,11 @@ pub struct HaSettings {
     /// whose reset takes long or for flapping links.
     #[arg(long, default_value = "0")]
     pub fence_delay_ms: u64,
+    /// Opt-in load balancing (balance.rs): every this many seconds this
+    /// node moves a running VM to a less loaded node when that evens out
+    /// the memory of their running VMs (0: never).
+    #[arg(long, env = "VIREO_BALANCE_EVERY_S", default_value = "0")]
+    pub balance_every_s: u64,
 }
 
 impl HaSettings {
@@ -78,6 +83,8 @@ pub struct Ha {
     missing: BTreeMap<u32, Instant>,
     /// HA VMs this node stopped because it lost quorum.
     fenced_here: BTreeSet<String>,
+    /// Since when the store has been re-syncing in a quorate view.
+    syncing_since: Option<Instant>,
 }
 
 impl Ha {
@@ -96,6 +103,7 @@ impl Ha {
             wanted,
             missing: BTreeMap::new(),
             fenced_here: BTreeSet::new(),
+            syncing_since: None,
         }
     }
 
@@ -119,16 +127,35 @@ impl Ha {
         let status = cluster.store().status();
         let local = vms.list();
         if !Cluster::quorate(&status) {
+            if self.syncing(cluster, &status) {
+                return;
+            }
             // The feeder stopped feeding: the watchdog fences this node.
             self.stop_ha_vms(vms, &local).await;
             return;
         }
+        self.syncing_since = None;
         self.wanted
             .store(local.iter().any(|v| v.spec.ha), Ordering::Relaxed);
         let view = Cluster::view_nodes(&status);
         self.track_missing(cluster, &view);
         self.claim_back(cluster, vms).await;
         self.take_over(cluster, vms, &view).await;
+    }
+
+    /// A state transfer in a view that is still quorate (a node joined
+    /// or came back) is no loss of quorum: for up to half the watchdog
+    /// timeout this step waits instead of stopping the HA VMs. The feeder
+    /// does not feed meanwhile, so the fencing bound holds whatever
+    /// happens; a real loss of quorum (the view not quorate) stops them
+    /// at once.
+    fn syncing(&mut self, cluster: &Cluster, status: &StoreStatus) -> bool {
+        if !status.quorate || status.view.is_none() {
+            self.syncing_since = None;
+            return false;
+        }
+        let since = *self.syncing_since.get_or_insert_with(Instant::now);
+        since.elapsed() < cluster.settings().watchdog_timeout() / 2
     }
 
     async fn stop_ha_vms(&mut self, vms: &Vms, local: &[VmInfo]) {
@@ -348,6 +375,7 @@ mod tests {
             watchdog_timeout_ms: 8_000,
             fence_margin_ms: 1_000,
             fence_delay_ms: 500,
+            balance_every_s: 0,
         };
         // token 1650 (3 nodes), join 50: 8000 + 1650 + 200 + 250 + 1000 + 500.
         assert_eq!(s.fence_bound(1650, 50), Duration::from_millis(11_600));

@@ -162,8 +162,8 @@ async fn run(
     }
 }
 
-/// `METHOD path` on another node's agent; its JSON answer, or its error.
-async fn call(
+/// `METHOD path` on a node's agent; its JSON answer, or its error.
+pub(super) async fn call(
     cluster: &Cluster,
     method: &str,
     api: &str,
@@ -212,8 +212,11 @@ pub async fn incoming(
     ))
 }
 
-/// Destination: until the VM runs here, a source that leaves the view
-/// (its node died) means the VM will not come: the half VM goes. Once it
+/// Destination: until the VM runs here, a source gone from the view for
+/// the fencing bound (its node died and was reset) means the VM will not
+/// come: the half VM goes. A source whose agent alone went away (killed,
+/// restarted) leaves the view too, but its VMM goes on sending: the
+/// migration ends on its own well within the bound, either way. Once it
 /// runs here, this node writes itself as the owner if the source could not
 /// (it died at the hand-over): the same compare-and-set as the source's,
 /// so one of the two goes through and no survivor restarts the VM.
@@ -246,8 +249,8 @@ async fn watch_incoming(
         }
         let Some(source) = source else { continue };
         let status = cluster.store().status();
-        if Cluster::quorate(&status) && !Cluster::view_nodes(&status).contains(&source) {
-            eprintln!("vireo-agent: '{name}': its source node {source} left; dropping it here");
+        if Cluster::quorate(&status) && cluster.gone_past_bound(source) {
+            eprintln!("vireo-agent: '{name}': its source node {source} is gone; dropping it here");
             if let Err(e) = vms.abort_incoming(&name).await {
                 eprintln!("vireo-agent: dropping '{name}': {}", e.1);
             }
@@ -302,6 +305,18 @@ impl Cluster {
             name: rec.name,
             api: rec.api,
         })
+    }
+
+    /// Whether node `id` has been missing from the view for the fencing
+    /// bound (as this node's HA step times it).
+    fn gone_past_bound(&self, id: u32) -> bool {
+        let since = self
+            .inner
+            .missing
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&id).copied());
+        since.is_some_and(|t| t.elapsed() >= self.fence_bound())
     }
 
     /// The VM landed here: `vm/NAME` names this node unless it does

@@ -10,6 +10,7 @@
 //! race on one VM. Requests for a VM another node owns are forwarded to
 //! that node's agent (`forward`).
 
+mod balance;
 mod console;
 pub mod forward;
 pub mod ha;
@@ -323,6 +324,7 @@ impl Cluster {
         local: (Storage, Networks),
         ready: impl FnOnce() + Send + 'static,
     ) {
+        vms.set_node_name(&self.inner.name);
         self.sync_definitions(&vms, &local);
         let cluster = self.clone();
         let rt = tokio::runtime::Handle::current();
@@ -337,9 +339,12 @@ impl Cluster {
                 let mut ha = ha::Ha::new(&cluster);
                 ha.resume_after_restart(&cluster, &vms);
                 let mut publisher = publish::Publisher::new(local);
+                let mut balancer = balance::Balancer::new(&cluster);
                 loop {
                     publisher.step(&cluster, &vms);
+                    rt.block_on(publish::drop_migrated_away(&cluster, &vms));
                     rt.block_on(ha.step(&cluster, &vms));
+                    rt.block_on(balancer.step(&cluster, &vms));
                     std::thread::sleep(STEP);
                 }
             });

@@ -10,7 +10,7 @@ use super::stats::Sampler;
 use super::{Cluster, NodeRecord, VmRecord};
 use crate::networks::Networks;
 use crate::storage::Storage;
-use crate::vm_types::VmState;
+use crate::vm_types::VmInfo;
 use crate::vms::{now, Vms};
 
 const PUBLISH_EVERY: Duration = Duration::from_secs(2);
@@ -164,6 +164,24 @@ fn vm_states(vms: &Vms) -> BTreeMap<String, String> {
 /// hand-over this agent missed) leave this node's definitions, stopped
 /// first if a VMM still runs them, so nothing here starts them again.
 pub async fn drop_moved_away(cluster: &Cluster, vms: &Vms) {
+    drop_owned_elsewhere(cluster, vms, |_| true).await;
+}
+
+/// Each step: a VM whose VMM here ended by handing it over with no agent
+/// following the migration (this agent was restarted meanwhile) leaves
+/// this node's definitions once the store names its new owner.
+pub async fn drop_migrated_away(cluster: &Cluster, vms: &Vms) {
+    drop_owned_elsewhere(cluster, vms, |info| {
+        info.pid.is_none()
+            && info
+                .last_exit
+                .as_ref()
+                .is_some_and(|e| e.outcome == "migrated_away")
+    })
+    .await;
+}
+
+async fn drop_owned_elsewhere(cluster: &Cluster, vms: &Vms, which: impl Fn(&VmInfo) -> bool) {
     let Ok(stored) = cluster.vm_records() else {
         return;
     };
@@ -171,7 +189,7 @@ pub async fn drop_moved_away(cluster: &Cluster, vms: &Vms) {
         let Some((owner, _, rec)) = stored.get(&info.spec.name) else {
             continue;
         };
-        if *owner == cluster.me() || rec.uuid != info.uuid {
+        if *owner == cluster.me() || rec.uuid != info.uuid || !which(&info) {
             continue;
         }
         eprintln!(
@@ -179,9 +197,7 @@ pub async fn drop_moved_away(cluster: &Cluster, vms: &Vms) {
             info.spec.name
         );
         if let Ok(slot) = vms.get(&info.spec.name) {
-            if info.state != VmState::Stopped && info.state != VmState::Crashed {
-                let _ = vms.destroy(&slot).await;
-            }
+            vms.stop_leftover(&slot).await;
         }
         if let Err(e) = vms.undefine(&info.spec.name, false).await {
             eprintln!("vireo-agent: removing '{}': {}", info.spec.name, e.1);

@@ -66,6 +66,8 @@ pub fn save(dir: &Path, name: &str, meta: &VolumeMeta) -> io::Result<()> {
 }
 
 pub fn remove(dir: &Path, name: &str) -> io::Result<()> {
+    // The volume's owner stamp (vms/owner_stamp.rs) goes with it.
+    let _ = std::fs::remove_file(dir.join(META_DIR).join(format!("{name}.owner")));
     match std::fs::remove_file(meta_path(dir, name)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),

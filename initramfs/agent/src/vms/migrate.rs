@@ -25,6 +25,10 @@ const API_TIMEOUT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(100);
 /// A source VMM that has handed the VM over gets this long to exit.
 const LEAVE_GRACE: Duration = Duration::from_secs(10);
+/// A source VMM that has handed the VM over exits by itself this long
+/// after (it waits only for this agent to read the figures): an agent
+/// killed mid-migration leaves no VM-less VMM behind.
+const LINGER_MS: u64 = 10_000;
 
 /// What the source asks of its VMM (`PUT /vm/migrate`).
 pub struct MigrationOut {
@@ -124,8 +128,12 @@ impl Vms {
                     r.stopping = None;
                     s.state = VmState::Running;
                 }
+                let spec = s.def.spec.clone();
                 drop(s);
                 slot.console.note("migrated here");
+                if let Ok(disks) = self.resolve_disks(&spec) {
+                    self.stamp_disks(slot, &disks, process.pid);
+                }
             }
             Err(e) => {
                 // The VM never arrived (the source gave up, or died): no
@@ -187,6 +195,7 @@ impl Vms {
             "bandwidth_mbps": out.bandwidth_mbps,
             // Stays to report the final figures; stopped below.
             "exit_when_done": false,
+            "linger_ms": LINGER_MS,
         });
         let socket = slot.api_socket();
         let asked = vmm_api::call(

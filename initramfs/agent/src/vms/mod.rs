@@ -19,6 +19,7 @@ pub mod jailed;
 mod launch_args;
 pub mod launcher;
 mod migrate;
+mod owner_stamp;
 pub mod process;
 pub mod resources;
 pub mod routes;
@@ -69,6 +70,9 @@ struct Inner {
     config: VmsConfig,
     capacity: Capacity,
     slots: Mutex<BTreeMap<String, Arc<Slot>>>,
+    /// This node's name in the VMs' owner stamps (the cluster's name for
+    /// it once known, else the host name).
+    node_name: std::sync::OnceLock<String>,
 }
 
 /// One defined VM.
@@ -195,6 +199,7 @@ impl Vms {
                 storage,
                 config,
                 slots: Mutex::new(slots),
+                node_name: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -210,6 +215,30 @@ impl Vms {
         if first_start {
             self.autostart().await;
         }
+    }
+
+    /// The name owner stamps give this node (set once, by the cluster).
+    pub fn set_node_name(&self, name: &str) {
+        let _ = self.inner.node_name.set(name.to_string());
+    }
+
+    fn node_name(&self) -> String {
+        self.inner.node_name.get().cloned().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            host.trim().to_string()
+        })
+    }
+
+    /// Owner stamps naming `run`'s VMM on `disks` (owner_stamp.rs).
+    fn stamp_disks(&self, slot: &Slot, disks: &[launch_args::Disk], pid: i32) {
+        let stamp = owner_stamp::Stamp {
+            node: self.node_name(),
+            vm: slot.name(),
+            uuid: slot.uuid.clone(),
+            pid,
+            since: now(),
+        };
+        owner_stamp::write(disks, &stamp);
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

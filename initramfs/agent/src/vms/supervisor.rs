@@ -122,6 +122,7 @@ impl Vms {
     async fn launch(&self, slot: &Arc<Slot>, spec: &VmSpec) -> Result<Run, ApiError> {
         let plan = self.boot_plan(slot, spec).await?;
         let disks = self.resolve_disks(spec)?;
+        super::owner_stamp::check(&disks)?;
         let spec = self.attach_nics(slot, spec).await?;
         let run = self.launch_vmm(slot, &spec, &plan, &disks).await;
         if run.is_err() {
@@ -175,6 +176,7 @@ impl Vms {
             kill_failed(slot, &run.process).await;
             return Err(e);
         }
+        self.stamp_disks(slot, disks, run.process.pid);
         Ok(run)
     }
 
@@ -429,6 +431,18 @@ impl Vms {
                 self.inner.config.networks.detach(&slot.uuid).await;
                 slot.console.note(&describe(&exit));
             }
+        }
+    }
+
+    /// Before a VM this node no longer owns is forgotten: a VMM a previous
+    /// agent left for it (one that handed the VM over while no agent was
+    /// there, say) is adopted and stopped, so none is left behind.
+    pub async fn stop_leftover(&self, slot: &Arc<Slot>) {
+        if !slot.is_running() {
+            self.adopt_or_report(slot).await;
+        }
+        if slot.is_running() {
+            let _ = self.destroy(slot).await;
         }
     }
 
