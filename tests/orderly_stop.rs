@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use vireo_tests::qemu_img::{arg, check_clean, create, qemu_img};
 use vireo_tests::vmm_process::Vmm;
-use vireo_tests::{api_call, probe_disk_pattern, scratch_dir, wait_for, wait_with_deadline};
+use vireo_tests::{
+    api_call, first_child, probe_disk_pattern, scratch_dir, wait_for, wait_with_deadline,
+};
 
 const MIB: usize = 4;
 const SEED: u64 = 21;
@@ -101,5 +103,56 @@ fn unflushed_qcow2_writes_survive_an_api_reboot() {
     let status = wait_with_deadline(&mut vm.child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));
     assert_written(&dir, &image);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The reaper (vmm/src/reaper.rs) is the binary run again as `vireo-vmm
+/// --reaper-of PID`: a command line that names no VM, its own name, only
+/// its socket and /dev/null open (no disk, console or API socket), and it
+/// is gone once the VMM has stopped in order (the image flushed and clean).
+#[test]
+fn the_reaper_is_a_process_of_its_own_that_holds_nothing_of_the_vm() {
+    let (dir, image) = fresh_image("stop-reaper");
+    let mut vm = start(&dir, &image);
+    wait_written(&vm, 1);
+    let vmm = vm.child.id();
+    let reaper = first_child(vmm, Duration::from_secs(10));
+    let proc_file = |name: &str| std::fs::read_to_string(format!("/proc/{reaper}/{name}"));
+    let argv = format!("vireo-vmm\0--reaper-of\0{vmm}\0");
+    wait_for("the reaper's exec", Duration::from_secs(10), || {
+        proc_file("cmdline").is_ok_and(|c| c == argv)
+            && proc_file("comm").is_ok_and(|c| c.trim() == "vireo-reaper")
+    });
+    let mut fds: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{reaper}/fd"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let target = std::fs::read_link(e.path()).unwrap_or_default();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                target.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    fds.sort();
+    let kinds: Vec<String> = fds
+        .iter()
+        .map(|(fd, target)| match target.starts_with("socket:") {
+            true => format!("{fd}=socket"),
+            false => format!("{fd}={target}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["0=/dev/null", "1=/dev/null", "2=/dev/null", "3=socket"]
+    );
+    assert_eq!(api_call(&vm.api, "PUT", "/vm/shutdown").0, 204);
+    let status = wait_with_deadline(&mut vm.child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    assert_written(&dir, &image);
+    // Gone, or a zombie its new parent has yet to reap (no command line).
+    wait_for("the reaper's exit", Duration::from_secs(10), || {
+        proc_file("cmdline").map_or(true, |c| c != argv)
+    });
     std::fs::remove_dir_all(dir).unwrap();
 }

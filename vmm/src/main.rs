@@ -142,6 +142,10 @@ impl Args {
 }
 
 fn main() -> ExitCode {
+    // A VMM's reaper is this binary run again (reaper.rs): nothing else.
+    if let Some(code) = vireo_vmm::reaper::run_if_reaper() {
+        return code;
+    }
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) => {

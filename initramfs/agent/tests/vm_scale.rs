@@ -179,3 +179,48 @@ fn a_node_reboot_starts_the_autostart_vms_and_an_agent_restart_does_not() {
     agent.ok("POST", "/vms/auto/destroy", None, 200);
     assert!(vm["pid"].is_i64());
 }
+
+/// Autostart runs beside the API after a node's boot. A request on a VM
+/// autostart has yet to reach waits for it: the user's start finds it
+/// running (409, never a second start), and a stop that follows is final
+/// (autostart does not start the VM again behind the user's back).
+#[test]
+fn requests_during_the_autostart_wait_for_it_and_never_start_a_vm_twice() {
+    let node = Node::new("autostart-race");
+    let mut agent = node.agent(&[]);
+    let names: Vec<String> = (0..10).map(|i| format!("auto{i}")).collect();
+    for n in &names {
+        let spec = json!({"name": n, "memory_mib": 32, "autostart": true,
+            "boot": {"kind": "kernel", "kernel": node.probe, "cmdline": "probe.hold"}});
+        agent.ok("POST", "/vms", Some(spec), 201);
+    }
+    // The node boots: the run directory (a tmpfs) is empty.
+    agent.kill9();
+    std::fs::remove_dir_all(node.run()).unwrap();
+    let agent = node.agent(&[]);
+    // Autostart goes in name order: the last VM is reached last.
+    let last = names.last().unwrap();
+    let (status, body) = agent.call("POST", &format!("/vms/{last}/start"), None);
+    assert_eq!(
+        (
+            status,
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("already running"))
+        ),
+        (409, true),
+        "the start raced the autostart: {body}"
+    );
+    let vm = agent.ok("POST", &format!("/vms/{last}/destroy"), None, 200);
+    assert_eq!(vm["state"], "stopped", "{vm}");
+    for n in &names[..names.len() - 1] {
+        agent.wait_vm(n, LONG, "autostarted", |v| v["state"] == "running");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let vm = agent.vm(last);
+    assert_eq!(vm["state"], "stopped", "autostart started it again: {vm}");
+    assert_eq!(node.vmm_pids().len(), names.len() - 1);
+    parallel(&names[..names.len() - 1], |n| {
+        agent.ok("POST", &format!("/vms/{n}/destroy"), None, 200);
+    });
+}

@@ -442,11 +442,12 @@ pub fn vmm_copies(namespaces: &[String], uuid: &str) -> Vec<usize> {
     found
 }
 
-/// A VMM's reaper (vmm/src/reaper.rs) is a fork of it, with its command
-/// line, that runs no guest: it only holds the VM's KVM file while the VMM
-/// exits. It is told apart by the name it gives itself, or, before it has
-/// run far enough to name itself (a loaded host may not schedule it for
-/// a while), by its parent: a process with its own command line.
+/// A VMM's reaper (vmm/src/reaper.rs) runs no guest: it only holds the
+/// VM's KVM file while the VMM exits. It is `vireo-vmm --reaper-of PID`,
+/// whose command line names no VM, and it calls itself `vireo-reaper`;
+/// but between its fork and its execve (a loaded host may not schedule it
+/// for a while) it is a copy of the VMM, told apart by its parent: a
+/// process with its own command line.
 fn is_reaper(proc_dir: &std::path::Path) -> bool {
     if std::fs::read_to_string(proc_dir.join("comm")).is_ok_and(|c| c.trim() == "vireo-reaper") {
         return true;

@@ -4,7 +4,7 @@
 //! (no polling for the API socket, no paused start and resume).
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -49,13 +49,26 @@ impl Handoff {
         super::launch_args::handoff_args(self.vmm_console.as_raw_fd(), self.vmm_ready.as_raw_fd())
     }
 
-    /// The fds the VMM inherits.
-    pub fn vmm_fds(&self) -> Vec<RawFd> {
-        vec![self.vmm_console.as_raw_fd(), self.vmm_ready.as_raw_fd()]
+    /// The VMM's ends, for it to inherit (dropping them after the spawn
+    /// closes them here), and the agent's.
+    pub fn split(self) -> (Vec<OwnedFd>, AgentHalf) {
+        let vmm = vec![self.vmm_console.into(), self.vmm_ready.into()];
+        let agent = AgentHalf {
+            console: self.console,
+            ready: self.ready,
+        };
+        (vmm, agent)
     }
+}
 
-    /// Closes the VMM's ends here (it has its copies) and gives the
-    /// agent's, ready for tokio. Call after the spawn.
+/// The agent's ends before the VMM runs.
+pub struct AgentHalf {
+    console: UnixStream,
+    ready: UnixStream,
+}
+
+impl AgentHalf {
+    /// The agent's ends, ready for tokio. Call after the spawn.
     pub fn into_agent_ends(self) -> io::Result<AgentEnds> {
         let to_tokio = |s: UnixStream| {
             s.set_nonblocking(true)?;

@@ -75,12 +75,14 @@ impl Vms {
         let disks = self.resolve_disks(&spec)?;
         // The VM's NICs join its networks here before the VMM opens them.
         let spec = self.attach_nics(slot, &spec).await?;
-        let spawned = launch_args::incoming_args(slot, &spec, &disks, url)
-            .map_err(ApiError::bad_request)
-            .and_then(|args| {
+        let spawned = match launch_args::incoming_args(slot, &spec, &disks, url) {
+            Ok(args) => {
                 let confine = super::confine::confinement(slot, &spec, None, &disks);
                 self.spawn_vmm(slot, &spec.name, args, confine, Vec::new())
-            });
+                    .await
+            }
+            Err(e) => Err(ApiError::bad_request(e)),
+        };
         let mut run = match spawned {
             Ok(run) => run,
             Err(e) => {

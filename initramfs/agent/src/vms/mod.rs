@@ -86,6 +86,10 @@ pub struct Slot {
     state: Mutex<SlotState>,
     /// Bumped each time a run of this VM ends.
     exits: watch::Sender<u64>,
+    /// False while the agent's start has yet to re-adopt this VM (or, on
+    /// a node's boot, autostart it): lifecycle requests wait for it
+    /// (`Vms::settled`), so none races the agent's own start of the VM.
+    recovered: watch::Sender<bool>,
 }
 
 struct SlotState {
@@ -117,6 +121,10 @@ enum StopKind {
     Hard,
 }
 
+/// How long a request waits for the agent's start to re-adopt or
+/// autostart its VM (`Vms::settled`).
+const RECOVERY_WAIT: Duration = Duration::from_secs(30);
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -128,7 +136,9 @@ pub fn now() -> u64 {
 }
 
 impl Slot {
-    fn new(def: VmDef, run_root: &Path) -> Arc<Self> {
+    /// `recovered`: false for a VM loaded at the agent's start (`recover`
+    /// deals with it), true for one defined since.
+    fn new(def: VmDef, run_root: &Path, recovered: bool) -> Arc<Self> {
         let dir = run_root.join(&def.uuid);
         let _ = std::fs::create_dir_all(&dir);
         Arc::new(Slot {
@@ -146,7 +156,12 @@ impl Slot {
                 removed: false,
             }),
             exits: watch::channel(0).0,
+            recovered: watch::channel(recovered).0,
         })
+    }
+
+    fn mark_recovered(&self) {
+        self.recovered.send_replace(true);
     }
 
     fn lock(&self) -> MutexGuard<'_, SlotState> {
@@ -190,7 +205,7 @@ impl Vms {
         std::fs::create_dir_all(&run_root)?;
         let mut slots = BTreeMap::new();
         for def in def::load_all(&paths.state)? {
-            slots.insert(def.spec.name.clone(), Slot::new(def, &run_root));
+            slots.insert(def.spec.name.clone(), Slot::new(def, &run_root, false));
         }
         Ok(Vms {
             inner: Arc::new(Inner {
@@ -206,14 +221,42 @@ impl Vms {
 
     /// Re-adopts the VMMs a previous agent left running (or reports how
     /// they ended), then, on the agent's first start since the node
-    /// booted, starts the autostart VMs.
+    /// booted, starts the autostart VMs. Each VM is released to requests
+    /// (`settled`) once it is done with: at once, or after its autostart.
     pub async fn recover(&self) {
         let first_start = runtime::first_start_this_boot(&self.inner.paths.run);
+        let mut to_start = Vec::new();
         for slot in self.all() {
             self.adopt_or_report(&slot).await;
+            let wanted = first_start && {
+                let s = slot.lock();
+                s.def.spec.autostart && s.run.is_none()
+            };
+            match wanted {
+                true => to_start.push(slot),
+                false => slot.mark_recovered(),
+            }
         }
-        if first_start {
-            self.autostart().await;
+        self.autostart(to_start).await;
+    }
+
+    /// VM `name` once the agent's start is done with it (`recover`): a
+    /// request made meanwhile waits, so that a start finds the VM the
+    /// agent re-adopted or autostarted running (409), a stop finds the run
+    /// to stop, and an autostart never comes after a user's stop. 409 if
+    /// that takes longer than `RECOVERY_WAIT`.
+    pub async fn settled(&self, name: &str) -> Result<Arc<Slot>, ApiError> {
+        let slot = self.get(name)?;
+        let mut recovered = slot.recovered.subscribe();
+        let waited = tokio::time::timeout(RECOVERY_WAIT, recovered.wait_for(|done| *done))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        match waited {
+            true => Ok(slot),
+            false => Err(ApiError::conflict(format!(
+                "VM '{name}' is still being re-adopted or autostarted by the agent's start; \
+                 try again in a moment"
+            ))),
         }
     }
 
@@ -289,7 +332,7 @@ impl Vms {
         };
         def::save(&self.inner.paths.state, &def)
             .map_err(|e| ApiError::internal(format!("cannot store the VM: {e}")))?;
-        let slot = Slot::new(def, &self.run_root());
+        let slot = Slot::new(def, &self.run_root(), true);
         let info = slot.info();
         slots.insert(info.spec.name.clone(), slot);
         Ok(info)
@@ -450,18 +493,14 @@ impl Vms {
             .collect()
     }
 
-    /// Starts every autostart VM that is not running, one after another.
-    async fn autostart(&self) {
-        for slot in self.all() {
-            let wanted = {
-                let s = slot.lock();
-                s.def.spec.autostart && s.run.is_none()
-            };
-            if wanted {
-                if let Err(e) = self.start(&slot).await {
-                    eprintln!("vireo-agent: autostart of {}: {}", slot.name(), e.1);
-                }
+    /// Starts the autostart VMs, one after another, releasing each to
+    /// requests once it is started (or failed to).
+    async fn autostart(&self, slots: Vec<Arc<Slot>>) {
+        for slot in slots {
+            if let Err(e) = self.start(&slot).await {
+                eprintln!("vireo-agent: autostart of {}: {}", slot.name(), e.1);
             }
+            slot.mark_recovered();
         }
     }
 }

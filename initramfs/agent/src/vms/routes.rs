@@ -74,6 +74,7 @@ async fn edit(
     JsonBody(mut spec): JsonBody<VmSpec>,
 ) -> ApiResult<Json<VmInfo>> {
     policy::tenant_spec(&caller, &mut spec, &s)?;
+    s.vms.settled(&name).await?;
     s.vms.edit(&name, spec).await.map(Json)
 }
 
@@ -98,12 +99,13 @@ async fn undefine(
     QueryArgs(args): QueryArgs<UndefineArgs>,
 ) -> ApiResult<StatusCode> {
     let delete = args.volumes == Some(VolumesChoice::Delete);
+    s.vms.settled(&name).await?;
     s.vms.undefine(&name, delete).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn start(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<VmInfo>> {
-    let slot = s.vms.get(&name)?;
+    let slot = s.vms.settled(&name).await?;
     crate::cluster::placement::admit_start(&s, &slot.info().spec).await?;
     s.vms.start(&slot).await.map(Json)
 }
@@ -121,7 +123,7 @@ async fn shutdown(
     Path(name): Path<String>,
     QueryArgs(args): QueryArgs<ShutdownArgs>,
 ) -> ApiResult<(StatusCode, Json<TaskInfo>)> {
-    let slot = s.vms.get(&name)?;
+    let slot = s.vms.settled(&name).await?;
     let timeout = match args.timeout {
         Some(0) | Some(86_401..) => {
             return Err(ApiError::bad_request("timeout: 1-86400 seconds"));
@@ -134,12 +136,12 @@ async fn shutdown(
 }
 
 async fn reboot(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<VmInfo>> {
-    let slot = s.vms.get(&name)?;
+    let slot = s.vms.settled(&name).await?;
     s.vms.reboot(&slot).await.map(Json)
 }
 
 async fn destroy(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<VmInfo>> {
-    let slot = s.vms.get(&name)?;
+    let slot = s.vms.settled(&name).await?;
     s.vms.destroy(&slot).await.map(Json)
 }
 

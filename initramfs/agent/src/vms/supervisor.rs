@@ -162,8 +162,11 @@ impl Vms {
         let args = launch_args::vmm_args(slot, spec, plan, disks, handoff.args())
             .map_err(ApiError::bad_request)?;
         let confine = super::confine::confinement(slot, spec, Some(plan), disks);
-        let run = self.spawn_vmm(slot, &spec.name, args, confine, handoff.vmm_fds())?;
-        let started = match handoff.into_agent_ends() {
+        let (vmm_ends, agent_half) = handoff.split();
+        let run = self
+            .spawn_vmm(slot, &spec.name, args, confine, vmm_ends)
+            .await?;
+        let started = match agent_half.into_agent_ends() {
             Ok(ours) => {
                 slot.console.attach_stream(ours.console);
                 wait_started(slot, &run.process, ours.ready, READY_TIMEOUT).await
@@ -181,33 +184,38 @@ impl Vms {
     }
 
     /// Starts a VMM with `args` in the VM's run directory and records its
-    /// pid; it is not watched yet.
-    pub(super) fn spawn_vmm(
+    /// pid; it is not watched yet. The spawn runs on a blocking thread:
+    /// it waits for the child's exec (a fork and an exec, milliseconds on
+    /// a busy host), and on the runtime's two workers fifty parallel
+    /// starts would queue behind one another there.
+    pub(super) async fn spawn_vmm(
         &self,
         slot: &Slot,
         name: &str,
         args: Vec<String>,
         confine: super::launcher::Confinement,
-        inherit: Vec<std::os::fd::RawFd>,
+        inherit: Vec<std::os::fd::OwnedFd>,
     ) -> Result<Run, ApiError> {
-        runtime::clear_run_files(&slot.dir);
-        let vmm_dir = runtime::vmm_dir(&slot.dir);
-        std::fs::create_dir_all(&vmm_dir)
-            .map_err(|e| ApiError::internal(format!("cannot make {}: {e}", vmm_dir.display())))?;
-        let log = slot.dir.join("vmm.log");
-        let _ = std::fs::rename(&log, slot.dir.join("vmm.log.1"));
+        use std::os::fd::AsRawFd;
+        let dir = slot.dir.clone();
         let req = super::launcher::LaunchRequest {
             name: name.to_string(),
             vmm: self.inner.config.vmm.clone(),
             args,
-            log,
+            log: dir.join("vmm.log"),
             confine,
-            inherit,
+            inherit: inherit.iter().map(|fd| fd.as_raw_fd()).collect(),
         };
-        let child =
-            self.inner.config.launcher.launch(&req).map_err(|e| {
-                ApiError::internal(format!("cannot start {}: {e}", req.vmm.display()))
-            })?;
+        let launcher = self.inner.config.launcher.clone();
+        // `inherit` moves along: the descriptors stay open until the
+        // spawn is done, even if this request is dropped meanwhile.
+        let child = tokio::task::spawn_blocking(move || {
+            let child = launch_in(&dir, launcher.as_ref(), &req);
+            drop(inherit);
+            child
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("the VMM's launch failed: {e}")))??;
         let process = match VmmProcess::from_child(child) {
             Ok(p) => Arc::new(p),
             Err(e) => return Err(ApiError::internal(format!("cannot watch the VMM: {e}"))),
@@ -480,6 +488,23 @@ impl Vms {
         }
         self.watch(slot.clone(), id, process);
     }
+}
+
+/// Clears the run directory `dir` of the last run's files and launches
+/// the VMM (blocking).
+fn launch_in(
+    dir: &std::path::Path,
+    launcher: &dyn super::launcher::Launcher,
+    req: &super::launcher::LaunchRequest,
+) -> Result<std::process::Child, ApiError> {
+    runtime::clear_run_files(dir);
+    let vmm_dir = runtime::vmm_dir(dir);
+    std::fs::create_dir_all(&vmm_dir)
+        .map_err(|e| ApiError::internal(format!("cannot make {}: {e}", vmm_dir.display())))?;
+    let _ = std::fs::rename(&req.log, dir.join("vmm.log.1"));
+    launcher
+        .launch(req)
+        .map_err(|e| ApiError::internal(format!("cannot start {}: {e}", req.vmm.display())))
 }
 
 /// Polls for the API socket until the VMM answers GET /vm; a VMM that
