@@ -134,7 +134,8 @@ mod tests {
     fn settings_are_checked() {
         let nics = |n: &str| ["eno1", "eno2", "eno3"].contains(&n);
         assert_eq!(validate(&settings(), nics), Ok(()));
-        let bad: [(fn(&mut NodeNetwork), &str); 8] = [
+        type Change = fn(&mut NodeNetwork);
+        let bad: [(Change, &str); 8] = [
             (|s| s.bonds[0].mode = "xor".into(), "mode 'xor'"),
             (|s| s.bonds[0].links.clear(), "has no links"),
             (
