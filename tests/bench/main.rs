@@ -9,6 +9,7 @@
 
 mod block;
 mod cluster;
+mod dhcp;
 mod ha;
 mod measure;
 mod migration;
@@ -109,11 +110,12 @@ pub(crate) fn compare_probe(contenders: [Vmm; 2]) {
 
 fn main() -> ExitCode {
     let mut failures = Failures::default();
-    // `vireo-bench cluster|block|net|broadcast|store|ha|scale`: only those rows (make bench-cluster).
+    // `vireo-bench cluster|block|net|dhcp|broadcast|store|ha|scale`: only those rows (make bench-cluster).
     match std::env::args().nth(1).as_deref() {
         Some("cluster") => cluster::bench_cluster(&mut failures),
         Some("block") => bench_block(),
         Some("net") => net::bench_net(&mut failures),
+        Some("dhcp") => dhcp::bench_dhcp(&mut failures),
         Some("broadcast") => cluster::bench_broadcast(&mut failures),
         Some("store") => cluster::bench_store(&mut failures),
         Some("ha") => ha::bench_ha(&mut failures),
@@ -130,6 +132,7 @@ fn main() -> ExitCode {
             bench_block();
             vms::bench_vms(&mut failures);
             net::bench_net(&mut failures);
+            dhcp::bench_dhcp(&mut failures);
             migration::bench_migration(&mut failures);
             security::bench_security(&mut failures);
             rig::bench_linux_in_rig(&mut failures);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 #[allow(dead_code)]
 #[path = "../netlab/mod.rs"]
-mod netlab;
+pub(crate) mod netlab;
 
 use crate::measure::{median, qemu_accel, QEMU_COMMON};
 use crate::Failures;

@@ -155,3 +155,44 @@ pub enum Protocol {
     Tcp,
     Udp,
 }
+
+/// The node's own uplink settings, kept on VIREO-DATA
+/// (`node-network.json`) and applied by vireo-init at boot, before
+/// `vmbr0` (docs/networks.md): bonds, VLAN sub-interfaces, and which link
+/// `vmbr0` sits on. The kernel command line wins where both say something.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeNetwork {
+    #[serde(default)]
+    pub bonds: Vec<NodeBond>,
+    #[serde(default)]
+    pub vlans: Vec<NodeVlan>,
+    /// The link under `vmbr0`: a NIC, a bond or a VLAN (`LINK.ID`). None:
+    /// the command line's, else the first bond, else the first NIC with
+    /// carrier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeBond {
+    pub name: String,
+    /// `active-backup`, `balance-rr` or `802.3ad`.
+    pub mode: String,
+    pub links: Vec<String>,
+}
+
+/// An 802.1Q sub-interface `LINK.ID` of a NIC or a bond.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeVlan {
+    pub link: String,
+    pub id: u16,
+}
+
+impl NodeVlan {
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.link, self.id)
+    }
+}

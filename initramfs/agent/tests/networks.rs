@@ -597,73 +597,45 @@ fn bridge_networks_over_a_free_link_and_over_an_existing_bridge(lab: &Lab, agent
     lab.node.ip("link del lan0");
 }
 
-/// What the internet's resolver answers to every A query.
-const DNS_ANSWER: [u8; 4] = [192, 0, 2, 80];
-
-/// A guest's name lookup through the forwarder on the gateway: the query
-/// reaches the internet's resolver from the node's uplink address, and the
-/// answer comes back to the guest.
+/// A guest's name lookups through the forwarder on the gateway: the
+/// queries reach the internet's resolver from the node's uplink address and
+/// the answers come back to the guest; a name too big for UDP comes
+/// truncated over UDP and whole over TCP, two queries on one connection.
 fn names_resolve_through_the_gateway(lab: &Lab, guest: &net_common::StandIn) {
-    let resolver = dns_server(&lab.internet.name);
+    use net_common::resolver::{self, Resolver, BIG_COUNT};
+    let upstream = Resolver::start(&lab.internet.name);
     let (ok, out) = guest.exec(&["busybox", "nslookup", "host.vireo.test", "10.77.0.1"]);
-    let sources = resolver.join().unwrap();
-    let answer = std::net::Ipv4Addr::from(DNS_ANSWER).to_string();
-    assert!(ok && out.contains(&answer), "nslookup: {out}");
+    let answer = std::net::Ipv4Addr::from(resolver::ANSWER);
+    assert!(ok && out.contains(&answer.to_string()), "nslookup: {out}");
+
+    let ns = &guest.ns.name;
+    let udp = resolver::ask_udp(ns, "10.77.0.1", resolver::query(0x5151, "big.vireo.test"))
+        .expect("no UDP answer for big.vireo.test");
+    assert!(udp.truncated && udp.addresses.is_empty(), "{udp:?}");
+    let queries = vec![
+        resolver::query(0x7001, "big.vireo.test"),
+        resolver::query(0x7002, "host.vireo.test"),
+    ];
+    let tcp = resolver::ask_tcp(ns, "10.77.0.1", queries);
+    let big = tcp[0].as_ref().expect("no TCP answer for big.vireo.test");
+    assert_eq!((big.id, big.truncated), (0x7001, false), "{big:?}");
+    let expected: Vec<_> = (1..=BIG_COUNT)
+        .map(|i| std::net::Ipv4Addr::new(192, 0, 2, i))
+        .collect();
+    assert_eq!(big.addresses, expected);
+    assert!(big.len > 512, "{} bytes fit UDP", big.len);
+    let host = tcp[1].as_ref().expect("no second answer on the connection");
+    assert_eq!((host.id, host.addresses.clone()), (0x7002, vec![answer]));
+
+    let seen = upstream.finish();
     assert!(
-        !sources.is_empty() && sources.iter().all(|s| s == NODE_UPLINK_IP),
-        "the resolver saw queries from {sources:?}"
+        !seen.udp.is_empty() && seen.udp.iter().all(|s| s == NODE_UPLINK_IP),
+        "the resolver saw UDP queries from {:?}",
+        seen.udp
     );
-}
-
-/// A DNS server on the internet namespace's port 53: every A query gets
-/// DNS_ANSWER, other types an empty answer; it stops a second after its
-/// first A answer (or after 8 s). The sources of the queries it saw.
-fn dns_server(ns: &str) -> std::thread::JoinHandle<Vec<String>> {
-    let ns = ns.to_string();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        net_common::enter(&ns);
-        let sock = std::net::UdpSocket::bind((INTERNET_IP, 53)).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-        ready_tx.send(()).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(8);
-        let (mut sources, mut answered) = (Vec::new(), false);
-        let mut buf = [0u8; 512];
-        while std::time::Instant::now() < deadline {
-            let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                if answered {
-                    break;
-                }
-                continue;
-            };
-            sources.push(from.ip().to_string());
-            if let Some((reply, is_a)) = dns_reply(&buf[..n]) {
-                sock.send_to(&reply, from).unwrap();
-                answered |= is_a;
-            }
-        }
-        sources
-    });
-    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    thread
-}
-
-/// The answer to a one-question query, and whether it was for an A record.
-fn dns_reply(query: &[u8]) -> Option<(Vec<u8>, bool)> {
-    let mut at = 12;
-    while *query.get(at)? != 0 {
-        at += 1 + usize::from(query[at]);
-    }
-    let question_end = at + 5;
-    let qtype = u16::from_be_bytes([*query.get(at + 1)?, *query.get(at + 2)?]);
-    let is_a = qtype == 1;
-    let mut reply = query[..2].to_vec();
-    reply.extend([0x81, 0x80, 0, 1, 0, u8::from(is_a), 0, 0, 0, 0]);
-    reply.extend(query.get(12..question_end)?);
-    if is_a {
-        // A pointer to the question's name, A, IN, TTL 60, 4 bytes.
-        reply.extend([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-        reply.extend(DNS_ANSWER);
-    }
-    Some((reply, is_a))
+    assert_eq!(
+        seen.tcp,
+        vec![NODE_UPLINK_IP.to_string(); 2],
+        "the resolver's TCP queries"
+    );
 }

@@ -1,6 +1,7 @@
 //! Networks without a bridge of their own or beyond one node (issue 15):
 //! macvtap in its four modes, and an overlay (VXLAN) across two node
-//! namespaces, each with probe VMs whose frames cross a real virtio-net.
+//! namespaces, each with probe VMs whose frames cross a real virtio-net;
+//! and the node's own bonds and VLANs, kept for the next boot.
 
 mod net_common;
 mod vm_common;
@@ -168,4 +169,75 @@ fn overlay_joins_guests_on_two_nodes() {
         agent_b.ok("DELETE", "/networks/ov", None, 204);
     });
     assert_eq!(ga.ping("10.90.0.2", 5), 0, "with B's overlay gone");
+}
+
+/// The node's own bonds and VLANs (PUT /node/network): checked against
+/// the node's links, kept on the state disk for vireo-init's next boot,
+/// never applied live; a bad definition is refused, says why, and leaves
+/// the stored settings and the node's networking as they were. (vireo-init
+/// making them at boot: the rig's net-bond job, whose kernel has bonding
+/// and 8021q.)
+#[test]
+fn node_bonds_and_vlans_are_checked_and_kept_for_the_boot() {
+    let lab = Lab::new("nb");
+    lab.enter_node();
+    let node = Node::new("net-node");
+    let agent = node.agent(&[]);
+    lab.node.ip("link add nic1 type veth peer name nic1p");
+    let empty = agent.ok("GET", "/node/network", None, 200);
+    assert_eq!(empty, json!({"bonds": [], "vlans": []}));
+    let before = lab.node_networking();
+    let good = json!({
+        "bonds": [{"name": "bond0", "mode": "active-backup", "links": ["up0", "nic1"]}],
+        "vlans": [{"link": "bond0", "id": 10}],
+        "uplink": "bond0.10"
+    });
+    assert_eq!(
+        agent.ok("PUT", "/node/network", Some(good.clone()), 200),
+        good
+    );
+    let file = node.state().join("node-network.json");
+    let kept: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(kept, good);
+    assert_eq!(lab.node_networking(), before, "applied live");
+
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = good.clone();
+        f(&mut v);
+        v
+    };
+    let bad = [
+        (
+            with(&|v| v["bonds"][0]["links"][1] = json!("nope0")),
+            "no interface 'nope0'",
+        ),
+        (
+            with(&|v| v["bonds"][0]["mode"] = json!("xor")),
+            "mode 'xor'",
+        ),
+        (
+            with(&|v| {
+                v["vlans"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"link": "bond0", "id": 10}))
+            }),
+            "given twice",
+        ),
+        (with(&|v| v["vlans"][0]["id"] = json!(4095)), "1-4094"),
+        (with(&|v| v["uplink"] = json!("nic1")), "link of a bond"),
+        (with(&|v| v["colour"] = json!(1)), "unknown field"),
+    ];
+    for (spec, why) in bad {
+        let (got, body) = agent.call("PUT", "/node/network", Some(spec.clone()));
+        assert_eq!(got, 400, "{spec}: {body}");
+        let error = body["error"].as_str().unwrap_or("");
+        assert!(error.contains(why), "{spec}: {body}");
+        assert_eq!(agent.ok("GET", "/node/network", None, 200), good, "{spec}");
+        assert_eq!(lab.node_networking(), before, "{spec}");
+    }
+    agent.ok("DELETE", "/node/network", None, 204);
+    assert!(!file.exists());
+    assert_eq!(agent.ok("GET", "/node/network", None, 200), empty);
 }

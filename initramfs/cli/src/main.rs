@@ -8,6 +8,7 @@ mod format;
 mod http;
 mod login;
 mod net;
+mod node_net;
 mod progress;
 mod storage;
 mod token;
@@ -199,6 +200,13 @@ enum NodeCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The node's own bonds and VLANs, made at boot before vmbr0.
+    Net {
+        #[command(flatten)]
+        conn: storage::Conn,
+        #[command(subcommand)]
+        command: node_net::NodeNetCommand,
+    },
     /// End maintenance: NODE takes new VMs again.
     Undrain {
         /// The node: its name or id.
@@ -231,6 +239,9 @@ fn main() -> ExitCode {
         Command::Node {
             command: NodeCommand::Undrain { node, host },
         } => vm_migrate::undrain(&host, &node),
+        Command::Node {
+            command: NodeCommand::Net { conn, command },
+        } => node_net::run(&conn, command),
         Command::Cluster {
             command: ClusterCommand::Status { socket, json },
         } => cluster::status_text(&socket, json).and_then(|text| print_out(&text)),

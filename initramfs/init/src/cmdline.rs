@@ -5,6 +5,7 @@
 use std::net::Ipv4Addr;
 
 use crate::net::bond::{self, BondSpec};
+use crate::net::stored::VlanSpec;
 
 /// How the uplink gets its IPv4 address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +45,8 @@ pub struct Cmdline {
     /// `vireo.bond=NAME:MODE:NIC1,NIC2` (once per bond): made before vmbr0,
     /// the first one is the uplink unless `vireo.ip=` names another.
     pub bonds: Vec<BondSpec>,
+    /// VLAN sub-interfaces, from the stored node settings (`net::stored`).
+    pub vlans: Vec<VlanSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +66,7 @@ impl Default for Cmdline {
             admin_token: None,
             cluster_join: None,
             bonds: Vec::new(),
+            vlans: Vec::new(),
         }
     }
 }

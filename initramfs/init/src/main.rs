@@ -1,7 +1,8 @@
 //! vireo-init: PID 1 of the Vireo appliance. See docs/appliance.md.
 //!
 //! Boot: mounts → command line → hostname → coldplug → power button →
-//! network (own thread) → state disk → agent (+ debug shell) → main loop.
+//! state disk → network (own thread; the stored node settings from the
+//! state disk join the command line's) → agent (+ debug shell) → main loop.
 //! Invoked as `modprobe` (the kernel's request_module helper), it loads
 //! the named modules and exits.
 //! The main loop reads signals synchronously (all blocked, sigtimedwait):
@@ -60,7 +61,7 @@ fn main() {
         std::process::exit(modules::modprobe_main(&args[1..]));
     }
     if args.get(1).map(String::as_str) == Some("--net-only") {
-        std::process::exit(net::run_foreground(&args[2..].join(" ")));
+        std::process::exit(net::run_foreground(&args[2..]));
     }
     if std::process::id() != 1 {
         eprintln!("vireo-init: must run as PID 1 (the appliance's /init)");
@@ -77,7 +78,7 @@ fn main() {
     mounts.early();
     log!("Vireo init starting");
     let text = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let (cmd, warnings) = cmdline::parse(&text);
+    let (mut cmd, warnings) = cmdline::parse(&text);
     for w in &warnings {
         log!("cmdline: {w}");
     }
@@ -100,8 +101,13 @@ fn main() {
         }
     }
     power::watch_power_button(loader.clone());
-    net::spawn(&cmd, loader.clone());
+    // The state disk first: bonds and VLANs kept there are made before vmbr0.
     mounts.state(&loader);
+    let stored = std::path::Path::new(mounts::STATE_DIR).join(net::stored::FILE);
+    for note in net::stored::load(&mut cmd, &stored) {
+        log!("network settings: {note}");
+    }
+    net::spawn(&cmd, loader.clone());
 
     let mut services = start_services(&cmd);
     let action = main_loop(&mut services);

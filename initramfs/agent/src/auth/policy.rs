@@ -22,7 +22,8 @@ fn forbidden(why: String) -> ApiError {
 pub fn check(caller: &Caller, method: &Method, path: &str, s: &AppState) -> Result<(), ApiError> {
     let admin_only = path.starts_with("/auth/users")
         || path.starts_with("/auth/tokens")
-        || path.starts_with("/selftest");
+        || path.starts_with("/selftest")
+        || path == "/node/network";
     match caller.role {
         Role::Admin => Ok(()),
         Role::Operator if admin_only => {

@@ -1,21 +1,25 @@
 //! DNS for nat guests: a forwarder on the network's gateway address (UDP
-//! port 53), which the DHCP server hands out as the guests' resolver. Each
-//! query goes from a socket of its own to the node's resolver, and the
-//! answer whose id matches is relayed back; a query that gets no answer
-//! within 3 s, or arrives when no resolver is known, is answered SERVFAIL.
+//! and TCP port 53), which the DHCP server hands out as the guests'
+//! resolver. Each UDP query goes from a socket of its own to the node's
+//! resolver, and the answer whose id matches is relayed back as it came (a
+//! truncated one keeps its TC bit, so the guest retries over TCP). Each
+//! query on a guest's TCP connection (RFC 7766: two-byte length, then the
+//! message; several per connection) is asked over a TCP connection of its
+//! own to the resolver, so a large answer arrives whole. A query that gets
+//! no answer within 3 s, or arrives when no resolver is known, is answered
+//! SERVFAIL.
 //! The resolver: `VIREO_DNS_UPSTREAM` (ADDR or ADDR:PORT) if set, else the
 //! first IPv4 `nameserver` of /etc/resolv.conf (which vireo-init writes
 //! from its DHCP lease), read at every query so a new lease counts at once.
 //! Why not dnsmasq: it is not in the image, its DHCP side would clash with
 //! the agent's own server, and forwarding is a few dozen lines on tokio.
-//! Not done: DNS over TCP (a truncated answer makes the guest retry over
-//! TCP, which is not forwarded).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
@@ -25,26 +29,41 @@ const MAX_IN_FLIGHT: usize = 64;
 const MAX_MESSAGE: usize = 4096;
 /// The DNS header: id, flags, four counts.
 const HEADER: usize = 12;
+/// Guests' TCP connections served at once; more wait in the backlog.
+const MAX_TCP_CLIENTS: usize = 32;
+/// A guest's TCP connection idle this long is closed (RFC 7766 6.2.3
+/// leaves the figure to the server; a few seconds frees slots quickly).
+const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// A running forwarder; dropping it stops it.
 pub struct Forwarder {
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Forwarder {
     pub fn start(gateway: Ipv4Addr) -> Result<Forwarder, String> {
-        let sock = std::net::UdpSocket::bind(SocketAddrV4::new(gateway, 53))
+        let at = SocketAddrV4::new(gateway, 53);
+        let sock = std::net::UdpSocket::bind(at)
             .and_then(|s| s.set_nonblocking(true).map(|()| s))
             .and_then(UdpSocket::from_std)
-            .map_err(|e| format!("DNS on {gateway}:53: {e}"))?;
-        let task = tokio::spawn(serve(Arc::new(sock), gateway));
-        Ok(Forwarder { task })
+            .map_err(|e| format!("DNS on {at}/udp: {e}"))?;
+        let listener = std::net::TcpListener::bind(at)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(TcpListener::from_std)
+            .map_err(|e| format!("DNS on {at}/tcp: {e}"))?;
+        let tasks = vec![
+            tokio::spawn(serve(Arc::new(sock), gateway)),
+            tokio::spawn(serve_tcp(listener, gateway)),
+        ];
+        Ok(Forwarder { tasks })
     }
 }
 
 impl Drop for Forwarder {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -73,6 +92,71 @@ async fn serve(sock: Arc<UdpSocket>, gateway: Ipv4Addr) {
             drop(slot);
         });
     }
+}
+
+async fn serve_tcp(listener: TcpListener, gateway: Ipv4Addr) {
+    let slots = Arc::new(Semaphore::new(MAX_TCP_CLIENTS));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            serve_tcp_client(stream, gateway).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Answers a guest's queries on one connection, in order, until it closes
+/// it, sends something that is not a query, or stays idle for TCP_IDLE.
+async fn serve_tcp_client(mut stream: TcpStream, gateway: Ipv4Addr) {
+    loop {
+        let query = match tokio::time::timeout(TCP_IDLE, read_framed(&mut stream)).await {
+            Ok(Some(q)) if q.len() >= HEADER => q,
+            _ => return,
+        };
+        let answer = match upstream(gateway) {
+            Some(server) => ask_tcp(server, &query).await,
+            None => None,
+        };
+        let answer = answer.unwrap_or_else(|| servfail(&query));
+        if write_framed(&mut stream, &answer).await.is_none() {
+            return;
+        }
+    }
+}
+
+/// One DNS message over TCP: its two-byte length, then the message.
+async fn read_framed(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let len = stream.read_u16().await.ok()?;
+    let mut msg = vec![0u8; usize::from(len)];
+    stream.read_exact(&mut msg).await.ok()?;
+    Some(msg)
+}
+
+async fn write_framed(stream: &mut TcpStream, msg: &[u8]) -> Option<()> {
+    let len = u16::try_from(msg.len()).ok()?;
+    let mut out = Vec::with_capacity(msg.len() + 2);
+    out.extend(len.to_be_bytes());
+    out.extend(msg);
+    stream.write_all(&out).await.ok()
+}
+
+/// Asks the resolver over a TCP connection of its own; its answer if the
+/// id matches.
+async fn ask_tcp(server: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
+    tokio::time::timeout(UPSTREAM_TIMEOUT, async {
+        let mut stream = TcpStream::connect(server).await.ok()?;
+        write_framed(&mut stream, query).await?;
+        let answer = read_framed(&mut stream).await?;
+        (answer.len() >= HEADER && answer[..2] == query[..2]).then_some(answer)
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// The resolver queries go to; never the forwarder itself.

@@ -43,9 +43,9 @@ fn saddr_in(subnet: &str, op: &str) -> Value {
         "right": {"prefix": {"addr": net, "len": len}}}})
 }
 
-fn udp_dport(ports: &[u16]) -> Value {
+fn dport(protocol: &str, ports: &[u16]) -> Value {
     json!({"match": {"op": "==",
-        "left": {"payload": {"protocol": "udp", "field": "dport"}},
+        "left": {"payload": {"protocol": protocol, "field": "dport"}},
         "right": {"set": ports}}})
 }
 
@@ -72,11 +72,16 @@ pub fn network_rules(spec: &NetworkSpec, bridge: &str, forwards: &[Forward]) -> 
     let drop = || vec![json!({"counter": null}), verdict("drop")];
     let mut input = Vec::new();
     let mut forward = Vec::new();
-    // Guests may ask the node for DHCP (67) and DNS (53); nothing else of
-    // the node's (its API, ssh) is theirs to reach.
+    // Guests may ask the node for DHCP (67) and DNS (53, UDP and TCP);
+    // nothing else of the node's (its API, ssh) is theirs to reach.
     input.push(vec![
         from_guests.clone(),
-        udp_dport(&[53, 67]),
+        dport("udp", &[53, 67]),
+        verdict("accept"),
+    ]);
+    input.push(vec![
+        from_guests.clone(),
+        dport("tcp", &[53]),
         verdict("accept"),
     ]);
     let mut postrouting = None;

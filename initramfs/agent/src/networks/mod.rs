@@ -2,8 +2,8 @@
 //! `STATE/networks/NAME.json`; how they are made on the node (`apply`,
 //! `link`, `firewall`); the guest ports VMs attach to them (`ports`); the
 //! DHCP server of nat, isolated and private networks (`dhcp`) and the DNS
-//! forwarder of nat ones (`dns`); the REST
-//! routes (`routes`).
+//! forwarder of nat ones (`dns`); the node's own bonds and VLANs, kept
+//! for vireo-init (`node_net`); the REST routes (`routes`).
 //!
 //! Locking: `op` (an async mutex) serialises every change to the node's
 //! networking (create, delete, attach, detach); `defs` and `ports` are
@@ -16,6 +16,7 @@ pub mod firewall;
 pub mod forwards;
 pub mod link;
 pub mod mac;
+pub mod node_net;
 pub mod ports;
 pub mod routes;
 pub mod spec;

@@ -5,9 +5,10 @@ use axum::http::StatusCode;
 use axum::routing::{self, get};
 use axum::{Json, Router};
 
+use super::node_net;
 use crate::auth::Caller;
-use crate::error::{ApiResult, JsonBody};
-use crate::net_types::{Forward, Lease, NetworkInfo, NetworkSpec};
+use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::net_types::{Forward, Lease, NetworkInfo, NetworkSpec, NodeNetwork};
 use crate::server::AppState;
 use crate::vms::routes::QueryArgs;
 
@@ -21,6 +22,42 @@ pub fn routes() -> Router<AppState> {
             "/networks/{name}/forwards/{node_port}",
             routing::delete(remove_forward),
         )
+        .route(
+            "/node/network",
+            get(node_network)
+                .put(set_node_network)
+                .delete(clear_node_network),
+        )
+}
+
+/// GET /node/network: the stored settings (empty if none).
+async fn node_network(State(s): State<AppState>) -> ApiResult<Json<NodeNetwork>> {
+    let path = node_net::path(&s.paths.state);
+    let stored = crate::store::read_json(&path)
+        .map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
+    Ok(Json(stored.unwrap_or_default()))
+}
+
+/// PUT /node/network: checked, then kept for the next boot.
+async fn set_node_network(
+    State(s): State<AppState>,
+    JsonBody(net): JsonBody<NodeNetwork>,
+) -> ApiResult<Json<NodeNetwork>> {
+    node_net::validate(&net, super::link::exists).map_err(ApiError::bad_request)?;
+    let path = node_net::path(&s.paths.state);
+    crate::store::write_json(&path, &net)
+        .map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
+    Ok(Json(net))
+}
+
+/// DELETE /node/network: back to the kernel command line alone.
+async fn clear_node_network(State(s): State<AppState>) -> ApiResult<StatusCode> {
+    let path = node_net::path(&s.paths.state);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StatusCode::NO_CONTENT),
+        Err(e) => Err(ApiError::internal(format!("{}: {e}", path.display()))),
+    }
 }
 
 /// Every network; a tenant sees only its own VMs' ports on them.

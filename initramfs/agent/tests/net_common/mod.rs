@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 #[path = "../../../../tests/netlab/mod.rs"]
 pub mod netlab;
+pub mod resolver;
 
 pub use netlab::Netns;
 

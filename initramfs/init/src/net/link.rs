@@ -5,7 +5,7 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures_util::TryStreamExt;
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVlan, RouteMessageBuilder};
 
 /// A physical Ethernet link as sysfs shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +76,21 @@ pub async fn index_of(h: &Handle, name: &str) -> Result<u32, String> {
 pub async fn set_up(h: &Handle, name: &str) -> Result<(), String> {
     let msg = LinkUnspec::new_with_name(name).up().build();
     h.link().set(msg).execute().await.map_err(|e| err(name, e))
+}
+
+/// Makes `name`, the 802.1Q sub-interface of `parent` for tag `id` (or
+/// takes the one there: init restarted networking), and brings both up
+/// (a VLAN passes frames only while its parent is up).
+pub async fn vlan_over(h: &Handle, parent: &str, name: &str, id: u16) -> Result<(), String> {
+    let base = index_of(h, parent).await?;
+    set_up(h, parent).await?;
+    let add = LinkVlan::new(name, base, id).build();
+    if let Err(e) = h.link().add(add).execute().await {
+        if index_of(h, name).await.is_err() {
+            return Err(err(name, e));
+        }
+    }
+    set_up(h, name).await
 }
 
 /// Creates `bridge` with the uplink's MAC (so DHCP leases and switch port

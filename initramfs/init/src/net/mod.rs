@@ -1,11 +1,13 @@
-//! Networking: lo up, the uplink chosen, the guest bridge `vmbr0` over it,
-//! then a static address or a DHCP lease kept renewed. Runs in its own
+//! Networking: lo up, bonds and VLANs made (command line and the stored
+//! node settings, `stored`), the uplink chosen, the guest bridge `vmbr0`
+//! over it, then a static address or a DHCP lease kept renewed. Runs in its own
 //! thread with a current-thread tokio runtime (rtnetlink is async), so PID 1's
 //! main loop never waits on the network.
 
 pub mod bond;
 pub mod dhcp;
 pub mod link;
+pub mod stored;
 
 use std::net::Ipv4Addr;
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -26,7 +28,7 @@ pub const BRIDGE: &str = "vmbr0";
 const CARRIER_WAIT: Duration = Duration::from_secs(10);
 
 pub fn spawn(cmd: &Cmdline, loader: Arc<Loader>) {
-    let (cfg, bonds) = (cmd.net.clone(), cmd.bonds.clone());
+    let (cfg, links) = (cmd.net.clone(), Links::of(cmd));
     let spawned = std::thread::Builder::new()
         .name("vireo-net".into())
         .spawn(move || {
@@ -37,7 +39,7 @@ pub fn spawn(cmd: &Cmdline, loader: Arc<Loader>) {
                 Ok(rt) => rt,
                 Err(e) => return log!("network: no runtime: {e}"),
             };
-            if let Err(e) = rt.block_on(run(cfg, &bonds, loader)) {
+            if let Err(e) = rt.block_on(run(cfg, &links, loader)) {
                 log!("network: {e}");
             }
         });
@@ -46,12 +48,35 @@ pub fn spawn(cmd: &Cmdline, loader: Arc<Loader>) {
     }
 }
 
-/// `vireo-init --net-only 'WORDS'`: only the network bring-up of the
-/// command line WORDS, in the foreground (static addresses: returns once
-/// applied; DHCP: keeps the lease renewed). For the QEMU rig's bond job and
-/// for trying a network option on a running node's namespace.
-pub fn run_foreground(words: &str) -> i32 {
-    let (cmd, warnings) = crate::cmdline::parse(words);
+/// The links made before the uplink is chosen.
+struct Links {
+    bonds: Vec<bond::BondSpec>,
+    vlans: Vec<stored::VlanSpec>,
+}
+
+impl Links {
+    fn of(cmd: &Cmdline) -> Links {
+        Links {
+            bonds: cmd.bonds.clone(),
+            vlans: cmd.vlans.clone(),
+        }
+    }
+}
+
+/// `vireo-init --net-only [--settings FILE] 'WORDS'`: only the network
+/// bring-up of the command line WORDS (and of the stored node settings
+/// FILE), in the foreground (static addresses: returns once applied; DHCP:
+/// keeps the lease renewed). For the QEMU rig's network jobs and for trying
+/// a network option on a running node's namespace.
+pub fn run_foreground(args: &[String]) -> i32 {
+    let (settings, words) = match args {
+        [flag, file, rest @ ..] if flag == "--settings" => (Some(file), rest),
+        rest => (None, rest),
+    };
+    let (mut cmd, mut warnings) = crate::cmdline::parse(&words.join(" "));
+    if let Some(file) = settings {
+        warnings.extend(stored::load(&mut cmd, std::path::Path::new(file)));
+    }
     for w in &warnings {
         log!("cmdline: {w}");
     }
@@ -66,7 +91,8 @@ pub fn run_foreground(words: &str) -> i32 {
         }
     };
     let loader = Arc::new(Loader::open(true));
-    match rt.block_on(run(cmd.net, &cmd.bonds, loader)) {
+    let links = Links::of(&cmd);
+    match rt.block_on(run(cmd.net, &links, loader)) {
         Ok(()) => 0,
         Err(e) => {
             log!("network: {e}");
@@ -75,7 +101,7 @@ pub fn run_foreground(words: &str) -> i32 {
     }
 }
 
-async fn run(cfg: NetConfig, bonds: &[bond::BondSpec], loader: Arc<Loader>) -> Result<(), String> {
+async fn run(cfg: NetConfig, links: &Links, loader: Arc<Loader>) -> Result<(), String> {
     let (conn, h, _) = rtnetlink::new_connection().map_err(|e| format!("netlink: {e}"))?;
     tokio::spawn(conn);
     link::set_up(&h, "lo").await?;
@@ -88,11 +114,15 @@ async fn run(cfg: NetConfig, bonds: &[bond::BondSpec], loader: Arc<Loader>) -> R
         NetConfig::Static(s) => s.iface.clone(),
         NetConfig::Off => None,
     };
-    let made = make_bonds(&h, bonds, &loader).await;
+    let mut made = make_bonds(&h, &links.bonds, &loader).await;
+    made.extend(make_vlans(&h, &links.vlans, &loader).await);
+    let ours = |w: &str| {
+        links.bonds.iter().any(|b| b.name == w) || links.vlans.iter().any(|v| v.name() == w)
+    };
     let uplink = match wanted {
         Some(w) if made.contains(&w) => w,
-        // Its bond could not be made: any NIC rather than no network.
-        Some(w) if bonds.iter().any(|b| b.name == w) => find_uplink(&h, None).await?,
+        // Its bond or VLAN could not be made: any NIC rather than no network.
+        Some(w) if ours(&w) => find_uplink(&h, None).await?,
         w => find_uplink(&h, w.as_deref()).await?,
     };
     let mac = link::mac_of(&uplink).ok_or(format!("{uplink}: no MAC address"))?;
@@ -121,6 +151,26 @@ async fn make_bonds(h: &Handle, bonds: &[bond::BondSpec], loader: &Loader) -> Ve
                 made.push(b.name.clone());
             }
             Err(e) => log!("network: {e}"),
+        }
+    }
+    made
+}
+
+/// Makes every VLAN sub-interface (after the bonds, which they may sit
+/// on); returns the names of those made. One that fails is logged and
+/// left out, like a bond.
+async fn make_vlans(h: &Handle, vlans: &[stored::VlanSpec], loader: &Loader) -> Vec<String> {
+    if !vlans.is_empty() {
+        loader.load_logged("8021q");
+    }
+    let mut made = Vec::new();
+    for v in vlans {
+        match link::vlan_over(h, &v.link, &v.name(), v.id).await {
+            Ok(()) => {
+                log!("network: VLAN {} over {}", v.id, v.link);
+                made.push(v.name());
+            }
+            Err(e) => log!("network: VLAN {}: {e}", v.name()),
         }
     }
     made

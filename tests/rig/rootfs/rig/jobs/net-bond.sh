@@ -7,6 +7,10 @@
 #    both ports down nothing gets through (the control).
 #  - balance-rr: pings answered, the replies spread over both links.
 #  - 802.3ad: the bond is made in that mode.
+#  - stored settings (node-network.json, what PUT /node/network keeps on
+#    VIREO-DATA, through --settings): an active-backup bond with VLAN 10
+#    on it under vmbr0; the switch reaches the node only on VLAN 10 (its
+#    untagged address gets no answer).
 . /rig/lib.sh
 . /rig/net-lib.sh
 PINGS=300 MAX_LOST=25
@@ -83,4 +87,26 @@ $IP netns exec node3 vireo-init --net-only "vireo.bond=bond0:802.3ad:nic0,nic1 v
   fail "vireo-init --net-only (802.3ad)"
 [ "$(bond_file node3 bond0 mode)" = "802.3ad 4" ] || fail "mode $(bond_file node3 bond0 mode)"
 echo "RIG 802.3ad: bond0 links $(bond_file node3 bond0 slaves)"
+# --- from the stored node settings: bond0, VLAN 10 on it, vmbr0 over that ---
+node_and_switch node4 sw4
+$IP -n sw4 link add link br0 name br0.10 type vlan id 10 || fail "switch VLAN 10"
+$IP -n sw4 addr add 10.7.0.2/24 dev br0.10
+$IP -n sw4 link set br0.10 up
+cat >/tmp/node-network.json <<'JSON'
+{"bonds": [{"name": "bond0", "mode": "active-backup", "links": ["nic0", "nic1"]}],
+ "vlans": [{"link": "bond0", "id": 10}], "uplink": "bond0.10"}
+JSON
+$IP netns exec node4 vireo-init --net-only --settings /tmp/node-network.json "vireo.ip=10.7.0.1/24" ||
+  fail "vireo-init --net-only --settings"
+[ "$(bond_file node4 bond0 mode)" = "active-backup 1" ] || fail "stored bond0 mode $(bond_file node4 bond0 mode)"
+vid=$($IP -n node4 -d -j link show bond0.10 | sed -n 's/.*"protocol":"802.1Q","id":\([0-9]*\).*/\1/p')
+port=$(basename "$($IP netns exec node4 readlink /sys/class/net/bond0.10/master)")
+echo "RIG stored settings: bond0 $(bond_file node4 bond0 slaves), bond0.10 VLAN id=$vid, master=$port"
+[ "$vid" = 10 ] && [ "$port" = vmbr0 ] || fail "vmbr0 is not over VLAN 10 of bond0"
+tagged=$(net_ping sw4 10.7.0.1 20)
+$IP -n sw4 addr add 10.7.0.3/24 dev br0
+untagged=$($IP netns exec sw4 busybox ping -q -c 5 -i 0.02 -W 1 -I br0 10.7.0.1 2>/dev/null |
+  sed -n 's/.* \([0-9]*\) packets received.*/\1/p')
+echo "RIG stored settings: over VLAN 10 $tagged/20 answered, untagged ${untagged:-0}/5"
+[ "$tagged" = 20 ] && [ "${untagged:-0}" = 0 ] || fail "VLAN 10 does not carry (only) the node's traffic"
 echo "RIG check=ok net-bond"
