@@ -121,9 +121,11 @@ fn parse_args() -> Result<Options, String> {
 fn set_realtime() {
     // SAFETY: sched_get_priority_max only reads its argument.
     let max = unsafe { libc::sched_get_priority_max(libc::SCHED_RR) };
-    let param = libc::sched_param {
-        sched_priority: max,
-    };
+    // Zeroed, then the priority: musl's sched_param has more fields than
+    // glibc's (the sporadic server's, unused by SCHED_RR).
+    // SAFETY: sched_param is plain integers; all zeros is a valid value.
+    let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
+    param.sched_priority = max;
     // SAFETY: pid 0 is this thread; `param` is a valid sched_param.
     if unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) } != 0 {
         eprintln!(
