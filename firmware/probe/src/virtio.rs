@@ -444,12 +444,17 @@ fn ok(status: u8, why: &'static str) -> Result<(), &'static str> {
 
 /// Generation `g` writes chunk `mix(seed, g * 16 + i) % chunks` for i in
 /// 0..16, stamped with seed + g, then FLUSHes and reports `blk stress gen=g`:
-/// every chunk a reported generation wrote must survive a crash.
+/// every chunk a reported generation wrote must survive a crash. Before
+/// each generation it checks the owner stamp (`claim`), if the disk has one.
 fn blk_stress(dev: &mut Device, seed: u64, chunks: u64) -> Result<(), &'static str> {
     if chunks == 0 {
         return Err("disk too small");
     }
+    let owner = claim(dev, seed, chunks)?;
     for gen in 1..=STRESS_GENS {
+        if let Some(owner) = owner {
+            check_owner(dev, owner)?;
+        }
         for i in 0..GEN_WRITES {
             let chunk = mix(seed, gen * GEN_WRITES + i) % chunks;
             stamp_chunk(seed.wrapping_add(gen), chunk);
@@ -462,6 +467,67 @@ fn blk_stress(dev: &mut Device, seed: u64, chunks: u64) -> Result<(), &'static s
         report("blk stress gen=").dec(gen).end();
     }
     Ok(())
+}
+
+/// The owner stamp's first word; the second is the writing boot's id.
+const STAMP_MAGIC: u64 = u64::from_le_bytes(*b"VIREOOWN");
+
+/// This boot's owner stamp and where it lives.
+#[derive(Clone, Copy)]
+struct Owner {
+    sector: u64,
+    id: u64,
+}
+
+/// Stamps the sector right past the stress area (if the disk has it) with
+/// an id unique to this boot (the time-stamp counter mixed with the seed)
+/// and flushes it. A copy of the VM that boots later overwrites it: an
+/// older copy still writing then finds a foreign id (`check_owner`). A
+/// migrated or restored guest keeps its memory, hence its id.
+fn claim(dev: &mut Device, seed: u64, chunks: u64) -> Result<Option<Owner>, &'static str> {
+    let sector = chunks * CHUNK_SECTORS;
+    if dev.capacity() <= sector {
+        return Ok(None);
+    }
+    let owner = Owner {
+        sector,
+        id: mix(seed, crate::cpu::rdtsc()),
+    };
+    // SAFETY: an address only; no request is in flight. Words 0 and 1 of
+    // the template are restored below (stamp_chunk rewrites only word 0).
+    let expect = unsafe { addr_of_mut!((*dma()).expect) } as *mut u64;
+    // SAFETY: inside the array.
+    unsafe {
+        write_volatile(expect, STAMP_MAGIC);
+        write_volatile(expect.add(1), owner.id);
+    }
+    ok(dev.request(T_OUT, sector, 512)?, "stamp ioerr")?;
+    ok(dev.request(T_FLUSH, 0, 0)?, "flush ioerr")?;
+    // SAFETY: as above.
+    unsafe { write_volatile(expect.add(1), mix(seed, 1)) };
+    report("blk owner=").hex(owner.id).end();
+    Ok(Some(owner))
+}
+
+/// Re-reads the owner stamp: another id there means a second copy of this
+/// VM took the disk; this one stops writing and says so.
+fn check_owner(dev: &mut Device, owner: Owner) -> Result<(), &'static str> {
+    ok(dev.request(T_IN, owner.sector, 512)?, "stamp ioerr")?;
+    // SAFETY: the read has completed; volatile sees the device's write.
+    let (magic, id) = unsafe {
+        let data = addr_of_mut!((*dma()).data) as *const u64;
+        (read_volatile(data), read_volatile(data.add(1)))
+    };
+    if magic == STAMP_MAGIC && id == owner.id {
+        return Ok(());
+    }
+    report("blk second writer: stamp ")
+        .hex(id)
+        .str(" (mine ")
+        .hex(owner.id)
+        .str(")")
+        .end();
+    Err("second writer")
 }
 
 fn blk_run(dev: &mut Device, op: &BlkOp) -> Result<(), &'static str> {

@@ -259,8 +259,9 @@ impl Lab {
     /// `define` with another probe command line.
     pub fn define_with(&self, i: usize, name: &str, ha: bool, cmdline: &str) -> String {
         let disk = self.shared.join(format!("{name}.raw"));
+        // 4 MiB of stress writes and, past them, the probe's owner stamp.
         std::fs::File::create(&disk)
-            .and_then(|f| f.set_len(4 << 20))
+            .and_then(|f| f.set_len((4 << 20) + 4096))
             .unwrap();
         let spec = json!({
             "name": name, "memory_mib": 32, "ha": ha,
@@ -339,6 +340,24 @@ impl Lab {
         })
         .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
         .1
+    }
+
+    /// Every console line, on any node (alive or not), in which a probe
+    /// found another copy of its VM writing its disk (the owner stamp,
+    /// docs/probe.md), and how many consoles stamped their disk at all.
+    pub fn second_writers(&self) -> (Vec<String>, usize) {
+        let (mut found, mut stamped) = (Vec::new(), 0);
+        for node in &self.c.nodes {
+            let vms = std::fs::read_dir(node.dir.join("agent/run/vms"));
+            for vm in vms.into_iter().flatten().flatten() {
+                let log = std::fs::read_to_string(vm.path().join("console.log"));
+                let log = log.unwrap_or_default();
+                stamped += usize::from(log.contains("PROBE blk owner="));
+                let hits = log.lines().filter(|l| l.contains("second writer"));
+                found.extend(hits.map(|l| format!("{}: {l}", node.namespace)));
+            }
+        }
+        (found, stamped)
     }
 
     pub fn logs(&self) -> String {

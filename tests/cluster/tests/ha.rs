@@ -269,6 +269,11 @@ fn ha_vms_survive_a_node_kill_and_a_partition_exactly_once() {
     );
     let doubles = w.doubles.lock().unwrap().clone();
     assert!(doubles.is_empty(), "two copies seen: {doubles:?}");
+    // The guests' own view: no copy found another one writing its disk.
+    let (second, stamped) = lab.second_writers();
+    assert!(second.is_empty(), "second writers: {second:?}");
+    assert!(stamped >= 4, "only {stamped} consoles stamped their disk");
+    eprintln!("owner stamps: {stamped} boots stamped their disks, no second writer");
 }
 
 /// Node `via`'s console WebSocket of `vm`, which node `owner` runs, as the

@@ -276,6 +276,12 @@ fn a_running_vm_moves_to_another_node_and_its_guest_goes_on_then_a_drain_moves_i
     assert_eq!(vmm_copies(&namespaces, &uuid), vec![to]);
 
     source_agent_killed_mid_migration(&mut lab, &w, &uuid, to);
+    // A migrated guest keeps its memory, so its owner stamp (past the 4 MiB
+    // it writes) stays its own: no copy, on any node, saw a second writer.
+    let (second, _) = lab.second_writers();
+    assert!(second.is_empty(), "second writers: {second:?}");
+    let disk = std::fs::read(lab.c.root().join("shared/mover.raw")).unwrap();
+    assert_eq!(&disk[4 << 20..(4 << 20) + 8], b"VIREOOWN", "no owner stamp");
 }
 
 /// The source's agent is killed (`kill -9`, its node and VMM go on) while
