@@ -471,6 +471,20 @@ fn a_tenant_sees_only_its_vms() {
         "{error}"
     );
     browser.screenshot("tenant-error-1280");
+    // No download ticket for a volume that is not hers: refused when asked.
+    agent.ok(
+        "POST",
+        "/pools/local/volumes",
+        Some(json!({"name": "ops.raw", "format": "raw", "size": MIB})),
+        201,
+    );
+    let status = browser.js(
+        "return fetch('/auth/download-ticket', {method: 'POST', headers: {Authorization: 'Bearer ' + \
+         localStorage.getItem('vireo.token'), 'content-type': 'application/json'}, \
+         body: JSON.stringify({path: '/pools/local/volumes/ops.raw/data'})}).then(r => r.status);",
+        json!([]),
+    );
+    assert_eq!(status, 403);
     browser.goto(&format!("{}/ui/vms/acme-web", agent.base));
     browser.find("[data-testid=console]");
     // The overview and the node's page count and list her VMs only.
