@@ -11,7 +11,7 @@ mod net_common;
 mod vm_common;
 mod webdriver;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use net_common::Lab;
@@ -127,10 +127,48 @@ fn vm_rows(browser: &Browser, scope: &str) -> Value {
     )
 }
 
-/// Keeps the next blob the page saves (a download) and counts its bytes.
-const CATCH_DOWNLOADS: &str = "window.caught = null; const orig = URL.createObjectURL; \
-    URL.createObjectURL = (blob) => { blob.arrayBuffer().then(b => { const a = new Uint8Array(b); \
-    window.caught = { size: a.length, nonzero: a.reduce((n, x) => n + (x !== 0), 0) }; }); return orig(blob); };";
+/// The file Chromium saves at `path`, once complete (no `.crdownload` left).
+fn wait_for_download(path: &Path) -> Vec<u8> {
+    let deadline = Instant::now() + LONG;
+    let partial = || {
+        std::fs::read_dir(path.parent().unwrap()).unwrap().any(|e| {
+            e.unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "crdownload")
+        })
+    };
+    while !path.exists() || partial() {
+        let dir: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert!(
+            Instant::now() < deadline,
+            "no download at {}: {dir:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::read(path).unwrap()
+}
+
+/// The guest's view of a disk image, as qemu-img converts it to raw.
+fn qemu_img_raw(image: &Path, scratch: &Path) -> Vec<u8> {
+    let out = scratch.join("qemu-img.raw");
+    let status = std::process::Command::new("qemu-img")
+        .args(["convert", "-U", "-O", "raw"])
+        .arg(image)
+        .arg(&out)
+        .status()
+        .expect("qemu-img runs");
+    assert!(status.success());
+    let bytes = std::fs::read(&out).unwrap();
+    std::fs::remove_file(out).unwrap();
+    bytes
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}
 
 fn action_done(browser: &Browser, label: &str) {
     browser.action_done(label, LONG);
@@ -272,18 +310,17 @@ fn the_ui_drives_a_vm_through_its_life() {
     action_done(&browser, "Edit");
     assert_eq!(agent.vm("web")["disks"].as_array().unwrap().len(), 1);
 
-    // Its disk downloaded from the page: the guest's view, 8 MiB, with the
-    // template's pattern in it (not all zeros).
-    browser.js(CATCH_DOWNLOADS, json!([]));
+    // Its disk downloaded from the page, streamed by Chromium into its
+    // download directory: the guest's view, 8 MiB, the very bytes qemu-img
+    // reads from the volume (the template's pattern, not all zeros).
     browser.click_text("[data-testid=disks]", "Download");
     action_done(&browser, "Download");
-    let got = browser.wait(
-        "the downloaded bytes",
-        "window.caught && window.caught.nonzero !== undefined && window.caught",
-        LONG,
-    );
-    assert_eq!(got["size"], 8 * MIB, "{got}");
-    assert!(got["nonzero"].as_u64().unwrap() > 0, "{got}");
+    let saved = browser.downloads.join("web-disk0.qcow2.raw");
+    let got = wait_for_download(&saved);
+    assert_eq!(got.len() as u64, 8 * MIB);
+    assert!(got.iter().any(|&b| b != 0), "the download is all zeros");
+    let volume = node.local_pool().join("web-disk0.qcow2");
+    assert_eq!(sha256(&got), sha256(&qemu_img_raw(&volume, &node.dir)));
     browser.type_into("input[aria-label='clone name']", "web2");
     browser.click_text(".actions", "Clone");
     browser.wait("the clone's page", "location.pathname === '/ui/vms/web2' && document.querySelector('[data-testid=vm-actions] button')", LONG);
@@ -434,6 +471,20 @@ fn a_tenant_sees_only_its_vms() {
         "{error}"
     );
     browser.screenshot("tenant-error-1280");
+    // No download ticket for a volume that is not hers: refused when asked.
+    agent.ok(
+        "POST",
+        "/pools/local/volumes",
+        Some(json!({"name": "ops.raw", "format": "raw", "size": MIB})),
+        201,
+    );
+    let status = browser.js(
+        "return fetch('/auth/download-ticket', {method: 'POST', headers: {Authorization: 'Bearer ' + \
+         localStorage.getItem('vireo.token'), 'content-type': 'application/json'}, \
+         body: JSON.stringify({path: '/pools/local/volumes/ops.raw/data'})}).then(r => r.status);",
+        json!([]),
+    );
+    assert_eq!(status, 403);
     browser.goto(&format!("{}/ui/vms/acme-web", agent.base));
     browser.find("[data-testid=console]");
     // The overview and the node's page count and list her VMs only.

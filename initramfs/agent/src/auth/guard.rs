@@ -1,7 +1,8 @@
 //! The layer in front of every route: public paths pass, bodies over the
 //! limit are refused from their Content-Length (before a byte of them is
 //! read), the caller is authenticated from `Authorization: Bearer` (or
-//! `?token=` for WebSockets, which browsers cannot give headers), and the
+//! `?token=` for WebSockets, which browsers cannot give headers, or a
+//! single-use `?ticket=` for a download link, ticket.rs), and the
 //! role policy decides. The caller then rides in the request's extensions.
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -40,6 +41,24 @@ fn declared_length(req: &Request) -> Option<u64> {
         .ok()
 }
 
+/// `name=` in the query.
+fn query_param<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.uri()
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// Who a request is: its token, or a download ticket (GET only: ticket.rs).
+fn caller_of(req: &Request, s: &AppState) -> Option<Caller> {
+    if req.method() == Method::GET {
+        if let Some(ticket) = query_param(req, "ticket") {
+            return s.auth.redeem_ticket(ticket, req.uri().path());
+        }
+    }
+    token_of(req).and_then(|t| s.auth.authenticate(&t))
+}
+
 /// The token: the Authorization header, else `token=` in the query.
 fn token_of(req: &Request) -> Option<String> {
     if let Some(v) = req.headers().get(header::AUTHORIZATION) {
@@ -49,11 +68,7 @@ fn token_of(req: &Request) -> Option<String> {
             .strip_prefix("Bearer ")
             .map(|t| t.trim().to_string());
     }
-    req.uri()
-        .query()?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("token="))
-        .map(str::to_string)
+    query_param(req, "token").map(str::to_string)
 }
 
 /// The middleware (server.rs puts it in front of the whole router).
@@ -67,7 +82,7 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
     if public(req.method(), &path) {
         return next.run(req).await;
     }
-    let Some(caller) = token_of(&req).and_then(|t| s.auth.authenticate(&t)) else {
+    let Some(caller) = caller_of(&req, &s) else {
         return unauthorized();
     };
     if let Err(e) = policy::check(&caller, req.method(), &path, &s) {

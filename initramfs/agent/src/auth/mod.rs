@@ -11,6 +11,7 @@ pub mod guard;
 pub mod policy;
 pub mod routes;
 pub mod startup;
+pub mod ticket;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -107,6 +108,8 @@ struct Inner {
     sessions: HashMap<String, Session>,
     /// Tokens given on the command line (`--admin-token-file`), not stored.
     static_tokens: HashMap<String, Caller>,
+    /// Download ticket SHA-256 → ticket (ticket.rs).
+    tickets: HashMap<String, ticket::Ticket>,
 }
 
 fn random_secret(bytes: usize) -> String {

@@ -21,6 +21,29 @@ pub fn routes() -> Router<AppState> {
         .route("/auth/users/{name}", delete(delete_user))
         .route("/auth/tokens", get(tokens).post(create_token))
         .route("/auth/tokens/{id}", delete(delete_token))
+        .route("/auth/download-ticket", post(download_ticket))
+}
+
+#[derive(serde::Deserialize)]
+struct TicketRequest {
+    /// The volume data path the ticket opens, e.g. `/pools/local/volumes/a/data`.
+    path: String,
+}
+
+/// A single-use ticket to GET a volume's data without the Authorization
+/// header (ticket.rs); refused now if the caller could not GET it anyway.
+async fn download_ticket(
+    State(s): State<AppState>,
+    caller: Caller,
+    JsonBody(req): JsonBody<TicketRequest>,
+) -> ApiResult<Json<serde_json::Value>> {
+    super::policy::check(&caller, &axum::http::Method::GET, &req.path, &s)?;
+    let ticket = s.auth.mint_ticket(caller, &req.path)?;
+    Ok(Json(serde_json::json!({
+        "url": format!("{}?ticket={ticket}", req.path),
+        "ticket": ticket,
+        "expires_in_s": super::ticket::TICKET_LIFETIME.as_secs(),
+    })))
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {

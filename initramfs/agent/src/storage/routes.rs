@@ -251,14 +251,16 @@ async fn unmark_template(
     blocking(move || st.set_template(&v, false)).await.map(Json)
 }
 
-/// `format=raw|qcow2` from a query string (unknown keys are errors).
+/// `format=raw|qcow2` from a query string (unknown keys are errors; the
+/// guard's credentials, `token=` and `ticket=`, are not this route's).
 fn format_query(query: Option<String>) -> ApiResult<Option<VolumeFormat>> {
     let mut format = None;
+    let credential = |p: &str| p.starts_with("token=") || p.starts_with("ticket=");
     for pair in query
         .as_deref()
         .unwrap_or("")
         .split('&')
-        .filter(|p| !p.is_empty())
+        .filter(|p| !p.is_empty() && !credential(p))
     {
         format = match pair {
             "format=raw" => Some(VolumeFormat::Raw),

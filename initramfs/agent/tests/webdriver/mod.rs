@@ -21,6 +21,8 @@ pub struct Browser {
     http: ureq::Agent,
     /// Where screenshots go.
     pub shots: PathBuf,
+    /// Chromium's download directory (removed with the browser).
+    pub downloads: PathBuf,
 }
 
 fn find_program(names: &[&str]) -> PathBuf {
@@ -68,12 +70,15 @@ impl Browser {
             std::thread::sleep(Duration::from_millis(50));
         }
         std::fs::create_dir_all(shots).unwrap();
+        let downloads = std::env::temp_dir().join(format!("vireo-ui-downloads-{port}"));
+        std::fs::create_dir_all(&downloads).unwrap();
         let mut browser = Browser {
             driver,
             base,
             session: String::new(),
             http,
             shots: shots.into(),
+            downloads: downloads.clone(),
         };
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -81,6 +86,8 @@ impl Browser {
                 "binary": chromium,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                          "--no-first-run", format!("--window-size={width},{height}")],
+                "prefs": {"download.default_directory": downloads,
+                          "download.prompt_for_download": false},
             },
         }}});
         let answer = browser.command("POST", "/session", Some(caps));
@@ -89,6 +96,13 @@ impl Browser {
             .expect("a session id")
             .to_string();
         browser.resize(width, height);
+        // Downloads saved without asking (the prefs alone do not do it in headless mode).
+        browser.session_command(
+            "POST",
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Browser.setDownloadBehavior",
+                         "params": {"behavior": "allow", "downloadPath": browser.downloads}})),
+        );
         browser
     }
 
@@ -289,5 +303,6 @@ impl Drop for Browser {
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.downloads);
     }
 }
