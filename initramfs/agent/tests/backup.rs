@@ -74,6 +74,7 @@ impl Vms {
                 volume: volume.parse().unwrap(),
             }],
             api_socket: socket,
+            jail_staging: None,
             template: false,
         };
         self.vms.lock().unwrap().insert(name.into(), view);

@@ -117,7 +117,10 @@ impl JailedLauncher {
         spec.files = c.read_files.clone();
         spec.rw_files = c.write_files.clone();
         spec.dirs = c.read_dirs.clone();
-        spec.rw_dirs = vec![c.vmm_dir.clone()];
+        spec.rw_dirs = std::iter::once(&c.vmm_dir)
+            .chain(&c.staging_dirs)
+            .cloned()
+            .collect();
         spec.ro_paths = library_dirs(&req.vmm);
         spec.cpu_max = c.cpu_max.clone();
         spec.memory_max = c.memory_max;
@@ -132,8 +135,13 @@ impl Launcher for JailedLauncher {
     fn launch(&self, req: &LaunchRequest) -> io::Result<Child> {
         let c = &req.confine;
         let uid = self.uid_for(&c.id)?;
+        for dir in &c.staging_dirs {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        }
         // What the VMM writes must be its own; the agent (root) keeps access.
-        for path in std::iter::once(&c.vmm_dir).chain(&c.write_files) {
+        let owned = [&c.vmm_dir].into_iter().chain(&c.staging_dirs);
+        for path in owned.chain(&c.write_files) {
             std::os::unix::fs::chown(path, Some(uid), Some(uid))
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         }
@@ -145,9 +153,21 @@ impl Launcher for JailedLauncher {
             .collect();
         let spec = self.spec(req, uid, args, &fds);
         spec.validate().map_err(io::Error::other)?;
+        record_staging(&spec, c)?;
         // The taps stay open here until the jailer has its copies.
         spawn_detached(spec.command(&self.settings.jailer), &req.log, &fds)
     }
+}
+
+/// Notes where the jail shows each staging directory, for a live backup.
+fn record_staging(spec: &JailSpec, c: &super::launcher::Confinement) -> io::Result<()> {
+    let staging: Vec<(PathBuf, PathBuf)> = vireo_jailer::rewrite::mappings(spec)
+        .into_iter()
+        .filter(|m| c.staging_dirs.contains(&m.host))
+        .map(|m| (m.host, m.inside))
+        .collect();
+    let run_dir = c.vmm_dir.parent().unwrap_or(&c.vmm_dir);
+    super::runtime::write_jail_staging(run_dir, &staging)
 }
 
 /// `--net tap=NAME` and `--net macvtap=NAME` become `--net fd=N` on a
