@@ -45,27 +45,30 @@ pub enum JailMode {
 impl JailSettings {
     /// The settings `mode` asks for: None runs VMMs directly. `jailer`
     /// defaults to `vireo-jailer` beside the VMM; jails go in `RUN/jail`.
+    /// `tls`: the node migrates over TLS, whose files a jail does not show,
+    /// so `auto` leaves its VMMs unjailed rather than migrate in the clear.
     pub fn choose(
         mode: JailMode,
         jailer: Option<PathBuf>,
         vmm: &Path,
         run: &Path,
+        tls: bool,
     ) -> Result<Option<Self>, String> {
         if mode == JailMode::Off {
             return Ok(None);
         }
         let jailer = jailer.unwrap_or_else(|| vmm.with_file_name("vireo-jailer"));
-        // SAFETY: geteuid cannot fail.
-        let root = unsafe { libc::geteuid() } == 0;
-        let why_not = match (root, jailer.is_file()) {
-            (true, true) => {
+        let why_not = match why_not_jailed(&jailer) {
+            None if mode == JailMode::Auto && tls => {
+                "migrations go over TLS, whose files a jail does not show".to_string()
+            }
+            None => {
                 return Ok(Some(JailSettings {
                     jailer,
                     base: run.join("jail"),
                 }))
             }
-            (false, _) => "the agent does not run as root".to_string(),
-            (true, false) => format!("{} is missing", jailer.display()),
+            Some(why) => why,
         };
         match mode {
             JailMode::On => Err(format!("--jail on: {why_not}")),
@@ -75,6 +78,35 @@ impl JailSettings {
             }
         }
     }
+}
+
+/// What this host lacks to jail VMMs: root, the jailer, PID, user and
+/// mount namespaces, a cgroup with the memory controller.
+fn why_not_jailed(jailer: &Path) -> Option<String> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("the agent does not run as root".into());
+    }
+    if !jailer.is_file() {
+        return Some(format!("{} is missing", jailer.display()));
+    }
+    for ns in ["pid", "user", "mnt"] {
+        if !Path::new("/proc/self/ns").join(ns).exists() {
+            return Some(format!("the kernel has no {ns} namespaces"));
+        }
+    }
+    // The jailer's cgroup: v2 (perhaps under `unified`), or v1's memory
+    // controller on hosts without v2 memory.
+    let v2_memory = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .iter()
+        .any(|r| {
+            std::fs::read_to_string(Path::new(r).join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|w| w == "memory"))
+        });
+    if !v2_memory && !Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
+        return Some("no cgroup hierarchy with the memory controller".into());
+    }
+    None
 }
 
 pub struct JailedLauncher {
