@@ -224,14 +224,14 @@ fn a_jailed_vm_is_backed_up_live_and_restored() {
     assert!(names(&staging).is_empty(), "overlays are committed");
     assert!(!node.local_pool().join(".jb.raw.backup-overlay").exists());
 
-    // The guest goes on writing; an orderly stop, then every flushed write
-    // is on the disk.
+    // The guest goes on writing; stopped (the stress workload ignores
+    // Ctrl-Alt-Del, so at the timeout), every flushed write is on the disk.
     agent.wait_log(
         "jb",
         &format!("PROBE blk stress gen={}", before + 3),
         DIRTYING,
     );
-    let t = agent.ok("POST", "/vms/jb/shutdown?timeout=20", None, 202);
+    let t = agent.ok("POST", "/vms/jb/shutdown?timeout=3", None, 202);
     let t = agent.wait_task(t["id"].as_str().unwrap(), LONG);
     assert_eq!(t["state"], "done", "{t}");
     let last = stress_gen(&agent, "jb");
