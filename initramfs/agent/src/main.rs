@@ -39,10 +39,10 @@ struct Args {
     #[arg(long, default_value = "10")]
     metrics_interval: f64,
     /// Run each VM's VMM through vireo-jailer (own uid, namespaces, a
-    /// cgroup with the VM's limits): auto = when root and the jailer exists.
-    /// Off by default until live backups, snapshots into host directories
-    /// and TLS migration work from inside a jail (docs/security.md).
-    #[arg(long, env = "VIREO_JAIL", value_enum, default_value = "off")]
+    /// cgroup with the VM's limits): auto = when root, the jailer exists,
+    /// the kernel has the namespaces and cgroup v2, and migrations are not
+    /// over TLS (a jail does not show the node's TLS files; docs/security.md).
+    #[arg(long, env = "VIREO_JAIL", value_enum, default_value = "auto")]
     jail: JailMode,
     /// The jailer (default: vireo-jailer beside --vmm).
     #[arg(long)]
@@ -95,7 +95,8 @@ async fn main() {
         "vireo-agent: listening on {scheme}://{addr}, state in {}",
         paths.state.display()
     );
-    let jail = match JailSettings::choose(args.jail, args.jailer, &args.vmm, &paths.run) {
+    let tls = vireo_agent::cluster::forward::node_tls_on();
+    let jail = match JailSettings::choose(args.jail, args.jailer, &args.vmm, &paths.run, tls) {
         Ok(j) => j,
         Err(e) => {
             eprintln!("vireo-agent: {e}");
@@ -105,7 +106,7 @@ async fn main() {
     if let Some(j) = &jail {
         eprintln!("vireo-agent: VMMs run jailed ({})", j.jailer.display());
     }
-    if jail.is_none() && vireo_agent::cluster::forward::node_tls_on() {
+    if jail.is_none() && tls {
         vireo_agent::cluster::forward::set_migration_tls(cluster_tls);
     }
     let selftest = SelftestConfig {

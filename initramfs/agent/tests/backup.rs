@@ -74,6 +74,7 @@ impl Vms {
                 volume: volume.parse().unwrap(),
             }],
             api_socket: socket,
+            jail_staging: None,
             template: false,
         };
         self.vms.lock().unwrap().insert(name.into(), view);
@@ -413,5 +414,29 @@ fn the_overlay_of_a_backup_whose_vmm_died_is_committed_before_the_volume_is_used
     let newer = vireo_tests::probe_disk_pattern(52, 4);
     let older = vireo_tests::probe_disk_pattern(51, 8);
     assert!(bytes[..4 << 20] == newer[..] && bytes[4 << 20..8 << 20] == older[4 << 20..]);
+
+    // A jailed VMM's overlay: in its staging directory, its base recorded
+    // as the path inside the jail (which the host does not have).
+    let staging = local.join(".jail-staging-0b5e");
+    std::fs::create_dir(&staging).unwrap();
+    let written = local.join("newest.qcow2");
+    let create = [
+        "create", "-q", "-f", "qcow2", "-b", "v.qcow2", "-F", "qcow2",
+    ];
+    qemu_img::qemu_img(&[&create[..], &[qemu_img::arg(&written)]].concat());
+    probe(&written, "qcow2", "probe.blk=write:53:2");
+    let rebase = ["rebase", "-u", "-b", "/vm/v.qcow2", "-F", "qcow2"];
+    qemu_img::qemu_img(&[&rebase[..], &[qemu_img::arg(&written)]].concat());
+    let overlay = staging.join(".v.qcow2.backup-overlay");
+    std::fs::rename(&written, &overlay).unwrap();
+    state
+        .storage
+        .resolve(&"local/v.qcow2".parse().unwrap())
+        .unwrap();
+    assert!(!overlay.exists());
+    check(&img);
+    let bytes = raw_of(&img, &dir.join("v.raw"));
+    let newest = vireo_tests::probe_disk_pattern(53, 2);
+    assert!(bytes[..2 << 20] == newest[..] && bytes[2 << 20..4 << 20] == newer[2 << 20..]);
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -89,3 +89,32 @@ pub fn scratch_path(dir: &Path, name: &str, what: &str) -> PathBuf {
 pub fn backup_overlay_name(name: &str) -> String {
     format!(".{name}.backup-overlay")
 }
+
+/// Prefix of a jailed VM's staging directory in a pool
+/// (`POOL/.jail-staging-UUID`, bound writable into its jail): a live backup
+/// puts the overlays of that VM's disks in this pool there.
+pub const JAIL_STAGING_PREFIX: &str = ".jail-staging-";
+
+pub fn jail_staging_dir(pool_dir: &Path, uuid: &str) -> PathBuf {
+    pool_dir.join(format!("{JAIL_STAGING_PREFIX}{uuid}"))
+}
+
+/// Every backup overlay on volume `name` of `pool_dir` that exists: beside
+/// the disk (unjailed VMs) and in any jailed VM's staging directory.
+pub fn backup_overlays(pool_dir: &Path, name: &str) -> Vec<PathBuf> {
+    let file = backup_overlay_name(name);
+    let staged = std::fs::read_dir(pool_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(JAIL_STAGING_PREFIX))
+        })
+        .map(|e| e.path().join(&file));
+    std::iter::once(pool_dir.join(&file))
+        .chain(staged)
+        .filter(|p| p.exists())
+        .collect()
+}

@@ -18,6 +18,7 @@ mod clones;
 mod copy;
 mod image;
 mod meta;
+pub use meta::jail_staging_dir;
 mod nfs;
 mod pools;
 pub mod routes;
@@ -60,6 +61,9 @@ pub struct VmView {
     pub disks: Vec<VmDisk>,
     /// Its VMM's API socket while it runs.
     pub api_socket: Option<PathBuf>,
+    /// A jailed running VM's staging directories (host path, path in its
+    /// jail), one per pool of its writable disks; None unjailed.
+    pub jail_staging: Option<Vec<(PathBuf, PathBuf)>>,
     pub template: bool,
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::launch_args::{BootPlan, Disk};
 use super::launcher::Confinement;
 use super::{runtime, Slot};
-use crate::storage::VolumeFormat;
+use crate::storage::{jail_staging_dir, VolumeFormat};
 use crate::vm_types::{VmLimits, VmSpec};
 
 /// cgroup `cpu.max` period, µs.
@@ -39,7 +39,13 @@ pub fn confinement(
         let r = &d.resolved;
         match d.readonly {
             true => c.read_files.push(r.path.clone()),
-            false => c.write_files.push(r.path.clone()),
+            false => {
+                c.write_files.push(r.path.clone());
+                let staging = jail_staging_dir(&r.backing_dirs[0], &slot.uuid);
+                if !c.staging_dirs.contains(&staging) {
+                    c.staging_dirs.push(staging);
+                }
+            }
         }
         // Only a qcow2 image has a backing chain to follow.
         if r.format == VolumeFormat::Qcow2 {

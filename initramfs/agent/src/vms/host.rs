@@ -44,6 +44,10 @@ impl VmHost for Vms {
                 .map_err(|e| ApiError::internal(e.to_string()))?,
             disks,
             api_socket: slot.is_running().then(|| slot.api_socket()),
+            jail_staging: slot
+                .is_running()
+                .then(|| super::runtime::read_jail_staging(&slot.dir))
+                .flatten(),
             template: is_template(&info.spec),
         })
     }

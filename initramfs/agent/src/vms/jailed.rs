@@ -45,27 +45,30 @@ pub enum JailMode {
 impl JailSettings {
     /// The settings `mode` asks for: None runs VMMs directly. `jailer`
     /// defaults to `vireo-jailer` beside the VMM; jails go in `RUN/jail`.
+    /// `tls`: the node migrates over TLS, whose files a jail does not show,
+    /// so `auto` leaves its VMMs unjailed rather than migrate in the clear.
     pub fn choose(
         mode: JailMode,
         jailer: Option<PathBuf>,
         vmm: &Path,
         run: &Path,
+        tls: bool,
     ) -> Result<Option<Self>, String> {
         if mode == JailMode::Off {
             return Ok(None);
         }
         let jailer = jailer.unwrap_or_else(|| vmm.with_file_name("vireo-jailer"));
-        // SAFETY: geteuid cannot fail.
-        let root = unsafe { libc::geteuid() } == 0;
-        let why_not = match (root, jailer.is_file()) {
-            (true, true) => {
+        let why_not = match why_not_jailed(&jailer) {
+            None if mode == JailMode::Auto && tls => {
+                "migrations go over TLS, whose files a jail does not show".to_string()
+            }
+            None => {
                 return Ok(Some(JailSettings {
                     jailer,
                     base: run.join("jail"),
                 }))
             }
-            (false, _) => "the agent does not run as root".to_string(),
-            (true, false) => format!("{} is missing", jailer.display()),
+            Some(why) => why,
         };
         match mode {
             JailMode::On => Err(format!("--jail on: {why_not}")),
@@ -75,6 +78,35 @@ impl JailSettings {
             }
         }
     }
+}
+
+/// What this host lacks to jail VMMs: root, the jailer, PID, user and
+/// mount namespaces, a cgroup with the memory controller.
+fn why_not_jailed(jailer: &Path) -> Option<String> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("the agent does not run as root".into());
+    }
+    if !jailer.is_file() {
+        return Some(format!("{} is missing", jailer.display()));
+    }
+    for ns in ["pid", "user", "mnt"] {
+        if !Path::new("/proc/self/ns").join(ns).exists() {
+            return Some(format!("the kernel has no {ns} namespaces"));
+        }
+    }
+    // The jailer's cgroup: v2 (perhaps under `unified`), or v1's memory
+    // controller on hosts without v2 memory.
+    let v2_memory = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .iter()
+        .any(|r| {
+            std::fs::read_to_string(Path::new(r).join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|w| w == "memory"))
+        });
+    if !v2_memory && !Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
+        return Some("no cgroup hierarchy with the memory controller".into());
+    }
+    None
 }
 
 pub struct JailedLauncher {
@@ -117,7 +149,10 @@ impl JailedLauncher {
         spec.files = c.read_files.clone();
         spec.rw_files = c.write_files.clone();
         spec.dirs = c.read_dirs.clone();
-        spec.rw_dirs = vec![c.vmm_dir.clone()];
+        spec.rw_dirs = std::iter::once(&c.vmm_dir)
+            .chain(&c.staging_dirs)
+            .cloned()
+            .collect();
         spec.ro_paths = library_dirs(&req.vmm);
         spec.cpu_max = c.cpu_max.clone();
         spec.memory_max = c.memory_max;
@@ -132,8 +167,13 @@ impl Launcher for JailedLauncher {
     fn launch(&self, req: &LaunchRequest) -> io::Result<Child> {
         let c = &req.confine;
         let uid = self.uid_for(&c.id)?;
+        for dir in &c.staging_dirs {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        }
         // What the VMM writes must be its own; the agent (root) keeps access.
-        for path in std::iter::once(&c.vmm_dir).chain(&c.write_files) {
+        let owned = [&c.vmm_dir].into_iter().chain(&c.staging_dirs);
+        for path in owned.chain(&c.write_files) {
             std::os::unix::fs::chown(path, Some(uid), Some(uid))
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         }
@@ -145,9 +185,21 @@ impl Launcher for JailedLauncher {
             .collect();
         let spec = self.spec(req, uid, args, &fds);
         spec.validate().map_err(io::Error::other)?;
+        record_staging(&spec, c)?;
         // The taps stay open here until the jailer has its copies.
         spawn_detached(spec.command(&self.settings.jailer), &req.log, &fds)
     }
+}
+
+/// Notes where the jail shows each staging directory, for a live backup.
+fn record_staging(spec: &JailSpec, c: &super::launcher::Confinement) -> io::Result<()> {
+    let staging: Vec<(PathBuf, PathBuf)> = vireo_jailer::rewrite::mappings(spec)
+        .into_iter()
+        .filter(|m| c.staging_dirs.contains(&m.host))
+        .map(|m| (m.host, m.inside))
+        .collect();
+    let run_dir = c.vmm_dir.parent().unwrap_or(&c.vmm_dir);
+    super::runtime::write_jail_staging(run_dir, &staging)
 }
 
 /// `--net tap=NAME` and `--net macvtap=NAME` become `--net fd=N` on a

@@ -39,6 +39,9 @@ pub struct Confinement {
     pub write_files: Vec<PathBuf>,
     /// Directories of qcow2 backing chains (read-only).
     pub read_dirs: Vec<PathBuf>,
+    /// Its staging directory in each pool of its writable disks (writable:
+    /// where a live backup has it create the disks' overlays).
+    pub staging_dirs: Vec<PathBuf>,
     /// cgroup `cpu.max` ("QUOTA PERIOD", µs).
     pub cpu_max: Option<String>,
     /// cgroup `memory.max` in bytes.

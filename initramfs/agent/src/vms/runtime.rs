@@ -4,7 +4,7 @@
 //! exit the agent saw. And the marker that tells an agent restart from a
 //! node boot.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -80,10 +80,24 @@ pub fn read_exit(dir: &Path) -> Option<ExitRecord> {
     store::read_json(&exit_file(dir)).ok().flatten()
 }
 
+/// A jailed VMM's staging directories (host path, path in its jail), in
+/// the root-owned part of the run directory.
+const JAIL_STAGING_FILE: &str = "jail-staging.json";
+
+pub fn write_jail_staging(dir: &Path, staging: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
+    write_runtime_json(&dir.join(JAIL_STAGING_FILE), &staging)
+}
+
+pub fn read_jail_staging(dir: &Path) -> Option<Vec<(PathBuf, PathBuf)>> {
+    store::read_json(&dir.join(JAIL_STAGING_FILE))
+        .ok()
+        .flatten()
+}
+
 /// Removes what belonged to the run that ended (its sockets are the VMM's
 /// to remove, but a killed VMM leaves them).
 pub fn clear_run_files(dir: &Path) {
-    for f in [PID_FILE, STOPPING] {
+    for f in [PID_FILE, STOPPING, JAIL_STAGING_FILE] {
         let _ = std::fs::remove_file(dir.join(f));
     }
     for f in [EXIT_FILE, "api.sock", "console.sock"] {

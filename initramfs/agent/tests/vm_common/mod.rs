@@ -115,8 +115,12 @@ impl Agent {
             .arg(token_file(&node.dir))
             .args(extra)
             // Jailed VMs have their own test (vm_jail.rs, `--jail on`); the
-            // others run the VMM directly whether or not a jailer is beside it.
-            .env("VIREO_JAIL", "off")
+            // others run the VMM directly whether or not a jailer is beside
+            // it, unless VIREO_TEST_JAIL (auto, on) asks to run them jailed.
+            .env(
+                "VIREO_JAIL",
+                std::env::var("VIREO_TEST_JAIL").unwrap_or_else(|_| "off".into()),
+            )
             .env("VIREO_STATE_DIR", node.state())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())

@@ -82,31 +82,40 @@ pub fn read_manifest(dir: &Path) -> Result<BackupManifest, String> {
     }
 }
 
-/// Commits the overlay a backup put on volume `v` if its VMM died before
-/// committing it (nobody holds its lock); leaves one in use alone.
+/// Commits the overlays a backup put on volume `v` (beside it, or in a
+/// jailed VM's staging directory) if their VMM died before committing them
+/// (nobody holds their lock); leaves one in use alone.
 pub fn recover_overlay(dir: &Path, v: &super::VolumeRef) -> Result<(), ApiError> {
-    use super::image;
-    let overlay = dir.join(super::meta::backup_overlay_name(&v.name));
-    if !overlay.exists() {
-        return Ok(());
+    for overlay in super::meta::backup_overlays(dir, &v.name) {
+        recover_one(dir, v, &overlay)?;
     }
+    Ok(())
+}
+
+fn recover_one(dir: &Path, v: &super::VolumeRef, overlay: &Path) -> Result<(), ApiError> {
+    use super::image;
     let (Ok(overlay_lock), Ok(format)) = (
-        image::lock_exclusive(&overlay),
+        image::lock_exclusive(overlay),
         super::volumes::format_of(dir, &v.name),
     ) else {
         return Ok(()); // a running VMM's: its own commit will remove it
     };
     drop(overlay_lock);
+    // The base is opened here, not through the backing name the overlay
+    // records (a jailed VMM recorded its path inside the jail).
     let base = image::open(&dir.join(&v.name), format, true, dir)?;
     let merged =
-        vireo_vmm::devices::virtio::block::layers::commit_offline(&overlay, base, |_, _| true)
+        vireo_vmm::devices::virtio::block::layers::commit_offline(overlay, base, |_, _| true)
             .map_err(|e| {
                 ApiError::internal(format!("'{v}': committing a dead backup's overlay: {e}"))
             })?;
     drop(merged);
-    std::fs::remove_file(&overlay)
+    std::fs::remove_file(overlay)
         .map_err(|e| ApiError::internal(format!("{}: {e}", overlay.display())))?;
-    eprintln!("vireo-agent: '{v}': committed the overlay an interrupted backup left");
+    eprintln!(
+        "vireo-agent: '{v}': committed the overlay an interrupted backup left ({})",
+        overlay.display()
+    );
     Ok(())
 }
 

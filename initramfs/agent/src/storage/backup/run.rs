@@ -59,10 +59,9 @@ impl Storage {
         for disk in &view.disks {
             claims.push(self.claim_unchecked(&disk.volume, "back up")?);
             let r = self.resolve(&disk.volume)?;
-            let overlay = r
-                .path
-                .with_file_name(meta::backup_overlay_name(&disk.volume.name));
-            if overlay.exists() {
+            if let Some(overlay) =
+                meta::backup_overlays(&r.backing_dirs[0], &disk.volume.name).first()
+            {
                 return Err(ApiError::conflict(format!(
                     "'{}': the overlay of a backup still running ({}) is on it",
                     disk.volume,
@@ -208,9 +207,13 @@ impl BackupJob {
         };
         let mut outcome = Ok(());
         for s in &self.sources {
-            let overlay = s
-                .path
-                .with_file_name(meta::backup_overlay_name(&s.disk.volume.name));
+            let overlay = match self.overlay_path(s) {
+                Ok(p) => p,
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            };
             let body = serde_json::json!({ "path": overlay }).to_string();
             let path = format!("/vm/disks/{}/overlay", s.disk.id);
             match vmm_api::expect(socket, "PUT", &path, &body, 204) {
@@ -228,6 +231,27 @@ impl BackupJob {
         }
         let pause_ms = started.elapsed().as_secs_f64() * 1000.0;
         (layered, outcome.map(|()| pause_ms))
+    }
+
+    /// Where the VMM is to create disk `s`'s overlay, as it sees paths:
+    /// beside the disk, or for a jailed VM in its staging directory in the
+    /// disk's pool (bound into its jail at start; durable, unlike the run
+    /// directory on tmpfs).
+    fn overlay_path(&self, s: &Source) -> Result<PathBuf, String> {
+        let file = meta::backup_overlay_name(&s.disk.volume.name);
+        let Some(staging) = &self.view.jail_staging else {
+            return Ok(s.path.with_file_name(file));
+        };
+        staging
+            .iter()
+            .find(|(host, _)| host.parent() == Some(s.dir.as_path()))
+            .map(|(_, inside)| inside.join(file))
+            .ok_or_else(|| {
+                format!(
+                    "disk '{}': its pool has no staging directory in the VM's jail (restart the VM)",
+                    s.disk.id
+                )
+            })
     }
 
     /// Streams one disk into its backup file; its manifest entry.
