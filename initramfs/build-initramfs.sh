@@ -4,7 +4,8 @@
 #   initramfs/build-initramfs.sh OUT ARCH        (ARCH: x86_64 | aarch64)
 #
 # Contents: vireo-init as /init (and /sbin/modprobe, the kernel's module
-# helper), vireo-agent, vireo, vireo-vmm, vireo-membershipd (static musl
+# helper), vireo-agent, vireo, vireo-vmm, vireo-jailer (the agent's
+# `--jail auto` confines each VMM with it), vireo-membershipd (static musl
 # builds), busybox (for
 # the vireo.debug=shell shell only), Debian's nft with its libraries
 # (ship-dynamic.sh), and a subset of the kernel's modules
@@ -20,7 +21,8 @@
 #                  (default /; for another architecture, the same unpacked
 #                  packages as MODULES_ROOT)
 #   BIN_DIR        directory with prebuilt vireo-init, vireo-agent, vireo,
-#                  vireo-vmm, vireo-membershipd (default: build them with cargo)
+#                  vireo-vmm, vireo-jailer, vireo-membershipd (default: build
+#                  them with cargo)
 #   EXTRA_MODULES  more module names to ship
 #   PROBE_ELF      the probe guest (docs/probe.md), shipped as
 #                  /usr/lib/vireo/probe.elf for the agent's POST /selftest/vmm
@@ -77,10 +79,10 @@ if [[ -n ${BIN_DIR:-} ]]; then
   bindir=$BIN_DIR
 else
   (cd "$repo" && ${CARGO:-cargo} build --release --target "$target" \
-    -p vireo-init -p vireo-agent -p vireo-cli -p vireo-vmm -p vireo-membership)
+    -p vireo-init -p vireo-agent -p vireo-cli -p vireo-vmm -p vireo-jailer -p vireo-membership)
   bindir=$repo/target/$target/release
 fi
-for b in vireo-init vireo-agent vireo vireo-vmm vireo-membershipd; do
+for b in vireo-init vireo-agent vireo vireo-vmm vireo-jailer vireo-membershipd; do
   [[ -x $bindir/$b ]] || die "missing $bindir/$b"
   is_static "$bindir/$b" || die "$bindir/$b is dynamically linked; build it for $target"
 done
@@ -94,7 +96,7 @@ trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage"/{bin,sbin,dev,proc,sys,run,tmp,etc,root,usr/bin,var/lib/vireo}
 install -m 755 "$bindir/vireo-init" "$stage/init"
 ln -s ../init "$stage/sbin/modprobe"
-install -m 755 "$bindir/vireo-agent" "$bindir/vireo" "$bindir/vireo-vmm" "$bindir/vireo-membershipd" "$stage/usr/bin/"
+install -m 755 "$bindir/vireo-agent" "$bindir/vireo" "$bindir/vireo-vmm" "$bindir/vireo-jailer" "$bindir/vireo-membershipd" "$stage/usr/bin/"
 install -m 755 "$busybox" "$stage/bin/busybox"
 ln -s busybox "$stage/bin/sh"
 "$here/ship-dynamic.sh" "${DYNAMIC_ROOT:-/}" "$stage" "$triplet" usr/sbin/nft
