@@ -101,14 +101,20 @@ pub fn server_config(id: &Identity) -> io::Result<Arc<ServerConfig>> {
     Ok(Arc::new(config))
 }
 
-/// The server configuration of a cluster node: its certificate from the
-/// cluster CA; a client certificate is asked for and, when one is
-/// presented, must be signed by the cluster CA (else the handshake fails).
-pub fn cluster_server_config(dir: &TlsDir) -> io::Result<Arc<ServerConfig>> {
+/// The cluster CA as the only trusted root.
+fn cluster_roots(dir: &TlsDir) -> io::Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     for ca in certs(&dir.ca_cert())? {
         roots.add(ca).map_err(|e| bad(&dir.ca_cert(), &e))?;
     }
+    Ok(roots)
+}
+
+/// The server configuration of a cluster node: its certificate from the
+/// cluster CA; a client certificate is asked for and, when one is
+/// presented, must be signed by the cluster CA (else the handshake fails).
+pub fn cluster_server_config(dir: &TlsDir) -> io::Result<Arc<ServerConfig>> {
+    let roots = cluster_roots(dir)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .allow_unauthenticated()
         .build()
@@ -141,10 +147,7 @@ pub fn node_client_config(dir: &TlsDir) -> io::Result<ureq::tls::TlsConfig> {
 /// The same as [`node_client_config`] as a rustls configuration, for the
 /// WebSockets (consoles) this node opens on its peers.
 pub fn node_websocket_config(dir: &TlsDir) -> io::Result<Arc<rustls::ClientConfig>> {
-    let mut roots = RootCertStore::empty();
-    for ca in certs(&dir.ca_cert())? {
-        roots.add(ca).map_err(|e| bad(&dir.ca_cert(), &e))?;
-    }
+    let roots = cluster_roots(dir)?;
     let key = PrivateKeyDer::from_pem_file(dir.node_key()).map_err(|e| bad(&dir.node_key(), &e))?;
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
