@@ -11,18 +11,13 @@
 //! nobody locks any more is stale and simply overwritten.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use vireo_vmm::devices::virtio::block::disk;
 
 use super::launch_args::Disk;
 use crate::error::ApiError;
-
-/// QEMU's lock bytes (vireo-vmm's disk.rs): someone writes the image;
-/// someone forbids others to write it.
-const PERM_WRITE: i64 = 101;
-const UNSHARE_WRITE: i64 = 201;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamp {
@@ -101,34 +96,13 @@ fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// Whether another open file holds a lock on `image` that a `writer` (or a
-/// reader) conflicts with, as the VMM would find when it locks it.
+/// reader) conflicts with, as the VMM would find when it locks it (the
+/// VMM's own check, QEMU's lock bytes).
 fn held(image: &Path, writer: bool) -> bool {
     let Ok(file) = File::open(image) else {
         return false;
     };
-    let bytes: &[i64] = match writer {
-        true => &[PERM_WRITE, UNSHARE_WRITE],
-        false => &[PERM_WRITE],
-    };
-    bytes.iter().any(|&b| locked(&file, b))
-}
-
-/// A lock of `kind` on the single byte `byte`.
-fn byte_lock(kind: i32, byte: i64) -> libc::flock {
-    // SAFETY: an all-zero flock is valid; the fields that matter are set below.
-    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-    lock.l_type = kind as libc::c_short;
-    lock.l_whence = libc::SEEK_SET as libc::c_short;
-    lock.l_start = byte;
-    lock.l_len = 1;
-    lock
-}
-
-fn locked(file: &File, byte: i64) -> bool {
-    let mut lock = byte_lock(libc::F_WRLCK, byte);
-    // SAFETY: F_OFD_GETLK reads and fills the flock we own.
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
-    rc == 0 && i32::from(lock.l_type) != libc::F_UNLCK
+    disk::locked_by_others(&file, writer).unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -149,10 +123,7 @@ mod tests {
         std::fs::write(&image, [0u8; 512]).unwrap();
         assert!(!held(&image, true));
         let holder = File::options().read(true).write(true).open(&image).unwrap();
-        let mut lock = byte_lock(libc::F_RDLCK, PERM_WRITE);
-        // SAFETY: F_OFD_SETLK reads the flock we own.
-        let rc = unsafe { libc::fcntl(holder.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) };
-        assert_eq!(rc, 0);
+        disk::lock_image(&holder, true).unwrap();
         assert!(held(&image, true) && held(&image, false));
         drop(holder);
         assert!(!held(&image, true));

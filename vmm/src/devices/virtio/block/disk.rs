@@ -76,15 +76,8 @@ const UNSHARE_WRITE: i64 = 201;
 /// Locks `file` as a `writer` or a reader (see above); fails with EAGAIN
 /// when someone else holds a conflicting lock.
 pub fn lock_image(file: &File, writer: bool) -> io::Result<()> {
-    let conflicts: &[i64] = if writer {
-        &[PERM_WRITE, UNSHARE_WRITE]
-    } else {
-        &[PERM_WRITE]
-    };
-    for &byte in conflicts {
-        if held_by_others(file, byte)? {
-            return Err(io::Error::from_raw_os_error(libc::EAGAIN));
-        }
+    if locked_by_others(file, writer)? {
+        return Err(io::Error::from_raw_os_error(libc::EAGAIN));
     }
     let held: &[i64] = if writer {
         &[PERM_READ, PERM_WRITE, UNSHARE_WRITE]
@@ -95,6 +88,22 @@ pub fn lock_image(file: &File, writer: bool) -> io::Result<()> {
         lock_byte(file, byte, libc::F_RDLCK, libc::F_OFD_SETLK)?;
     }
     Ok(())
+}
+
+/// Whether another open file (of any process) holds a lock that a `writer`
+/// (or a reader) of `file` conflicts with: what `lock_image` would refuse.
+pub fn locked_by_others(file: &File, writer: bool) -> io::Result<bool> {
+    let conflicts: &[i64] = if writer {
+        &[PERM_WRITE, UNSHARE_WRITE]
+    } else {
+        &[PERM_WRITE]
+    };
+    for &byte in conflicts {
+        if held_by_others(file, byte)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Drops every lock this open file holds.
