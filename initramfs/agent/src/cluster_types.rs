@@ -1,5 +1,6 @@
 //! The cluster API's types, shared by the agent and the `vireo` CLI:
-//! GET /cluster/nodes (`ClusterNode`) and GET /cluster/vms (`ClusterVm`).
+//! GET /cluster/nodes (`ClusterNode`), GET /cluster/vms (`ClusterVm`) and
+//! GET /cluster/tasks (`ClusterTasks`).
 
 use serde::{Deserialize, Serialize};
 
@@ -52,4 +53,21 @@ pub struct ClusterVm {
     pub node_id: u32,
     pub state: String,
     pub ha: bool,
+}
+
+/// `GET /cluster/tasks`: every node's tasks, each with its node, and the
+/// online nodes whose agents did not answer (their tasks are missing).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterTasks {
+    pub tasks: Vec<ClusterTask>,
+    pub unanswered: Vec<String>,
+}
+
+/// A task and the node it runs on (`GET /tasks/{id}` there, or with
+/// `x-vireo-node: NODE` on any node).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterTask {
+    pub node: String,
+    #[serde(flatten)]
+    pub task: crate::types::TaskInfo,
 }

@@ -95,7 +95,7 @@ async fn main() {
         "vireo-agent: listening on {scheme}://{addr}, state in {}",
         paths.state.display()
     );
-    let tls = vireo_agent::cluster::forward::node_tls_on();
+    let tls = vireo_agent::cluster::peer::node_tls_on();
     let jail = match JailSettings::choose(args.jail, args.jailer, &args.vmm, &paths.run, tls) {
         Ok(j) => j,
         Err(e) => {
@@ -107,7 +107,7 @@ async fn main() {
         eprintln!("vireo-agent: VMMs run jailed ({})", j.jailer.display());
     }
     if jail.is_none() && tls {
-        vireo_agent::cluster::forward::set_migration_tls(cluster_tls);
+        vireo_agent::cluster::peer::set_migration_tls(cluster_tls);
     }
     let selftest = SelftestConfig {
         vmm: args.vmm,
@@ -128,7 +128,7 @@ async fn main() {
         }
     };
     match args.security.apply(&state.auth, &state.paths.state) {
-        Ok(Some(token)) => vireo_agent::cluster::forward::set_node_credential(token),
+        Ok(Some(token)) => vireo_agent::cluster::peer::set_node_credential(token),
         Ok(None) => {}
         Err(e) => {
             eprintln!("vireo-agent: users and tokens: {e}");

@@ -127,29 +127,6 @@ fn vm_rows(browser: &Browser, scope: &str) -> Value {
     )
 }
 
-/// The file Chromium saves at `path`, once complete (no `.crdownload` left).
-fn wait_for_download(path: &Path) -> Vec<u8> {
-    let deadline = Instant::now() + LONG;
-    let partial = || {
-        std::fs::read_dir(path.parent().unwrap()).unwrap().any(|e| {
-            e.unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "crdownload")
-        })
-    };
-    while !path.exists() || partial() {
-        let dir: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
-        assert!(
-            Instant::now() < deadline,
-            "no download at {}: {dir:?}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::fs::read(path).unwrap()
-}
-
 /// The guest's view of a disk image, as qemu-img converts it to raw.
 fn qemu_img_raw(image: &Path, scratch: &Path) -> Vec<u8> {
     let out = scratch.join("qemu-img.raw");
@@ -315,8 +292,7 @@ fn the_ui_drives_a_vm_through_its_life() {
     // reads from the volume (the template's pattern, not all zeros).
     browser.click_text("[data-testid=disks]", "Download");
     action_done(&browser, "Download");
-    let saved = browser.downloads.join("web-disk0.qcow2.raw");
-    let got = wait_for_download(&saved);
+    let got = browser.downloaded("web-disk0.qcow2.raw", LONG);
     assert_eq!(got.len() as u64, 8 * MIB);
     assert!(got.iter().any(|&b| b != 0), "the download is all zeros");
     let volume = node.local_pool().join("web-disk0.qcow2");
@@ -426,9 +402,11 @@ fn the_ui_drives_a_vm_through_its_life() {
     browser.goto(&ui("/ui/no/such/page"));
     browser.find("[data-testid=error-page]");
     browser.goto(&ui("/ui/vms/nobody"));
-    assert!(browser
-        .text("[data-testid=error-page]")
-        .contains("no VM named 'nobody'"));
+    browser.wait(
+        "the error page of a VM that is not there",
+        "(e => e && e.innerText.includes(\"no VM named 'nobody'\"))(document.querySelector('[data-testid=error-page]'))",
+        LONG,
+    );
 }
 
 /// A tenant's login lists only its VMs; another tenant's VM page is an

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
+use vireo_agent::cluster_types::ClusterTasks;
 use vireo_agent::types::TaskInfo;
 
 use crate::http::Client;
@@ -73,13 +74,23 @@ pub enum TemplateCommand {
 #[derive(Subcommand)]
 pub enum TaskCommand {
     /// Every task this agent ran since it started.
-    List,
+    List {
+        /// Every online node's tasks, each with its node (in a cluster).
+        #[arg(long)]
+        all: bool,
+    },
     Show {
         id: String,
+        /// The node that runs the task (as `task list --all` names it).
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Ask a running task to stop.
     Cancel {
         id: String,
+        /// The node that runs the task (as `task list --all` names it).
+        #[arg(long)]
+        node: Option<String>,
     },
 }
 
@@ -221,15 +232,21 @@ pub fn template(conn: &Conn, command: TemplateCommand) -> Result<(), String> {
 pub fn tasks(conn: &Conn, command: TaskCommand) -> Result<(), String> {
     let c = Client::new(&conn.host);
     match command {
-        TaskCommand::List => {
+        TaskCommand::List { all: false } => {
             let v: Value = c.json("GET", "/tasks", None)?;
             show(conn, &v, tasks_table)
         }
-        TaskCommand::Show { id } => {
+        TaskCommand::List { all: true } => {
+            let v: Value = c.json("GET", "/cluster/tasks", None)?;
+            show(conn, &v, cluster_tasks_table)
+        }
+        TaskCommand::Show { id, node } => {
+            let c = c.on_node(node);
             let v: Value = c.json("GET", &format!("/tasks/{id}"), None)?;
             show(conn, &v, |v| tasks_table(&json!([v])))
         }
-        TaskCommand::Cancel { id } => {
+        TaskCommand::Cancel { id, node } => {
+            let c = c.on_node(node);
             c.call("DELETE", &format!("/tasks/{id}"), None)?;
             show(conn, &json!({"cancelling": id}), |_| {
                 Ok(format!("asked {id} to stop\n"))
@@ -245,19 +262,44 @@ fn tasks_table(v: &Value) -> Result<String, String> {
         "task", "kind", "target", "state", "done"
     );
     for t in tasks {
-        let pct = (t.done * 100)
-            .checked_div(t.total)
-            .map_or("-".into(), |p| format!("{p}%"));
+        task_row(&mut out, "", t);
+    }
+    Ok(out)
+}
+
+/// `GET /cluster/tasks`: the tasks with their nodes, and the nodes that
+/// did not answer.
+fn cluster_tasks_table(v: &Value) -> Result<String, String> {
+    let all: ClusterTasks = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+    let mut out = format!(
+        "{:<10} {:<10} {:<16} {:<28} {:<10} {:>6}  error\n",
+        "node", "task", "kind", "target", "state", "done"
+    );
+    for t in all.tasks {
+        task_row(&mut out, &format!("{:<10} ", t.node), t.task);
+    }
+    if !all.unanswered.is_empty() {
         let _ = writeln!(
             out,
-            "{:<10} {:<16} {:<28} {:<10} {:>6}  {}",
-            t.id,
-            t.kind,
-            t.target,
-            format!("{:?}", t.state).to_lowercase(),
-            pct,
-            t.error.unwrap_or_default()
+            "no answer from {}: their tasks are missing",
+            all.unanswered.join(", ")
         );
     }
     Ok(out)
+}
+
+fn task_row(out: &mut String, prefix: &str, t: TaskInfo) {
+    let pct = (t.done * 100)
+        .checked_div(t.total)
+        .map_or("-".into(), |p| format!("{p}%"));
+    let _ = writeln!(
+        out,
+        "{prefix}{:<10} {:<16} {:<28} {:<10} {:>6}  {}",
+        t.id,
+        t.kind,
+        t.target,
+        format!("{:?}", t.state).to_lowercase(),
+        pct,
+        t.error.unwrap_or_default()
+    );
 }

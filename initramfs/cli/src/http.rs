@@ -11,6 +11,9 @@ use vireo_agent::types::ErrorBody;
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    /// The node whose agent answers (`x-vireo-node`; the agent asked sends
+    /// the request on): its tasks, its pools.
+    node: Option<String>,
 }
 
 impl Client {
@@ -27,6 +30,19 @@ impl Client {
         Self {
             base,
             agent: ureq::Agent::new_with_config(config),
+            node: None,
+        }
+    }
+
+    /// The same client, its requests answered by node `node` (if given).
+    pub fn on_node(self, node: Option<String>) -> Self {
+        Self { node, ..self }
+    }
+
+    fn to_node<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.node {
+            Some(node) => request.header("x-vireo-node", node),
+            None => request,
         }
     }
 
@@ -39,16 +55,14 @@ impl Client {
         let url = self.url(path);
         let json = body.map(Value::to_string);
         let sent = match (method, json) {
-            ("GET", _) => self.agent.get(&url).call(),
-            ("DELETE", _) => self.agent.delete(&url).call(),
+            ("GET", _) => self.to_node(self.agent.get(&url)).call(),
+            ("DELETE", _) => self.to_node(self.agent.delete(&url)).call(),
             ("POST", j) => self
-                .agent
-                .post(&url)
+                .to_node(self.agent.post(&url))
                 .header("content-type", "application/json")
                 .send(j.unwrap_or_else(|| "{}".into())),
             ("PUT", j) => self
-                .agent
-                .put(&url)
+                .to_node(self.agent.put(&url))
                 .header("content-type", "application/json")
                 .send(j.unwrap_or_default()),
             (m, _) => return Err(format!("unsupported method {m}")),

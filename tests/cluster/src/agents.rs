@@ -129,7 +129,19 @@ impl Agent {
         path: &str,
         body: Option<&str>,
     ) -> Result<(u16, String), String> {
-        let request = request_text(self.addr, method, path, body, &[]);
+        self.call_as(ADMIN_TOKEN, method, path, body, &[])
+    }
+
+    /// `call` with `token` as the credential and `extra` headers.
+    pub fn call_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Result<(u16, String), String> {
+        let request = request_as(token, self.addr, method, path, body, extra);
         let raw = exchange(&self.namespace, self.addr, request, self.tls.clone())?;
         parse_response(&raw)
     }
@@ -186,9 +198,21 @@ pub fn request_text(
     body: Option<&str>,
     extra: &[(&str, &str)],
 ) -> String {
+    request_as(ADMIN_TOKEN, addr, method, path, body, extra)
+}
+
+/// `request_text` with `token` as the caller's credential.
+pub fn request_as(
+    token: &str,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    extra: &[(&str, &str)],
+) -> String {
     let extra: String = extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
         body.map_or(0, str::len),
         body.unwrap_or("")
     )

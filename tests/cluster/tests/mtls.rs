@@ -9,7 +9,8 @@
 //! the handshake fails); a live migration, asked through `vireo vm migrate`
 //! run on node 3 (the CLI trusts the cluster CA it finds there), moves the
 //! VM over mutual TLS (control calls and the VMMs' `tls://` channel) and
-//! its guest goes on.
+//! its guest goes on. A user known to one node only acts on another's VM
+//! through it (the node vouches for her), and nobody else can vouch.
 //!
 //! Needs root, /dev/kvm, VIREO_VMM and VIREO_PROBE (`make test-cluster`).
 
@@ -64,6 +65,7 @@ fn nodes_call_each_other_over_mutual_tls_and_other_clients_are_refused_there() {
     // The console WebSocket of node 1's VM, opened on node 3 (whose agent
     // opens it on node 1's with its own certificate).
     console_over_tls(&lab, 2, "mover");
+    users_of_one_node_act_through_it(&lab);
 
     // Clients without a cluster certificate, on node 1's node-to-node routes.
     let owner = lab.agent(0);
@@ -136,6 +138,42 @@ fn nodes_call_each_other_over_mutual_tls_and_other_clients_are_refused_there() {
     .unwrap()
     .0;
     assert!(there[0] >= last_before, "{there:?} after {last_before}");
+}
+
+/// A user whom only node 3 knows (an operator who logged in there) acts on
+/// node 1's VM through node 3, which vouches for her over mutual TLS; node
+/// 1 itself does not know her session (401). A client without a cluster
+/// certificate cannot vouch for anybody: an operator's token with a header
+/// claiming an admin stays an operator (403 on the users).
+fn users_of_one_node_act_through_it(lab: &Lab) {
+    let (node1, node3) = (lab.agent(0), lab.agent(2));
+    let olga = serde_json::json!({"name": "olga", "password": "olga-pw-1", "role": "operator"});
+    node3
+        .ok("POST", "/auth/users", Some(&olga.to_string()), 201)
+        .unwrap();
+    let login = r#"{"user": "olga", "password": "olga-pw-1"}"#;
+    let session = node3.ok("POST", "/auth/login", Some(login), 200).unwrap();
+    let session = session["token"].as_str().unwrap();
+    let (status, text) = node3
+        .call_as(session, "GET", "/vms/mover", None, &[])
+        .unwrap();
+    assert_eq!(status, 200, "olga through node 3: {text}");
+    let (status, text) = node1
+        .call_as(session, "GET", "/vms/mover", None, &[])
+        .unwrap();
+    assert_eq!(status, 401, "olga's node-3 session at node 1: {text}");
+
+    let operator = node1
+        .ok("POST", "/auth/tokens", Some(r#"{"role": "operator"}"#), 201)
+        .unwrap();
+    let operator = operator["token"].as_str().unwrap();
+    let admin = br#"{"user":"eve","role":"admin","tenant":null}"#;
+    let claim: String = admin.iter().map(|b| format!("{b:02x}")).collect();
+    let claimed = [("x-vireo-caller", claim.as_str())];
+    let (status, text) = node1
+        .call_as(operator, "GET", "/auth/users", None, &claimed)
+        .unwrap();
+    assert_eq!(status, 403, "an operator claiming to be an admin: {text}");
 }
 
 /// Node `via`'s console WebSocket of `vm` (another node's), over TLS as a

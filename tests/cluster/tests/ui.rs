@@ -18,6 +18,17 @@
 //!   or 3 with their guests writing, node 2 has no VM; a define there is
 //!   refused; Undrain, and the table says it takes VMs again.
 //!
+//! - the task list of node 1 lists every node's tasks: node 2's two
+//!   migrations of the drain, named as node 2's, as node 2 lists them;
+//! - `keeper`, a stopped VM of node 3 whose disk is in node 3's own pool
+//!   (node 1's own pool has a volume of the same name with other bytes):
+//!   its page shows node 3's volume, Download saves node 3's bytes, Back up
+//!   makes a backup on node 3; the storage page shows node 3's pool when
+//!   node 3 is picked.
+//!
+//! The browser is logged in as `olga`, an operator only node 1 knows: the
+//! other nodes act for her on node 1's word (mutual trust of the nodes).
+//!
 //! Screenshots in target/test-logs/ui/cluster-*.png. Needs root, /dev/kvm,
 //! chromium and chromium-driver, VIREO_VMM and VIREO_PROBE (`make
 //! test-cluster`).
@@ -29,7 +40,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use vireo_cluster_tests::agents::{relay, vmm_copies, Fencing, ADMIN_TOKEN};
+use vireo_cluster_tests::agents::{relay, vmm_copies, Fencing};
+use vireo_cluster_tests::formation::cli;
 use vireo_cluster_tests::ha_lab::{counters, Lab, Watch};
 use vireo_cluster_tests::wait_until;
 use webdriver::Browser;
@@ -146,6 +158,45 @@ fn runs_only_on(lab: &Lab, w: &Watch, m: &Mark, nodes: &[usize]) -> usize {
     on
 }
 
+/// `len` bytes of text that say which node's volume they are.
+fn volume_bytes(node: &str, len: usize) -> String {
+    let mut text = String::with_capacity(len + 32);
+    let mut line = 0;
+    while text.len() < len {
+        text.push_str(&format!("{node} keep.raw line {line:08}\n"));
+        line += 1;
+    }
+    text.truncate(len);
+    text
+}
+
+/// Puts `bytes` as the raw volume `local/NAME` of node `i`'s own pool.
+fn put_local_volume(lab: &Lab, i: usize, name: &str, bytes: &str) {
+    let path = format!("/pools/local/volumes/{name}/data?format=raw");
+    lab.agent(i).ok("PUT", &path, Some(bytes), 201).unwrap();
+}
+
+/// The operator the browser logs in as: a user of node 1 only.
+const OLGA: (&str, &str) = ("olga", "olga-operates-1");
+
+/// `keeper`, stopped, on node 3 with its disk in node 3's own pool; node 1
+/// has a volume of the same name with other bytes. Returns node 3's bytes.
+fn keeper_on_node_3(lab: &Lab) -> String {
+    let (on3, on1) = (
+        volume_bytes("node3", 1 << 20),
+        volume_bytes("node1", 2 << 20),
+    );
+    put_local_volume(lab, 2, "keep.raw", &on3);
+    put_local_volume(lab, 0, "keep.raw", &on1);
+    let probe = std::env::var("VIREO_PROBE").unwrap();
+    let spec = json!({"name": "keeper", "memory_mib": 32,
+        "boot": {"kind": "kernel", "kernel": probe}, "disks": [{"volume": "local/keep.raw"}]});
+    lab.agent(2)
+        .ok("POST", "/vms", Some(&spec.to_string()), 201)
+        .unwrap();
+    on3
+}
+
 /// Picks `node` in the VM page's migrate form, with a cap if given, and submits.
 fn migrate_in_page(browser: &Browser, node: &str, cap: Option<&str>) {
     browser.click(&format!("[data-testid=migrate-vm] option[value={node}]"));
@@ -181,14 +232,21 @@ fn migrate_cancel_and_drain_in_the_browser() {
     })
     .unwrap();
 
+    let keeper_bytes = keeper_on_node_3(&lab);
+    let olga = json!({"name": OLGA.0, "password": OLGA.1, "role": "operator"});
+    lab.agent(0)
+        .ok("POST", "/auth/users", Some(&olga.to_string()), 201)
+        .unwrap();
+
     let at = relay(&lab.agent(0).namespace, lab.agent(0).addr).unwrap();
     let ui = |path: &str| format!("http://{at}{path}");
     let browser = Browser::start(1280, 800, &shots_dir());
 
-    // Logged in with the cluster's admin token (no user name).
+    // Logged in as olga, whom only node 1 knows.
     browser.goto(&ui("/ui/login"));
     browser.js("localStorage.clear()", json!([]));
-    browser.type_into("input[name=password]", ADMIN_TOKEN);
+    browser.type_into("input[name=user]", OLGA.0);
+    browser.type_into("input[name=password]", OLGA.1);
     browser.click("form.login button[type=submit]");
     browser.wait(
         "the VM list",
@@ -304,8 +362,90 @@ fn migrate_cancel_and_drain_in_the_browser() {
     browser.find("[data-testid=nodes] tr[data-node=node2]");
     std::thread::sleep(Duration::from_millis(300));
     browser.screenshot("cluster-overview-after-1280");
+
+    every_nodes_tasks_in_the_list(&lab, &browser, &ui("/ui/tasks"));
+    another_nodes_vm_and_storage(&lab, &browser, &ui, &keeper_bytes);
     browser.resize(390, 844);
     browser.goto(&ui("/ui/nodes/node2"));
     browser.find("[data-testid=node-actions] button");
     browser.screenshot("cluster-node-phone");
+}
+
+/// Node 1's task list holds node 2's migrations of the drain, named as node
+/// 2's, as many as node 2 itself lists.
+fn every_nodes_tasks_in_the_list(lab: &Lab, browser: &Browser, page: &str) {
+    let tasks = lab.agent(1).ok("GET", "/tasks", None, 200).unwrap();
+    let moved = |t: &&Value| t["kind"] == "vm-migrate" && t["state"] == "done";
+    let on_node2 = tasks.as_array().unwrap().iter().filter(moved).count();
+    assert!(on_node2 >= 2, "node 2's tasks: {tasks}");
+    browser.goto(page);
+    let listed = browser.wait(
+        "node 2's migrations in node 1's list",
+        &format!("(n => n === {on_node2} && n)([...document.querySelectorAll('[data-testid=tasks] tr[data-node=node2]')].filter(r => r.innerText.includes('vm-migrate') && r.querySelector('.badge').textContent === 'done').length)"),
+        WAIT,
+    );
+    assert_eq!(listed, json!(on_node2));
+    browser.screenshot("cluster-tasks-1280");
+    // The CLI's view of the same: `vireo task list --all` on node 1.
+    let host = format!("http://{}", lab.agent(0).addr);
+    let args = ["task", "list", "--all", "--json", "--host", &host];
+    let out = cli(&lab.c.nodes[0], &args).unwrap_or_else(|e| panic!("{e}"));
+    let all: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let by_node2 = all["tasks"].as_array().unwrap().iter();
+    let by_node2 = by_node2
+        .filter(|t| t["node"] == "node2" && moved(t))
+        .count();
+    assert_eq!(by_node2, on_node2, "{all}");
+    assert_eq!(all["unanswered"], json!([]), "{all}");
+}
+
+/// `keeper`'s page on node 1 shows node 3's volume, downloads node 3's
+/// bytes and backs the VM up on node 3; the storage page shows node 3's
+/// pool when node 3 is picked.
+fn another_nodes_vm_and_storage(
+    lab: &Lab,
+    browser: &Browser,
+    ui: &dyn Fn(&str) -> String,
+    bytes: &str,
+) {
+    browser.goto(&ui("/ui/vms/keeper"));
+    let size_of_keep = "(e => e && e.innerText.includes('local/keep.raw') && e.innerText.includes('1.0 MiB'))(document.querySelector('[data-testid=disks]'))";
+    browser.wait("keeper's disk as node 3 has it", size_of_keep, WAIT);
+    browser.click_text("[data-testid=disks]", "Download");
+    browser.action_done("Download", WAIT);
+    let got = browser.downloaded("keep.raw.raw", WAIT);
+    assert!(
+        got == bytes.as_bytes(),
+        "downloaded {} bytes, not node 3's {}: {:?}…",
+        got.len(),
+        bytes.len(),
+        String::from_utf8_lossy(&got[..got.len().min(40)])
+    );
+    browser.click_text("[data-testid=vm-actions]", "Back up");
+    browser.action_done("Back up to", WAIT);
+    let backups = ["local", "shared"].map(|pool| {
+        let path = format!("/pools/{pool}/backups?vm=keeper");
+        lab.agent(2).ok("GET", &path, None, 200).unwrap()
+    });
+    let made = backups
+        .iter()
+        .map(|b| b.as_array().unwrap().len())
+        .sum::<usize>();
+    assert_eq!(made, 1, "node 3's backups of keeper: {backups:?}");
+    browser.find("[data-testid=vm-backups] tr td");
+    browser.screenshot("cluster-vm-on-node3-1280");
+
+    browser.goto(&ui("/ui/storage"));
+    browser.find("[data-testid=storage-node]");
+    browser.js(
+        "const s = document.querySelector('[data-testid=storage-node]'); s.value = 'node3'; s.dispatchEvent(new Event('change'))",
+        json!([]),
+    );
+    let keep_row = "[...document.querySelectorAll('[data-testid=volumes-local] tr')].find(r => r.innerText.startsWith('keep.raw'))";
+    browser.wait(
+        "node 3's keep.raw in the storage page",
+        &format!("(r => r && r.children[2].innerText === '1.0 MiB')({keep_row})"),
+        WAIT,
+    );
+    browser.screenshot("cluster-storage-node3-1280");
 }

@@ -2,7 +2,8 @@
 //! limit are refused from their Content-Length (before a byte of them is
 //! read), the caller is authenticated from `Authorization: Bearer` (or
 //! `?token=` for WebSockets, which browsers cannot give headers, or a
-//! single-use `?ticket=` for a download link, ticket.rs), and the
+//! single-use `?ticket=` for a download link, ticket.rs, or the caller a
+//! peer node vouches for on a request it forwards, vouch.rs), and the
 //! role policy decides. The caller then rides in the request's extensions.
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -11,7 +12,8 @@ use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{policy, Caller};
+use super::tls::PeerNode;
+use super::{policy, vouch, Caller};
 use crate::error::ApiError;
 use crate::server::AppState;
 
@@ -49,15 +51,29 @@ fn query_param<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
         .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
 }
 
-/// Who a request is: its token, or a download ticket (GET only: ticket.rs).
-fn caller_of(req: &Request, s: &AppState) -> Option<Caller> {
+/// Who a request is: the caller a peer node vouches for (vouch.rs), its
+/// token, or a download ticket (GET only: ticket.rs), with the node the
+/// ticket's volume is on when that is another.
+fn caller_of(req: &Request, s: &AppState) -> Option<(Caller, Option<TicketNode>)> {
+    let credential = token_of(req).and_then(|t| s.auth.authenticate(&t));
+    let from_peer = req.extensions().get::<PeerNode>().is_some()
+        || credential.as_ref().is_some_and(vouch::may_vouch);
+    if let Some(vouched) = req.headers().get(vouch::CALLER).filter(|_| from_peer) {
+        return vouch::caller(vouched).map(|c| (c, None));
+    }
     if req.method() == Method::GET {
         if let Some(ticket) = query_param(req, "ticket") {
-            return s.auth.redeem_ticket(ticket, req.uri().path());
+            let (caller, node) = s.auth.redeem_ticket(ticket, req.uri().path())?;
+            return Some((caller, node.map(TicketNode)));
         }
     }
-    token_of(req).and_then(|t| s.auth.authenticate(&t))
+    credential.map(|c| (c, None))
 }
+
+/// On a request a download ticket opened for a volume on another node
+/// (by id): the cluster's forwarding sends it there.
+#[derive(Clone, Copy, Debug)]
+pub struct TicketNode(pub u32);
 
 /// The token: the Authorization header, else `token=` in the query.
 fn token_of(req: &Request) -> Option<String> {
@@ -82,13 +98,19 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
     if public(req.method(), &path) {
         return next.run(req).await;
     }
-    let Some(caller) = caller_of(&req, &s) else {
+    let Some((caller, ticket_node)) = caller_of(&req, &s) else {
         return unauthorized();
     };
-    if let Err(e) = policy::check(&caller, req.method(), &path, &s) {
-        return e.into_response();
+    // Another node's volume is judged there, by the node that has it.
+    if ticket_node.is_none() {
+        if let Err(e) = policy::check(&caller, req.method(), &path, &s) {
+            return e.into_response();
+        }
     }
     req.extensions_mut().insert(caller);
+    if let Some(node) = ticket_node {
+        req.extensions_mut().insert(node);
+    }
     next.run(req).await
 }
 

@@ -13,6 +13,7 @@ pub mod routes;
 pub mod startup;
 pub mod ticket;
 pub mod tls;
+pub mod vouch;
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;

@@ -28,22 +28,49 @@ pub fn routes() -> Router<AppState> {
 struct TicketRequest {
     /// The volume data path the ticket opens, e.g. `/pools/local/volumes/a/data`.
     path: String,
+    /// The node (name or id) the volume is on, in a cluster; this node's
+    /// if not given.
+    #[serde(default)]
+    node: Option<String>,
 }
 
 /// A single-use ticket to GET a volume's data without the Authorization
-/// header (ticket.rs); refused now if the caller could not GET it anyway.
+/// header (ticket.rs); refused now if the caller could not GET it anyway
+/// (a volume on another node: there, when the download is forwarded).
 async fn download_ticket(
     State(s): State<AppState>,
     caller: Caller,
     JsonBody(req): JsonBody<TicketRequest>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    super::policy::check(&caller, &axum::http::Method::GET, &req.path, &s)?;
-    let ticket = s.auth.mint_ticket(caller, &req.path)?;
+    let node = match req.node {
+        Some(node) => other_node(&s, node).await?,
+        None => None,
+    };
+    if node.is_none() {
+        super::policy::check(&caller, &axum::http::Method::GET, &req.path, &s)?;
+    }
+    let ticket = s.auth.mint_ticket(caller, &req.path, node)?;
     Ok(Json(serde_json::json!({
         "url": format!("{}?ticket={ticket}", req.path),
         "ticket": ticket,
         "expires_in_s": super::ticket::TICKET_LIFETIME.as_secs(),
     })))
+}
+
+/// Node `node`'s id when it is another node of this one's cluster; None
+/// when it is this node.
+async fn other_node(s: &AppState, node: String) -> ApiResult<Option<u32>> {
+    let Some(cluster) = s.cluster.clone() else {
+        return match node == crate::node::collect().name {
+            true => Ok(None),
+            false => Err(ApiError::bad_request(format!(
+                "no node '{node}': this node is not in a cluster"
+            ))),
+        };
+    };
+    let me = cluster.me();
+    let id = blocking(move || cluster.node_id(&node)).await??;
+    Ok((id != me).then_some(id))
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {

@@ -93,7 +93,7 @@ impl SecurityArgs {
         let cluster = cluster.filter(|d| d.has_node_cert() && !self.plain_http);
         if let (Some(dir), None) = (cluster, &self.tls_cert) {
             transport.tls = Some(tls::cluster_server_config(dir)?);
-            crate::cluster::forward::set_node_tls(
+            crate::cluster::peer::set_node_tls(
                 tls::node_client_config(dir)?,
                 tls::node_websocket_config(dir)?,
             );

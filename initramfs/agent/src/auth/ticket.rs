@@ -17,6 +17,9 @@ pub const TICKET_LIFETIME: Duration = Duration::from_secs(60);
 pub(super) struct Ticket {
     caller: Caller,
     path: String,
+    /// The node (id) the volume is on, when it is another: the download
+    /// is forwarded there (cluster/forward.rs).
+    node: Option<u32>,
     expires: Instant,
 }
 
@@ -27,8 +30,13 @@ pub fn ticket_path(path: &str) -> bool {
 }
 
 impl Auth {
-    /// A ticket for `caller` to GET `path` once.
-    pub fn mint_ticket(&self, caller: Caller, path: &str) -> Result<String, ApiError> {
+    /// A ticket for `caller` to GET `path` once, on node `node` if another.
+    pub fn mint_ticket(
+        &self,
+        caller: Caller,
+        path: &str,
+        node: Option<u32>,
+    ) -> Result<String, ApiError> {
         if !ticket_path(path) {
             return Err(ApiError::bad_request(format!(
                 "'{path}' is not a volume's data (/pools/POOL/volumes/NAME/data)"
@@ -38,6 +46,7 @@ impl Auth {
         let ticket = Ticket {
             caller,
             path: path.to_string(),
+            node,
             expires: Instant::now() + TICKET_LIFETIME,
         };
         let mut inner = self.lock();
@@ -46,11 +55,12 @@ impl Auth {
         Ok(secret)
     }
 
-    /// The caller a ticket stands for, if it is live and was minted for
-    /// `path`; it is spent either way.
-    pub fn redeem_ticket(&self, secret: &str, path: &str) -> Option<Caller> {
+    /// The caller a ticket stands for and the node it was minted for, if
+    /// it is live and was minted for `path`; it is spent either way.
+    pub fn redeem_ticket(&self, secret: &str, path: &str) -> Option<(Caller, Option<u32>)> {
         let ticket = self.lock().tickets.remove(&sha256_hex(secret))?;
-        (ticket.path == path && ticket.expires > Instant::now()).then_some(ticket.caller)
+        (ticket.path == path && ticket.expires > Instant::now())
+            .then_some((ticket.caller, ticket.node))
     }
 }
 
@@ -72,19 +82,21 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vireo-ticket-{}", std::process::id()));
         let auth = Auth::load(&dir).unwrap();
         let path = "/pools/local/volumes/a.raw/data";
-        let t = auth.mint_ticket(admin(), path).unwrap();
-        assert_eq!(auth.redeem_ticket(&t, path), Some(admin()));
+        let t = auth.mint_ticket(admin(), path, None).unwrap();
+        assert_eq!(auth.redeem_ticket(&t, path), Some((admin(), None)));
         assert_eq!(auth.redeem_ticket(&t, path), None, "spent");
-        let t = auth.mint_ticket(admin(), path).unwrap();
+        let t = auth.mint_ticket(admin(), path, Some(3)).unwrap();
+        assert_eq!(auth.redeem_ticket(&t, path), Some((admin(), Some(3))));
+        let t = auth.mint_ticket(admin(), path, None).unwrap();
         assert_eq!(auth.redeem_ticket(&t, "/pools/local/volumes/b/data"), None);
         assert_eq!(
             auth.redeem_ticket(&t, path),
             None,
             "spent by the wrong path"
         );
-        assert!(auth.mint_ticket(admin(), "/vms").is_err());
+        assert!(auth.mint_ticket(admin(), "/vms", None).is_err());
         assert!(auth
-            .mint_ticket(admin(), "/pools/local/volumes//data")
+            .mint_ticket(admin(), "/pools/local/volumes//data", None)
             .is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }

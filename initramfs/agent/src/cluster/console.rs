@@ -1,7 +1,7 @@
 //! The console WebSocket of a VM another node runs (`GET /vms/NAME/console`
 //! on a node that does not have NAME): this agent opens the same WebSocket
-//! on the owner's agent, with the caller's credentials (the owner checks
-//! them again, tenants included) and `x-vireo-forwarded`, then accepts the
+//! on the owner's agent, naming the caller (auth/vouch.rs: the owner's
+//! policy judges it, tenants included) and `x-vireo-forwarded`, then accepts the
 //! caller's upgrade and pipes messages both ways; when either side closes,
 //! the other is closed too. The owner's refusal (401, 403, 404) comes back
 //! as it is, before any upgrade.
@@ -32,7 +32,10 @@ pub async fn forward(api: &str, me: u32, node: u32, req: Request) -> Response {
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().path().to_string(), |p| p.to_string());
-    let authorization = req.headers().get("authorization").cloned();
+    let credentials = super::peer::vouched_headers(
+        req.extensions().get::<crate::auth::Caller>(),
+        req.headers().get("authorization"),
+    );
     let (mut parts, _) = req.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
@@ -41,11 +44,11 @@ pub async fn forward(api: &str, me: u32, node: u32, req: Request) -> Response {
             return ApiError::bad_request(text).into_response();
         }
     };
-    let scheme = match super::forward::node_ws_tls() {
+    let scheme = match super::peer::node_ws_tls() {
         Some(_) => "wss",
         None => "ws",
     };
-    let owner = match connect(&format!("{scheme}://{api}{target}"), authorization, me).await {
+    let owner = match connect(&format!("{scheme}://{api}{target}"), credentials, me).await {
         Ok(owner) => owner,
         Err(refused) => return refused,
     };
@@ -65,7 +68,7 @@ async fn open(request: tungstenite::handshake::client::Request) -> tungstenite::
     let tcp = TcpStream::connect((host.as_str(), port))
         .await
         .map_err(io_error)?;
-    let stream: Box<dyn Io> = match super::forward::node_ws_tls() {
+    let stream: Box<dyn Io> = match super::peer::node_ws_tls() {
         None => Box::new(tcp),
         Some(tls) => {
             let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
@@ -83,7 +86,7 @@ async fn open(request: tungstenite::handshake::client::Request) -> tungstenite::
 /// The owner's console WebSocket, or the answer to give the caller instead.
 async fn connect(
     url: &str,
-    authorization: Option<HeaderValue>,
+    credentials: Vec<(&'static str, HeaderValue)>,
     me: u32,
 ) -> Result<Owner, Response> {
     let mut request = url
@@ -91,8 +94,8 @@ async fn connect(
         .map_err(|e| ApiError::internal(format!("{url}: {e}")).into_response())?;
     let headers = request.headers_mut();
     headers.insert(FORWARDED, HeaderValue::from(me));
-    if let Some(a) = authorization {
-        headers.insert("authorization", a);
+    for (name, value) in credentials {
+        headers.insert(name, value);
     }
     match open(request).await {
         Ok(owner) => Ok(owner),

@@ -15,7 +15,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::forward::send;
+use super::peer::send;
 use super::{Cluster, VmRecord};
 use crate::error::{ApiError, ApiResult};
 use crate::server::AppState;
@@ -129,7 +129,7 @@ async fn run(
         })
         .map_err(|e| format!("node '{}' cannot take the VM: {e}", dest.name))?;
     let host = dest.api.rsplit_once(':').map_or("", |(h, _)| h);
-    out.url = super::forward::migration_url(&format!("{host}:{port}"));
+    out.url = super::peer::migration_url(&format!("{host}:{port}"));
     let record = VmRecord {
         uuid: info.uuid,
         spec: info.spec,
@@ -172,12 +172,12 @@ pub(super) async fn call(
 ) -> Result<Value, String> {
     let (method, url, me) = (
         method.to_string(),
-        super::forward::node_url(api, path),
+        super::peer::node_url(api, path),
         cluster.me(),
     );
     let json = axum::http::HeaderValue::from_static("application/json");
     let headers: Vec<_> = std::iter::once(("content-type", json))
-        .chain(super::forward::node_authorization())
+        .chain(super::peer::node_authorization())
         .collect();
     let sent =
         tokio::task::spawn_blocking(move || send(&method, &url, &headers, Bytes::from(body), me))
@@ -202,7 +202,7 @@ pub async fn incoming(
     let cluster = super::routes::cluster(&s)?;
     super::placement::admit_define(&s).await?;
     let port = free_port()?;
-    let url = super::forward::migration_url(&format!("0.0.0.0:{port}"));
+    let url = super::peer::migration_url(&format!("0.0.0.0:{port}"));
     let info = s.vms.incoming(args.spec, args.uuid.clone(), &url).await?;
     let (vms, name) = (s.vms.clone(), info.spec.name.clone());
     tokio::spawn(watch_incoming(cluster, vms, name, args.uuid, args.source));

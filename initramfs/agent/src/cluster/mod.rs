@@ -15,11 +15,13 @@ mod console;
 pub mod forward;
 pub mod ha;
 mod migrate;
+pub mod peer;
 pub mod placement;
 mod publish;
 pub mod routes;
 mod shared_defs;
 mod stats;
+mod tasks;
 pub mod watchdog;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -201,7 +201,7 @@ pub async fn undrain(State(s): State<AppState>, Path(node): Path<String>) -> Api
 
 impl Cluster {
     /// The id of node `node` (its name or id) in the nodelist.
-    pub(super) fn node_id(&self, node: &str) -> Result<u32, ApiError> {
+    pub fn node_id(&self, node: &str) -> Result<u32, ApiError> {
         self.nodelist()
             .into_iter()
             .find(|n| n.name.as_deref() == Some(node) || n.nodeid.to_string() == node)

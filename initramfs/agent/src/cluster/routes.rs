@@ -1,5 +1,5 @@
-//! The cluster routes (docs/api/agent.yaml, "cluster"): the node table and
-//! every VM of the cluster.
+//! The cluster routes (docs/api/agent.yaml, "cluster"): the node table,
+//! every VM and every task of the cluster.
 
 use axum::extract::State;
 use axum::routing::{delete, get, post, put};
@@ -14,6 +14,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/cluster/nodes", get(nodes))
         .route("/cluster/vms", get(vms))
+        .route("/cluster/tasks", get(super::tasks::list))
         .route(
             "/cluster/nodes/{node}/drain",
             put(super::placement::drain).delete(super::placement::undrain),

@@ -148,7 +148,7 @@ fn host_args(slot: &Slot, spec: &VmSpec, disks: &[Disk]) -> Result<Vec<String>, 
         path(&runtime::exit_file(&slot.dir)),
     ];
     // A VM may migrate: its channels use the node's cluster certificate.
-    args.extend(crate::cluster::forward::migration_tls_args());
+    args.extend(crate::cluster::peer::migration_tls_args());
     for (i, d) in disks.iter().enumerate() {
         args.extend(["--disk".into(), disk_arg(i, d)?]);
     }

@@ -280,6 +280,27 @@ impl Browser {
         assert!(seen.contains(" ok "), "{label}: {seen}");
     }
 
+    /// The file Chromium saved as `name` in its download directory, once
+    /// complete (no `.crdownload` left beside it).
+    pub fn downloaded(&self, name: &str, limit: Duration) -> Vec<u8> {
+        let path = self.downloads.join(name);
+        let deadline = Instant::now() + limit;
+        let partial = || {
+            std::fs::read_dir(&self.downloads).unwrap().any(|e| {
+                e.unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "crdownload")
+            })
+        };
+        while !path.exists() || partial() {
+            let dir: Vec<_> = std::fs::read_dir(&self.downloads).unwrap().collect();
+            assert!(Instant::now() < deadline, "no download {name}: {dir:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::fs::read(path).unwrap()
+    }
+
     /// Saves a PNG of the window as `name`.png in the screenshot directory.
     pub fn screenshot(&self, name: &str) -> PathBuf {
         let b64 = self.session_command("GET", "/screenshot", None);

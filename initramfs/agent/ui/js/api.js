@@ -32,7 +32,7 @@ export function setUnauthorizedHandler(handler) { onUnauthorized = handler; }
 
 /** The header naming the node a request is for, and the node an answer
  *  came from (a request about another node's VM is answered by its owner). */
-const NODE_HEADER = "X-Vireo-Node";
+export const NODE_HEADER = "X-Vireo-Node";
 
 /**
  * METHOD path [body] → the answer's JSON (null for 204); an ApiError
@@ -62,6 +62,19 @@ export async function api(method, path, body, node) {
   const from = response.headers.get(NODE_HEADER);
   if (from && data && data.kind && data.id && data.state) data.node = from;
   return data;
+}
+
+/** The same calls sent to node `node`'s agent (null: the one serving the
+ *  page): a VM's volumes and backups are on the node that runs it. */
+export function onNode(node) {
+  return {
+    node,
+    api: (method, path, body) => api(method, path, body, node),
+    get: (path) => api("GET", path, undefined, node),
+    post: (path, body) => api("POST", path, body, node),
+    put: (path, body) => api("PUT", path, body, node),
+    del: (path) => api("DELETE", path, undefined, node),
+  };
 }
 
 export const get = (path) => api("GET", path);

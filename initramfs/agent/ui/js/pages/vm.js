@@ -3,7 +3,7 @@
 // (vCPUs, memory, disks, NICs), its disks' downloads, its serial console and
 // its graphs.
 
-import { api, del, get, post, vmPath, volPath, waitTask } from "../api.js";
+import { get, onNode, vmPath, volPath, waitTask } from "../api.js";
 import { act, dangerButton, statusLine } from "../actions.js";
 import { historyCharts } from "../chart.js";
 import { badge, fill, fmtBytes, fmtTime, h } from "../dom.js";
@@ -11,8 +11,14 @@ import { terminal } from "../terminal.js";
 import { downloadVolume } from "./storage.js";
 import { isTemplate } from "./vms.js";
 
+// Every call of the page goes to the node that runs the VM (`at`): its
+// disks, snapshots and backups are that node's, and so are the tasks its
+// actions start. Set on each refresh, as a migration moves the VM.
+let at = onNode(null);
+
 export async function render(main, [name], { navigate }) {
-  let vm = await get(vmPath(name));
+  at = onNode(await ownerOf(name));
+  let vm = await at.get(vmPath(name));
   let targets = [];
   const line = statusLine();
   const head = h("div", { class: "page-head" });
@@ -35,8 +41,10 @@ export async function render(main, [name], { navigate }) {
   // being clicked (or asking "Really …?") is never swapped under the pointer.
   let shown = "";
   async function refresh(all = false) {
-    vm = await get(vmPath(name));
-    targets = vm.pid ? await migrationTargets(name) : [];
+    const placement = await cluster(name);
+    at = onNode(placement.owner);
+    vm = await at.get(vmPath(name));
+    targets = vm.pid ? placement.targets : [];
     const key = `${vm.state} ${isTemplate(vm)} ${targets.join()}`;
     if (key !== shown || all) {
       shown = key;
@@ -50,7 +58,7 @@ export async function render(main, [name], { navigate }) {
   }
 
   async function drawCharts() {
-    const history = await get(`${vmPath(name)}/history`);
+    const history = await at.get(`${vmPath(name)}/history`);
     fill(charts, h("h2", {}, "Last hour"), historyCharts(history));
   }
 
@@ -76,26 +84,26 @@ function actionButtons(vm, run, navigate, targets) {
   if (isTemplate(vm)) {
     out.push(cloneForm(vm, run, navigate, true));
   } else if (!running) {
-    out.push(h("button", { onclick: () => run("Start", () => post(`${path}/start`)) }, "Start"));
+    out.push(h("button", { onclick: () => run("Start", () => at.post(`${path}/start`)) }, "Start"));
   } else {
-    out.push(h("button", { onclick: () => run("Shutdown", () => post(`${path}/shutdown`)) }, "Shut down"));
-    out.push(h("button", { onclick: () => run("Reboot", () => post(`${path}/reboot`)) }, "Reboot"));
-    out.push(dangerButton("Destroy", () => run("Destroy", () => post(`${path}/destroy`))));
+    out.push(h("button", { onclick: () => run("Shutdown", () => at.post(`${path}/shutdown`)) }, "Shut down"));
+    out.push(h("button", { onclick: () => run("Reboot", () => at.post(`${path}/reboot`)) }, "Reboot"));
+    out.push(dangerButton("Destroy", () => run("Destroy", () => at.post(`${path}/destroy`))));
     if (vm.pid && targets.length) out.push(migrateForm(vm, run, targets));
   }
   out.push(h("button", { onclick: () => backup(vm, run) }, "Back up"));
   if (!running && !isTemplate(vm)) {
-    out.push(h("button", { onclick: () => run("Make template", () => post("/templates", { vm: vm.name })) }, "Make template"));
+    out.push(h("button", { onclick: () => run("Make template", () => at.post("/templates", { vm: vm.name })) }, "Make template"));
     out.push(cloneForm(vm, run, navigate, false));
-    out.push(dangerButton("Delete", () => run("Delete", () => del(path)).then((ok) => ok && navigate("/ui/vms"))));
+    out.push(dangerButton("Delete", () => run("Delete", () => at.del(path)).then((ok) => ok && navigate("/ui/vms"))));
   }
   return out;
 }
 
 async function backup(vm, run) {
-  const pools = (await get("/pools")).filter((p) => p.available);
+  const pools = (await at.get("/pools")).filter((p) => p.available);
   if (!pools.length) throw new Error("no pool is available for backups");
-  await run(`Back up to ${pools[0].name}`, () => post("/backups", { vm: vm.name, storage: pools[0].name }));
+  await run(`Back up to ${pools[0].name}`, () => at.post("/backups", { vm: vm.name, storage: pools[0].name }));
 }
 
 /** Clone: a template through POST /templates/{vm}/clone; a stopped VM by full copies of its disks. */
@@ -105,22 +113,27 @@ function cloneForm(vm, run, navigate, fromTemplate) {
     event.preventDefault();
     const target = name.value;
     const ok = await run(`Clone to ${target}`, async (progress) => {
-      if (fromTemplate) return post(`/templates/${encodeURIComponent(vm.name)}/clone`, { name: target });
+      if (fromTemplate) return at.post(`/templates/${encodeURIComponent(vm.name)}/clone`, { name: target });
       return cloneByCopy(vm, target, progress);
     });
     if (ok) navigate(`/ui/vms/${encodeURIComponent(target)}`);
   } }, name, h("button", { type: "submit" }, "Clone"));
 }
 
-/** The nodes a VM could live-migrate to: online, not drained, not the
- *  node it runs on (none outside a cluster; a tenant may not read the
- *  node table). */
-async function migrationTargets(name) {
+/** Where the VM is: `owner`, the node that runs it (null outside a
+ *  cluster, or for a tenant, who may not read the cluster's tables), and
+ *  `targets`, the nodes it could live-migrate to: online, not drained,
+ *  not its own. */
+async function cluster(name) {
   const [nodes, vms, me] = await Promise.all([get("/cluster/nodes").catch(() => []),
     get("/cluster/vms").catch(() => []), get("/node")]);
-  const on = (vms.find((v) => v.name === name) || {}).node || me.name;
-  return nodes.filter((n) => n.state === "online" && !n.drained && n.name !== on).map((n) => n.name);
+  const owner = (vms.find((v) => v.name === name) || {}).node || null;
+  const on = owner || me.name;
+  const targets = nodes.filter((n) => n.state === "online" && !n.drained && n.name !== on).map((n) => n.name);
+  return { owner, targets };
 }
+
+const ownerOf = async (name) => (await cluster(name)).owner;
 
 /** Live migration to another node (POST /vms/{name}/migrate, a task that
  *  runs on the VM's node), its transfer rate capped if asked. */
@@ -132,7 +145,7 @@ function migrateForm(vm, run, targets) {
     event.preventDefault();
     const args = { node: node.value, disks: disks.value };
     if (cap.value) args.bandwidth_mbps = Number(cap.value);
-    run(`Migrate to ${node.value}`, () => post(`${vmPath(vm.name)}/migrate`, args));
+    run(`Migrate to ${node.value}`, () => at.post(`${vmPath(vm.name)}/migrate`, args));
   } }, node, disks, cap, "Mbit/s", h("button", { type: "submit" }, "Migrate"));
 }
 
@@ -170,7 +183,7 @@ function editForm(vm, run) {
       ...specOf(vm), vcpus: Number(vcpus.value), memory_mib: Number(memory.value),
       disks: [...disks.children].map((el) => el.data()), nics: [...nics.children].map((el) => el.data()),
     };
-    run("Edit", () => api("PUT", vmPath(vm.name), spec));
+    run("Edit", () => at.put(vmPath(vm.name), spec));
   } }, h("h2", {}, "Edit (stopped)"),
   h("div", { class: "row-actions" }, vcpus, "vCPUs", memory, "MiB"),
   h("h3", {}, "Disks"), disks, h("button", { type: "button", onclick: () => addDisk() }, "Add disk"),
@@ -191,13 +204,13 @@ async function cloneByCopy(vm, target, progress) {
     const [pool, volume] = d.volume.split("/");
     const copy = `${target}-${volume}`;
     progress(`copying disk ${i + 1} of ${vm.disks.length}`);
-    const answer = await post(`${volPath(d.volume)}/clone`, { name: copy });
+    const answer = await at.post(`${volPath(d.volume)}/clone`, { name: copy });
     if (answer && answer.state) await waitTask(answer);
     disks.push({ ...d, volume: `${pool}/${copy}` });
   }
   const spec = { ...specOf(vm), name: target, disks };
   spec.nics = (spec.nics || []).map(({ mac: _mac, ...nic }) => nic);
-  return api("POST", "/vms", spec);
+  return at.post("/vms", spec);
 }
 
 function describe(vm) {
@@ -216,15 +229,15 @@ function describe(vm) {
 
 /** The VM's disks with their snapshots: take one, revert to the newest. */
 async function drawDisks(section, vm, run) {
-  const volumes = await Promise.all(vm.disks.map((d) => get(volPath(d.volume)).catch((e) => ({ volume: d.volume, error: e.message }))));
+  const volumes = await Promise.all(vm.disks.map((d) => at.get(volPath(d.volume)).catch((e) => ({ volume: d.volume, error: e.message }))));
   const snapName = h("input", { "aria-label": "snapshot name", value: `snap-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, "")}`, size: 18 });
   const take = () => run(`Snapshot ${snapName.value}`, async () => {
-    for (const d of vm.disks) await post(`${volPath(d.volume)}/snapshots`, { name: snapName.value });
+    for (const d of vm.disks) await at.post(`${volPath(d.volume)}/snapshots`, { name: snapName.value });
   });
   const revert = () => run("Revert", async () => {
     for (const v of volumes) {
       const newest = (v.snapshots || []).at(-1);
-      if (newest) await post(`${volPath(v.volume)}/snapshots/${encodeURIComponent(newest.name)}/revert`);
+      if (newest) await at.post(`${volPath(v.volume)}/snapshots/${encodeURIComponent(newest.name)}/revert`);
     }
   });
   const anySnapshot = volumes.some((v) => (v.snapshots || []).length);
@@ -235,7 +248,7 @@ async function drawDisks(section, vm, run) {
         h("td", {}, v.volume), h("td", {}, v.format || "–"), h("td", { class: "num" }, fmtBytes(v.virtual_size)),
         h("td", { class: "num" }, fmtBytes(v.real_size)),
         h("td", { "data-testid": "snapshots" }, v.error || (v.snapshots || []).map((s) => s.name).join(", ") || "none"),
-        h("td", {}, v.error ? null : h("button", { onclick: () => run(`Download ${v.volume}`, () => downloadVolume(v.volume)) }, "Download")))))),
+        h("td", {}, v.error ? null : h("button", { onclick: () => run(`Download ${v.volume}`, () => downloadVolume(v.volume, at.node)) }, "Download")))))),
     vm.disks.length ? h("div", { class: "actions" }, snapName,
       h("button", { onclick: take }, "Take snapshot"),
       anySnapshot ? dangerButton("Revert to newest snapshot", revert) : null) : null);
@@ -243,8 +256,8 @@ async function drawDisks(section, vm, run) {
 
 /** This VM's backups in every pool, each restorable into the VM. */
 async function drawBackups(section, vm, run) {
-  const pools = (await get("/pools").catch(() => [])).filter((p) => p.available);
-  const lists = await Promise.all(pools.map((p) => get(`/pools/${encodeURIComponent(p.name)}/backups?vm=${encodeURIComponent(vm.name)}`).catch(() => [])));
+  const pools = (await at.get("/pools").catch(() => [])).filter((p) => p.available);
+  const lists = await Promise.all(pools.map((p) => at.get(`/pools/${encodeURIComponent(p.name)}/backups?vm=${encodeURIComponent(vm.name)}`).catch(() => [])));
   const entries = lists.flat().filter((b) => b.manifest).reverse();
   fill(section, h("h2", {}, "Backups"), entries.length ? h("table", { class: "list", "data-testid": "vm-backups" },
     h("thead", {}, h("tr", {}, ["Backup", "Pool", "Taken", "Size", ""].map((c) => h("th", {}, c)))),
@@ -252,6 +265,6 @@ async function drawBackups(section, vm, run) {
       h("td", {}, b.id), h("td", {}, b.pool), h("td", {}, fmtTime(b.manifest.created)),
       h("td", { class: "num" }, fmtBytes(b.manifest.disks.reduce((n, d) => n + (d.stored_bytes || 0), 0))),
       h("td", {}, dangerButton("Restore", () => run(`Restore ${b.id}`,
-        () => post(`/pools/${encodeURIComponent(b.pool)}/backups/${encodeURIComponent(b.id)}/restore`, {})))))))) :
+        () => at.post(`/pools/${encodeURIComponent(b.pool)}/backups/${encodeURIComponent(b.id)}/restore`, {})))))))) :
     h("p", { class: "muted" }, "No backups of this VM yet."));
 }
