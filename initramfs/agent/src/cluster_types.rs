@@ -1,6 +1,6 @@
 //! The cluster API's types, shared by the agent and the `vireo` CLI:
 //! GET /cluster/nodes (`ClusterNode`), GET /cluster/vms (`ClusterVm`) and
-//! GET /cluster/tasks (`ClusterTasks`).
+//! GET /cluster/tasks (`ClusterTasks`, each task `OnNode`).
 
 use serde::{Deserialize, Serialize};
 
@@ -59,15 +59,15 @@ pub struct ClusterVm {
 /// online nodes whose agents did not answer (their tasks are missing).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClusterTasks {
-    pub tasks: Vec<ClusterTask>,
+    pub tasks: Vec<OnNode<crate::types::TaskInfo>>,
     pub unanswered: Vec<String>,
 }
 
-/// A task and the node it runs on (`GET /tasks/{id}` there, or with
-/// `x-vireo-node: NODE` on any node).
+/// Something of node `node`'s (a task: `GET /tasks/{id}` there, or with
+/// `x-vireo-node: NODE` on any node; a VM of `GET /vms?all=true`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ClusterTask {
+pub struct OnNode<T> {
     pub node: String,
     #[serde(flatten)]
-    pub task: crate::types::TaskInfo,
+    pub item: T,
 }

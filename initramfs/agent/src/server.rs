@@ -117,13 +117,19 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::auth::routes::routes())
         .merge(crate::networks::routes::routes())
         .merge(crate::cluster::routes::routes())
+        // The role policy for what this node answers itself; what it sends
+        // on is judged by the node that answers (auth/guard.rs).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::guard::authorize,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::cluster::forward::forward,
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Last, so it guards every route above (docs/security.md).
+        // Last, so it authenticates every request (docs/security.md).
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::guard::guard,

@@ -316,7 +316,7 @@ fn a_tenant_sees_and_acts_on_its_own_volumes_only() {
         ("GET", "/pools/local/volumes/other.raw/data"),
         ("POST", "/pools/local/volumes/other.raw/resize"),
         ("POST", "/pools/local/volumes/acme.raw/clone"),
-        ("DELETE", "/pools"),
+        ("DELETE", "/pools/local"),
     ] {
         let r = call(a.addr, t, m, p, &json!({"size": 4 << 20}));
         assert_eq!(r.status, 403, "{m} {p}: {}", r.text());

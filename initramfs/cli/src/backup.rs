@@ -276,7 +276,7 @@ fn cluster_tasks_table(v: &Value) -> Result<String, String> {
         "node", "task", "kind", "target", "state", "done"
     );
     for t in all.tasks {
-        task_row(&mut out, &format!("{:<10} ", t.node), t.task);
+        task_row(&mut out, &format!("{:<10} ", t.node), t.item);
     }
     if !all.unanswered.is_empty() {
         let _ = writeln!(

@@ -197,6 +197,23 @@ fn keeper_on_node_3(lab: &Lab) -> String {
     on3
 }
 
+/// The tenant the browser logs in as last: a user of node 1 only, whose
+/// one VM, `acme-vm`, is node 3's.
+const TESS: (&str, &str) = ("tess", "tess-tenant-1");
+
+fn tenant_vm_on_node_3(lab: &Lab) {
+    let tess = json!({"name": TESS.0, "password": TESS.1, "role": "tenant", "tenant": "acme"});
+    lab.agent(0)
+        .ok("POST", "/auth/users", Some(&tess.to_string()), 201)
+        .unwrap();
+    let probe = std::env::var("VIREO_PROBE").unwrap();
+    let spec = json!({"name": "acme-vm", "memory_mib": 32, "tags": {"tenant": "acme"},
+        "boot": {"kind": "kernel", "kernel": probe}});
+    lab.agent(2)
+        .ok("POST", "/vms", Some(&spec.to_string()), 201)
+        .unwrap();
+}
+
 /// Picks `node` in the VM page's migrate form, with a cap if given, and submits.
 fn migrate_in_page(browser: &Browser, node: &str, cap: Option<&str>) {
     browser.click(&format!("[data-testid=migrate-vm] option[value={node}]"));
@@ -233,6 +250,7 @@ fn migrate_cancel_and_drain_in_the_browser() {
     .unwrap();
 
     let keeper_bytes = keeper_on_node_3(&lab);
+    tenant_vm_on_node_3(&lab);
     let olga = json!({"name": OLGA.0, "password": OLGA.1, "role": "operator"});
     lab.agent(0)
         .ok("POST", "/auth/users", Some(&olga.to_string()), 201)
@@ -369,6 +387,7 @@ fn migrate_cancel_and_drain_in_the_browser() {
     browser.goto(&ui("/ui/nodes/node2"));
     browser.find("[data-testid=node-actions] button");
     browser.screenshot("cluster-node-phone");
+    a_tenant_sees_its_vm_on_another_node(&browser, &ui);
 }
 
 /// Node 1's task list holds node 2's migrations of the drain, named as node
@@ -448,4 +467,46 @@ fn another_nodes_vm_and_storage(
         WAIT,
     );
     browser.screenshot("cluster-storage-node3-1280");
+}
+
+/// `tess`, a tenant only node 1 knows, logged in there: the VM list holds
+/// her one VM, node 3's, and no other; its page shows it; another's VM
+/// (`keeper`, node 3's too) is an error page saying 403, as node 3 judged.
+fn a_tenant_sees_its_vm_on_another_node(browser: &Browser, ui: &dyn Fn(&str) -> String) {
+    browser.resize(1280, 800);
+    browser.goto(&ui("/ui/login"));
+    browser.js("localStorage.clear()", json!([]));
+    browser.goto(&ui("/ui/login"));
+    browser.type_into("input[name=user]", TESS.0);
+    browser.type_into("input[name=password]", TESS.1);
+    browser.click("form.login button[type=submit]");
+    let rows = browser.wait(
+        "the tenant's VM list",
+        "(r => r.length && r)([...document.querySelectorAll('[data-testid=vm-table] tr[data-vm]')].map(r => r.innerText.replace(/\\s+/g, ' ').trim()))",
+        WAIT,
+    );
+    let rows: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(
+        rows.len() == 1 && rows[0].starts_with("acme-vm ") && rows[0].ends_with("node3"),
+        "{rows:?}"
+    );
+    browser.screenshot("cluster-tenant-vms-1280");
+    browser.goto(&ui("/ui/vms/acme-vm"));
+    browser.wait(
+        "the tenant's VM page",
+        "(e => e && e.innerText.includes('tenant=acme'))(document.querySelector('dl.details'))",
+        WAIT,
+    );
+    browser.goto(&ui("/ui/vms/keeper"));
+    let error = browser.wait(
+        "another's VM refused",
+        "(e => e && e.innerText.includes('HTTP 403') && e.innerText)(document.querySelector('[data-testid=error-page]'))",
+        WAIT,
+    );
+    assert!(error.as_str().unwrap().contains("acme"), "{error}");
 }

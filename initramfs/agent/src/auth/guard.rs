@@ -3,8 +3,9 @@
 //! read), the caller is authenticated from `Authorization: Bearer` (or
 //! `?token=` for WebSockets, which browsers cannot give headers, or a
 //! single-use `?ticket=` for a download link, ticket.rs, or the caller a
-//! peer node vouches for on a request it forwards, vouch.rs), and the
-//! role policy decides. The caller then rides in the request's extensions.
+//! peer node vouches for on a request it forwards, vouch.rs); the caller
+//! then rides in the request's extensions. The role policy decides later
+//! (`authorize`), on the node that answers.
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -87,7 +88,8 @@ fn token_of(req: &Request) -> Option<String> {
     query_param(req, "token").map(str::to_string)
 }
 
-/// The middleware (server.rs puts it in front of the whole router).
+/// The middleware that authenticates (server.rs puts it in front of the
+/// whole router); `authorize` judges what the caller asks.
 pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     if declared_length(&req).is_some_and(|n| n > MAX_BODY) && !streamed_upload(req.method(), &path)
@@ -101,15 +103,27 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
     let Some((caller, ticket_node)) = caller_of(&req, &s) else {
         return unauthorized();
     };
-    // Another node's volume is judged there, by the node that has it.
-    if ticket_node.is_none() {
-        if let Err(e) = policy::check(&caller, req.method(), &path, &s) {
-            return e.into_response();
-        }
-    }
     req.extensions_mut().insert(caller);
     if let Some(node) = ticket_node {
         req.extensions_mut().insert(node);
+    }
+    next.run(req).await
+}
+
+/// The role policy, for a request this node answers itself: server.rs
+/// puts it inside the cluster's forwarding, so that a request sent on to
+/// another node (its VM, its volume, its tasks) is judged there, by the
+/// node that has the object, as the caller this node vouches for.
+pub async fn authorize(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if public(req.method(), path) {
+        return next.run(req).await;
+    }
+    let Some(caller) = req.extensions().get::<Caller>() else {
+        return unauthorized();
+    };
+    if let Err(e) = policy::check(caller, req.method(), path, &s) {
+        return e.into_response();
     }
     next.run(req).await
 }

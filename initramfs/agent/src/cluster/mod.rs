@@ -13,6 +13,7 @@
 mod balance;
 mod console;
 pub mod forward;
+pub mod gather;
 pub mod ha;
 mod migrate;
 pub mod peer;
@@ -21,7 +22,6 @@ mod publish;
 pub mod routes;
 mod shared_defs;
 mod stats;
-mod tasks;
 pub mod watchdog;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -116,16 +116,18 @@ pub(super) fn node_url(api: &str, path: &str) -> String {
     format!("{scheme}://{api}{path}")
 }
 
-/// The headers that authenticate a call made for `caller` (when there is
-/// one: an agent without users has none): the node token, else (mutual
-/// TLS authenticates this node, or there is no node token) the caller's own
-/// `authorization`, and the caller vouched for.
+/// The headers that authenticate a call made for `caller` (none: a public
+/// path): the node token, else (mutual TLS authenticates this node, or
+/// there is no node token) the caller's own `authorization`, and the
+/// caller vouched for.
 pub(super) fn vouched_headers(
     caller: Option<&Caller>,
     own: Option<&HeaderValue>,
 ) -> Vec<(&'static str, HeaderValue)> {
-    let authorization = match (NODE_CREDENTIAL.get(), node_tls_on()) {
-        (Some(token), false) => Some(token.clone()),
+    // The node token only vouches: never for an anonymous request (a
+    // public path), which goes on as anonymous as it came.
+    let authorization = match (NODE_CREDENTIAL.get(), node_tls_on(), caller) {
+        (Some(token), false, Some(_)) => Some(token.clone()),
         _ => own.cloned(),
     };
     let mut headers: Vec<_> = authorization

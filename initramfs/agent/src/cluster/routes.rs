@@ -14,7 +14,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/cluster/nodes", get(nodes))
         .route("/cluster/vms", get(vms))
-        .route("/cluster/tasks", get(super::tasks::list))
+        .route("/cluster/tasks", get(super::gather::tasks))
         .route(
             "/cluster/nodes/{node}/drain",
             put(super::placement::drain).delete(super::placement::undrain),

@@ -47,10 +47,33 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryArgs<T> {
     }
 }
 
-async fn list(State(s): State<AppState>, caller: Caller) -> Json<Vec<VmInfo>> {
+#[derive(Deserialize)]
+struct ListArgs {
+    /// Every node's VMs, each with its node (in a cluster).
+    #[serde(default)]
+    all: bool,
+}
+
+/// `GET /vms[?all=true]`: the VMs the caller may see, this node's or
+/// (`all`, in a cluster) every node's (cluster/gather.rs).
+async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: axum::http::HeaderMap,
+    QueryArgs(args): QueryArgs<ListArgs>,
+) -> ApiResult<Response> {
+    if args.all && s.cluster.is_some() {
+        let authorization = headers.get(header::AUTHORIZATION);
+        return crate::cluster::gather::vms(&s, &caller, authorization).await;
+    }
+    Ok(Json(visible_vms(&s, &caller)).into_response())
+}
+
+/// This node's VMs that `caller` may see.
+pub fn visible_vms(s: &AppState, caller: &Caller) -> Vec<VmInfo> {
     let mut vms = s.vms.list();
     vms.retain(|vm| caller.may_see(vm.spec.tags.get("tenant").map(String::as_str)));
-    Json(vms)
+    vms
 }
 
 async fn define(

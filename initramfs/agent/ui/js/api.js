@@ -61,6 +61,9 @@ export async function api(method, path, body, node) {
   }
   const from = response.headers.get(NODE_HEADER);
   if (from && data && data.kind && data.id && data.state) data.node = from;
+  // Another node's answer (its VM) says so, out of the way of the data
+  // (not enumerable: a VM sent back as a definition does not carry it).
+  if (from && data && typeof data === "object") Object.defineProperty(data, "answeredBy", { value: from });
   return data;
 }
 

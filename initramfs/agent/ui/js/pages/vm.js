@@ -13,12 +13,11 @@ import { isTemplate } from "./vms.js";
 
 // Every call of the page goes to the node that runs the VM (`at`): its
 // disks, snapshots and backups are that node's, and so are the tasks its
-// actions start. Set on each refresh, as a migration moves the VM.
+// actions start. Set on each refresh (`ownVm`), as a migration moves the VM.
 let at = onNode(null);
 
 export async function render(main, [name], { navigate }) {
-  at = onNode(await ownerOf(name));
-  let vm = await at.get(vmPath(name));
+  let vm = await ownVm(name);
   let targets = [];
   const line = statusLine();
   const head = h("div", { class: "page-head" });
@@ -41,10 +40,8 @@ export async function render(main, [name], { navigate }) {
   // being clicked (or asking "Really …?") is never swapped under the pointer.
   let shown = "";
   async function refresh(all = false) {
-    const placement = await cluster(name);
-    at = onNode(placement.owner);
-    vm = await at.get(vmPath(name));
-    targets = vm.pid ? placement.targets : [];
+    vm = await ownVm(name);
+    targets = vm.pid ? await migrationTargets(name) : [];
     const key = `${vm.state} ${isTemplate(vm)} ${targets.join()}`;
     if (key !== shown || all) {
       shown = key;
@@ -120,20 +117,24 @@ function cloneForm(vm, run, navigate, fromTemplate) {
   } }, name, h("button", { type: "submit" }, "Clone"));
 }
 
-/** Where the VM is: `owner`, the node that runs it (null outside a
- *  cluster, or for a tenant, who may not read the cluster's tables), and
- *  `targets`, the nodes it could live-migrate to: online, not drained,
- *  not its own. */
-async function cluster(name) {
-  const [nodes, vms, me] = await Promise.all([get("/cluster/nodes").catch(() => []),
-    get("/cluster/vms").catch(() => []), get("/node")]);
-  const owner = (vms.find((v) => v.name === name) || {}).node || null;
-  const on = owner || me.name;
-  const targets = nodes.filter((n) => n.state === "online" && !n.drained && n.name !== on).map((n) => n.name);
-  return { owner, targets };
+/** The VM as its node answers it (this node forwards the request to the
+ *  VM's owner, wherever a migration took it); the page's calls then go to
+ *  that node (`at`). */
+async function ownVm(name) {
+  const vm = await get(vmPath(name));
+  at = onNode(vm.answeredBy || null);
+  return vm;
 }
 
-const ownerOf = async (name) => (await cluster(name)).owner;
+/** The nodes a VM could live-migrate to: online, not drained, not the
+ *  node it runs on (none outside a cluster; a tenant may not read the
+ *  node table). */
+async function migrationTargets(name) {
+  const [nodes, vms, me] = await Promise.all([get("/cluster/nodes").catch(() => []),
+    get("/cluster/vms").catch(() => []), get("/node")]);
+  const on = (vms.find((v) => v.name === name) || {}).node || me.name;
+  return nodes.filter((n) => n.state === "online" && !n.drained && n.name !== on).map((n) => n.name);
+}
 
 /** Live migration to another node (POST /vms/{name}/migrate, a task that
  *  runs on the VM's node), its transfer rate capped if asked. */
