@@ -56,7 +56,10 @@ pub fn fork_jailed(group: Option<&OwnedFd>) -> Result<Forked, JailError> {
         };
         // SAFETY: clone3 without CLONE_VM and without a stack is fork(2)
         // with flags: the child runs on a copy of this address space. The
-        // size is the struct's, which the kernel checks.
+        // size is the struct's, which the kernel checks. Unlike fork(3),
+        // libc does not refresh the thread id it caches (musl's raise and
+        // abort use it); in the child's new PID namespace that stale id
+        // names no process, so an abort there cannot signal the parent.
         let pid = unsafe {
             libc::syscall(
                 libc::SYS_clone3,
