@@ -3,6 +3,8 @@
 //! the v1 files, so the jail works and is tested there too.
 
 use std::fs;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::{JailError, JailSpec};
@@ -110,10 +112,29 @@ impl Cgroup {
         Ok(Cgroup { dirs, v2: false })
     }
 
-    /// Moves process `pid` into the group(s).
-    pub fn join(&self, pid: u32) -> Result<(), JailError> {
+    /// The v2 group's directory, for `clone3(CLONE_INTO_CGROUP)`.
+    pub fn v2_dir(&self) -> Result<Option<OwnedFd>, JailError> {
+        if !self.v2 {
+            return Ok(None);
+        }
+        let dir = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(&self.dirs[0])
+            .map_err(|e| JailError::io(format!("open {}", self.dirs[0].display()), e))?;
+        Ok(Some(dir.into()))
+    }
+
+    /// Moves the calling process, single-threaded, into the group(s). On v1
+    /// it writes "0" (itself) to `tasks`: a thread moving itself is the one
+    /// migration the kernel makes without the global lock whose RCU grace
+    /// period costs milliseconds (clone.rs); being single-threaded, the
+    /// thread is the whole process. v2 has no such file, so `cgroup.procs`
+    /// (the fallback when `clone3` could not place the child).
+    pub fn enter(&self) -> Result<(), JailError> {
+        let file = if self.v2 { "cgroup.procs" } else { "tasks" };
         for dir in &self.dirs {
-            write(&dir.join("cgroup.procs"), &pid.to_string())?;
+            write(&dir.join(file), "0")?;
         }
         Ok(())
     }

@@ -30,6 +30,7 @@
 //! ```
 
 pub mod cgroup;
+mod clone;
 mod jail;
 mod privs;
 pub mod rewrite;

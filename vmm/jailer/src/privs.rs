@@ -29,16 +29,16 @@ pub fn rlimits(spec: &JailSpec) -> Result<(), JailError> {
     setrlimit(libc::RLIMIT_CORE, 0, "RLIMIT_CORE")
 }
 
-/// Marks every descriptor but stdio, `keep` and the spec's `--keep-fd`s
+/// Marks every descriptor but stdio and the spec's `--keep-fd`s
 /// close-on-exec, so the VMM inherits nothing of the jailer by accident.
-pub fn close_inherited(spec: &JailSpec, keep: i32) -> Result<(), JailError> {
+pub fn close_inherited(spec: &JailSpec) -> Result<(), JailError> {
     let dir =
         std::fs::read_dir("/proc/self/fd").map_err(|e| JailError::io("list /proc/self/fd", e))?;
     let fds: Vec<i32> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     for fd in fds {
-        if fd > 2 && fd != keep && !spec.keep_fds.contains(&fd) {
+        if fd > 2 && !spec.keep_fds.contains(&fd) {
             // SAFETY: F_SETFD on a descriptor number; a stale one fails harmlessly.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }

@@ -1,6 +1,7 @@
 //! The jailer's two processes: the parent (host namespaces, root) that
-//! owns the cgroup and waits, and the child (PID 1 of a new PID namespace)
-//! that builds the jail and becomes vireo-vmm.
+//! owns the cgroup and waits, and the child (PID 1 of a new PID namespace,
+//! in the VM's cgroup before it does anything else) that builds the jail
+//! and becomes vireo-vmm.
 
 use std::ffi::CString;
 use std::fs;
@@ -8,6 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::cgroup::Cgroup;
+use crate::clone::{fork_jailed, Forked};
 use crate::jail::{self, VMM_IN_JAIL};
 use crate::rewrite::{mappings, rewrite_args, Mapping};
 use crate::{privs, JailError, JailSpec};
@@ -89,46 +91,25 @@ fn fork_and_wait(spec: &JailSpec, maps: &[Mapping], cgroup: &Cgroup) -> Result<i
     if let Some(ns) = &spec.netns {
         join_netns(ns)?;
     }
-    let mut go = [0i32; 2];
-    // SAFETY: pipe2 fills the two-element array.
-    if unsafe { libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(JailError::last("pipe"));
-    }
-    // SAFETY: unshare with namespace flags only. A new PID namespace
-    // applies to the next child, which becomes its PID 1.
-    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
-        return Err(JailError::last("unshare the PID namespace"));
-    }
-    // SAFETY: the jailer is single-threaded, so the child may do anything.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(JailError::last("fork"));
-    }
-    if pid == 0 {
-        // SAFETY: closing our copy of the pipe's write end.
-        unsafe { libc::close(go[1]) };
-        let err = child(spec, maps, go[0]);
-        eprintln!("vireo-jailer: {}: {err}", spec.id);
-        // SAFETY: leaving the child without running the parent's destructors.
-        unsafe { libc::_exit(1) };
-    }
+    let group = cgroup.v2_dir()?;
+    let pid = match fork_jailed(group.as_ref())? {
+        Forked::Parent(pid) => pid,
+        Forked::Child { in_cgroup } => {
+            let err = child(spec, maps, cgroup, in_cgroup);
+            eprintln!("vireo-jailer: {}: {err}", spec.id);
+            // SAFETY: leaving the child without running the parent's destructors.
+            unsafe { libc::_exit(1) };
+        }
+    };
+    drop(group);
     CHILD.store(pid, Ordering::Relaxed);
     close_handed_fds(spec);
-    // SAFETY: closing the read end here; handlers are plain functions.
+    // SAFETY: the handlers are plain functions.
     unsafe {
-        libc::close(go[0]);
         libc::signal(libc::SIGTERM, forward as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, forward as *const () as libc::sighandler_t);
     }
-    let joined = cgroup.join(pid as u32);
-    if joined.is_ok() {
-        // SAFETY: one byte from a live buffer; the child waits for it.
-        unsafe { libc::write(go[1], b"g".as_ptr().cast(), 1) };
-    }
-    // SAFETY: closing the write end: a child still waiting sees EOF and stops.
-    unsafe { libc::close(go[1]) };
-    let status = wait(pid)?;
-    joined.map(|()| status)
+    wait(pid)
 }
 
 /// The parent's copies of the `--keep-fd`s are the VMM's alone once the
@@ -165,15 +146,26 @@ fn wait(pid: i32) -> Result<i32, JailError> {
     }
 }
 
-/// The child: namespaces, jail, limits, ids, then exec. Returns only on error.
-fn child(spec: &JailSpec, maps: &[Mapping], go: i32) -> JailError {
-    match prepare(spec, maps, go) {
+/// The child: cgroup, namespaces, jail, limits, ids, then exec. Returns
+/// only on error.
+fn child(spec: &JailSpec, maps: &[Mapping], cgroup: &Cgroup, in_cgroup: bool) -> JailError {
+    match prepare(spec, maps, cgroup, in_cgroup) {
         Ok(argv) => exec(&argv),
         Err(e) => e,
     }
 }
 
-fn prepare(spec: &JailSpec, maps: &[Mapping], go: i32) -> Result<Vec<CString>, JailError> {
+fn prepare(
+    spec: &JailSpec,
+    maps: &[Mapping],
+    cgroup: &Cgroup,
+    in_cgroup: bool,
+) -> Result<Vec<CString>, JailError> {
+    // First, while the host's /sys/fs/cgroup is in reach: everything from
+    // here on, the VMM included, is under the VM's limits.
+    if !in_cgroup {
+        cgroup.enter()?;
+    }
     let flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     // SAFETY: unshare with namespace flags only.
     if unsafe { libc::unshare(flags) } != 0 {
@@ -184,13 +176,7 @@ fn prepare(spec: &JailSpec, maps: &[Mapping], go: i32) -> Result<Vec<CString>, J
     unsafe { libc::sethostname(host.as_ptr().cast(), host.len()) };
     jail::enter(spec, maps)?;
     privs::rlimits(spec)?;
-    privs::close_inherited(spec, go)?;
-    // The parent has put us in the cgroup once this byte arrives.
-    let mut byte = [0u8; 1];
-    // SAFETY: reading one byte into a live buffer.
-    if unsafe { libc::read(go, byte.as_mut_ptr().cast(), 1) } != 1 {
-        return Err(JailError::Invalid("the jailer's parent went away".into()));
-    }
+    privs::close_inherited(spec)?;
     privs::drop_to(spec.uid, spec.gid)?;
     // The VMM dies with the jailer: a SIGKILL to the jailer (the agent's
     // hard stop) must not leave the VM running unwatched. Set after the
