@@ -133,7 +133,8 @@ LOG { Default_Log_Level = WARN; }
 EOF
 nsx ganesha.nfsd -f "$work/ganesha.conf" -L "$work/ganesha.log" -p "$work/ganesha.pid" -N NIV_WARN
 wait_for 20 "ganesha on 2049" nsx bash -c "ss -ltn | grep -q ':2049 '" || fail nfs "ganesha does not listen: $(tail -5 "$work/ganesha.log")"
-for vm in a b; do truncate -s 4M "$work/export/$vm.raw"; done
+# 4 MiB of stress writes and, past them, the probe's owner stamp (docs/probe.md).
+for vm in a b; do truncate -s $(((4 << 20) + 4096)) "$work/export/$vm.raw"; done
 log "NFS (ganesha) serves $work/export at $net.1:/"
 
 # --- node 1's state disk holds the new cluster; 2 and 3 join by themselves ---
@@ -437,6 +438,20 @@ log "failover: a runs on node $new (generation $(gen a "$new")) ${fail_s}s after
 pass failover-exactly-once
 expect_real_view "node 2 dead" node1 node3 real
 [[ -n $real_ok ]] && pass real-corosync-membership
+
+# --- the disks' owner stamps: no guest on a surviving node met a second writer ---
+stamped=0
+for n in 1 3; do
+  for vm in a b; do
+    text=$(API_MAX_TIME=20 api "$n" GET "/vms/$vm/log?bytes=1048576" 2>/dev/null) || continue
+    grep -aq "PROBE blk owner=" <<<"$text" && stamped=$((stamped + 1))
+    ! grep -aq "second writer" <<<"$text" ||
+      fail owner-stamps "node $n: $vm's guest saw a second writer: $(grep -a 'second writer' <<<"$text" | head -n1)"
+  done
+done
+((stamped >= 1)) || fail owner-stamps "no running guest stamped its disk"
+log "owner stamps: $stamped running guests stamped their disks, none saw a second writer"
+pass owner-stamps
 
 echo
 echo "== timings (QEMU TCG nodes, $memory MiB, 1 vCPU; nested KVM for the probe) =="
