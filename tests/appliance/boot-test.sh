@@ -99,9 +99,10 @@ boot() {
 # until destroyed: the probe halted (probe.hold) on x86_64; on aarch64 the
 # Linux guest's kernel without an initramfs, waiting after its panic.
 jail_vm=jailcheck jail_mem_max_mib=200
+# jail_guest_line: what the guest prints on its console once it runs.
 case $arch in
-  x86_64) jail_boot='"kernel":"/usr/lib/vireo/probe.elf","cmdline":"probe.hold"' ;;
-  aarch64) jail_boot='"kernel":"/usr/lib/vireo/guest/Image","cmdline":"panic=0"' ;;
+  x86_64) jail_boot='"kernel":"/usr/lib/vireo/probe.elf","cmdline":"probe.hold"' jail_guest_line='PROBE start' ;;
+  aarch64) jail_boot='"kernel":"/usr/lib/vireo/guest/Image","cmdline":"console=ttyS0 panic=0"' jail_guest_line='Linux version' ;;
 esac
 # jail_fact KEY: the rest of the debug shell's last "JAIL-42 KEY ..." line.
 jail_fact() { grep -a "^JAIL-42 $1 " "$con" | tail -n1 | tr -d '\r' | cut -d' ' -f3-; }
@@ -143,6 +144,14 @@ check_jailed_vm() {
   local want=$((jail_mem_max_mib << 20))
   [[ $cgroup =~ ^(/[^ ]*/$uuid)\ agent=([^ ]*)\ memory.max=$want$ ]] && [[ ${BASH_REMATCH[1]} != "${BASH_REMATCH[2]}" ]] ||
     fail "the VMM is not in a cgroup of its own (…/$uuid) with memory.max $want: $cgroup"
+  # The guest runs in there: its console line in the VM's log.
+  local deadline=$((SECONDS + 60)) guest_log=
+  until grep -qaF "$jail_guest_line" <<<"$guest_log"; do
+    ((SECONDS < deadline)) || fail "the jailed VM's guest printed no '$jail_guest_line' in 60 s: ${guest_log: -1000}"
+    sleep 0.5
+    guest_log=$(api_curl -s --max-time 10 "http://127.0.0.1:$port/vms/$jail_vm/log?bytes=4096")
+  done
+  log "jailed VM's console: $(grep -a -m1 -F "$jail_guest_line" <<<"$guest_log" | tr -d '\r')"
   # Destroyed, the VM leaves neither its jailer nor its cgroup behind.
   api_curl -sf --max-time 30 -X POST -o /dev/null "http://127.0.0.1:$port/vms/$jail_vm/destroy" ||
     fail "POST /vms/$jail_vm/destroy failed"
