@@ -155,8 +155,9 @@ check_jailed_vm() {
   # Destroyed, the VM leaves neither its jailer nor its cgroup behind.
   api_curl -sf --max-time 30 -X POST -o /dev/null "http://127.0.0.1:$port/vms/$jail_vm/destroy" ||
     fail "POST /vms/$jail_vm/destroy failed"
-  type_line 'i=0; while [ -d /sys/fs/cgroup$c ] && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done; [ -d /sys/fs/cgroup$c ] || echo "$m gone"'
-  wait_console '^JAIL-42 gone' 30 || fail "the VM's cgroup is still there 20 s after destroy"
+  type_line 'i=0; while [ -d /sys/fs/cgroup$c ] && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done; [ -d /sys/fs/cgroup$c ] && echo "$m after kept" || echo "$m after gone"'
+  wait_console '^JAIL-42 after ' 30
+  [[ $(jail_fact after) == gone ]] || fail "the VM's cgroup is still there 20 s after destroy"
   log "jailed VM destroyed: its cgroup removed"
 }
 
