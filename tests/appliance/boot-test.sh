@@ -106,23 +106,25 @@ case $arch in
 esac
 # jail_fact KEY: the rest of the debug shell's last "JAIL-42 KEY ..." line.
 jail_fact() { grep -a "^JAIL-42 $1 " "$con" | tail -n1 | tr -d '\r' | cut -d' ' -f3-; }
+# The agent's own word at its start: "VMMs run jailed (PATH)" or "VMMs run
+# unjailed: why" (a line kernel messages may split, so only shown on failure).
+jail_fail() { fail "$* (agent: $(grep -a -m1 -oE 'VMMs run .*' "$con" || echo 'no jail line'))"; }
 check_jailed_vm() {
-  grep -qaF 'vireo-agent: VMMs run jailed (/usr/bin/vireo-jailer)' "$con" ||
-    fail "the agent does not jail VMMs: $(grep -a -m1 'VMMs run unjailed' "$con" || echo 'no jail line')"
   api_curl -sf --max-time 30 -H 'Content-Type: application/json' -o /dev/null \
     -d "{\"name\":\"$jail_vm\",\"memory_mib\":64,\"limits\":{\"memory_max_mib\":$jail_mem_max_mib},\"boot\":{\"kind\":\"kernel\",$jail_boot}}" \
     "http://127.0.0.1:$port/vms" || fail "POST /vms ($jail_vm) failed"
   local answer
   answer=$(api_curl -s --max-time 60 -X POST -w ' %{http_code}' "http://127.0.0.1:$port/vms/$jail_vm/start") ||
-    fail "POST /vms/$jail_vm/start: no answer"
-  [[ ${answer##* } == 2?? ]] || fail "POST /vms/$jail_vm/start answered: $answer"
+    jail_fail "POST /vms/$jail_vm/start: no answer"
+  [[ ${answer##* } == 2?? ]] || jail_fail "POST /vms/$jail_vm/start answered: $answer"
   local info jailer_pid uuid
   info=$(api_curl -sf --max-time 10 "http://127.0.0.1:$port/vms/$jail_vm") || fail "GET /vms/$jail_vm failed"
   read -r jailer_pid uuid < <(python3 -c 'import json, sys; v = json.load(sys.stdin); print(v["pid"], v["uuid"])' <<<"$info") ||
     fail "GET /vms/$jail_vm: no pid: $info"
   # The VMM is the jailer's child. Markers are computed, so the shell's
-  # echo of a command line cannot match them.
-  type_line "J=$jailer_pid; m=JAIL-\$((40+2)); i=0; until P=\$(grep -l \"^PPid:.\$J\$\" /proc/[0-9]*/status 2>/dev/null | cut -d/ -f3) && [ -n \"\$P\" ] || [ \$i -ge 50 ]; do sleep 0.2; i=\$((i+1)); done; echo \"\$m pid \$P \$(cat /proc/\$P/comm)\""
+  # echo of a command line cannot match them. Kernel messages stay off the
+  # console meanwhile (still in dmesg): one could split a line read here.
+  type_line "L=\$(cut -f1 /proc/sys/kernel/printk); dmesg -n 1; J=$jailer_pid; m=JAIL-\$((40+2)); i=0; until P=\$(grep -l \"^PPid:.\$J\$\" /proc/[0-9]*/status 2>/dev/null | cut -d/ -f3) && [ -n \"\$P\" ] || [ \$i -ge 50 ]; do sleep 0.2; i=\$((i+1)); done; echo \"\$m pid \$P \$(cat /proc/\$P/comm)\""
   type_line 'echo "$m ids $(grep -E "^(Uid|Gid):" /proc/$P/status | tr "\t\n" "  " | tr -s " ")"'
   type_line 'echo "$m ns vmm=$(readlink /proc/$P/ns/pid) init=$(readlink /proc/1/ns/pid) $(grep NSpid: /proc/$P/status | tr "\t" " " | tr -s " ")"'
   type_line 'echo "$m root $(ls /proc/$P/root | tr "\n" " ")"; echo "$m hostroot $(ls / | tr "\n" " ")"'
@@ -136,14 +138,14 @@ check_jailed_vm() {
   log "jailed VMM: $ns"
   log "jailed VMM: root: $root (the node's: $hostroot)"
   log "jailed VMM: cgroup $cgroup"
-  [[ $pid =~ ^[0-9]+\ vireo-vmm$ ]] || fail "no vireo-vmm child of the jailer $jailer_pid: '$pid'"
-  [[ $ids =~ ^Uid:(\ [1-9][0-9]*){4}\ Gid:(\ [1-9][0-9]*){4}\ ?$ ]] || fail "the VMM runs with uid/gid 0: $ids"
+  [[ $pid =~ ^[0-9]+\ vireo-vmm$ ]] || jail_fail "no vireo-vmm child of the jailer $jailer_pid: '$pid'"
+  [[ $ids =~ ^Uid:(\ [1-9][0-9]*){4}\ Gid:(\ [1-9][0-9]*){4}\ ?$ ]] || jail_fail "the VMM runs with uid/gid 0: $ids"
   [[ $ns =~ ^vmm=(pid:\[[0-9]+\])\ init=(pid:\[[0-9]+\])\ NSpid:\ [0-9]+\ 1$ ]] &&
-    [[ ${BASH_REMATCH[1]} != "${BASH_REMATCH[2]}" ]] || fail "the VMM is not PID 1 of a PID namespace of its own: $ns"
-  [[ -n $root && $root != "$hostroot" && " $root " != *" init "* ]] || fail "the VMM's root is the node's: $root"
+    [[ ${BASH_REMATCH[1]} != "${BASH_REMATCH[2]}" ]] || jail_fail "the VMM is not PID 1 of a PID namespace of its own: $ns"
+  [[ -n $root && $root != "$hostroot" && " $root " != *" init "* ]] || jail_fail "the VMM's root is the node's: $root"
   local want=$((jail_mem_max_mib << 20))
   [[ $cgroup =~ ^(/[^ ]*/$uuid)\ agent=([^ ]*)\ memory.max=$want$ ]] && [[ ${BASH_REMATCH[1]} != "${BASH_REMATCH[2]}" ]] ||
-    fail "the VMM is not in a cgroup of its own (…/$uuid) with memory.max $want: $cgroup"
+    jail_fail "the VMM is not in a cgroup of its own (…/$uuid) with memory.max $want: $cgroup"
   # The guest runs in there: its console line in the VM's log.
   local deadline=$((SECONDS + 60)) guest_log=
   until grep -qaF "$jail_guest_line" <<<"$guest_log"; do
@@ -157,6 +159,7 @@ check_jailed_vm() {
     fail "POST /vms/$jail_vm/destroy failed"
   type_line 'i=0; while [ -d /sys/fs/cgroup$c ] && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done; [ -d /sys/fs/cgroup$c ] && echo "$m after kept" || echo "$m after gone"'
   wait_console '^JAIL-42 after ' 30
+  type_line 'dmesg -n $L'
   [[ $(jail_fact after) == gone ]] || fail "the VM's cgroup is still there 20 s after destroy"
   log "jailed VM destroyed: its cgroup removed"
 }
