@@ -8,8 +8,10 @@
 #      EL2);
 #   2. `vireo node info` (the CLI) reads the same node;
 #   3. /sbin/modprobe (vireo-init) loads modules, also for the kernel's
-#      request_module(); the agent killed from the debug shell is restarted
-#      within 1 s;
+#      request_module(); a NAT network's masquerade rule is in nft's ruleset;
+#      a VM started through the API runs jailed (uid/gid, PID namespace,
+#      root, cgroup and its memory.max read in the debug shell); the agent
+#      killed from the debug shell is restarted within 1 s;
 #   4. QEMU's system_powerdown (the ACPI power button; on aarch64 virt, a
 #      GPIO key) → orderly shutdown, QEMU exits 0;
 #   5. a second boot with a static address (vireo.ip=), no debug shell and an
@@ -91,8 +93,94 @@ boot() {
   log "QEMU started (pid $qemu_pid): $(basename "$kernel") + $(basename "$initrd"), $append"
 }
 
+# A VM started through the API runs jailed (docs/security.md, "Jailed VMs"):
+# the agent's default --jail auto jails on a node that can, and the facts
+# are read in the node's debug shell from /proc and /sys. The guest stays up
+# until destroyed: the probe halted (probe.hold) on x86_64; on aarch64 the
+# Linux guest's kernel without an initramfs, waiting after its panic.
+jail_vm=jailcheck jail_mem_max_mib=200
+# jail_guest_line: what the guest prints on its console once it runs.
+case $arch in
+  x86_64) jail_boot='"kernel":"/usr/lib/vireo/probe.elf","cmdline":"probe.hold"' jail_guest_line='PROBE start' ;;
+  aarch64) jail_boot='"kernel":"/usr/lib/vireo/guest/Image","cmdline":"console=ttyS0 panic=0"' jail_guest_line='Linux version' ;;
+esac
+# jail_fact KEY: the rest of the debug shell's last "JAIL-42 KEY ..." line.
+jail_fact() { grep -a "^JAIL-42 $1 " "$con" | tail -n1 | tr -d '\r' | cut -d' ' -f3-; }
+# The agent's own word at its start: "VMMs run jailed (PATH)" or "VMMs run
+# unjailed: why" (a line kernel messages may split, so only shown on failure).
+jail_fail() { fail "$* (agent: $(grep -a -m1 -oE 'VMMs run .*' "$con" || echo 'no jail line'))"; }
+check_jailed_vm() {
+  api_curl -sf --max-time 30 -H 'Content-Type: application/json' -o /dev/null \
+    -d "{\"name\":\"$jail_vm\",\"memory_mib\":64,\"limits\":{\"memory_max_mib\":$jail_mem_max_mib},\"boot\":{\"kind\":\"kernel\",$jail_boot}}" \
+    "http://127.0.0.1:$port/vms" || fail "POST /vms ($jail_vm) failed"
+  local answer
+  answer=$(api_curl -s --max-time 60 -X POST -w ' %{http_code}' "http://127.0.0.1:$port/vms/$jail_vm/start") ||
+    jail_fail "POST /vms/$jail_vm/start: no answer"
+  [[ ${answer##* } == 2?? ]] || jail_fail "POST /vms/$jail_vm/start answered: $answer"
+  local info jailer_pid uuid
+  info=$(api_curl -sf --max-time 10 "http://127.0.0.1:$port/vms/$jail_vm") || fail "GET /vms/$jail_vm failed"
+  read -r jailer_pid uuid < <(python3 -c 'import json, sys; v = json.load(sys.stdin); print(v["pid"], v["uuid"])' <<<"$info") ||
+    fail "GET /vms/$jail_vm: no pid: $info"
+  # The VMM is the jailer's child. Markers are computed, so the shell's
+  # echo of a command line cannot match them. Kernel messages stay off the
+  # console meanwhile (still in dmesg): one could split a line read here.
+  type_line "L=\$(cut -f1 /proc/sys/kernel/printk); dmesg -n 1; J=$jailer_pid; m=JAIL-\$((40+2)); i=0; until P=\$(grep -l \"^PPid:.\$J\$\" /proc/[0-9]*/status 2>/dev/null | cut -d/ -f3) && [ -n \"\$P\" ] || [ \$i -ge 50 ]; do sleep 0.2; i=\$((i+1)); done; echo \"\$m pid \$P \$(cat /proc/\$P/comm)\""
+  type_line 'echo "$m ids $(grep -E "^(Uid|Gid):" /proc/$P/status | tr "\t\n" "  " | tr -s " ")"'
+  type_line 'echo "$m ns vmm=$(readlink /proc/$P/ns/pid) init=$(readlink /proc/1/ns/pid) $(grep NSpid: /proc/$P/status | tr "\t" " " | tr -s " ")"'
+  type_line 'echo "$m root $(ls /proc/$P/root | tr "\n" " ")"; echo "$m hostroot $(ls / | tr "\n" " ")"'
+  type_line 'c=$(cut -d: -f3 /proc/$P/cgroup); echo "$m cgroup $c agent=$(cut -d: -f3 /proc/$(pidof vireo-agent)/cgroup) memory.max=$(cat /sys/fs/cgroup$c/memory.max)"'
+  wait_console '^JAIL-42 cgroup ' 30
+  local pid ids ns root hostroot cgroup
+  pid=$(jail_fact pid) ids=$(jail_fact ids) ns=$(jail_fact ns) root=$(jail_fact root)
+  hostroot=$(jail_fact hostroot) cgroup=$(jail_fact cgroup)
+  log "jailed VMM: pid $pid (child of the jailer, pid $jailer_pid)"
+  log "jailed VMM: $ids"
+  log "jailed VMM: $ns"
+  log "jailed VMM: root: $root (the node's: $hostroot)"
+  log "jailed VMM: cgroup $cgroup"
+  [[ $pid =~ ^[0-9]+\ vireo-vmm$ ]] || jail_fail "no vireo-vmm child of the jailer $jailer_pid: '$pid'"
+  [[ $ids =~ ^Uid:(\ [1-9][0-9]*){4}\ Gid:(\ [1-9][0-9]*){4}\ ?$ ]] || jail_fail "the VMM runs with uid/gid 0: $ids"
+  [[ $ns =~ ^vmm=(pid:\[[0-9]+\])\ init=(pid:\[[0-9]+\])\ NSpid:\ [0-9]+\ 1$ ]] &&
+    [[ ${BASH_REMATCH[1]} != "${BASH_REMATCH[2]}" ]] || jail_fail "the VMM is not PID 1 of a PID namespace of its own: $ns"
+  [[ -n $root && $root != "$hostroot" && " $root " != *" init "* ]] || jail_fail "the VMM's root is the node's: $root"
+  local want=$((jail_mem_max_mib << 20))
+  [[ $cgroup =~ ^(/[^ ]*/$uuid)\ agent=([^ ]*)\ memory.max=$want$ ]] && [[ ${BASH_REMATCH[1]} != "${BASH_REMATCH[2]}" ]] ||
+    jail_fail "the VMM is not in a cgroup of its own (…/$uuid) with memory.max $want: $cgroup"
+  # The guest runs in there: its console line in the VM's log.
+  local deadline=$((SECONDS + 60)) guest_log=
+  until grep -qaF "$jail_guest_line" <<<"$guest_log"; do
+    ((SECONDS < deadline)) || fail "the jailed VM's guest printed no '$jail_guest_line' in 60 s: ${guest_log: -1000}"
+    sleep 0.5
+    guest_log=$(api_curl -s --max-time 10 "http://127.0.0.1:$port/vms/$jail_vm/log?bytes=4096")
+  done
+  log "jailed VM's console: $(grep -a -m1 -F "$jail_guest_line" <<<"$guest_log" | tr -d '\r')"
+  # Destroyed, the VM leaves neither its jailer nor its cgroup behind.
+  api_curl -sf --max-time 30 -X POST -o /dev/null "http://127.0.0.1:$port/vms/$jail_vm/destroy" ||
+    fail "POST /vms/$jail_vm/destroy failed"
+  type_line 'i=0; while [ -d /sys/fs/cgroup$c ] && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done; [ -d /sys/fs/cgroup$c ] && echo "$m after kept" || echo "$m after gone"'
+  wait_console '^JAIL-42 after ' 30
+  type_line 'dmesg -n $L'
+  [[ $(jail_fact after) == gone ]] || fail "the VM's cgroup is still there 20 s after destroy"
+  log "jailed VM destroyed: its cgroup removed"
+}
+
+# The rig's minimal Linux guest (make guest-kernel guest-initramfs; aarch64:
+# guest-kernel-arm64 guest-initramfs-arm64) rides in an overlay at
+# /usr/lib/vireo/guest, where POST /selftest/vmm?guest=linux looks for it
+# (boot 2; boot 1 too on aarch64, for the jailed VM); the shipped image has
+# no Linux guest.
+[[ -s $linux_guest/$guest_kernel && -s $linux_guest/initramfs.cpio.gz ]] ||
+  fail "no Linux guest in $linux_guest (make guest-kernel guest-initramfs, or the -arm64 ones)"
+mkdir -p "$work/guest-overlay/usr/lib/vireo/guest"
+cp "$linux_guest/$guest_kernel" "$linux_guest/initramfs.cpio.gz" "$work/guest-overlay/usr/lib/vireo/guest/"
+initrd_plain=$initrd
+initrd_with_guest=$work/initrd-with-guest
+with_overlay "$initrd_plain" "$work/guest-overlay" "$initrd_with_guest"
+
 # --- 1. first boot: DHCP, debug shell, no disk ---
+[[ $arch == aarch64 ]] && initrd=$initrd_with_guest
 boot 1 "vireo.hostname=node1 vireo.debug=shell"
+initrd=$initrd_plain
 wait_node
 node_has '"name":"node1"' "\"arch\":\"$arch\"" "\"kind\":\"$kvm_kind\"" '"available":true'
 curl -sf "http://127.0.0.1:$port/health" | grep -qF '"status":"ok"' || fail "/health"
@@ -136,6 +224,7 @@ nat=$(api_curl -s --max-time 30 -w ' %{http_code}' -H 'Content-Type: application
 type_line 'nft list ruleset | grep -q "10.88.0.0/24.*masquerade" && echo NFT-$((40+2))'
 wait_console '^NFT-42' 30 || fail "no masquerade rule for the NAT network in the node's ruleset"
 log "NAT network: bridge and masquerade rule made through the node's nft"
+check_jailed_vm
 type_line 'kill -9 $(pidof vireo-agent)'
 t_kill=$(now)
 wait_console 'vireo-agent exited \(signal SIGKILL\)' 30
@@ -172,17 +261,7 @@ truncate -s 64M "$disk"
 mkfs.ext4 -q -L VIREO-DATA "$disk"
 # kvm_amd.vgif=0: QEMU 7.2's TCG emulation of AMD's virtual GIF is
 # unreliable under nested KVM (tests/rig/README.md); init passes the option.
-initrd_plain=$initrd
-# The rig's minimal Linux guest (make guest-kernel guest-initramfs; aarch64:
-# guest-kernel-arm64 guest-initramfs-arm64) rides in an overlay at
-# /usr/lib/vireo/guest, where POST /selftest/vmm?guest=linux looks for it;
-# the shipped image has no Linux guest.
-[[ -s $linux_guest/$guest_kernel && -s $linux_guest/initramfs.cpio.gz ]] ||
-  fail "no Linux guest in $linux_guest (make guest-kernel guest-initramfs, or the -arm64 ones)"
-mkdir -p "$work/guest-overlay/usr/lib/vireo/guest"
-cp "$linux_guest/$guest_kernel" "$linux_guest/initramfs.cpio.gz" "$work/guest-overlay/usr/lib/vireo/guest/"
-initrd=$work/initrd-with-guest
-with_overlay "$initrd_plain" "$work/guest-overlay" "$initrd"
+initrd=$initrd_with_guest
 boot 2 "vireo.hostname=node2 vireo.ip=10.0.2.15/24,10.0.2.2 kvm_amd.vgif=0" \
   -drive "file=$disk,format=raw,if=none,id=data" -device virtio-blk-pci,drive=data
 initrd=$initrd_plain

@@ -36,6 +36,39 @@ fn dev_fd_links() {
     }
 }
 
+/// Where the root's bind mount is made before it moves onto `/`.
+const NEW_ROOT: &str = "/.root";
+
+/// The initramfs is unpacked into rootfs, the one mount pivot_root(2)
+/// refuses to move (EINVAL: it has no parent), and vireo-jailer pivots
+/// every VMM into its jail. So init does what switch_root does on other
+/// systems, with a bind mount of rootfs itself as the new root: the same
+/// files, nothing copied, now an ordinary mount on top of rootfs. Kernel
+/// threads share PID 1's root, so the kernel's request_module() and
+/// firmware loads see it too.
+fn root_off_rootfs() {
+    let moved = nix::unistd::mkdir(NEW_ROOT, nix::sys::stat::Mode::from_bits_truncate(0o755))
+        .and_then(|()| {
+            mount(
+                Some("/"),
+                NEW_ROOT,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+        })
+        .and_then(|()| nix::unistd::chdir(NEW_ROOT))
+        .and_then(|()| mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>))
+        .and_then(|()| nix::unistd::chroot("."))
+        .and_then(|()| nix::unistd::chdir("/"));
+    match moved {
+        Ok(()) => {
+            let _ = fs::remove_dir(NEW_ROOT);
+        }
+        Err(e) => log!("root: cannot move it off rootfs ({e}); VMMs cannot be jailed"),
+    }
+}
+
 #[derive(Default)]
 pub struct Mounts {
     targets: Vec<PathBuf>,
@@ -53,8 +86,10 @@ impl Mounts {
         }
     }
 
-    /// proc, sysfs, devtmpfs (+devpts), /run and /tmp in RAM, cgroup2.
+    /// The root moved off rootfs, then proc, sysfs, devtmpfs (+devpts),
+    /// /run and /tmp in RAM, cgroup2.
     pub fn early(&mut self) {
+        root_off_rootfs();
         let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         self.mount("proc", "/proc", "proc", nodev, None);
         self.mount("sysfs", "/sys", "sysfs", nodev, None);
