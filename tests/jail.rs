@@ -1,7 +1,8 @@
 //! vireo-jailer, checked from the host: a jailed probe boots and its disk
 //! and network work; the VMM runs as its own uid with no capabilities,
 //! sees only its own PID namespace and only the jail's files (and cannot
-//! write outside it); its cgroup's memory limit stops it.
+//! write outside it); a `--private-file` (a key) is its own copy, 0400,
+//! gone with the jail; its cgroup's memory limit stops it.
 
 // Shared with virtio_net.rs, which uses the parts this file does not.
 #[allow(dead_code)]
@@ -171,7 +172,12 @@ fn the_jail_confines_the_vmm() {
         "none",
     ]);
     vmm_args.extend(["--api-socket".to_string(), socket.display().to_string()]);
-    let vm = Jailed::start(dir, "confined", &[], &vmm_args);
+    // A private key as a node's is kept: root's, 0600.
+    let key = outside.join("node.key");
+    write_private(&key, b"a node's private key");
+    let private = [format!("--private-file={}", key.display())];
+    let jail_dir = dir.join("jail");
+    let vm = Jailed::start(dir, "confined", &private, &vmm_args);
     let pid = vm.vmm_pid();
     wait_for("the API socket", Duration::from_secs(20), || {
         socket.exists()
@@ -209,6 +215,17 @@ fn the_jail_confines_the_vmm() {
     top.sort();
     assert_eq!(top, ["dev", "lib", "lib64", "proc", "vireo-vmm", "vm"]);
     assert!(std::fs::File::open(root.join("etc/passwd")).is_err());
+    // The key is a copy in the jail that the VM's uid alone may read.
+    use std::os::unix::fs::MetadataExt;
+    let copy = std::fs::metadata(root.join("vm/node.key")).unwrap();
+    assert_eq!(
+        (copy.uid(), copy.gid(), copy.mode() & 0o777),
+        (UID, UID, 0o400)
+    );
+    assert_eq!(
+        std::fs::read(root.join("vm/node.key")).unwrap(),
+        b"a node's private key"
+    );
     // Asked to write outside the jail, it cannot, and the host is unchanged.
     let target = outside.join("snap");
     let (code, _) = vireo_tests::api_call(&socket, "PUT", "/vm/pause");
@@ -217,8 +234,28 @@ fn the_jail_confines_the_vmm() {
     let (code, reply) = vireo_tests::api_call_with(&socket, "PUT", "/vm/snapshot", &body);
     assert!(code >= 400, "{code} {reply}");
     assert!(!target.exists());
+    // The copy lived in the jail's tmpfs: nothing of the jail is left.
+    let _ = Command::new("kill")
+        .arg(vm.jailer.id().to_string())
+        .status();
+    wait_for("the jail to be removed", Duration::from_secs(20), || {
+        std::fs::read_dir(&jail_dir).is_ok_and(|mut d| d.next().is_none())
+    });
     drop(vm);
     let _ = std::fs::remove_dir_all(&outside);
+}
+
+fn write_private(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(bytes).unwrap();
 }
 
 #[test]

@@ -40,8 +40,8 @@ struct Args {
     metrics_interval: f64,
     /// Run each VM's VMM through vireo-jailer (own uid, namespaces, a
     /// cgroup with the VM's limits): auto = when root, the jailer exists,
-    /// the kernel has the namespaces and cgroup v2, and migrations are not
-    /// over TLS (a jail does not show the node's TLS files; docs/security.md).
+    /// the kernel has the namespaces and a cgroup with the memory
+    /// controller (docs/security.md, "Jailed VMs").
     #[arg(long, env = "VIREO_JAIL", value_enum, default_value = "auto")]
     jail: JailMode,
     /// The jailer (default: vireo-jailer beside --vmm).
@@ -96,7 +96,7 @@ async fn main() {
         paths.state.display()
     );
     let tls = vireo_agent::cluster::peer::node_tls_on();
-    let jail = match JailSettings::choose(args.jail, args.jailer, &args.vmm, &paths.run, tls) {
+    let jail = match JailSettings::choose(args.jail, args.jailer, &args.vmm, &paths.run) {
         Ok(j) => j,
         Err(e) => {
             eprintln!("vireo-agent: {e}");
@@ -106,7 +106,8 @@ async fn main() {
     if let Some(j) = &jail {
         eprintln!("vireo-agent: VMMs run jailed ({})", j.jailer.display());
     }
-    if jail.is_none() && tls {
+    // A jailed VMM gets the files in its jail (vms/jailed.rs).
+    if tls {
         vireo_agent::cluster::peer::set_migration_tls(cluster_tls);
     }
     let selftest = SelftestConfig {

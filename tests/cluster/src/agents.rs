@@ -86,8 +86,7 @@ impl Agent {
             true => Some(client_config(&node.dir.join("tls/ca.crt"), None)?),
             false => None,
         };
-        let child = Command::new("ip")
-            .args(["netns", "exec", &node.namespace])
+        let child = in_namespace(&node.namespace, tls)
             .arg(agent_binary()?)
             .args((!tls).then_some("--plain-http"))
             .args(["--listen", &addr.to_string(), "--vmm"])
@@ -103,8 +102,9 @@ impl Agent {
             .env("VIREO_CLUSTER_DIR", &node.dir)
             .env("VIREO_MEMBERSHIP_GROUP_SOCKET", node.group_socket_path())
             .env("VIREO_VM_MEMORY_MIB", "2048")
-            // Unjailed: jailed VMs are tested on one node (agent's vm_jail.rs).
-            .env("VIREO_JAIL", "off")
+            // The TLS lab's VMMs run jailed, as on a cluster node; the other
+            // labs' unjailed (jailed VMs on one node: agent's vm_jail.rs).
+            .env("VIREO_JAIL", if tls { "on" } else { "off" })
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
@@ -430,9 +430,23 @@ fn overdue(file: &Path) -> bool {
     age > Duration::from_millis(ms)
 }
 
-/// Indices (into `namespaces`) of the nodes where a vireo-vmm process whose
-/// command line names `uuid` runs: /proc scanned, each process's network
-/// namespace compared with the nodes'.
+/// A command that runs in node namespace `ns`. `ip netns exec` mounts a
+/// fresh /sys, without the host's cgroup hierarchies a jailed VMM's group
+/// is made in; an agent that jails joins only the network namespace.
+fn in_namespace(ns: &str, jailed: bool) -> Command {
+    if jailed {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{ns}"));
+        return cmd;
+    }
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]);
+    cmd
+}
+
+/// Indices (into `namespaces`) of the nodes where a VMM of `uuid` runs
+/// ([`vmm_processes`]): each process's network namespace compared with
+/// the nodes'.
 pub fn vmm_copies(namespaces: &[String], uuid: &str) -> Vec<usize> {
     let inodes: Vec<Option<u64>> = namespaces
         .iter()
@@ -442,20 +456,8 @@ pub fn vmm_copies(namespaces: &[String], uuid: &str) -> Vec<usize> {
                 .map(|m| m.ino())
         })
         .collect();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut found = Vec::new();
-    for p in procs.flatten() {
-        let path = p.path();
-        let Ok(cmdline) = std::fs::read(path.join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        let argv0 = cmdline.split('\0').next().unwrap_or("");
-        if !argv0.ends_with("vireo-vmm") || !cmdline.contains(uuid) || is_reaper(&path) {
-            continue;
-        }
+    for path in vmm_processes(uuid) {
         let Ok(ns) = std::fs::metadata(path.join("ns/net")) else {
             continue;
         };
@@ -464,6 +466,42 @@ pub fn vmm_copies(namespaces: &[String], uuid: &str) -> Vec<usize> {
         }
     }
     found
+}
+
+/// The /proc directories of the vireo-vmm processes running `uuid`'s
+/// guest: an unjailed one's command line names the VM; a jailed one's
+/// (`/vireo-vmm`, paths rewritten to the jail's) does not, its parent's,
+/// the jailer's `--id=UUID`, does. Reapers are left out.
+pub fn vmm_processes(uuid: &str) -> Vec<PathBuf> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let cmdline = |dir: &Path| {
+        std::fs::read(dir.join("cmdline")).map(|c| String::from_utf8_lossy(&c).into_owned())
+    };
+    let jailer_id = format!("--id={uuid}\0");
+    procs
+        .flatten()
+        .map(|p| p.path())
+        .filter(|path| {
+            let Ok(line) = cmdline(path) else {
+                return false;
+            };
+            let argv0 = line.split('\0').next().unwrap_or("");
+            if !argv0.ends_with("vireo-vmm") || is_reaper(path) {
+                return false;
+            }
+            line.contains(uuid)
+                || parent_dir(path)
+                    .and_then(|p| cmdline(&p).ok())
+                    .is_some_and(|p| p.contains(&jailer_id))
+        })
+        .collect()
+}
+
+fn parent_dir(proc_dir: &Path) -> Option<PathBuf> {
+    let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
+    Some(Path::new("/proc").join(parent_pid(&stat)?.to_string()))
 }
 
 /// A VMM's reaper (vmm/src/reaper.rs) runs no guest: it only holds the
@@ -476,15 +514,9 @@ fn is_reaper(proc_dir: &std::path::Path) -> bool {
     if std::fs::read_to_string(proc_dir.join("comm")).is_ok_and(|c| c.trim() == "vireo-reaper") {
         return true;
     }
-    let parent = std::fs::read_to_string(proc_dir.join("stat"))
-        .ok()
-        .and_then(|stat| parent_pid(&stat));
-    let cmdline = |dir: &std::path::Path| std::fs::read(dir.join("cmdline")).ok();
-    match parent {
-        Some(ppid) => {
-            let parent_dir = std::path::Path::new("/proc").join(ppid.to_string());
-            cmdline(proc_dir).is_some() && cmdline(proc_dir) == cmdline(&parent_dir)
-        }
+    let cmdline = |dir: &Path| std::fs::read(dir.join("cmdline")).ok();
+    match parent_dir(proc_dir) {
+        Some(parent) => cmdline(proc_dir).is_some() && cmdline(proc_dir) == cmdline(&parent),
         None => false,
     }
 }

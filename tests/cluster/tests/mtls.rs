@@ -9,16 +9,22 @@
 //! the handshake fails); a live migration, asked through `vireo vm migrate`
 //! run on node 3 (the CLI trusts the cluster CA it finds there), moves the
 //! VM over mutual TLS (control calls and the VMMs' `tls://` channel) and
-//! its guest goes on. A user known to one node only acts on another's VM
+//! its guest goes on. The VMMs run jailed (`--jail on`), as on a cluster
+//! node: the destination's, checked from the host, is a uid of its own in
+//! its own mount and PID namespaces, with the node's TLS files in its jail
+//! (the key a copy of its own), and the source's jail is gone. A user known to one node only acts on another's VM
 //! through it (the node vouches for her), and nobody else can vouch.
 //!
 //! Needs root, /dev/kvm, VIREO_VMM and VIREO_PROBE (`make test-cluster`).
 
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 use vireo_cluster_tests::agents::{
-    client_config, exchange, parse_response, relay, request_text, vmm_copies, Fencing, ADMIN_TOKEN,
+    client_config, exchange, parse_response, relay, request_text, vmm_copies, vmm_processes,
+    Fencing, ADMIN_TOKEN,
 };
 use vireo_cluster_tests::formation::cli;
 use vireo_cluster_tests::ha_lab::{counters, Lab};
@@ -29,15 +35,16 @@ const WAIT: Duration = Duration::from_secs(60);
 /// What the probe's disk-writing counter prints.
 const GEN: &str = "blk stress gen=";
 
-/// The command lines of the VMM processes of `uuid` (any node).
-fn vmm_command_lines(uuid: &str) -> Vec<String> {
-    let procs = std::fs::read_dir("/proc").unwrap();
-    procs
-        .flatten()
-        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains("vireo-vmm") && c.contains(uuid))
-        .collect()
+fn cmdline(proc_dir: &Path) -> String {
+    let c = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&c).replace('\0', " ")
+}
+
+/// `Key:` of /proc/PID/status.
+fn status_field(proc_dir: &Path, key: &str) -> String {
+    let status = std::fs::read_to_string(proc_dir.join("status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(key));
+    line.map_or(String::new(), |l| l[key.len()..].trim().to_string())
 }
 
 #[test]
@@ -125,11 +132,15 @@ fn nodes_call_each_other_over_mutual_tls_and_other_clients_are_refused_there() {
     assert_eq!(result["node"], "node3", "{result}");
     lab.wait_running_on(&w, &["mover"], &[2], "mover runs on node 3");
     assert_eq!(vmm_copies(&namespaces, &uuid), vec![2]);
-    // Node 3's VMM (and its reaper, a fork with its command line) took
-    // the VM on a tls:// channel, with the node's certificate and CA.
-    let lines = vmm_command_lines(&uuid);
-    let tls = |l: &String| l.contains("--incoming tls://") && l.contains("node3/tls/ca.crt");
-    assert!(!lines.is_empty() && lines.iter().all(tls), "{lines:?}");
+    the_vmm_is_jailed_with_the_nodes_tls_files(&lab, &uuid);
+    // The source's jail went with its VMM, the copy of node 1's key in it too.
+    let source_jail = owner.dir.join("run/jail").join(&uuid);
+    wait_until(WAIT, "node 1's jail to be removed", || {
+        (!source_jail.exists())
+            .then_some(())
+            .ok_or(format!("{} still there", source_jail.display()))
+    })
+    .unwrap();
     let log = lab.agent(2).console_log(&uuid);
     let there = wait_until(WAIT, "the guest to write on at node 3", || {
         let g = counters(&std::fs::read_to_string(&log).unwrap_or_default(), GEN);
@@ -138,6 +149,63 @@ fn nodes_call_each_other_over_mutual_tls_and_other_clients_are_refused_there() {
     .unwrap()
     .0;
     assert!(there[0] >= last_before, "{there:?} after {last_before}");
+}
+
+/// Node 3's VMM of `uuid` took the VM on a tls:// channel with the node's
+/// certificate and CA (bound read-only into its jail) and key (a copy in
+/// the jail's tmpfs, the VM uid's, 0400), and runs confined: as a uid of
+/// its own, not root, PID 1 of its PID namespace, in a mount namespace
+/// other than the host's. All checked from the host through /proc.
+fn the_vmm_is_jailed_with_the_nodes_tls_files(lab: &Lab, uuid: &str) {
+    let vmms = vmm_processes(uuid);
+    assert_eq!(vmms.len(), 1, "{vmms:?}");
+    let vmm = &vmms[0];
+    let line = cmdline(vmm);
+    for arg in [
+        "--incoming tls://",
+        "--tls-cert /vm/node.crt",
+        "--tls-key /vm/node.key",
+        "--tls-ca /vm/ca.crt",
+    ] {
+        assert!(line.contains(arg), "{arg} in {line}");
+    }
+    let tls = lab.c.nodes[2].dir.join("tls");
+    let jailer = cmdline(&Path::new("/proc").join(status_field(vmm, "PPid:")));
+    for arg in [
+        format!("--file={}", tls.join("node.crt").display()),
+        format!("--file={}", tls.join("ca.crt").display()),
+        format!("--private-file={}", tls.join("node.key").display()),
+    ] {
+        assert!(jailer.contains(&arg), "{arg} in {jailer}");
+    }
+    let uids: Vec<u32> = status_field(vmm, "Uid:")
+        .split_whitespace()
+        .map(|u| u.parse().unwrap())
+        .collect();
+    assert!(
+        uids.len() == 4 && uids.iter().all(|&u| u == uids[0] && u >= 1_000_000),
+        "{uids:?}"
+    );
+    let nspid = status_field(vmm, "NSpid:");
+    assert!(
+        nspid.ends_with("\t1") || nspid.ends_with(" 1"),
+        "NSpid: {nspid}"
+    );
+    let mnt = |p: &Path| std::fs::read_link(p.join("ns/mnt")).unwrap();
+    assert_ne!(mnt(vmm), mnt(Path::new("/proc/self")), "mount namespace");
+    // The key in the jail: the node's, readable by the VM's uid alone.
+    let key = vmm.join("root/vm/node.key");
+    let meta = std::fs::metadata(&key).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (uids[0], 0o400));
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        std::fs::read(tls.join("node.key")).unwrap()
+    );
+    eprintln!(
+        "node 3's VMM: uid {}, NSpid {nspid}, mount namespace {:?}",
+        uids[0],
+        mnt(vmm)
+    );
 }
 
 /// A user whom only node 3 knows (an operator who logged in there) acts on

@@ -82,6 +82,32 @@ fn bind(host: &Path, target: &Path, is_dir: bool, writable: bool) -> Result<(), 
     mount(None, target, None, flags, None)
 }
 
+/// A copy of `host` in the jail's tmpfs that the VM's uid alone reads: a
+/// bind mount would show the host file's owner and mode (root, 0600), and
+/// a host copy would outlive a VMM killed with its jailer.
+fn private_copy(host: &Path, target: &Path, uid: u32, gid: u32) -> Result<(), JailError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bytes = fs::read(host).map_err(|e| JailError::io(format!("read {}", host.display()), e))?;
+    if let Some(parent) = target.parent() {
+        create_dirs(parent)?;
+    }
+    let what = |e| {
+        JailError::io(
+            format!("copy {} to {}", host.display(), target.display()),
+            e,
+        )
+    };
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o400)
+        .open(target)
+        .map_err(what)?;
+    file.write_all(&bytes).map_err(what)?;
+    std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(what)
+}
+
 /// A character device node like the host's `path`, owned by the VM's ids.
 fn device(root: &Path, path: &Path, uid: u32, gid: u32) -> Result<(), JailError> {
     let meta =
@@ -143,7 +169,11 @@ pub fn enter(spec: &JailSpec, maps: &[Mapping]) -> Result<(), JailError> {
         false,
     )?;
     for m in maps {
-        bind(&m.host, &under(&root, &m.inside), m.is_dir, m.writable)?;
+        let target = under(&root, &m.inside);
+        match m.copied {
+            true => private_copy(&m.host, &target, spec.uid, spec.gid)?,
+            false => bind(&m.host, &target, m.is_dir, m.writable)?,
+        }
     }
     let devices = if spec.devices.is_empty() {
         default_devices()

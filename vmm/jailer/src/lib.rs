@@ -65,6 +65,12 @@ pub struct JailSpec {
     /// A file the VM writes (a disk image): bound read-write at /vm/NAME.
     #[arg(long = "rw-file", value_name = "PATH")]
     pub rw_files: Vec<PathBuf>,
+    /// A file only the VM's uid may read (a private key): copied into the
+    /// jail's own memory-backed root at /vm/NAME, owned by the VM's uid,
+    /// mode 0400. The copy is no host file: it goes with the jail's mount
+    /// namespace when the VMM ends, however it ends.
+    #[arg(long = "private-file", value_name = "PATH")]
+    pub private_files: Vec<PathBuf>,
     /// A directory the VM reads (backing chains): read-only at /vm/NAME.
     #[arg(long = "dir", value_name = "PATH")]
     pub dirs: Vec<PathBuf>,
@@ -169,6 +175,7 @@ impl JailSpec {
         let paths = [
             ("--file", &self.files),
             ("--rw-file", &self.rw_files),
+            ("--private-file", &self.private_files),
             ("--dir", &self.dirs),
             ("--rw-dir", &self.rw_dirs),
             ("--ro-path", &self.ro_paths),
@@ -229,6 +236,7 @@ impl JailSpec {
         self.files
             .iter()
             .chain(&self.rw_files)
+            .chain(&self.private_files)
             .chain(&self.dirs)
             .chain(&self.rw_dirs)
     }
@@ -254,6 +262,7 @@ mod tests {
         let mut s = JailSpec::new("vm-1", 1000, 1000, "/usr/bin/vireo-vmm");
         s.files.push("/k/vmlinux".into());
         s.rw_files.push("/d/disk.raw".into());
+        s.private_files.push("/etc/vireo/tls/node.key".into());
         s.rw_dirs.push("/run/vm-1".into());
         s.memory_max = Some(64 << 20);
         s.cpu_max = Some("50000 100000".into());
@@ -286,6 +295,9 @@ mod tests {
         assert!(s.validate().is_err());
         let mut s = sample();
         s.rw_dirs.push("/a/../etc".into());
+        assert!(s.validate().is_err());
+        let mut s = sample();
+        s.private_files.push("key".into());
         assert!(s.validate().is_err());
     }
 }

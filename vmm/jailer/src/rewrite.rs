@@ -14,6 +14,8 @@ pub struct Mapping {
     pub inside: PathBuf,
     pub writable: bool,
     pub is_dir: bool,
+    /// A private copy owned by the VM's uid rather than a bind mount.
+    pub copied: bool,
 }
 
 /// Every exposed path's place: `/vm/NAME` by its file name, `/vm/N-NAME`
@@ -21,13 +23,15 @@ pub struct Mapping {
 pub fn mappings(spec: &JailSpec) -> Vec<Mapping> {
     let mut taken = HashSet::new();
     let mut out = Vec::new();
+    // (paths, writable, is_dir, copied)
     let groups = [
-        (&spec.files, false, false),
-        (&spec.rw_files, true, false),
-        (&spec.dirs, false, true),
-        (&spec.rw_dirs, true, true),
+        (&spec.files, false, false, false),
+        (&spec.rw_files, true, false, false),
+        (&spec.private_files, false, false, true),
+        (&spec.dirs, false, true, false),
+        (&spec.rw_dirs, true, true, false),
     ];
-    for (paths, writable, is_dir) in groups {
+    for (paths, writable, is_dir, copied) in groups {
         for host in paths {
             let name = host
                 .file_name()
@@ -44,6 +48,7 @@ pub fn mappings(spec: &JailSpec) -> Vec<Mapping> {
                 inside: inside.into(),
                 writable,
                 is_dir,
+                copied,
             });
         }
     }
@@ -52,6 +57,7 @@ pub fn mappings(spec: &JailSpec) -> Vec<Mapping> {
         inside: p.clone(),
         writable: false,
         is_dir: p.is_dir(),
+        copied: false,
     }));
     out
 }
@@ -117,6 +123,7 @@ mod tests {
         s.files.push("/k/vmlinux".into());
         s.files.push("/other/vmlinux".into());
         s.rw_files.push("/d/disk.raw".into());
+        s.private_files.push("/etc/tls/node.key".into());
         s.dirs.push("/images/base".into());
         s.rw_dirs.push("/run/vm".into());
         s
@@ -132,6 +139,7 @@ mod tests {
                 "/vm/vmlinux",
                 "/vm/1-vmlinux",
                 "/vm/disk.raw",
+                "/vm/node.key",
                 "/vm/base",
                 "/vm/vm"
             ]
@@ -152,6 +160,8 @@ mod tests {
             "/run/vm/api.sock",
             "--cmdline",
             "console=ttyS0 root=/dev/vda",
+            "--tls-key",
+            "/etc/tls/node.key",
             "/d/disk.raw2",
         ]
         .map(String::from)
@@ -169,6 +179,8 @@ mod tests {
                 "/vm/vm/api.sock",
                 "--cmdline",
                 "console=ttyS0 root=/dev/vda",
+                "--tls-key",
+                "/vm/node.key",
                 // Not a file that was exposed: left alone (and unreachable).
                 "/d/disk.raw2",
             ]

@@ -71,8 +71,8 @@ pub(super) fn node_ws_tls() -> Option<std::sync::Arc<tokio_rustls::rustls::Clien
 static MIGRATION_TLS: std::sync::OnceLock<TlsDir> = std::sync::OnceLock::new();
 
 /// Migrations over TLS with `dir`'s files: set when the agent serves its
-/// cluster certificate and its VMMs are unjailed (a jailed VMM does not
-/// see the node's TLS files; docs/security.md).
+/// cluster certificate (a jailed VMM gets the files in its jail, the key
+/// as a private copy: vms/jailed.rs, docs/security.md).
 pub fn set_migration_tls(dir: TlsDir) {
     let _ = MIGRATION_TLS.set(dir);
 }

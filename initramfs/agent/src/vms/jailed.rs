@@ -45,30 +45,21 @@ pub enum JailMode {
 impl JailSettings {
     /// The settings `mode` asks for: None runs VMMs directly. `jailer`
     /// defaults to `vireo-jailer` beside the VMM; jails go in `RUN/jail`.
-    /// `tls`: the node migrates over TLS, whose files a jail does not show,
-    /// so `auto` leaves its VMMs unjailed rather than migrate in the clear.
     pub fn choose(
         mode: JailMode,
         jailer: Option<PathBuf>,
         vmm: &Path,
         run: &Path,
-        tls: bool,
     ) -> Result<Option<Self>, String> {
         if mode == JailMode::Off {
             return Ok(None);
         }
         let jailer = jailer.unwrap_or_else(|| vmm.with_file_name("vireo-jailer"));
-        let why_not = match why_not_jailed(&jailer) {
-            None if mode == JailMode::Auto && tls => {
-                "migrations go over TLS, whose files a jail does not show".to_string()
-            }
-            None => {
-                return Ok(Some(JailSettings {
-                    jailer,
-                    base: run.join("jail"),
-                }))
-            }
-            Some(why) => why,
+        let Some(why_not) = why_not_jailed(&jailer) else {
+            return Ok(Some(JailSettings {
+                jailer,
+                base: run.join("jail"),
+            }));
         };
         match mode {
             JailMode::On => Err(format!("--jail on: {why_not}")),
@@ -148,6 +139,9 @@ impl JailedLauncher {
         spec.base = self.settings.base.clone();
         spec.files = c.read_files.clone();
         spec.rw_files = c.write_files.clone();
+        let (public, private) = migration_tls_files(&args);
+        spec.files.extend(public);
+        spec.private_files = private;
         spec.dirs = c.read_dirs.clone();
         spec.rw_dirs = std::iter::once(&c.vmm_dir)
             .chain(&c.staging_dirs)
@@ -189,6 +183,23 @@ impl Launcher for JailedLauncher {
         // The taps stay open here until the jailer has its copies.
         spawn_detached(spec.command(&self.settings.jailer), &req.log, &fds)
     }
+}
+
+/// The node's migration TLS files the VMM's `--tls-*` arguments name:
+/// the certificate and the CA's (public, mode 0644: bound read-only) and
+/// the key (the jailer gives the VM's uid a copy of its own). The jailer
+/// rewrites the arguments to their places in the jail, for a VMM that
+/// boots and one that awaits an incoming migration alike.
+fn migration_tls_files(args: &[String]) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (mut public, mut private) = (Vec::new(), Vec::new());
+    for pair in args.windows(2) {
+        match pair[0].as_str() {
+            "--tls-cert" | "--tls-ca" => public.push(PathBuf::from(&pair[1])),
+            "--tls-key" => private.push(PathBuf::from(&pair[1])),
+            _ => {}
+        }
+    }
+    (public, private)
 }
 
 /// Notes where the jail shows each staging directory, for a live backup.
@@ -320,6 +331,27 @@ mod tests {
         let (out, files) = pass_nics(&args).unwrap();
         assert_eq!(out, args);
         assert!(files.is_empty());
+    }
+
+    #[test]
+    fn the_tls_key_is_a_private_copy_and_the_certificates_are_bound() {
+        let args: Vec<String> = [
+            "--api-socket",
+            "/run/vm/api.sock",
+            "--tls-cert",
+            "/c/tls/node.crt",
+            "--tls-key",
+            "/c/tls/node.key",
+            "--tls-ca",
+            "/c/tls/ca.crt",
+        ]
+        .map(String::from)
+        .to_vec();
+        let (public, private) = migration_tls_files(&args);
+        let paths = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(public, paths(&["/c/tls/node.crt", "/c/tls/ca.crt"]));
+        assert_eq!(private, paths(&["/c/tls/node.key"]));
+        assert_eq!(migration_tls_files(&args[..2]), (Vec::new(), Vec::new()));
     }
 
     #[test]
