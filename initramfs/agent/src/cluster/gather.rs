@@ -8,6 +8,7 @@
 //! `GET /cluster/tasks` (the web UI's task list, `vireo task list --all`)
 //! and `GET /vms?all=true` (the web UI's VM list) are built on it.
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +21,10 @@ use crate::cluster_types::{ClusterTasks, OnNode};
 use crate::error::ApiResult;
 use crate::server::AppState;
 use crate::vm_types::VmInfo;
+
+/// How long a node has to answer with its list: the web UI polls these
+/// lists, and a node that hangs is named among those that did not answer.
+const ASK_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The header of `GET /vms?all=true` naming the nodes that did not answer.
 pub const UNANSWERED: &str = "x-vireo-unanswered";
@@ -61,7 +66,7 @@ pub async fn from_every_node<T: DeserializeOwned + Send + 'static>(
         let (credentials, url) = (credentials.clone(), super::peer::node_url(&api, path));
         let ask = tokio::task::spawn_blocking(move || {
             let (status, _, body) =
-                super::peer::send("GET", &url, &credentials, Default::default(), me)?;
+                super::peer::send_within(ASK_WITHIN, "GET", &url, &credentials, Bytes::new(), me)?;
             match status {
                 200 => serde_json::from_slice::<Vec<T>>(&body).map_err(|e| e.to_string()),
                 _ => Err(format!("HTTP {status}")),

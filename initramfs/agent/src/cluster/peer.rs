@@ -138,11 +138,13 @@ pub(super) fn vouched_headers(
     headers
 }
 
-fn agent(limit_total: bool) -> ureq::Agent {
+/// A client whose whole call ends within `total`, or (None, a stream of
+/// any length) whose every read and write does within `TIMEOUT`.
+fn agent(total: Option<Duration>) -> ureq::Agent {
     let mut config = ureq::Agent::config_builder().http_status_as_error(false);
-    config = match limit_total {
-        true => config.timeout_global(Some(TIMEOUT)),
-        false => config
+    config = match total {
+        Some(total) => config.timeout_global(Some(total)),
+        None => config
             .timeout_per_read(Some(TIMEOUT))
             .timeout_per_write(Some(TIMEOUT)),
     };
@@ -171,7 +173,8 @@ fn request_to<B>(
 
 pub(super) type Answer = (u16, Option<String>, Vec<u8>);
 
-/// `method url` with `headers` and `body`; the answer read whole (up to 64 MiB).
+/// `method url` with `headers` and `body`; the answer read whole (up to
+/// 64 MiB), all within `TIMEOUT`.
 pub(super) fn send(
     method: &str,
     url: &str,
@@ -179,8 +182,20 @@ pub(super) fn send(
     body: Bytes,
     me: u32,
 ) -> Result<Answer, String> {
+    send_within(TIMEOUT, method, url, headers, body, me)
+}
+
+/// `send`, all within `total`.
+pub(super) fn send_within(
+    total: Duration,
+    method: &str,
+    url: &str,
+    headers: &[(&'static str, HeaderValue)],
+    body: Bytes,
+    me: u32,
+) -> Result<Answer, String> {
     let request = request_to(method, url, headers, me, body.to_vec())?;
-    let mut resp = agent(true).run(request).map_err(|e| e.to_string())?;
+    let mut resp = agent(Some(total)).run(request).map_err(|e| e.to_string())?;
     let ct = resp
         .headers()
         .get("content-type")
@@ -232,7 +247,7 @@ pub(super) async fn proxy(api: &str, me: u32, node: u32, req: Request) -> Respon
             None => ureq::SendBody::none(),
         };
         let request = request_to(&method, &url, &headers, me, body)?;
-        agent(false).run(request).map_err(|e| e.to_string())
+        agent(None).run(request).map_err(|e| e.to_string())
     })
     .await;
     let answer = match sent {
