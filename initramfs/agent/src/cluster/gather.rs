@@ -66,7 +66,7 @@ pub async fn from_every_node<T: DeserializeOwned + Send + 'static>(
         let (credentials, url) = (credentials.clone(), super::peer::node_url(&api, path));
         let ask = tokio::task::spawn_blocking(move || {
             let (status, _, body) =
-                super::peer::send_within(ASK_WITHIN, "GET", &url, &credentials, Bytes::new(), me)?;
+                super::peer::send(ASK_WITHIN, "GET", &url, &credentials, Bytes::new(), me)?;
             match status {
                 200 => serde_json::from_slice::<Vec<T>>(&body).map_err(|e| e.to_string()),
                 _ => Err(format!("HTTP {status}")),

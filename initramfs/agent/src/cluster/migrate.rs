@@ -179,10 +179,18 @@ pub(super) async fn call(
     let headers: Vec<_> = std::iter::once(("content-type", json))
         .chain(super::peer::node_authorization())
         .collect();
-    let sent =
-        tokio::task::spawn_blocking(move || send(&method, &url, &headers, Bytes::from(body), me))
-            .await
-            .map_err(|e| e.to_string())??;
+    let sent = tokio::task::spawn_blocking(move || {
+        send(
+            super::peer::TIMEOUT,
+            &method,
+            &url,
+            &headers,
+            Bytes::from(body),
+            me,
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     let (status, _, bytes) = sent;
     let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     match status {

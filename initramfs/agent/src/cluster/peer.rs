@@ -22,7 +22,7 @@ use crate::error::ApiError;
 
 /// A call's reads and writes each wait this long (a forwarded shutdown
 /// waits for the guest: as long as a local one).
-const TIMEOUT: Duration = Duration::from_secs(600);
+pub(super) const TIMEOUT: Duration = Duration::from_secs(600);
 /// Chunks of a streamed body in flight between the async and the blocking side.
 const CHUNKS_IN_FLIGHT: usize = 4;
 const CHUNK: usize = 64 << 10;
@@ -174,19 +174,8 @@ fn request_to<B>(
 pub(super) type Answer = (u16, Option<String>, Vec<u8>);
 
 /// `method url` with `headers` and `body`; the answer read whole (up to
-/// 64 MiB), all within `TIMEOUT`.
+/// 64 MiB), all within `total` (`TIMEOUT` for a call that may wait on a guest).
 pub(super) fn send(
-    method: &str,
-    url: &str,
-    headers: &[(&'static str, HeaderValue)],
-    body: Bytes,
-    me: u32,
-) -> Result<Answer, String> {
-    send_within(TIMEOUT, method, url, headers, body, me)
-}
-
-/// `send`, all within `total`.
-pub(super) fn send_within(
     total: Duration,
     method: &str,
     url: &str,
