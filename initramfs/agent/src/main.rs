@@ -86,15 +86,6 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let scheme = if transport.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    eprintln!(
-        "vireo-agent: listening on {scheme}://{addr}, state in {}",
-        paths.state.display()
-    );
     let tls = vireo_agent::cluster::peer::node_tls_on();
     let jail = match JailSettings::choose(args.jail, args.jailer, &args.vmm, &paths.run) {
         Ok(j) => j,
@@ -159,6 +150,17 @@ async fn main() {
     }
     // The history behind the UI's graphs and /metrics.
     state.metrics.spawn_sampler(state.vms.clone());
+    // Said last: whoever waits for this line (init, tests, scripts) finds
+    // the lines above already written.
+    let scheme = if transport.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    eprintln!(
+        "vireo-agent: listening on {scheme}://{addr}, state in {}",
+        state.paths.state.display()
+    );
     let router = vireo_agent::server::router(state);
     if let Err(e) = vireo_agent::listen::serve(listener, router, stop_signal(), transport).await {
         eprintln!("vireo-agent: {e}");

@@ -494,6 +494,52 @@ fn a_slowloris_client_is_cut_off_while_others_are_served() {
     assert!(served >= 5, "{served}");
 }
 
+/// A body that arrives after its headers, on a route that takes none
+/// (GET /vms): the agent reads it before it answers, so the kept-alive
+/// connection serves the next request. hyper closed it when the handler
+/// answered first (a pooled client's next request was reset).
+#[test]
+fn a_late_body_leaves_the_connection_reusable() {
+    let a = agent("late-body");
+    let head = format!("GET /vms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n");
+    for delay_ms in [0, 50, 300] {
+        let mut s = TcpStream::connect(a.addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(format!("{head}Content-Length: 2\r\n\r\n").as_bytes())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        s.write_all(b"{}").unwrap();
+        assert_eq!(read_one_answer(&mut s), 200);
+        std::thread::sleep(Duration::from_millis(50));
+        let again = s.write_all(format!("{head}\r\n").as_bytes());
+        assert!(again.is_ok(), "body {delay_ms} ms late: closed: {again:?}");
+        let status = read_one_answer(&mut s);
+        assert_eq!(status, 200, "body {delay_ms} ms late: the second request");
+    }
+}
+
+/// One answer (its Content-Length delimits it) off a kept-alive
+/// connection; its status.
+fn read_one_answer(s: &mut TcpStream) -> u16 {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => raw.push(byte[0]),
+            other => panic!("the connection ended before an answer: {other:?}"),
+        }
+    }
+    let head = String::from_utf8_lossy(&raw).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    s.read_exact(&mut body).unwrap();
+    head.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
 fn agent_with_timeout(name: &str) -> Agent {
     Agent::start_with(name, &["--header-timeout", "2"])
 }

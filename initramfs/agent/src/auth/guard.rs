@@ -1,17 +1,21 @@
 //! The layer in front of every route: public paths pass, bodies over the
 //! limit are refused from their Content-Length (before a byte of them is
-//! read), the caller is authenticated from `Authorization: Bearer` (or
+//! read), other bodies are read whole before the route runs, the caller is authenticated from `Authorization: Bearer` (or
 //! `?token=` for WebSockets, which browsers cannot give headers, or a
 //! single-use `?ticket=` for a download link, ticket.rs, or the caller a
 //! peer node vouches for on a request it forwards, vouch.rs); the caller
 //! then rides in the request's extensions. The role policy decides later
 //! (`authorize`), on the node that answers.
 
+use std::time::Duration;
+
+use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 
 use super::tls::PeerNode;
 use super::{policy, vouch, Caller};
@@ -21,6 +25,10 @@ use crate::server::AppState;
 /// The largest body a JSON route takes. Volume uploads stream and are
 /// bounded by the volume's size instead.
 pub const MAX_BODY: u64 = 1 << 20;
+
+/// How long a client has to send a JSON route's body once its headers
+/// are in (the listener's header timeout bounds the headers).
+const BODY_TIME: Duration = Duration::from_secs(30);
 
 /// Paths anyone may fetch: logging in, the web UI's static files, and
 /// the liveness and node facts monitoring reads (no VM or tenant data).
@@ -97,17 +105,58 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
         let why = format!("the body is larger than {MAX_BODY} bytes");
         return ApiError(StatusCode::PAYLOAD_TOO_LARGE, why).into_response();
     }
-    if public(req.method(), &path) {
-        return next.run(req).await;
-    }
-    let Some((caller, ticket_node)) = caller_of(&req, &s) else {
-        return unauthorized();
+    let caller = match public(req.method(), &path) {
+        true => None,
+        false => match caller_of(&req, &s) {
+            Some(c) => Some(c),
+            None => return unauthorized(),
+        },
     };
-    req.extensions_mut().insert(caller);
-    if let Some(node) = ticket_node {
-        req.extensions_mut().insert(node);
+    if !streamed_upload(req.method(), &path) {
+        req = match whole_body(req).await {
+            Ok(req) => req,
+            Err(refusal) => return refusal.into_response(),
+        };
+    }
+    if let Some((caller, ticket_node)) = caller {
+        req.extensions_mut().insert(caller);
+        if let Some(node) = ticket_node {
+            req.extensions_mut().insert(node);
+        }
     }
     next.run(req).await
+}
+
+/// The request with its body read to the end (at most MAX_BODY bytes,
+/// within BODY_TIME). A handler that takes no body (`POST .../verify`
+/// sent with `{}`) leaves it unread, and hyper closes a connection whose
+/// request was not read to its end once it has answered: a client that
+/// meanwhile sent its next request on that kept-alive connection saw it
+/// reset. Read here, every route leaves the connection reusable, and a
+/// body without a Content-Length (chunked) meets the same limit.
+async fn whole_body(req: Request) -> Result<Request, ApiError> {
+    let (parts, body) = req.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    let read_all = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::bad_request(format!("the body: {e}")))?;
+            if (bytes.len() + chunk.len()) as u64 > MAX_BODY {
+                let why = format!("the body is larger than {MAX_BODY} bytes");
+                return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, why));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(BODY_TIME, read_all).await {
+        Ok(Ok(())) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ApiError(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the body did not arrive within {} s", BODY_TIME.as_secs()),
+        )),
+    }
 }
 
 /// The role policy, for a request this node answers itself: server.rs

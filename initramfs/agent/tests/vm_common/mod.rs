@@ -174,7 +174,7 @@ impl Agent {
                 .send(&b),
             (m, _) => panic!("method {m}"),
         };
-        let mut resp = sent.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let mut resp = sent.unwrap_or_else(|e| panic!("{method} {url}: {e}\n{}", self.state_now()));
         let status = resp.status().as_u16();
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         (status, text)
@@ -272,6 +272,28 @@ impl Agent {
     pub fn kill9(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// Whether the agent still runs, and its log's tail: what a failed
+    /// call prints, so a connection the agent dropped can be told from one
+    /// it never made.
+    fn state_now(&self) -> String {
+        let pid = self.child.id();
+        // A dead child not yet waited for is a zombie ("Z" in its stat).
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let alive = !stat.is_empty()
+            && stat
+                .rsplit(") ")
+                .next()
+                .is_some_and(|r| !r.starts_with('Z'));
+        let log = self.agent_log();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "agent pid {pid} {}; its log's last lines:\n{}",
+            if alive { "running" } else { "gone" },
+            tail.join("\n")
+        )
     }
 
     pub fn agent_log(&self) -> String {
