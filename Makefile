@@ -71,6 +71,8 @@ lint:
 
 test-unit:
 	$(CARGO) test --workspace --lib --bins
+	# The fuzz harnesses' own checks (their seeds get past the parsers' front door).
+	$(CARGO) test -p vireo-vmm --features fuzz --lib fuzz_harness
 
 # The membership codecs replayed against the shared corosync capture
 # (../shared/data/corosync beside the repository), plus the corosync.conf parser.
