@@ -89,3 +89,26 @@ fn joins_carry_only_nodelist_ids() {
         (&[1, 2][..], &[][..])
     );
 }
+
+/// A reload brings the timers of the new nodelist: corosync adds
+/// token_coefficient per node beyond two on every reload, so a cluster
+/// grown by joins has one token timeout on every member.
+#[test]
+fn a_reload_applies_the_timers_of_the_new_nodelist() {
+    let two = config::parse(&super::sim_config_text(2, "")).unwrap();
+    let mut node = Node::new(&two, 1, 0);
+    assert_eq!(node.srp.timers().token, two.totem.timers.token);
+    let sixteen = config::parse(&super::sim_config_text(16, "")).unwrap();
+    let t = &sixteen.totem;
+    assert_eq!(
+        t.timers.token,
+        t.token + 14 * t.token_coefficient,
+        "the parser applies the coefficient"
+    );
+    node.reconfigure(&sixteen);
+    assert_eq!(node.srp.timers(), sixteen.totem.timers);
+    assert_eq!(
+        node.consensus_ms,
+        sixteen.totem.timers.consensus + 4 * sixteen.totem.timers.join
+    );
+}

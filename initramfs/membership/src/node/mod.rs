@@ -246,6 +246,18 @@ impl Node {
     /// Timers, the cluster name and our own node id stay as they were, as in
     /// corosync, where changing them needs a restart.
     pub fn reconfigure(&mut self, config: &CorosyncConfig) -> Vec<NodeAction> {
+        // Every member must run the timers the file gives now: a node that
+        // kept the token timeout of the nodelist it started with (node 1 of
+        // a cluster grown by joins: 1 s instead of 10.1 s at 16 nodes) sees
+        // a lost node leave its view long before that node, with the longer
+        // timeout, stops its VMs, and the agents' fencing bound assumes one T.
+        self.srp.set_timers(config.totem.timers);
+        self.consensus_ms = config.totem.timers.consensus + 4 * config.totem.timers.join;
+        self.app_feed_limit = config
+            .totem
+            .timers
+            .window_size
+            .max(config.totem.timers.max_messages) as usize;
         self.srp.set_nodelist(config.nodes.iter().map(|n| n.nodeid));
         let gather = self.srp.pending();
         for m in self.quorum.reload(config) {

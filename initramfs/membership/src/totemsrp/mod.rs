@@ -257,6 +257,18 @@ impl Srp {
     /// Restricts the ids a received join, commit token or foreign message may
     /// bring into our sets to these (the configured nodelist, ourselves
     /// included).
+    /// New timers from a reloaded configuration: the token timeout grows
+    /// with the nodelist (token_coefficient), as corosync recomputes it on
+    /// a reload. Timers already armed keep their deadlines; the next arming
+    /// uses the new values.
+    pub fn set_timers(&mut self, timers: Timers) {
+        self.timers = timers;
+    }
+
+    pub fn timers(&self) -> Timers {
+        self.timers
+    }
+
     pub fn set_nodelist(&mut self, ids: impl IntoIterator<Item = u32>) {
         let mut ids: BTreeSet<u32> = ids.into_iter().collect();
         ids.insert(self.my_id);

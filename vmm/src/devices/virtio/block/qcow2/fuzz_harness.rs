@@ -13,11 +13,12 @@ use super::Qcow2Disk;
 use crate::devices::virtio::block::disk::{DiskBackend, DiskFormat, OpenOptions};
 use crate::fuzz::memfd;
 
-/// The placeholder path the image is opened as, made once per process.
+/// The placeholder path the image is opened as (one for every run: it
+/// stays empty, so runs side by side share it).
 fn image_path() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("vireo-fuzz-qcow2-{}", std::process::id()));
+        let dir = std::env::temp_dir().join("vireo-fuzz-qcow2");
         std::fs::create_dir_all(&dir).expect("the fuzz image's directory");
         let path = dir.join("image.qcow2");
         std::fs::write(&path, b"").expect("the fuzz image's placeholder");
