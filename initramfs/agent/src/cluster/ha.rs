@@ -7,21 +7,23 @@
 //! view's nodes, through a compare-and-set of its `vm/NAME` entry: the
 //! store's one order lets exactly one such write through, and only its
 //! writer starts the VM. On a node without quorum: its running HA VMs are
-//! stopped at once and the watchdog is no longer fed, so the node is reset
+//! stopped at once (the quorum guard's thread) and the watchdog is no
+//! longer fed, so the node is reset
 //! before the bound runs out even if this agent hangs. Should quorum come
 //! back first, the VMs stopped that way are claimed back by the same
 //! compare-and-set (a survivor may have won it) and started again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
 
 use vireo_cluster::store::{StoreError, StoreStatus};
 
 use super::watchdog::{self, Watchdog};
 use super::{Cluster, VmRecord};
-use crate::vm_types::VmInfo;
 use crate::vms::Vms;
 
 /// How often the feeder looks at quorum and feeds.
@@ -83,14 +85,17 @@ pub struct Ha {
     missing: BTreeMap<u32, Instant>,
     /// HA VMs this node stopped because it lost quorum.
     fenced_here: BTreeSet<String>,
-    /// Since when the store has been re-syncing in a quorate view.
-    syncing_since: Option<Instant>,
+    /// Those the quorum guard stopped since the last step.
+    stopped_by_guard: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Ha {
-    /// Also starts the feeder: a thread of its own, so a step that waits on
-    /// a store write (a view change under way) never delays a feed.
-    pub fn new(cluster: &Cluster) -> Ha {
+    /// Also starts the feeder and the quorum guard, threads of their own:
+    /// the cluster thread's step can wait on a store write (a view change
+    /// under way) or on a shared pool's mount gone silent for longer than
+    /// the watchdog's timeout, and neither a feed nor the stop of the HA
+    /// VMs on a lost quorum may wait for it.
+    pub fn new(cluster: &Cluster, vms: &Vms, rt: Handle) -> Ha {
         let wanted = Arc::new(AtomicBool::new(false));
         let (c, w) = (cluster.clone(), wanted.clone());
         let spawned = std::thread::Builder::new()
@@ -99,11 +104,19 @@ impl Ha {
         if let Err(e) = spawned {
             eprintln!("vireo-agent: cannot start the watchdog feeder: {e}");
         }
+        let stopped_by_guard = Arc::new(Mutex::new(BTreeSet::new()));
+        let (c, v, stopped) = (cluster.clone(), vms.clone(), stopped_by_guard.clone());
+        let spawned = std::thread::Builder::new()
+            .name("vireo-quorum-guard".into())
+            .spawn(move || stop_when_quorum_is_lost(&c, &v, &rt, &stopped));
+        if let Err(e) = spawned {
+            eprintln!("vireo-agent: cannot start the quorum guard: {e}");
+        }
         Ha {
             wanted,
             missing: BTreeMap::new(),
             fenced_here: BTreeSet::new(),
-            syncing_since: None,
+            stopped_by_guard,
         }
     }
 
@@ -126,51 +139,20 @@ impl Ha {
     pub async fn step(&mut self, cluster: &Cluster, vms: &Vms) {
         let status = cluster.store().status();
         let local = vms.list();
+        if let Ok(mut stopped) = self.stopped_by_guard.lock() {
+            self.fenced_here.append(&mut stopped);
+        }
         if !Cluster::quorate(&status) {
-            if self.syncing(cluster, &status) {
-                return;
-            }
-            // The feeder stopped feeding: the watchdog fences this node.
-            self.stop_ha_vms(vms, &local).await;
+            // The quorum guard stops the HA VMs; the feeder stopped feeding,
+            // so the watchdog fences this node.
             return;
         }
-        self.syncing_since = None;
         self.wanted
             .store(local.iter().any(|v| v.spec.ha), Ordering::Relaxed);
         let view = Cluster::view_nodes(&status);
         self.track_missing(cluster, &view);
         self.claim_back(cluster, vms).await;
         self.take_over(cluster, vms, &view).await;
-    }
-
-    /// A state transfer in a view that is still quorate (a node joined
-    /// or came back) is no loss of quorum: for up to half the watchdog
-    /// timeout this step waits instead of stopping the HA VMs. The feeder
-    /// does not feed meanwhile, so the fencing bound holds whatever
-    /// happens; a real loss of quorum (the view not quorate) stops them
-    /// at once.
-    fn syncing(&mut self, cluster: &Cluster, status: &StoreStatus) -> bool {
-        if !status.quorate || status.view.is_none() {
-            self.syncing_since = None;
-            return false;
-        }
-        let since = *self.syncing_since.get_or_insert_with(Instant::now);
-        since.elapsed() < cluster.settings().watchdog_timeout() / 2
-    }
-
-    async fn stop_ha_vms(&mut self, vms: &Vms, local: &[VmInfo]) {
-        for v in local.iter().filter(|v| v.spec.ha && v.pid.is_some()) {
-            eprintln!(
-                "vireo-agent: quorum lost: stopping HA VM '{}' (fencing)",
-                v.spec.name
-            );
-            if let Ok(slot) = vms.get(&v.spec.name) {
-                if let Err(e) = vms.destroy(&slot).await {
-                    eprintln!("vireo-agent: stopping '{}': {}", v.spec.name, e.1);
-                }
-            }
-            self.fenced_here.insert(v.spec.name.clone());
-        }
     }
 
     /// Since when each node known to the store has been out of the view.
@@ -272,6 +254,54 @@ impl Ha {
 /// The feeder: every FEED_EVERY, if the node is quorate, arms the watchdog
 /// while HA VMs are here (disarms it once none are), and feeds it. Without
 /// quorum it does nothing at all, so the countdown runs out.
+/// The quorum guard: every feeder period, out of quorum, it stops the HA
+/// VMs running here and hands their names to the next step (to claim them
+/// back should quorum return before a survivor took them).
+fn stop_when_quorum_is_lost(
+    cluster: &Cluster,
+    vms: &Vms,
+    rt: &Handle,
+    stopped: &Mutex<BTreeSet<String>>,
+) {
+    let mut syncing_since = None;
+    loop {
+        std::thread::sleep(FEED_EVERY);
+        let status = cluster.store().status();
+        let syncing = syncing(cluster, &status, &mut syncing_since);
+        if Cluster::quorate(&status) || syncing {
+            continue;
+        }
+        for v in vms.list().iter().filter(|v| v.spec.ha && v.pid.is_some()) {
+            eprintln!(
+                "vireo-agent: quorum lost: stopping HA VM '{}' (fencing)",
+                v.spec.name
+            );
+            if let Ok(slot) = vms.get(&v.spec.name) {
+                if let Err(e) = rt.block_on(vms.destroy(&slot)) {
+                    eprintln!("vireo-agent: stopping '{}': {}", v.spec.name, e.1);
+                }
+            }
+            if let Ok(mut names) = stopped.lock() {
+                names.insert(v.spec.name.clone());
+            }
+        }
+    }
+}
+
+/// A state transfer in a view that is still quorate (a node joined or
+/// came back) is no loss of quorum: for up to half the watchdog timeout
+/// the guard waits instead of stopping the HA VMs. The feeder does not
+/// feed meanwhile, so the fencing bound holds whatever happens; a real
+/// loss of quorum (the view not quorate) stops them at once.
+fn syncing(cluster: &Cluster, status: &StoreStatus, since: &mut Option<Instant>) -> bool {
+    if status.quorate && status.view.is_some() && !Cluster::quorate(status) {
+        let since = *since.get_or_insert_with(Instant::now);
+        return since.elapsed() < cluster.settings().watchdog_timeout() / 2;
+    }
+    *since = None;
+    false
+}
+
 fn feed_while_quorate(cluster: &Cluster, wanted: &AtomicBool) {
     let settings = cluster.settings();
     let mut watchdog: Box<dyn Watchdog> = watchdog::from_arg(&settings.watchdog);

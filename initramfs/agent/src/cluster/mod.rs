@@ -338,7 +338,7 @@ impl Cluster {
                 }
                 rt.block_on(publish::drop_moved_away(&cluster, &vms));
                 ready();
-                let mut ha = ha::Ha::new(&cluster);
+                let mut ha = ha::Ha::new(&cluster, &vms, rt.clone());
                 ha.resume_after_restart(&cluster, &vms);
                 let mut publisher = publish::Publisher::new(local);
                 let mut balancer = balance::Balancer::new(&cluster);
