@@ -1,6 +1,7 @@
 //! The layer in front of every route: public paths pass, bodies over the
 //! limit are refused from their Content-Length (before a byte of them is
-//! read), other bodies are read whole before the route runs, the caller is authenticated from `Authorization: Bearer` (or
+//! read), other bodies are read whole before the route runs, the caller
+//! is authenticated from `Authorization: Bearer` (or
 //! `?token=` for WebSockets, which browsers cannot give headers, or a
 //! single-use `?ticket=` for a download link, ticket.rs, or the caller a
 //! peer node vouches for on a request it forwards, vouch.rs); the caller

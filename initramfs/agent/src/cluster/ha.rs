@@ -8,8 +8,8 @@
 //! store's one order lets exactly one such write through, and only its
 //! writer starts the VM. On a node without quorum: its running HA VMs are
 //! stopped at once (the quorum guard's thread) and the watchdog is no
-//! longer fed, so the node is reset
-//! before the bound runs out even if this agent hangs. Should quorum come
+//! longer fed, so the node is reset before the bound runs out even if
+//! this agent hangs. Should quorum come
 //! back first, the VMs stopped that way are claimed back by the same
 //! compare-and-set (a survivor may have won it) and started again.
 
