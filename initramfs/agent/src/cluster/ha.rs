@@ -138,7 +138,6 @@ impl Ha {
 
     pub async fn step(&mut self, cluster: &Cluster, vms: &Vms) {
         let status = cluster.store().status();
-        let local = vms.list();
         if let Ok(mut stopped) = self.stopped_by_guard.lock() {
             self.fenced_here.append(&mut stopped);
         }
@@ -147,6 +146,7 @@ impl Ha {
             // so the watchdog fences this node.
             return;
         }
+        let local = vms.list();
         self.wanted
             .store(local.iter().any(|v| v.spec.ha), Ordering::Relaxed);
         let view = Cluster::view_nodes(&status);

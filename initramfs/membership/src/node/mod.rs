@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 pub use quorum::{QuorumEffects, Votequorum, QDEVICE_NODEID};
 pub use sync_engine::{SyncEngine, SyncStep, ADVERTISED_SERVICES};
 
-use crate::config::CorosyncConfig;
+use crate::config::{CorosyncConfig, Timers};
 use crate::service::ServiceMessage;
 use crate::status::{ClusterStatus, NodeStats};
 use crate::sync::SyncMessage;
@@ -136,15 +136,23 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// A few join periods past consensus: a ring that is merely reforming is
+/// operational again by then.
+fn ring_lost_after(t: &Timers) -> u32 {
+    t.consensus + 4 * t.join
+}
+
+/// How many application messages may wait in totemsrp's backlog.
+fn feed_limit(t: &Timers) -> usize {
+    t.window_size.max(t.max_messages) as usize
+}
+
 impl Node {
     pub fn new(config: &CorosyncConfig, my_id: u32, stored_ring_seq: u64) -> Self {
         let mut srp = Srp::new(my_id, config.totem.timers, stored_ring_seq);
         srp.set_cancel_hold_on_retransmit(config.totem.cancel_token_hold_on_retransmit);
         srp.set_nodelist(config.nodes.iter().map(|n| n.nodeid));
         let initial_ring = srp.ring_id();
-        // A few join periods past consensus: a ring that is merely reforming is
-        // operational again by then.
-        let consensus_ms = config.totem.timers.consensus + 4 * config.totem.timers.join;
         let quorum = Votequorum::new(config, my_id);
         let first_report = quorum.status(initial_ring, &[my_id]);
         Node {
@@ -157,17 +165,13 @@ impl Node {
             view: (initial_ring, vec![my_id]),
             activated: Some(first_report),
             ring_lost: false,
-            consensus_ms,
+            consensus_ms: ring_lost_after(&config.totem.timers),
             was_operational: false,
             hold_cancel_due: false,
             app_pending: VecDeque::new(),
             app_pending_packets: 0,
             foreign_packets_dropped: 0,
-            app_feed_limit: config
-                .totem
-                .timers
-                .window_size
-                .max(config.totem.timers.max_messages) as usize,
+            app_feed_limit: feed_limit(&config.totem.timers),
             out: Vec::new(),
         }
     }
@@ -252,12 +256,8 @@ impl Node {
         // a lost node leave its view long before that node, with the longer
         // timeout, stops its VMs, and the agents' fencing bound assumes one T.
         self.srp.set_timers(config.totem.timers);
-        self.consensus_ms = config.totem.timers.consensus + 4 * config.totem.timers.join;
-        self.app_feed_limit = config
-            .totem
-            .timers
-            .window_size
-            .max(config.totem.timers.max_messages) as usize;
+        self.consensus_ms = ring_lost_after(&config.totem.timers);
+        self.app_feed_limit = feed_limit(&config.totem.timers);
         self.srp.set_nodelist(config.nodes.iter().map(|n| n.nodeid));
         let gather = self.srp.pending();
         for m in self.quorum.reload(config) {

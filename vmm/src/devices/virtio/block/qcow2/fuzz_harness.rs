@@ -26,18 +26,21 @@ fn image_path() -> &'static Path {
     })
 }
 
+fn options(writable: bool) -> OpenOptions {
+    OpenOptions {
+        format: DiskFormat::Qcow2,
+        readonly: !writable,
+        direct: false,
+        backing_dirs: Vec::new(),
+    }
+}
+
 /// Byte 0: bit 0 read-write; the rest is the image file.
 pub fn image(data: &[u8]) {
     let (&flags, bytes) = data.split_first().unwrap_or((&0, &[]));
     let writable = flags & 1 != 0;
     let file = memfd::file(bytes, 0);
-    let opts = OpenOptions {
-        format: DiskFormat::Qcow2,
-        readonly: !writable,
-        direct: false,
-        backing_dirs: Vec::new(),
-    };
-    let Ok(mut disk) = Qcow2Disk::open(file, image_path(), opts) else {
+    let Ok(mut disk) = Qcow2Disk::open(file, image_path(), options(writable)) else {
         return;
     };
     let size = disk.size();
@@ -72,14 +75,8 @@ mod tests {
             "/../tests/fuzz/corpus/qcow2/rw-512-clusters"
         );
         let data = std::fs::read(seed).unwrap();
-        let opts = OpenOptions {
-            format: DiskFormat::Qcow2,
-            readonly: false,
-            direct: false,
-            backing_dirs: Vec::new(),
-        };
         let file = memfd::file(&data[1..], 0);
-        if let Err(e) = Qcow2Disk::open(file, image_path(), opts) {
+        if let Err(e) = Qcow2Disk::open(file, image_path(), options(true)) {
             panic!("the seed does not open: {e}");
         }
     }
