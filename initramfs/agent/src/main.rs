@@ -157,10 +157,13 @@ async fn main() {
     } else {
         "http"
     };
-    eprintln!(
-        "vireo-agent: listening on {scheme}://{addr}, state in {}",
+    // One write(2): eprintln! writes a line in pieces, and a reader could
+    // see the address cut short.
+    let line = format!(
+        "vireo-agent: listening on {scheme}://{addr}, state in {}\n",
         state.paths.state.display()
     );
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     let router = vireo_agent::server::router(state);
     if let Err(e) = vireo_agent::listen::serve(listener, router, stop_signal(), transport).await {
         eprintln!("vireo-agent: {e}");

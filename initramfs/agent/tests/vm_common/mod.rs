@@ -324,13 +324,14 @@ fn wait_for_listen_line(log: &Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(rest) = text.split("listening on ").nth(1) {
-            return rest
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .trim_end_matches(',')
-                .to_string();
+        // Only a whole address: the log may be read while the line is
+        // being written ("http://127.0" without the rest; CI saw it).
+        let whole = text
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_once([',', ' ', '\n']));
+        if let Some((url, _)) = whole {
+            return url.to_string();
         }
         assert!(Instant::now() < deadline, "the agent did not start: {text}");
         std::thread::sleep(Duration::from_millis(10));
