@@ -15,6 +15,7 @@ mod measure;
 mod migration;
 mod net;
 mod rig;
+mod rig_net;
 mod scale;
 mod security;
 mod vms;
@@ -110,7 +111,7 @@ pub(crate) fn compare_probe(contenders: [Vmm; 2]) {
 
 fn main() -> ExitCode {
     let mut failures = Failures::default();
-    // `vireo-bench cluster|block|net|dhcp|broadcast|store|ha|scale`: only those rows (make bench-cluster).
+    // `vireo-bench cluster|block|net|dhcp|rig-net|...`: only those rows (make bench-cluster).
     match std::env::args().nth(1).as_deref() {
         Some("cluster") => cluster::bench_cluster(&mut failures),
         Some("block") => bench_block(),
@@ -123,6 +124,7 @@ fn main() -> ExitCode {
         Some("migration") => migration::bench_migration(&mut failures),
         Some("security") => security::bench_security(&mut failures),
         Some("vms") => vms::bench_vms(&mut failures),
+        Some("rig-net") => rig_net::bench_net_in_rig(&mut failures),
         _ => {
             println!(
                 "== vireo bench ({} runs each, guest memory {GUEST_MEMORY_MIB} MiB)",
@@ -136,6 +138,7 @@ fn main() -> ExitCode {
             migration::bench_migration(&mut failures);
             security::bench_security(&mut failures);
             rig::bench_linux_in_rig(&mut failures);
+            rig_net::bench_net_in_rig(&mut failures);
             cluster::bench_cluster(&mut failures);
         }
     }

@@ -24,7 +24,7 @@ struct Figures {
 /// Key: (line kind, vmm, cpus).
 type Table = HashMap<(String, String, String), Figures>;
 
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
@@ -137,7 +137,7 @@ fn bench_guest(failures: &mut Failures, guest: &str, cpus: &[&str], title: &str)
 }
 
 /// The rig's lines about launches that failed or hung, and its last lines.
-fn print_failed_launches(console: &str) {
+pub(crate) fn print_failed_launches(console: &str) {
     let lines: Vec<&str> = console.lines().collect();
     for l in lines.iter().filter(|l| {
         l.contains("failed:")

@@ -59,6 +59,21 @@ for pair in "$mkfs:mkfs.ext4" "$fsck:e2fsck"; do
 done
 [[ -f /etc/mke2fs.conf ]] && cp /etc/mke2fs.conf "$stage/etc/"
 
+# GUEST_NET_TOOLS=1: iperf3 and sockperf (Debian's, with their libraries)
+# for the network bench (vireo.netbench=, rig job bench-net). Only in the
+# bench's own initramfs: 4 MB more would slow every other job's boot.
+if [[ ${GUEST_NET_TOOLS:-0} == 1 ]]; then
+  mkdir -p "$stage/usr/bin" "$stage/tmp"
+  for tool in iperf3 sockperf; do
+    path=$(command -v "$tool") || { echo "$tool missing; install it (tests/rig/deps.sh)" >&2; exit 1; }
+    cp -L "$path" "$stage/usr/bin/$tool"
+    for lib in $(ldd "$path" | grep -o '/[^ ]*'); do
+      mkdir -p "$stage$(dirname "$lib")"
+      cp -L "$lib" "$stage$lib"
+    done
+  done
+fi
+
 cat >"$stage/init" <<'EOF'
 #!/bin/sh
 # Vireo guest /init: report what the guest sees, then reset.
@@ -136,6 +151,63 @@ if [ -n "$ticks" ]; then
     /sbin/e2fsck -fn /dev/vda >/dev/console 2>&1 && state=clean
     echo "VIREO-TICKDISK lines=$lines fsck=$state" >/dev/console
   fi
+fi
+
+# eth0 up at ADDR/LEN, with a default route through GW when one is given.
+net_up() {
+  $bb mkdir -p /tmp
+  $bb ip link set lo up
+  $bb ip link set eth0 up && $bb ip addr add "$1" dev eth0
+  [ -z "$2" ] || $bb ip route add default via "$2"
+}
+
+# vireo.netserve=ADDR/LEN: the peer of another guest's vireo.netbench=
+# (rig job bench-net-layers): iperf3 and sockperf servers on eth0 at ADDR,
+# then wait to be stopped.
+netserve=$($bb sed -n 's/.*vireo\.netserve=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$netserve" ]; then
+  net_up "$netserve" ""
+  /usr/bin/iperf3 -s -D
+  /usr/bin/sockperf server --tcp -i "${netserve%/*}" -p 11111 >/dev/null 2>&1 &
+  echo "VIREO-NETSERVE ready" >/dev/console
+  while :; do $bb sleep 3600; done
+fi
+
+# vireo.netbench=ADDR/LEN,PEER,SECS[,GW]: TCP throughput and request rate
+# between eth0 at ADDR and PEER, which runs `iperf3 -s` and `sockperf
+# server` (the rig host: tests/rig/rootfs/rig/jobs/bench-net.sh; a
+# namespace or another guest: bench-net-layers.sh); SECS seconds each:
+# guest -> peer and peer -> guest (iperf3 -R), then TCP ping-pong. Prints
+#   VIREO-NETBENCH tx_mbps=T rx_mbps=R rr_per_s=Q
+# (a figure is "fail" when its tool failed; the tool's output is printed).
+netbench=$($bb sed -n 's/.*vireo\.netbench=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$netbench" ]; then
+  nb_addr=${netbench%%,*} nb_rest=${netbench#*,}
+  nb_peer=${nb_rest%%,*} nb_rest=${nb_rest#*,}
+  nb_secs=${nb_rest%%,*} nb_gw=
+  [ "$nb_rest" = "$nb_secs" ] || nb_gw=${nb_rest#*,}
+  net_up "$nb_addr" "$nb_gw"
+  # iperf3's receiver line: "[  5] 0.00-5.00 sec 120 MBytes 201 Mbits/sec receiver".
+  mbps() {
+    $bb awk '/receiver/ { for (i = 2; i <= NF; i++) if ($i == "Mbits/sec") v = $(i - 1) }
+             END { if (v == "") { print "fail"; exit 1 } print v }' /tmp/nb.out
+  }
+  # Bounded, so that a peer that does not answer ends in "fail" and the
+  # tool's output, not in a guest that never reports.
+  nb_limit=$((nb_secs * 3 + 20))
+  nb_run() { $bb timeout "$nb_limit" "$@" >/tmp/nb.out 2>&1; }
+  nb_run /usr/bin/iperf3 -c "$nb_peer" -t "$nb_secs" -f m --connect-timeout 10000
+  tx=$(mbps) || $bb cat /tmp/nb.out >/dev/console
+  nb_run /usr/bin/iperf3 -c "$nb_peer" -t "$nb_secs" -f m --connect-timeout 10000 -R
+  rx=$(mbps) || $bb cat /tmp/nb.out >/dev/console
+  # sockperf: "[Valid Duration] RunTime=4.990 sec; SentMessages=N; ReceivedMessages=M".
+  nb_run /usr/bin/sockperf ping-pong --tcp -i "$nb_peer" -p 11111 -t "$nb_secs"
+  rr=$($bb awk '/Valid Duration/ { for (i = 1; i <= NF; i++) {
+                   if ($i ~ /^RunTime=/) { sub(/RunTime=/, "", $i); t = $i + 0 }
+                   if ($i ~ /^ReceivedMessages=/) { sub(/ReceivedMessages=/, "", $i); n = $i + 0 } } }
+               END { if (t > 0 && n > 0) printf "%d\n", n / t; else { print "fail"; exit 1 } }' /tmp/nb.out) ||
+    $bb cat /tmp/nb.out >/dev/console
+  echo "VIREO-NETBENCH tx_mbps=$tx rx_mbps=$rx rr_per_s=$rr" >/dev/console
 fi
 
 # `vireo.dmesg`: the kernel's log after the line (for boot profiles with

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The network rig jobs' tools (net-vlan, net-bond), as a tree for
-# RIG_EXTRA_DIR: iproute2's ip (network namespaces, VLAN links; busybox's
-# ip has neither) with its libraries, and the static vireo-agent, vireo and
+# The network rig jobs' tools (net-vlan, net-bond, bench-net-layers), as a
+# tree for RIG_EXTRA_DIR: iproute2's ip (network namespaces, VLAN links;
+# busybox's ip has neither) and nft with their libraries, and the static vireo-agent, vireo and
 # vireo-init (musl builds) from BINDIR.
 #
 #   tests/rig/build-net-extra.sh OUTDIR BINDIR
@@ -23,4 +23,6 @@ for b in vireo-agent vireo vireo-init; do
   install -m 755 "$bindir/$b" "$out/usr/bin/$b"
 done
 rig_stage_prog "$out" "$(command -v ip)" /usr/sbin/ip
+# nft: the agent's nat, isolated and private networks (bench-net-layers).
+rig_stage_prog "$out" "$(command -v nft)" /usr/sbin/nft
 echo "[net-extra] $(find "$out" -type f | wc -l) files, $(du -sh "$out" | cut -f1) in $out"

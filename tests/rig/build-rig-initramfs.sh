@@ -138,6 +138,8 @@ chmod 755 "$stage/usr/bin/vireo-vmm"
 if [[ $guest_dir != none ]]; then
   cp "$guest_dir/vmlinux" "$guest_dir/bzImage" "$guest_dir/initramfs.cpio.gz" "$stage/guest/"
   cp "$debian_kernel" "$stage/guest/debian-vmlinuz"
+  # The network bench's guest (GUEST_NET_TOOLS=1), when it was built.
+  [[ ! -s $guest_dir/initramfs-net.cpio.gz ]] || cp "$guest_dir/initramfs-net.cpio.gz" "$stage/guest/"
   # The minimal guest's text symbols, sorted, so that a hung launch's guest
   # RIPs can be named inside the rig (rig_dump_vmm).
   nm -n "$guest_dir/vmlinux" | awk '$2 ~ /^[Tt]$/' >"$stage/guest/System.map"
@@ -149,6 +151,10 @@ for tool in vireo-vmm-ctl vireo-img; do
 done
 if [[ ${RIG_WITH_QEMU:-0} == 1 ]]; then
   rig_stage_qemu_ref "$stage"
+  # The network bench's peers on the rig host (bench-net).
+  for tool in iperf3 sockperf; do
+    rig_stage_prog "$stage" "$(command -v $tool)" "/usr/bin/$tool"
+  done
 fi
 
 # Extra files (e.g. tools for future jobs), merged into the root as a tree.

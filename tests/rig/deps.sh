@@ -19,6 +19,9 @@ packages=(
   binutils
   # initramfs: static busybox, cpio, gzip
   busybox-static cpio gzip
+  # the network bench (bench-net): in its guest and on the rig host; nft
+  # for the agent's networks in bench-net-layers
+  iperf3 sockperf nftables
 )
 
 if [[ ${1:-} == --list ]]; then

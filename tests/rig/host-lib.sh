@@ -41,7 +41,8 @@ rig_stage_qemu_ref() {
       cp -L "$lib" "$dir/$lib"
     done
   # microvm's firmware (qboot) and the option ROMs for -kernel (PVH, bzImage).
-  for f in bios-microvm.bin pvh.bin linuxboot_dma.bin linuxboot.bin kvmvapic.bin; do
+  # qboot.rom: microvm with acpi=off (a NIC, qemu-ref-vmm.sh) boots it instead.
+  for f in bios-microvm.bin qboot.rom pvh.bin linuxboot_dma.bin linuxboot.bin kvmvapic.bin; do
     [[ -e /usr/share/qemu/$f ]] && cp -L "/usr/share/qemu/$f" "$dir/usr/share/qemu/$f"
   done
   cp "$here/qemu-ref-vmm.sh" "$dir/usr/bin/qemu-ref-vmm"

@@ -11,6 +11,7 @@
 #   make rig-test                      kvm-check + the Linux-guest jobs
 #   make rig-selftest                  the rig with a stand-in VMM (no vireo-vmm needed)
 #   make rig-bench                     vireo-vmm vs QEMU microvm booting Linux (bench-boot)
+#   make rig-bench-net                 TCP throughput and request rate vs QEMU, vhost off/on
 #   make rig-profile                   where the boot time goes, both VMMs (profile-boot)
 
 BUILD ?= target/build
@@ -37,7 +38,7 @@ RIG_MODULES ?=
 RIG_TEST_JOBS ?= kvm-check linux-min-1 linux-min-4 linux-debian
 
 .PHONY: rig-deps guest-kernel guest-initramfs guest-direct-test rig-vmm rig-nfs-test rig-nfs-extra rig-test-extra \
-        rig-initramfs rig-bench-initramfs rig-run rig-test rig-selftest rig-bench rig-profile
+        rig-initramfs rig-bench-initramfs rig-run rig-test rig-selftest rig-bench rig-bench-net rig-profile
 
 rig-deps:
 	$(RIG_SRC)/deps.sh
@@ -56,6 +57,13 @@ guest-initramfs: $(RIG_GUEST_DIR)/initramfs.cpio.gz
 
 $(RIG_GUEST_DIR)/initramfs.cpio.gz: $(RIG_SRC)/build-guest-initramfs.sh
 	$(RIG_SRC)/build-guest-initramfs.sh $@
+
+# The network bench's guest: the same plus iperf3 and sockperf (deps.sh
+# installs them, and nft for the rig side, when missing: make bench is not
+# part of CI's install list).
+$(RIG_GUEST_DIR)/initramfs-net.cpio.gz: $(RIG_SRC)/build-guest-initramfs.sh
+	$(RIG_SRC)/deps.sh
+	GUEST_NET_TOOLS=1 $(RIG_SRC)/build-guest-initramfs.sh $@
 
 guest-direct-test: guest-kernel guest-initramfs
 	BUILD=$(BUILD) $(RIG_SRC)/direct-boot.sh
@@ -96,14 +104,25 @@ rig-test-extra: rig-net-extra rig-nfs-extra
 
 # The same plus QEMU as the reference VMM, for the jobs that compare them.
 RIG_BENCH_INITRAMFS := $(RIG_OUT)/rig-initramfs-bench.cpio.gz
-rig-bench-initramfs: guest-kernel guest-initramfs rig-vmm
+# vhost_net: QEMU's in-kernel virtio-net backend, one of bench-net's rows;
+# the agent, nft, macvtap and NAT for bench-net-layers (crc32c_generic:
+# the softdep of nf_conntrack's libcrc32c, which modules.dep does not list).
+RIG_BENCH_MODULES := kvm-amd tun bridge vhost_net veth macvtap crc32c_generic nf_tables nf_nat nft_chain_nat nft_masq nft_nat nft_ct
+rig-bench-initramfs: guest-kernel guest-initramfs $(RIG_GUEST_DIR)/initramfs-net.cpio.gz rig-vmm rig-net-extra
 	VIREO_VMM=$(RIG_VMM) GUEST_DIR=$(RIG_GUEST_DIR) PROBE_ELF=$(wildcard $(PROBE_ELF)) RIG_WITH_QEMU=1 \
+	  RIG_EXTRA_DIR=$(RIG_NET_EXTRA) RIG_MODULES="$(RIG_BENCH_MODULES)" \
 	  $(RIG_SRC)/build-rig-initramfs.sh $(RIG_BENCH_INITRAMFS)
 
 # vireo-vmm against QEMU microvm, launch -> guest /init, 1 and 4 vCPUs
 # (RIG_ARGS="rig.runs=20" for more launches). `make bench` prints it as a row.
 rig-bench: rig-bench-initramfs
 	BUILD=$(BUILD) RIG_INITRAMFS=$(RIG_BENCH_INITRAMFS) $(RIG_SRC)/run-rig.sh bench-boot $(RIG_ARGS)
+
+# TCP throughput both ways and request rate, Linux guest <-> rig host:
+# vireo-vmm against QEMU microvm with vhost off and on (bench-net).
+rig-bench-net: rig-bench-initramfs
+	BUILD=$(BUILD) RIG_INITRAMFS=$(RIG_BENCH_INITRAMFS) RIG_QEMU_TIMEOUT=$${RIG_QEMU_TIMEOUT:-2400} \
+	  $(RIG_SRC)/run-rig.sh bench-net,bench-net-layers $(RIG_ARGS)
 
 # Guest kernel logs with initcall times and KVM exit counts under both VMMs,
 # summarised by boot-profile.sh.
