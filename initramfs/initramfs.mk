@@ -48,5 +48,5 @@ appliance-boot-test-aarch64: guest-kernel-arm64 guest-initramfs-arm64
 
 # Three x86_64 nodes on one bridge with i6300esb watchdogs and an NFS pool:
 # zero-touch join, live migration, watchdog fencing, failover (docs/cluster.md).
-appliance-cluster-test: initramfs
+appliance-cluster-test: initramfs guest-kernel guest-initramfs
 	tests/appliance/cluster-test.sh $(APPLIANCE_OUT)

@@ -13,6 +13,9 @@
 #      HA VM b on node 3;
 #   3. `vireo vm migrate a node2` while the host polls a's counter: the
 #      counter goes on at node 2 from where it was (the gap is reported);
+#      then VM p, the rig's minimal Linux guest on a bridge network over
+#      each node's vmbr0, moves to node 2 while the host pings it every
+#      10 ms: lost pings counted, p answers at node 2;
 #   4. node 3's tap leaves the bridge: node 3 stops b (quorum lost), its
 #      i6300esb resets it (a second kernel banner on its console), and only
 #      then does a survivor start b; the tap is put back and node 3, back
@@ -28,7 +31,8 @@
 # Environment: KERNEL (default /boot/vmlinuz-<INITRAMFS.kver>), VIREO_CLI
 # (the static `vireo`), NODE_MEMORY (MiB, default 640: the agent keeps 384 for the node), BOOT_TIMEOUT (600 s),
 # KEEP_LOGS (a directory to copy the consoles to).
-# Needs root, iproute2, qemu-system-x86_64, nfs-ganesha + nfs-ganesha-vfs.
+# Needs root, iproute2, qemu-system-x86_64, nfs-ganesha + nfs-ganesha-vfs, iputils-ping
+# (the last three installed when missing).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -39,12 +43,16 @@ kernel=${KERNEL:-/boot/vmlinuz-$kver}
 cli=${VIREO_CLI:-$repo/target/x86_64-unknown-linux-musl/release/vireo}
 memory=${NODE_MEMORY:-640}
 boot_timeout=${BOOT_TIMEOUT:-600}
-for f in "$initrd" "$kernel" "$cli"; do
-  [[ -r $f ]] || { echo "cluster-test: missing $f (make initramfs)" >&2; exit 2; }
+linux_guest=${LINUX_GUEST_DIR:-$repo/target/build/guest}
+for f in "$initrd" "$kernel" "$cli" "$linux_guest/vmlinux" "$linux_guest/initramfs.cpio.gz"; do
+  [[ -r $f ]] || { echo "cluster-test: missing $f (make initramfs guest-kernel guest-initramfs)" >&2; exit 2; }
 done
 # Not in .ci/run's package list: this test is not in make test's tiers yet.
 command -v ganesha.nfsd >/dev/null || apt-get install -y -q nfs-ganesha nfs-ganesha-vfs >/dev/null ||
   { echo "cluster-test: no ganesha.nfsd (apt-get install nfs-ganesha nfs-ganesha-vfs failed)" >&2; exit 2; }
+# iputils' ping: 10 ms intervals and the summary line the migration check reads.
+command -v ping >/dev/null || apt-get install -y -q iputils-ping >/dev/null ||
+  { echo "cluster-test: no ping (apt-get install iputils-ping failed)" >&2; exit 2; }
 
 # shellcheck source=tests/appliance/lib.sh
 . "$here/lib.sh" # now, elapsed, the x86_64 QEMU command
@@ -135,6 +143,10 @@ nsx ganesha.nfsd -f "$work/ganesha.conf" -L "$work/ganesha.log" -p "$work/ganesh
 wait_for 20 "ganesha on 2049" nsx bash -c "ss -ltn | grep -q ':2049 '" || fail nfs "ganesha does not listen: $(tail -5 "$work/ganesha.log")"
 # 4 MiB of stress writes and, past them, the probe's owner stamp (docs/probe.md).
 for vm in a b; do truncate -s $(((4 << 20) + 4096)) "$work/export/$vm.raw"; done
+# The rig's minimal Linux guest, booted from the shared pool (VM p, pinged
+# while it migrates).
+cp "$linux_guest/vmlinux" "$work/export/guest-vmlinux"
+cp "$linux_guest/initramfs.cpio.gz" "$work/export/guest-initrd"
 log "NFS (ganesha) serves $work/export at $net.1:/"
 
 # --- node 1's state disk holds the new cluster; 2 and 3 join by themselves ---
@@ -343,6 +355,23 @@ print(f"{max(gaps):.2f} {statistics.median(gaps):.2f}" if gaps else "? ?")
 PY
 }
 
+# --- a Linux guest on the LAN: a bridge network over each node's vmbr0 ---
+lan_everywhere() { local n; for n in 1 2 3; do api "$n" GET /networks/lan >/dev/null || return 1; done; }
+api 1 POST /networks '{"name":"lan","kind":"bridge","uplink":"vmbr0","cluster":true}' >/dev/null ||
+  fail lan "node 1 could not define the network lan: $(api 1 GET /networks)"
+wait_for 60 "lan on every node" lan_everywhere || fail lan "the network lan is not on every node"
+guest_ip=$net.50
+answer=$(api 1 POST /vms "{\"name\":\"p\",\"memory_mib\":96,
+  \"boot\":{\"kind\":\"kernel\",\"kernel\":\"shared/guest-vmlinux\",\"initrd\":\"shared/guest-initrd\",
+    \"cmdline\":\"console=ttyS0 reboot=k panic=-1 quiet vireo.netidle=$guest_ip/24\"},
+  \"nics\":[{\"network\":\"lan\"}]}") || fail lan "node 1: defining the Linux guest p failed: $answer"
+answer=$(API_MAX_TIME=60 api 1 POST /vms/p/start) || fail lan "node 1: starting p failed: $answer"
+pings() { nsx ping -c 1 -W 1 "$guest_ip"; }
+wait_for 120 "p answers pings" pings ||
+  fail lan "the Linux guest p does not answer pings; its console: $(api 1 GET '/vms/p/log?bytes=2048' | tr -d '\r' | tail -n 5)"
+log "Linux guest p on node 1 answers pings at $guest_ip"
+pass linux-guest-on-lan
+
 # --- 3. live migration a: node 1 -> node 2 under the counter's poll ---
 poll a "$work/poll-migrate" &
 echo $! >"$work/poller.pid"
@@ -365,6 +394,38 @@ read -r mig_gap gen_period < <(counter_gaps "$work/poll-migrate")
 mig_downtime=$(sed -nE 's/.*downtime ([0-9.]+ ms).*/\1/p' <<<"$mig_out")
 log "migration: ${mig_s}s (CLI), VMM downtime $mig_downtime; counter $before -> first at node 2 $after_first; longest counter gap seen by the host poll (0.25 s + API) ${mig_gap}s (median between generations ${gen_period}s)"
 pass migrate-live
+
+# --- 3b. live migration of p: node 1 -> node 2 while the host pings it every 10 ms ---
+# Not through nsx: $! must be ping's pid (ip netns exec execs it) for its
+# SIGINT summary.
+ip netns exec "$ns" ping -i 0.01 -W 1 "$guest_ip" >"$work/ping-migrate" 2>&1 &
+ping_pid=$!
+sleep 2
+t_pmig=$(now)
+pmig_out=$(vireo vm migrate p node2 --host "https://$(addr 1)" 2>&1) || fail migrate-pinged "vireo vm migrate p failed: $pmig_out"
+pmig_s=$(elapsed "$t_pmig" "$(now)")
+sleep 3
+kill -INT "$ping_pid"
+wait "$ping_pid" || true
+[[ $(running_on p) == 2 ]] || fail migrate-pinged "p runs on nodes '$(running_on p)' after the migration"
+wait_for 10 "p answers at node 2" pings || fail migrate-pinged "p does not answer pings after moving to node 2"
+read -r sent got < <(sed -nE 's/^([0-9]+) packets transmitted, ([0-9]+) received.*/\1 \2/p' "$work/ping-migrate")
+[[ -n ${sent:-} ]] || fail migrate-pinged "no ping summary: $(tail -n 3 "$work/ping-migrate")"
+lost=$((sent - got))
+pmig_downtime=$(sed -nE 's/.*downtime ([0-9.]+ ms).*/\1/p' <<<"$pmig_out")
+# The slowest reply: the pings sent during the switch-over, answered late.
+rtt_max=$(sed -nE 's|^rtt min/avg/max/mdev = [0-9.]+/[0-9.]+/([0-9.]+)/.*|\1 ms|p' "$work/ping-migrate")
+# The replies' sequence numbers that never came back, as runs "first-last".
+missing=$(sed -nE 's/.*icmp_seq=([0-9]+) .*/\1/p' "$work/ping-migrate" | python3 -c '
+import sys
+seen = sorted(int(l) for l in sys.stdin)
+gaps = [(a + 1, b - 1) for a, b in zip(seen, seen[1:]) if b - a > 1]
+print(" ".join(f"{x}-{y}" if x != y else str(x) for x, y in gaps) or "none")')
+log "migration of the pinged Linux guest: ${pmig_s}s (CLI), VMM downtime $pmig_downtime; pings every 10 ms: $sent sent, $lost lost (missing sequence numbers: $missing), slowest reply ${rtt_max:-?}"
+# Each ping is a 10 ms slot: what is lost is the switch-over (paused, then
+# the MAC announced from node 2), so far fewer than the run's pings.
+((got > 0 && lost * 2 < sent)) || fail migrate-pinged "$lost of $sent pings lost"
+pass migrate-pinged
 
 # --- 4. node 3 cut off: it stops b, its watchdog resets it, b moves ---
 boots3=$(boots 3)
@@ -457,6 +518,7 @@ echo
 echo "== timings (QEMU TCG nodes, $memory MiB, 1 vCPU; nested KVM for the probe) =="
 echo "3 QEMUs started -> 3 nodes online in node 1's table (boot + zero-touch join): $join_s s"
 echo "live migration a node1 -> node2: CLI $mig_s s, VMM downtime $mig_downtime, longest counter gap (host poll) $mig_gap s (median between generations $gen_period s)"
+echo "live migration of the pinged Linux guest p node1 -> node2: CLI $pmig_s s, VMM downtime $pmig_downtime, $lost of $sent pings (10 ms apart) lost, slowest reply ${rtt_max:-?}"
 echo "node 3 cut off -> b stopped there: $stop_s s; -> its i6300esb fired: $reset_s s (new boot on its console: $banner_s s); -> b running on a survivor: $b_s s"
 echo "node 2 killed -> a running on node $new: $fail_s s"
 echo "cluster-test: PASS"

@@ -9,7 +9,9 @@
 # writes a file, reads it back after a remount, pings PEER from eth0 at ADDR,
 # and prints `VIREO-DISKNET mkfs=ok write=ok read=ok ping=ok` (or `...=fail`).
 # `vireo.ticks=N` (and `vireo.tickdisk=ADDR/LEN`) count seconds for the
-# snapshot and migration jobs (see /init below).
+# snapshot and migration jobs; `vireo.netidle=`, `vireo.netserve=` and
+# `vireo.netbench=` are for the network bench and the appliance cluster
+# test (see /init below).
 #
 #   tests/rig/build-guest-initramfs.sh OUT.cpio.gz
 #
@@ -170,6 +172,15 @@ if [ -n "$netserve" ]; then
   /usr/bin/iperf3 -s -D
   /usr/bin/sockperf server --tcp -i "${netserve%/*}" -p 11111 >/dev/null 2>&1 &
   echo "VIREO-NETSERVE ready" >/dev/console
+  while :; do $bb sleep 3600; done
+fi
+
+# vireo.netidle=ADDR/LEN: eth0 up at ADDR, answering pings, until the VM is
+# stopped (the appliance cluster test pings it while it migrates).
+netidle=$($bb sed -n 's/.*vireo\.netidle=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$netidle" ]; then
+  net_up "$netidle" ""
+  echo "VIREO-NETIDLE up $($bb ip -o -4 addr show eth0 | $bb awk '{ print $4 }')" >/dev/console
   while :; do $bb sleep 3600; done
 fi
 

@@ -32,6 +32,11 @@ pub struct VmSpec {
     /// node sees.
     #[serde(default)]
     pub ha: bool,
+    /// HA recovery order: a survivor that takes over a fenced node's HA VMs
+    /// starts them highest priority first (equal ones by name). Default 0;
+    /// negative values go after the default.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ha_priority: i32,
     /// What to do when the VMM ends without being asked to.
     #[serde(default)]
     pub on_crash: OnCrash,
@@ -45,6 +50,10 @@ pub struct VmSpec {
     /// (docs/security.md#jailed-vms); ignored unjailed.
     #[serde(default, skip_serializing_if = "VmLimits::is_default")]
     pub limits: VmLimits,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// A jailed VM's cgroup limits. Unset fields take the defaults below.

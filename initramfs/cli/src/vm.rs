@@ -142,6 +142,9 @@ pub struct SpecArgs {
     /// Restart it on another node when its node dies (cluster HA).
     #[arg(long)]
     ha: Option<bool>,
+    /// HA recovery order: higher restarts first on a survivor (default 0).
+    #[arg(long, allow_hyphen_values = true)]
+    ha_priority: Option<i32>,
     #[arg(long, value_parser = ["stay", "restart"])]
     on_crash: Option<String>,
     #[arg(long, value_parser = ["restart", "stop"])]
@@ -311,6 +314,7 @@ fn define(
             nics: Vec::new(),
             autostart: false,
             ha: false,
+            ha_priority: 0,
             on_crash: OnCrash::Stay,
             on_reboot: OnReboot::Restart,
             tags: BTreeMap::new(),
@@ -398,6 +402,7 @@ fn apply(spec: &mut VmSpec, a: SpecArgs) -> Result<(), String> {
     }
     spec.autostart = a.autostart.unwrap_or(spec.autostart);
     spec.ha = a.ha.unwrap_or(spec.ha);
+    spec.ha_priority = a.ha_priority.unwrap_or(spec.ha_priority);
     if let Some(c) = a.on_crash {
         spec.on_crash = if c == "restart" {
             OnCrash::Restart
@@ -474,5 +479,27 @@ mod tests {
         let n = nic("tap=vt0,mac=02:00:00:00:00:01,mtu=9000").unwrap();
         assert_eq!((n.tap.as_deref(), n.mtu), (Some("vt0"), Some(9000)));
         assert!(nic("bridge=vmbr0").is_err());
+    }
+
+    #[test]
+    fn ha_priority_reaches_the_spec_and_keeps_its_sign() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            spec: SpecArgs,
+        }
+        let args = ["vm", "--kernel", "/k", "--ha", "true", "--ha-priority", "-5"];
+        let cli = Cli::try_parse_from(args).unwrap();
+        let mut spec: VmSpec =
+            serde_json::from_str(r#"{"name": "x", "boot": {"kind": "kernel", "kernel": "/k"}}"#)
+                .unwrap();
+        apply(&mut spec, cli.spec).unwrap();
+        assert_eq!((spec.ha, spec.ha_priority), (true, -5));
+        // The default is left out of the JSON; a set one is written.
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["ha_priority"], -5);
+        spec.ha_priority = 0;
+        assert!(serde_json::to_value(&spec).unwrap().get("ha_priority").is_none());
     }
 }

@@ -89,6 +89,10 @@ fn main() {
 
     let loader = Arc::new(modules::Loader::open(false));
     loader.coldplug();
+    let nodes = loader.make_static_nodes();
+    if nodes > 0 {
+        log!("modules: {nodes} device node(s) that load their module on first open (modules.devname)");
+    }
     for m in &cmd.modules {
         loader.load_logged(m);
     }

@@ -211,7 +211,7 @@ impl Ha {
         let (Ok(records), Ok(drained)) = (cluster.records(), cluster.drained()) else {
             return;
         };
-        for (name, (owner, version, rec)) in stored {
+        for (name, (owner, version, rec)) in recovery_order(stored) {
             let Some(gone) = fenced.get(&owner) else {
                 continue;
             };
@@ -249,6 +249,17 @@ impl Ha {
             }
         }
     }
+}
+
+/// The order a survivor takes over and starts the VMs of fenced nodes:
+/// highest `ha_priority` first, equal priorities by name.
+fn recovery_order(
+    stored: BTreeMap<String, (u32, u64, VmRecord)>,
+) -> Vec<(String, (u32, u64, VmRecord))> {
+    let mut ordered: Vec<_> = stored.into_iter().collect();
+    // Stable: the map's name order stays among equal priorities.
+    ordered.sort_by_key(|(_, (_, _, rec))| std::cmp::Reverse(rec.spec.ha_priority));
+    ordered
 }
 
 /// The feeder: every FEED_EVERY, if the node is quorate, arms the watchdog
@@ -396,6 +407,31 @@ mod tests {
         assert_eq!(picks, BTreeSet::from([1, 3]));
         assert_eq!(chosen("web", &survivors), chosen("web", &survivors));
         assert_eq!(chosen("web", &[]), None);
+    }
+
+    #[test]
+    fn recovery_goes_by_priority_then_name() {
+        let record = |name: &str, ha_priority: i32| {
+            let spec: crate::vm_types::VmSpec = serde_json::from_value(serde_json::json!({
+                "name": name, "ha": true, "ha_priority": ha_priority,
+                "boot": {"kind": "kernel", "kernel": "/k"}
+            }))
+            .unwrap();
+            let rec = VmRecord {
+                uuid: format!("uuid-{name}"),
+                spec,
+            };
+            (name.to_string(), (2, 1, rec))
+        };
+        let stored = BTreeMap::from([
+            record("a-low", -5),
+            record("b-default", 0),
+            record("c-db", 100),
+            record("d-default", 0),
+            record("e-web", 50),
+        ]);
+        let order: Vec<String> = recovery_order(stored).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(order, ["c-db", "e-web", "b-default", "d-default", "a-low"]);
     }
 
     #[test]

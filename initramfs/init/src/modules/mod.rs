@@ -89,6 +89,38 @@ impl Loader {
         loader
     }
 
+    /// Makes the device nodes of modules.devname (`tun net/tun c10:200`)
+    /// that do not exist yet, as `kmod static-nodes` does for systemd:
+    /// opening one makes the kernel load its module (request_module of
+    /// `char-major-10-200`, which runs us as modprobe). Without it
+    /// /dev/net/tun is missing until something loads tun, and the agent
+    /// cannot make a VM's tap. Returns how many it made.
+    pub fn make_static_nodes(&self) -> usize {
+        let text = fs::read_to_string(self.dir.join("modules.devname")).unwrap_or_default();
+        let mut made = 0;
+        for node in parse_devname(&text) {
+            let path = Path::new("/dev").join(&node.path);
+            if path.exists() {
+                continue;
+            }
+            if let Some(parent) = path.parent() {
+                let _ = fs::create_dir_all(parent);
+            }
+            let kind = if node.char_device {
+                nix::sys::stat::SFlag::S_IFCHR
+            } else {
+                nix::sys::stat::SFlag::S_IFBLK
+            };
+            let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
+            let dev = nix::sys::stat::makedev(node.major, node.minor);
+            match nix::sys::stat::mknod(&path, kind, mode, dev) {
+                Ok(()) => made += 1,
+                Err(e) => log!("modules: {}: {e}", path.display()),
+            }
+        }
+        made
+    }
+
     /// Loads `name` (a module name or an alias such as `crypto-crc32c` or
     /// `fs-ext4`) with its dependencies. Built-in or already loaded is Ok.
     pub fn load(&self, name: &str) -> Result<(), String> {
@@ -284,9 +316,70 @@ fn insert(path: &Path, params: &str) -> Result<(), String> {
     }
 }
 
+/// A line of modules.devname: the node under /dev and its numbers.
+#[derive(Debug, PartialEq, Eq)]
+struct StaticNode {
+    path: String,
+    char_device: bool,
+    major: u64,
+    minor: u64,
+}
+
+/// `MODULE DEVNAME cMAJOR:MINOR` (or `b` for a block device) lines;
+/// comments and malformed lines are skipped, and so is a name that would
+/// leave /dev.
+fn parse_devname(text: &str) -> Vec<StaticNode> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let (_module, path, numbers) = (words.next()?, words.next()?, words.next()?);
+            let char_device = match numbers.chars().next()? {
+                'c' => true,
+                'b' => false,
+                _ => return None,
+            };
+            let (major, minor) = numbers[1..].split_once(':')?;
+            if path.starts_with('/') || path.split('/').any(|c| c == ".." || c.is_empty()) {
+                return None;
+            }
+            Some(StaticNode {
+                path: path.to_string(),
+                char_device,
+                major: major.parse().ok()?,
+                minor: minor.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn devname_lines_become_nodes_and_bad_ones_are_skipped() {
+        let text = "# Device nodes to trigger on-demand module loading.\n\
+            tun net/tun c10:200\n\
+            loop loop-control c10:237\n\
+            nbd nbd0 b43:0\n\
+            evil ../etc/passwd c1:3\n\
+            odd x q1:2\n\
+            short\n";
+        let nodes = parse_devname(text);
+        let paths: Vec<(&str, bool, u64, u64)> = nodes
+            .iter()
+            .map(|n| (n.path.as_str(), n.char_device, n.major, n.minor))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("net/tun", true, 10, 200),
+                ("loop-control", true, 10, 237),
+                ("nbd0", false, 43, 0)
+            ]
+        );
+    }
 
     fn loader() -> Loader {
         let tables = Tables {
