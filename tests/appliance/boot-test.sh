@@ -214,6 +214,11 @@ wait_console '^MODPROBE-42' 30
 type_line 'ip link add vbond1 type bond && grep -q "^bonding " /proc/modules && echo AUTOLOAD-$((40+2))'
 wait_console '^AUTOLOAD-42' 30
 log "modprobe: by hand and through request_module()"
+# /dev/net/tun before anything loaded tun (init makes modules.devname's
+# nodes), and opening it loads the module: the agent makes VM taps there.
+type_line 'test -c /dev/net/tun && { cat /dev/net/tun 2>/dev/null; test -d /sys/module/tun; } && echo TUN-$((40+2))'
+wait_console '^TUN-42' 30 || fail "no /dev/net/tun, or opening it did not load tun"
+log "/dev/net/tun: there at boot, tun loaded on first open"
 # A NAT network: the agent makes its bridge and its nftables rules with the
 # node's own nft (a glibc program shipped with its libraries), and the
 # ruleset the kernel holds then masquerades the network's subnet.
