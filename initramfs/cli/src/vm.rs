@@ -489,7 +489,15 @@ mod tests {
             #[command(flatten)]
             spec: SpecArgs,
         }
-        let args = ["vm", "--kernel", "/k", "--ha", "true", "--ha-priority", "-5"];
+        let args = [
+            "vm",
+            "--kernel",
+            "/k",
+            "--ha",
+            "true",
+            "--ha-priority",
+            "-5",
+        ];
         let cli = Cli::try_parse_from(args).unwrap();
         let mut spec: VmSpec =
             serde_json::from_str(r#"{"name": "x", "boot": {"kind": "kernel", "kernel": "/k"}}"#)
@@ -500,6 +508,9 @@ mod tests {
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(json["ha_priority"], -5);
         spec.ha_priority = 0;
-        assert!(serde_json::to_value(&spec).unwrap().get("ha_priority").is_none());
+        assert!(serde_json::to_value(&spec)
+            .unwrap()
+            .get("ha_priority")
+            .is_none());
     }
 }
