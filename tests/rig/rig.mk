@@ -85,10 +85,12 @@ rig-initramfs: guest-kernel guest-initramfs rig-vmm
 	  RIG_EXTRA_DIR=$(RIG_EXTRA) RIG_MODULES="$(RIG_MODULES)" \
 	  $(RIG_SRC)/build-rig-initramfs.sh $(RIG_OUT)/rig-initramfs.cpio.gz
 
-# The network jobs (net-vlan, net-bond): iproute2's ip and the static
-# agent, CLI and init; 8021q, bonding and veth besides the usual modules.
+# The network jobs (net-vlan, net-bond): iproute2's ip, nft and the static
+# agent, CLI and init; 8021q, bonding and veth besides the usual modules,
+# and nf_tables (crc32c_generic: libcrc32c's softdep), as on the appliance:
+# the agent removes a network's nft tables with the nft it finds.
 RIG_NET_EXTRA := $(RIG_OUT)/net-extra
-RIG_NET_MODULES := kvm-amd tun bridge veth 8021q bonding
+RIG_NET_MODULES := kvm-amd tun bridge veth 8021q bonding crc32c_generic nf_tables
 .PHONY: rig-net-extra
 rig-net-extra:
 	$(CARGO) build --release --target x86_64-unknown-linux-musl -p vireo-agent -p vireo-cli -p vireo-init
