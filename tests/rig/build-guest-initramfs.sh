@@ -44,20 +44,26 @@ ln -s busybox "$stage/bin/sh"
 # then records the node in the archive.
 mknod -m 600 "$stage/dev/console" c 5 1
 
-# mkfs.ext4 (e2fsprogs, dynamically linked) with the libraries and loader it
-# needs, at the paths ldd names, for the vireo.disknet check.
-# e2fsck the same way, for the migration job's check of the filesystem.
+# stage_with_libs PROGRAM DEST: a dynamically linked program at DEST in the
+# archive, with the libraries and loader it needs at the paths ldd names.
+stage_with_libs() {
+  local lib
+  cp -L "$1" "$stage$2"
+  for lib in $(ldd "$1" | grep -o '/[^ ]*'); do
+    mkdir -p "$stage$(dirname "$lib")"
+    cp -L "$lib" "$stage$lib"
+  done
+}
+
+# mkfs.ext4 (e2fsprogs) for the vireo.disknet check; e2fsck for the
+# migration job's check of the filesystem.
 mkfs=${MKFS_EXT4:-/sbin/mkfs.ext4}
 fsck=${E2FSCK:-/sbin/e2fsck}
 mkdir -p "$stage/sbin" "$stage/etc" "$stage/mnt"
 for pair in "$mkfs:mkfs.ext4" "$fsck:e2fsck"; do
   tool=${pair%:*}
   [[ -x $tool ]] || { echo "$tool missing; install e2fsprogs" >&2; exit 1; }
-  cp -L "$tool" "$stage/sbin/${pair##*:}"
-  for lib in $(ldd "$tool" | grep -o '/[^ ]*'); do
-    mkdir -p "$stage$(dirname "$lib")"
-    cp -L "$lib" "$stage$lib"
-  done
+  stage_with_libs "$tool" "/sbin/${pair##*:}"
 done
 [[ -f /etc/mke2fs.conf ]] && cp /etc/mke2fs.conf "$stage/etc/"
 
@@ -68,11 +74,7 @@ if [[ ${GUEST_NET_TOOLS:-0} == 1 ]]; then
   mkdir -p "$stage/usr/bin" "$stage/tmp"
   for tool in iperf3 sockperf; do
     path=$(command -v "$tool") || { echo "$tool missing; install it (tests/rig/deps.sh)" >&2; exit 1; }
-    cp -L "$path" "$stage/usr/bin/$tool"
-    for lib in $(ldd "$path" | grep -o '/[^ ]*'); do
-      mkdir -p "$stage$(dirname "$lib")"
-      cp -L "$lib" "$stage$lib"
-    done
+    stage_with_libs "$path" "/usr/bin/$tool"
   done
 fi
 

@@ -422,6 +422,36 @@ rig_stats() {
           printf "runs=%d median=%d min=%d max=%d\n", NR, m, t[1], t[NR] }'
 }
 
+# rig_median KEY: the median of the KEY=VALUE words of the lines on stdin
+# (lines without one are skipped), or nothing.
+rig_median() {
+  awk -v key="$1=" '{ for (i = 1; i <= NF; i++) if (index($i, key) == 1) print substr($i, length(key) + 1) }' |
+    rig_stats | sed -n 's/.*median=\([0-9]*\).*/\1/p'
+}
+
+# rig_console_quiet / rig_console_loud: the rig kernel's messages off the
+# console while a bench runs (KVM's "Unhandled WRMSR" at every guest boot
+# would land in the middle of its result lines), then back as they were.
+rig_console_quiet() {
+  RIG_PRINTK_WAS=$(cat /proc/sys/kernel/printk)
+  echo 1 >/proc/sys/kernel/printk
+}
+rig_console_loud() {
+  [ -z "${RIG_PRINTK_WAS:-}" ] || echo "$RIG_PRINTK_WAS" >/proc/sys/kernel/printk
+}
+
+# rig_netbench_figures FILE: the figures of the guest's VIREO-NETBENCH line
+# in FILE ("tx_mbps=.. rx_mbps=.. rr_per_s=.."); fails when there is no
+# such line or one of its tools failed.
+rig_netbench_figures() {
+  local line
+  line=$(grep -o 'VIREO-NETBENCH.*' "$1" | tr -d "$RIG_CR")
+  case " $line " in
+    "  " | *"=fail "*) return 1 ;;
+  esac
+  echo "${line#VIREO-NETBENCH }"
+}
+
 # KVM exit histograms (tracepoint hist triggers): by exit reason, port I/O by
 # port, MSR by index, MMIO by address, exits to the VMM by reason, and the
 # guest RIPs that exit most.

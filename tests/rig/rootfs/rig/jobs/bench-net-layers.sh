@@ -18,11 +18,7 @@
 #   RIG layer-result layer=nat path=outside runs=1 failed=0 tx_mbps=.. rx_mbps=.. rr_per_s=..
 . /rig/lib.sh
 . /rig/net-lib.sh
-# The rig kernel's messages (KVM's "Unhandled WRMSR" at every guest boot)
-# would land in the middle of the result lines on the one console: off
-# while this job runs.
-printk_was=$(cat /proc/sys/kernel/printk)
-echo 1 >/proc/sys/kernel/printk
+rig_console_quiet
 n=$(sed -n 's/.*rig\.rounds=\([0-9]*\).*/\1/p' /proc/cmdline)
 n=${n:-1}
 secs=$(sed -n 's/.*rig\.secs=\([0-9]*\).*/\1/p' /proc/cmdline)
@@ -77,22 +73,19 @@ layer_gone() {
 
 # layer_measure LAYER PATH I NIC ADDR PEER [GW]: one client guest's figures.
 layer_measure() {
-  local line
+  local figures ok=0
   layer_vm client "$4" "vireo.netbench=$5,$6,$secs${7:+,$7}"
-  if layer_wait client "VIREO-NETBENCH"; then
-    line=$(grep -o 'VIREO-NETBENCH.*' /tmp/layer-log | tr -d "$RIG_CR")
-  fi
+  layer_wait client "VIREO-NETBENCH" && figures=$(rig_netbench_figures /tmp/layer-log) && ok=1
   layer_gone client
-  case " $line " in
-    *" tx_mbps=fail "* | *" rx_mbps=fail "* | *" rr_per_s=fail "* | "  ")
-      echo "RIG layer=$1 path=$2 i=$3 failed; the guest's console, then the node's links:"
-      sed 's/^/  | /' /tmp/layer-log
-      $IP -s -o link | grep -E ' (tb[12]|vr-|up0|br0|mv|vt)' | sed 's/^/  | /'
-      echo "$1 $2 fail" >>$results
-      return 1 ;;
-  esac
-  echo "RIG layer=$1 path=$2 i=$3 ${line#VIREO-NETBENCH }"
-  echo "$1 $2 ${line#VIREO-NETBENCH }" >>$results
+  if [ $ok = 0 ]; then
+    echo "RIG layer=$1 path=$2 i=$3 failed; the guest's console, then the node's links:"
+    sed 's/^/  | /' /tmp/layer-log
+    $IP -s -o link | grep -E ' (tb[12]|vr-|up0|br0|mv|vt)' | sed 's/^/  | /'
+    echo "$1 $2 fail" >>$results
+    return 1
+  fi
+  echo "RIG layer=$1 path=$2 i=$3 $figures"
+  echo "$1 $2 $figures" >>$results
 }
 
 # layer_paths LAYER I CLIENT-NIC SERVER-NIC NET-PREFIX [GW]: both paths.
@@ -131,11 +124,7 @@ done
 kill "$NET_AGENT" "$out_sockperf" "$(cat /tmp/out-iperf3.pid)" 2>/dev/null
 
 # The median of one figure of one layer and path.
-layer_median() {
-  awk -v l="$1" -v p="$2" -v key="$3=" '$1 == l && $2 == p && $3 != "fail" {
-      for (i = 3; i <= NF; i++) if (index($i, key) == 1) print substr($i, length(key) + 1) }' $results |
-    rig_stats | sed -n 's/.*median=\([0-9]*\).*/\1/p'
-}
+layer_median() { grep "^$1 $2 " $results | rig_median "$3"; }
 for layer in tap bridge nat macvtap; do
   for path in outside guest; do
     runs=$(awk -v l=$layer -v p=$path '$1 == l && $2 == p && $3 != "fail"' $results | wc -l)
@@ -147,5 +136,5 @@ for layer in tap bridge nat macvtap; do
 done
 fails=$(grep -c ' fail$' $results)
 echo "RIG bench-net-layers failed=$fails"
-echo "$printk_was" >/proc/sys/kernel/printk
+rig_console_loud
 [ "$fails" = 0 ]

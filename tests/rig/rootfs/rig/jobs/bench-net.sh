@@ -15,11 +15,7 @@
 #   RIG net-result vmm=vireo runs=3 failed=0 tx_mbps=.. rx_mbps=.. rr_per_s=..
 . /rig/lib.sh
 n=${RIG_RUNS:-3}
-# The rig kernel's messages (KVM's "Unhandled WRMSR" at every guest boot)
-# would land in the middle of the result lines on the one console: off
-# while this job runs.
-printk_was=$(cat /proc/sys/kernel/printk)
-echo 1 >/proc/sys/kernel/printk
+rig_console_quiet
 secs=$(sed -n 's/.*rig\.secs=\([0-9]*\).*/\1/p' /proc/cmdline)
 secs=${secs:-5}
 initrd=/guest/initramfs-net.cpio.gz
@@ -41,7 +37,7 @@ results=/tmp/bench-net.results
 
 # net_launch NAME I: one guest under VMM NAME, its figures into $results.
 net_launch() {
-  local name=$1 i=$2 out=/tmp/bench-net.out line
+  local name=$1 i=$2 out=/tmp/bench-net.out figures
   VMM=/usr/bin/vireo-vmm QEMU_REF_VHOST=off
   case $name in
     qemu) VMM=/usr/bin/qemu-ref-vmm ;;
@@ -51,16 +47,14 @@ net_launch() {
   rig_vmm_run --kernel /guest/vmlinux --initrd $initrd \
     --cmdline "$RIG_GUEST_CMDLINE vireo.netbench=10.0.3.15/24,10.0.3.1,$secs" \
     --cpus 1 --memory 512M --serial stdio --net tap=vtap0,mac=02:76:69:72:65:01 >$out
-  line=$(grep -o 'VIREO-NETBENCH.*' $out | tr -d "$RIG_CR")
-  case " $line " in
-    *" tx_mbps=fail "* | *" rx_mbps=fail "* | *" rr_per_s=fail "* | "  ")
-      echo "RIG net vmm=$name i=$i failed (vmm exit=$RIG_VMM_RC); its output:"
-      sed 's/^/  | /' $out
-      echo "$name fail" >>$results
-      return 1 ;;
-  esac
-  echo "RIG net vmm=$name i=$i ${line#VIREO-NETBENCH }"
-  echo "$name ${line#VIREO-NETBENCH }" >>$results
+  if ! figures=$(rig_netbench_figures $out); then
+    echo "RIG net vmm=$name i=$i failed (vmm exit=$RIG_VMM_RC); its output:"
+    sed 's/^/  | /' $out
+    echo "$name fail" >>$results
+    return 1
+  fi
+  echo "RIG net vmm=$name i=$i $figures"
+  echo "$name $figures" >>$results
 }
 
 fails=0 i=1
@@ -80,11 +74,7 @@ kill "$(cat /tmp/iperf3-server.pid)" 2>/dev/null
 ip link del vtap0 2>/dev/null || tunctl -d vtap0 >/dev/null
 
 # The median of one figure (tx_mbps, ...) of one VMM's runs.
-net_median() {
-  awk -v vmm="$1" -v key="$2=" '$1 == vmm && $2 != "fail" {
-      for (i = 2; i <= NF; i++) if (index($i, key) == 1) print substr($i, length(key) + 1) }' $results |
-    rig_stats | sed -n 's/.*median=\([0-9]*\).*/\1/p'
-}
+net_median() { grep "^$1 " $results | rig_median "$2"; }
 for name in vireo qemu qemu-vhost; do
   runs=$(awk -v vmm=$name '$1 == vmm && $2 != "fail"' $results | wc -l)
   failed=$(awk -v vmm=$name '$1 == vmm && $2 == "fail"' $results | wc -l)
@@ -92,5 +82,5 @@ for name in vireo qemu qemu-vhost; do
     "rx_mbps=$(net_median $name rx_mbps) rr_per_s=$(net_median $name rr_per_s)"
 done
 echo "RIG bench-net failed=$fails of $((n * 3))"
-echo "$printk_was" >/proc/sys/kernel/printk
+rig_console_loud
 [ "$fails" = 0 ]
