@@ -118,8 +118,8 @@ outer_dump() {
 # watch_qemu PID: ends the outer VM when it runs past the hard timeout, or
 # when its console has been silent for RIG_SILENCE_TIMEOUT seconds (a job's
 # launches print a line each and are bounded by rig.timeout inside, so
-# silence that long means the outer kernel itself is stuck), dumping its
-# state first. The sleeps must not hold run-rig.sh's stdout open.
+# silence that long means the outer kernel itself is stuck) or reports a
+# soft lockup, dumping its state first. The sleeps must not hold run-rig.sh's stdout open.
 watch_qemu() {
   local pid=$1 waited=0 quiet=0 size last=-1 why=
   while kill -0 "$pid" 2>/dev/null; do
@@ -131,6 +131,9 @@ watch_qemu() {
       why="the outer VM did not finish within ${timeout_s}s"
     elif ((quiet >= silence_s)); then
       why="no console output for ${silence_s}s: the outer VM is hung"
+    elif grep -aq 'BUG: soft lockup' "$log" 2>/dev/null; then
+      # A locked-up outer kernel repeats this line, which is not silence.
+      why="the outer kernel reports a soft lockup: the outer VM is hung"
     else
       continue
     fi

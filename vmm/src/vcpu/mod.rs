@@ -11,7 +11,7 @@
 //! every thread a closure to run on its own vCPU (saving its state for a
 //! snapshot or a migration), and collects the results.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -63,6 +63,9 @@ pub struct VcpuControl {
     pub stop_evt: EventFd,
     /// Auto-converge: percent of the time every vCPU sleeps (`throttle.rs`).
     throttle: AtomicU8,
+    /// vCPU threads whose loop has ended (counted under `paused`'s lock,
+    /// so `VcpuThreads::stop` waits on `changed` instead of polling).
+    finished: AtomicUsize,
 }
 
 impl VcpuControl {
@@ -76,6 +79,7 @@ impl VcpuControl {
             stop_reason: Mutex::new(None),
             stop_evt,
             throttle: AtomicU8::new(0),
+            finished: AtomicUsize::new(0),
         })
     }
 
@@ -99,6 +103,22 @@ impl VcpuControl {
                 _ => self.park(vcpu),
             }
         }
+    }
+
+    /// Waits, without polling, until the VMM wants anything but running:
+    /// a vCPU that stopped the VM waits here for its stop.
+    fn wait_while_running(&self) {
+        let mut paused = lock(&self.paused);
+        while self.wanted.load(Ordering::Acquire) == WANT_RUN {
+            paused = self.changed.wait(paused).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Counts a vCPU thread whose loop has ended and wakes `stop`.
+    fn mark_finished(&self) {
+        let _guard = lock(&self.paused);
+        self.finished.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_all();
     }
 
     /// Sleeps `d`, or less if the VMM wants the vCPUs paused or stopped
@@ -185,6 +205,7 @@ impl Vcpu {
         IMMEDIATE_EXIT.with(|f| f.set(flag));
         self.run_loop();
         IMMEDIATE_EXIT.with(|f| f.set(std::ptr::null_mut()));
+        self.control.mark_finished();
     }
 
     fn run_loop(&mut self) {
@@ -196,7 +217,7 @@ impl Vcpu {
                 control.report_stop(reason);
                 // Wait, parked or not, for the VMM to stop every vCPU.
                 while control.keep_running(self) {
-                    std::thread::sleep(Duration::from_millis(1));
+                    control.wait_while_running();
                 }
                 return;
             }
@@ -484,17 +505,24 @@ impl VcpuThreads {
         self.control.changed.notify_all();
     }
 
-    /// Stops and joins every vCPU thread.
+    /// Stops and joins every vCPU thread. Each thread's end wakes this at
+    /// once (a guest's reset is torn down without a polling interval); a
+    /// thread not yet out of the guest is kicked again every `KICK_AGAIN`.
     pub fn stop(mut self) {
         self.control.wanted.store(WANT_STOP, Ordering::Release);
+        let mut guard = lock(&self.control.paused);
+        self.control.changed.notify_all();
+        while self.control.finished.load(Ordering::Acquire) < self.threads.len()
+            && self.threads.iter().any(|t| !t.is_finished())
         {
-            let _guard = lock(&self.control.paused);
-            self.control.changed.notify_all();
-        }
-        while self.threads.iter().any(|t| !t.is_finished()) {
             self.kick_all();
-            std::thread::sleep(Duration::from_millis(1));
+            (guard, _) = self
+                .control
+                .changed
+                .wait_timeout(guard, KICK_AGAIN)
+                .unwrap_or_else(|e| e.into_inner());
         }
+        drop(guard);
         for t in self.threads.drain(..) {
             // A vCPU thread that panicked has already reported nothing useful.
             let _ = t.join();

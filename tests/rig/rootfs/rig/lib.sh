@@ -82,6 +82,28 @@ rig_vmm_run() {
   rig_flight_recorder_print
 }
 
+# The KVM keeper: a VM that exists for the whole rig boot, paused, with a
+# vCPU whose local APIC the guest never enables. KVM flips static keys
+# when the first VM appears or the last goes (preempt notifiers) and when
+# a vCPU's APIC is software-disabled or enabled (a deferred key, flipped by
+# a kworker a second later); each flip patches kernel text on every CPU
+# (int3, then IPIs). Under QEMU's TCG such cross-CPU patching can leave
+# both outer CPUs spinning at the patched site: on 2026-12-06 the outer VM
+# locked up right after a 4-vCPU vireo-vmm launch, as QEMU's launch
+# started (KVM destroying one VM while creating the next), both CPUs in
+# finish_task_switch at the preempt-notifier branch, one in its int3
+# handler. With a VM and a disabled APIC held, neither key changes again.
+# RIG_KVM_KEEPER=0 (rig.keeper=0) leaves it out.
+rig_kvm_keeper_start() {
+  [ "${RIG_KVM_KEEPER:-1}" = 1 ] || return 0
+  kernel=/guest/vmlinux
+  [ -s $kernel ] || kernel=/guest/probe.elf
+  [ -s $kernel ] || return 0
+  vireo-vmm --paused --kernel $kernel --memory 64M --cpus 1 --serial none \
+    </dev/null >/tmp/kvm-keeper.log 2>&1 &
+  echo "RIG kvm keeper pid=$!"
+}
+
 # The flight recorder: KVM tracepoints that stay on for every launch, cheap
 # because they fire on rare events only: a vCPU shutting down (triple fault;
 # SVM's exit 127, VMX's exit 2) with the guest RIP it had (the VMM cannot
