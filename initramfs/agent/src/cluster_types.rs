@@ -42,6 +42,10 @@ pub struct NodeStats {
     /// VMs defined on the node, and how many of them have a VMM.
     pub vms: u32,
     pub vms_running: u32,
+    /// Cores its VMMs used since the previous publication (1.5: one and a
+    /// half cores busy); what load balancing by CPU compares.
+    #[serde(default)]
+    pub vms_cpu: f64,
 }
 
 /// A VM anywhere in the cluster: its owner node and the state that node

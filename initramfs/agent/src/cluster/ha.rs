@@ -51,9 +51,14 @@ pub struct HaSettings {
     pub fence_delay_ms: u64,
     /// Opt-in load balancing (balance.rs): every this many seconds this
     /// node moves a running VM to a less loaded node when that evens out
-    /// the memory of their running VMs (0: never).
+    /// the CPU or the memory their running VMs use (0: never).
     #[arg(long, env = "VIREO_BALANCE_EVERY_S", default_value = "0")]
     pub balance_every_s: u64,
+    /// With balancing on: a node whose VMs keep more than this share of its
+    /// CPUs busy (percent, two periods in a row) moves a busy VM to a node
+    /// that stays less busy after the move.
+    #[arg(long, env = "VIREO_BALANCE_CPU_PERCENT", default_value = "80")]
+    pub balance_cpu_percent: u32,
 }
 
 impl HaSettings {
@@ -442,6 +447,7 @@ mod tests {
             fence_margin_ms: 1_000,
             fence_delay_ms: 500,
             balance_every_s: 0,
+            balance_cpu_percent: 80,
         };
         // token 1650 (3 nodes), join 50: 8000 + 1650 + 200 + 250 + 1000 + 500.
         assert_eq!(s.fence_bound(1650, 50), Duration::from_millis(11_600));

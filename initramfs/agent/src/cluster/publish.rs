@@ -66,13 +66,13 @@ impl Publisher {
 
     fn publish_node(&mut self, cluster: &Cluster, vms: &Vms) -> Result<(), String> {
         let list = vms.list();
-        let running = list.iter().filter(|v| v.pid.is_some()).count() as u32;
+        let pids: Vec<i32> = list.iter().filter_map(|v| v.pid).collect();
         let record = NodeRecord {
             name: cluster.inner.name.clone(),
             api: cluster.inner.api.clone(),
             stats: self
                 .sampler
-                .sample(&cluster.inner.dir.0, list.len() as u32, running),
+                .sample(&cluster.inner.dir.0, list.len() as u32, &pids),
             vms: vm_states(vms),
             updated: now(),
             pools: Some(self.places.0.clone()),

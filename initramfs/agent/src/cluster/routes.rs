@@ -39,16 +39,27 @@ async fn nodes(State(s): State<AppState>) -> ApiResult<Json<Vec<ClusterNode>>> {
     blocking(move || c.nodes()).await.map(Json)
 }
 
-/// This node as a one-node table: its statistics now, the CPU share from
-/// the metrics history's newest sample.
+/// This node as a one-node table: its statistics now, the CPU shares from
+/// the metrics histories' newest samples.
 fn standalone(s: &AppState) -> ClusterNode {
     let vms = s.vms.list();
-    let running = vms.iter().filter(|v| v.pid.is_some()).count() as u32;
+    let pids: Vec<i32> = vms.iter().filter_map(|v| v.pid).collect();
     let mut stats =
-        super::stats::Sampler::default().sample(&s.paths.state, vms.len() as u32, running);
+        super::stats::Sampler::default().sample(&s.paths.state, vms.len() as u32, &pids);
     if let Some(last) = s.metrics.node_history().points.last() {
         stats.cpu_percent = (last.cpu_pct * 10.0).round() / 10.0;
     }
+    let cores = |v: &crate::vm_types::VmInfo| {
+        let last = s
+            .metrics
+            .vm_history(v)
+            .points
+            .last()
+            .map_or(0.0, |p| p.cpu_pct);
+        last / 100.0 * f64::from(v.spec.vcpus.max(1))
+    };
+    let vms_cpu: f64 = vms.iter().filter(|v| v.pid.is_some()).map(cores).sum();
+    stats.vms_cpu = (vms_cpu * 100.0).round() / 100.0;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

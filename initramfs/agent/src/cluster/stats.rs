@@ -2,7 +2,9 @@
 //! `NodeStats`. The CPU share needs two readings of `/proc/stat`, so the
 //! sampler keeps the previous one.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::time::Instant;
 
 use crate::cluster_types::NodeStats;
 use crate::node;
@@ -17,11 +19,46 @@ struct CpuTimes {
 #[derive(Default)]
 pub struct Sampler {
     last: Option<CpuTimes>,
+    vmms: CpuMeter,
+}
+
+/// The CPU time of processes (VMMs) between two readings, as cores used.
+#[derive(Default)]
+pub struct CpuMeter {
+    last: HashMap<i32, (u64, Instant)>,
+}
+
+impl CpuMeter {
+    /// Cores each of `pids` used since this meter's previous reading of it;
+    /// a pid seen for the first time (or gone) has no figure yet.
+    pub fn read(&mut self, pids: &[i32]) -> HashMap<i32, f64> {
+        let ticks_per_s = crate::metrics::clock_ticks();
+        let now = Instant::now();
+        let mut used = HashMap::new();
+        let mut next = HashMap::new();
+        for &pid in pids {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let Some(ticks) = crate::metrics::sample::process_ticks(&stat) else {
+                continue;
+            };
+            if let Some((before, at)) = self.last.get(&pid) {
+                let seconds = now.duration_since(*at).as_secs_f64();
+                if seconds > 0.0 {
+                    let cores = ticks.saturating_sub(*before) as f64 / ticks_per_s / seconds;
+                    used.insert(pid, cores);
+                }
+            }
+            next.insert(pid, (ticks, now));
+        }
+        self.last = next;
+        used
+    }
 }
 
 impl Sampler {
-    /// The node's statistics now; `vms` and `running` are the agent's counts.
-    pub fn sample(&mut self, disk_of: &Path, vms: u32, running: u32) -> NodeStats {
+    /// The node's statistics now; `vms` is the agent's count of VMs,
+    /// `vmm_pids` the VMMs of those running.
+    pub fn sample(&mut self, disk_of: &Path, vms: u32, vmm_pids: &[i32]) -> NodeStats {
         let info = node::collect();
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let available = meminfo_kib(&meminfo, "MemAvailable:").unwrap_or(0) * 1024;
@@ -34,6 +71,7 @@ impl Sampler {
         };
         self.last = now;
         let (disk_total, disk_free) = disk_space(disk_of).unwrap_or((0, 0));
+        let vms_cpu: f64 = self.vmms.read(vmm_pids).values().sum();
         NodeStats {
             uptime_s: info.uptime_s,
             load_1m: info.load.m1,
@@ -44,7 +82,8 @@ impl Sampler {
             disk_total,
             disk_used: disk_total.saturating_sub(disk_free),
             vms,
-            vms_running: running,
+            vms_running: vmm_pids.len() as u32,
+            vms_cpu: (vms_cpu * 100.0).round() / 100.0,
         }
     }
 }
@@ -99,6 +138,25 @@ mod tests {
         let t = cpu_times("cpu  10 0 5 80 5 0 0 0 0 0\ncpu0 1 2 3 4 5\n").unwrap();
         assert_eq!((t.busy, t.total), (15, 100));
         assert!(cpu_times("intr 1 2\n").is_none());
+    }
+
+    #[test]
+    fn a_busy_process_counts_about_one_core_and_an_unknown_pid_none() {
+        let mut meter = CpuMeter::default();
+        let me = std::process::id() as i32;
+        assert!(
+            meter.read(&[me, -1]).is_empty(),
+            "no figure on the first reading"
+        );
+        let until = Instant::now() + std::time::Duration::from_millis(300);
+        let mut spins = 0u64;
+        while Instant::now() < until {
+            spins = std::hint::black_box(spins + 1);
+        }
+        let used = meter.read(&[me, -1]);
+        assert!(!used.contains_key(&-1));
+        // One thread spun the whole time (other tests' threads may add to it).
+        assert!(used[&me] > 0.3, "{used:?}");
     }
 
     #[test]

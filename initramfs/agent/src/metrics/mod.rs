@@ -212,7 +212,7 @@ fn vm_point(t: u64, seconds: f64, vcpus: u8, a: &VmCounters, b: &VmCounters) -> 
     }
 }
 
-fn clock_ticks() -> f64 {
+pub(crate) fn clock_ticks() -> f64 {
     // SAFETY: sysconf reads a constant of the system.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 {
