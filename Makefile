@@ -21,7 +21,7 @@ export VIREO_PROBE         := $(CURDIR)/$(PROBE_ELF)
 export VIREO_PROBE_LINUX64 := $(CURDIR)/$(PROBE_L64)
 
 .PHONY: all vmm vmm-seccomp-hook vmm-musl vmm-aarch64 probe run run-vm run-probe run-linux test test-unit test-membership \
-        test-cluster test-cluster-ha test-chaos test-interop test-cluster-layer cluster-bins fuzz fuzz-smoke fuzz-selfcheck test-probe test-probe-qemu test-rig lint bench bench-vms bench-cluster \
+        test-cluster test-cluster-ha test-chaos test-interop test-cluster-layer cluster-bins fuzz fuzz-smoke fuzz-selfcheck test-probe test-probe-qemu test-rig lint bench bench-vms bench-cluster bench-appliance \
         test-ui bench-ui \
         membershipd-release clean
 
@@ -198,11 +198,17 @@ include kernel-config/kernel.mk
 # vireo-vmm against QEMU microvm on the probe guest, then Linux in the rig.
 bench: vmm probe
 	$(MAKE) rig-bench-initramfs
+	$(MAKE) initramfs guest-kernel guest-initramfs
 	$(MAKE) membershipd-release
 	$(CARGO) build --release -p vireo-agent -p vireo-cli
 	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench
 	$(MAKE) bench-rig-aarch64
 	$(MAKE) bench-ui
+
+# Only the appliance rows: three appliance nodes in QEMU (join, migration
+# between nodes with lost pings, fencing, failover vs Proxmox VE).
+bench-appliance: initramfs guest-kernel guest-initramfs
+	$(CARGO) run --release -q -p vireo-tests --bin vireo-bench -- appliance
 
 # Only the agent's VM rows: start -> first serial byte through the agent vs
 # vireo-vmm directly, 50 VMs at once, the agent's RSS with 50 VMs.

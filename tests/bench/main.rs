@@ -7,6 +7,7 @@
 //! resident part of the guest RAM mapping. Then virtio-blk throughput and
 //! IOPS on raw and qcow2 images (`block.rs`).
 
+mod appliance;
 mod block;
 mod cluster;
 mod dhcp;
@@ -125,6 +126,7 @@ fn main() -> ExitCode {
         Some("security") => security::bench_security(&mut failures),
         Some("vms") => vms::bench_vms(&mut failures),
         Some("rig-net") => rig_net::bench_net_in_rig(&mut failures),
+        Some("appliance") => appliance::bench_appliance(&mut failures),
         _ => {
             println!(
                 "== vireo bench ({} runs each, guest memory {GUEST_MEMORY_MIB} MiB)",
@@ -140,6 +142,7 @@ fn main() -> ExitCode {
             rig::bench_linux_in_rig(&mut failures);
             rig_net::bench_net_in_rig(&mut failures);
             cluster::bench_cluster(&mut failures);
+            appliance::bench_appliance(&mut failures);
         }
     }
     failures.finish()
