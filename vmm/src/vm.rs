@@ -324,6 +324,9 @@ impl VmCore {
         #[cfg(target_arch = "aarch64")]
         arch::current::layout::GicLayout::for_vcpus(usize::from(config.vcpus))?;
         let kvm = Kvm::new().map_err(VmError::Kvm)?;
+        // Asked now, while nothing waits (cached: arch/x86_64/mod.rs).
+        #[cfg(target_arch = "x86_64")]
+        arch::current::supported_cpuid(&kvm)?;
         let vm_fd = kvm.create_vm().map_err(kvm_call("create a VM"))?;
         memory::register(&vm_fd, &memory, false)?;
         arch::current::setup_vm_pre_vcpus(&vm_fd)?;

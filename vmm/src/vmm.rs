@@ -574,12 +574,15 @@ pub fn run_handed(
     let (api, api_server) = start_api(&config).map_err(|e| refuse(e, &mut confirm))?;
     vm.set_console_output(console.output());
     // Everything that reads files the guest never sees (images, snapshot,
-    // migration stream) is done: confine this thread before the guest
-    // runs. vCPU threads spawned from here inherit this filter, which
-    // therefore allows theirs too (seccomp/rules.rs).
-    crate::seccomp::install(crate::seccomp::ThreadKind::Main);
+    // migration stream) is done: this thread is confined before the event
+    // loop, the first thing it does for the guest. vCPU threads spawned
+    // after that inherit its filter, which therefore allows theirs too
+    // (seccomp/rules.rs); each thread also installs its own as it starts.
+    let confine_main = || crate::seccomp::install(crate::seccomp::ThreadKind::Main);
     match confirm {
-        // Only on Commit does an incoming VM run here.
+        // Only on Commit does an incoming VM run here. The switch-over is
+        // the guest's downtime, and loading the main thread's filter (the
+        // largest) took a good part of it: it goes in once Running is said.
         Some((mut ch, times)) => {
             if let Err(e) = vm.start_paused() {
                 receive::refuse(&mut *ch, &e.to_string());
@@ -591,9 +594,14 @@ pub fn run_handed(
             }
             let resumed = (!paused).then(std::time::SystemTime::now);
             receive::confirm(ch, &backends, &times, resumed);
+            confine_main();
         }
-        None if paused => vm.start_paused()?,
+        None if paused => {
+            confine_main();
+            vm.start_paused()?
+        }
         None => {
+            confine_main();
             vm.start()?;
             // A restored VM's device workers wait parked for this.
             vm.resume()?;

@@ -86,6 +86,19 @@ pub fn setup_vm_post_vcpus(_vm: &VmFd, _vcpus: &[VcpuFd]) -> Result<ArchVm, Erro
 /// The host's CPUID as KVM can offer it, plus what KVM emulates beyond the
 /// host (`cpuid::add_kvm_emulated`); fetched once per VM.
 pub fn supported_cpuid(kvm_fd: &Kvm) -> Result<CpuId, Error> {
+    // The host's answer does not change while this process runs; asked
+    // once (at `VmCore::build`), an incoming migration does not pay for
+    // the ioctl (0.1 ms) again in its switch-over, where it checks the
+    // guest's CPUID against it.
+    static SUPPORTED: std::sync::OnceLock<CpuId> = std::sync::OnceLock::new();
+    if let Some(cpuid) = SUPPORTED.get() {
+        return Ok(cpuid.clone());
+    }
+    let cpuid = ask_supported_cpuid(kvm_fd)?;
+    Ok(SUPPORTED.get_or_init(|| cpuid).clone())
+}
+
+fn ask_supported_cpuid(kvm_fd: &Kvm) -> Result<CpuId, Error> {
     let mut cpuid = kvm_fd
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm("report supported CPUID"))?;
