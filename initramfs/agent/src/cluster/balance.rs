@@ -249,15 +249,9 @@ impl Rules {
         busiest.sort_by(|a, b| b.cpu.total_cmp(&a.cpu));
         let mut targets = others.to_vec();
         targets.sort_by(|a, b| a.1.cpu_share().total_cmp(&b.1.cpu_share()));
-        for (id, theirs) in targets {
-            for vm in &busiest {
-                let evens_out = mine.without(vm).cpu_share() >= theirs.with(vm).cpu_share();
-                if evens_out && fits(id, vm).is_some() {
-                    return Some((vm.name.clone(), id));
-                }
-            }
-        }
-        None
+        first_move(&targets, &busiest, fits, |theirs, vm| {
+            mine.without(vm).cpu_share() >= theirs.with(vm).cpu_share()
+        })
     }
 
     /// The largest VM whose move leaves its destination holding no more
@@ -274,19 +268,32 @@ impl Rules {
         largest.sort_by_key(|c| std::cmp::Reverse(c.memory_mib));
         let mut targets = others.to_vec();
         targets.sort_by_key(|(id, l)| (l.memory_mib, *id));
-        for (id, theirs) in targets {
-            for vm in &largest {
-                let (after_mine, after_theirs) = (mine.without(vm), theirs.with(vm));
-                let evens_out = after_mine.memory_mib >= after_theirs.memory_mib;
-                let cpu_hot = after_theirs.cpu_share() > self.cpu_threshold
-                    && after_theirs.cpu_share() > after_mine.cpu_share();
-                if evens_out && !cpu_hot && fits(id, vm).is_some() {
-                    return Some((vm.name.clone(), id));
-                }
+        first_move(&targets, &largest, fits, |theirs, vm| {
+            let (after_mine, after_theirs) = (mine.without(vm), theirs.with(vm));
+            let evens_out = after_mine.memory_mib >= after_theirs.memory_mib;
+            let cpu_hot = after_theirs.cpu_share() > self.cpu_threshold
+                && after_theirs.cpu_share() > after_mine.cpu_share();
+            evens_out && !cpu_hot
+        })
+    }
+}
+
+/// The first VM, in `vms`' order, that `allowed` lets go to a node, in
+/// `targets`' order, that can take it.
+fn first_move(
+    targets: &[(u32, Load)],
+    vms: &[&Candidate],
+    fits: impl Fn(u32, &Candidate) -> Option<()>,
+    allowed: impl Fn(Load, &Candidate) -> bool,
+) -> Option<(String, u32)> {
+    for &(id, theirs) in targets {
+        for vm in vms {
+            if allowed(theirs, vm) && fits(id, vm).is_some() {
+                return Some((vm.name.clone(), id));
             }
         }
-        None
     }
+    None
 }
 
 #[cfg(test)]
