@@ -6,7 +6,8 @@
 //! machines on this host, so the times are those of emulated nodes: slower
 //! than bare metal, never faster. `make bench` builds the image first.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 use crate::Failures;
 
@@ -54,6 +55,8 @@ fn pings(out: &str, anchor: &str) -> (Option<f64>, Option<f64>) {
 }
 
 fn parse(out: &str) -> Timings {
+    // Only the block at the end: the log lines before it name the same steps.
+    let out = out.rfind("== timings").map_or("", |at| &out[at..]);
     let pinged = "live migration of the pinged Linux guest";
     let (pings_lost, pings_sent) = pings(out, pinged);
     Timings {
@@ -74,12 +77,21 @@ pub fn bench_appliance(failures: &mut Failures) {
         "\n== the appliance: 3 x86_64 appliance images as QEMU TCG nodes (1 vCPU each) on one bridge, \
          NFS pool, i6300esb watchdogs (tests/appliance/cluster-test.sh)"
     );
-    let out = Command::new(root.join("tests/appliance/cluster-test.sh"))
+    // A few minutes: its lines go to stderr as they come, the rows below.
+    let mut child = Command::new(root.join("tests/appliance/cluster-test.sh"))
         .arg(&image)
         .current_dir(&root)
-        .output()
+        .stdout(Stdio::piped())
+        .spawn()
         .expect("run tests/appliance/cluster-test.sh");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let mut text = String::new();
+    let stdout = child.stdout.take().expect("piped stdout");
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        eprintln!("  | {line}");
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let succeeded = child.wait().is_ok_and(|s| s.success());
     let t = parse(&text);
     let row = |name: &str, unit: &str, value: Option<f64>| match value {
         Some(v) => println!("{name:<58} {v:>10.2} {unit}"),
@@ -123,7 +135,7 @@ pub fn bench_appliance(failures: &mut Failures) {
             s / PROXMOX_FAILOVER_S
         );
     }
-    if !out.status.success() || t.failover_s.is_none() || t.pings_lost.is_none() {
+    if !succeeded || t.failover_s.is_none() || t.pings_lost.is_none() {
         failures.add(
             "the appliance rows",
             "cluster-test.sh failed or printed no timings",
@@ -141,6 +153,8 @@ mod tests {
     #[test]
     fn the_timings_block_parses() {
         let out = "\
+[cluster-test] 3 nodes online in node 1's table after 22 s
+[cluster-test] node 3 cut off: b stopped
 == timings (QEMU TCG nodes, 512 MiB, 1 vCPU; nested KVM for the probe) ==
 3 QEMUs started -> 3 nodes online in node 1's table (boot + zero-touch join): 22.2 s
 live migration a node1 -> node2: CLI 4.11 s, VMM downtime 680 ms, longest counter gap (host poll) 1.38 s (median between generations 1.0 s)
