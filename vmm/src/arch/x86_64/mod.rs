@@ -84,7 +84,7 @@ pub fn setup_vm_post_vcpus(_vm: &VmFd, _vcpus: &[VcpuFd]) -> Result<ArchVm, Erro
 }
 
 /// The host's CPUID as KVM can offer it, plus what KVM emulates beyond the
-/// host (`cpuid::add_kvm_emulated`); fetched once per VM.
+/// host (`cpuid::add_kvm_emulated`); asked of KVM once per process.
 pub fn supported_cpuid(kvm_fd: &Kvm) -> Result<CpuId, Error> {
     // The host's answer does not change while this process runs; asked
     // once (at `VmCore::build`), an incoming migration does not pay for
