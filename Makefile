@@ -160,7 +160,7 @@ fuzz-selfcheck:
 # Every tier in turn, on after a failure; ends with "N passed, N failed"
 # counting the tests of every tier (tests/ci/run-tiers.sh).
 TEST_TIERS := lint test-unit fuzz-smoke test-membership test-cluster test-probe test-ui test-probe-qemu vmm-aarch64 test-rig test-rig-aarch64 \
-              appliance-boot-test appliance-boot-test-aarch64 image-test image-test-aarch64 \
+              appliance-boot-test appliance-cluster-test appliance-boot-test-aarch64 image-test image-test-aarch64 \
               kernel-config-check
 
 test:

@@ -47,7 +47,7 @@ linux_guest=${LINUX_GUEST_DIR:-$repo/target/build/guest}
 for f in "$initrd" "$kernel" "$cli" "$linux_guest/vmlinux" "$linux_guest/initramfs.cpio.gz"; do
   [[ -r $f ]] || { echo "cluster-test: missing $f (make initramfs guest-kernel guest-initramfs)" >&2; exit 2; }
 done
-# Not in .ci/run's package list: this test is not in make test's tiers yet.
+# .ci/run installs these; run alone on another machine, the test does.
 command -v ganesha.nfsd >/dev/null || apt-get install -y -q nfs-ganesha nfs-ganesha-vfs >/dev/null ||
   { echo "cluster-test: no ganesha.nfsd (apt-get install nfs-ganesha nfs-ganesha-vfs failed)" >&2; exit 2; }
 # iputils' ping: 10 ms intervals and the summary line the migration check reads.

@@ -16,6 +16,7 @@ tools=(
   dpkg-deb:dpkg apt-get:apt ldd:libc-bin ip:iproute2 bridge:iproute2 unshare:util-linux curl:curl
   dtc:device-tree-compiler modinfo:kmod debootstrap:debootstrap python3:python3
   chromium:chromium chromedriver:chromium-driver
+  ganesha.nfsd:nfs-ganesha ping:iputils-ping
   g++:g++ gcc:gcc make:make bc:bc flex:flex bison:bison aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu
   cargo:rustup rustfmt:rustup cargo-clippy:rustup
 )

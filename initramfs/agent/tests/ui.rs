@@ -487,6 +487,30 @@ fn a_tenant_sees_only_its_vms() {
         "document.querySelectorAll('tr[data-vm]').length === 3",
         LONG,
     );
+    a_script_that_fails_to_load_is_said(&browser, &agent);
+}
+
+/// One of the UI's scripts blocked in the browser (as a dropped connection
+/// would lose it): the page reloads once by itself, then says it did not
+/// load; "Try again" with the script back brings the page.
+fn a_script_that_fails_to_load_is_said(browser: &Browser, agent: &Agent) {
+    browser.cdp("Network.enable", json!({}));
+    browser.cdp(
+        "Network.setBlockedURLs",
+        json!({"urls": ["*/ui/js/dom.js"]}),
+    );
+    browser.goto(&format!("{}/ui/vms", agent.base));
+    browser.find("[data-testid=load-error]");
+    let said = browser.text("[data-testid=load-error]");
+    assert!(said.contains("did not load"), "{said}");
+    let reloads = browser.js(
+        "return performance.getEntriesByType('navigation')[0].type",
+        json!([]),
+    );
+    assert_eq!(reloads, "reload", "the page reloads once before it says so");
+    browser.cdp("Network.setBlockedURLs", json!({"urls": []}));
+    browser.click_text("[data-testid=load-error]", "Try again");
+    browser.find("[data-testid=vm-table]");
 }
 
 /// The networks page in a node namespace of its own: a nat network made

@@ -82,6 +82,7 @@ impl Browser {
         };
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {
                 "binary": chromium,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -97,11 +98,9 @@ impl Browser {
             .to_string();
         browser.resize(width, height);
         // Downloads saved without asking (the prefs alone do not do it in headless mode).
-        browser.session_command(
-            "POST",
-            "/goog/cdp/execute",
-            Some(json!({"cmd": "Browser.setDownloadBehavior",
-                         "params": {"behavior": "allow", "downloadPath": browser.downloads}})),
+        browser.cdp(
+            "Browser.setDownloadBehavior",
+            json!({"behavior": "allow", "downloadPath": browser.downloads}),
         );
         browser
     }
@@ -141,6 +140,35 @@ impl Browser {
         self.command(method, &format!("/session/{}{path}", self.session), body)
     }
 
+    /// A Chrome DevTools Protocol command (network blocking and the like).
+    pub fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.session_command(
+            "POST",
+            "/goog/cdp/execute",
+            Some(json!({"cmd": cmd, "params": params})),
+        )
+    }
+
+    /// What the page fetched (name and HTTP status; 0 = no answer) and
+    /// what it logged: for a failure's message.
+    fn diagnostics(&self) -> String {
+        let fetched = self.js(
+            "return performance.getEntriesByType('resource').map(e => `${e.responseStatus} ${e.name}`).join('\\n')",
+            json!([]),
+        );
+        let log = self
+            .try_command(
+                "POST",
+                &format!("/session/{}/se/log", self.session),
+                Some(json!({"type": "browser"})),
+            )
+            .unwrap_or_else(|e| Value::String(e));
+        format!(
+            "fetched:\n{}\nconsole: {log}",
+            fetched.as_str().unwrap_or("")
+        )
+    }
+
     pub fn resize(&self, width: u32, height: u32) {
         self.session_command(
             "POST",
@@ -175,8 +203,9 @@ impl Browser {
             if Instant::now() > deadline {
                 let page = self.js("return document.body.innerText", json!([]));
                 panic!(
-                    "{what}: not within {limit:?}; the page says:\n{}",
-                    page.as_str().unwrap_or("")
+                    "{what}: not within {limit:?}; the page says:\n{}\n{}",
+                    page.as_str().unwrap_or(""),
+                    self.diagnostics()
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
