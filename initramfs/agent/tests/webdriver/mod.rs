@@ -162,7 +162,7 @@ impl Browser {
                 &format!("/session/{}/se/log", self.session),
                 Some(json!({"type": "browser"})),
             )
-            .unwrap_or_else(|e| Value::String(e));
+            .unwrap_or_else(Value::String);
         format!(
             "fetched:\n{}\nconsole: {log}",
             fetched.as_str().unwrap_or("")
