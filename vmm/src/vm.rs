@@ -25,6 +25,7 @@ use crate::devices::legacy::i8042::KeyboardError;
 use crate::devices::legacy::serial::ConsoleOutput;
 use crate::memory::GuestRam;
 use crate::memory::{self, MemoryError};
+use crate::seccomp::seat::Seat;
 use crate::vcpu::{StopReason, Vcpu, VcpuControl, VcpuThreads};
 
 #[derive(Debug, thiserror::Error)]
@@ -210,10 +211,11 @@ impl Vm {
     }
 
     /// Spawns the vCPU threads parked: the VM is paused until `resume`.
-    pub fn start_paused(&mut self) -> Result<(), VmError> {
+    /// `seats`: threads started ahead for them (an incoming migration's).
+    pub fn start_paused(&mut self, seats: Vec<Seat>) -> Result<(), VmError> {
         let vcpus = std::mem::take(&mut self.vcpus);
-        let threads =
-            VcpuThreads::start_paused(vcpus, self.control.clone()).map_err(VmError::Threads)?;
+        let threads = VcpuThreads::start_paused(seats, vcpus, self.control.clone())
+            .map_err(VmError::Threads)?;
         self.threads = Some(threads);
         Ok(())
     }

@@ -27,6 +27,7 @@ use crate::migration::outgoing::{self, Next, Outgoing};
 use crate::migration::receive::{self, Incoming};
 use crate::migration::transport::{Channel, TlsFiles};
 use crate::migration::MigrateRequest;
+use crate::seccomp::seat::Seat;
 use crate::signals;
 use crate::snapshot;
 use crate::vcpu::{self, StopReason};
@@ -479,8 +480,10 @@ fn layer_answer(result: Result<ApiResponse, LayerError>) -> ApiResponse {
     }
 }
 
+/// The API server, on `seat` when one was started ahead.
 fn start_api(
     config: &VmConfig,
+    seat: Option<Seat>,
 ) -> Result<(Option<ApiReceiver>, Option<ApiServerHandle>), VmmError> {
     let Some(path) = &config.api_socket else {
         return Ok((None, None));
@@ -491,7 +494,9 @@ fn start_api(
         requests: tx,
         wake: wake.try_clone().map_err(VmmError::Setup)?,
     };
-    let handle = server::start(path, sender).map_err(|e| VmmError::Api(e.to_string()))?;
+    let handle = server::ApiServer::new(path, sender)
+        .start_on(seat)
+        .map_err(|e| VmmError::Api(e.to_string()))?;
     Ok((Some(ApiReceiver { requests: rx, wake }), Some(handle)))
 }
 
@@ -538,18 +543,20 @@ pub fn run_handed(
     };
     let paused = start_paused || launch.paused();
     // The VM is built first: a bad kernel or config then leaves nothing behind.
-    let (built, confirm) = match launch {
+    let (built, confirm, seats) = match launch {
         Launch::Incoming { url, resume } => {
             let incoming = Incoming {
                 url,
                 overrides: resume.overrides,
                 tls: tls.clone(),
             };
-            let (built, ch, times) = receive::receive(incoming, &events, &stop_signal)?;
-            (built, Some((ch, times)))
+            let received = receive::receive(incoming, &events, &stop_signal)?;
+            let confirm = Some((received.ch, received.times));
+            (received.built, confirm, Some(received.seats))
         }
-        other => (builder::build(other, &events)?, None),
+        other => (builder::build(other, &events)?, None, None),
     };
+    let (vcpu_seats, api_seat) = seats.map_or((Vec::new(), None), |s| (s.vcpus, s.api));
     let Built {
         config,
         backends,
@@ -571,7 +578,7 @@ pub fn run_handed(
     };
     let console = Console::open_with_client(&config.serial, handoff.serial_client)
         .map_err(|e| refuse(e.into(), &mut confirm))?;
-    let (api, api_server) = start_api(&config).map_err(|e| refuse(e, &mut confirm))?;
+    let (api, api_server) = start_api(&config, api_seat).map_err(|e| refuse(e, &mut confirm))?;
     vm.set_console_output(console.output());
     // Everything that reads files the guest never sees (images, snapshot,
     // migration stream) is done: this thread is confined before the event
@@ -584,7 +591,7 @@ pub fn run_handed(
         // the guest's downtime, and loading the main thread's filter (the
         // largest) took a good part of it: it goes in once Running is said.
         Some((mut ch, times)) => {
-            if let Err(e) = vm.start_paused() {
+            if let Err(e) = vm.start_paused(vcpu_seats) {
                 receive::refuse(&mut *ch, &e.to_string());
                 return Err(e.into());
             }
@@ -598,7 +605,7 @@ pub fn run_handed(
         }
         None if paused => {
             confine_main();
-            vm.start_paused()?
+            vm.start_paused(Vec::new())?
         }
         None => {
             confine_main();

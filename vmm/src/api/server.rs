@@ -16,12 +16,14 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use vmm_sys_util::eventfd::{EventFd, EFD_CLOEXEC, EFD_NONBLOCK};
 
 use super::{ApiReceiver, ApiRequest, ApiResponse, ApiSender};
+use crate::seccomp::seat::Seat;
+use crate::seccomp::ThreadKind;
 use http::{Conn, ReadError, Reply};
 
 #[cfg(feature = "fuzz")]
@@ -78,6 +80,14 @@ pub fn start(path: &Path, sender: ApiSender) -> Result<ApiServerHandle, ApiError
     ApiServer::new(path, sender).start()
 }
 
+/// The server thread's name.
+pub const THREAD_NAME: &str = "vireo-api";
+
+/// A seat for the server thread, started ahead (seccomp/seat.rs).
+pub fn seat() -> io::Result<Seat> {
+    Seat::start(THREAD_NAME.to_string(), ThreadKind::Api)
+}
+
 /// An API server not started yet; [`ApiServer::start`] binds and spawns it.
 pub struct ApiServer {
     path: PathBuf,
@@ -103,6 +113,12 @@ impl ApiServer {
     /// Binds the socket (replacing a stale one, see [`bind_socket`]) and
     /// starts the server thread.
     pub fn start(self) -> Result<ApiServerHandle, ApiError> {
+        self.start_on(None)
+    }
+
+    /// `start`, serving on `seat` when one was started ahead (an incoming
+    /// migration's: seccomp/seat.rs).
+    pub fn start_on(self, seat: Option<Seat>) -> Result<ApiServerHandle, ApiError> {
         let listener = bind_socket(&self.path)?;
         // From here on, dropping `socket` on an error removes the file again.
         let socket = SocketFile::created_at(&self.path);
@@ -122,13 +138,11 @@ impl ApiServer {
             sender: self.sender,
             reply_timeout: self.reply_timeout,
         };
-        let thread = thread::Builder::new()
-            .name("vireo-api".to_string())
-            .spawn(move || {
-                crate::seccomp::install(crate::seccomp::ThreadKind::Api);
-                worker.run()
-            })
-            .map_err(ApiError::Start)?;
+        let seat = match seat {
+            Some(seat) => seat,
+            None => self::seat().map_err(ApiError::Start)?,
+        };
+        let thread = seat.run(move || worker.run()).map_err(ApiError::Start)?;
         Ok(ApiServerHandle {
             stop,
             thread: Some(thread),

@@ -19,9 +19,11 @@ use super::transport::{Channel, Endpoint, Listener, TlsFiles};
 use super::DiskMode;
 use crate::backends::{self, Backends};
 use crate::builder::{apply_overrides, BuildError, Built, Overrides};
+use crate::config::VmConfig;
 use crate::devices::virtio::block::disk::DiskBackend;
 use crate::devices::virtio::net::NetPort;
 use crate::memory::{pages, GuestRam};
+use crate::seccomp::seat::Seat;
 use crate::snapshot::{self, VmSnapshot};
 use crate::vm::{Vm, VmCore, VmEvents};
 
@@ -38,14 +40,42 @@ fn failed(why: impl std::fmt::Display) -> BuildError {
     BuildError::Mismatch(format!("incoming migration: {why}"))
 }
 
-/// Waits for a source on `incoming.url` and receives the VM; returns it
-/// built with its state applied (not started, not yet Ready), with the
-/// channel for `commit`.
+/// A VM received: built with its state applied (not started, not yet
+/// Ready), the channel for Ready and Commit, and the threads it will run on.
+pub struct Received {
+    pub built: Built,
+    pub ch: Box<dyn Channel>,
+    pub times: SwitchTimes,
+    pub seats: Seats,
+}
+
+/// The VM's threads here, started while memory streams in (seccomp/seat.rs):
+/// one per vCPU, and the API server's when it has a socket.
+pub struct Seats {
+    pub vcpus: Vec<Seat>,
+    pub api: Option<Seat>,
+}
+
+impl Seats {
+    fn start(config: &VmConfig) -> Result<Seats, BuildError> {
+        let vcpus = (0..config.vcpus)
+            .map(crate::vcpu::seat)
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(failed)?;
+        let api = match config.api_socket {
+            Some(_) => Some(crate::api::server::seat().map_err(failed)?),
+            None => None,
+        };
+        Ok(Seats { vcpus, api })
+    }
+}
+
+/// Waits for a source on `incoming.url` and receives the VM.
 pub fn receive(
     incoming: Incoming,
     events: &VmEvents,
     stop: &EventFd,
-) -> Result<(Built, Box<dyn Channel>, SwitchTimes), BuildError> {
+) -> Result<Received, BuildError> {
     let endpoint: Endpoint = incoming.url.parse().map_err(failed)?;
     let listener = Listener::bind(&endpoint).map_err(failed)?;
     eprintln!("vireo-vmm: waiting for a migration on {}", incoming.url);
@@ -54,7 +84,12 @@ pub fn receive(
     ch.set_timeout(LINK_TIMEOUT).map_err(failed)?;
     let mut times = SwitchTimes::new();
     match receive_on(&mut *ch, incoming.overrides, events, &mut times) {
-        Ok(built) => Ok((built, ch, times)),
+        Ok((built, seats)) => Ok(Received {
+            built,
+            ch,
+            times,
+            seats,
+        }),
         Err(e) => {
             // The source learns why; it keeps (or resumes) the VM.
             let _ = protocol::write_frame(&mut *ch, Kind::Error, e.to_string().as_bytes());
@@ -131,7 +166,7 @@ fn receive_on(
     overrides: Overrides,
     events: &VmEvents,
     times: &mut SwitchTimes,
-) -> Result<Built, BuildError> {
+) -> Result<(Built, Seats), BuildError> {
     let hello: Hello = serde_json::from_slice(&protocol::expect(ch, Kind::Hello).map_err(failed)?)
         .map_err(|e| failed(format!("bad hello: {e}")))?;
     let config = check_hello(&hello, overrides)?;
@@ -160,6 +195,7 @@ fn receive_on(
         )));
     }
     protocol::write_frame(ch, Kind::Ack, &[]).map_err(failed)?;
+    let seats = Seats::start(&config)?;
     let snap = receive_passes(ch, landing.core.memory(), &mut landing.copies, times)?;
     times.parsed = times.state_at.elapsed();
     // The copies are complete: durable before this side may take over.
@@ -172,11 +208,12 @@ fn receive_on(
     times.devices = times.state_at.elapsed();
     snapshot::apply(&vm, &snap)?;
     times.applied = times.state_at.elapsed();
-    Ok(Built {
+    let built = Built {
         config,
         backends,
         vm,
-    })
+    };
+    Ok((built, seats))
 }
 
 /// Says Ready: the VM is built and its state applied; it runs here on
@@ -233,7 +270,7 @@ pub fn confirm(
 }
 
 /// This side's description of the VM, or why it cannot take it.
-fn check_hello(hello: &Hello, overrides: Overrides) -> Result<crate::config::VmConfig, BuildError> {
+fn check_hello(hello: &Hello, overrides: Overrides) -> Result<VmConfig, BuildError> {
     if hello.version != protocol::VERSION {
         return Err(failed(format!(
             "the source speaks migration protocol {}, this vireo-vmm {}",

@@ -13,6 +13,7 @@
 mod ioctls;
 mod names;
 mod rules;
+pub mod seat;
 mod sigsys;
 pub mod spawner;
 

@@ -22,6 +22,7 @@ use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::devices::bus::{lock, Bus};
+use crate::seccomp::seat::Seat;
 
 /// Why the VM stopped running, as far as the vCPUs can tell.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -327,6 +328,14 @@ fn system_event(kind: u32) -> StopReason {
 }
 
 /// The VMM's handle on the running vCPU threads.
+/// The thread of vCPU `index`, started ahead of it (seccomp/seat.rs).
+pub fn seat(index: u8) -> std::io::Result<Seat> {
+    Seat::start(
+        format!("vireo-vcpu-{index}"),
+        crate::seccomp::ThreadKind::Vcpu,
+    )
+}
+
 pub struct VcpuThreads {
     threads: Vec<JoinHandle<()>>,
     control: Arc<VcpuControl>,
@@ -339,19 +348,34 @@ impl VcpuThreads {
     /// Returns without waiting for the threads to get there (on a busy
     /// host, each one's first turn on a core can take milliseconds: an
     /// incoming migration's downtime): `all_parked` waits for them.
-    pub fn start_paused(vcpus: Vec<Vcpu>, control: Arc<VcpuControl>) -> std::io::Result<Self> {
+    /// `seats`: threads started ahead for the first vCPUs (`seat`); the
+    /// others are started now.
+    pub fn start_paused(
+        seats: Vec<Seat>,
+        vcpus: Vec<Vcpu>,
+        control: Arc<VcpuControl>,
+    ) -> std::io::Result<Self> {
         control.wanted.store(WANT_PAUSE, Ordering::Release);
-        Self::start(vcpus, control)
+        Self::start_on(seats, vcpus, control)
     }
 
     pub fn start(vcpus: Vec<Vcpu>, control: Arc<VcpuControl>) -> std::io::Result<Self> {
+        Self::start_on(Vec::new(), vcpus, control)
+    }
+
+    fn start_on(
+        seats: Vec<Seat>,
+        vcpus: Vec<Vcpu>,
+        control: Arc<VcpuControl>,
+    ) -> std::io::Result<Self> {
+        let mut seats = seats.into_iter();
         let mut threads = Vec::with_capacity(vcpus.len());
         for vcpu in vcpus {
-            let name = format!("vireo-vcpu-{}", vcpu.index);
-            threads.push(std::thread::Builder::new().name(name).spawn(move || {
-                crate::seccomp::install(crate::seccomp::ThreadKind::Vcpu);
-                vcpu.run()
-            })?);
+            let seat = match seats.next() {
+                Some(seat) => seat,
+                None => seat(vcpu.index)?,
+            };
+            threads.push(seat.run(move || vcpu.run())?);
         }
         Ok(Self { threads, control })
     }

@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::TryRecvError;
+use std::thread;
 
 use serde_json::{json, Value};
 
