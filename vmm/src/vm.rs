@@ -251,11 +251,21 @@ impl Vm {
 
     /// Device workers first, so the vCPUs find their devices serving.
     pub fn resume(&self) -> Result<(), VmError> {
-        self.devices.resume().map_err(VmError::Threads)?;
+        self.resume_devices()?;
+        self.release_vcpus();
+        Ok(())
+    }
+
+    /// `resume`'s first half, the one that can fail (a worker's thread).
+    pub fn resume_devices(&self) -> Result<(), VmError> {
+        self.devices.resume().map_err(VmError::Threads)
+    }
+
+    /// `resume`'s second half: the vCPUs run the guest again.
+    pub fn release_vcpus(&self) {
         if let Some(t) = &self.threads {
             t.resume();
         }
-        Ok(())
     }
 
     /// Why a vCPU stopped the VM, if one did.

@@ -597,10 +597,17 @@ pub fn run_handed(
             }
             receive::await_commit(&mut *ch)?;
             if !paused {
-                vm.resume()?;
+                vm.resume_devices()?;
             }
+            // Running is said before the vCPUs go: a vCPU thread woken on
+            // this core preempts this thread while the guest computes, which
+            // held the frame (and the source, paused) back by 2-5 ms.
             let resumed = (!paused).then(std::time::SystemTime::now);
-            receive::confirm(ch, &backends, &times, resumed);
+            receive::say_running(&mut *ch, resumed);
+            if !paused {
+                vm.release_vcpus();
+            }
+            receive::take_over(ch, &backends, &times);
             confine_main();
         }
         None if paused => {

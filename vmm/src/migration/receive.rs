@@ -243,18 +243,17 @@ pub fn refuse(ch: &mut dyn Channel, why: &str) {
     let _ = protocol::write_frame(ch, Kind::Error, why.as_bytes());
 }
 
-/// The VM is here (running since `resumed`, or paused): tells the
-/// source, announces the NICs' new port, and takes the frames the source
-/// still got for the guest (forward.rs).
-pub fn confirm(
-    mut ch: Box<dyn Channel>,
-    backends: &Backends,
-    times: &SwitchTimes,
-    resumed: Option<std::time::SystemTime>,
-) {
+/// Tells the source the VM is here: running from `resumed` (the vCPUs
+/// are released right after this frame), or paused.
+pub fn say_running(ch: &mut dyn Channel, resumed: Option<std::time::SystemTime>) {
     // Committed: the VM runs here whether or not the source hears it.
     let at = resumed.map(protocol::encode_wall_time);
-    let _ = protocol::write_frame(&mut *ch, Kind::Running, at.as_ref().map_or(&[], |a| &a[..]));
+    let _ = protocol::write_frame(ch, Kind::Running, at.as_ref().map_or(&[], |a| &a[..]));
+}
+
+/// After Running: announces the NICs' new port, and takes the frames the
+/// source still got for the guest (forward.rs).
+pub fn take_over(ch: Box<dyn Channel>, backends: &Backends, times: &SwitchTimes) {
     times.report();
     announce(backends);
     let taps: Vec<_> = backends.nets.iter().map(|n| n.tap.clone()).collect();
