@@ -1,10 +1,10 @@
 //! Seats: threads started ahead of their work. A migration's destination
 //! starts its vCPU and API threads while guest memory streams in; each
 //! loads its filter then, with nothing waiting, and at the switch-over it
-//! only has to be handed its job. Spawning them after the state arrived
-//! put the clone and the filter loads (a few hundred BPF instructions
-//! each, checked and compiled by the kernel) inside the guest's downtime,
-//! competing for the host's cores with the source's last steps.
+//! only has to be handed its job: the clones and the filter loads (a few
+//! hundred BPF instructions each, checked and compiled by the kernel) stay
+//! out of the guest's downtime, where they competed for the host's cores
+//! with the source's last steps.
 
 use std::io;
 use std::sync::mpsc;

@@ -327,7 +327,6 @@ fn system_event(kind: u32) -> StopReason {
     }
 }
 
-/// The VMM's handle on the running vCPU threads.
 /// The thread of vCPU `index`, started ahead of it (seccomp/seat.rs).
 pub fn seat(index: u8) -> std::io::Result<Seat> {
     Seat::start(
@@ -336,13 +335,13 @@ pub fn seat(index: u8) -> std::io::Result<Seat> {
     )
 }
 
+/// The VMM's handle on the running vCPU threads.
 pub struct VcpuThreads {
     threads: Vec<JoinHandle<()>>,
     control: Arc<VcpuControl>,
 }
 
 impl VcpuThreads {
-    /// Starts one thread per vCPU, named `vireo-vcpu-N`.
     /// `start`, but every thread parks before its first KVM_RUN: the VM
     /// is paused from the start (a restore, a migration's destination).
     /// Returns without waiting for the threads to get there (on a busy
@@ -359,6 +358,7 @@ impl VcpuThreads {
         Self::start_on(seats, vcpus, control)
     }
 
+    /// Starts one thread per vCPU, named `vireo-vcpu-N`.
     pub fn start(vcpus: Vec<Vcpu>, control: Arc<VcpuControl>) -> std::io::Result<Self> {
         Self::start_on(Vec::new(), vcpus, control)
     }
