@@ -24,7 +24,7 @@ use crate::devices::bus::lock;
 use crate::disk_layers::{DiskLayers, LayerError};
 use crate::migration::context::MigrationStatus;
 use crate::migration::outgoing::{self, Next, Outgoing};
-use crate::migration::receive::{self, Incoming};
+use crate::migration::receive::{self, Incoming, Seats};
 use crate::migration::transport::{Channel, TlsFiles};
 use crate::migration::MigrateRequest;
 use crate::seccomp::seat::Seat;
@@ -552,11 +552,14 @@ pub fn run_handed(
             };
             let received = receive::receive(incoming, &events, &stop_signal)?;
             let confirm = Some((received.ch, received.times));
-            (received.built, confirm, Some(received.seats))
+            (received.built, confirm, received.seats)
         }
-        other => (builder::build(other, &events)?, None, None),
+        other => (builder::build(other, &events)?, None, Seats::default()),
     };
-    let (vcpu_seats, api_seat) = seats.map_or((Vec::new(), None), |s| (s.vcpus, s.api));
+    let Seats {
+        vcpus: vcpu_seats,
+        api: api_seat,
+    } = seats;
     let Built {
         config,
         backends,

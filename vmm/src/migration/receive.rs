@@ -50,7 +50,9 @@ pub struct Received {
 }
 
 /// The VM's threads here, started while memory streams in (seccomp/seat.rs):
-/// one per vCPU, and the API server's when it has a socket.
+/// one per vCPU, and the API server's when it has a socket. None for a VM
+/// built here (`Default`): its threads start when it starts.
+#[derive(Default)]
 pub struct Seats {
     pub vcpus: Vec<Seat>,
     pub api: Option<Seat>,
