@@ -20,6 +20,7 @@ pub mod reaper;
 pub mod seccomp;
 pub mod signals;
 pub mod snapshot;
+pub mod spin;
 pub mod vcpu;
 pub mod vm;
 pub mod vmm;

@@ -202,10 +202,12 @@ impl Vm {
         self.vcpus.len() + self.threads.as_ref().map_or(0, VcpuThreads::count)
     }
 
-    /// Spawns the vCPU threads.
-    pub fn start(&mut self) -> Result<(), VmError> {
+    /// Spawns the vCPU threads; `seats`: threads started ahead for them
+    /// (an incoming migration's).
+    pub fn start(&mut self, seats: Vec<Seat>) -> Result<(), VmError> {
         let vcpus = std::mem::take(&mut self.vcpus);
-        let threads = VcpuThreads::start(vcpus, self.control.clone()).map_err(VmError::Threads)?;
+        let threads =
+            VcpuThreads::start(seats, vcpus, self.control.clone()).map_err(VmError::Threads)?;
         self.threads = Some(threads);
         Ok(())
     }
@@ -328,6 +330,9 @@ pub struct VmCore {
     memory: GuestRam,
     fds: Vec<VcpuFd>,
     arch_vm: arch::current::ArchVm,
+    /// The CPUID set ahead on each vCPU (`preset_cpuid`).
+    #[cfg(target_arch = "x86_64")]
+    cpuid: Vec<Vec<kvm_bindings::kvm_cpuid_entry2>>,
 }
 
 impl VmCore {
@@ -357,7 +362,27 @@ impl VmCore {
             memory,
             fds,
             arch_vm,
+            #[cfg(target_arch = "x86_64")]
+            cpuid: Vec::new(),
         })
+    }
+
+    /// Gives each vCPU the CPUID this host would give it at boot, ahead of
+    /// an incoming migration's state: when the saved CPUID is the same (the
+    /// same kind of host), restoring it skips KVM_SET_CPUID2, 40 µs per
+    /// vCPU of the switch-over on this host.
+    #[cfg(target_arch = "x86_64")]
+    pub fn preset_cpuid(&mut self) -> Result<(), VmError> {
+        let supported = arch::current::supported_cpuid(&self.kvm)?;
+        let count = self.fds.len() as u8;
+        self.cpuid = arch::current::preset_cpuid(&supported, &self.fds, count)?;
+        Ok(())
+    }
+
+    /// (Only x86_64 has CPUID.)
+    #[cfg(not(target_arch = "x86_64"))]
+    pub fn preset_cpuid(&mut self) -> Result<(), VmError> {
+        Ok(())
     }
 
     /// The guest's RAM (already a KVM memory slot).
@@ -395,7 +420,7 @@ impl VmCore {
             kvm: self.kvm,
             entry: None,
             #[cfg(target_arch = "x86_64")]
-            cpuid: Default::default(),
+            cpuid: std::sync::Mutex::new(self.cpuid),
         })
     }
 }

@@ -25,6 +25,7 @@ use crate::disk_layers::{DiskLayers, LayerError};
 use crate::migration::context::MigrationStatus;
 use crate::migration::outgoing::{self, Next, Outgoing};
 use crate::migration::receive::{self, Incoming, Seats};
+use crate::migration::send::Captured;
 use crate::migration::transport::{Channel, TlsFiles};
 use crate::migration::MigrateRequest;
 use crate::seccomp::seat::Seat;
@@ -316,7 +317,7 @@ impl Vmm {
 
     /// Pauses the VM (if the API has not already) and captures it; its
     /// disks are flushed for a destination that reopens them.
-    fn pause_for_switchover(&mut self) -> Result<Box<snapshot::VmSnapshot>, String> {
+    fn pause_for_switchover(&mut self) -> Result<Captured, String> {
         let vm = self.vm.as_ref().ok_or("the VM is being rebuilt")?;
         let macs: Vec<[u8; 6]> = self.backends.nets.iter().map(|n| n.mac).collect();
         let snap = if self.state == VmState::Running {
@@ -326,11 +327,15 @@ impl Vmm {
             }
             snapshot::pause_and_capture(vm, &self.config, &macs)
         } else {
-            snapshot::capture(vm, &self.config, &macs)
+            let stopped = std::time::Instant::now();
+            snapshot::capture(vm, &self.config, &macs).map(|snap| (snap, stopped))
         };
-        let snap = snap.map_err(|e| e.to_string())?;
+        let (snap, stopped) = snap.map_err(|e| e.to_string())?;
         self.backends.flush_disks()?;
-        Ok(Box::new(snap))
+        Ok(Captured {
+            snap: Box::new(snap),
+            stopped,
+        })
     }
 
     fn resume_after_migration(&mut self) {
@@ -384,7 +389,7 @@ impl Vmm {
         let vm = Vm::create(&self.config, &self.backends, &self.events)?;
         vm.set_console_output(self.console.output());
         let vm = self.vm.insert(vm);
-        vm.start()?;
+        vm.start(Vec::new())?;
         self.state = VmState::Running;
         Ok(())
     }
@@ -500,6 +505,62 @@ fn start_api(
     Ok((Some(ApiReceiver { requests: rx, wake }), Some(handle)))
 }
 
+fn confine_main() {
+    crate::seccomp::install(crate::seccomp::ThreadKind::Main);
+}
+
+/// An incoming VM, built, its state applied and Ready said: it runs here
+/// once the source commits.
+struct Landing {
+    ch: Box<dyn Channel>,
+    times: receive::SwitchTimes,
+    vcpu_seats: Vec<Seat>,
+    api_seat: Option<Seat>,
+    paused: bool,
+}
+
+impl Landing {
+    /// Waits for Commit, then runs the VM here. Its vCPU and API threads
+    /// were started ahead (seats) and are handed their jobs only once
+    /// Running is said: a thread woken on this core preempts this one, and
+    /// between Ready and Commit that kept Commit unread, and the source
+    /// paused, for 0.1-0.2 ms more. The main thread's filter (the largest)
+    /// goes in last, for the same reason.
+    fn take_over(
+        self,
+        vm: &mut Vm,
+        config: &VmConfig,
+        backends: &Backends,
+    ) -> Result<(Option<ApiReceiver>, Option<ApiServerHandle>), VmmError> {
+        let Landing {
+            mut ch,
+            times,
+            vcpu_seats,
+            api_seat,
+            paused,
+        } = self;
+        receive::await_commit(&mut *ch)?;
+        if !paused {
+            vm.resume_devices()?;
+        }
+        let resumed = (!paused).then(std::time::SystemTime::now);
+        receive::say_running(&mut *ch, resumed);
+        // Committed: the VM is this side's, whatever fails from here.
+        if paused {
+            vm.start_paused(vcpu_seats)?;
+        } else {
+            vm.start(vcpu_seats)?;
+        }
+        let api = start_api(config, api_seat).unwrap_or_else(|e| {
+            eprintln!("vireo-vmm: the VM runs here, without its API socket: {e}");
+            (None, None)
+        });
+        receive::take_over(ch, backends, &times);
+        confine_main();
+        Ok(api)
+    }
+}
+
 /// Builds the VM `launch` asks for and runs it until it ends; returns how
 /// it ended. `tls` is for migration channels either way.
 pub fn run(launch: Launch, tls: TlsFiles) -> Result<Outcome, VmmError> {
@@ -581,49 +642,36 @@ pub fn run_handed(
     };
     let console = Console::open_with_client(&config.serial, handoff.serial_client)
         .map_err(|e| refuse(e.into(), &mut confirm))?;
-    let (api, api_server) = start_api(&config, api_seat).map_err(|e| refuse(e, &mut confirm))?;
     vm.set_console_output(console.output());
     // Everything that reads files the guest never sees (images, snapshot,
     // migration stream) is done: this thread is confined before the event
     // loop, the first thing it does for the guest. vCPU threads spawned
     // after that inherit its filter, which therefore allows theirs too
     // (seccomp/rules.rs); each thread also installs its own as it starts.
-    let confine_main = || crate::seccomp::install(crate::seccomp::ThreadKind::Main);
-    match confirm {
-        // Only on Commit does an incoming VM run here. The switch-over is
-        // the guest's downtime, and loading the main thread's filter (the
-        // largest) took a good part of it: it goes in once Running is said.
-        Some((mut ch, times)) => {
-            if let Err(e) = vm.start_paused(vcpu_seats) {
-                receive::refuse(&mut *ch, &e.to_string());
-                return Err(e.into());
-            }
-            receive::await_commit(&mut *ch)?;
-            if !paused {
-                vm.resume_devices()?;
-            }
-            // Running is said before the vCPUs go: a vCPU thread woken on
-            // this core preempts this thread while the guest computes, which
-            // held the frame (and the source, paused) back by 2-5 ms.
-            let resumed = (!paused).then(std::time::SystemTime::now);
-            receive::say_running(&mut *ch, resumed);
-            if !paused {
-                vm.release_vcpus();
-            }
-            receive::take_over(ch, &backends, &times);
-            confine_main();
-        }
-        None if paused => {
-            confine_main();
-            vm.start_paused(Vec::new())?
+    let (api, api_server) = match confirm {
+        Some((ch, times)) => {
+            let landing = Landing {
+                ch,
+                times,
+                vcpu_seats,
+                api_seat,
+                paused,
+            };
+            landing.take_over(&mut vm, &config, &backends)?
         }
         None => {
+            let api = start_api(&config, api_seat)?;
             confine_main();
-            vm.start()?;
-            // A restored VM's device workers wait parked for this.
-            vm.resume()?;
+            if paused {
+                vm.start_paused(Vec::new())?;
+            } else {
+                vm.start(Vec::new())?;
+                // A restored VM's device workers wait parked for this.
+                vm.resume()?;
+            }
+            api
         }
-    }
+    };
 
     let vmm = Arc::new(Mutex::new(Vmm {
         config,

@@ -26,12 +26,14 @@
 use std::io;
 use std::sync::{Arc, Mutex, Weak};
 
-use vm_memory::bitmap::{AtomicBitmap, NewBitmap};
+use vm_memory::bitmap::NewBitmap;
 use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::MmapRegion;
 
+use super::bitmap::DirtyBitmap;
+
 /// A region of guest RAM with its dirty-page bitmap.
-pub type RamRegion = MmapRegion<AtomicBitmap>;
+pub type RamRegion = MmapRegion<DirtyBitmap>;
 
 /// KVM's large page size on x86_64 (and the PMD size on aarch64 with 4K pages).
 pub const ALIGNMENT: usize = 2 << 20;
@@ -97,7 +99,7 @@ pub fn region(len: usize) -> io::Result<Arc<RamRegion>> {
     // made above, which stays mapped while the region (or any clone of it)
     // exists: `reap` unmaps it only after the last one is gone.
     let built = unsafe {
-        MmapRegionBuilder::new_with_bitmap(len, AtomicBitmap::with_len(len))
+        MmapRegionBuilder::new_with_bitmap(len, DirtyBitmap::with_len(len))
             .with_raw_mmap_pointer(addr as *mut u8)
             .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
             .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE)

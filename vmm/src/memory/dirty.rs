@@ -1,11 +1,11 @@
 //! Dirty page tracking for live migration: KVM logs the pages the guest
 //! writes (KVM_MEM_LOG_DIRTY_PAGES, on only while a migration runs), and
-//! vm-memory's bitmaps the pages the VMM itself writes (a virtio device
+//! the regions' bitmaps (bitmap.rs) the pages the VMM itself writes (a virtio device
 //! filling guest buffers, the used rings). A collection is the union of
 //! both, each cleared as it is read.
 
+use super::bitmap::DirtyBitmap;
 use kvm_ioctls::VmFd;
-use vm_memory::bitmap::AtomicBitmap;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap, MmapRegion};
 
 use super::pages::PageBitmap;
@@ -16,7 +16,7 @@ use super::{register, GuestRam, MemoryError};
 pub fn start(vm: &VmFd, ram: &GuestRam) -> Result<(), MemoryError> {
     register(vm, ram, true)?;
     for region in ram.iter() {
-        bitmap(region).reset();
+        bitmap(region).clear();
     }
     Ok(())
 }
@@ -32,9 +32,10 @@ pub fn collect(vm: &VmFd, ram: &GuestRam) -> Result<Vec<PageBitmap>, MemoryError
                     slot: slot as u32,
                     source,
                 })?;
-            let ours = bitmap(region).get_and_reset();
-            for (word, mine) in bits.iter_mut().zip(ours) {
-                *word |= mine;
+            if let Some(ours) = bitmap(region).take() {
+                for (word, mine) in bits.iter_mut().zip(ours) {
+                    *word |= mine;
+                }
             }
             Ok(bits)
         })
@@ -43,8 +44,8 @@ pub fn collect(vm: &VmFd, ram: &GuestRam) -> Result<Vec<PageBitmap>, MemoryError
 
 /// The VMM's own dirty bitmap of a region (the mapping's, not the
 /// per-access slice `GuestMemoryRegion::bitmap` hands out).
-fn bitmap(region: &GuestRegionMmap<AtomicBitmap>) -> &AtomicBitmap {
-    let mapping: &MmapRegion<AtomicBitmap> = region;
+fn bitmap(region: &GuestRegionMmap<DirtyBitmap>) -> &DirtyBitmap {
+    let mapping: &MmapRegion<DirtyBitmap> = region;
     mapping.bitmap()
 }
 

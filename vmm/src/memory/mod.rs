@@ -1,16 +1,16 @@
 //! Guest RAM: anonymous host mappings (vm-memory) registered with KVM.
 //!
-//! Every region carries a dirty bitmap (vm-memory's `AtomicBitmap`): each
+//! Every region carries a dirty bitmap (`bitmap::DirtyBitmap`): each
 //! write the VMM itself makes into guest memory through vm-memory (a
 //! virtio device filling a buffer, the used ring) marks its pages, so
 //! migration sees those writes as well as the guest's own (KVM's dirty log).
 
+pub mod bitmap;
 pub mod dirty;
 pub mod pages;
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
-use vm_memory::bitmap::AtomicBitmap;
 use vm_memory::{
     GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
 };
@@ -18,7 +18,7 @@ use vm_memory::{
 mod aligned;
 
 /// Guest RAM as the whole VMM sees it.
-pub type GuestRam = GuestMemoryMmap<AtomicBitmap>;
+pub type GuestRam = GuestMemoryMmap<bitmap::DirtyBitmap>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {

@@ -38,7 +38,7 @@ pub enum Next {
     /// Nothing (yet).
     Wait,
     /// Pause, flush and capture; answer on the sender.
-    Switchover(mpsc::Sender<Result<Box<crate::snapshot::VmSnapshot>, String>>),
+    Switchover(mpsc::Sender<Result<super::send::Captured, String>>),
     /// Resume the VM if it was paused for this migration.
     Resume,
     /// The VM runs at the destination: leave.

@@ -4,7 +4,8 @@
 //! batched (a frame is at most `MAX_FRAME` bytes, checked before reading).
 //!
 //! Source → destination: Hello, then Pages/Disk frames (pass after pass),
-//! State, Commit (or Cancel); after Running, the frames that reached the
+//! Pausing, the last Pages/Disk frames, State, Commit (or Cancel); after
+//! Running, the frames that reached the
 //! source's NICs meanwhile (`Forwarded`, one each) and `ForwardedEnd`.
 //! Destination → source: Ack after Hello (or Error), Ready after State,
 //! Running once the VM runs there (its payload: when it resumed, in
@@ -20,7 +21,11 @@ use crate::config::VmConfig;
 
 /// Bumped when a frame's meaning changes; both sides must agree.
 /// 2: the State frame is bincode, not JSON.
-pub const VERSION: u32 = 2;
+/// 3: Pausing announces the switch-over.
+pub const VERSION: u32 = 3;
+/// A frame up to this size goes in one write: the peer, woken by the first
+/// bytes, then finds it whole instead of sleeping again for the rest.
+const ONE_WRITE: usize = 64 << 10;
 /// Largest payload accepted: a batch of pages or blocks (~1 MiB), or the
 /// state of a VM with many vCPUs.
 pub const MAX_FRAME: usize = 16 << 20;
@@ -42,6 +47,10 @@ pub enum Kind {
     /// `[nic u8][frame with its vnet header]`.
     Forwarded = 11,
     ForwardedEnd = 12,
+    /// The source pauses the VM now: the switch-over's frames follow
+    /// within a millisecond or so, and the destination waits for them
+    /// awake (`spin`).
+    Pausing = 13,
 }
 
 impl Kind {
@@ -60,6 +69,7 @@ impl Kind {
             Cancel,
             Forwarded,
             ForwardedEnd,
+            Pausing,
         ]
         .into_iter()
         .find(|k| *k as u8 == b)
@@ -84,6 +94,12 @@ pub fn write_frame(w: &mut (impl Write + ?Sized), kind: Kind, payload: &[u8]) ->
     let mut head = [0u8; 5];
     head[0] = kind as u8;
     head[1..].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    if payload.len() <= ONE_WRITE {
+        let mut frame = Vec::with_capacity(head.len() + payload.len());
+        frame.extend_from_slice(&head);
+        frame.extend_from_slice(payload);
+        return w.write_all(&frame);
+    }
     w.write_all(&head)?;
     w.write_all(payload)
 }

@@ -178,8 +178,10 @@ fn receive_on(
     if let Some(path) = &config.api_socket {
         crate::api::server::check_free(path).map_err(failed)?;
     }
+    let mut core = VmCore::build(&config, Vm::new_memory(&config)?)?;
+    core.preset_cpuid()?;
     let mut landing = Landing {
-        core: VmCore::build(&config, Vm::new_memory(&config)?)?,
+        core,
         copies: Vec::new(),
         nets: Backends::open_nets(&config)?,
     };
@@ -227,6 +229,7 @@ pub fn ready(ch: &mut dyn Channel, times: &mut SwitchTimes) -> Result<(), BuildE
 
 /// Waits for Commit: only then may the VM run here.
 pub fn await_commit(ch: &mut dyn Channel) -> Result<(), BuildError> {
+    super::transport::wait_awake(ch);
     match protocol::read_frame(ch) {
         Ok((Kind::Commit, _)) => Ok(()),
         Ok((kind, _)) => Err(failed(format!(
@@ -300,9 +303,15 @@ fn receive_passes(
     copies: &mut [Box<dyn DiskBackend>],
     times: &mut SwitchTimes,
 ) -> Result<VmSnapshot, BuildError> {
+    // From Pausing on, the source's last frames are waited for awake.
+    let mut switching = false;
     loop {
+        if switching {
+            super::transport::wait_awake(ch);
+        }
         let (kind, payload) = protocol::read_frame(ch).map_err(failed)?;
         match kind {
+            Kind::Pausing => switching = true,
             Kind::Pages => land_pages(ram, &payload).map_err(failed)?,
             Kind::Disk => land_blocks(copies, &payload).map_err(failed)?,
             Kind::State => {

@@ -38,10 +38,20 @@ const MAX_EXTRA_PASSES: u32 = 5;
 const SWITCHOVER_FIXED_MS: u64 = 30;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The VM captured for the switch-over.
+pub struct Captured {
+    pub snap: Box<VmSnapshot>,
+    /// When the guest stopped: the last vCPU out of KVM_RUN (or the
+    /// request, for a VM the API had paused already). The guest's
+    /// downtime counts from here, as QEMU's STOP event, sent once its
+    /// vCPUs have stopped, starts its own.
+    pub stopped: Instant,
+}
+
 /// What the migration thread asks of the event loop.
 pub enum ToMain {
     /// Pause the VM, flush its disks and capture its state.
-    Switchover(Sender<Result<Box<VmSnapshot>, String>>),
+    Switchover(Sender<Result<Captured, String>>),
     /// It ended without handing the VM over: resume it.
     Aborted,
     /// The destination runs the VM.
@@ -313,14 +323,18 @@ impl Source {
     ) -> Result<(), Fail> {
         self.check_cancel()?;
         self.update(|s| s.phase = Phase::Switchover);
+        protocol::write_frame(ch, Kind::Pausing, &[]).map_err(before)?;
         let paused_at = Instant::now();
         let paused_wall = SystemTime::now();
         let (tx, rx) = mpsc::channel();
         self.tell_main(ToMain::Switchover(tx));
-        let snap = rx
-            .recv()
-            .map_err(|_| before("the VMM is stopping"))?
-            .map_err(Fail::Before)?;
+        let awake_until = Instant::now() + crate::spin::BUDGET;
+        let captured = match crate::spin::until(awake_until, || rx.try_recv().ok()) {
+            Some(captured) => captured,
+            None => rx.recv().map_err(|_| before("the VMM is stopping"))?,
+        };
+        let Captured { snap, stopped } = captured.map_err(Fail::Before)?;
+        let stopped_wall = paused_wall + stopped.saturating_duration_since(paused_at);
         let captured = paused_at.elapsed();
         self.throttle.set(0);
         let mut last = dirty::collect(&self.vm_fd, &self.ram).map_err(before)?;
@@ -339,6 +353,7 @@ impl Source {
         let state = crate::snapshot::binary::encode(&snap).map_err(before)?;
         protocol::write_frame(ch, Kind::State, &state).map_err(before)?;
         let sent = paused_at.elapsed();
+        transport::wait_awake(ch);
         protocol::expect(ch, Kind::Ready).map_err(before)?;
         let ready = paused_at.elapsed();
         protocol::write_frame(ch, Kind::Commit, &[]).map_err(before)?;
@@ -355,7 +370,7 @@ impl Source {
             s.downtime_ms = Some(context::hundredths_ms(running));
             s.downtime_breakdown_ms = Some(breakdown);
             s.guest_downtime_ms = resumed_wall
-                .and_then(|at| at.duration_since(paused_wall).ok())
+                .and_then(|at| at.duration_since(stopped_wall).ok())
                 .map(|seen| context::hundredths_ms(seen.min(running)));
             s.bytes_remaining = 0;
             s.bandwidth_mbps = context::mbps(bandwidth);

@@ -49,6 +49,20 @@ impl std::str::FromStr for Endpoint {
 pub trait Channel: Read + Write + Send {
     /// How long a read or a write may wait for the peer.
     fn set_timeout(&self, timeout: Duration) -> io::Result<()>;
+
+    /// Whether a read would find bytes now, without waiting; a channel
+    /// that cannot tell says true (TLS: records rustls has buffered are
+    /// invisible to poll), and is then read, and waited on, as before.
+    fn has_input(&self) -> bool {
+        true
+    }
+}
+
+/// Waits for the peer's next frame awake for a moment (`spin`): on the
+/// switch-over's path, where the peer answers within a millisecond.
+pub fn wait_awake(ch: &dyn Channel) {
+    let until = std::time::Instant::now() + crate::spin::BUDGET;
+    crate::spin::until(until, || ch.has_input().then_some(()));
 }
 
 impl Channel for TcpStream {
@@ -56,12 +70,20 @@ impl Channel for TcpStream {
         self.set_read_timeout(Some(timeout))?;
         self.set_write_timeout(Some(timeout))
     }
+
+    fn has_input(&self) -> bool {
+        crate::spin::readable(self.as_raw_fd())
+    }
 }
 
 impl Channel for UnixStream {
     fn set_timeout(&self, timeout: Duration) -> io::Result<()> {
         self.set_read_timeout(Some(timeout))?;
         self.set_write_timeout(Some(timeout))
+    }
+
+    fn has_input(&self) -> bool {
+        crate::spin::readable(self.as_raw_fd())
     }
 }
 

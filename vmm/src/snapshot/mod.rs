@@ -13,6 +13,7 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
@@ -116,14 +117,22 @@ pub fn capture(vm: &Vm, config: &VmConfig, macs: &[[u8; 6]]) -> Result<VmSnapsho
 
 /// Pauses the running VM and captures it (a migration's switch-over):
 /// each vCPU thread reads its own state as it parks (`Vm::pause_with`).
+/// Also returns when the guest stopped: the last vCPU thread to park.
 /// On an error the VM is left paused.
 pub fn pause_and_capture(
     vm: &Vm,
     config: &VmConfig,
     macs: &[[u8; 6]],
-) -> Result<VmSnapshot, SnapshotError> {
-    let vcpus = vm.pause_with(arch::vcpu_saver(vm)?);
-    assemble(vm, config, macs, vcpus)
+) -> Result<(VmSnapshot, Instant), SnapshotError> {
+    let save = arch::vcpu_saver(vm)?;
+    let timed = vm.pause_with(move |vcpu| (Instant::now(), save(vcpu)));
+    let stopped = timed
+        .as_ref()
+        .ok()
+        .and_then(|all| all.iter().map(|(at, _)| *at).max())
+        .unwrap_or_else(Instant::now);
+    let vcpus = timed.map(|all| all.into_iter().map(|(_, state)| state).collect());
+    Ok((assemble(vm, config, macs, vcpus)?, stopped))
 }
 
 /// The snapshot of a paused VM whose vCPUs' states are `vcpus`.

@@ -55,8 +55,10 @@ pub fn apply(vm: &Vm, vm_state: &ArchState, vcpus: &[VcpuState]) -> Result<(), S
         }
     }
     vm_state::restore(vm.vm_fd(), vm_state).map_err(arch_err)?;
-    for (vcpu, saved) in built.iter().zip(vcpus) {
-        state::restore(&vcpu.fd, saved).map_err(arch_err)?;
+    let preset = std::mem::take(&mut *crate::devices::bus::lock(&vm.cpuid));
+    for (i, (vcpu, saved)) in built.iter().zip(vcpus).enumerate() {
+        let has_cpuid = preset.get(i).is_some_and(|given| *given == saved.cpuid);
+        state::restore(&vcpu.fd, saved, has_cpuid).map_err(arch_err)?;
     }
     *crate::devices::bus::lock(&vm.cpuid) = vcpus.iter().map(|v| v.cpuid.clone()).collect();
     Ok(())

@@ -110,16 +110,19 @@ fn save_msrs(fd: &VcpuFd, indices: &[u32]) -> Result<Vec<kvm_msr_entry>, StateEr
     Ok(saved)
 }
 
-/// Writes `state` into a vCPU that has not run yet.
-pub fn restore(fd: &VcpuFd, state: &VcpuState) -> Result<(), StateError> {
+/// Writes `state` into a vCPU that has not run yet; `has_cpuid`: the
+/// vCPU was already given the saved CPUID (`VmCore::preset_cpuid`).
+pub fn restore(fd: &VcpuFd, state: &VcpuState, has_cpuid: bool) -> Result<(), StateError> {
     if let Some(khz) = state.tsc_khz {
         // A host without TSC scaling keeps its own rate; the guest's
         // kvmclock copes (the clock state says how far it went).
         let _ = fd.set_tsc_khz(khz);
     }
-    let cpuid =
-        CpuId::from_entries(&state.cpuid).map_err(|_| StateError::Cpuid(state.cpuid.len()))?;
-    fd.set_cpuid2(&cpuid).map_err(kvm("set the CPUID"))?;
+    if !has_cpuid {
+        let cpuid =
+            CpuId::from_entries(&state.cpuid).map_err(|_| StateError::Cpuid(state.cpuid.len()))?;
+        fd.set_cpuid2(&cpuid).map_err(kvm("set the CPUID"))?;
+    }
     fd.set_mp_state(state.mp_state)
         .map_err(kvm("set the run state"))?;
     fd.set_regs(&state.regs).map_err(kvm("set the registers"))?;

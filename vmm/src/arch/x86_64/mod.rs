@@ -170,6 +170,21 @@ fn write_reset_stub(mem: &GuestRam) -> Result<(), Error> {
 /// The others wait for INIT/SIPI from the guest (in-kernel LAPIC). Returns
 /// the CPUID the vCPU was given (a snapshot saves it: what KVM reports back
 /// may hold more than was asked for on some hosts).
+/// Sets on each of `vcpus` the CPUID `configure_vcpu` would; returns it.
+pub fn preset_cpuid(
+    supported: &CpuId,
+    vcpus: &[VcpuFd],
+    count: u8,
+) -> Result<Vec<Vec<kvm_bindings::kvm_cpuid_entry2>>, Error> {
+    let mut given = Vec::with_capacity(vcpus.len());
+    for (index, vcpu) in vcpus.iter().enumerate() {
+        let cpuid = cpuid::for_vcpu(supported, index as u8, count);
+        vcpu.set_cpuid2(&cpuid).map_err(kvm("set CPUID"))?;
+        given.push(cpuid.as_slice().to_vec());
+    }
+    Ok(given)
+}
+
 pub fn configure_vcpu(
     supported: &CpuId,
     vcpu: &VcpuFd,
