@@ -604,18 +604,23 @@ pub fn run_handed(
     };
     let paused = start_paused || launch.paused();
     // The VM is built first: a bad kernel or config then leaves nothing behind.
-    let (built, confirm, seats) = match launch {
+    let (built, mut confirm, seats, console) = match launch {
         Launch::Incoming { url, resume } => {
             let incoming = Incoming {
                 url,
                 overrides: resume.overrides,
                 tls: tls.clone(),
+                serial_client: handoff.serial_client,
             };
             let received = receive::receive(incoming, &events, &stop_signal)?;
             let confirm = Some((received.ch, received.times));
-            (received.built, confirm, received.seats)
+            (received.built, confirm, received.seats, received.console)
         }
-        other => (builder::build(other, &events)?, None, Seats::default()),
+        other => {
+            let built = builder::build(other, &events)?;
+            let console = Console::open_with_client(&built.config.serial, handoff.serial_client)?;
+            (built, None, Seats::default(), console)
+        }
     };
     let Seats {
         vcpus: vcpu_seats,
@@ -626,23 +631,12 @@ pub fn run_handed(
         backends,
         mut vm,
     } = built;
-    let mut confirm = confirm;
-    // An incoming VM's state is applied: Ready goes now, and what is left
-    // to do here (console, API socket, vCPU threads, parked) overlaps the
-    // source's Commit on its way; the source waits paused (its downtime).
-    // A failure from here to Commit is said to the source, which resumes.
+    vm.set_console_output(console.output());
+    // An incoming VM's state is applied: Ready goes now; the source waits
+    // paused (its downtime) for it and sends Commit (`Landing`).
     if let Some((ch, times)) = &mut confirm {
         receive::ready(&mut **ch, times)?;
     }
-    let refuse = |e: VmmError, confirm: &mut Option<(Box<dyn Channel>, _)>| {
-        if let Some((ch, _)) = confirm {
-            receive::refuse(&mut **ch, &e.to_string());
-        }
-        e
-    };
-    let console = Console::open_with_client(&config.serial, handoff.serial_client)
-        .map_err(|e| refuse(e.into(), &mut confirm))?;
-    vm.set_console_output(console.output());
     // Everything that reads files the guest never sees (images, snapshot,
     // migration stream) is done: this thread is confined before the event
     // loop, the first thing it does for the guest. vCPU threads spawned

@@ -4,10 +4,11 @@
 //! batched (a frame is at most `MAX_FRAME` bytes, checked before reading).
 //!
 //! Source → destination: Hello, then Pages/Disk frames (pass after pass),
-//! Pausing, the last Pages/Disk frames, State, Commit (or Cancel); after
+//! Closing, the last Pages/Disk frames, State, Commit (or Cancel); after
 //! Running, the frames that reached the
 //! source's NICs meanwhile (`Forwarded`, one each) and `ForwardedEnd`.
-//! Destination → source: Ack after Hello (or Error), Ready after State,
+//! Destination → source: Ack after Hello (or Error), Drained after Closing,
+//! Ready after State,
 //! Running once the VM runs there (its payload: when it resumed, in
 //! nanoseconds since the Unix epoch, u64 LE; empty from older VMMs).
 
@@ -21,7 +22,7 @@ use crate::config::VmConfig;
 
 /// Bumped when a frame's meaning changes; both sides must agree.
 /// 2: the State frame is bincode, not JSON.
-/// 3: Pausing announces the switch-over.
+/// 3: Closing and Drained before the switch-over.
 pub const VERSION: u32 = 3;
 /// A frame up to this size goes in one write: the peer, woken by the first
 /// bytes, then finds it whole instead of sleeping again for the rest.
@@ -47,10 +48,11 @@ pub enum Kind {
     /// `[nic u8][frame with its vnet header]`.
     Forwarded = 11,
     ForwardedEnd = 12,
-    /// The source pauses the VM now: the switch-over's frames follow
-    /// within a millisecond or so, and the destination waits for them
-    /// awake (`spin`).
-    Pausing = 13,
+    /// The source pauses next: the destination answers Drained once it
+    /// has landed every frame before this one, then waits for the
+    /// switch-over's frames awake (`spin`).
+    Closing = 13,
+    Drained = 14,
 }
 
 impl Kind {
@@ -69,7 +71,8 @@ impl Kind {
             Cancel,
             Forwarded,
             ForwardedEnd,
-            Pausing,
+            Closing,
+            Drained,
         ]
         .into_iter()
         .find(|k| *k as u8 == b)
