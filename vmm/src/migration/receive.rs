@@ -27,7 +27,6 @@ use crate::devices::virtio::net::NetPort;
 use crate::memory::{pages, GuestRam};
 use crate::seccomp::seat::Seat;
 use crate::snapshot::{self, VmSnapshot};
-use crate::spin;
 use crate::vm::{Vm, VmCore, VmEvents};
 
 /// How long the destination waits for the source's next frame.
@@ -250,7 +249,7 @@ pub fn ready(ch: &mut dyn Channel, times: &mut SwitchTimes) -> Result<(), BuildE
 
 /// Waits for Commit: only then may the VM run here.
 pub fn await_commit(ch: &mut dyn Channel) -> Result<(), BuildError> {
-    super::transport::wait_awake(ch, crate::spin::BUDGET);
+    super::transport::wait_awake(ch);
     match protocol::read_frame(ch) {
         Ok((Kind::Commit, _)) => Ok(()),
         Ok((kind, _)) => Err(failed(format!(
@@ -321,7 +320,7 @@ fn receive_passes(
     let mut switching = false;
     loop {
         if switching {
-            super::transport::wait_awake(ch, spin::BUDGET);
+            super::transport::wait_awake(ch);
         }
         let (kind, payload) = protocol::read_frame(ch).map_err(failed)?;
         match kind {

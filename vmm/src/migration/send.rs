@@ -328,7 +328,7 @@ impl Source {
         // caught up, so that its backlog is not part of the guest's
         // downtime, and is then awake for what follows.
         protocol::write_frame(ch, Kind::Closing, &[]).map_err(before)?;
-        transport::wait_awake(ch, crate::spin::BUDGET);
+        transport::wait_awake(ch);
         protocol::expect(ch, Kind::Drained).map_err(before)?;
         let paused_at = Instant::now();
         let paused_wall = SystemTime::now();
@@ -359,7 +359,7 @@ impl Source {
         let state = crate::snapshot::binary::encode(&snap).map_err(before)?;
         protocol::write_frame(ch, Kind::State, &state).map_err(before)?;
         let sent = paused_at.elapsed();
-        transport::wait_awake(ch, crate::spin::BUDGET);
+        transport::wait_awake(ch);
         protocol::expect(ch, Kind::Ready).map_err(before)?;
         let ready = paused_at.elapsed();
         protocol::write_frame(ch, Kind::Commit, &[]).map_err(before)?;

@@ -58,11 +58,11 @@ pub trait Channel: Read + Write + Send {
     }
 }
 
-/// Waits for the peer's next frame awake for at most `budget` (`spin`),
-/// then as usual: on the switch-over's path, where the peer answers
-/// within a millisecond.
-pub fn wait_awake(ch: &dyn Channel, budget: Duration) {
-    let until = std::time::Instant::now() + budget;
+/// Waits for the peer's next frame awake for a moment (`spin`), then as
+/// usual: on the switch-over's path, where the peer answers within a
+/// millisecond.
+pub fn wait_awake(ch: &dyn Channel) {
+    let until = std::time::Instant::now() + crate::spin::BUDGET;
     crate::spin::until(until, || ch.has_input().then_some(()));
 }
 
