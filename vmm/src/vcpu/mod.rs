@@ -355,20 +355,12 @@ impl VcpuThreads {
         control: Arc<VcpuControl>,
     ) -> std::io::Result<Self> {
         control.wanted.store(WANT_PAUSE, Ordering::Release);
-        Self::start_on(seats, vcpus, control)
+        Self::start(seats, vcpus, control)
     }
 
     /// Starts one thread per vCPU, named `vireo-vcpu-N` (`seats` as in
     /// `start_paused`).
     pub fn start(
-        seats: Vec<Seat>,
-        vcpus: Vec<Vcpu>,
-        control: Arc<VcpuControl>,
-    ) -> std::io::Result<Self> {
-        Self::start_on(seats, vcpus, control)
-    }
-
-    fn start_on(
         seats: Vec<Seat>,
         vcpus: Vec<Vcpu>,
         control: Arc<VcpuControl>,

@@ -178,11 +178,20 @@ pub fn preset_cpuid(
 ) -> Result<Vec<Vec<kvm_bindings::kvm_cpuid_entry2>>, Error> {
     let mut given = Vec::with_capacity(vcpus.len());
     for (index, vcpu) in vcpus.iter().enumerate() {
-        let cpuid = cpuid::for_vcpu(supported, index as u8, count);
-        vcpu.set_cpuid2(&cpuid).map_err(kvm("set CPUID"))?;
-        given.push(cpuid.as_slice().to_vec());
+        given.push(
+            give_cpuid(supported, vcpu, index as u8, count)?
+                .as_slice()
+                .to_vec(),
+        );
     }
     Ok(given)
+}
+
+/// The CPUID vCPU `index` of `count` gets on this host, set on `vcpu`.
+fn give_cpuid(supported: &CpuId, vcpu: &VcpuFd, index: u8, count: u8) -> Result<CpuId, Error> {
+    let cpuid = cpuid::for_vcpu(supported, index, count);
+    vcpu.set_cpuid2(&cpuid).map_err(kvm("set CPUID"))?;
+    Ok(cpuid)
 }
 
 pub fn configure_vcpu(
@@ -193,8 +202,7 @@ pub fn configure_vcpu(
     entry: &BootEntry,
     mem: &GuestRam,
 ) -> Result<CpuId, Error> {
-    let given = cpuid::for_vcpu(supported, index, count);
-    vcpu.set_cpuid2(&given).map_err(kvm("set CPUID"))?;
+    let given = give_cpuid(supported, vcpu, index, count)?;
     regs::setup_msrs(vcpu)?;
     regs::setup_fpu(vcpu)?;
     regs::setup_lapic(vcpu)?;
