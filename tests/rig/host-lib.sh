@@ -47,6 +47,8 @@ rig_stage_qemu_ref() {
   done
   cp "$here/qemu-ref-vmm.sh" "$dir/usr/bin/qemu-ref-vmm"
   chmod 755 "$dir/usr/bin/qemu-ref-vmm"
+  # The same with KVM's whole irqchip in the kernel (see qemu-ref-vmm.sh).
+  ln -sf qemu-ref-vmm "$dir/usr/bin/qemu-ref-vmm-kirq"
 }
 
 # rig_stage_prog DIR PROG DEST: a dynamically linked program at DEST under

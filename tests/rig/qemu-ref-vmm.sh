@@ -34,6 +34,10 @@ cmdline=$(echo "$cmdline" | sed 's/reboot=k/reboot=t/')
 # minimal guest (no ACPI in its kernel) needs to find them.
 machine=microvm,accel=kvm
 [ -z "$net" ] || machine=$machine,acpi=off
+# Called as qemu-ref-vmm-kirq: KVM's IOAPIC, PIC and PIT in the kernel, as
+# vireo-vmm has them (microvm's default is the split irqchip: only the local
+# APICs in the kernel, the rest in QEMU).
+case $0 in *-kirq) machine=$machine,kernel-irqchip=on ;; esac
 set -- -machine "$machine" -cpu host -smp "$cpus" -m "$mem" \
   -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
   -kernel "$kernel"

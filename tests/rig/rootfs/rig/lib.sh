@@ -101,7 +101,18 @@ rig_kvm_keeper_start() {
   [ -s $kernel ] || return 0
   vireo-vmm --paused --kernel $kernel --memory 64M --cpus 1 --serial none \
     </dev/null >/tmp/kvm-keeper.log 2>&1 &
-  echo "RIG kvm keeper pid=$!"
+  local pid=$! waited=0
+  # The keys flip while the keeper builds its VM, and the deferred one a
+  # second after its vCPU exists: a launch must not build a VM meanwhile
+  # (on 2026-12-06 the first launch of a rig boot did, and the outer CPUs
+  # locked up as above). So wait for its vCPU thread, then two seconds.
+  until grep -qs '^vireo-vcpu-0$' /proc/$pid/task/*/comm; do
+    kill -0 $pid 2>/dev/null && [ $waited -lt 300 ] || break
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  sleep 2
+  echo "RIG kvm keeper pid=$pid ready_after_ms=$((waited * 100 + 2000))"
 }
 
 # The flight recorder: KVM tracepoints that stay on for every launch, cheap
@@ -128,6 +139,34 @@ rig_flight_recorder_print() {
     rip=$(echo "$line" | grep -o 'rip 0x[0-9a-f]*' | cut -d' ' -f2)
     echo "RIG flight: ${line#"${line%%[! ]*}"} ${rip:+$(rig_guest_symbol "$rip")}"
   done
+}
+
+# rig.thp=MODE sets the rig kernel's transparent huge page mode; and
+# rig.khugepaged=fast lets khugepaged scan without pause, so that it
+# collapses a VMM's 4 KiB-backed guest RAM into huge pages while the guest
+# runs (each collapse makes KVM drop its nested mappings of that range): the
+# experiments that tell a VMM's fault from THP under nested paging.
+# rig.compact=fast compacts all memory five times a second (pages of guest
+# RAM migrate under running guests, each a nested mapping dropped).
+RIG_THP_DIR=/sys/kernel/mm/transparent_hugepage
+rig_thp_setup() {
+  [ -n "${RIG_THP:-}" ] && echo "$RIG_THP" >$RIG_THP_DIR/enabled
+  if [ "${RIG_KHUGEPAGED:-}" = fast ]; then
+    echo 0 >$RIG_THP_DIR/khugepaged/scan_sleep_millisecs
+    echo 0 >$RIG_THP_DIR/khugepaged/alloc_sleep_millisecs
+    echo 32768 >$RIG_THP_DIR/khugepaged/pages_to_scan
+  fi
+  if [ "${RIG_COMPACT:-}" = fast ]; then
+    (while :; do echo 1 >/proc/sys/vm/compact_memory; sleep 0.2; done) </dev/null >/dev/null 2>&1 &
+  fi
+  echo "RIG thp: $(cat $RIG_THP_DIR/enabled) defrag: $(cat $RIG_THP_DIR/defrag)" \
+    "khugepaged sleep_ms: $(cat $RIG_THP_DIR/khugepaged/scan_sleep_millisecs)"
+}
+
+# Huge pages khugepaged has made and pages migrated since boot.
+rig_thp_collapsed() {
+  echo "$(cat $RIG_THP_DIR/khugepaged/pages_collapsed 2>/dev/null)" \
+    "$(grep -E '^(pgmigrate_success|thp_fault_alloc|thp_fault_fallback) ' /proc/vmstat | tr '\n' ' ')"
 }
 
 # rig.irqtrace=1: a second recorder, for a guest that hangs waiting for an
@@ -416,6 +455,7 @@ rig_vmm_path() {
   case $1 in
     vireo) echo /usr/bin/vireo-vmm ;;
     qemu) echo /usr/bin/qemu-ref-vmm ;;
+    qemu-kirq) echo /usr/bin/qemu-ref-vmm-kirq ;;
     *) [ -x "/usr/bin/vireo-vmm-$1" ] && echo "/usr/bin/vireo-vmm-$1" ;;
   esac
 }
