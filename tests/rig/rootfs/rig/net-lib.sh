@@ -64,6 +64,17 @@ net_ping() {
     sed -n 's/.* \([0-9]*\) packets received.*/\1/p'
 }
 
+# net_reachable NS ADDR: waits (five tries, 2 s each) for one answer from ADDR, so
+# that a count that follows measures the path, not its first moments (a
+# bond choosing its active link, a bridge port coming up, ARP).
+net_reachable() {
+  local i=0
+  while [ "$(net_ping "$1" "$2" 1)" != 1 ]; do
+    i=$((i + 1))
+    [ $i -lt 5 ] || return 1
+  done
+}
+
 # net_agent: vireo-agent on the rig's loopback; VIREO_TOKEN for the CLI.
 net_agent() {
   $IP link set lo up

@@ -41,6 +41,7 @@ echo "RIG bond0: mode=$mode slaves=$(bond_file node bond0 slaves) active=$(bond_
 [ "$(bond_file node bond0 slaves)" = "nic0 nic1" ] || fail "bond0 links: $(bond_file node bond0 slaves)"
 [ "$(basename "$($IP netns exec node readlink /sys/class/net/bond0/master)")" = vmbr0 ] ||
   fail "bond0 is not the port of vmbr0"
+net_reachable sw 10.6.0.1 || fail "the node is not reachable over bond0"
 got=$(net_ping sw 10.6.0.1 20)
 [ "$got" = 20 ] || fail "before the failure: $got/20 pings answered"
 
@@ -103,6 +104,7 @@ vid=$($IP -n node4 -d -j link show bond0.10 | sed -n 's/.*"protocol":"802.1Q","i
 port=$(basename "$($IP netns exec node4 readlink /sys/class/net/bond0.10/master)")
 echo "RIG stored settings: bond0 $(bond_file node4 bond0 slaves), bond0.10 VLAN id=$vid, master=$port"
 [ "$vid" = 10 ] && [ "$port" = vmbr0 ] || fail "vmbr0 is not over VLAN 10 of bond0"
+net_reachable sw4 10.7.0.1 || fail "the node is not reachable over VLAN 10 of its stored bond"
 tagged=$(net_ping sw4 10.7.0.1 20)
 $IP -n sw4 addr add 10.7.0.3/24 dev br0
 untagged=$($IP netns exec sw4 busybox ping -q -c 5 -i 0.02 -W 1 -I br0 10.7.0.1 2>/dev/null |
