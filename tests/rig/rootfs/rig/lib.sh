@@ -164,7 +164,7 @@ rig_thp_setup() {
 }
 
 # Huge pages khugepaged has made and pages migrated since boot.
-rig_thp_collapsed() {
+rig_thp_counts() {
   echo "$(cat $RIG_THP_DIR/khugepaged/pages_collapsed 2>/dev/null)" \
     "$(grep -E '^(pgmigrate_success|thp_fault_alloc|thp_fault_fallback) ' /proc/vmstat | tr '\n' ' ')"
 }

@@ -51,7 +51,7 @@ bench_launch() {
   fi
   echo "RIG launch vmm=$name cpus=$cpus i=$i failed: $why; its output:"
   sed 's/^/  | /' $out
-  echo "RIG thp at the failure: $(rig_thp_collapsed)"
+  echo "RIG thp at the failure: $(rig_thp_counts)"
   echo "$name $cpus fail" >>$results
   return 1
 }
@@ -80,5 +80,5 @@ for cpus in $cpus_list; do
       echo "RIG reset-exit vmm=$v cpus=$cpus $(awk -v v="$v" -v c="$cpus" '$1 == v && $2 == c && $3 != "fail" && $6 >= 0 { print $6 }' $results | rig_stats)"
   done
 done
-echo "RIG thp pages_collapsed=$(rig_thp_collapsed)"
+echo "RIG thp pages_collapsed=$(rig_thp_counts)"
 [ "$fails" = 0 ]
